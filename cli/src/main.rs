@@ -1,1 +1,83 @@
-fn main() {}
+//! # `kulisse`: the command line (mirrors kubectl, and kube-apiserver's launcher)
+//!
+//! One binary, two roles:
+//! - **server**: `kulisse up` runs the control plane (API server and store) in the foreground;
+//! - **client**: `apply`, `get`, `describe`, `delete` talk to it over HTTP, exactly as
+//!   kubectl talks to a real cluster, using the kubeconfig that `kulisse up` wrote.
+//!
+//! The binary is thin: every command is a few lines over `kulisse-core`. `main` only calls
+//! [`try_main`] and turns its result into an exit code, printing an error exactly once.
+//!
+//! Exit codes: `0` success; `1` an error (from the server, or a bad manifest); `2` a usage
+//! error (unknown flag, missing argument).
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kulisse: a small Kubernetes that shows you what happens behind the scenes.
+#[derive(Parser, Debug)]
+#[command(name = "kulisse", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every client command understands, as kubectl's do.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// The kubeconfig to use (default: $KULISSE_KUBECONFIG, else ~/.kulisse/kubeconfig).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace to work in (default: the kubeconfig context's, usually "default").
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Work across all namespaces (get, describe).
+    #[arg(short = 'A', long = "all-namespaces", global = true)]
+    pub all_namespaces: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the control plane (API server + store) in the foreground.
+    Up(commands::up::UpArgs),
+    /// Apply manifests: create objects, or change them to match the files.
+    Apply(commands::apply::ApplyArgs),
+    /// List objects, or show one, in kubectl's columns.
+    Get(commands::get::GetArgs),
+    /// Show an object in detail, with its events.
+    Describe(commands::describe::DescribeArgs),
+    /// Delete objects by file or by kind and name.
+    Delete(commands::delete::DeleteArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match try_main(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("{}", output::error_text(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Run a command. Errors are printed once, by `main`.
+fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => commands::up::run(args).await,
+            Command::Apply(args) => commands::apply::run(&cli.global, args).await,
+            Command::Get(args) => commands::get::run(&cli.global, args).await,
+            Command::Describe(args) => commands::describe::run(&cli.global, args).await,
+            Command::Delete(args) => commands::delete::run(&cli.global, args).await,
+        }
+    })
+}

@@ -16,4 +16,5 @@
 pub mod apiserver;
 pub mod client;
 pub mod objects;
+pub mod printers;
 pub mod store;

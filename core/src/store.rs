@@ -151,12 +151,7 @@ pub trait Store: Send + Sync + 'static {
     /// `revision: None` reads the newest state; `Some(r)` reads the state as of revision `r`
     /// (errors with `Compacted` if `r` is older than the last compaction).
     /// `limit: Some(n)` returns at most `n` keys (`0` means no limit).
-    async fn range(
-        &self,
-        prefix: &str,
-        revision: Option<Revision>,
-        limit: Option<usize>,
-    ) -> StoreResult<RangeResult>;
+    async fn range(&self, prefix: &str, revision: Option<Revision>, limit: Option<usize>) -> StoreResult<RangeResult>;
 
     /// Create `key` only if it does not exist.
     async fn create(&self, key: &str, value: Vec<u8>) -> StoreResult<TxnOutcome>;

@@ -1,1 +1,10 @@
-//! placeholder
+//! # kulisse-tests: end-to-end checks with real parts
+//!
+//! Helpers shared by the integration tests in `tests/tests/`: the store conformance suite
+//! ([`conformance`]) that holds the embedded store and a real etcd to one etcd-shaped
+//! contract, and fixtures that start real processes on loopback.
+
+pub mod cluster;
+pub mod conformance;
+pub mod etcd;
+pub mod otlp;

@@ -1,1 +1,444 @@
-//! placeholder
+//! # kulisse-traces: how kulisse tells you what it is doing (OpenTelemetry)
+//!
+//! OpenTelemetry in ten lines:
+//! 1. A **trace** is the story of one user action (`kulisse apply -f pod.yaml`) across every
+//!    process it touches. It is named by a 16-byte **trace id**.
+//! 2. A **span** is one timed step of that story (`apiserver.validate`): a name, an 8-byte span
+//!    id, the id of its **parent** span, start/end times and key/value **attributes**.
+//! 3. Spans form a tree: the CLI's `cli.apply` span is the root, everything else hangs below it.
+//! 4. The **context** is "which span am I in right now"; a new span becomes a child of it.
+//! 5. **Propagation** carries the context across a process boundary: the W3C `traceparent`
+//!    HTTP header (`00-<trace id>-<span id>-<flags>`) lets the receiver continue the same trace.
+//! 6. An **exporter** ships finished spans over **OTLP** (the OpenTelemetry protocol, protobuf
+//!    over gRPC or HTTP) to a backend such as Jaeger, Grafana Tempo or an OpenTelemetry Collector.
+//! 7. Each process reports under its own **`service.name`** (`kulisse-cli`, `kulisse-apiserver`,
+//!    ...), so a trace view shows which component did which step.
+//!
+//! ## How this mirrors Kubernetes
+//!
+//! The kube-apiserver (KEP-647 "API Server Tracing"), the kubelet (KEP-2831) and the container
+//! runtimes (containerd, CRI-O) all emit OpenTelemetry spans over OTLP, and they continue a
+//! trace from an incoming W3C `traceparent` header. kulisse does the same, and adds the
+//! attribute `kulisse.stage` (see [`catalogue`]) to every span so that you can colour a trace
+//! by component: `cli`, `apiserver`, `store`, `controller`, `scheduler`, `kubelet`, `runtime`,
+//! `proxy`.
+//!
+//! ## Using it
+//!
+//! Call [`init`] once at the start of `main` and keep the returned [`TracingGuard`] alive until
+//! the end of `main`: dropping it flushes the spans that are still buffered. Spans are only
+//! *exported* when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
+//! set, e.g. run `docker run -p 4318:4318 -p 16686:16686 jaegertracing/jaeger` and
+//! `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 kulisse apply -f pod.yaml`, then open
+//! Jaeger's UI. Without an endpoint, trace ids are still created and propagated, so the
+//! `kulisse.dev/traceparent` annotation works either way.
+//!
+//! The standard OpenTelemetry environment variables are honoured:
+//!
+//! | Variable | Effect |
+//! |---|---|
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | where to send spans; unset means "do not export" |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` | `http/protobuf` (default, as the spec says) or `grpc` |
+//! | `OTEL_SERVICE_NAME` | overrides the `service.name` kulisse picks |
+//! | `OTEL_RESOURCE_ATTRIBUTES` | extra resource attributes, `key=value,key2=value2` |
+//! | `OTEL_TRACES_EXPORTER` | `otlp` (default) or `none` |
+//! | `OTEL_SDK_DISABLED` | `true` disables exporting |
+//! | `OTEL_EXPORTER_OTLP_{TRACES_}HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `OTEL_TRACES_SAMPLER{_ARG}`, `OTEL_BSP_*` | read by the OpenTelemetry SDK itself |
+//!
+//! Two kulisse-specific variables choose *which* `tracing` spans and events go where:
+//! `RUST_LOG` filters the human-readable log on stderr (default `warn`), and
+//! [`OTEL_FILTER_ENV`] (`KULISSE_TRACES_FILTER`) filters what becomes OpenTelemetry spans
+//! (default [`DEFAULT_OTEL_FILTER`]: every kulisse span, `info` and above from libraries).
+//!
+//! ## Several components in one process
+//!
+//! kulisse can run the API server, controllers, scheduler and kubelet in one process. To have
+//! each of them report under its own `service.name`, one would build one
+//! `SdkTracerProvider` per component (each with its own `Resource`, all sharing one exporter
+//! through a cloneable `SpanExporter` wrapper) and give each component's spans the tracer of
+//! its provider. `tracing-opentelemetry` drives exactly one tracer per layer, so this means
+//! one `OpenTelemetryLayer` per component, each with a per-layer filter that only accepts the
+//! spans whose `kulisse.stage` belongs to that component. That is not built yet: today a
+//! process reports under the single `service.name` given to [`init`].
+
+pub mod catalogue;
+pub mod propagation;
+
+use anyhow::Context as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::{
+    Resource, propagation::TraceContextPropagator, resource::EnvResourceDetector, resource::ResourceDetector as _,
+    trace::SdkTracerProvider,
+};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, filter::LevelFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
+
+/// Name of the environment variable that filters which `tracing` spans and events are turned
+/// into OpenTelemetry spans (same syntax as `RUST_LOG`, e.g. `info,kulisse_core=debug`).
+pub const OTEL_FILTER_ENV: &str = "KULISSE_TRACES_FILTER";
+
+/// The filter used when [`OTEL_FILTER_ENV`] is unset: every span from kulisse's own crates (their
+/// targets start with `kulisse`), and `info` and above from the libraries kulisse uses.
+pub const DEFAULT_OTEL_FILTER: &str = "info,kulisse=trace";
+
+/// The instrumentation scope name given to kulisse's tracer (shown as "library" or "scope" in
+/// trace viewers).
+pub const INSTRUMENTATION_SCOPE: &str = "kulisse";
+
+/// The OTLP transport that [`init`] chose from the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC: protobuf messages over HTTP/2, usually port 4317.
+    Grpc,
+    /// OTLP/HTTP with binary protobuf bodies, `POST /v1/traces`, usually port 4318.
+    HttpProtobuf,
+}
+
+impl std::fmt::Display for OtlpProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        })
+    }
+}
+
+/// Installs kulisse's tracing for this process and returns the guard that flushes it.
+///
+/// What it sets up:
+/// - a global `tracing` subscriber with a human-readable log layer on stderr, filtered by
+///   `RUST_LOG` (default `warn`), and an OpenTelemetry layer (filtered by [`OTEL_FILTER_ENV`])
+///   that turns `tracing` spans into OpenTelemetry spans;
+/// - an OpenTelemetry SDK tracer provider whose `service.name` is `service_name` unless
+///   `OTEL_SERVICE_NAME` or a `service.name` in `OTEL_RESOURCE_ATTRIBUTES` says otherwise;
+/// - an OTLP exporter, only if `OTEL_EXPORTER_OTLP_ENDPOINT` or
+///   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (see the crate docs for the other variables);
+/// - the global text-map propagator, set to W3C Trace Context (`traceparent`/`tracestate`).
+///
+/// Misconfigured OpenTelemetry variables do not stop kulisse: they are reported as warnings on
+/// stderr and exporting is skipped, as the OpenTelemetry specification asks.
+///
+/// # Errors
+///
+/// Fails if a global `tracing` subscriber is already installed (call `init` once per process),
+/// or if the background runtime for the gRPC exporter cannot be started.
+pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
+    let mut warnings = Vec::new();
+    let plan = ExportPlan::from_env(&mut warnings);
+
+    let mut export_runtime = ExportRuntime(None);
+    let mut exporter = None;
+    if let ExportPlan::Otlp { protocol, endpoint } = &plan {
+        match build_exporter(*protocol) {
+            Ok((built, runtime)) => {
+                exporter = Some(built);
+                export_runtime = ExportRuntime(runtime);
+            }
+            Err(err) => warnings.push(format!(
+                "spans will not be exported: could not build the OTLP {protocol} exporter \
+                 for endpoint {endpoint:?}: {err:#}"
+            )),
+        }
+    }
+    let exporting = exporter.is_some();
+
+    let mut builder = SdkTracerProvider::builder().with_resource(resource_for(service_name));
+    if let Some(exporter) = exporter {
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer(INSTRUMENTATION_SCOPE);
+
+    let log_filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::WARN.into())
+        .from_env_lossy();
+    let otel_filter = match std::env::var(OTEL_FILTER_ENV) {
+        Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(&value).unwrap_or_else(|err| {
+            warnings.push(format!(
+                "{OTEL_FILTER_ENV}={value:?} is not a valid filter ({err}); \
+                 using the default {DEFAULT_OTEL_FILTER:?}"
+            ));
+            EnvFilter::new(DEFAULT_OTEL_FILTER)
+        }),
+        _ => EnvFilter::new(DEFAULT_OTEL_FILTER),
+    };
+    let log_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        // Colours only for a terminal, not for logs redirected to a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(log_filter);
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(otel_filter);
+
+    let guard = TracingGuard {
+        inner: Some(GuardInner {
+            provider: provider.clone(),
+            runtime: export_runtime,
+        }),
+        exporting,
+    };
+    if let Err(err) = tracing_subscriber::registry()
+        .with(log_layer)
+        .with(otel_layer)
+        .try_init()
+    {
+        // Shut the provider (and its export thread) down again before reporting the error.
+        drop(guard);
+        return Err(anyhow::anyhow!(
+            "kulisse_traces::init({service_name:?}) could not install the global tracing \
+             subscriber: {err}. init must be called once per process, before anything else \
+             installs a subscriber"
+        ));
+    }
+
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider);
+
+    for warning in warnings {
+        tracing::warn!(target: "kulisse_traces", "{warning}");
+    }
+    if let ExportPlan::Otlp { protocol, endpoint } = &plan
+        && exporting
+    {
+        tracing::debug!(
+            target: "kulisse_traces",
+            "exporting spans with OTLP {protocol} to {endpoint}"
+        );
+    }
+    Ok(guard)
+}
+
+/// Keeps kulisse's tracing alive; dropping it flushes and shuts down the exporter.
+///
+/// OpenTelemetry exporters batch spans in memory and send them every few seconds. If a process
+/// exits without flushing, the last batch (often the whole trace of a short CLI command) is
+/// lost. Keep the guard in a variable in `main` (`let _guard = kulisse_traces::init(...)?;`,
+/// not `let _ = ...`, which drops it at once) and make sure `main` returns, also on Ctrl-C
+/// (e.g. by racing the work against `tokio::signal::ctrl_c()`), so that the guard is dropped.
+/// End (drop) your spans before the guard: a span that is still open is not exported.
+///
+/// Flushing blocks the calling thread until the export finished or timed out (the
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s by default). The export itself runs on threads owned by
+/// the guard, so it works from plain threads and from inside any tokio runtime, including a
+/// single-threaded one.
+#[must_use = "dropping the TracingGuard at once shuts tracing down; keep it in a variable until the end of main"]
+pub struct TracingGuard {
+    inner: Option<GuardInner>,
+    exporting: bool,
+}
+
+struct GuardInner {
+    provider: SdkTracerProvider,
+    runtime: ExportRuntime,
+}
+
+impl TracingGuard {
+    /// Whether spans are exported over OTLP (an endpoint was configured and the exporter was
+    /// built). When `false`, spans still get trace ids and propagate, but are not sent anywhere.
+    pub fn exporting(&self) -> bool {
+        self.exporting
+    }
+
+    /// Sends every finished span that is still buffered, and waits for the export.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        match &self.inner {
+            Some(inner) => inner
+                .provider
+                .force_flush()
+                .context("flushing the buffered spans to the OTLP endpoint failed"),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes the buffered spans and shuts the tracer provider down. Spans that end after this
+    /// are dropped. Dropping the guard does the same, but can only print errors to stderr.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        match self.inner.take() {
+            Some(inner) => inner.shutdown(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl GuardInner {
+    fn shutdown(self) -> anyhow::Result<()> {
+        let result = self
+            .provider
+            .shutdown()
+            .context("shutting down the OpenTelemetry tracer provider (final flush of spans) failed");
+        // The export runtime is stopped only after the provider: the final flush needs it.
+        drop(self.runtime);
+        result
+    }
+}
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take()
+            && let Err(err) = inner.shutdown()
+        {
+            // The subscriber may be the thing that is shutting down: print directly.
+            eprintln!("kulisse: warning: {err:#}");
+        }
+    }
+}
+
+impl std::fmt::Debug for TracingGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracingGuard")
+            .field("exporting", &self.exporting)
+            .field("shut_down", &self.inner.is_none())
+            .finish()
+    }
+}
+
+/// A small tokio runtime owned by the gRPC exporter.
+///
+/// tonic (the gRPC library) needs a tokio runtime for its connection. The SDK's batch span
+/// processor exports from its own plain thread, and the application's runtime may be
+/// single-threaded, busy blocking on the final flush, or already gone at exit, so the exporter
+/// gets a runtime of its own. It is stopped without blocking, so dropping it is allowed even
+/// inside an async context.
+struct ExportRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ExportRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// What [`init`] decided to do about exporting, from the environment.
+enum ExportPlan {
+    Disabled,
+    Otlp { protocol: OtlpProtocol, endpoint: String },
+}
+
+const ENDPOINT_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"];
+const PROTOCOL_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"];
+
+/// Reads a variable, treating "unset", "empty" and "not UTF-8" the same: as absent.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|value| value.trim().to_string())
+        .filter(|value| !value.is_empty())
+}
+
+impl ExportPlan {
+    fn from_env(warnings: &mut Vec<String>) -> ExportPlan {
+        if env_value("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return ExportPlan::Disabled;
+        }
+        if let Some(exporters) = env_value("OTEL_TRACES_EXPORTER") {
+            let mut otlp = false;
+            for name in exporters.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match name.to_ascii_lowercase().as_str() {
+                    "otlp" => otlp = true,
+                    "none" => {}
+                    other => warnings.push(format!(
+                        "OTEL_TRACES_EXPORTER lists {other:?}, which kulisse does not support \
+                         (expected \"otlp\" or \"none\"); ignoring it"
+                    )),
+                }
+            }
+            if !otlp {
+                return ExportPlan::Disabled;
+            }
+        }
+        let Some(endpoint) = ENDPOINT_VARS.iter().find_map(|var| env_value(var)) else {
+            return ExportPlan::Disabled;
+        };
+        ExportPlan::Otlp {
+            protocol: protocol_from_env(warnings),
+            endpoint,
+        }
+    }
+}
+
+/// The OTLP protocol from `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`, then the specification's default, `http/protobuf`.
+fn protocol_from_env(warnings: &mut Vec<String>) -> OtlpProtocol {
+    for var in PROTOCOL_VARS {
+        let Some(value) = env_value(var) else {
+            continue;
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "grpc" => return OtlpProtocol::Grpc,
+            "http/protobuf" => return OtlpProtocol::HttpProtobuf,
+            _ => warnings.push(format!(
+                "{var}={value:?} is not supported by kulisse (expected \"grpc\" or \
+                 \"http/protobuf\"); ignoring it"
+            )),
+        }
+    }
+    OtlpProtocol::HttpProtobuf
+}
+
+/// Builds the OTLP span exporter. The endpoint, headers, timeout and compression are read from
+/// the standard variables by `opentelemetry-otlp` itself.
+fn build_exporter(protocol: OtlpProtocol) -> anyhow::Result<(SpanExporter, Option<tokio::runtime::Runtime>)> {
+    match protocol {
+        OtlpProtocol::Grpc => {
+            let runtime = ExportRuntime(Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("kulisse-otlp-grpc")
+                    .enable_all()
+                    .build()
+                    .context("starting the background runtime of the OTLP/gRPC exporter")?,
+            ));
+            let exporter = {
+                let Some(rt) = runtime.0.as_ref() else {
+                    anyhow::bail!("the OTLP/gRPC export runtime vanished while starting");
+                };
+                // tonic spawns its connection tasks on the runtime that is current here.
+                let _entered = rt.enter();
+                SpanExporter::builder()
+                    .with_tonic()
+                    .with_protocol(Protocol::Grpc)
+                    .build()?
+            };
+            let mut runtime = runtime;
+            Ok((exporter, runtime.0.take()))
+        }
+        OtlpProtocol::HttpProtobuf => {
+            // The HTTP exporter uses reqwest's blocking client, which owns a small runtime and
+            // refuses to be created on a thread that runs async code. Build it on a plain thread.
+            let exporter = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        SpanExporter::builder()
+                            .with_http()
+                            .with_protocol(Protocol::HttpBinary)
+                            .build()
+                    })
+                    .join()
+            })
+            .map_err(|_| anyhow::anyhow!("building the OTLP/HTTP exporter panicked"))??;
+            Ok((exporter, None))
+        }
+    }
+}
+
+/// The resource (who is reporting) for this process.
+///
+/// `Resource::builder()` reads `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; kulisse's own
+/// `service_name` is used only when neither of them names the service.
+fn resource_for(service_name: &str) -> Resource {
+    let env_names_service = env_value("OTEL_SERVICE_NAME").is_some()
+        || EnvResourceDetector::new()
+            .detect()
+            .get(&opentelemetry::Key::from_static_str("service.name"))
+            .is_some();
+    let builder = Resource::builder();
+    if env_names_service {
+        builder.build()
+    } else {
+        builder.with_service_name(service_name.to_string()).build()
+    }
+}

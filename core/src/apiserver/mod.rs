@@ -1,1 +1,399 @@
-//! placeholder: being written
+//! # The API server (mirrors kube-apiserver)
+//!
+//! Everything in a Kubernetes cluster goes through the API server: `kubectl`, the
+//! controller manager, the scheduler, every kubelet. It is the only component that talks
+//! to the store. A request passes the same stations every time, and each one is a span
+//! in the trace:
+//!
+//! 1. **authenticate** ([`auth`]): who is asking? kulisse accepts one bearer token, the one
+//!    written into the kubeconfig by `kulisse up`. `/version`, `/healthz` and `/readyz`
+//!    are open, as in Kubernetes.
+//! 2. **route** ([`routes`]): which group, version, resource, namespace, name?
+//! 3. **decode** the body (JSON or YAML) within size and nesting budgets;
+//! 4. **default and validate** the object ([`crate::objects`]): a bad object answers
+//!    `422 Invalid` with the field path that is wrong, and nothing is written;
+//! 5. **compare** with what the store holds (for `apply`: is there anything to change?);
+//! 6. **write** through [`storage`] to the store, conditionally on the revision that was read;
+//! 7. **respond** with the stored object, or with a `Status` object on failure.
+//!
+//! One file per verb, each with the same shape (`handle(ctx, ...) -> Result<Response, ApiError>`):
+//! [`get`] (get and list), [`create`], [`update`] (PUT), [`patch`] (merge patch and
+//! server-side apply), [`delete`], [`watch`]; [`discovery`] answers "what do you serve?".
+//!
+//! The server takes its listener and a shutdown future from the caller (as tokio's
+//! mini-redis does), so tests run it on `127.0.0.1:0`.
+
+pub mod auth;
+pub mod create;
+pub mod delete;
+pub mod discovery;
+pub mod get;
+pub mod meta;
+pub mod patch;
+pub mod routes;
+pub mod storage;
+pub mod update;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tracing::{Instrument, info_span};
+
+use crate::objects::{ApiError, ResourceInfo};
+use crate::store::Store;
+use routes::Route;
+pub use storage::Storage;
+
+/// The body type of every response: a whole JSON document, or a stream of watch events.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// The largest request body accepted, as in kube-apiserver (3 MiB).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The Kubernetes version kulisse speaks (its object schemas follow this release).
+pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
+
+/// How the API server is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The bearer token clients must present (from the kubeconfig).
+    pub token: String,
+}
+
+/// What every handler gets: the storage layer and the server's settings.
+///
+/// Concurrency: the server is shared by every connection task through an `Arc`. It holds
+/// no lock of its own; all coordination between writers happens in the store, through
+/// revisions (optimistic concurrency), exactly as in Kubernetes.
+pub struct ApiServer {
+    /// Objects ↔ store keys. Cloning is cheap (an `Arc` inside).
+    pub storage: Storage,
+    /// Settings, fixed at start.
+    pub config: Config,
+}
+
+/// A parsed request, as the handlers see it.
+pub struct Ctx<'a> {
+    pub server: &'a ApiServer,
+    pub query: HashMap<String, String>,
+    pub headers: &'a HeaderMap,
+    pub body: Bytes,
+}
+
+impl Ctx<'_> {
+    /// A query parameter, if present and not empty.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// `?dryRun=All`: validate and compare, but do not write.
+    pub fn dry_run(&self) -> bool {
+        self.param("dryRun").is_some()
+    }
+
+    /// The request's `Content-Type`, without parameters.
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim())
+    }
+}
+
+impl ApiServer {
+    /// A server over `store`, checking `config.token`.
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Arc<Self> {
+        Arc::new(ApiServer {
+            storage: Storage::new(store),
+            config,
+        })
+    }
+
+    /// Create the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
+    /// `kube-node-lease`) if they are missing. Kubernetes' "system namespaces controller"
+    /// does this inside kube-apiserver.
+    pub async fn bootstrap(&self) -> Result<(), ApiError> {
+        let info = crate::objects::by_gvk("v1", "Namespace").expect("Namespace is a built-in kind");
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            if self.storage.get(info, None, ns).await?.is_none() {
+                let mut obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                meta::prepare_create(info, &mut obj, None);
+                match self.storage.create(info, None, ns, &obj).await {
+                    Ok(_) => {}
+                    Err(e) if e.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serve HTTP on `listener` until `shutdown` completes. Open connections are then
+    /// given a moment to finish; watches end.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _peer) = match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let server = self.clone();
+                    let stop_rx = stop_rx.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        let server = server.clone();
+                        let stop_rx = stop_rx.clone();
+                        async move { Ok::<_, Infallible>(server.handle(req, stop_rx).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!("connection ended: {e}");
+                        }
+                    });
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        let _ = stop_tx.send(true);
+        drop(listener);
+        let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+        let _ = TokioExecutor::new();
+        Ok(())
+    }
+
+    /// Handle one HTTP request: the whole pipeline of the module doc, inside an
+    /// `apiserver.request` span that continues the caller's trace (W3C `traceparent`).
+    pub async fn handle(&self, req: Request<Incoming>, stop: tokio::sync::watch::Receiver<bool>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_string();
+        let span = info_span!(
+            "apiserver.request",
+            "kulisse.stage" = "apiserver",
+            "http.request.method" = %parts.method,
+            "url.path" = %path,
+            "k8s.verb" = tracing::field::Empty,
+            "k8s.resource" = tracing::field::Empty,
+            "k8s.namespace" = tracing::field::Empty,
+            "k8s.name" = tracing::field::Empty,
+            "k8s.outcome" = tracing::field::Empty,
+            "http.response.status_code" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+        );
+        kulisse_traces::propagation::set_parent_from_headers(&span, &parts.headers);
+        let response = async {
+            match self.route(&parts.method, &parts.uri, &parts.headers, body, stop).await {
+                Ok(resp) => resp,
+                Err(err) => error_response(&err),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("http.response.status_code", response.status().as_u16());
+        if response.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        response
+    }
+
+    async fn route(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        body: Incoming,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Response<Body>, ApiError> {
+        let route = routes::parse(uri.path())?;
+        if !matches!(route, Route::Version | Route::Health) {
+            auth::authenticate(headers, &self.config.token)?;
+        }
+        let query = parse_query(uri.query());
+        let body = read_body(body).await?;
+        let ctx = Ctx {
+            server: self,
+            query,
+            headers,
+            body,
+        };
+        let span = tracing::Span::current();
+        match (route, method) {
+            (Route::Version, &Method::GET) => discovery::version(),
+            (Route::Health, &Method::GET) => Ok(text_response(StatusCode::OK, "ok")),
+            (Route::CoreVersions, &Method::GET) => discovery::core_versions(),
+            (Route::Groups, &Method::GET) => discovery::groups(),
+            (Route::Group(g), &Method::GET) => discovery::group(&g),
+            (Route::Resources { group, version }, &Method::GET) => discovery::resources(&group, &version),
+            (Route::Collection { info, namespace }, m) => {
+                record_target(&span, info, namespace.as_deref(), None);
+                match *m {
+                    Method::GET if is_watch(&ctx) => {
+                        span.record("k8s.verb", "watch");
+                        watch::handle(&ctx, info, namespace.as_deref(), stop).await
+                    }
+                    Method::GET => {
+                        span.record("k8s.verb", "list");
+                        get::list(&ctx, info, namespace.as_deref()).await
+                    }
+                    Method::POST => {
+                        span.record("k8s.verb", "create");
+                        let ns = namespace.ok_or_else(|| cluster_scoped_create(info))?;
+                        create::handle(&ctx, info, Some(&ns)).await
+                    }
+                    _ if !info.namespaced && *m == Method::POST => create::handle(&ctx, info, None).await,
+                    _ => Err(ApiError::new(
+                        405,
+                        "MethodNotAllowed",
+                        format!("{m} is not supported on a collection of {}", info.plural),
+                    )),
+                }
+            }
+            (
+                Route::Object {
+                    info,
+                    namespace,
+                    name,
+                    subresource,
+                },
+                m,
+            ) => {
+                record_target(&span, info, namespace.as_deref(), Some(&name));
+                let ns = namespace.as_deref();
+                let sub = subresource.as_deref();
+                match (m.clone(), sub) {
+                    (Method::GET, None | Some("status")) => {
+                        span.record("k8s.verb", "get");
+                        get::get(&ctx, info, ns, &name).await
+                    }
+                    (Method::PUT, None | Some("status")) => {
+                        span.record("k8s.verb", "update");
+                        update::handle(&ctx, info, ns, &name, sub).await
+                    }
+                    (Method::PATCH, None | Some("status")) => {
+                        span.record("k8s.verb", "patch");
+                        patch::handle(&ctx, info, ns, &name, sub).await
+                    }
+                    (Method::DELETE, None) => {
+                        span.record("k8s.verb", "delete");
+                        delete::handle(&ctx, info, ns, &name).await
+                    }
+                    (Method::POST, None) if !info.namespaced => {
+                        span.record("k8s.verb", "create");
+                        create::handle(&ctx, info, None).await
+                    }
+                    (m, Some(other)) => Err(ApiError::new(
+                        404,
+                        "NotFound",
+                        format!(
+                            "the server does not serve {m} on the subresource \"{other}\" of {}",
+                            info.plural
+                        ),
+                    )),
+                    (m, None) => Err(ApiError::new(
+                        405,
+                        "MethodNotAllowed",
+                        format!("{m} is not supported on {}", info.plural),
+                    )),
+                }
+            }
+            (_, m) => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{m} is not supported here"),
+            )),
+        }
+    }
+}
+
+fn cluster_scoped_create(info: &ResourceInfo) -> ApiError {
+    if info.namespaced {
+        ApiError::bad_request(&format!(
+            "{} are namespaced: create them under /namespaces/<namespace>/{}",
+            info.plural, info.plural
+        ))
+    } else {
+        ApiError::bad_request("unexpected cluster-scoped create")
+    }
+}
+
+fn record_target(span: &tracing::Span, info: &ResourceInfo, ns: Option<&str>, name: Option<&str>) {
+    span.record("k8s.resource", info.plural);
+    if let Some(ns) = ns {
+        span.record("k8s.namespace", ns);
+    }
+    if let Some(name) = name {
+        span.record("k8s.name", name);
+    }
+}
+
+fn is_watch(ctx: &Ctx<'_>) -> bool {
+    matches!(ctx.param("watch"), Some("true" | "1"))
+}
+
+fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::too_large(MAX_BODY_BYTES))
+        }
+        Err(e) => Err(ApiError::bad_request(&format!("could not read the request body: {e}"))),
+    }
+}
+
+/// A JSON response with the given status.
+pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(bytes)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    resp
+}
+
+/// A Kubernetes `Status` object for a failed request.
+pub fn error_response(err: &ApiError) -> Response<Body> {
+    let span = tracing::Span::current();
+    span.record("k8s.outcome", err.reason.as_str());
+    tracing::event!(parent: &span, tracing::Level::INFO, reason = %err.reason, code = err.code, "request failed: {}", err.message);
+    let status = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, &err.to_status_json())
+}

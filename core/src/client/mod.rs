@@ -1,1 +1,521 @@
-//! placeholder: being written
+//! # The client (mirrors client-go's REST client)
+//!
+//! Every component that is not the API server talks to the cluster through this client:
+//! the `kulisse` CLI, and (in later chapters) the controllers, the scheduler, kubelets and
+//! kube-proxy. It knows the URL layout of Kubernetes resources, sends the bearer token
+//! from the kubeconfig, and turns failures back into Kubernetes `Status` errors.
+//!
+//! Every request carries the W3C `traceparent` header of the current span, so the API
+//! server's spans join the caller's trace: this is how one `kulisse apply` becomes one
+//! trace across processes.
+
+pub mod informer;
+pub mod kubeconfig;
+pub mod workqueue;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::objects::{self, ApiError, ResourceInfo};
+pub use kubeconfig::{Connection, Kubeconfig};
+
+/// The `Accept` header that asks the server for a `Table` (what `kubectl get` sends).
+pub const ACCEPT_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+
+/// What can go wrong talking to the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a Kubernetes `Status` error (404, 409, 422, ...).
+    #[error("{0}")]
+    Api(ApiError),
+    /// The server could not be reached.
+    #[error("could not connect to the API server at {server}: {reason}. Is `kulisse up` running?")]
+    Connect { server: String, reason: String },
+    /// The server answered something that is not what the API promises.
+    #[error("unexpected answer from the API server: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The HTTP status code, for API errors.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Api(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// A raw response: status, headers, whole body.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// One event of a watch stream.
+#[derive(Debug, Clone)]
+pub struct WatchEvent {
+    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
+    pub kind: String,
+    pub object: Value,
+}
+
+/// A stream of watch events.
+pub type WatchEvents = Pin<Box<dyn Stream<Item = Result<WatchEvent, ClientError>> + Send>>;
+
+/// Options of a list or watch.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+/// A client for one API server. Cheap to clone: connections are pooled and shared.
+#[derive(Clone)]
+pub struct Client {
+    server: String,
+    token: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    /// The namespace used when a command does not name one.
+    pub default_namespace: String,
+}
+
+impl Client {
+    /// A client for `server` (`http://127.0.0.1:6443`) presenting `token`.
+    pub fn new(server: &str, token: &str) -> Result<Self, ClientError> {
+        let uri: http::Uri = server
+            .parse()
+            .map_err(|e| ClientError::Protocol(format!("server URL {server:?} is not valid: {e}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(ClientError::Protocol(format!(
+                    "server URL {server:?} uses {other}://; kulisse's API server speaks plain http on loopback"
+                )));
+            }
+            None => {
+                return Err(ClientError::Protocol(format!(
+                    "server URL {server:?} has no scheme (expected http://HOST:PORT)"
+                )));
+            }
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Client {
+            server: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+            default_namespace: "default".into(),
+        })
+    }
+
+    /// A client from a kubeconfig file's current context.
+    pub fn from_kubeconfig(path: &std::path::Path) -> Result<Self, ClientError> {
+        let conn = Kubeconfig::load(path)
+            .and_then(|k| k.connection())
+            .map_err(ClientError::Protocol)?;
+        let mut client = Client::new(&conn.server, &conn.token)?;
+        client.default_namespace = conn.namespace;
+        Ok(client)
+    }
+
+    /// The server URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Send a request and read the whole answer. `path` includes the query string.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<RawResponse, ClientError> {
+        let resp = self.send(method, path, headers, body).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("reading the answer failed: {e}")))?
+            .to_bytes();
+        Ok(RawResponse { status, headers, body })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let url = format!("{}{}", self.server, path);
+        let mut req = Request::builder().method(method).uri(&url);
+        let hm = req
+            .headers_mut()
+            .ok_or_else(|| ClientError::Protocol(format!("bad request URL {url}")))?;
+        if !self.token.is_empty() {
+            let value = HeaderValue::from_str(&format!("Bearer {}", self.token))
+                .map_err(|_| ClientError::Protocol("the token contains characters not allowed in a header".into()))?;
+            hm.insert(header::AUTHORIZATION, value);
+        }
+        hm.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("kulisse/", env!("CARGO_PKG_VERSION"))),
+        );
+        for (k, v) in headers {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                hm.insert(k, v);
+            }
+        }
+        kulisse_traces::propagation::inject_current(hm);
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Protocol(format!("could not build request: {e}")))?;
+        self.http.request(req).await.map_err(|e| ClientError::Connect {
+            server: self.server.clone(),
+            reason: connect_reason(&e),
+        })
+    }
+
+    /// Send a request whose answer is a JSON object; a non-2xx answer becomes `ClientError::Api`.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(Value, HeaderMap), ClientError> {
+        let mut headers = vec![("accept", "application/json")];
+        if let Some(ct) = content_type {
+            headers.push(("content-type", ct));
+        }
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let resp = self.request(method, path, &headers, bytes).await?;
+        let value = parse_answer(&resp)?;
+        Ok((value, resp.headers))
+    }
+
+    /// `GET` one object.
+    pub async fn get(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value, ClientError> {
+        Ok(self
+            .json(Method::GET, &path(info, ns, Some(name), None), None, None)
+            .await?
+            .0)
+    }
+
+    /// `GET` a collection (`ns: None` lists all namespaces).
+    pub async fn list(&self, info: &ResourceInfo, ns: Option<&str>, params: &ListParams) -> Result<Value, ClientError> {
+        let url = with_query(&path(info, ns, None, None), params, &[]);
+        Ok(self.json(Method::GET, &url, None, None).await?.0)
+    }
+
+    /// A server-printed `Table` of one object or a collection.
+    pub async fn table(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: Option<&str>,
+        params: &ListParams,
+    ) -> Result<Value, ClientError> {
+        let url = with_query(&path(info, ns, name, None), params, &[]);
+        let resp = self
+            .request(Method::GET, &url, &[("accept", ACCEPT_TABLE)], None)
+            .await?;
+        parse_answer(&resp)
+    }
+
+    /// `POST` a new object.
+    pub async fn create(&self, info: &ResourceInfo, ns: Option<&str>, obj: &Value) -> Result<Value, ClientError> {
+        Ok(self
+            .json(
+                Method::POST,
+                &path(info, ns, None, None),
+                Some("application/json"),
+                Some(obj),
+            )
+            .await?
+            .0)
+    }
+
+    /// `PUT` an object (or its `status` with `sub = Some("status")`).
+    pub async fn replace(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        obj: &Value,
+    ) -> Result<Value, ClientError> {
+        Ok(self
+            .json(
+                Method::PUT,
+                &path(info, ns, Some(name), sub),
+                Some("application/json"),
+                Some(obj),
+            )
+            .await?
+            .0)
+    }
+
+    /// `PATCH` with a JSON merge patch.
+    pub async fn merge_patch(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        patch: &Value,
+    ) -> Result<Value, ClientError> {
+        Ok(self
+            .json(
+                Method::PATCH,
+                &path(info, ns, Some(name), sub),
+                Some("application/merge-patch+json"),
+                Some(patch),
+            )
+            .await?
+            .0)
+    }
+
+    /// Server-side apply of a whole desired object. Returns the stored object and what
+    /// the server did: `created`, `configured` or `unchanged`.
+    pub async fn apply(&self, obj: &Value, field_manager: &str, dry_run: bool) -> Result<(Value, String), ClientError> {
+        let (info, ns, name) = self.target_of(obj)?;
+        let mut url = format!(
+            "{}?fieldManager={}&force=true",
+            path(info, ns.as_deref(), Some(&name), None),
+            encode(field_manager)
+        );
+        if dry_run {
+            url.push_str("&dryRun=All");
+        }
+        let (value, headers) = self
+            .json(Method::PATCH, &url, Some("application/apply-patch+yaml"), Some(obj))
+            .await?;
+        let outcome = headers
+            .get(crate::apiserver::patch::APPLY_OUTCOME_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("serverside-applied")
+            .to_string();
+        Ok((value, outcome))
+    }
+
+    /// `DELETE` an object; `propagation` is `Background`, `Foreground` or `Orphan`.
+    pub async fn delete(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        propagation: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let body = propagation
+            .map(|p| serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": p}));
+        Ok(self
+            .json(
+                Method::DELETE,
+                &path(info, ns, Some(name), None),
+                Some("application/json"),
+                body.as_ref(),
+            )
+            .await?
+            .0)
+    }
+
+    /// Watch a collection from `resource_version` (exclusive; `None` starts with the
+    /// current objects as `ADDED` events).
+    pub async fn watch(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        params: &ListParams,
+        resource_version: Option<&str>,
+    ) -> Result<WatchEvents, ClientError> {
+        let mut extra = vec![("watch", "true".to_string())];
+        if let Some(rv) = resource_version {
+            extra.push(("resourceVersion", rv.to_string()));
+        }
+        let url = with_query(&path(info, ns, None, None), params, &extra);
+        let resp = self
+            .send(Method::GET, &url, &[("accept", "application/json")], None)
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            return Err(parse_answer(&RawResponse { status, headers, body })
+                .err()
+                .unwrap_or_else(|| ClientError::Protocol(format!("watch answered {status}"))));
+        }
+        let body = resp.into_body().into_data_stream();
+        let stream = watch_lines(body);
+        Ok(Box::pin(stream))
+    }
+
+    /// Which resource, namespace and name a manifest object is, for the URL.
+    pub fn target_of(&self, obj: &Value) -> Result<(&'static ResourceInfo, Option<String>, String), ClientError> {
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let info = objects::by_gvk(api_version, kind).ok_or_else(|| {
+            ClientError::Api(ApiError::bad_request(&format!(
+                "no kind \"{kind}\" is registered for version \"{api_version}\"; the server knows: {}",
+                objects::kind_names().join(", ")
+            )))
+        })?;
+        let name = objects::name(obj).unwrap_or("").to_string();
+        let ns = if info.namespaced {
+            Some(objects::namespace(obj).unwrap_or(&self.default_namespace).to_string())
+        } else {
+            None
+        };
+        Ok((info, ns, name))
+    }
+}
+
+/// Parse newline-delimited JSON watch events out of a chunked body: one event per line.
+fn watch_lines<S>(body: S) -> impl Stream<Item = Result<WatchEvent, ClientError>> + Send
+where
+    S: Stream<Item = Result<Bytes, hyper::Error>> + Send + Unpin + 'static,
+{
+    futures::stream::unfold(
+        (body, Vec::<u8>::new(), false),
+        |(mut body, mut buf, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let item = serde_json::from_slice::<Value>(&line)
+                        .map_err(|e| ClientError::Protocol(format!("a watch event is not JSON: {e}")))
+                        .map(|v| WatchEvent {
+                            kind: v.get("type").and_then(Value::as_str).unwrap_or("").to_string(),
+                            object: v.get("object").cloned().unwrap_or(Value::Null),
+                        });
+                    return Some((item, (body, buf, false)));
+                }
+                match body.next().await {
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    Some(Err(e)) => {
+                        return Some((
+                            Err(ClientError::Protocol(format!("the watch connection broke: {e}"))),
+                            (body, buf, true),
+                        ));
+                    }
+                    None => return None,
+                }
+            }
+        },
+    )
+}
+
+fn parse_answer(resp: &RawResponse) -> Result<Value, ClientError> {
+    let value: Result<Value, _> = serde_json::from_slice(&resp.body);
+    if resp.status.is_success() {
+        return value.map_err(|e| ClientError::Protocol(format!("the answer is not JSON: {e}")));
+    }
+    if let Ok(v) = &value {
+        if let Some(err) = ApiError::from_status_json(v) {
+            return Err(ClientError::Api(err));
+        }
+    }
+    let text = String::from_utf8_lossy(&resp.body);
+    Err(ClientError::Api(ApiError {
+        code: resp.status.as_u16(),
+        reason: resp.status.canonical_reason().unwrap_or("Unknown").replace(' ', ""),
+        message: format!("the server answered {}: {}", resp.status, text.trim()),
+        details: None,
+    }))
+}
+
+fn connect_reason(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut source: Option<&dyn Error> = e.source();
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+/// The URL path of a resource: `/apis/apps/v1/namespaces/default/deployments/web/scale`.
+pub fn path(info: &ResourceInfo, ns: Option<&str>, name: Option<&str>, sub: Option<&str>) -> String {
+    let mut p = if info.group.is_empty() {
+        format!("/api/{}", info.version)
+    } else {
+        format!("/apis/{}/{}", info.group, info.version)
+    };
+    if info.namespaced {
+        if let Some(ns) = ns {
+            p.push_str(&format!("/namespaces/{}", encode(ns)));
+        }
+    }
+    p.push('/');
+    p.push_str(info.plural);
+    if let Some(name) = name {
+        p.push('/');
+        p.push_str(&encode(name));
+        if let Some(sub) = sub {
+            p.push('/');
+            p.push_str(sub);
+        }
+    }
+    p
+}
+
+fn with_query(base: &str, params: &ListParams, extra: &[(&str, String)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some(l) = &params.label_selector {
+        q.append_pair("labelSelector", l);
+    }
+    if let Some(f) = &params.field_selector {
+        q.append_pair("fieldSelector", f);
+    }
+    if let Some(l) = params.limit {
+        q.append_pair("limit", &l.to_string());
+    }
+    if let Some(c) = &params.continue_token {
+        q.append_pair("continue", c);
+    }
+    for (k, v) in extra {
+        q.append_pair(k, v);
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{q}")
+    }
+}
+
+fn encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -1,0 +1,165 @@
+//! `kulisse get KIND [NAME...]` (mirrors `kubectl get`).
+//!
+//! The columns come from the API server: the CLI asks for a `Table` and prints it, as
+//! kubectl does, so both show the same thing. `-o json|yaml` prints the stored objects
+//! themselves (every field, including ones kulisse does not model), `-o name` prints
+//! `kind.group/name`.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use kulisse_core::client::ListParams;
+use serde_json::{Value, json};
+
+use super::{client, namespace, object_ref, resource};
+use crate::{GlobalArgs, output};
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// The kind: pods (po), deployments (deploy), replicasets (rs), services (svc),
+    /// endpoints (ep), nodes (no), namespaces (ns), events (ev), configmaps (cm), leases.
+    pub kind: String,
+    /// Names of objects to show (default: all).
+    pub names: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<Format>,
+    /// Label selector, e.g. `app=web,tier!=db`.
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+    /// Field selector, e.g. `spec.nodeName=node-1`.
+    #[arg(long)]
+    pub field_selector: Option<String>,
+    /// Print rows without the header line.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// Keep metadata.managedFields in -o json|yaml (hidden by default, as in kubectl).
+    #[arg(long)]
+    pub show_managed_fields: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Wide,
+    Yaml,
+    Json,
+    Name,
+}
+
+pub async fn run(global: &GlobalArgs, args: GetArgs) -> anyhow::Result<ExitCode> {
+    let info = resource(&args.kind)?;
+    let client = client(global)?;
+    let ns_name = namespace(global, &client);
+    let ns = if global.all_namespaces && args.names.is_empty() {
+        None
+    } else {
+        Some(ns_name.as_str())
+    };
+    let params = ListParams {
+        label_selector: args.selector.clone(),
+        field_selector: args.field_selector.clone(),
+        ..Default::default()
+    };
+
+    match args.output {
+        None | Some(Format::Wide) => {
+            let mut table: Option<Value> = None;
+            if args.names.is_empty() {
+                table = Some(client.table(info, ns, None, &params).await?);
+            } else {
+                for name in &args.names {
+                    let t = client.table(info, ns, Some(name), &params).await?;
+                    match &mut table {
+                        None => table = Some(t),
+                        Some(acc) => {
+                            let rows = t.get("rows").and_then(Value::as_array).cloned().unwrap_or_default();
+                            if let Some(all) = acc.get_mut("rows").and_then(Value::as_array_mut) {
+                                all.extend(rows);
+                            }
+                        }
+                    }
+                }
+            }
+            let table = table.unwrap_or_else(|| json!({}));
+            let empty = table.get("rows").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            if empty {
+                match ns {
+                    Some(ns) if info.namespaced => eprintln!("No resources found in {ns} namespace."),
+                    _ => eprintln!("No resources found"),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let namespace_column = ns.is_none() && info.namespaced;
+            println!(
+                "{}",
+                output::render_table(
+                    &table,
+                    args.output == Some(Format::Wide),
+                    namespace_column,
+                    args.no_headers
+                )
+            );
+        }
+        Some(format) => {
+            let objects: Vec<Value> = if args.names.is_empty() {
+                let list = client.list(info, ns, &params).await?;
+                list.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+            } else {
+                let mut out = Vec::new();
+                for name in &args.names {
+                    out.push(client.get(info, ns, name).await?);
+                }
+                out
+            };
+            let objects: Vec<Value> = if args.show_managed_fields {
+                objects
+            } else {
+                objects
+                    .into_iter()
+                    .map(|mut o| {
+                        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                            m.remove("managedFields");
+                        }
+                        o
+                    })
+                    .collect()
+            };
+            let single = args.names.len() == 1;
+            let doc = if single {
+                objects.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                let items: Vec<Value> = objects
+                    .into_iter()
+                    .map(|mut o| {
+                        // Items of a mixed List carry their own kind, as kubectl prints them.
+                        if o.get("kind").is_none() {
+                            o["kind"] = json!(info.kind);
+                            o["apiVersion"] = json!(info.api_version());
+                        }
+                        o
+                    })
+                    .collect();
+                json!({"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}})
+            };
+            match format {
+                Format::Json => println!("{}", output::json(&doc)),
+                Format::Yaml => print!("{}", output::yaml(&doc)),
+                Format::Name => {
+                    let items = if single {
+                        vec![doc]
+                    } else {
+                        doc.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+                    };
+                    for o in items {
+                        println!(
+                            "{}",
+                            object_ref(info, o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""))
+                        );
+                    }
+                }
+                Format::Wide => unreachable!("handled above"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

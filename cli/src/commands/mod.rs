@@ -1,0 +1,54 @@
+//! One file per command, each with the same shape: an `Args` struct (clap) and
+//! `async fn run(global, args) -> anyhow::Result<ExitCode>`.
+
+pub mod apply;
+pub mod delete;
+pub mod describe;
+pub mod get;
+pub mod up;
+
+use anyhow::Context as _;
+use kulisse_core::client::{Client, kubeconfig};
+use kulisse_core::objects::{self, ResourceInfo};
+
+use crate::GlobalArgs;
+
+/// A client from `--kubeconfig`, `$KULISSE_KUBECONFIG` or `~/.kulisse/kubeconfig`.
+pub fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
+    let path = global.kubeconfig.clone().unwrap_or_else(kubeconfig::default_path);
+    let client = Client::from_kubeconfig(&path).with_context(|| format!("using kubeconfig {}", path.display()))?;
+    Ok(client)
+}
+
+/// The namespace a command works in: `-n`, else the kubeconfig context's.
+pub fn namespace(global: &GlobalArgs, client: &Client) -> String {
+    global
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace.clone())
+}
+
+/// Resolve what the user typed (`po`, `deployments`, `deploy.apps`) to a resource,
+/// or say which ones exist.
+pub fn resource(text: &str) -> anyhow::Result<&'static ResourceInfo> {
+    objects::lookup(text).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the server doesn't have a resource type \"{text}\"; known kinds: {}",
+            objects::kind_names().join(", ")
+        )
+    })
+}
+
+/// `deployment.apps/web`, `pod/web-1`: how kubectl names an object in messages.
+pub fn object_ref(info: &ResourceInfo, name: &str) -> String {
+    format!("{}/{name}", kind_ref(info))
+}
+
+/// `deployment.apps`, `pod`: how kubectl names a kind in messages like `deployment.apps "web" deleted`.
+pub fn kind_ref(info: &ResourceInfo) -> String {
+    if info.group.is_empty() {
+        info.singular.to_string()
+    } else {
+        format!("{}.{}", info.singular, info.group)
+    }
+}

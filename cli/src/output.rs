@@ -1,0 +1,98 @@
+//! Output formats shared by the commands: kubectl-style tables (via comfy-table), JSON,
+//! YAML, and error messages in kubectl's words.
+
+use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use kulisse_core::client::ClientError;
+use serde_json::Value;
+
+/// Render a server-printed `Table` the way kubectl does: upper-case headers, columns
+/// separated by three spaces, no borders. `wide` shows the priority-1 columns too;
+/// `namespace_column` prepends NAMESPACE (for `-A`).
+pub fn render_table(table: &Value, wide: bool, namespace_column: bool, no_headers: bool) -> String {
+    let defs = table
+        .get("columnDefinitions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let shown: Vec<usize> = defs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| wide || d.get("priority").and_then(Value::as_i64).unwrap_or(0) == 0)
+        .map(|(i, _)| i)
+        .collect();
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    let mut header: Vec<String> = Vec::new();
+    if namespace_column {
+        header.push("NAMESPACE".into());
+    }
+    for i in &shown {
+        header.push(
+            defs[*i]
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_uppercase(),
+        );
+    }
+    if !no_headers {
+        t.set_header(header.clone());
+    }
+    for row in table.get("rows").and_then(Value::as_array).into_iter().flatten() {
+        let cells = row.get("cells").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut out: Vec<String> = Vec::new();
+        if namespace_column {
+            out.push(
+                row.pointer("/object/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            );
+        }
+        for i in &shown {
+            out.push(cell_text(cells.get(*i).unwrap_or(&Value::Null)));
+        }
+        t.add_row(out);
+    }
+    for col in t.column_iter_mut() {
+        col.set_padding((0, 3));
+        col.set_cell_alignment(CellAlignment::Left);
+    }
+    let text = t.to_string();
+    text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+}
+
+fn cell_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "<none>".into(),
+        other => other.to_string(),
+    }
+}
+
+/// JSON with kubectl's four-space indentation.
+pub fn json(value: &Value) -> String {
+    use serde::Serialize;
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    if value.serialize(&mut ser).is_err() {
+        return value.to_string();
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// YAML, as `-o yaml` prints it.
+pub fn yaml(value: &Value) -> String {
+    serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# could not render YAML: {e}\n{}", json(value)))
+}
+
+/// An error in kubectl's words: `Error from server (NotFound): pods "x" not found`.
+pub fn error_text(err: &anyhow::Error) -> String {
+    if let Some(ClientError::Api(api)) = err.downcast_ref::<ClientError>() {
+        return format!("Error from server ({}): {}", api.reason, api.message);
+    }
+    let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
+    format!("error: {}", chain.join(": "))
+}

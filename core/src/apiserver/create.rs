@@ -1,0 +1,82 @@
+//! # create (mirrors kube-apiserver's POST handler)
+//!
+//! `POST /apis/apps/v1/namespaces/default/deployments` with a Deployment in the body.
+//! The server decodes it, fills in defaults (`replicas: 1`, `imagePullPolicy`, ...),
+//! validates it, stamps the server-owned metadata (uid, creationTimestamp, generation) and
+//! writes it with "create only if absent". The answer is `201 Created` with the stored
+//! object, now carrying its `resourceVersion`, or `409 AlreadyExists`.
+
+use http::{Response, StatusCode};
+use serde_json::Value;
+
+use super::{Body, Ctx, json_response, meta, patch};
+use crate::objects::{self, ApiError, ResourceInfo};
+
+/// `POST` to a collection.
+pub async fn handle(ctx: &Ctx<'_>, info: &'static ResourceInfo, ns: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let mut obj = patch::decode(ctx)?;
+    let name = objects::name(&obj).map(str::to_string).unwrap_or_default();
+    check_body_target(info, &obj, ns)?;
+    let stored = create_object(ctx, info, ns, &name, &mut obj).await?;
+    Ok(json_response(StatusCode::CREATED, &stored))
+}
+
+/// The body's namespace, if set, must be the URL's.
+pub fn check_body_target(info: &ResourceInfo, obj: &Value, ns: Option<&str>) -> Result<(), ApiError> {
+    if let (Some(body_ns), Some(url_ns)) = (objects::namespace(obj), ns) {
+        if info.namespaced && body_ns != url_ns {
+            return Err(ApiError::bad_request(&format!(
+                "the namespace of the provided object ({body_ns}) does not match the namespace sent on the request ({url_ns})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Default, validate and store a new object; shared by POST and by apply-that-creates.
+pub async fn create_object(
+    ctx: &Ctx<'_>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    obj: &mut Value,
+) -> Result<Value, ApiError> {
+    {
+        let _span = tracing::info_span!(
+            "apiserver.validate",
+            "kulisse.stage" = "apiserver",
+            "k8s.kind" = info.kind,
+            "k8s.name" = name
+        )
+        .entered();
+        if info.namespaced && obj.get("metadata").is_some_and(Value::is_object) {
+            if let Some(ns) = ns {
+                obj["metadata"]["namespace"] = Value::String(ns.to_string());
+            }
+        }
+        objects::apply_defaults(info, obj);
+        objects::validate(info, obj)?;
+    }
+    if let Some(ns) = ns.filter(|_| info.namespaced) {
+        require_namespace(ctx, ns).await?;
+    }
+    meta::prepare_create(info, obj, ns);
+    if ctx.dry_run() {
+        return Ok(obj.clone());
+    }
+    let stored = ctx.server.storage.create(info, ns, name, obj).await?;
+    Ok(stored.object)
+}
+
+/// Objects can only be created in a namespace that exists (the NamespaceLifecycle admission
+/// plugin in Kubernetes).
+pub async fn require_namespace(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
+    let info = objects::by_gvk("v1", "Namespace").expect("Namespace is a built-in kind");
+    match ctx.server.storage.get(info, None, ns).await? {
+        Some(stored) if stored.object.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::forbidden(
+            &format!("unable to create new content in namespace {ns} because it is being terminated"),
+        )),
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(info, ns)),
+    }
+}

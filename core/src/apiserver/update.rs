@@ -1,0 +1,160 @@
+//! # update (mirrors kube-apiserver's PUT handler and its `GuaranteedUpdate`)
+//!
+//! `PUT .../deployments/web` replaces the whole object. The body carries the
+//! `metadata.resourceVersion` the client read: if the store has moved on since, the
+//! answer is `409 Conflict` and the client must read again and redo its change. This is
+//! *optimistic concurrency*: no locks, just "write only if nothing changed since I read".
+//!
+//! [`write`] is the shared last step of PUT, PATCH and apply: carry over server-owned
+//! fields, default, validate (including immutable fields), and skip the write entirely
+//! when nothing changed, as kube-apiserver does.
+
+use http::{Response, StatusCode};
+use serde_json::Value;
+use tracing::info_span;
+
+use super::storage::Stored;
+use super::{Body, Ctx, json_response, meta, patch};
+use crate::objects::{self, ApiError, ResourceInfo};
+
+/// `PUT` an object (or its `/status`).
+pub async fn handle(
+    ctx: &Ctx<'_>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let new = patch::decode(ctx)?;
+    if objects::name(&new).is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(&format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            objects::name(&new).unwrap_or("")
+        )));
+    }
+    super::create::check_body_target(info, &new, ns)?;
+    let stored = ctx
+        .server
+        .storage
+        .get(info, ns, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(info, name))?;
+    let sent_rv = new
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    if let Some(rv) = sent_rv {
+        if rv != stored.revision.to_string() {
+            return Err(ApiError::conflict(
+                info,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+    }
+    let (obj, _) = write(ctx, info, ns, name, sub, &stored, new).await?;
+    Ok(json_response(StatusCode::OK, &obj))
+}
+
+/// Validate `new` as the successor of `stored` and write it if anything changed.
+/// Returns the object as stored and the top-level fields that changed (empty: nothing
+/// was written). A stale `stored.revision` gives `409 Conflict`.
+pub async fn write(
+    ctx: &Ctx<'_>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    stored: &Stored,
+    mut new: Value,
+) -> Result<(Value, Vec<String>), ApiError> {
+    {
+        let _span = info_span!(
+            "apiserver.validate",
+            "kulisse.stage" = "apiserver",
+            "k8s.kind" = info.kind,
+            "k8s.name" = name
+        )
+        .entered();
+        objects::apply_defaults(info, &mut new);
+        meta::prepare_update(info, &stored.object, &mut new, sub);
+        objects::validate(info, &new)?;
+        objects::validate_update(info, &stored.object, &new)?;
+    }
+    let changed = changed_fields(&stored.object, &new);
+    if changed.is_empty() {
+        return Ok((stored.object.clone(), changed));
+    }
+    if ctx.dry_run() {
+        return Ok((new, changed));
+    }
+    let written = ctx.server.storage.update(info, ns, name, &new, stored.revision).await?;
+    Ok((written.object, changed))
+}
+
+/// The paths (two levels deep, e.g. `spec.replicas`) that differ between two versions,
+/// ignoring bookkeeping that changes on every write (resourceVersion, managedFields times).
+pub fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let normalise = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
+                for e in entries {
+                    if let Some(e) = e.as_object_mut() {
+                        e.remove("time");
+                    }
+                }
+            }
+        }
+        v
+    };
+    let (old, new) = (normalise(old), normalise(new));
+    diff(&old, &new, "", 0, &mut out);
+    out
+}
+
+fn diff(old: &Value, new: &Value, path: &str, depth: usize, out: &mut Vec<String>) {
+    if old == new {
+        return;
+    }
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) if depth < 2 => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                diff(
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                    &child,
+                    depth + 1,
+                    out,
+                );
+            }
+        }
+        _ => out.push(if path.is_empty() {
+            "<root>".to_string()
+        } else {
+            path.to_string()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn changed_fields_ignore_bookkeeping() {
+        let a = json!({"metadata": {"resourceVersion": "5", "managedFields": [{"time": "t1", "manager": "m"}]}, "spec": {"replicas": 1, "x": 1}});
+        let b = json!({"metadata": {"resourceVersion": "6", "managedFields": [{"time": "t2", "manager": "m"}]}, "spec": {"replicas": 2, "x": 1}});
+        assert_eq!(changed_fields(&a, &b), vec!["spec.replicas".to_string()]);
+        assert!(changed_fields(&a, &a).is_empty());
+    }
+}

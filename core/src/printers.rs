@@ -1,0 +1,454 @@
+//! # Printers: the columns of `get` (mirrors Kubernetes' server-side printing, `pkg/printers`)
+//!
+//! Why does `kubectl get pods` show READY and STATUS columns, while `kubectl get
+//! deployments` shows UP-TO-DATE and AVAILABLE? Since Kubernetes 1.10 the *server*
+//! decides: a client asks for a `Table` (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`)
+//! and the API server turns each object into a row of cells. kulisse does the same, so
+//! `kulisse get` and the real `kubectl get` print the same columns.
+//!
+//! Columns with `priority: 0` are always shown; `priority: 1` ones only with `-o wide`.
+
+use serde_json::{Value, json};
+
+use crate::objects::ResourceInfo;
+
+/// A column: title, JSON type, and whether it is a `-o wide` column.
+struct Column {
+    name: &'static str,
+    kind: &'static str,
+    priority: u8,
+    description: &'static str,
+}
+
+const fn col(name: &'static str, kind: &'static str, priority: u8, description: &'static str) -> Column {
+    Column {
+        name,
+        kind,
+        priority,
+        description,
+    }
+}
+
+fn columns(kind: &str) -> Vec<Column> {
+    let name = col("Name", "string", 0, "Name must be unique within a namespace.");
+    let age = col("Age", "string", 0, "How long ago the object was created.");
+    match kind {
+        "Pod" => vec![
+            name,
+            col("Ready", "string", 0, "Ready containers / all containers."),
+            col("Status", "string", 0, "The pod's phase, or why it is not running."),
+            col("Restarts", "string", 0, "How often the containers restarted."),
+            age,
+            col("IP", "string", 1, "The pod's IP address."),
+            col("Node", "string", 1, "The node the pod is bound to."),
+            col(
+                "Nominated Node",
+                "string",
+                1,
+                "The node the scheduler nominated for preemption.",
+            ),
+            col("Readiness Gates", "string", 1, "Extra readiness conditions."),
+        ],
+        "Deployment" => vec![
+            name,
+            col("Ready", "string", 0, "Ready replicas / desired replicas."),
+            col("Up-to-date", "integer", 0, "Replicas running the newest pod template."),
+            col("Available", "integer", 0, "Replicas available to users."),
+            age,
+            col("Containers", "string", 1, "Container names."),
+            col("Images", "string", 1, "Container images."),
+            col("Selector", "string", 1, "The label selector of the pods."),
+        ],
+        "ReplicaSet" => vec![
+            name,
+            col("Desired", "integer", 0, "The number of pods wanted."),
+            col("Current", "integer", 0, "The number of pods that exist."),
+            col("Ready", "integer", 0, "The number of ready pods."),
+            age,
+            col("Containers", "string", 1, "Container names."),
+            col("Images", "string", 1, "Container images."),
+            col("Selector", "string", 1, "The label selector of the pods."),
+        ],
+        "Service" => vec![
+            name,
+            col("Type", "string", 0, "ClusterIP, NodePort or LoadBalancer."),
+            col("Cluster-IP", "string", 0, "The virtual address kube-proxy serves."),
+            col("External-IP", "string", 0, "Addresses outside the cluster."),
+            col("Port(s)", "string", 0, "port[:nodePort]/protocol."),
+            age,
+            col("Selector", "string", 1, "The labels of the pods behind the service."),
+        ],
+        "Endpoints" => vec![
+            name,
+            col("Endpoints", "string", 0, "Ready pod addresses and ports."),
+            age,
+        ],
+        "Node" => vec![
+            name,
+            col("Status", "string", 0, "Whether the node's kubelet reports Ready."),
+            col("Roles", "string", 0, "The node's roles."),
+            age,
+            col("Version", "string", 0, "The kubelet's version."),
+            col("Internal-IP", "string", 1, "The node's internal address."),
+            col("External-IP", "string", 1, "The node's external address."),
+            col("OS-Image", "string", 1, "The node's operating system."),
+            col("Kernel-Version", "string", 1, "The node's kernel."),
+            col(
+                "Container-Runtime",
+                "string",
+                1,
+                "The container runtime the kubelet uses.",
+            ),
+        ],
+        "Namespace" => vec![name, col("Status", "string", 0, "Active or Terminating."), age],
+        "Event" => vec![
+            col("Last Seen", "string", 0, "When the event last happened."),
+            col("Type", "string", 0, "Normal or Warning."),
+            col("Reason", "string", 0, "A short machine-readable reason."),
+            col("Object", "string", 0, "The object the event is about."),
+            col("Message", "string", 0, "What happened, for humans."),
+            col("Source", "string", 1, "The component that reported it."),
+            col("Count", "integer", 1, "How often it happened."),
+            col("Name", "string", 1, "The event object's name."),
+        ],
+        "ConfigMap" => vec![name, col("Data", "integer", 0, "Number of keys."), age],
+        "Lease" => vec![name, col("Holder", "string", 0, "Who holds the lease."), age],
+        _ => vec![name, age],
+    }
+}
+
+/// A `meta.k8s.io/v1` `Table` of `items`, with the columns kubectl shows for `info`'s kind.
+pub fn table(info: &ResourceInfo, items: &[Value], resource_version: &str) -> Value {
+    let now = chrono::Utc::now();
+    let cols = columns(info.kind);
+    let defs: Vec<Value> = cols
+        .iter()
+        .map(|c| json!({"name": c.name, "type": c.kind, "format": if c.name == "Name" { "name" } else { "" }, "description": c.description, "priority": c.priority}))
+        .collect();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|obj| {
+            let cells: Vec<Value> = cols.iter().map(|c| cell(info.kind, c.name, obj, now)).collect();
+            let mut meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            if let Some(m) = meta.as_object_mut() {
+                m.remove("managedFields");
+            }
+            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version}, "columnDefinitions": defs, "rows": rows})
+}
+
+fn s<'a>(obj: &'a Value, pointer: &str) -> &'a str {
+    obj.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn i(obj: &Value, pointer: &str) -> i64 {
+    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn or_none(v: String) -> Value {
+    Value::String(if v.is_empty() { "<none>".into() } else { v })
+}
+
+fn cell(kind: &str, column: &str, obj: &Value, now: chrono::DateTime<chrono::Utc>) -> Value {
+    match (kind, column) {
+        (_, "Name") => json!(s(obj, "/metadata/name")),
+        (_, "Age") => json!(age(s(obj, "/metadata/creationTimestamp"), now)),
+        ("Pod", "Ready") => {
+            let statuses = obj.pointer("/status/containerStatuses").and_then(Value::as_array);
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses.map_or(0, |st| {
+                st.iter()
+                    .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+                    .count()
+            });
+            json!(format!("{ready}/{total}"))
+        }
+        ("Pod", "Status") => json!(pod_status(obj)),
+        ("Pod", "Restarts") => {
+            let restarts: i64 = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .map_or(0, |st| {
+                    st.iter()
+                        .map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0))
+                        .sum()
+                });
+            json!(restarts.to_string())
+        }
+        ("Pod", "IP") => or_none(s(obj, "/status/podIP").to_string()),
+        ("Pod", "Node") => or_none(s(obj, "/spec/nodeName").to_string()),
+        ("Pod", "Nominated Node") => or_none(s(obj, "/status/nominatedNodeName").to_string()),
+        ("Pod", "Readiness Gates") => json!("<none>"),
+        ("Deployment", "Ready") => json!(format!(
+            "{}/{}",
+            i(obj, "/status/readyReplicas"),
+            i(obj, "/spec/replicas")
+        )),
+        ("Deployment", "Up-to-date") => json!(i(obj, "/status/updatedReplicas")),
+        ("Deployment", "Available") => json!(i(obj, "/status/availableReplicas")),
+        ("ReplicaSet", "Desired") => json!(i(obj, "/spec/replicas")),
+        ("ReplicaSet", "Current") => json!(i(obj, "/status/replicas")),
+        ("ReplicaSet", "Ready") => json!(i(obj, "/status/readyReplicas")),
+        ("Deployment" | "ReplicaSet", "Containers") => json!(containers(obj, "name")),
+        ("Deployment" | "ReplicaSet", "Images") => json!(containers(obj, "image")),
+        ("Deployment" | "ReplicaSet", "Selector") => or_none(selector_text(obj.pointer("/spec/selector/matchLabels"))),
+        ("Service", "Type") => json!(s(obj, "/spec/type")),
+        ("Service", "Cluster-IP") => or_none(s(obj, "/spec/clusterIP").to_string()),
+        ("Service", "External-IP") => or_none(
+            obj.pointer("/spec/externalIPs")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+        ),
+        ("Service", "Port(s)") => or_none(service_ports(obj)),
+        ("Service", "Selector") => or_none(selector_text(obj.pointer("/spec/selector"))),
+        ("Endpoints", "Endpoints") => or_none(endpoints_text(obj)),
+        ("Node", "Status") => json!(node_status(obj)),
+        ("Node", "Roles") => json!("<none>"),
+        ("Node", "Version") => json!(s(obj, "/status/nodeInfo/kubeletVersion")),
+        ("Node", "Internal-IP") => or_none(node_address(obj, "InternalIP")),
+        ("Node", "External-IP") => or_none(node_address(obj, "ExternalIP")),
+        ("Node", "OS-Image") => or_none(s(obj, "/status/nodeInfo/osImage").to_string()),
+        ("Node", "Kernel-Version") => or_none(s(obj, "/status/nodeInfo/kernelVersion").to_string()),
+        ("Node", "Container-Runtime") => or_none(s(obj, "/status/nodeInfo/containerRuntimeVersion").to_string()),
+        ("Namespace", "Status") => json!(if s(obj, "/status/phase").is_empty() {
+            "Active"
+        } else {
+            s(obj, "/status/phase")
+        }),
+        ("Event", "Last Seen") => {
+            let last = [
+                s(obj, "/lastTimestamp"),
+                s(obj, "/eventTime"),
+                s(obj, "/metadata/creationTimestamp"),
+            ]
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .unwrap_or("");
+            json!(age(last, now))
+        }
+        ("Event", "Type") => json!(s(obj, "/type")),
+        ("Event", "Reason") => json!(s(obj, "/reason")),
+        ("Event", "Object") => json!(format!(
+            "{}/{}",
+            s(obj, "/involvedObject/kind").to_lowercase(),
+            s(obj, "/involvedObject/name")
+        )),
+        ("Event", "Message") => json!(s(obj, "/message")),
+        ("Event", "Source") => json!(s(obj, "/source/component")),
+        ("Event", "Count") => json!(i(obj, "/count")),
+        ("ConfigMap", "Data") => json!(
+            obj.get("data").and_then(Value::as_object).map_or(0, |m| m.len())
+                + obj.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len())
+        ),
+        ("Lease", "Holder") => json!(s(obj, "/spec/holderIdentity")),
+        _ => json!(""),
+    }
+}
+
+/// The STATUS column of a pod, as kubectl computes it: the phase, overridden by the reason
+/// a container is waiting or terminated (`ContainerCreating`, `CrashLoopBackOff`,
+/// `ErrImagePull`, `Completed`, ...), and `Terminating` once deletion started.
+pub fn pod_status(pod: &Value) -> String {
+    let mut reason = s(pod, "/status/phase").to_string();
+    if !s(pod, "/status/reason").is_empty() {
+        reason = s(pod, "/status/reason").to_string();
+    }
+    if let Some(statuses) = pod.pointer("/status/containerStatuses").and_then(Value::as_array) {
+        for c in statuses.iter().rev() {
+            if let Some(r) = c
+                .pointer("/state/waiting/reason")
+                .and_then(Value::as_str)
+                .filter(|r| !r.is_empty())
+            {
+                reason = r.to_string();
+            } else if let Some(t) = c.pointer("/state/terminated") {
+                reason = match t.get("reason").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+                    Some(r) => r.to_string(),
+                    None => match t.get("signal").and_then(Value::as_i64).filter(|s| *s != 0) {
+                        Some(sig) => format!("Signal:{sig}"),
+                        None => format!("ExitCode:{}", t.get("exitCode").and_then(Value::as_i64).unwrap_or(0)),
+                    },
+                };
+            }
+        }
+    }
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        reason = "Terminating".into();
+    }
+    reason
+}
+
+fn node_status(node: &Value) -> String {
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        })
+        .and_then(|c| c.get("status").and_then(Value::as_str));
+    let mut out = match ready {
+        Some("True") => "Ready".to_string(),
+        Some(_) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
+    };
+    if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        out.push_str(",SchedulingDisabled");
+    }
+    out
+}
+
+fn node_address(node: &Value, kind: &str) -> String {
+    node.pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|a| a.get("type").and_then(Value::as_str) == Some(kind)))
+        .and_then(|a| a.get("address").and_then(Value::as_str))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn containers(obj: &Value, field: &str) -> String {
+    obj.pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get(field).and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// `{"app":"web"}` → `app=web`
+pub fn selector_text(map: Option<&Value>) -> String {
+    map.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn service_ports(svc: &Value) -> String {
+    svc.pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|ports| {
+            ports
+                .iter()
+                .map(|p| {
+                    let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                    match p.get("nodePort").and_then(Value::as_i64) {
+                        Some(np) => format!("{port}:{np}/{proto}"),
+                        None => format!("{port}/{proto}"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn endpoints_text(ep: &Value) -> String {
+    let mut all = Vec::new();
+    for subset in ep.get("subsets").and_then(Value::as_array).into_iter().flatten() {
+        let ports: Vec<i64> = subset
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("port").and_then(Value::as_i64))
+            .collect();
+        for addr in subset.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+            let ip = addr.get("ip").and_then(Value::as_str).unwrap_or("");
+            if ports.is_empty() {
+                all.push(ip.to_string());
+            }
+            for p in &ports {
+                all.push(format!("{ip}:{p}"));
+            }
+        }
+    }
+    if all.len() > 3 {
+        let more = all.len() - 3;
+        all.truncate(3);
+        format!("{} + {more} more...", all.join(","))
+    } else {
+        all.join(",")
+    }
+}
+
+/// How long ago `timestamp` was, in kubectl's words: `45s`, `3m12s`, `25m`, `4h10m`, `3d`.
+pub fn age(timestamp: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(timestamp) else {
+        return "<unknown>".into();
+    };
+    let secs = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    human_duration(secs)
+}
+
+/// kubectl's `HumanDuration`.
+pub fn human_duration(secs: i64) -> String {
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+    if secs < 120 {
+        format!("{secs}s")
+    } else if m < 10 {
+        if secs % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", secs % 60)
+        }
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 24 * 8 {
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
+    } else if d < 365 * 2 {
+        format!("{d}d")
+    } else {
+        format!("{}y", d / 365)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_like_kubectl() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(119), "119s");
+        assert_eq!(human_duration(192), "3m12s");
+        assert_eq!(human_duration(25 * 60), "25m");
+        assert_eq!(human_duration(4 * 3600 + 600), "4h10m");
+        assert_eq!(human_duration(30 * 3600), "30h");
+        assert_eq!(human_duration(3 * 86400), "3d");
+    }
+
+    #[test]
+    fn pod_status_prefers_container_reasons() {
+        let pod = json!({"status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        assert_eq!(pod_status(&pod), "CrashLoopBackOff");
+        let term = json!({"status": {"phase": "Running"}, "metadata": {"deletionTimestamp": "x"}});
+        assert_eq!(pod_status(&term), "Terminating");
+    }
+}

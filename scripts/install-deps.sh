@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Install the system programs kulisse's build and tests need, on Debian or Ubuntu.
+#
+#   scripts/install-deps.sh          # install what is missing
+#   scripts/install-deps.sh --check  # only report what is missing (exit 1 if anything is)
+#
+# What and why:
+#   protoc   (protobuf-compiler) - the etcd-client crate compiles etcd's .proto files at build time
+#   etcd     (etcd-server)       - the real etcd the etcd store tests start on 127.0.0.1
+#   etcdctl  (etcd-client)       - etcd's own CLI; tests (and you) use it to look at the keys
+#
+# Only missing programs are installed; `apt-get update` runs once, and only if something is
+# missing. When everything is there the script changes nothing and finishes at once.
+# sudo is used only when not running as root. (On a machine with systemd, Debian's
+# etcd-server package also starts an etcd service on 127.0.0.1:2379; the tests do not use it,
+# they start their own etcd on free ports.)
+set -euo pipefail
+
+check_only=false
+case "${1:-}" in
+  --check) check_only=true ;;
+  "") ;;
+  -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+  *) echo "install-deps.sh: unknown argument '$1' (expected --check or nothing)" >&2; exit 2 ;;
+esac
+
+say() { printf 'install-deps: %s\n' "$*"; }
+
+# "command package" pairs: the program the tests look for, and the Debian package with it.
+needs=(
+  "protoc protobuf-compiler"
+  "etcd etcd-server"
+  "etcdctl etcd-client"
+  # --- later (a future issue): the container runtime and the book -------------------------
+  # "podman podman"
+  # "runc runc"
+  # "busybox busybox-static"
+  # "mdbook ..."  (not packaged in Debian 12: install with `cargo install mdbook`)
+  # Podman also needs a containers.conf drop-in on some hosts (runtime = "runc", lower
+  # default ulimits); write it only where needed, without clobbering a user's config.
+  # ------------------------------------------------------------------------------------------
+)
+
+have() {
+  # etcd is installed to /usr/bin by Debian, but check the usual places even if PATH is odd.
+  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/local/bin/$1" ]
+}
+
+missing_pkgs=()
+for pair in "${needs[@]}"; do
+  cmd=${pair%% *}
+  pkg=${pair#* }
+  if have "$cmd"; then
+    say "ok: $cmd ($(command -v "$cmd" 2>/dev/null || echo "/usr/bin/$cmd"))"
+  else
+    say "missing: $cmd (Debian package $pkg)"
+    missing_pkgs+=("$pkg")
+  fi
+done
+
+if [ ${#missing_pkgs[@]} -eq 0 ]; then
+  say "everything is installed; nothing to do"
+  exit 0
+fi
+
+if $check_only; then
+  say "would install: ${missing_pkgs[*]}"
+  exit 1
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  say "apt-get not found: this script knows Debian/Ubuntu only. Please install: ${missing_pkgs[*]}" >&2
+  exit 1
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null 2>&1; then
+    say "not root and sudo is not installed; run as root or install: ${missing_pkgs[*]}" >&2
+    exit 1
+  fi
+  sudo=(sudo)
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+say "running: ${sudo[*]:+${sudo[*]} }apt-get update"
+"${sudo[@]}" apt-get update -q
+say "running: ${sudo[*]:+${sudo[*]} }apt-get install -y --no-install-recommends ${missing_pkgs[*]}"
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing_pkgs[@]}"
+
+# Check again, so a package that did not provide the program is reported, not ignored.
+still=()
+for pair in "${needs[@]}"; do
+  cmd=${pair%% *}
+  have "$cmd" || still+=("$cmd")
+done
+if [ ${#still[@]} -ne 0 ]; then
+  say "still missing after installing: ${still[*]}" >&2
+  exit 1
+fi
+say "done: installed ${missing_pkgs[*]}"

@@ -1,0 +1,252 @@
+//! # A real cluster for tests: `kulisse up` as a child process
+//!
+//! [`Cluster::start`] runs the real `kulisse` binary (`kulisse up`) in a temporary data
+//! dir on `127.0.0.1:0`, reads the address it bound from its output, and waits until
+//! `/readyz` answers. [`Cluster::kulisse`] runs client commands against it with its
+//! kubeconfig. Dropping the cluster kills the process and removes the data dir.
+//!
+//! The binary is the one cargo built for this workspace (`target/<profile>/kulisse`, next
+//! to the test executable's `deps/` folder), or `$KULISSE_BIN`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `kulisse` binary under test.
+pub fn kulisse_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KULISSE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/debug/deps/test-abc → target/debug/kulisse
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join("kulisse");
+    assert!(
+        bin.exists(),
+        "the kulisse binary is not built at {}: run `cargo build -p kulisse` (scripts/test.sh does) or set KULISSE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `kulisse up`.
+pub struct Cluster {
+    child: Option<Child>,
+    /// The data dir (kept when the cluster is restarted on it).
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    /// `http://127.0.0.1:PORT`
+    pub server: String,
+    /// Everything `kulisse up` printed so far (stdout).
+    pub banner: Vec<String>,
+    /// Extra environment for client commands.
+    pub env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Start `kulisse up` in a fresh temporary data dir with the embedded store.
+    pub fn start() -> Cluster {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut c = Cluster::start_in(&dir, &[]);
+        c._tmp = Some(tmp);
+        c
+    }
+
+    /// Start `kulisse up` on `data_dir` with extra arguments (e.g. `--store etcd`).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(data_dir, extra, &[])
+    }
+
+    /// As [`Cluster::start_in`], with extra environment variables for the server process.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let mut cmd = Command::new(kulisse_bin());
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(extra);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start kulisse up");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut banner = Vec::new();
+        let mut server = None;
+        while server.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")) {
+                        server = Some(url.to_string());
+                    }
+                    banner.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("kulisse up did not print its address within 30s; it printed: {banner:?}");
+                }
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let cluster = Cluster {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            server: server.expect("address found"),
+            banner,
+            env: Vec::new(),
+        };
+        cluster.wait_ready();
+        cluster
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = self.server.trim_start_matches("http://").to_string();
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = write!(s, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = std::io::Read::read_to_string(&mut s, &mut buf);
+                if buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kulisse up at {} did not become ready within 30s", self.server);
+    }
+
+    /// The kubeconfig `kulisse up` wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    /// The cluster's token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("token"))
+            .expect("token file")
+            .trim()
+            .to_string()
+    }
+
+    /// Run `kulisse ARGS --kubeconfig <this cluster's>` and return its output.
+    pub fn kulisse(&self, args: &[&str]) -> Output {
+        self.kulisse_stdin(args, None)
+    }
+
+    /// As [`Cluster::kulisse`], feeding `stdin`.
+    pub fn kulisse_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(kulisse_bin());
+        cmd.args(args).arg("--kubeconfig").arg(self.kubeconfig());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kulisse");
+        if let Some(input) = stdin {
+            let mut si = child.stdin.take().expect("stdin");
+            si.write_all(input).expect("write stdin");
+        }
+        child.wait_with_output().expect("kulisse output")
+    }
+
+    /// Run a client command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kulisse(args);
+        assert!(
+            out.status.success(),
+            "kulisse {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Kill the server with SIGKILL (no clean shutdown), keeping the data dir.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop with SIGTERM and wait (clean shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Take ownership of the temporary data dir so it outlives this cluster (for restarts).
+    pub fn keep_data_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Bytes as text, lossily.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A raw HTTP/1.1 request to `server` (for tests that must see exact status codes);
+/// returns (status code, body).
+pub fn http(server: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let addr = server.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to API server");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    s.write_all(body).expect("send body");
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut buf);
+    let resp = String::from_utf8_lossy(&buf).into_owned();
+    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
