@@ -15,6 +15,8 @@
 
 pub mod apiserver;
 pub mod client;
+pub mod controllers;
+pub mod events;
 pub mod objects;
 pub mod printers;
 pub mod store;

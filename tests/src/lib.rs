@@ -7,4 +7,5 @@
 pub mod cluster;
 pub mod conformance;
 pub mod etcd;
+pub mod inproc;
 pub mod otlp;

@@ -341,6 +341,46 @@ impl Client {
             .0)
     }
 
+    /// `DELETE` with a full `DeleteOptions` body (`gracePeriodSeconds`, `propagationPolicy`,
+    /// `preconditions`). A kubelet finishing a pod's termination sends `gracePeriodSeconds: 0`.
+    pub async fn delete_with_options(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        options: &Value,
+    ) -> Result<Value, ClientError> {
+        Ok(self
+            .json(
+                Method::DELETE,
+                &path(info, ns, Some(name), None),
+                Some("application/json"),
+                Some(options),
+            )
+            .await?
+            .0)
+    }
+
+    /// Bind a pod to a node: `POST .../pods/{name}/binding` with a `Binding` (what the
+    /// scheduler does at the end of a scheduling cycle).
+    pub async fn bind(&self, ns: &str, pod: &str, node: &str) -> Result<(), ClientError> {
+        let info = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
+        let binding = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": pod, "namespace": ns},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        self.json(
+            Method::POST,
+            &path(info, Some(ns), Some(pod), Some("binding")),
+            Some("application/json"),
+            Some(&binding),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Watch a collection from `resource_version` (exclusive; `None` starts with the
     /// current objects as `ADDED` events).
     pub async fn watch(

@@ -1,0 +1,192 @@
+//! # The controller manager (mirrors kube-controller-manager)
+//!
+//! Controllers are the cluster's autopilots. Each watches some kinds through informers and
+//! keeps reconciling the world towards what the objects ask for. kube-controller-manager is
+//! one process that runs many of them over **shared informers**: one list+watch per kind,
+//! one cache, many controllers reading it. kulisse does the same:
+//!
+//! - [`runtime`]: the shared reconcile loop (work queue, workers, back-off, spans).
+//! - [`deployment`]: Deployment → ReplicaSets (one per pod template), rolling updates.
+//! - [`replicaset`]: ReplicaSet → the right number of Pods.
+//! - [`endpoints`]: Service selector → the addresses of its ready Pods.
+//! - [`garbagecollector`]: deletes objects whose owners are gone (ownerReferences).
+//! - [`nodelifecycle`]: marks silent nodes NotReady and evicts their Pods.
+//!
+//! [`run`] starts them all; `kulisse controller-manager` and `kulisse up` call it.
+
+pub mod deployment;
+pub mod endpoints;
+pub mod garbagecollector;
+pub mod nodelifecycle;
+pub mod replicaset;
+pub mod runtime;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::client::Client;
+use crate::client::informer::{Cache, Informer};
+use crate::events::EventRecorder;
+use crate::objects::{self, ResourceInfo};
+
+/// One informer per kind the controllers need, created together and started together so
+/// every controller reads the same caches. Register handlers (`informers.pods.on_event`)
+/// before [`SharedInformers::start`].
+pub struct SharedInformers {
+    pub pods: Informer,
+    pub replicasets: Informer,
+    pub deployments: Informer,
+    pub services: Informer,
+    pub endpoints: Informer,
+    pub nodes: Informer,
+    pub leases: Informer,
+    pub namespaces: Informer,
+}
+
+/// Read handles on the shared informers' caches. Cheap to clone.
+#[derive(Clone)]
+pub struct Caches {
+    pub pods: Cache,
+    pub replicasets: Cache,
+    pub deployments: Cache,
+    pub services: Cache,
+    pub endpoints: Cache,
+    pub nodes: Cache,
+    pub leases: Cache,
+    pub namespaces: Cache,
+}
+
+fn kind(api_version: &str, kind: &str) -> &'static ResourceInfo {
+    objects::by_gvk(api_version, kind).expect("built-in kind")
+}
+
+impl SharedInformers {
+    /// Informers over every namespace, resynced every `resync`.
+    pub fn new(client: &Client, resync: Duration) -> Self {
+        let make =
+            |api_version: &str, k: &str| Informer::new(client.clone(), kind(api_version, k), None).with_resync(resync);
+        SharedInformers {
+            pods: make("v1", "Pod"),
+            replicasets: make("apps/v1", "ReplicaSet"),
+            deployments: make("apps/v1", "Deployment"),
+            services: make("v1", "Service"),
+            endpoints: make("v1", "Endpoints"),
+            nodes: make("v1", "Node"),
+            leases: Informer::new(
+                client.clone(),
+                kind("coordination.k8s.io/v1", "Lease"),
+                Some("kube-node-lease".into()),
+            ),
+            namespaces: make("v1", "Namespace"),
+        }
+    }
+
+    /// The caches (filled once the informers run).
+    pub fn caches(&self) -> Caches {
+        Caches {
+            pods: self.pods.cache(),
+            replicasets: self.replicasets.cache(),
+            deployments: self.deployments.cache(),
+            services: self.services.cache(),
+            endpoints: self.endpoints.cache(),
+            nodes: self.nodes.cache(),
+            leases: self.leases.cache(),
+            namespaces: self.namespaces.cache(),
+        }
+    }
+
+    /// Start every informer; resolves once all have listed (their caches are synced).
+    pub async fn start(self, shutdown: watch::Receiver<bool>) {
+        let all = [
+            self.pods,
+            self.replicasets,
+            self.deployments,
+            self.services,
+            self.endpoints,
+            self.nodes,
+            self.leases,
+            self.namespaces,
+        ];
+        let mut synced = Vec::new();
+        for informer in all {
+            synced.push(informer.synced());
+            tokio::spawn(informer.run(shutdown.clone()));
+        }
+        for mut s in synced {
+            let _ = s.wait_for(|ok| *ok).await;
+        }
+    }
+}
+
+/// Settings of the controller manager. The defaults are Kubernetes'; [`Options::fast`] is
+/// the teaching profile (`kulisse up --fast-failover`) that shows failover in seconds.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Workers per controller.
+    pub workers: usize,
+    /// How long a node may go without renewing its Lease before it is marked NotReady
+    /// (kube-controller-manager's `--node-monitor-grace-period`, 40 s).
+    pub node_monitor_grace_period: Duration,
+    /// How long pods stay on a NotReady node before they are evicted (the default
+    /// `tolerationSeconds` of the `not-ready`/`unreachable` taints, 300 s).
+    pub pod_eviction_timeout: Duration,
+    /// How often informers hand every object to the controllers again.
+    pub resync: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 4,
+            node_monitor_grace_period: Duration::from_secs(40),
+            pod_eviction_timeout: Duration::from_secs(300),
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Options {
+    /// The teaching profile: a silent node is NotReady after 4 s, its pods evicted 2 s later.
+    pub fn fast() -> Self {
+        Options {
+            node_monitor_grace_period: Duration::from_secs(4),
+            pod_eviction_timeout: Duration::from_secs(2),
+            ..Options::default()
+        }
+    }
+}
+
+/// What every controller gets: the client for writes, the caches for reads, an event recorder.
+pub struct Ctx {
+    pub client: Client,
+    pub caches: Caches,
+    pub recorder: EventRecorder,
+    pub options: Options,
+}
+
+/// Run every controller until `shutdown` turns true.
+pub async fn run(client: Client, options: Options, shutdown: watch::Receiver<bool>) {
+    let mut informers = SharedInformers::new(&client, options.resync);
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        caches: informers.caches(),
+        recorder: EventRecorder::new(client.clone(), "controller-manager", None),
+        options: options.clone(),
+    });
+    let (deploy, deploy_q) = deployment::setup(&mut informers, ctx.clone());
+    let (rs, rs_q) = replicaset::setup(&mut informers, ctx.clone());
+    let (ep, ep_q) = endpoints::setup(&mut informers, ctx.clone());
+    let (gc, gc_q) = garbagecollector::setup(&mut informers, ctx.clone());
+    let (nl, nl_q) = nodelifecycle::setup(&mut informers, ctx.clone());
+    informers.start(shutdown.clone()).await;
+    let w = options.workers;
+    tokio::join!(
+        runtime::run(deploy, deploy_q, w, shutdown.clone()),
+        runtime::run(rs, rs_q, w, shutdown.clone()),
+        runtime::run(ep, ep_q, w, shutdown.clone()),
+        runtime::run(gc, gc_q, w, shutdown.clone()),
+        runtime::run(nl, nl_q, 1, shutdown.clone()),
+    );
+}

@@ -1,0 +1,84 @@
+//! # An API server inside the test process
+//!
+//! For tests of one component (a controller, the scheduler, a kubelet) that need a real API
+//! server but not a whole `kulisse up`: [`ApiServerFixture::start`] runs kulisse's API server
+//! on `127.0.0.1:0` over an embedded store in a temporary directory, and hands out a
+//! [`Client`] for it. Everything stops when the fixture is dropped.
+
+use kulisse_backends::store::embedded::EmbeddedStore;
+use kulisse_core::apiserver::{self, ApiServer};
+use kulisse_core::client::Client;
+use tokio::sync::watch;
+
+/// A running in-process API server.
+pub struct ApiServerFixture {
+    pub client: Client,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub token: String,
+    /// Flip to `true` to stop components started with [`ApiServerFixture::shutdown_rx`].
+    pub shutdown: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ApiServerFixture {
+    /// Start the API server (call from inside a tokio runtime).
+    pub async fn start() -> ApiServerFixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(&dir.path().join("store.redb")).expect("open embedded store");
+        let token = "test-token".to_string();
+        let server = ApiServer::new(store, apiserver::Config { token: token.clone() });
+        server.bootstrap().await.expect("bootstrap namespaces");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = Client::new(&url, &token).expect("client");
+        let (shutdown, _) = watch::channel(false);
+        ApiServerFixture {
+            client,
+            url,
+            token,
+            shutdown,
+            _dir: dir,
+            stop: Some(stop),
+        }
+    }
+
+    /// A receiver for components' shutdown signal.
+    pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+impl Drop for ApiServerFixture {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, or panic with `what` after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
