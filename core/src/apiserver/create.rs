@@ -61,6 +61,10 @@ pub async fn create_object(
         require_namespace(ctx, ns).await?;
     }
     meta::prepare_create(info, obj, ns);
+    if info.kind == "Service" {
+        ctx.server.allocate_service_addresses(obj).await?;
+    }
+    meta::stamp_traceparent(obj);
     if ctx.dry_run() {
         return Ok(obj.clone());
     }

@@ -1,13 +1,23 @@
-//! # delete (mirrors kube-apiserver's DELETE handler)
+//! # delete (mirrors kube-apiserver's DELETE handler and graceful deletion)
 //!
 //! `DELETE .../deployments/web`, optionally with a `DeleteOptions` body
-//! (`{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Foreground","preconditions":{"resourceVersion":"42"}}`).
+//! (`{"propagationPolicy":"Foreground","gracePeriodSeconds":0,"preconditions":{"resourceVersion":"42"}}`).
 //!
-//! Deleting is not always instant. An object with **finalizers** (`metadata.finalizers`)
-//! only gets a `deletionTimestamp`: it stays visible, "terminating", until the
-//! controllers that put the finalizers there have done their clean-up and removed them;
-//! the update that removes the last finalizer deletes it. Without finalizers the key is
-//! removed from the store at once, and watchers see a `DELETED` event.
+//! Deleting is often not instant, and that is on purpose:
+//!
+//! - **Graceful pod deletion.** A pod that runs on a node is not removed at once: the server
+//!   sets `metadata.deletionTimestamp` and `deletionGracePeriodSeconds` (from the options,
+//!   else the pod's `terminationGracePeriodSeconds`, 30 s by default). The kubelet sees that,
+//!   stops the containers within the grace period, and then deletes the object for good
+//!   with `gracePeriodSeconds: 0`. A pod that was never scheduled goes at once.
+//! - **Finalizers.** An object with `metadata.finalizers` only gets a `deletionTimestamp`;
+//!   it stays "terminating" until the controllers owning those finalizers have cleaned up
+//!   and removed them. The update that removes the last one deletes the object.
+//! - **Propagation** to dependents (objects whose `ownerReferences` name this one):
+//!   `Background` (the default) deletes the owner now and lets the garbage collector delete
+//!   the dependents; `Foreground` adds the finalizer `foregroundDeletion`, so the owner stays
+//!   until the garbage collector has deleted its dependents; `Orphan` adds the finalizer
+//!   `orphan`, and the garbage collector only cuts the dependents' ownerReferences.
 //!
 //! Deleting a Namespace deletes everything in it first (kube-controller-manager's
 //! namespace controller does this asynchronously in Kubernetes; kulisse does it in the
@@ -16,8 +26,14 @@
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::storage::Stored;
 use super::{Body, Ctx, json_response, meta};
 use crate::objects::{self, ApiError, RESOURCES, ResourceInfo};
+
+/// The finalizer that makes the garbage collector delete dependents before the owner.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// The finalizer that makes the garbage collector orphan dependents.
+pub const ORPHAN_FINALIZER: &str = "orphan";
 
 /// `DELETE` one object.
 pub async fn handle(
@@ -30,14 +46,47 @@ pub async fn handle(
         json!({})
     } else {
         serde_json::from_slice(&ctx.body)
-            .map_err(|e| ApiError::bad_request(&format!("the DeleteOptions body is not valid JSON: {e}")))?
+            .map_err(|e| ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}")))?
     };
-    let stored = ctx
-        .server
-        .storage
-        .get(info, ns, name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(info, name))?;
+    let grace: Option<i64> = options
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| ctx.param("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+    let propagation = options
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or_else(|| ctx.param("propagationPolicy"))
+        .unwrap_or("Background")
+        .to_string();
+    if !matches!(propagation.as_str(), "Background" | "Foreground" | "Orphan") {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy must be Background, Foreground or Orphan, not {propagation:?}"
+        )));
+    }
+    for _ in 0..5 {
+        let stored = ctx
+            .server
+            .storage
+            .get(info, ns, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(info, name))?;
+        check_preconditions(info, name, &options, &stored)?;
+        if ctx.dry_run() {
+            return Ok(json_response(StatusCode::OK, &stored.object));
+        }
+        match delete_once(ctx, info, ns, name, &stored, grace, &propagation).await {
+            Err(e) if e.reason == "Conflict" => continue, // changed in between: look again
+            other => return other,
+        }
+    }
+    Err(ApiError::conflict(
+        info,
+        name,
+        "the object kept changing while it was being deleted; try again",
+    ))
+}
+
+fn check_preconditions(info: &ResourceInfo, name: &str, options: &Value, stored: &Stored) -> Result<(), ApiError> {
     if let Some(rv) = options
         .pointer("/preconditions/resourceVersion")
         .and_then(Value::as_str)
@@ -62,30 +111,101 @@ pub async fn handle(
             ));
         }
     }
-    if ctx.dry_run() {
-        return Ok(json_response(StatusCode::OK, &stored.object));
-    }
-    let has_finalizers = stored
-        .object
+    Ok(())
+}
+
+async fn delete_once(
+    ctx: &Ctx<'_>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    stored: &Stored,
+    grace: Option<i64>,
+    propagation: &str,
+) -> Result<Response<Body>, ApiError> {
+    let mut obj = stored.object.clone();
+    let already_terminating = obj.pointer("/metadata/deletionTimestamp").is_some();
+    let mut finalizers: Vec<String> = obj
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
-    if has_finalizers {
-        // Mark it terminating; the owners of the finalizers finish the job.
-        if stored.object.pointer("/metadata/deletionTimestamp").is_some() {
-            return Ok(json_response(StatusCode::ACCEPTED, &stored.object));
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+
+    // Graceful deletion of a pod that runs on a node: the kubelet finishes it.
+    let graceful_pod = info.kind == "Pod"
+        && obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+    let pod_grace = if graceful_pod {
+        let default = obj
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30);
+        Some(grace.unwrap_or(default).max(0))
+    } else {
+        None
+    };
+
+    let wanted_finalizer = match propagation {
+        "Foreground" if has_dependents_kind(info) => Some(FOREGROUND_FINALIZER),
+        "Orphan" if has_dependents_kind(info) => Some(ORPHAN_FINALIZER),
+        _ => None,
+    };
+    if let Some(f) = wanted_finalizer {
+        if !finalizers.iter().any(|x| x == f) {
+            finalizers.push(f.to_string());
         }
-        let mut obj = stored.object.clone();
-        obj["metadata"]["deletionTimestamp"] = json!(meta::now_rfc3339());
-        obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        let written = ctx.server.storage.update(info, ns, name, &obj, stored.revision).await?;
-        return Ok(json_response(StatusCode::ACCEPTED, &written.object));
     }
-    if info.kind == "Namespace" {
-        delete_namespace_contents(ctx, name).await?;
+
+    let keep_for_kubelet = pod_grace.is_some_and(|g| g > 0);
+    if finalizers.is_empty() && !keep_for_kubelet {
+        if info.kind == "Namespace" {
+            delete_namespace_contents(ctx, name).await?;
+        }
+        let deleted = ctx.server.storage.delete(info, ns, name, Some(stored.revision)).await?;
+        if info.kind == "Service" {
+            ctx.server.release_service_addresses(&deleted.object).await;
+        }
+        return Ok(json_response(StatusCode::OK, &deleted.object));
     }
-    let deleted = ctx.server.storage.delete(info, ns, name, Some(stored.revision)).await?;
-    Ok(json_response(StatusCode::OK, &deleted.object))
+
+    // Mark it terminating; the kubelet or the finalizers' owners finish the job.
+    let now = chrono::Utc::now();
+    let grace_secs = pod_grace.unwrap_or(0);
+    if !already_terminating {
+        obj["metadata"]["deletionTimestamp"] =
+            json!((now + chrono::Duration::seconds(grace_secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace_secs);
+    } else if let Some(g) = pod_grace {
+        // A second delete may shorten the grace period, never lengthen it.
+        let current = obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(g);
+        if g < current {
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
+            obj["metadata"]["deletionTimestamp"] =
+                json!((now + chrono::Duration::seconds(g)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+    }
+    if !finalizers.is_empty() {
+        obj["metadata"]["finalizers"] = json!(finalizers);
+    }
+    if obj == stored.object {
+        return Ok(json_response(StatusCode::ACCEPTED, &stored.object));
+    }
+    meta::stamp_traceparent(&mut obj);
+    let written = ctx.server.storage.update(info, ns, name, &obj, stored.revision).await?;
+    Ok(json_response(StatusCode::ACCEPTED, &written.object))
+}
+
+/// Kinds that own other objects (so Foreground/Orphan propagation means something).
+fn has_dependents_kind(info: &ResourceInfo) -> bool {
+    matches!(
+        info.kind,
+        "Deployment" | "ReplicaSet" | "Service" | "Namespace" | "Pod" | "Node"
+    )
 }
 
 async fn delete_namespace_contents(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
@@ -94,6 +214,7 @@ async fn delete_namespace_contents(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiErr
         for item in listed.items {
             let name = objects::name(&item.object).unwrap_or("").to_string();
             match ctx.server.storage.delete(info, Some(ns), &name, None).await {
+                Ok(deleted) if info.kind == "Service" => ctx.server.release_service_addresses(&deleted.object).await,
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),

@@ -230,3 +230,49 @@ mod tests {
         assert!(desired_state_changed(&old, &scaled));
     }
 }
+
+/// The annotation in which the API server records the trace context of the write.
+pub const TRACEPARENT_ANNOTATION: &str = kulisse_traces::propagation::TRACEPARENT_ANNOTATION;
+
+/// Record the current span's W3C traceparent on the object (annotation
+/// `kulisse.dev/traceparent`). Whoever reacts to this write — a controller, the scheduler,
+/// a kubelet — continues the trace from here. Without a current trace nothing changes.
+pub fn stamp_traceparent(obj: &mut Value) {
+    let Some(tp) = kulisse_traces::propagation::traceparent_of_current() else {
+        return;
+    };
+    let meta = meta_mut(obj);
+    if !meta.get("annotations").is_some_and(Value::is_object) {
+        meta.insert("annotations".into(), json!({}));
+    }
+    if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+        a.insert(TRACEPARENT_ANNOTATION.into(), Value::String(tp));
+    }
+}
+
+/// A copy without the bookkeeping that changes on every write (resourceVersion,
+/// managedFields times, the traceparent annotation): what "did anything change?" compares.
+pub fn without_bookkeeping(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
+            for e in entries {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("time");
+                }
+            }
+        }
+        let empty = match m.get_mut("annotations").and_then(Value::as_object_mut) {
+            Some(a) => {
+                a.remove(TRACEPARENT_ANNOTATION);
+                a.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            m.remove("annotations");
+        }
+    }
+    v
+}

@@ -23,14 +23,18 @@
 //! The server takes its listener and a shutdown future from the caller (as tokio's
 //! mini-redis does), so tests run it on `127.0.0.1:0`.
 
+pub mod allocator;
 pub mod auth;
+pub mod binding;
 pub mod create;
 pub mod delete;
 pub mod discovery;
 pub mod get;
+pub mod logs;
 pub mod meta;
 pub mod patch;
 pub mod routes;
+pub mod scale;
 pub mod storage;
 pub mod update;
 pub mod watch;
@@ -45,7 +49,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tracing::{Instrument, info_span};
@@ -81,6 +85,9 @@ pub struct ApiServer {
     pub storage: Storage,
     /// Settings, fixed at start.
     pub config: Config,
+    /// Service ClusterIPs and node ports in use, built from the stored Services on first
+    /// use. An async mutex: allocation reads the store once, while holding it.
+    services: tokio::sync::Mutex<Option<allocator::ServiceAllocator>>,
 }
 
 /// A parsed request, as the handlers see it.
@@ -117,7 +124,27 @@ impl ApiServer {
         Arc::new(ApiServer {
             storage: Storage::new(store),
             config,
+            services: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Give a Service its ClusterIP (and node ports), or check the ones it asks for.
+    pub async fn allocate_service_addresses(&self, svc: &mut Value) -> Result<(), ApiError> {
+        let info = crate::objects::by_gvk("v1", "Service").expect("Service is a built-in kind");
+        let mut guard = self.services.lock().await;
+        if guard.is_none() {
+            let listed = self.storage.list(info, None, None).await?;
+            let all: Vec<Value> = listed.items.into_iter().map(|s| s.object).collect();
+            *guard = Some(allocator::ServiceAllocator::from_services(&all));
+        }
+        guard.as_mut().expect("just set").allocate(info, svc)
+    }
+
+    /// Free what a deleted Service held.
+    pub async fn release_service_addresses(&self, svc: &Value) {
+        if let Some(a) = self.services.lock().await.as_mut() {
+            a.release(svc);
+        }
     }
 
     /// Create the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
@@ -183,7 +210,6 @@ impl ApiServer {
         let _ = stop_tx.send(true);
         drop(listener);
         let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
-        let _ = TokioExecutor::new();
         Ok(())
     }
 
@@ -262,10 +288,13 @@ impl ApiServer {
                     }
                     Method::POST => {
                         span.record("k8s.verb", "create");
-                        let ns = namespace.ok_or_else(|| cluster_scoped_create(info))?;
-                        create::handle(&ctx, info, Some(&ns)).await
+                        if info.namespaced {
+                            let ns = namespace.ok_or_else(|| cluster_scoped_create(info))?;
+                            create::handle(&ctx, info, Some(&ns)).await
+                        } else {
+                            create::handle(&ctx, info, None).await
+                        }
                     }
-                    _ if !info.namespaced && *m == Method::POST => create::handle(&ctx, info, None).await,
                     _ => Err(ApiError::new(
                         405,
                         "MethodNotAllowed",
@@ -302,6 +331,18 @@ impl ApiServer {
                         span.record("k8s.verb", "delete");
                         delete::handle(&ctx, info, ns, &name).await
                     }
+                    (Method::POST, Some("binding")) if info.kind == "Pod" => {
+                        span.record("k8s.verb", "create");
+                        binding::handle(&ctx, ns.unwrap_or("default"), &name).await
+                    }
+                    (Method::GET | Method::PUT | Method::PATCH, Some("scale")) if scale::supports(info) => {
+                        span.record("k8s.verb", if *m == Method::GET { "get" } else { "update" });
+                        scale::handle(&ctx, info, ns, &name, m).await
+                    }
+                    (Method::GET, Some("log")) if info.kind == "Pod" => {
+                        span.record("k8s.verb", "get");
+                        logs::handle(&ctx, ns.unwrap_or("default"), &name).await
+                    }
                     (Method::POST, None) if !info.namespaced => {
                         span.record("k8s.verb", "create");
                         create::handle(&ctx, info, None).await
@@ -331,14 +372,10 @@ impl ApiServer {
 }
 
 fn cluster_scoped_create(info: &ResourceInfo) -> ApiError {
-    if info.namespaced {
-        ApiError::bad_request(&format!(
-            "{} are namespaced: create them under /namespaces/<namespace>/{}",
-            info.plural, info.plural
-        ))
-    } else {
-        ApiError::bad_request("unexpected cluster-scoped create")
-    }
+    ApiError::bad_request(format!(
+        "{} are namespaced: create them under /namespaces/<namespace>/{}",
+        info.plural, info.plural
+    ))
 }
 
 fn record_target(span: &tracing::Span, info: &ResourceInfo, ns: Option<&str>, name: Option<&str>) {

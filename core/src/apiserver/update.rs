@@ -11,7 +11,7 @@
 
 use http::{Response, StatusCode};
 use serde_json::Value;
-use tracing::info_span;
+use tracing::{Instrument, info_span};
 
 use super::storage::Stored;
 use super::{Body, Ctx, json_response, meta, patch};
@@ -68,19 +68,26 @@ pub async fn write(
     stored: &Stored,
     mut new: Value,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    {
-        let _span = info_span!(
-            "apiserver.validate",
-            "kulisse.stage" = "apiserver",
-            "k8s.kind" = info.kind,
-            "k8s.name" = name
-        )
-        .entered();
+    let span = info_span!(
+        "apiserver.validate",
+        "kulisse.stage" = "apiserver",
+        "k8s.kind" = info.kind,
+        "k8s.name" = name
+    );
+    span.in_scope(|| {
         objects::apply_defaults(info, &mut new);
         meta::prepare_update(info, &stored.object, &mut new, sub);
-        objects::validate(info, &new)?;
-        objects::validate_update(info, &stored.object, &new)?;
+    });
+    if info.kind == "Service" && sub.is_none() {
+        ctx.server
+            .allocate_service_addresses(&mut new)
+            .instrument(span.clone())
+            .await?;
     }
+    span.in_scope(|| {
+        objects::validate(info, &new)?;
+        objects::validate_update(info, &stored.object, &new)
+    })?;
     let changed = changed_fields(&stored.object, &new);
     if changed.is_empty() {
         return Ok((stored.object.clone(), changed));
@@ -88,29 +95,31 @@ pub async fn write(
     if ctx.dry_run() {
         return Ok((new, changed));
     }
+    if finalizers_just_emptied(&stored.object, &new) {
+        // The last finalizer is gone from a terminating object: now it really goes.
+        let deleted = ctx.server.storage.delete(info, ns, name, Some(stored.revision)).await?;
+        return Ok((deleted.object, changed));
+    }
+    meta::stamp_traceparent(&mut new);
     let written = ctx.server.storage.update(info, ns, name, &new, stored.revision).await?;
     Ok((written.object, changed))
+}
+
+/// A terminating object whose last finalizer was just removed.
+fn finalizers_just_emptied(old: &Value, new: &Value) -> bool {
+    let count = |v: &Value| {
+        v.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    };
+    new.pointer("/metadata/deletionTimestamp").is_some() && count(old) > 0 && count(new) == 0
 }
 
 /// The paths (two levels deep, e.g. `spec.replicas`) that differ between two versions,
 /// ignoring bookkeeping that changes on every write (resourceVersion, managedFields times).
 pub fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    let normalise = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-            if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
-                for e in entries {
-                    if let Some(e) = e.as_object_mut() {
-                        e.remove("time");
-                    }
-                }
-            }
-        }
-        v
-    };
-    let (old, new) = (normalise(old), normalise(new));
+    let (old, new) = (meta::without_bookkeeping(old), meta::without_bookkeeping(new));
     diff(&old, &new, "", 0, &mut out);
     out
 }

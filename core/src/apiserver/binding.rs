@@ -1,0 +1,107 @@
+//! # binding (mirrors kube-apiserver's `pods/binding` subresource)
+//!
+//! The scheduler does not edit a pod to place it. It `POST`s a **Binding** to the pod's
+//! `binding` subresource:
+//!
+//! ```json
+//! {"apiVersion":"v1","kind":"Binding","metadata":{"name":"web-abc12"},"target":{"kind":"Node","name":"node-2"}}
+//! ```
+//!
+//! The API server then sets the pod's `spec.nodeName` and its `PodScheduled` condition, in
+//! one write that succeeds only if the pod is not bound yet (`409 Conflict` otherwise): two
+//! schedulers can never place one pod twice. The kubelet on that node is watching for pods
+//! with its name in `spec.nodeName`, and takes it from there.
+
+use http::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Body, Ctx, json_response, meta, patch};
+use crate::objects::{self, ApiError};
+
+/// `POST .../pods/{name}/binding`
+pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body>, ApiError> {
+    let info = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
+    let binding = patch::decode(ctx)?;
+    if binding
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k != "Binding")
+    {
+        return Err(ApiError::bad_request(
+            "the body of a pods/binding request must be a Binding",
+        ));
+    }
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                info,
+                name,
+                vec![objects::StatusCause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value".into(),
+                    field: "target.name".into(),
+                }],
+            )
+        })?;
+    for _ in 0..5 {
+        let stored = ctx
+            .server
+            .storage
+            .get(info, Some(ns), name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(info, name))?;
+        let mut pod = stored.object.clone();
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::conflict(info, name, "the pod is being deleted"));
+        }
+        if let Some(current) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                info,
+                name,
+                &format!("pod {name} is already assigned to node \"{current}\""),
+            ));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        set_condition(&mut pod, "PodScheduled", "True");
+        meta::stamp_traceparent(&mut pod);
+        if ctx.dry_run() {
+            break;
+        }
+        match ctx
+            .server
+            .storage
+            .update(info, Some(ns), name, &pod, stored.revision)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if e.reason == "Conflict" => continue, // a status update got in between
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+fn set_condition(pod: &mut Value, kind: &str, status: &str) {
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let now = meta::now_rfc3339();
+    let conditions = pod["status"]
+        .as_object_mut()
+        .expect("status is an object")
+        .entry("conditions")
+        .or_insert_with(|| json!([]));
+    let Some(list) = conditions.as_array_mut() else { return };
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
+    list.push(json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}));
+}

@@ -1,0 +1,146 @@
+//! # logs (mirrors the `pods/log` subresource and the API server → kubelet proxy)
+//!
+//! Container logs live on the node, not in the store. When you ask the API server for
+//! `GET .../pods/web-abc12/log?container=httpd&follow=true`, it looks up which node runs
+//! the pod, finds that node's kubelet endpoint (`status.daemonEndpoints.kubeletEndpoint`),
+//! and streams the kubelet's `/containerLogs/<ns>/<pod>/<container>` answer back to you.
+//! It is one of the few places where the control plane calls *into* a node.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use serde_json::Value;
+
+use super::{Body, Ctx};
+use crate::objects::{self, ApiError};
+
+/// `GET .../pods/{name}/log`
+pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body>, ApiError> {
+    let pods = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
+    let nodes = objects::by_gvk("v1", "Node").expect("Node is a built-in kind");
+    let pod = ctx
+        .server
+        .storage
+        .get(pods, Some(ns), name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(pods, name))?
+        .object;
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let container = match ctx.param("container") {
+        Some(c) if containers.iter().any(|x| x == c) => c.to_string(),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "pod {name} has not been scheduled to a node yet, so it has no logs"
+            ))
+        })?;
+    let node = ctx
+        .server
+        .storage
+        .get(nodes, None, node_name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(nodes, node_name))?
+        .object;
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .filter(|p| *p > 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "node {node_name} does not report a kubelet endpoint; is its kubelet running?"
+            ))
+        })?;
+    // Only ever connect to loopback: kulisse's kubelets listen on 127.0.0.0/8.
+    let address = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| a.get("type").and_then(Value::as_str) == Some("InternalIP"))
+        .filter_map(|a| {
+            a.get("address")
+                .and_then(Value::as_str)?
+                .parse::<std::net::IpAddr>()
+                .ok()
+        })
+        .find(|ip| ip.is_loopback())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let query = {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for key in [
+            "follow",
+            "tailLines",
+            "timestamps",
+            "previous",
+            "sinceSeconds",
+            "limitBytes",
+        ] {
+            if let Some(v) = ctx.param(key) {
+                q.append_pair(key, v);
+            }
+        }
+        q.finish()
+    };
+    let url = format!("http://{address}:{port}/containerLogs/{ns}/{name}/{container}?{query}");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let req = http::Request::get(&url)
+        .header(header::AUTHORIZATION, format!("Bearer {}", ctx.server.config.token))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(format!("could not build the kubelet request: {e}")))?;
+    let resp = client.request(req).await.map_err(|e| {
+        ApiError::new(
+            502,
+            "ServiceUnavailable",
+            format!("could not reach the kubelet of node {node_name} at {address}:{port}: {e}"),
+        )
+    })?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Err(ApiError::new(
+            status.as_u16(),
+            "BadRequest",
+            String::from_utf8_lossy(&body).trim().to_string(),
+        ));
+    }
+    let stream = resp
+        .into_body()
+        .into_data_stream()
+        .filter_map(|chunk| async move { chunk.ok().map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b))) });
+    let body: Body = BodyExt::boxed(StreamBody::new(stream));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(BodyExt::boxed(http_body_util::Full::new(Bytes::new())))))
+}
