@@ -55,6 +55,12 @@ pub enum Command {
     Describe(commands::describe::DescribeArgs),
     /// Delete objects by file or by kind and name.
     Delete(commands::delete::DeleteArgs),
+    /// Change the number of replicas of a Deployment or ReplicaSet.
+    Scale(commands::scale::ScaleArgs),
+    /// Print a container's logs.
+    Logs(commands::logs::LogsArgs),
+    /// Follow a Deployment's rollout.
+    Rollout(commands::rollout::RolloutArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +84,9 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Get(args) => commands::get::run(&cli.global, args).await,
             Command::Describe(args) => commands::describe::run(&cli.global, args).await,
             Command::Delete(args) => commands::delete::run(&cli.global, args).await,
+            Command::Scale(args) => commands::scale::run(&cli.global, args).await,
+            Command::Logs(args) => commands::logs::run(&cli.global, args).await,
+            Command::Rollout(args) => commands::rollout::run(&cli.global, args).await,
         }
     })
 }

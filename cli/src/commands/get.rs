@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use futures::StreamExt;
 use kulisse_core::client::ListParams;
 use serde_json::{Value, json};
 
@@ -33,6 +34,9 @@ pub struct GetArgs {
     /// Print rows without the header line.
     #[arg(long)]
     pub no_headers: bool,
+    /// After listing, watch for changes and print each as a new row (or object).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
     /// Keep metadata.managedFields in -o json|yaml (hidden by default, as in kubectl).
     #[arg(long)]
     pub show_managed_fields: bool,
@@ -82,23 +86,22 @@ pub async fn run(global: &GlobalArgs, args: GetArgs) -> anyhow::Result<ExitCode>
             }
             let table = table.unwrap_or_else(|| json!({}));
             let empty = table.get("rows").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            let namespace_column = ns.is_none() && info.namespaced;
+            let wide = args.output == Some(Format::Wide);
             if empty {
                 match ns {
                     Some(ns) if info.namespaced => eprintln!("No resources found in {ns} namespace."),
                     _ => eprintln!("No resources found"),
                 }
-                return Ok(ExitCode::SUCCESS);
+            } else {
+                println!(
+                    "{}",
+                    output::render_table(&table, wide, namespace_column, args.no_headers)
+                );
             }
-            let namespace_column = ns.is_none() && info.namespaced;
-            println!(
-                "{}",
-                output::render_table(
-                    &table,
-                    args.output == Some(Format::Wide),
-                    namespace_column,
-                    args.no_headers
-                )
-            );
+            if args.watch {
+                watch_rows(&client, info, ns, &args, &params, &table, wide, namespace_column).await?;
+            }
         }
         Some(format) => {
             let objects: Vec<Value> = if args.names.is_empty() {
@@ -162,4 +165,42 @@ pub async fn run(global: &GlobalArgs, args: GetArgs) -> anyhow::Result<ExitCode>
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `get -w`: after the table, one row per change, as kubectl prints them.
+#[allow(clippy::too_many_arguments)]
+async fn watch_rows(
+    client: &kulisse_core::client::Client,
+    info: &'static kulisse_core::objects::ResourceInfo,
+    ns: Option<&str>,
+    args: &GetArgs,
+    params: &ListParams,
+    table: &Value,
+    wide: bool,
+    namespace_column: bool,
+) -> anyhow::Result<()> {
+    let rv = table
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut params = params.clone();
+    if args.names.len() == 1 {
+        params.field_selector = Some(format!("metadata.name={}", args.names[0]));
+    }
+    let mut events = client.watch(info, ns, &params, rv.as_deref()).await?;
+    while let Some(ev) = events.next().await {
+        let ev = ev?;
+        match ev.kind.as_str() {
+            "ERROR" => anyhow::bail!(
+                "the watch ended: {}",
+                ev.object.get("message").and_then(Value::as_str).unwrap_or("")
+            ),
+            "BOOKMARK" => continue,
+            _ => {
+                let row = kulisse_core::printers::table(info, std::slice::from_ref(&ev.object), "");
+                println!("{}", output::render_table(&row, wide, namespace_column, true));
+            }
+        }
+    }
+    Ok(())
 }

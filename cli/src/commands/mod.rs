@@ -5,6 +5,9 @@ pub mod apply;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod logs;
+pub mod rollout;
+pub mod scale;
 pub mod up;
 
 use anyhow::Context as _;
@@ -50,5 +53,17 @@ pub fn kind_ref(info: &ResourceInfo) -> String {
         info.singular.to_string()
     } else {
         format!("{}.{}", info.singular, info.group)
+    }
+}
+
+/// `deployment/web` or `deployment web` → the resource and the name.
+pub fn split_target(parts: &[String]) -> anyhow::Result<(&'static ResourceInfo, String)> {
+    match parts {
+        [one] => match one.split_once('/') {
+            Some((kind, name)) if !name.is_empty() => Ok((resource(kind)?, name.to_string())),
+            _ => anyhow::bail!("expected KIND/NAME (e.g. deployment/web), got {one:?}"),
+        },
+        [kind, name] => Ok((resource(kind)?, name.clone())),
+        _ => anyhow::bail!("expected KIND/NAME or KIND NAME"),
     }
 }

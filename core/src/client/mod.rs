@@ -215,6 +215,35 @@ impl Client {
         Ok((value, resp.headers))
     }
 
+    /// Send a request whose answer is a byte stream (logs with `follow`). A non-2xx answer
+    /// becomes `ClientError::Api`.
+    pub async fn stream(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send>>, ClientError> {
+        let resp = self
+            .send(method, path, &[("accept", "text/plain, application/json")], None)
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            return Err(parse_answer(&RawResponse { status, headers, body })
+                .err()
+                .unwrap_or_else(|| ClientError::Protocol(format!("the server answered {status}"))));
+        }
+        let body = resp.into_body().into_data_stream();
+        Ok(Box::pin(body.map(|r| {
+            r.map_err(|e| ClientError::Protocol(format!("the stream broke: {e}")))
+        })))
+    }
+
     /// `GET` one object.
     pub async fn get(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value, ClientError> {
         Ok(self
