@@ -55,6 +55,8 @@ pub enum Command {
     Describe(commands::describe::DescribeArgs),
     /// Delete objects by file or by kind and name.
     Delete(commands::delete::DeleteArgs),
+    /// Change fields of an object with a merge or JSON patch.
+    Patch(commands::patch::PatchArgs),
     /// Change the number of replicas of a Deployment or ReplicaSet.
     Scale(commands::scale::ScaleArgs),
     /// Print a container's logs.
@@ -84,6 +86,7 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Get(args) => commands::get::run(&cli.global, args).await,
             Command::Describe(args) => commands::describe::run(&cli.global, args).await,
             Command::Delete(args) => commands::delete::run(&cli.global, args).await,
+            Command::Patch(args) => commands::patch::run(&cli.global, args).await,
             Command::Scale(args) => commands::scale::run(&cli.global, args).await,
             Command::Logs(args) => commands::logs::run(&cli.global, args).await,
             Command::Rollout(args) => commands::rollout::run(&cli.global, args).await,

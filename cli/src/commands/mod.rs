@@ -6,6 +6,7 @@ pub mod delete;
 pub mod describe;
 pub mod get;
 pub mod logs;
+pub mod patch;
 pub mod rollout;
 pub mod scale;
 pub mod up;

@@ -1,0 +1,364 @@
+//! End-to-end flows of the control loops on the mock runtime, driven through the real
+//! `kulisse` binary exactly as a learner would: `kulisse up --nodes 3`, then `apply`,
+//! `get`, `describe`, `scale`, `rollout status`, `delete`.
+
+use std::time::{Duration, Instant};
+
+use kulisse_tests::cluster::Cluster;
+use serde_json::Value;
+
+const SHOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/shop.yaml");
+
+/// Poll `check` every 100 ms until it returns `Some`, or fail after `secs` seconds.
+fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn json(c: &Cluster, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&c.ok(&all)).unwrap_or(Value::Null)
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
+}
+
+fn running_ready_pods(c: &Cluster, ns: &str, selector: &str) -> Vec<Value> {
+    items(&json(c, &["get", "pods", "-n", ns, "-l", selector]))
+        .into_iter()
+        .filter(|p| s(p, "/status/phase") == "Running" && is_ready(p) && p.pointer("/metadata/deletionTimestamp").is_none())
+        .collect()
+}
+
+fn up(extra: &[&str]) -> (Cluster, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--fast-failover", "--crashloop-backoff", "1s"];
+    args.extend_from_slice(extra);
+    (Cluster::start_in(dir.path(), &args), dir)
+}
+
+#[test]
+fn a_multi_document_app_runs_spread_over_three_nodes() {
+    let (c, _dir) = up(&["--nodes", "3"]);
+    let out = c.ok(&["apply", "-f", SHOP]);
+    assert!(out.contains("namespace/shop created") && out.contains("service/frontend created"), "{out}");
+
+    wait_for(60, "nodes Ready", || {
+        let nodes = items(&json(&c, &["get", "nodes"]));
+        (nodes.len() == 3
+            && nodes.iter().all(|n| {
+                n.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
+            }))
+        .then_some(())
+    });
+    let frontend = wait_for(60, "3 frontend pods Running and Ready", || {
+        let p = running_ready_pods(&c, "shop", "app=frontend");
+        (p.len() == 3).then_some(p)
+    });
+    wait_for(60, "2 backend pods Running and Ready", || (running_ready_pods(&c, "shop", "app=backend").len() == 2).then_some(()));
+
+    // Spread: the scheduler's scores put three equal pods on three equal nodes.
+    let mut nodes: Vec<&str> = frontend.iter().map(|p| s(p, "/spec/nodeName")).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "frontend pods should be spread over the 3 nodes: {nodes:?}");
+    for p in &frontend {
+        let ip: std::net::Ipv4Addr = s(p, "/status/podIP").parse().expect("pod IP");
+        assert!(ip.is_loopback(), "mock pod IPs stay inside 127.0.0.0/8: {ip}");
+    }
+
+    // Endpoints list exactly the ready pods, with the named targetPort resolved.
+    wait_for(30, "frontend endpoints", || {
+        let ep = json(&c, &["get", "endpoints", "frontend", "-n", "shop"]);
+        let addrs: Vec<String> = ep
+            .pointer("/subsets/0/addresses")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|a| s(a, "/ip").to_string()).collect())
+            .unwrap_or_default();
+        let port = ep.pointer("/subsets/0/ports/0/port").and_then(Value::as_i64);
+        let mut want: Vec<String> = frontend.iter().map(|p| s(p, "/status/podIP").to_string()).collect();
+        want.sort();
+        let mut got = addrs.clone();
+        got.sort();
+        (got == want && port == Some(8080)).then_some(())
+    });
+
+    // Services got loopback ClusterIPs and the NodePort a node port.
+    let svc = json(&c, &["get", "svc", "frontend", "-n", "shop"]);
+    assert!(s(&svc, "/spec/clusterIP").starts_with("127.1."), "{svc}");
+    let node_port = svc.pointer("/spec/ports/0/nodePort").and_then(Value::as_i64).unwrap_or(0);
+    assert!((30000..=32767).contains(&node_port), "{svc}");
+
+    // The table views a learner looks at.
+    let wide = c.ok(&["get", "pods", "-n", "shop", "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[..7], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"], "{wide}");
+    assert!(wide.contains("Running") && wide.contains("1/1"), "{wide}");
+    let deploy = c.ok(&["get", "deploy", "-n", "shop"]);
+    assert!(deploy.lines().any(|l| l.starts_with("frontend") && l.contains("3/3")), "{deploy}");
+
+    // kube-proxy's rule table has the service and the node port.
+    let rules = wait_for(30, "proxy rules", || {
+        let r = c.ok(&["get", "proxyrules"]);
+        (r.contains(s(&svc, "/spec/clusterIP")) && r.contains(&node_port.to_string())).then_some(r)
+    });
+    assert!(rules.contains(":8080"), "{rules}");
+}
+
+#[test]
+fn a_pod_that_fits_nowhere_stays_pending_with_an_event() {
+    let (c, dir) = up(&["--nodes", "3"]);
+    let big = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n    resources:\n      requests:\n        cpu: \"64\"\n";
+    let f = dir.path().join("huge.yaml");
+    std::fs::write(&f, big).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let d = wait_for(30, "FailedScheduling event in describe", || {
+        let d = c.ok(&["describe", "pod", "huge"]);
+        d.contains("FailedScheduling").then_some(d)
+    });
+    assert!(d.contains("0/3 nodes are available: 3 Insufficient cpu."), "{d}");
+    let pod = json(&c, &["get", "pod", "huge"]);
+    assert_eq!(s(&pod, "/status/phase"), "Pending");
+    assert_eq!(s(&pod, "/spec/nodeName"), "");
+}
+
+#[test]
+fn scale_rolling_update_delete_and_a_bare_pod() {
+    let (c, dir) = up(&["--nodes", "3"]);
+    c.ok(&["apply", "-f", SHOP]);
+    wait_for(60, "3 frontend pods", || (running_ready_pods(&c, "shop", "app=frontend").len() == 3).then_some(()));
+
+    assert_eq!(c.ok(&["scale", "deployment/frontend", "--replicas", "5", "-n", "shop"]).trim(), "deployment.apps/frontend scaled");
+    wait_for(60, "5 frontend pods", || (running_ready_pods(&c, "shop", "app=frontend").len() == 5).then_some(()));
+    c.ok(&["scale", "deployment", "frontend", "--replicas", "2", "-n", "shop"]);
+    wait_for(60, "2 frontend pods", || (items(&json(&c, &["get", "pods", "-n", "shop", "-l", "app=frontend"])).len() == 2).then_some(()));
+
+    // Rolling update to a new image, with maxUnavailable 0: never fewer than 2 ready pods.
+    let changed = std::fs::read_to_string(SHOP).unwrap().replace(
+        "          command: [\"httpd\", \"-f\", \"-p\", \"8080\"]",
+        "          command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-v\"]",
+    );
+    let changed = changed.replacen("  replicas: 3\n", "  replicas: 2\n  strategy:\n    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}\n", 1);
+    let f = dir.path().join("shop-v2.yaml");
+    std::fs::write(&f, changed).unwrap();
+    assert!(c.ok(&["apply", "-f", f.to_str().unwrap()]).contains("deployment.apps/frontend configured"));
+    let watcher = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut min_ready = usize::MAX;
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while Instant::now() < deadline {
+                min_ready = min_ready.min(running_ready_pods(&c, "shop", "app=frontend").len());
+                let d = json(&c, &["get", "deploy", "frontend", "-n", "shop"]);
+                if rollout_done(&d) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            min_ready
+        });
+        let out = c.ok(&["rollout", "status", "deployment/frontend", "-n", "shop", "--timeout", "90"]);
+        assert!(out.trim_end().ends_with("deployment \"frontend\" successfully rolled out"), "{out}");
+        sampler.join().unwrap()
+    });
+    assert!(watcher >= 2, "maxUnavailable 0 was not respected: only {watcher} ready pods at one point");
+    let rs = items(&json(&c, &["get", "rs", "-n", "shop", "-l", "app=frontend"]));
+    assert_eq!(rs.len(), 2, "old and new ReplicaSet");
+    assert!(rs.iter().any(|r| r.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0)), "old ReplicaSet scaled to 0");
+
+    // Deleting the Deployment removes its ReplicaSets and pods.
+    c.ok(&["delete", "deployment", "frontend", "-n", "shop"]);
+    wait_for(60, "ReplicaSets and pods of frontend gone", || {
+        let rs = items(&json(&c, &["get", "rs", "-n", "shop", "-l", "app=frontend"]));
+        let pods = items(&json(&c, &["get", "pods", "-n", "shop", "-l", "app=frontend"]));
+        (rs.is_empty() && pods.is_empty()).then_some(())
+    });
+
+    // A bare pod runs too.
+    let bare = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: solo\nspec:\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n";
+    let f = dir.path().join("solo.yaml");
+    std::fs::write(&f, bare).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    wait_for(30, "bare pod Running", || (s(&json(&c, &["get", "pod", "solo"]), "/status/phase") == "Running").then_some(()));
+    let logs = c.ok(&["logs", "solo"]);
+    assert!(!logs.is_empty(), "the mock runtime writes some log lines");
+}
+
+fn rollout_done(d: &Value) -> bool {
+    let i = |p: &str| d.pointer(p).and_then(Value::as_i64).unwrap_or(-1);
+    i("/status/observedGeneration") >= i("/metadata/generation")
+        && i("/status/updatedReplicas") == i("/spec/replicas")
+        && i("/status/replicas") == i("/spec/replicas")
+        && i("/status/availableReplicas") == i("/spec/replicas")
+}
+
+#[test]
+fn crashloop_backoff_and_readiness() {
+    let (c, dir) = up(&["--nodes", "2"]);
+    let manifest = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: crasher
+  annotations:
+    mock.kulisse.dev/exit-after.c: 200ms
+    mock.kulisse.dev/exit-code.c: "1"
+spec:
+  containers:
+  - name: c
+    image: localhost/busybox:latest
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: flaky
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: flaky}
+  template:
+    metadata:
+      labels: {app: flaky}
+    spec:
+      containers:
+      - name: c
+        image: localhost/busybox:latest
+        ports: [{containerPort: 8080}]
+        readinessProbe:
+          tcpSocket: {port: 8080}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: flaky
+spec:
+  selector: {app: flaky}
+  ports: [{port: 8080}]
+"#;
+    let f = dir.path().join("crash.yaml");
+    std::fs::write(&f, manifest).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+
+    // CrashLoopBackOff with growing delays between restarts.
+    let pod = wait_for(90, "restartCount >= 3 and CrashLoopBackOff", || {
+        let p = json(&c, &["get", "pod", "crasher"]);
+        let restarts = p.pointer("/status/containerStatuses/0/restartCount").and_then(Value::as_i64).unwrap_or(0);
+        let table = c.ok(&["get", "pod", "crasher"]);
+        (restarts >= 3 && table.contains("CrashLoopBackOff")).then_some(p)
+    });
+    assert_eq!(pod.pointer("/status/containerStatuses/0/lastState/terminated/exitCode").and_then(Value::as_i64), Some(1), "{pod}");
+    let backoffs: Vec<String> = items(&json(&c, &["get", "events", "--field-selector", "involvedObject.name=crasher"]))
+        .iter()
+        .filter(|e| s(e, "/reason") == "BackOff")
+        .map(|e| s(e, "/message").to_string())
+        .collect();
+    assert!(!backoffs.is_empty(), "BackOff events are recorded");
+
+    // Readiness: both pods ready → in endpoints; make one fail its probe → it leaves them.
+    let pods = wait_for(60, "2 flaky pods ready", || {
+        let p = running_ready_pods(&c, "default", "app=flaky");
+        (p.len() == 2).then_some(p)
+    });
+    wait_for(30, "2 ready endpoints", || (ready_addresses(&c, "flaky").len() == 2).then_some(()));
+    let victim = s(&pods[0], "/metadata/name").to_string();
+    let victim_ip = s(&pods[0], "/status/podIP").to_string();
+    let patch = r#"{"metadata":{"annotations":{"mock.kulisse.dev/readiness.c":"fail"}}}"#;
+    assert_eq!(c.ok(&["patch", "pod", &victim, "--type", "merge", "-p", patch]).trim(), format!("pod/{victim} patched"));
+    wait_for(60, "the unready pod leaves the endpoints", || {
+        let ready = ready_addresses(&c, "flaky");
+        (ready.len() == 1 && !ready.contains(&victim_ip)).then_some(())
+    });
+}
+
+fn ready_addresses(c: &Cluster, svc: &str) -> Vec<String> {
+    let ep = json(c, &["get", "endpoints", svc]);
+    ep.pointer("/subsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s.get("addresses").and_then(Value::as_array).cloned().unwrap_or_default())
+        .map(|a| s(&a, "/ip").to_string())
+        .collect()
+}
+
+/// Components as separate processes: `kulisse up --nodes 0 --components apiserver`, then the
+/// controller manager, the scheduler, two kubelets and a proxy each as their own `kulisse`
+/// process. When one kubelet stops, its node turns NotReady and its pods come back on the
+/// other node (teaching profile).
+#[test]
+fn separate_processes_and_node_failover() {
+    let (c, _dir) = up(&["--nodes", "0", "--components", "apiserver"]);
+    let kc = c.kubeconfig();
+    let kc = kc.to_str().unwrap();
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(kulisse_tests::cluster::kulisse_bin())
+            .args(args)
+            .args(["--kubeconfig", kc])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn component")
+    };
+    let mut procs = vec![
+        spawn(&["controller-manager", "--fast-failover"]),
+        spawn(&["scheduler"]),
+        spawn(&["kubelet", "--node-name", "worker-a", "--runtime", "mock"]),
+        spawn(&["proxy", "--node-name", "worker-a"]),
+    ];
+    let mut worker_b = spawn(&["kubelet", "--node-name", "worker-b", "--runtime", "mock"]);
+    let _guard = KillOnDrop(&mut procs);
+
+    c.ok(&["apply", "-f", SHOP]);
+    let pods = wait_for(60, "3 frontend pods ready on separate kubelets", || {
+        let p = running_ready_pods(&c, "shop", "app=frontend");
+        (p.len() == 3).then_some(p)
+    });
+    let on_b = pods.iter().filter(|p| s(p, "/spec/nodeName") == "worker-b").count();
+    assert!(on_b > 0, "some pods run on worker-b");
+    wait_for(30, "proxy rules from the separate proxy", || c.ok(&["get", "proxyrules"]).contains("frontend").then_some(()));
+
+    // worker-b goes away (kill -9: no goodbye).
+    let _ = worker_b.kill();
+    let _ = worker_b.wait();
+    wait_for(60, "worker-b NotReady", || {
+        let n = json(&c, &["get", "node", "worker-b"]);
+        n.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") != "True"))
+            .then_some(())
+    });
+    let table = c.ok(&["get", "nodes"]);
+    assert!(table.lines().any(|l| l.starts_with("worker-b") && l.contains("NotReady")), "{table}");
+    wait_for(90, "all frontend pods back, on worker-a", || {
+        let p = running_ready_pods(&c, "shop", "app=frontend");
+        (p.len() == 3 && p.iter().all(|p| s(p, "/spec/nodeName") == "worker-a")).then_some(())
+    });
+}
+
+struct KillOnDrop<'a>(&'a mut Vec<std::process::Child>);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        for p in self.0.iter_mut() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
