@@ -19,4 +19,5 @@ pub mod controllers;
 pub mod events;
 pub mod objects;
 pub mod printers;
+pub mod scheduler;
 pub mod store;

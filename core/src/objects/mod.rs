@@ -40,6 +40,7 @@ use serde_json::{Map, Value};
 
 pub mod defaults;
 pub mod manifest;
+pub mod quantity;
 pub mod registry;
 pub mod selectors;
 pub mod status;

@@ -1,0 +1,816 @@
+//! # The scheduler (mirrors kube-scheduler)
+//!
+//! A new Pod says what it needs (`resources.requests`, a `nodeSelector`, tolerations, host
+//! ports) but not *where* to run. The scheduler is the component that picks a node for
+//! every pod whose `spec.nodeName` is empty and whose `spec.schedulerName` is its own
+//! (`default-scheduler`). It never starts anything itself: it only writes the decision, by
+//! POSTing a **Binding** to the pod's `pods/{name}/binding` subresource. The kubelet of
+//! the chosen node sees the pod appear in its watch and runs it.
+//!
+//! One pod at a time, a **scheduling cycle** goes:
+//!
+//! ```text
+//!  informers (Nodes, Pods) ─► scheduler cache (per node: requested cpu/memory/pods, ports)
+//!            │
+//!            └─► scheduling queue ─► pop pod ─► Filter every node ─► Score the feasible ones
+//!                      ▲                             │ none fits           │ best node
+//!                      │                             ▼                     ▼
+//!        cluster events (node added, pod deleted)  PodScheduled=False   assume in cache,
+//!        move parked pods back                     + FailedScheduling    bind (async),
+//!                                                  event; park the pod   Scheduled event
+//! ```
+//!
+//! - [`cache`]: the per-node totals, kept up to date one informer event at a time.
+//! - [`queue`]: activeQ / backoffQ / unschedulable pods, and when pods move between them.
+//! - [`plugins`]: the filter and score plugins, under their upstream names.
+//!
+//! When no node fits, the message says why, counted per reason exactly as kube-scheduler
+//! writes it: `0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu},
+//! 2 Insufficient cpu.` You find it in `kulisse describe pod` (the `PodScheduled`
+//! condition and a `FailedScheduling` event).
+//!
+//! **Scale.** Each decision costs `O(nodes)`: filters and scores read the cache's totals,
+//! never the list of pods. In large clusters, as upstream, the scheduler stops filtering once
+//! it has found enough feasible nodes (`percentageOfNodesToScore`: all nodes below 100,
+//! then a share that shrinks from 50 % to 5 % as the cluster grows), starting each cycle where
+//! the previous one stopped so every node gets its turn.
+//!
+//! **Traces.** Every attempt is a `scheduler.schedule_pod` span in the pod's trace (it
+//! continues the `kulisse.dev/traceparent` annotation), with children `scheduler.filter`
+//! (an event per node that was ruled out, and why), `scheduler.score` (an event per node with
+//! its points per plugin) and `scheduler.bind`.
+
+pub mod cache;
+pub mod plugins;
+pub mod queue;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, Span, info_span};
+
+use crate::client::Client;
+use crate::client::informer::{Cache, Informer, InformerEvent, key_of};
+use crate::controllers::runtime::traceparent_of;
+use crate::events::{EventRecorder, EventType};
+use crate::objects;
+use cache::{PodInfo, PodUsage, SchedulerCache};
+use plugins::Rejection;
+use queue::{Popped, SchedulingQueue};
+
+/// The scheduler's name unless configured otherwise.
+pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+
+/// At most this many per-node events are attached to one filter or score span, so that a
+/// decision among thousands of nodes stays readable (the span's counts cover the rest).
+const MAX_NODE_EVENTS: usize = 100;
+
+/// Below this many nodes every node is checked (upstream's `minFeasibleNodesToFind`).
+const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+/// The smallest adaptive share of nodes to check (`minFeasibleNodesPercentageToFind`).
+const MIN_FEASIBLE_NODES_PERCENTAGE: usize = 5;
+
+/// Settings of the scheduler (kube-scheduler's `KubeSchedulerConfiguration`, in part).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Pods whose `spec.schedulerName` is this (or empty) are ours.
+    pub scheduler_name: String,
+    /// Share of nodes to find feasible before scoring, 1–100; `None` (or 0): adaptive, as
+    /// upstream (all nodes below 100; `50 - nodes/125` percent, at least 5 %).
+    pub percentage_of_nodes_to_score: Option<u32>,
+    /// Back-off of a pod after its first failed attempt (`podInitialBackoffSeconds`, 1 s).
+    pub pod_initial_backoff: Duration,
+    /// Largest back-off (`podMaxBackoffSeconds`, 10 s).
+    pub pod_max_backoff: Duration,
+    /// An unschedulable pod is retried after this long even without a cluster event
+    /// (`podMaxInUnschedulablePodsDuration`, 5 min).
+    pub pod_max_in_unschedulable_pods_duration: Duration,
+    /// How often that is checked (upstream: every 30 s).
+    pub flush_interval: Duration,
+    /// Binds (API calls) running at once while the next pods are already being scheduled.
+    pub parallel_binds: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            scheduler_name: DEFAULT_SCHEDULER_NAME.into(),
+            percentage_of_nodes_to_score: None,
+            pod_initial_backoff: Duration::from_secs(1),
+            pod_max_backoff: Duration::from_secs(10),
+            pod_max_in_unschedulable_pods_duration: Duration::from_secs(300),
+            flush_interval: Duration::from_secs(30),
+            parallel_binds: 32,
+        }
+    }
+}
+
+/// How many feasible nodes to look for among `total` (upstream's `numFeasibleNodesToFind`).
+pub fn num_feasible_nodes_to_find(percentage: Option<u32>, total: usize) -> usize {
+    if total < MIN_FEASIBLE_NODES_TO_FIND {
+        return total;
+    }
+    let mut pct = percentage.unwrap_or(0) as usize;
+    if pct >= 100 {
+        return total;
+    }
+    if pct == 0 {
+        pct = 50usize.saturating_sub(total / 125).max(MIN_FEASIBLE_NODES_PERCENTAGE);
+    }
+    (total * pct / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
+}
+
+/// kube-scheduler's `FitError` message: `0/3 nodes are available: 1 node(s) were
+/// unschedulable, 2 Insufficient cpu.` — each reason with the number of nodes that gave it,
+/// sorted as text, joined by `, `.
+pub fn fit_error_message(total_nodes: usize, rejections: &[(String, Rejection)]) -> String {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (_, r) in rejections {
+        for reason in &r.reasons {
+            *counts.entry(reason.as_str()).or_insert(0) += 1;
+        }
+    }
+    let mut parts: Vec<String> = counts.into_iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    let mut msg = format!("0/{total_nodes} nodes are available:");
+    if !parts.is_empty() {
+        msg.push_str(&format!(" {}.", parts.join(", ")));
+    }
+    msg
+}
+
+/// Upstream's `ErrNoNodesAvailable`.
+pub const NO_NODES_MESSAGE: &str = "no nodes available to schedule pods";
+
+/// The outcome of the algorithm for one pod.
+enum Decision {
+    Scheduled {
+        node: String,
+        evaluated: usize,
+        feasible: usize,
+    },
+    Unschedulable {
+        message: String,
+        evaluated: usize,
+    },
+}
+
+/// The scheduler's shared state.
+struct Scheduler {
+    client: Client,
+    options: Options,
+    cache: Mutex<SchedulerCache>,
+    queue: SchedulingQueue,
+    pods: Cache,
+    recorder: EventRecorder,
+    /// Where the next cycle starts visiting nodes (upstream's `nextStartNodeIndex`).
+    next_start_node_index: AtomicUsize,
+    /// Round-robin among equally good nodes.
+    tie_breaker: AtomicUsize,
+}
+
+fn pod_info_kind() -> &'static objects::ResourceInfo {
+    objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind")
+}
+
+fn node_name_of(pod: &Value) -> Option<&str> {
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+}
+
+fn is_terminal(pod: &Value) -> bool {
+    matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn priority_of(pod: &Value) -> i32 {
+    pod.pointer("/spec/priority")
+        .and_then(Value::as_i64)
+        .map(|p| p.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
+        .unwrap_or(0)
+}
+
+/// What a pod update must change for a parked pod to be worth another try (upstream
+/// ignores status-only updates, including our own `PodScheduled` condition). The
+/// `kulisse.dev/traceparent` annotation changes with every write, so it does not count.
+fn scheduling_relevant_change(old: &Value, new: &Value) -> bool {
+    let annotations = |v: &Value| {
+        let mut a = objects::annotations(v);
+        a.remove(crate::controllers::runtime::TRACEPARENT_ANNOTATION);
+        a
+    };
+    old.get("spec") != new.get("spec")
+        || old.pointer("/metadata/labels") != new.pointer("/metadata/labels")
+        || annotations(old) != annotations(new)
+}
+
+impl Scheduler {
+    /// Is this pending pod ours to schedule now?
+    fn wants(&self, pod: &Value) -> bool {
+        let name = pod.pointer("/spec/schedulerName").and_then(Value::as_str).unwrap_or("");
+        (name.is_empty() || name == self.options.scheduler_name)
+            && objects::deletion_timestamp(pod).is_none()
+            && !is_terminal(pod)
+            && pod
+                .pointer("/spec/schedulingGates")
+                .and_then(Value::as_array)
+                .is_none_or(|g| g.is_empty())
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, SchedulerCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_node_event(&self, ev: &InformerEvent) {
+        match ev {
+            InformerEvent::Added(n) | InformerEvent::Resync(n) | InformerEvent::Modified { new: n, .. } => {
+                let changed = self.lock_cache().upsert_node(n);
+                if changed {
+                    self.queue.move_all_to_active_or_backoff();
+                }
+            }
+            InformerEvent::Deleted(n) => {
+                self.lock_cache().remove_node(objects::name(n).unwrap_or(""));
+            }
+        }
+    }
+
+    fn on_pod_event(&self, ev: &InformerEvent) {
+        match ev {
+            InformerEvent::Added(p) | InformerEvent::Resync(p) => self.pod_seen(None, p),
+            InformerEvent::Modified { old, new } => self.pod_seen(Some(old), new),
+            InformerEvent::Deleted(p) => {
+                let key = key_of(p);
+                self.queue.delete(&key);
+                if self.lock_cache().remove_pod(&key).is_some() {
+                    // room was freed: parked pods may fit now
+                    self.queue.move_all_to_active_or_backoff();
+                }
+            }
+        }
+    }
+
+    fn pod_seen(&self, old: Option<&Arc<Value>>, pod: &Value) {
+        let key = key_of(pod);
+        if let Some(node) = node_name_of(pod) {
+            // Bound (by us or anyone): count it on its node, unless it has finished.
+            self.queue.delete(&key);
+            if is_terminal(pod) {
+                if self.lock_cache().remove_pod(&key).is_some() {
+                    self.queue.move_all_to_active_or_backoff();
+                }
+            } else {
+                self.lock_cache().upsert_pod(&key, node, PodUsage::of_pod(pod));
+            }
+            return;
+        }
+        if !self.wants(pod) {
+            self.queue.delete(&key);
+            return;
+        }
+        if self.lock_cache().is_assumed(&key) {
+            return; // placed, bind in progress
+        }
+        let priority = priority_of(pod);
+        match old {
+            Some(old) if scheduling_relevant_change(old, pod) => self.queue.pod_updated(&key, priority),
+            _ => self.queue.add(&key, priority),
+        }
+    }
+
+    /// Filter and score under the cache lock; on success the pod is assumed on its node.
+    fn decide(&self, key: &str, pod: &PodInfo, span: &Span) -> Decision {
+        let mut cache = self.lock_cache();
+        let names = cache.node_names();
+        let total = names.len();
+        span.record("scheduler.nodes.total", total);
+        if total == 0 {
+            return Decision::Unschedulable {
+                message: NO_NODES_MESSAGE.into(),
+                evaluated: 0,
+            };
+        }
+        let to_find = num_feasible_nodes_to_find(self.options.percentage_of_nodes_to_score, total);
+        let start = self.next_start_node_index.load(Ordering::Relaxed) % total;
+
+        // Filter.
+        let fspan = info_span!(
+            parent: span,
+            "scheduler.filter",
+            "kulisse.stage" = "scheduler",
+            "scheduler.plugins" = "NodeUnschedulable,NodeName,TaintToleration,NodeAffinity,NodePorts,NodeResourcesFit",
+            "scheduler.nodes.total" = total,
+            "scheduler.nodes.to_find" = to_find,
+            "scheduler.nodes.evaluated" = tracing::field::Empty,
+            "scheduler.nodes.feasible" = tracing::field::Empty,
+            "scheduler.rejections" = tracing::field::Empty,
+        );
+        let mut feasible: Vec<String> = Vec::new();
+        let mut rejections: Vec<(String, Rejection)> = Vec::new();
+        let mut evaluated = 0;
+        let mut node_events = 0;
+        for i in 0..total {
+            let name = &names[(start + i) % total];
+            evaluated += 1;
+            let Some(info) = cache.node(name) else { continue };
+            let Some(view) = info.node.as_ref() else { continue };
+            match plugins::filter(pod, info, view) {
+                Ok(()) => {
+                    if node_events < MAX_NODE_EVENTS {
+                        node_events += 1;
+                        tracing::info!(parent: &fspan, scheduler.node = %name, scheduler.result = "feasible", "{name}: fits");
+                    }
+                    feasible.push(name.clone());
+                    if feasible.len() >= to_find {
+                        break;
+                    }
+                }
+                Err(rejection) => {
+                    if node_events < MAX_NODE_EVENTS {
+                        node_events += 1;
+                        let reasons = rejection.reasons.join(", ");
+                        tracing::info!(
+                            parent: &fspan,
+                            scheduler.node = %name,
+                            scheduler.plugin = rejection.plugin,
+                            scheduler.result = %reasons,
+                            "{name}: {reasons} ({})", rejection.plugin
+                        );
+                    }
+                    rejections.push((name.clone(), rejection));
+                }
+            }
+        }
+        self.next_start_node_index
+            .store((start + evaluated) % total, Ordering::Relaxed);
+        fspan.record("scheduler.nodes.evaluated", evaluated);
+        fspan.record("scheduler.nodes.feasible", feasible.len());
+        if !rejections.is_empty() {
+            fspan.record("scheduler.rejections", fit_error_message(total, &rejections).as_str());
+        }
+        drop(fspan);
+        span.record("scheduler.nodes.evaluated", evaluated);
+        span.record("scheduler.nodes.feasible", feasible.len());
+
+        if feasible.is_empty() {
+            return Decision::Unschedulable {
+                message: fit_error_message(total, &rejections),
+                evaluated,
+            };
+        }
+
+        // Score.
+        let sspan = info_span!(
+            parent: span,
+            "scheduler.score",
+            "kulisse.stage" = "scheduler",
+            "scheduler.plugins" = "NodeResourcesFit(LeastAllocated)=1,NodeResourcesBalancedAllocation=1",
+            "scheduler.nodes.scored" = feasible.len(),
+            "scheduler.node" = tracing::field::Empty,
+            "scheduler.score" = tracing::field::Empty,
+            "scheduler.ties" = tracing::field::Empty,
+        );
+        let chosen = if feasible.len() == 1 {
+            // as upstream: with one candidate there is nothing to compare
+            tracing::info!(parent: &sspan, "only one feasible node ({}): scoring skipped", feasible[0]);
+            sspan.record("scheduler.node", feasible[0].as_str());
+            feasible[0].clone()
+        } else {
+            let mut best: Vec<&String> = Vec::new();
+            let mut best_score = i64::MIN;
+            for (i, name) in feasible.iter().enumerate() {
+                let Some(info) = cache.node(name) else { continue };
+                let Some(view) = info.node.as_ref() else { continue };
+                let s = plugins::score(pod, info, view);
+                if i < MAX_NODE_EVENTS {
+                    tracing::info!(
+                        parent: &sspan,
+                        scheduler.node = %name,
+                        scheduler.score.NodeResourcesFit = s.least_allocated,
+                        scheduler.score.NodeResourcesBalancedAllocation = s.balanced_allocation,
+                        scheduler.score = s.total(),
+                        "{name}: NodeResourcesFit={} NodeResourcesBalancedAllocation={} total={}",
+                        s.least_allocated, s.balanced_allocation, s.total()
+                    );
+                }
+                match s.total().cmp(&best_score) {
+                    std::cmp::Ordering::Greater => {
+                        best_score = s.total();
+                        best.clear();
+                        best.push(name);
+                    }
+                    std::cmp::Ordering::Equal => best.push(name),
+                    std::cmp::Ordering::Less => {}
+                }
+            }
+            let Some(first) = best.first() else {
+                return Decision::Unschedulable {
+                    message: fit_error_message(total, &rejections),
+                    evaluated,
+                };
+            };
+            let pick = if best.len() > 1 {
+                let turn = self.tie_breaker.fetch_add(1, Ordering::Relaxed);
+                best[turn % best.len()]
+            } else {
+                first
+            };
+            sspan.record("scheduler.node", pick.as_str());
+            sspan.record("scheduler.score", best_score);
+            sspan.record("scheduler.ties", best.len());
+            pick.clone()
+        };
+        drop(sspan);
+        cache.assume(key, &chosen, pod.usage());
+        Decision::Scheduled {
+            node: chosen,
+            evaluated,
+            feasible: feasible.len(),
+        }
+    }
+
+    /// One scheduling cycle for one popped pod.
+    async fn schedule_one(self: &Arc<Self>, popped: Popped, tasks: &mut JoinSet<()>, permits: &Arc<Semaphore>) {
+        let key = popped.key.clone();
+        let Some(pod) = self.pods.get(&key) else {
+            self.queue.delete(&key);
+            return;
+        };
+        if node_name_of(&pod).is_some() || !self.wants(&pod) {
+            self.queue.delete(&key);
+            return;
+        }
+        let ns = objects::namespace(&pod).unwrap_or("default").to_string();
+        let name = objects::name(&pod).unwrap_or("").to_string();
+        let span = info_span!(
+            "scheduler.schedule_pod",
+            "kulisse.stage" = "scheduler",
+            "k8s.kind" = "Pod",
+            "k8s.namespace" = %ns,
+            "k8s.name" = %name,
+            "scheduler.pod" = %key,
+            "scheduler.name" = %self.options.scheduler_name,
+            "scheduler.attempt" = popped.attempts,
+            "scheduler.nodes.total" = tracing::field::Empty,
+            "scheduler.nodes.evaluated" = tracing::field::Empty,
+            "scheduler.nodes.feasible" = tracing::field::Empty,
+            "scheduler.node" = tracing::field::Empty,
+            "scheduler.result" = tracing::field::Empty,
+            "scheduler.message" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty,
+        );
+        if let Some(tp) = traceparent_of(&pod) {
+            kulisse_traces::propagation::set_parent(&span, kulisse_traces::propagation::context_from_traceparent(&tp));
+        }
+        let priority = priority_of(&pod);
+        let decision = match PodInfo::from_pod(&pod) {
+            Ok(info) => self.decide(&key, &info, &span),
+            Err(e) => Decision::Unschedulable {
+                message: format!("the pod's spec cannot be read: {e}"),
+                evaluated: 0,
+            },
+        };
+        let permit = match permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return, // closed: shutting down
+        };
+        match decision {
+            Decision::Scheduled {
+                node,
+                evaluated,
+                feasible,
+            } => {
+                span.record("scheduler.node", node.as_str());
+                span.record("scheduler.result", "scheduled");
+                tracing::debug!(parent: &span, "{key}: {node} chosen among {feasible} feasible of {evaluated} evaluated nodes");
+                self.queue.done(&key);
+                let me = self.clone();
+                tasks.spawn(async move {
+                    me.bind(pod, key, node, priority, span).await;
+                    drop(permit);
+                });
+            }
+            Decision::Unschedulable { message, evaluated } => {
+                span.record("scheduler.nodes.evaluated", evaluated);
+                span.record("scheduler.result", "unschedulable");
+                span.record("scheduler.message", message.as_str());
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", message.as_str());
+                self.queue.add_unschedulable(&key, priority, popped.cycle);
+                let me = self.clone();
+                tasks.spawn(async move {
+                    me.report_unschedulable(&pod, &message).instrument(span).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// The binding cycle: POST the Binding; on failure, undo the assumption and retry later.
+    async fn bind(&self, pod: Arc<Value>, key: String, node: String, priority: i32, parent: Span) {
+        let ns = objects::namespace(&pod).unwrap_or("default").to_string();
+        let name = objects::name(&pod).unwrap_or("").to_string();
+        let span = info_span!(
+            parent: &parent,
+            "scheduler.bind",
+            "kulisse.stage" = "scheduler",
+            "k8s.kind" = "Pod",
+            "k8s.namespace" = %ns,
+            "k8s.name" = %name,
+            "scheduler.node" = %node,
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty,
+        );
+        let result = self.client.bind(&ns, &name, &node).instrument(span.clone()).await;
+        match result {
+            Ok(()) => {
+                self.recorder
+                    .record(
+                        &pod,
+                        EventType::Normal,
+                        "Scheduled",
+                        &format!("Successfully assigned {ns}/{name} to {node}"),
+                    )
+                    .instrument(span)
+                    .await;
+            }
+            Err(e) => {
+                let message = format!("Binding rejected: {e}");
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", message.as_str());
+                parent.record("scheduler.result", "bind failed");
+                self.lock_cache().forget(&key);
+                self.queue.move_all_to_active_or_backoff();
+                match e.code() {
+                    // the pod is gone, or someone else bound it / it is being deleted:
+                    // the informer will tell us what happened
+                    Some(404) => self.queue.delete(&key),
+                    Some(409) => {}
+                    _ => {
+                        self.queue.add_backoff(&key, priority);
+                        self.recorder
+                            .record(&pod, EventType::Warning, "FailedScheduling", &message)
+                            .instrument(span)
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tell the user: `PodScheduled=False` (written only when it changes) and a
+    /// `FailedScheduling` event.
+    async fn report_unschedulable(&self, pod: &Value, message: &str) {
+        if let Err(e) = self.set_unschedulable_condition(pod, message).await {
+            tracing::debug!("could not update the PodScheduled condition of {}: {e}", key_of(pod));
+        }
+        self.recorder
+            .record(pod, EventType::Warning, "FailedScheduling", message)
+            .await;
+    }
+
+    async fn set_unschedulable_condition(&self, pod: &Value, message: &str) -> Result<(), crate::client::ClientError> {
+        let info = pod_info_kind();
+        let ns = objects::namespace(pod).unwrap_or("default").to_string();
+        let name = objects::name(pod).unwrap_or("").to_string();
+        let mut current = pod.clone();
+        for _ in 0..3 {
+            if node_name_of(&current).is_some() {
+                return Ok(()); // bound meanwhile
+            }
+            let Some(updated) = with_unschedulable_condition(&current, message) else {
+                return Ok(()); // already says so
+            };
+            match self
+                .client
+                .replace(info, Some(&ns), &name, Some("status"), &updated)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == Some(409) => {
+                    current = self.client.get(info, Some(&ns), &name).await?;
+                }
+                Err(e) if e.code() == Some(404) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The pod with `PodScheduled=False, reason Unschedulable, message`, or `None` if its
+/// condition already says exactly that. `lastTransitionTime` changes only with the status.
+fn with_unschedulable_condition(pod: &Value, message: &str) -> Option<Value> {
+    let existing = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"))
+        });
+    let same = |field: &str, want: &str| existing.and_then(|c| c.get(field)).and_then(Value::as_str) == Some(want);
+    if same("status", "False") && same("reason", "Unschedulable") && same("message", message) {
+        return None;
+    }
+    let transition = if same("status", "False") {
+        existing
+            .and_then(|c| c.get("lastTransitionTime"))
+            .cloned()
+            .unwrap_or_else(|| json!(crate::apiserver::meta::now_rfc3339()))
+    } else {
+        json!(crate::apiserver::meta::now_rfc3339())
+    };
+    let condition = json!({
+        "type": "PodScheduled",
+        "status": "False",
+        "lastProbeTime": null,
+        "lastTransitionTime": transition,
+        "reason": "Unschedulable",
+        "message": message,
+    });
+    let mut updated = pod.clone();
+    if !updated.get("status").is_some_and(Value::is_object) {
+        updated["status"] = json!({});
+    }
+    let status = updated["status"].as_object_mut()?;
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let list = conditions.as_array_mut()?;
+    match list
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"))
+    {
+        Some(c) => *c = condition,
+        None => list.push(condition),
+    }
+    if !status.contains_key("phase") {
+        status.insert("phase".into(), json!("Pending"));
+    }
+    Some(updated)
+}
+
+/// Run the scheduler until `shutdown` turns true.
+pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let node_kind = objects::by_gvk("v1", "Node").ok_or_else(|| anyhow::anyhow!("Node is not a known kind"))?;
+    let mut pods_informer = Informer::new(client.clone(), pod_info_kind(), None);
+    let mut nodes_informer = Informer::new(client.clone(), node_kind, None);
+    let sched = Arc::new(Scheduler {
+        client: client.clone(),
+        queue: SchedulingQueue::new(options.pod_initial_backoff, options.pod_max_backoff),
+        cache: Mutex::new(SchedulerCache::default()),
+        pods: pods_informer.cache(),
+        recorder: EventRecorder::new(client, &options.scheduler_name, None),
+        next_start_node_index: AtomicUsize::new(0),
+        tie_breaker: AtomicUsize::new(0),
+        options,
+    });
+    let s = sched.clone();
+    nodes_informer.on_event(move |ev| s.on_node_event(ev));
+    let s = sched.clone();
+    pods_informer.on_event(move |ev| s.on_pod_event(ev));
+
+    let mut nodes_synced = nodes_informer.synced();
+    let mut pods_synced = pods_informer.synced();
+    let mut background = JoinSet::new();
+    background.spawn(nodes_informer.run(shutdown.clone()));
+    background.spawn(pods_informer.run(shutdown.clone()));
+    let synced = async {
+        let _ = nodes_synced.wait_for(|ok| *ok).await;
+        let _ = pods_synced.wait_for(|ok| *ok).await;
+    };
+    tokio::select! {
+        _ = synced => {}
+        _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+    }
+    tracing::info!(
+        scheduler = %sched.options.scheduler_name,
+        "scheduler: caches synced, scheduling"
+    );
+
+    // The safety net: pods parked too long are tried again.
+    {
+        let s = sched.clone();
+        let mut stop = shutdown.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(s.options.flush_interval.max(Duration::from_millis(10)));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        s.queue.flush_unschedulable_leftover(s.options.pod_max_in_unschedulable_pods_duration);
+                    }
+                    _ = stop.wait_for(|x| *x) => return,
+                }
+            }
+        });
+    }
+
+    let permits = Arc::new(Semaphore::new(sched.options.parallel_binds.max(1)));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    loop {
+        let next = tokio::select! {
+            p = sched.queue.pop() => p,
+            _ = shutdown.wait_for(|stop| *stop) => None,
+        };
+        let Some(popped) = next else { break };
+        sched.schedule_one(popped, &mut tasks, &permits).await;
+        while tasks.try_join_next().is_some() {}
+    }
+    sched.queue.close();
+    permits.close();
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    while background.join_next().await.is_some() {}
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rej(reasons: &[&str]) -> Rejection {
+        Rejection {
+            plugin: "X",
+            reasons: reasons.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn fit_error_messages_match_kube_scheduler() {
+        let three: Vec<_> = (1..=3).map(|i| (format!("n{i}"), rej(&["Insufficient cpu"]))).collect();
+        assert_eq!(
+            fit_error_message(3, &three),
+            "0/3 nodes are available: 3 Insufficient cpu."
+        );
+        let mixed = vec![
+            ("a".into(), rej(&["Insufficient cpu", "Insufficient memory"])),
+            ("b".into(), rej(&["node(s) had untolerated taint {dedicated: gpu}"])),
+            ("c".into(), rej(&["Insufficient cpu"])),
+        ];
+        assert_eq!(
+            fit_error_message(3, &mixed),
+            "0/3 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu."
+        );
+        assert_eq!(fit_error_message(0, &[]), "0/0 nodes are available:");
+    }
+
+    #[test]
+    fn feasible_nodes_to_find_follows_upstream() {
+        assert_eq!(num_feasible_nodes_to_find(None, 3), 3);
+        assert_eq!(num_feasible_nodes_to_find(None, 99), 99);
+        assert_eq!(
+            num_feasible_nodes_to_find(None, 100),
+            100,
+            "50% of 100 is below the minimum"
+        );
+        assert_eq!(num_feasible_nodes_to_find(None, 1000), 420);
+        assert_eq!(num_feasible_nodes_to_find(None, 5000), 500);
+        assert_eq!(num_feasible_nodes_to_find(None, 10000), 500, "never below 5%");
+        assert_eq!(num_feasible_nodes_to_find(Some(100), 5000), 5000);
+        assert_eq!(num_feasible_nodes_to_find(Some(1), 5000), 100);
+    }
+
+    #[test]
+    fn only_spec_labels_and_annotations_wake_a_parked_pod() {
+        let base = json!({"metadata": {"name": "p", "labels": {"a": "1"},
+            "annotations": {"kulisse.dev/traceparent": "00-1-2-01"}}, "spec": {"nodeSelector": {"d": "x"}}});
+        let mut status_only = base.clone();
+        status_only["status"] = json!({"conditions": [{"type": "PodScheduled", "status": "False"}]});
+        status_only["metadata"]["annotations"]["kulisse.dev/traceparent"] = json!("00-3-4-01");
+        status_only["metadata"]["resourceVersion"] = json!("9");
+        assert!(!scheduling_relevant_change(&base, &status_only));
+        let mut relabelled = base.clone();
+        relabelled["metadata"]["labels"]["a"] = json!("2");
+        assert!(scheduling_relevant_change(&base, &relabelled));
+        let mut tolerating = base.clone();
+        tolerating["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+        assert!(scheduling_relevant_change(&base, &tolerating));
+    }
+
+    #[test]
+    fn the_condition_is_rewritten_only_when_it_changes() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}});
+        let once = with_unschedulable_condition(&pod, "0/1 nodes are available: 1 Insufficient cpu.").unwrap();
+        let c = &once["status"]["conditions"][0];
+        assert_eq!(c["type"], "PodScheduled");
+        assert_eq!(c["status"], "False");
+        assert_eq!(c["reason"], "Unschedulable");
+        assert!(with_unschedulable_condition(&once, "0/1 nodes are available: 1 Insufficient cpu.").is_none());
+        let twice = with_unschedulable_condition(&once, "0/2 nodes are available: 2 Insufficient cpu.").unwrap();
+        assert_eq!(twice["status"]["conditions"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            twice["status"]["conditions"][0]["lastTransitionTime"], c["lastTransitionTime"],
+            "the status did not change, so neither does the transition time"
+        );
+    }
+}
