@@ -52,25 +52,47 @@
 //!
 //! ## Several components in one process
 //!
-//! kulisse can run the API server, controllers, scheduler and kubelet in one process. To have
-//! each of them report under its own `service.name`, one would build one
-//! `SdkTracerProvider` per component (each with its own `Resource`, all sharing one exporter
-//! through a cloneable `SpanExporter` wrapper) and give each component's spans the tracer of
-//! its provider. `tracing-opentelemetry` drives exactly one tracer per layer, so this means
-//! one `OpenTelemetryLayer` per component, each with a per-layer filter that only accepts the
-//! spans whose `kulisse.stage` belongs to that component. That is not built yet: today a
-//! process reports under the single `service.name` given to [`init`].
+//! `kulisse up` runs the API server, controller manager, scheduler, kubelets and proxy in one
+//! process. With [`InitOptions::route_by_stage`], each span is still reported under its
+//! component's `service.name` (`kulisse-apiserver`, `kulisse-scheduler`, ...), chosen from its
+//! `kulisse.stage` attribute by the exporter wrapper in [`routing`]. `OTEL_SERVICE_NAME` (or a
+//! `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) still wins: it names every span of the process.
+//!
+//! ## No backend needed: the local trace store
+//!
+//! Every process keeps its finished spans in memory ([`store`]), and a process started with
+//! [`InitOptions::control_plane`] also sends them to the API server (OTLP/HTTP,
+//! `POST /v1/traces`, with the cluster's bearer token), which keeps them too. So the API
+//! server can show a whole `kulisse apply`, CLI included, with [`view::render_waterfall`] or
+//! export it for Jaeger with [`otlp_json::to_otlp_json`]. This works alongside an
+//! `OTEL_EXPORTER_OTLP_*` exporter.
 
 pub mod catalogue;
+pub mod otlp_json;
 pub mod propagation;
+pub mod routing;
+pub mod store;
+pub mod view;
+
+pub use otlp_json::to_otlp_json;
+pub use propagation::{TraceStyle, background_tracing_enabled, continue_from, set_trace_style};
+pub use store::{StoredSpan, TraceStore};
+pub use view::{narrate, render_waterfall};
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::{
-    Resource, propagation::TraceContextPropagator, resource::EnvResourceDetector, resource::ResourceDetector as _,
-    trace::SdkTracerProvider,
+    Resource,
+    propagation::TraceContextPropagator,
+    resource::EnvResourceDetector,
+    resource::ResourceDetector as _,
+    trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
 };
+use routing::{ExporterFactory, RoutingExporter, ServiceRouter};
 use tracing_subscriber::{
     EnvFilter, Layer as _, filter::LevelFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _,
 };
@@ -105,33 +127,165 @@ impl std::fmt::Display for OtlpProtocol {
     }
 }
 
+/// Where a process sends its spans in addition to its own store: the API server of the
+/// control plane, which accepts OTLP/HTTP at `POST {url}/v1/traces` with the cluster's bearer
+/// token and keeps the spans in its [`TraceStore`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ControlPlane {
+    /// The API server's base URL, e.g. `http://127.0.0.1:6443`.
+    pub url: String,
+    /// The bearer token (from the kubeconfig).
+    pub token: String,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("ControlPlane")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ControlPlane {
+    /// The OTLP/HTTP traces endpoint: `{url}/v1/traces`.
+    pub fn traces_endpoint(&self) -> String {
+        format!("{}/v1/traces", self.url.trim_end_matches('/'))
+    }
+}
+
+/// How [`init_with`] sets tracing up. Start from [`InitOptions::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitOptions {
+    /// The process's `service.name` (e.g. `kulisse-cli`), used for spans without a stage and
+    /// for all spans unless [`InitOptions::route_by_stage`].
+    pub default_service: String,
+    /// Report each span under its component's service, from its `kulisse.stage` (for
+    /// processes that run several components, like `kulisse up`).
+    pub route_by_stage: bool,
+    /// Also send every span to this API server.
+    pub control_plane: Option<ControlPlane>,
+    /// The [`TraceStyle`] for [`continue_from`]; `None`: `KULISSE_TRACE_STYLE`, else tree.
+    pub trace_style: Option<TraceStyle>,
+    /// Keep finished spans in this process's [`store::global`] store (default `true`).
+    pub local_store: bool,
+}
+
+impl InitOptions {
+    /// Options for a process that reports as `default_service`: no routing, no control plane,
+    /// local store on.
+    pub fn new(default_service: impl Into<String>) -> InitOptions {
+        InitOptions {
+            default_service: default_service.into(),
+            route_by_stage: false,
+            control_plane: None,
+            trace_style: None,
+            local_store: true,
+        }
+    }
+
+    /// See [`InitOptions::route_by_stage`].
+    pub fn route_by_stage(mut self, route: bool) -> InitOptions {
+        self.route_by_stage = route;
+        self
+    }
+
+    /// Also send spans to the API server at `url` with `token`.
+    pub fn control_plane(mut self, url: impl Into<String>, token: impl Into<String>) -> InitOptions {
+        self.control_plane = Some(ControlPlane {
+            url: url.into(),
+            token: token.into(),
+        });
+        self
+    }
+
+    /// See [`InitOptions::trace_style`].
+    pub fn trace_style(mut self, style: TraceStyle) -> InitOptions {
+        self.trace_style = Some(style);
+        self
+    }
+
+    /// See [`InitOptions::local_store`].
+    pub fn local_store(mut self, keep: bool) -> InitOptions {
+        self.local_store = keep;
+        self
+    }
+}
+
+/// How long the control-plane exporter waits for the API server per request.
+const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often buffered spans are sent to the control plane (unless `OTEL_BSP_SCHEDULE_DELAY` is
+/// set): short, so that `kulisse apply --follow` sees other processes' steps soon.
+const CONTROL_PLANE_SCHEDULE_DELAY: Duration = Duration::from_millis(500);
+
+/// Installs kulisse's tracing for a process that is one component, reporting as
+/// `service_name`. Same as `init_with(InitOptions::new(service_name))`; see [`init_with`].
+///
+/// # Errors
+///
+/// See [`init_with`].
+pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
+    init_with(InitOptions::new(service_name))
+}
+
 /// Installs kulisse's tracing for this process and returns the guard that flushes it.
 ///
 /// What it sets up:
 /// - a global `tracing` subscriber with a human-readable log layer on stderr, filtered by
 ///   `RUST_LOG` (default `warn`), and an OpenTelemetry layer (filtered by [`OTEL_FILTER_ENV`])
 ///   that turns `tracing` spans into OpenTelemetry spans;
-/// - an OpenTelemetry SDK tracer provider whose `service.name` is `service_name` unless
-///   `OTEL_SERVICE_NAME` or a `service.name` in `OTEL_RESOURCE_ATTRIBUTES` says otherwise;
+/// - an OpenTelemetry SDK tracer provider whose `service.name` is `options.default_service`
+///   unless `OTEL_SERVICE_NAME` or a `service.name` in `OTEL_RESOURCE_ATTRIBUTES` says
+///   otherwise (then that name is used for every span, also with `route_by_stage`);
+/// - a span processor that keeps finished spans in [`store::global`] (unless
+///   `options.local_store` is `false`);
 /// - an OTLP exporter, only if `OTEL_EXPORTER_OTLP_ENDPOINT` or
-///   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (see the crate docs for the other variables);
-/// - the global text-map propagator, set to W3C Trace Context (`traceparent`/`tracestate`).
+///   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (see the crate docs for the other variables),
+///   routed by stage when `options.route_by_stage`;
+/// - an OTLP/HTTP exporter to `options.control_plane`, if given, with its bearer token;
+/// - the process-wide [`TraceStyle`] and the global text-map propagator (W3C Trace Context).
 ///
 /// Misconfigured OpenTelemetry variables do not stop kulisse: they are reported as warnings on
 /// stderr and exporting is skipped, as the OpenTelemetry specification asks.
 ///
 /// # Errors
 ///
-/// Fails if a global `tracing` subscriber is already installed (call `init` once per process),
-/// or if the background runtime for the gRPC exporter cannot be started.
-pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
+/// Fails if a global `tracing` subscriber is already installed (call `init_with` once per
+/// process), or if the background runtime for the gRPC exporter cannot be started.
+pub fn init_with(options: InitOptions) -> anyhow::Result<TracingGuard> {
+    let service_name = options.default_service.as_str();
     let mut warnings = Vec::new();
     let plan = ExportPlan::from_env(&mut warnings);
+
+    let resource = resource_for(service_name);
+    let env_names_service = env_names_service();
+    let router = ServiceRouter::new(service_name, options.route_by_stage && !env_names_service);
+    if options.route_by_stage && env_names_service {
+        warnings.push(
+            "OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) is set, so every \
+             span of this process reports under that name instead of one name per component"
+                .to_string(),
+        );
+    }
+
+    let style = match options.trace_style {
+        Some(style) => style,
+        None => match env_value(propagation::TRACE_STYLE_ENV) {
+            Some(value) => value.parse().unwrap_or_else(|err| {
+                warnings.push(format!("{}: {err}; using \"tree\"", propagation::TRACE_STYLE_ENV));
+                TraceStyle::Tree
+            }),
+            None => TraceStyle::Tree,
+        },
+    };
+    propagation::set_trace_style(style);
 
     let mut export_runtime = ExportRuntime(None);
     let mut exporter = None;
     if let ExportPlan::Otlp { protocol, endpoint } = &plan {
-        match build_exporter(*protocol) {
+        match build_env_exporter(*protocol, router.clone(), resource.clone()) {
             Ok((built, runtime)) => {
                 exporter = Some(built);
                 export_runtime = ExportRuntime(runtime);
@@ -144,9 +298,35 @@ pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
     }
     let exporting = exporter.is_some();
 
-    let mut builder = SdkTracerProvider::builder().with_resource(resource_for(service_name));
+    let mut control_plane_exporter = None;
+    if let Some(control_plane) = &options.control_plane {
+        match build_control_plane_exporter(control_plane, router.clone(), resource.clone()) {
+            Ok(built) => control_plane_exporter = Some(built),
+            Err(err) => warnings.push(format!(
+                "spans will not be sent to the control plane at {}: {err:#}",
+                control_plane.traces_endpoint()
+            )),
+        }
+    }
+    let exporting_to_control_plane = control_plane_exporter.is_some();
+
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if options.local_store {
+        builder = builder.with_span_processor(store::StoreProcessor::new(store::global(), router.clone()));
+    }
     if let Some(exporter) = exporter {
         builder = builder.with_batch_exporter(exporter);
+    }
+    if let Some(exporter) = control_plane_exporter {
+        let mut config = BatchConfigBuilder::default();
+        if env_value("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+            config = config.with_scheduled_delay(CONTROL_PLANE_SCHEDULE_DELAY);
+        }
+        builder = builder.with_span_processor(
+            BatchSpanProcessor::builder(exporter)
+                .with_batch_config(config.build())
+                .build(),
+        );
     }
     let provider = builder.build();
     let tracer = provider.tracer(INSTRUMENTATION_SCOPE);
@@ -179,6 +359,7 @@ pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
             runtime: export_runtime,
         }),
         exporting,
+        exporting_to_control_plane,
     };
     if let Err(err) = tracing_subscriber::registry()
         .with(log_layer)
@@ -228,6 +409,7 @@ pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
 pub struct TracingGuard {
     inner: Option<GuardInner>,
     exporting: bool,
+    exporting_to_control_plane: bool,
 }
 
 struct GuardInner {
@@ -240,6 +422,11 @@ impl TracingGuard {
     /// built). When `false`, spans still get trace ids and propagate, but are not sent anywhere.
     pub fn exporting(&self) -> bool {
         self.exporting
+    }
+
+    /// Whether spans are also sent to the control plane ([`InitOptions::control_plane`]).
+    pub fn exporting_to_control_plane(&self) -> bool {
+        self.exporting_to_control_plane
     }
 
     /// Sends every finished span that is still buffered, and waits for the export.
@@ -290,6 +477,7 @@ impl std::fmt::Debug for TracingGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TracingGuard")
             .field("exporting", &self.exporting)
+            .field("exporting_to_control_plane", &self.exporting_to_control_plane)
             .field("shut_down", &self.inner.is_none())
             .finish()
     }
@@ -379,50 +567,104 @@ fn protocol_from_env(warnings: &mut Vec<String>) -> OtlpProtocol {
     OtlpProtocol::HttpProtobuf
 }
 
-/// Builds the OTLP span exporter. The endpoint, headers, timeout and compression are read from
-/// the standard variables by `opentelemetry-otlp` itself.
-fn build_exporter(protocol: OtlpProtocol) -> anyhow::Result<(SpanExporter, Option<tokio::runtime::Runtime>)> {
+/// Builds the OTLP span exporter from the environment, routed by `router`. The endpoint,
+/// headers, timeout and compression are read from the standard variables by
+/// `opentelemetry-otlp` itself.
+fn build_env_exporter(
+    protocol: OtlpProtocol,
+    router: ServiceRouter,
+    resource: Resource,
+) -> anyhow::Result<(RoutingExporter<SpanExporter>, Option<tokio::runtime::Runtime>)> {
     match protocol {
         OtlpProtocol::Grpc => {
-            let runtime = ExportRuntime(Some(
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("kulisse-otlp-grpc")
-                    .enable_all()
-                    .build()
-                    .context("starting the background runtime of the OTLP/gRPC exporter")?,
-            ));
-            let exporter = {
-                let Some(rt) = runtime.0.as_ref() else {
-                    anyhow::bail!("the OTLP/gRPC export runtime vanished while starting");
-                };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("kulisse-otlp-grpc")
+                .enable_all()
+                .build()
+                .context("starting the background runtime of the OTLP/gRPC exporter")?;
+            let handle = runtime.handle().clone();
+            let make: ExporterFactory<SpanExporter> = Arc::new(move || {
                 // tonic spawns its connection tasks on the runtime that is current here.
-                let _entered = rt.enter();
-                SpanExporter::builder()
+                let _entered = handle.enter();
+                Ok(SpanExporter::builder()
                     .with_tonic()
                     .with_protocol(Protocol::Grpc)
-                    .build()?
-            };
-            let mut runtime = runtime;
-            Ok((exporter, runtime.0.take()))
+                    .build()?)
+            });
+            // Dropping the runtime here on an error must not block (we may be in async code).
+            match RoutingExporter::new(router, resource, make) {
+                Ok(exporter) => Ok((exporter, Some(runtime))),
+                Err(err) => {
+                    runtime.shutdown_background();
+                    Err(err)
+                }
+            }
         }
         OtlpProtocol::HttpProtobuf => {
-            // The HTTP exporter uses reqwest's blocking client, which owns a small runtime and
-            // refuses to be created on a thread that runs async code. Build it on a plain thread.
-            let exporter = std::thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        SpanExporter::builder()
-                            .with_http()
-                            .with_protocol(Protocol::HttpBinary)
-                            .build()
-                    })
-                    .join()
-            })
-            .map_err(|_| anyhow::anyhow!("building the OTLP/HTTP exporter panicked"))??;
-            Ok((exporter, None))
+            let make: ExporterFactory<SpanExporter> = Arc::new(|| {
+                build_http_exporter(|| {
+                    SpanExporter::builder()
+                        .with_http()
+                        .with_protocol(Protocol::HttpBinary)
+                        .build()
+                })
+            });
+            Ok((RoutingExporter::new(router, resource, make)?, None))
         }
     }
+}
+
+/// Builds the exporter that sends spans to the API server's `/v1/traces` with the bearer token.
+fn build_control_plane_exporter(
+    control_plane: &ControlPlane,
+    router: ServiceRouter,
+    resource: Resource,
+) -> anyhow::Result<RoutingExporter<SpanExporter>> {
+    let endpoint = control_plane.traces_endpoint();
+    endpoint
+        .parse::<http::Uri>()
+        .with_context(|| format!("{endpoint:?} is not a valid URL (expected http://HOST:PORT)"))?;
+    if control_plane.token.is_empty() || http::HeaderValue::from_str(&control_plane.token).is_err() {
+        anyhow::bail!("the bearer token is empty or contains characters not allowed in an HTTP header");
+    }
+    let authorization = format!("Bearer {}", control_plane.token);
+    let make: ExporterFactory<SpanExporter> = Arc::new(move || {
+        let endpoint = endpoint.clone();
+        let headers = std::collections::HashMap::from([("authorization".to_string(), authorization.clone())]);
+        build_http_exporter(move || {
+            SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(endpoint)
+                .with_timeout(CONTROL_PLANE_TIMEOUT)
+                .with_headers(headers)
+                .with_retry_policy(opentelemetry_otlp::RetryPolicy::recommended().with_max_retries(1))
+                .build()
+        })
+    });
+    RoutingExporter::new(router, resource, make)
+}
+
+/// Runs `build` on a plain thread: the HTTP exporter uses reqwest's blocking client, which owns
+/// a small runtime and refuses to be created on a thread that runs async code.
+fn build_http_exporter<F>(build: F) -> anyhow::Result<SpanExporter>
+where
+    F: FnOnce() -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> + Send,
+{
+    let exporter = std::thread::scope(|scope| scope.spawn(build).join())
+        .map_err(|_| anyhow::anyhow!("building the OTLP/HTTP exporter panicked"))??;
+    Ok(exporter)
+}
+
+/// Whether `OTEL_SERVICE_NAME` or a `service.name` in `OTEL_RESOURCE_ATTRIBUTES` names the
+/// service.
+fn env_names_service() -> bool {
+    env_value("OTEL_SERVICE_NAME").is_some()
+        || EnvResourceDetector::new()
+            .detect()
+            .get(&opentelemetry::Key::from_static_str("service.name"))
+            .is_some()
 }
 
 /// The resource (who is reporting) for this process.
@@ -430,13 +672,8 @@ fn build_exporter(protocol: OtlpProtocol) -> anyhow::Result<(SpanExporter, Optio
 /// `Resource::builder()` reads `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; kulisse's own
 /// `service_name` is used only when neither of them names the service.
 fn resource_for(service_name: &str) -> Resource {
-    let env_names_service = env_value("OTEL_SERVICE_NAME").is_some()
-        || EnvResourceDetector::new()
-            .detect()
-            .get(&opentelemetry::Key::from_static_str("service.name"))
-            .is_some();
     let builder = Resource::builder();
-    if env_names_service {
+    if env_names_service() {
         builder.build()
     } else {
         builder.with_service_name(service_name.to_string()).build()

@@ -150,6 +150,139 @@ pub fn set_parent(span: &tracing::Span, cx: Context) -> bool {
     }
 }
 
+/// How a component that acts *later*, on its own (a controller, the scheduler, a kubelet),
+/// joins the trace of the write that caused its work.
+///
+/// - [`TraceStyle::Tree`] (kulisse's default): the work becomes a **child** of the span named
+///   in the `kulisse.dev/traceparent` annotation, so one `kulisse apply` is one trace, from
+///   the CLI to the proxy rule. Easy to read, but the trace "ends" only when the last
+///   controller or kubelet is done, possibly minutes later.
+/// - [`TraceStyle::Links`]: the work starts a **new trace** (a new root span) with a span
+///   **link** to that span. This is what the Kubernetes enhancement proposals for tracing
+///   suggest for asynchronous, level-triggered work: each stage is its own trace, and the
+///   links let a viewer (Jaeger shows them as `FOLLOWS_FROM` references) jump between them.
+///   [`crate::store::TraceStore::spans_of_linked`] puts them together again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TraceStyle {
+    /// One trace, parent → child across components.
+    #[default]
+    Tree,
+    /// One trace per asynchronous stage, joined by span links.
+    Links,
+}
+
+impl TraceStyle {
+    /// `tree` or `links`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceStyle::Tree => "tree",
+            TraceStyle::Links => "links",
+        }
+    }
+}
+
+impl std::fmt::Display for TraceStyle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TraceStyle {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tree" => Ok(TraceStyle::Tree),
+            "links" | "link" => Ok(TraceStyle::Links),
+            other => Err(format!("unknown trace style {other:?}: expected \"tree\" or \"links\"")),
+        }
+    }
+}
+
+/// The environment variable that chooses the [`TraceStyle`] when [`crate::init_with`] is not
+/// told: `tree` or `links`.
+pub const TRACE_STYLE_ENV: &str = "KULISSE_TRACE_STYLE";
+
+/// The environment variable that turns on spans for background work (heartbeats, lease
+/// renewals, periodic resyncs): `1` or `true`. See [`background_tracing_enabled`].
+pub const TRACE_BACKGROUND_ENV: &str = "KULISSE_TRACE_BACKGROUND";
+
+static TRACE_STYLE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// 0: not decided yet (read the environment), 1: off, 2: on.
+static BACKGROUND: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets the process-wide [`TraceStyle`] used by [`continue_from`].
+pub fn set_trace_style(style: TraceStyle) {
+    let value = match style {
+        TraceStyle::Tree => 0,
+        TraceStyle::Links => 1,
+    };
+    TRACE_STYLE.store(value, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The process-wide [`TraceStyle`] (default [`TraceStyle::Tree`]).
+pub fn trace_style() -> TraceStyle {
+    match TRACE_STYLE.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => TraceStyle::Links,
+        _ => TraceStyle::Tree,
+    }
+}
+
+/// Whether components should trace their background work: heartbeats, lease renewals, resyncs
+/// that find nothing to do. Off by default, because such spans bury the traces a learner is
+/// looking for; on with `KULISSE_TRACE_BACKGROUND=1` (or [`set_background_tracing`]).
+pub fn background_tracing_enabled() -> bool {
+    use std::sync::atomic::Ordering;
+    match BACKGROUND.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let on = std::env::var(TRACE_BACKGROUND_ENV)
+                .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+                .unwrap_or(false);
+            BACKGROUND.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Overrides `KULISSE_TRACE_BACKGROUND` for this process.
+pub fn set_background_tracing(enabled: bool) {
+    BACKGROUND.store(if enabled { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Joins `span` to the work named by `traceparent` (e.g. the object's
+/// [`TRACEPARENT_ANNOTATION`]) in the process's [`TraceStyle`]: as its child ([`TraceStyle::Tree`])
+/// or as a new root span with a link to it ([`TraceStyle::Links`]).
+///
+/// Call it right after creating the span and before entering it (or instrumenting a future
+/// with it). Returns `false`, and leaves the span alone, when `traceparent` is malformed or no
+/// OpenTelemetry layer is installed.
+pub fn continue_from(span: &tracing::Span, traceparent: &str) -> bool {
+    continue_from_with_style(span, traceparent, trace_style())
+}
+
+/// [`continue_from`] with an explicit style.
+pub fn continue_from_with_style(span: &tracing::Span, traceparent: &str, style: TraceStyle) -> bool {
+    let cx = context_from_traceparent(traceparent);
+    let remote = cx.span().span_context().clone();
+    if !remote.is_valid() {
+        return false;
+    }
+    match style {
+        TraceStyle::Tree => set_parent(span, cx),
+        TraceStyle::Links => {
+            // An empty context as the parent makes the span a root: a new trace id, even if
+            // the span was created inside another span.
+            if span.set_parent(Context::new()).is_err() {
+                return false;
+            }
+            span.add_link(remote);
+            true
+        }
+    }
+}
+
 /// The remote span context carried by `headers`, if they carry a valid `traceparent`.
 pub fn remote_span_context(headers: &HeaderMap) -> Option<SpanContext> {
     let cx = extract(headers);
@@ -249,6 +382,24 @@ mod tests {
         inject_current(&mut headers);
         assert!(headers.is_empty());
         assert_eq!(traceparent_of_current(), None);
+    }
+
+    #[test]
+    fn trace_styles_parse_and_continue_from_refuses_bad_input() {
+        assert_eq!("links".parse::<TraceStyle>(), Ok(TraceStyle::Links));
+        assert_eq!(" Tree ".parse::<TraceStyle>(), Ok(TraceStyle::Tree));
+        assert!("forest".parse::<TraceStyle>().is_err());
+        assert_eq!(TraceStyle::default(), TraceStyle::Tree);
+        let span = tracing::Span::none();
+        assert!(!continue_from(&span, "garbage"));
+        // Without an OpenTelemetry layer nothing can be attached.
+        for style in [TraceStyle::Tree, TraceStyle::Links] {
+            assert!(!continue_from_with_style(
+                &span,
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                style
+            ));
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod patch;
 pub mod routes;
 pub mod scale;
 pub mod storage;
+pub mod traces;
 pub mod update;
 pub mod watch;
 
@@ -218,19 +219,24 @@ impl ApiServer {
     pub async fn handle(&self, req: Request<Incoming>, stop: tokio::sync::watch::Receiver<bool>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
-        let span = info_span!(
-            "apiserver.request",
-            "kulisse.stage" = "apiserver",
-            "http.request.method" = %parts.method,
-            "url.path" = %path,
-            "k8s.verb" = tracing::field::Empty,
-            "k8s.resource" = tracing::field::Empty,
-            "k8s.namespace" = tracing::field::Empty,
-            "k8s.name" = tracing::field::Empty,
-            "k8s.outcome" = tracing::field::Empty,
-            "http.response.status_code" = tracing::field::Empty,
-            "otel.status_code" = tracing::field::Empty,
-        );
+        // Requests for the traces themselves are not traced (see `traces`).
+        let span = if traces::is_trace_path(&path) {
+            tracing::Span::none()
+        } else {
+            info_span!(
+                "apiserver.request",
+                "kulisse.stage" = "apiserver",
+                "http.request.method" = %parts.method,
+                "url.path" = %path,
+                "k8s.verb" = tracing::field::Empty,
+                "k8s.resource" = tracing::field::Empty,
+                "k8s.namespace" = tracing::field::Empty,
+                "k8s.name" = tracing::field::Empty,
+                "k8s.outcome" = tracing::field::Empty,
+                "http.response.status_code" = tracing::field::Empty,
+                "otel.status_code" = tracing::field::Empty,
+            )
+        };
         kulisse_traces::propagation::set_parent_from_headers(&span, &parts.headers);
         let response = async {
             match self.route(&parts.method, &parts.uri, &parts.headers, body, stop).await {
@@ -255,6 +261,11 @@ impl ApiServer {
         body: Incoming,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Response<Body>, ApiError> {
+        if traces::is_trace_path(uri.path()) {
+            auth::authenticate(headers, &self.config.token)?;
+            let body = read_body(body).await?;
+            return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
+        }
         let route = routes::parse(uri.path())?;
         if !matches!(route, Route::Version | Route::Health) {
             auth::authenticate(headers, &self.config.token)?;
