@@ -220,7 +220,7 @@ async fn process<R: Reconciler>(reconciler: &R, queue: &Queue, key: String, caus
         "otel.status_code" = tracing::field::Empty,
     );
     if let Some(tp) = &cause.traceparent {
-        kulisse_traces::propagation::set_parent(&span, kulisse_traces::propagation::context_from_traceparent(tp));
+        kulisse_traces::propagation::continue_from(&span, tp);
     }
     let result = reconciler.reconcile(&key, &cause.reason).instrument(span.clone()).await;
     match result {

@@ -469,7 +469,7 @@ impl Scheduler {
             "otel.status_description" = tracing::field::Empty,
         );
         if let Some(tp) = traceparent_of(&pod) {
-            kulisse_traces::propagation::set_parent(&span, kulisse_traces::propagation::context_from_traceparent(&tp));
+            kulisse_traces::propagation::continue_from(&span, &tp);
         }
         let priority = priority_of(&pod);
         let decision = match PodInfo::from_pod(&pod) {
