@@ -6,7 +6,9 @@
 //!
 //! - [`store::embedded`]: the default store, a single redb file with group commit.
 //! - [`store::etcd`]: a real etcd cluster through the `etcd-client` crate.
+//! - [`runtime::mock`]: an in-memory container runtime behind kulisse's CRI.
 //!
 //! Architecture invariant: backends depend on core's traits; core never depends on backends.
 
+pub mod runtime;
 pub mod store;

@@ -9,6 +9,8 @@
 //! | persistence interface | [`store`] | etcd, as the API server uses it |
 //! | REST API, auth, apply, watch | [`apiserver`] | kube-apiserver |
 //! | talking to the API server | [`client`] | client-go's REST client and kubeconfig |
+//! | running pods on a node | [`kubelet`] | the kubelet |
+//! | the container runtime interface | [`runtime`] | the CRI (containerd, CRI-O) |
 //!
 //! Architecture invariant: core knows nothing of clap, redb, etcd or podman. Stores and
 //! runtimes come in through traits ([`store::Store`]) implemented in `kulisse-backends`.
@@ -17,7 +19,9 @@ pub mod apiserver;
 pub mod client;
 pub mod controllers;
 pub mod events;
+pub mod kubelet;
 pub mod objects;
 pub mod printers;
+pub mod runtime;
 pub mod scheduler;
 pub mod store;

@@ -1,0 +1,336 @@
+//! # Node registration and heartbeats (mirrors the kubelet's node status manager and node lease)
+//!
+//! A kubelet announces its node by creating a **Node** object: how much CPU, memory and
+//! how many pods it offers (`capacity`, and `allocatable`, what is left for pods), its
+//! addresses, its **conditions** (`Ready`, `MemoryPressure`, `DiskPressure`,
+//! `PIDPressure`), and what software it runs (`nodeInfo`). The scheduler reads it to place
+//! pods; `kubectl get nodes` prints it.
+//!
+//! Then it proves it is alive in two ways, as upstream does since Kubernetes 1.17:
+//!
+//! - the **Lease** `kube-node-lease/<node>` (`coordination.k8s.io/v1`): a tiny object whose
+//!   `spec.renewTime` the kubelet bumps every 10 s. Cheap to write and to watch, it is the
+//!   heartbeat the node lifecycle controller checks (a lease older than 40 s makes the node
+//!   `NotReady`).
+//! - the **Node status**: the `Ready` condition's `lastHeartbeatTime` is posted on its own,
+//!   slower interval.
+//!
+//! Heartbeats are not traced: they would drown every trace in noise.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::{KUBELET_VERSION, Shared};
+use crate::client::ClientError;
+use crate::objects;
+
+/// The four conditions a kubelet reports, with their healthy status, reason and message.
+const CONDITIONS: [(&str, &str, &str, &str); 4] = [
+    (
+        "MemoryPressure",
+        "False",
+        "KubeletHasSufficientMemory",
+        "kubelet has sufficient memory available",
+    ),
+    (
+        "DiskPressure",
+        "False",
+        "KubeletHasNoDiskPressure",
+        "kubelet has no disk pressure",
+    ),
+    (
+        "PIDPressure",
+        "False",
+        "KubeletHasSufficientPID",
+        "kubelet has sufficient PID available",
+    ),
+    ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+];
+
+/// What the heartbeat loop needs to know about the registered node.
+pub(crate) struct NodeState {
+    uid: String,
+}
+
+/// Now as a Kubernetes `MicroTime` (`2025-01-02T03:04:05.123456Z`), the format of a
+/// Lease's `renewTime`.
+pub fn micro_time_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn node_info() -> &'static objects::ResourceInfo {
+    objects::by_gvk("v1", "Node").expect("Node is a built-in kind")
+}
+
+fn lease_info() -> &'static objects::ResourceInfo {
+    objects::by_gvk("coordination.k8s.io/v1", "Lease").expect("Lease is a built-in kind")
+}
+
+/// Our conditions, keeping `lastTransitionTime` of any `existing` condition whose status
+/// did not change, and keeping conditions of other types that someone else reports.
+fn conditions(existing: Option<&Value>) -> Value {
+    let now = crate::apiserver::meta::now_rfc3339();
+    let old: Vec<Value> = existing.and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut out: Vec<Value> = old
+        .iter()
+        .filter(|c| {
+            let t = c.get("type").and_then(Value::as_str).unwrap_or("");
+            !CONDITIONS.iter().any(|(ty, ..)| *ty == t)
+        })
+        .cloned()
+        .collect();
+    for (ty, status, reason, message) in CONDITIONS {
+        let transition = old
+            .iter()
+            .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
+            .filter(|c| c.get("status").and_then(Value::as_str) == Some(status))
+            .and_then(|c| c.get("lastTransitionTime").cloned())
+            .unwrap_or_else(|| json!(now));
+        out.push(json!({
+            "type": ty,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": transition,
+        }));
+    }
+    Value::Array(out)
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn status(shared: &Shared, port: u16, runtime_version: &str, existing_conditions: Option<&Value>) -> Value {
+    let o = &shared.options;
+    let resources = json!({
+        "cpu": o.cpu,
+        "memory": o.memory,
+        "pods": o.max_pods.to_string(),
+        "ephemeral-storage": "100Gi",
+    });
+    json!({
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": conditions(existing_conditions),
+        "addresses": [
+            {"type": "InternalIP", "address": o.node_ip},
+            {"type": "Hostname", "address": o.node_name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+        "nodeInfo": {
+            "machineID": "",
+            "systemUUID": "",
+            "bootID": "",
+            "kernelVersion": "",
+            "osImage": "kulisse",
+            "containerRuntimeVersion": format!("{}://{}", shared.runtime.name(), runtime_version),
+            "kubeletVersion": KUBELET_VERSION,
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": arch(),
+        },
+    })
+}
+
+fn labels(shared: &Shared) -> serde_json::Map<String, Value> {
+    let mut labels = serde_json::Map::new();
+    labels.insert("kubernetes.io/hostname".into(), json!(shared.options.node_name));
+    labels.insert("kubernetes.io/os".into(), json!("linux"));
+    labels.insert("kubernetes.io/arch".into(), json!(arch()));
+    for (k, v) in &shared.options.labels {
+        labels.insert(k.clone(), json!(v));
+    }
+    labels
+}
+
+/// Create the Node, or bring an existing one up to date (a kubelet restarting).
+pub(crate) async fn register(shared: &Shared, port: u16, pod_cidr: &str) -> Result<NodeState, ClientError> {
+    let runtime_version = shared
+        .runtime
+        .version()
+        .await
+        .map_err(|e| ClientError::Protocol(format!("asking the container runtime for its version: {e}")))?;
+    let name = &shared.options.node_name;
+    let mut spec = json!({"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]});
+    if !shared.options.taints.is_empty() {
+        spec["taints"] = json!(shared.options.taints);
+    }
+    let node = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels(shared)},
+        "spec": spec,
+        "status": status(shared, port, &runtime_version, None),
+    });
+    let created = match shared.client.create(node_info(), None, &node).await {
+        Ok(obj) => obj,
+        Err(e) if e.code() == Some(409) => update_existing(shared, port, pod_cidr, &runtime_version).await?,
+        Err(e) => return Err(e),
+    };
+    tracing::info!(node = %name, "node registered");
+    let state = NodeState {
+        uid: objects::uid(&created).unwrap_or("").to_string(),
+    };
+    renew_lease(shared, &state).await;
+    Ok(state)
+}
+
+async fn update_existing(
+    shared: &Shared,
+    port: u16,
+    pod_cidr: &str,
+    runtime_version: &str,
+) -> Result<Value, ClientError> {
+    let name = &shared.options.node_name;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut node = shared.client.get(node_info(), None, name).await?;
+        let mut merged_labels = node
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        merged_labels.extend(labels(shared));
+        node["metadata"]["labels"] = Value::Object(merged_labels);
+        if !node.get("spec").is_some_and(Value::is_object) {
+            node["spec"] = json!({});
+        }
+        node["spec"]["podCIDR"] = json!(pod_cidr);
+        node["spec"]["podCIDRs"] = json!([pod_cidr]);
+        let mut taints: Vec<Value> = node
+            .pointer("/spec/taints")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for t in &shared.options.taints {
+            let same = |x: &Value| x.get("key") == t.get("key") && x.get("effect") == t.get("effect");
+            if !taints.iter().any(same) {
+                taints.push(t.clone());
+            }
+        }
+        if !taints.is_empty() {
+            node["spec"]["taints"] = json!(taints);
+        }
+        let new_status = status(shared, port, runtime_version, node.pointer("/status/conditions"));
+        node["status"] = new_status;
+        match shared.client.replace(node_info(), None, name, None, &node).await {
+            Ok(obj) => return Ok(obj),
+            Err(e) if e.code() == Some(409) && attempt < 5 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Bump the Lease's `renewTime`, creating the Lease if it is missing.
+async fn renew_lease(shared: &Shared, state: &NodeState) {
+    let name = &shared.options.node_name;
+    let spec = json!({
+        "holderIdentity": name,
+        "leaseDurationSeconds": shared.options.lease_duration_seconds,
+        "renewTime": micro_time_now(),
+    });
+    let patch = json!({"spec": spec});
+    match shared
+        .client
+        .merge_patch(lease_info(), Some("kube-node-lease"), name, None, &patch)
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(404) => {
+            let mut lease = json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": spec,
+            });
+            if !state.uid.is_empty() {
+                lease["metadata"]["ownerReferences"] = json!([{
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "name": name,
+                    "uid": state.uid,
+                }]);
+            }
+            if let Err(e) = shared
+                .client
+                .create(lease_info(), Some("kube-node-lease"), &lease)
+                .await
+                && e.code() != Some(409)
+            {
+                tracing::warn!(node = %name, "creating the node lease failed: {e}");
+            }
+        }
+        Err(e) => tracing::warn!(node = %name, "renewing the node lease failed: {e}"),
+    }
+}
+
+/// Post the Node's status: fresh heartbeats, transition times kept. Re-registers a Node
+/// that was deleted.
+async fn post_status(shared: &Shared, state: &mut NodeState, port: u16, pod_cidr: &str) {
+    let name = &shared.options.node_name;
+    let node = match shared.client.get(node_info(), None, name).await {
+        Ok(n) => n,
+        Err(e) if e.code() == Some(404) => {
+            tracing::info!(node = %name, "the Node object is gone; registering again");
+            if let Ok(s) = register(shared, port, pod_cidr).await {
+                *state = s;
+            }
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(node = %name, "reading the node failed: {e}");
+            return;
+        }
+    };
+    let patch = json!({"status": {
+        "conditions": conditions(node.pointer("/status/conditions")),
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+    }});
+    if let Err(e) = shared
+        .client
+        .merge_patch(node_info(), None, name, Some("status"), &patch)
+        .await
+    {
+        tracing::warn!(node = %name, "updating the node status failed: {e}");
+    }
+}
+
+/// Renew the Lease and post the Node status, each on its interval, until shutdown.
+pub(crate) async fn heartbeat_loop(
+    shared: std::sync::Arc<Shared>,
+    mut state: NodeState,
+    port: u16,
+    pod_cidr: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let start = tokio::time::Instant::now();
+    let mut lease = tokio::time::interval_at(
+        start + shared.options.lease_renew_interval,
+        shared.options.lease_renew_interval.max(Duration::from_millis(10)),
+    );
+    let mut status = tokio::time::interval_at(
+        start + shared.options.node_status_update_interval,
+        shared
+            .options
+            .node_status_update_interval
+            .max(Duration::from_millis(10)),
+    );
+    lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = lease.tick() => renew_lease(&shared, &state).await,
+            _ = status.tick() => post_status(&shared, &mut state, port, &pod_cidr).await,
+        }
+    }
+}

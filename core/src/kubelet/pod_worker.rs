@@ -1,0 +1,1381 @@
+//! # Pod workers (mirrors the kubelet's `podWorkers` and `SyncPod`)
+//!
+//! The kubelet gives every pod its own worker: a small task that owns everything the node
+//! knows about that pod (its sandbox, its containers, restart back-offs, probe results) and
+//! is the only one to act on it. Updates from the API server (the pod changed, it is being
+//! deleted, it is gone) arrive on the worker's channel; between updates the worker looks at
+//! its containers every relist period, as the PLEG would tell it about changes.
+//!
+//! One **sync** goes like upstream's `SyncPod`:
+//!
+//! 1. *observe*: ask the runtime for the status of each container;
+//! 2. *probe*: run the startup/liveness/readiness probes that are due;
+//! 3. *plan*: compare with the spec: the sandbox is missing → run it; a container never
+//!    ran → pull its image (per `imagePullPolicy`), create and start it; a container
+//!    exited → restart it if `restartPolicy` says so, but only after the
+//!    `CrashLoopBackOff` delay (10 s, then 20 s, 40 s, ... up to 5 min; reset once a
+//!    container ran for 10 min); a liveness probe failed → kill it;
+//! 4. *act and report*: do the plan through the CRI, then write the pod's `status` if it
+//!    differs from what the API server has.
+//!
+//! A sync with nothing to do and nothing to report leaves no trace; one that acts runs in
+//! a `kubelet.sync_pod` span that joins the trace of whoever last wrote the pod (its
+//! `kulisse.dev/traceparent` annotation), with one `runtime.*` span per CRI call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, Span, field::Empty, info_span};
+
+use super::Shared;
+use super::probes::{self, ProbeState};
+use crate::events::EventType;
+use crate::objects;
+use crate::runtime::{
+    ContainerConfig, ContainerState, ContainerStatus, EnvVar, LABEL_CONTAINER_NAME, LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID, PodSandboxConfig, PortMapping, ProbeKind, ProbeResult, Resources, RuntimeError,
+    Sandbox, SandboxState,
+};
+
+/// What the dispatcher tells a worker.
+#[derive(Clone)]
+pub(crate) enum Update {
+    /// The pod as the API server has it now.
+    Pod(Arc<Value>),
+    /// The pod was deleted from the API server (its last known state).
+    Gone(Arc<Value>),
+}
+
+/// The dispatcher's handle on a worker.
+pub(crate) struct Handle {
+    tx: watch::Sender<Update>,
+    task: JoinHandle<()>,
+}
+
+impl Handle {
+    pub fn send(&self, update: Update) {
+        let _ = self.tx.send(update);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished() || self.tx.is_closed()
+    }
+
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Start a worker for `pod`; `on_done` runs when the worker has finished with the pod.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    pod: Arc<Value>,
+    shutdown: watch::Receiver<bool>,
+    on_done: impl FnOnce() + Send + 'static,
+) -> Handle {
+    let (tx, rx) = watch::channel(Update::Pod(pod.clone()));
+    let task = tokio::spawn(async move {
+        let mut worker = Worker::new(shared, &pod);
+        worker.run(rx, shutdown).await;
+        on_done();
+    });
+    Handle { tx, task }
+}
+
+/// A restart or pull back-off.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Backoff {
+    /// The current delay; `None` before the first failure.
+    pub delay: Option<Duration>,
+    /// No new attempt before this.
+    pub until: Option<Instant>,
+}
+
+impl Backoff {
+    fn active(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| now < u)
+    }
+}
+
+/// One container instance in the runtime.
+#[derive(Debug, Clone)]
+pub(super) struct Instance {
+    pub id: String,
+    pub status: Option<ContainerStatus>,
+}
+
+impl Instance {
+    pub fn state(&self) -> Option<ContainerState> {
+        self.status.as_ref().map(|s| s.state)
+    }
+}
+
+/// What the worker knows about one container of the pod spec.
+#[derive(Debug)]
+pub(super) struct ContainerRec {
+    pub name: String,
+    pub current: Option<Instance>,
+    pub previous: Option<Instance>,
+    pub restart_count: u32,
+    /// Why it is waiting (reason, message), when it has no running instance.
+    pub waiting: Option<(String, String)>,
+    pub image_ref: Option<String>,
+    pub crash: Backoff,
+    /// The crash back-off's delay must double at the next restart (we waited it out).
+    crash_waited: bool,
+    pub pull: Backoff,
+    pull_error: String,
+    pub probes: Vec<ProbeState>,
+    /// The current instance's exit was counted for the back-off.
+    exit_handled: bool,
+    /// A probe asked to kill the current instance: (Killing message, grace seconds).
+    kill: Option<(String, Option<i64>)>,
+    /// The current instance was killed by a probe: restart it even after exit code 0.
+    killed_by_probe: bool,
+}
+
+impl ContainerRec {
+    fn new(name: &str) -> Self {
+        ContainerRec {
+            name: name.to_string(),
+            current: None,
+            previous: None,
+            restart_count: 0,
+            waiting: None,
+            image_ref: None,
+            crash: Backoff::default(),
+            crash_waited: false,
+            pull: Backoff::default(),
+            pull_error: String::new(),
+            probes: Vec::new(),
+            exit_handled: false,
+            kill: None,
+            killed_by_probe: false,
+        }
+    }
+
+    /// Started: running, and its startup probe (if any) succeeded.
+    pub fn started(&self) -> bool {
+        self.current.as_ref().and_then(Instance::state) == Some(ContainerState::Running)
+            && self
+                .probes
+                .iter()
+                .filter(|p| p.kind == ProbeKind::Startup)
+                .all(|p| p.ok)
+    }
+
+    /// Ready: started, and its readiness probe (if any) succeeds.
+    pub fn ready(&self) -> bool {
+        self.started()
+            && self
+                .probes
+                .iter()
+                .filter(|p| p.kind == ProbeKind::Readiness)
+                .all(|p| p.ok)
+    }
+}
+
+/// One step a sync decided to take.
+#[derive(Debug)]
+enum Step {
+    RunSandbox,
+    Start {
+        index: usize,
+        restart: bool,
+    },
+    Kill {
+        index: usize,
+        message: String,
+        grace: Option<i64>,
+    },
+    WaitCrash {
+        index: usize,
+        delay: Duration,
+    },
+    WaitPull {
+        index: usize,
+    },
+}
+
+pub(super) struct Worker {
+    pub shared: Arc<Shared>,
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// `{kind, apiVersion, metadata}` of the pod, for events.
+    involved: Value,
+    pub sandbox: Option<Sandbox>,
+    sandbox_attempt: u32,
+    pub containers: Vec<ContainerRec>,
+    pub start_time: Option<String>,
+    /// Set once the pod reached `Succeeded` or `Failed`: it never runs again.
+    pub terminal: Option<&'static str>,
+    /// The last status this worker wrote, and the resourceVersion the write produced.
+    last_written: Option<(u64, Value)>,
+}
+
+fn rfc3339_now() -> String {
+    crate::apiserver::meta::now_rfc3339()
+}
+
+/// `Instant` of a wall-clock time in the past (for times the runtime reports).
+fn instant_of(t: SystemTime) -> Instant {
+    let ago = SystemTime::now().duration_since(t).unwrap_or_default();
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
+fn record_error(span: &Span, e: &dyn std::fmt::Display) {
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_description", e.to_string().as_str());
+}
+
+macro_rules! runtime_span {
+    ($name:literal, $w:expr) => {
+        info_span!(
+            $name,
+            "kulisse.stage" = "runtime",
+            "k8s.kind" = "Pod",
+            "k8s.namespace" = %$w.namespace,
+            "k8s.name" = %$w.name,
+            "runtime.name" = %$w.shared.runtime.name(),
+            "runtime.image" = Empty,
+            "runtime.container_name" = Empty,
+            "runtime.container_id" = Empty,
+            "runtime.sandbox_id" = Empty,
+            "runtime.pod_ip" = Empty,
+            "otel.status_code" = Empty,
+            "otel.status_description" = Empty,
+        )
+    };
+}
+
+/// Parse a CPU quantity (`100m`, `0.5`, `2`) into millicores.
+fn cpu_millis(v: Option<&Value>) -> Option<u64> {
+    let s = match v? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    if let Some(m) = s.strip_suffix('m') {
+        return m.trim().parse::<u64>().ok();
+    }
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .map(|f| (f * 1000.0).round() as u64)
+}
+
+/// Parse a memory quantity (`128Mi`, `1Gi`, `500M`, `1000`) into bytes.
+fn memory_bytes(v: Option<&Value>) -> Option<u64> {
+    let s = match v? {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    const UNITS: [(&str, f64); 12] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suffix, mult) in UNITS {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return n
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| (f * mult) as u64);
+        }
+    }
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .map(|f| f as u64)
+}
+
+fn spec_containers(pod: &Value) -> Vec<Value> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn restart_policy(pod: &Value) -> &str {
+    pod.pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always")
+}
+
+fn container_ports(c: &Value) -> Vec<PortMapping> {
+    c.get("ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let container_port = u16::try_from(p.get("containerPort")?.as_u64()?).ok()?;
+            Some(PortMapping {
+                protocol: p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string(),
+                container_port,
+                host_port: p
+                    .get("hostPort")
+                    .and_then(Value::as_u64)
+                    .and_then(|h| u16::try_from(h).ok())
+                    .filter(|h| *h > 0),
+                host_ip: "127.0.0.1".into(),
+            })
+        })
+        .collect()
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, pod: &Value) -> Self {
+        let name = objects::name(pod).unwrap_or("").to_string();
+        let namespace = objects::namespace(pod).unwrap_or("default").to_string();
+        let uid = objects::uid(pod).unwrap_or("").to_string();
+        Worker {
+            involved: json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            }),
+            shared,
+            uid,
+            namespace,
+            name,
+            sandbox: None,
+            sandbox_attempt: 0,
+            containers: Vec::new(),
+            start_time: Some(
+                pod.pointer("/status/startTime")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(rfc3339_now),
+            ),
+            terminal: None,
+            last_written: None,
+        }
+    }
+
+    /// The freshest status we know: what we wrote last, unless the pod we were handed is
+    /// newer than that write.
+    pub fn base_status<'a>(&'a self, pod: &'a Value) -> Option<&'a Value> {
+        let pod_rv = objects::resource_version(pod)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        match &self.last_written {
+            Some((rv, written)) if pod_rv <= *rv => Some(written),
+            _ => pod.get("status"),
+        }
+    }
+
+    /// `web_default(uid)`: how kubelet messages name a pod.
+    fn pod_ref(&self) -> String {
+        format!("{}_{}({})", self.name, self.namespace, self.uid)
+    }
+
+    async fn event(&self, kind: EventType, reason: &str, message: &str) {
+        self.shared.recorder.record(&self.involved, kind, reason, message).await;
+    }
+
+    async fn run(&mut self, mut rx: watch::Receiver<Update>, mut shutdown: watch::Receiver<bool>) {
+        self.adopt().await;
+        loop {
+            let update = rx.borrow_and_update().clone();
+            let pod = match update {
+                Update::Gone(last) => {
+                    self.cleanup(&last).await;
+                    return;
+                }
+                Update::Pod(p) => p,
+            };
+            if objects::deletion_timestamp(&pod).is_some() {
+                self.terminate(&pod).await;
+                return;
+            }
+            let wake = self.sync(&pod).await;
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Pick up the sandbox and containers a previous kubelet left in the runtime.
+    async fn adopt(&mut self) {
+        let mut filter = BTreeMap::new();
+        filter.insert(LABEL_POD_UID.to_string(), self.uid.clone());
+        let Ok(sandboxes) = self.shared.runtime.list_pod_sandboxes(&filter).await else {
+            return;
+        };
+        let Some(sb) = sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Ready)
+            .max_by_key(|s| s.attempt)
+        else {
+            return;
+        };
+        self.sandbox = Some(Sandbox {
+            id: sb.id.clone(),
+            ip: sb.ip.clone(),
+        });
+        self.sandbox_attempt = sb.attempt + 1;
+        let Ok(mut containers) = self.shared.runtime.list_containers(&filter).await else {
+            return;
+        };
+        containers.retain(|c| c.sandbox_id == sb.id);
+        containers.sort_by_key(|c| std::cmp::Reverse(c.attempt));
+        for c in containers {
+            let idx = match self.containers.iter().position(|r| r.name == c.name) {
+                Some(i) => i,
+                None => {
+                    self.containers.push(ContainerRec::new(&c.name));
+                    self.containers.len() - 1
+                }
+            };
+            let rec = &mut self.containers[idx];
+            let inst = Instance {
+                id: c.id.clone(),
+                status: None,
+            };
+            if rec.current.is_none() {
+                rec.restart_count = c.attempt;
+                rec.current = Some(inst);
+            } else if rec.previous.is_none() {
+                rec.previous = Some(inst);
+            }
+        }
+        tracing::debug!(pod = %self.pod_ref(), "adopted sandbox {} from the runtime", sb.id);
+    }
+
+    /// Make sure there is a record for each container of the spec, in spec order.
+    fn ensure_records(&mut self, spec: &[Value]) {
+        let mut ordered = Vec::with_capacity(spec.len());
+        for c in spec {
+            let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+            match self.containers.iter().position(|r| r.name == name) {
+                Some(i) => ordered.push(self.containers.swap_remove(i)),
+                None => ordered.push(ContainerRec::new(name)),
+            }
+        }
+        // Records without a spec entry (cannot happen for valid pods) are dropped.
+        self.containers = ordered;
+    }
+
+    /// Ask the runtime about every container instance.
+    async fn observe(&mut self) {
+        for rec in &mut self.containers {
+            for inst in [rec.current.as_mut(), rec.previous.as_mut()].into_iter().flatten() {
+                // A terminated instance does not change any more.
+                if inst.state() == Some(ContainerState::Exited) {
+                    continue;
+                }
+                match self.shared.runtime.container_status(&inst.id).await {
+                    Ok(s) => inst.status = Some(s),
+                    Err(RuntimeError::NotFound(_)) => inst.status = None,
+                    Err(e) => tracing::debug!("container status of {}: {e}", inst.id),
+                }
+            }
+            if rec.current.as_ref().is_some_and(|i| i.status.is_none()) {
+                rec.current = None; // gone from the runtime
+            }
+        }
+    }
+
+    /// Run the probes that are due on running containers.
+    async fn run_probes(&mut self, pod: &Value, spec: &[Value]) -> bool {
+        let now = Instant::now();
+        let pod_ip = self.sandbox.as_ref().map(|s| s.ip.clone()).unwrap_or_default();
+        let mut changed = false;
+        let mut events = Vec::new();
+        for (i, rec) in self.containers.iter_mut().enumerate() {
+            let Some(inst) = rec.current.as_ref() else { continue };
+            if inst.state() != Some(ContainerState::Running) || rec.kill.is_some() {
+                continue;
+            }
+            if rec.probes.is_empty() {
+                // First look at this instance (e.g. adopted): set its probes up.
+                let started = inst
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.started_at)
+                    .map(instant_of)
+                    .unwrap_or(now);
+                rec.probes = probe_states(&spec[i], started);
+            }
+            let id = inst.id.clone();
+            let startup_done = rec.probes.iter().filter(|p| p.kind == ProbeKind::Startup).all(|p| p.ok);
+            for p in rec.probes.iter_mut() {
+                if p.next_due > now {
+                    continue;
+                }
+                let skip = match p.kind {
+                    ProbeKind::Startup => p.ok,
+                    _ => !startup_done,
+                };
+                if skip {
+                    p.next_due = now + p.config.as_ref().map(|c| c.period).unwrap_or(Duration::from_secs(10));
+                    continue;
+                }
+                let result = probes::run(self.shared.runtime.as_ref(), &id, &pod_ip, &p.config).await;
+                changed |= p.record(&result, Instant::now());
+                if let ProbeResult::Failure(output) = &result {
+                    events.push(format!("{} probe failed: {output}", p.kind.as_str()));
+                    if matches!(p.kind, ProbeKind::Liveness | ProbeKind::Startup) && p.tripped() {
+                        let grace = p
+                            .config
+                            .as_ref()
+                            .ok()
+                            .and_then(|c| c.termination_grace_seconds)
+                            .or_else(|| {
+                                pod.pointer("/spec/terminationGracePeriodSeconds")
+                                    .and_then(Value::as_i64)
+                            });
+                        rec.kill = Some((
+                            format!(
+                                "Container {} failed {} probe, will be restarted",
+                                rec.name,
+                                p.kind.as_str().to_ascii_lowercase()
+                            ),
+                            grace,
+                        ));
+                        changed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for message in events {
+            self.event(EventType::Warning, "Unhealthy", &message).await;
+        }
+        changed
+    }
+
+    /// Decide what to do, without doing it.
+    fn plan(&mut self, pod: &Value, spec: &[Value]) -> Vec<Step> {
+        let mut steps = Vec::new();
+        if self.terminal.is_some() {
+            return steps;
+        }
+        if self.sandbox.is_none() {
+            steps.push(Step::RunSandbox);
+        }
+        let now = Instant::now();
+        let policy = restart_policy(pod).to_string();
+        let opts = &self.shared.options;
+        for (index, rec) in self.containers.iter_mut().enumerate() {
+            let image = spec[index].get("image").and_then(Value::as_str).unwrap_or("");
+            match rec.current.as_ref().and_then(|i| i.status.as_ref()) {
+                None => {
+                    if rec.pull.active(now) {
+                        steps.push(Step::WaitPull { index });
+                    } else if rec.crash.active(now) {
+                        steps.push(Step::WaitCrash {
+                            index,
+                            delay: rec.crash.delay.unwrap_or(opts.backoff_base),
+                        });
+                    } else {
+                        steps.push(Step::Start { index, restart: false });
+                    }
+                }
+                Some(st) if st.state == ContainerState::Running || st.state == ContainerState::Created => {
+                    if let Some((message, grace)) = rec.kill.clone() {
+                        steps.push(Step::Kill { index, message, grace });
+                    } else if !image.is_empty() && st.image != image {
+                        steps.push(Step::Kill {
+                            index,
+                            message: format!("Container {} definition changed, will be restarted", rec.name),
+                            grace: None,
+                        });
+                        rec.killed_by_probe = true;
+                    }
+                }
+                Some(st) => {
+                    let should_restart = match policy.as_str() {
+                        "Never" => false,
+                        "OnFailure" => st.exit_code != Some(0) || rec.killed_by_probe,
+                        _ => true,
+                    };
+                    if !should_restart {
+                        continue;
+                    }
+                    if !rec.exit_handled {
+                        rec.exit_handled = true;
+                        let ran = match (st.started_at, st.finished_at) {
+                            (Some(s), Some(f)) => f.duration_since(s).unwrap_or_default(),
+                            _ => Duration::ZERO,
+                        };
+                        if ran >= opts.backoff_reset_after {
+                            rec.crash.delay = None;
+                        }
+                        match rec.crash.delay {
+                            // The first crash restarts at once; the delay starts counting.
+                            None => {
+                                rec.crash.delay = Some(opts.backoff_base);
+                                rec.crash.until = None;
+                                rec.crash_waited = false;
+                            }
+                            Some(d) => {
+                                let finished = st.finished_at.map(instant_of).unwrap_or(now);
+                                rec.crash.until = Some(finished + d);
+                                rec.crash_waited = true;
+                            }
+                        }
+                    }
+                    if rec.crash.active(now) {
+                        steps.push(Step::WaitCrash {
+                            index,
+                            delay: rec.crash.delay.unwrap_or(opts.backoff_base),
+                        });
+                    } else {
+                        steps.push(Step::Start { index, restart: true });
+                    }
+                }
+            }
+        }
+        // A wait that is already reported needs no action.
+        steps.retain(|s| match s {
+            Step::WaitCrash { index, .. } => {
+                self.containers[*index].waiting.as_ref().map(|w| w.0.as_str()) != Some("CrashLoopBackOff")
+            }
+            Step::WaitPull { index } => {
+                self.containers[*index].waiting.as_ref().map(|w| w.0.as_str()) != Some("ImagePullBackOff")
+            }
+            _ => true,
+        });
+        steps
+    }
+
+    fn sandbox_config(&self, pod: &Value) -> PodSandboxConfig {
+        let mut labels: BTreeMap<String, String> = objects::labels(pod);
+        labels.insert(LABEL_POD_NAME.into(), self.name.clone());
+        labels.insert(LABEL_POD_NAMESPACE.into(), self.namespace.clone());
+        labels.insert(LABEL_POD_UID.into(), self.uid.clone());
+        PodSandboxConfig {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            uid: self.uid.clone(),
+            attempt: self.sandbox_attempt,
+            hostname: pod
+                .pointer("/spec/hostname")
+                .and_then(Value::as_str)
+                .unwrap_or(&self.name)
+                .to_string(),
+            labels,
+            annotations: objects::annotations(pod),
+            port_mappings: spec_containers(pod).iter().flat_map(container_ports).collect(),
+        }
+    }
+
+    fn container_config(&self, c: &Value, attempt: u32) -> ContainerConfig {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_POD_NAME.to_string(), self.name.clone());
+        labels.insert(LABEL_POD_NAMESPACE.to_string(), self.namespace.clone());
+        labels.insert(LABEL_POD_UID.to_string(), self.uid.clone());
+        labels.insert(LABEL_CONTAINER_NAME.to_string(), name.clone());
+        let mut annotations = BTreeMap::new();
+        annotations.insert("io.kubernetes.container.restartCount".to_string(), attempt.to_string());
+        ContainerConfig {
+            name,
+            attempt,
+            image: c.get("image").and_then(Value::as_str).unwrap_or("").to_string(),
+            command: strings(c.get("command")),
+            args: strings(c.get("args")),
+            env: c
+                .get("env")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    Some(EnvVar {
+                        name: e.get("name")?.as_str()?.to_string(),
+                        value: e.get("value").and_then(Value::as_str).unwrap_or("").to_string(),
+                    })
+                })
+                .collect(),
+            working_dir: c.get("workingDir").and_then(Value::as_str).map(str::to_string),
+            ports: container_ports(c),
+            resources: Resources {
+                cpu_request_millis: cpu_millis(c.pointer("/resources/requests/cpu")),
+                cpu_limit_millis: cpu_millis(c.pointer("/resources/limits/cpu")),
+                memory_request_bytes: memory_bytes(c.pointer("/resources/requests/memory")),
+                memory_limit_bytes: memory_bytes(c.pointer("/resources/limits/memory")),
+            },
+            labels,
+            annotations,
+        }
+    }
+
+    /// One sync. Returns when to look again.
+    async fn sync(&mut self, pod: &Arc<Value>) -> Instant {
+        let spec = spec_containers(pod);
+        self.ensure_records(&spec);
+        self.observe().await;
+        let probes_changed = self.run_probes(pod, &spec).await;
+        let steps = self.plan(pod, &spec);
+        let status_now = super::status::build(self, pod);
+        if let Some(p @ ("Succeeded" | "Failed")) = status_now.get("phase").and_then(Value::as_str) {
+            self.terminal = Some(if p == "Succeeded" { "Succeeded" } else { "Failed" });
+        }
+        let changed = self.base_status(pod) != Some(&status_now);
+        if !steps.is_empty() || changed || probes_changed {
+            let phase_before = pod
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let span = info_span!(
+                "kubelet.sync_pod",
+                "kulisse.stage" = "kubelet",
+                "k8s.kind" = "Pod",
+                "k8s.namespace" = %self.namespace,
+                "k8s.name" = %self.name,
+                "k8s.pod.uid" = %self.uid,
+                "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
+                "kubelet.node" = %self.shared.options.node_name,
+                "kubelet.phase.before" = %phase_before,
+                "kubelet.phase.after" = Empty,
+                "kulisse.outcome" = Empty,
+                "otel.status_code" = Empty,
+                "otel.status_description" = Empty,
+            );
+            if let Some(tp) = crate::controllers::runtime::traceparent_of(pod) {
+                // A child of the pod's last writer (or a linked root, in the links style).
+                kulisse_traces::propagation::continue_from(&span, &tp);
+            }
+            let summary: Vec<String> = steps.iter().map(|s| describe_step(s, &self.containers)).collect();
+            let outcome = if summary.is_empty() {
+                "reported a status change".to_string()
+            } else {
+                summary.join(", ")
+            };
+            span.record("kulisse.outcome", outcome.as_str());
+            let phase_after = async {
+                let again = self.execute(pod, &spec, steps).await;
+                let status = super::status::build(self, pod);
+                let phase = status.get("phase").and_then(Value::as_str).unwrap_or("").to_string();
+                self.write_status(pod, status).await;
+                (phase, again)
+            }
+            .instrument(span.clone())
+            .await;
+            span.record("kubelet.phase.after", phase_after.0.as_str());
+            if phase_after.1 {
+                return Instant::now() + Duration::from_millis(1);
+            }
+        }
+        self.next_wake()
+    }
+
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let mut wake = now + self.shared.options.relist_period;
+        for rec in &self.containers {
+            for p in &rec.probes {
+                if rec.current.as_ref().and_then(Instance::state) == Some(ContainerState::Running) {
+                    wake = wake.min(p.next_due);
+                }
+            }
+            for until in [rec.crash.until, rec.pull.until].into_iter().flatten() {
+                if until > now {
+                    wake = wake.min(until);
+                }
+            }
+        }
+        wake.max(now + Duration::from_millis(1))
+    }
+
+    /// Do the plan. Returns true when another sync should follow at once (after a kill).
+    async fn execute(&mut self, pod: &Value, spec: &[Value], steps: Vec<Step>) -> bool {
+        let mut again = false;
+        let sandbox_cfg = self.sandbox_config(pod);
+        for step in steps {
+            match step {
+                Step::RunSandbox => {
+                    if !self.run_sandbox(&sandbox_cfg).await {
+                        return false; // nothing can start without a sandbox
+                    }
+                }
+                Step::Start { index, restart } => {
+                    if self.sandbox.is_some() {
+                        self.start_container(index, &spec[index], &sandbox_cfg, restart).await;
+                    }
+                }
+                Step::Kill { index, message, grace } => {
+                    self.event(EventType::Normal, "Killing", &message).await;
+                    let grace = grace
+                        .or_else(|| {
+                            pod.pointer("/spec/terminationGracePeriodSeconds")
+                                .and_then(Value::as_i64)
+                        })
+                        .unwrap_or(30);
+                    let rec = &mut self.containers[index];
+                    rec.kill = None;
+                    rec.killed_by_probe = true;
+                    if let Some(inst) = rec.current.clone() {
+                        self.stop_container(index, &inst.id, grace).await;
+                    }
+                    again = true;
+                }
+                Step::WaitCrash { index, delay } => {
+                    let name = self.containers[index].name.clone();
+                    let pod_ref = self.pod_ref();
+                    self.containers[index].waiting = Some((
+                        "CrashLoopBackOff".into(),
+                        format!(
+                            "back-off {} restarting failed container={name} pod={pod_ref}",
+                            super::go_duration(delay)
+                        ),
+                    ));
+                    self.event(
+                        EventType::Warning,
+                        "BackOff",
+                        &format!("Back-off restarting failed container {name} in pod {pod_ref}"),
+                    )
+                    .await;
+                }
+                Step::WaitPull { index } => {
+                    let image = spec[index]
+                        .get("image")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let rec = &mut self.containers[index];
+                    rec.waiting = Some((
+                        "ImagePullBackOff".into(),
+                        format!("Back-off pulling image \"{image}\": ErrImagePull: {}", rec.pull_error),
+                    ));
+                    self.event(
+                        EventType::Normal,
+                        "BackOff",
+                        &format!("Back-off pulling image \"{image}\""),
+                    )
+                    .await;
+                }
+            }
+        }
+        again
+    }
+
+    async fn run_sandbox(&mut self, cfg: &PodSandboxConfig) -> bool {
+        let span = runtime_span!("runtime.run_pod_sandbox", self);
+        let result = self.shared.runtime.run_pod_sandbox(cfg).instrument(span.clone()).await;
+        match result {
+            Ok(sb) => {
+                span.record("runtime.sandbox_id", sb.id.as_str());
+                span.record("runtime.pod_ip", sb.ip.as_str());
+                self.sandbox = Some(sb);
+                self.sandbox_attempt += 1;
+                true
+            }
+            Err(e) => {
+                record_error(&span, &e);
+                self.event(
+                    EventType::Warning,
+                    "FailedCreatePodSandBox",
+                    &format!("Failed to create pod sandbox: {e}"),
+                )
+                .await;
+                false
+            }
+        }
+    }
+
+    /// Make sure the image is there, honouring `imagePullPolicy`. Returns false (with the
+    /// container's waiting reason set) when it is not.
+    async fn ensure_image(&mut self, index: usize, c: &Value, cfg: &PodSandboxConfig) -> bool {
+        let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+        let policy = c
+            .get("imagePullPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| crate::objects::defaults::default_pull_policy(&image))
+            .to_string();
+        if policy != "Always" {
+            let present = self.shared.runtime.image_status(&image).await.ok().flatten();
+            match (present, policy.as_str()) {
+                (Some(reference), _) => {
+                    self.containers[index].image_ref = Some(reference);
+                    self.event(
+                        EventType::Normal,
+                        "Pulled",
+                        &format!("Container image \"{image}\" already present on machine"),
+                    )
+                    .await;
+                    return true;
+                }
+                (None, "Never") => {
+                    let message = format!("Container image \"{image}\" is not present with pull policy of Never");
+                    self.containers[index].waiting = Some(("ErrImageNeverPull".into(), message.clone()));
+                    self.event(EventType::Warning, "ErrImageNeverPull", &message).await;
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        self.event(EventType::Normal, "Pulling", &format!("Pulling image \"{image}\""))
+            .await;
+        let span = runtime_span!("runtime.pull_image", self);
+        span.record("runtime.image", image.as_str());
+        span.record("runtime.container_name", self.containers[index].name.as_str());
+        let started = Instant::now();
+        let result = self
+            .shared
+            .runtime
+            .pull_image(&image, cfg)
+            .instrument(span.clone())
+            .await;
+        match result {
+            Ok(reference) => {
+                let took = super::go_duration(started.elapsed());
+                let rec = &mut self.containers[index];
+                rec.image_ref = Some(reference);
+                rec.pull = Backoff::default();
+                self.event(
+                    EventType::Normal,
+                    "Pulled",
+                    &format!("Successfully pulled image \"{image}\" in {took} ({took} including waiting)"),
+                )
+                .await;
+                true
+            }
+            Err(e) => {
+                record_error(&span, &e);
+                let reason = match &e {
+                    RuntimeError::ImagePullFailed { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                let opts = &self.shared.options;
+                let rec = &mut self.containers[index];
+                let delay = match rec.pull.delay {
+                    None => opts.backoff_base,
+                    Some(d) => (d * 2).min(opts.backoff_max),
+                };
+                rec.pull.delay = Some(delay);
+                rec.pull.until = Some(Instant::now() + delay);
+                rec.pull_error = reason.clone();
+                rec.waiting = Some(("ErrImagePull".into(), reason.clone()));
+                self.event(
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Failed to pull image \"{image}\": {reason}"),
+                )
+                .await;
+                self.event(EventType::Warning, "Failed", "Error: ErrImagePull").await;
+                false
+            }
+        }
+    }
+
+    async fn start_container(&mut self, index: usize, c: &Value, cfg: &PodSandboxConfig, restart: bool) {
+        let Some(sandbox) = self.sandbox.clone() else { return };
+        let opts = self.shared.options.clone();
+        if restart {
+            let rec = &mut self.containers[index];
+            let old_previous = rec.previous.take();
+            rec.previous = rec.current.take();
+            rec.restart_count += 1;
+            if rec.crash_waited {
+                rec.crash.delay = rec.crash.delay.map(|d| (d * 2).min(opts.backoff_max));
+                rec.crash_waited = false;
+            }
+            rec.crash.until = None;
+            if let Some(old) = old_previous {
+                let _ = self.shared.runtime.remove_container(&old.id).await;
+            }
+        }
+        {
+            let rec = &mut self.containers[index];
+            rec.exit_handled = false;
+            rec.kill = None;
+            rec.killed_by_probe = false;
+            rec.probes.clear();
+        }
+        if !self.ensure_image(index, c, cfg).await {
+            return;
+        }
+        let attempt = self.containers[index].restart_count;
+        let config = self.container_config(c, attempt);
+        let name = config.name.clone();
+
+        let span = runtime_span!("runtime.create_container", self);
+        span.record("runtime.image", config.image.as_str());
+        span.record("runtime.container_name", name.as_str());
+        span.record("runtime.sandbox_id", sandbox.id.as_str());
+        let created = self
+            .shared
+            .runtime
+            .create_container(&sandbox.id, &config, cfg)
+            .instrument(span.clone())
+            .await;
+        let id = match created {
+            Ok(id) => {
+                span.record("runtime.container_id", id.as_str());
+                id
+            }
+            Err(e) => {
+                record_error(&span, &e);
+                let message = e.to_string();
+                let rec = &mut self.containers[index];
+                rec.waiting = Some(("CreateContainerError".into(), message.clone()));
+                let delay = rec.crash.delay.unwrap_or(opts.backoff_base);
+                rec.crash.delay = Some(delay);
+                rec.crash.until = Some(Instant::now() + delay);
+                self.event(EventType::Warning, "Failed", &format!("Error: {message}"))
+                    .await;
+                return;
+            }
+        };
+        self.event(EventType::Normal, "Created", &format!("Created container: {name}"))
+            .await;
+
+        let span = runtime_span!("runtime.start_container", self);
+        span.record("runtime.container_name", name.as_str());
+        span.record("runtime.container_id", id.as_str());
+        span.record("runtime.sandbox_id", sandbox.id.as_str());
+        span.record("runtime.pod_ip", sandbox.ip.as_str());
+        let started = self.shared.runtime.start_container(&id).instrument(span.clone()).await;
+        let status = self.shared.runtime.container_status(&id).await.ok();
+        let rec = &mut self.containers[index];
+        rec.current = Some(Instance { id: id.clone(), status });
+        rec.waiting = None;
+        match started {
+            Ok(()) => {
+                rec.probes = probe_states(c, Instant::now());
+                self.event(EventType::Normal, "Started", &format!("Started container {name}"))
+                    .await;
+            }
+            Err(e) => {
+                record_error(&span, &e);
+                self.event(
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Error: failed to start container \"{name}\": {e}"),
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn stop_container(&mut self, index: usize, id: &str, grace: i64) {
+        let span = runtime_span!("runtime.stop_container", self);
+        span.record("runtime.container_name", self.containers[index].name.as_str());
+        span.record("runtime.container_id", id);
+        let timeout = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let result = self
+            .shared
+            .runtime
+            .stop_container(id, timeout)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = result {
+            record_error(&span, &e);
+        }
+        if let Ok(st) = self.shared.runtime.container_status(id).await
+            && let Some(inst) = self.containers[index].current.as_mut()
+            && inst.id == id
+        {
+            inst.status = Some(st);
+        }
+    }
+
+    /// Stop every running container (in parallel, each with `grace`) and remove the sandbox.
+    async fn kill_pod(&mut self, grace: i64, announce: bool) {
+        self.observe().await;
+        let running: Vec<(usize, String)> = self
+            .containers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let inst = r.current.as_ref()?;
+                matches!(inst.state(), Some(ContainerState::Running | ContainerState::Created))
+                    .then(|| (i, inst.id.clone()))
+            })
+            .collect();
+        if announce {
+            for (i, _) in &running {
+                let msg = format!("Stopping container {}", self.containers[*i].name);
+                self.event(EventType::Normal, "Killing", &msg).await;
+            }
+        }
+        let timeout = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let stops = running.iter().map(|(i, id)| {
+            let span = runtime_span!("runtime.stop_container", self);
+            span.record("runtime.container_name", self.containers[*i].name.as_str());
+            span.record("runtime.container_id", id.as_str());
+            let runtime = self.shared.runtime.clone();
+            let id = id.clone();
+            async move {
+                if let Err(e) = runtime.stop_container(&id, timeout).await {
+                    record_error(&Span::current(), &e);
+                }
+            }
+            .instrument(span)
+        });
+        futures::future::join_all(stops).await;
+        self.observe().await;
+    }
+
+    async fn remove_sandbox(&mut self) {
+        let Some(sb) = self.sandbox.take() else { return };
+        let span = runtime_span!("runtime.remove_pod_sandbox", self);
+        span.record("runtime.sandbox_id", sb.id.as_str());
+        span.record("runtime.pod_ip", sb.ip.as_str());
+        let runtime = self.shared.runtime.clone();
+        let result = async {
+            runtime.stop_pod_sandbox(&sb.id).await?;
+            runtime.remove_pod_sandbox(&sb.id).await
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(e) = result {
+            record_error(&span, &e);
+        }
+    }
+
+    /// Also remove sandboxes of this pod the worker does not know (left by an earlier kubelet).
+    async fn remove_leftovers(&self) {
+        let mut filter = BTreeMap::new();
+        filter.insert(LABEL_POD_UID.to_string(), self.uid.clone());
+        if let Ok(sandboxes) = self.shared.runtime.list_pod_sandboxes(&filter).await {
+            for sb in sandboxes {
+                let _ = self.shared.runtime.stop_pod_sandbox(&sb.id).await;
+                let _ = self.shared.runtime.remove_pod_sandbox(&sb.id).await;
+            }
+        }
+    }
+
+    fn grace_of(pod: &Value) -> i64 {
+        pod.pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .or_else(|| {
+                pod.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30)
+            .max(0)
+    }
+
+    /// Graceful termination of a pod with a `deletionTimestamp`.
+    async fn terminate(&mut self, pod: &Arc<Value>) {
+        let phase_before = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let span = info_span!(
+            "kubelet.sync_pod",
+            "kulisse.stage" = "kubelet",
+            "k8s.kind" = "Pod",
+            "k8s.namespace" = %self.namespace,
+            "k8s.name" = %self.name,
+            "k8s.pod.uid" = %self.uid,
+            "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
+            "kubelet.node" = %self.shared.options.node_name,
+            "kubelet.phase.before" = %phase_before,
+            "kubelet.phase.after" = Empty,
+            "kulisse.outcome" = "terminate",
+            "otel.status_code" = Empty,
+            "otel.status_description" = Empty,
+        );
+        if let Some(tp) = crate::controllers::runtime::traceparent_of(pod) {
+            kulisse_traces::propagation::continue_from(&span, &tp);
+        }
+        let grace = Self::grace_of(pod);
+        async {
+            self.ensure_records(&spec_containers(pod));
+            self.kill_pod(grace, true).await;
+            // Every container is terminated now: the pod has reached its end.
+            let all_ok = self.containers.iter().all(|r| {
+                r.current
+                    .as_ref()
+                    .and_then(|i| i.status.as_ref())
+                    .is_none_or(|s| s.exit_code == Some(0))
+            });
+            self.terminal = Some(if all_ok { "Succeeded" } else { "Failed" });
+            let status = super::status::build(self, pod);
+            Span::current().record(
+                "kubelet.phase.after",
+                status.get("phase").and_then(Value::as_str).unwrap_or(""),
+            );
+            self.write_status(pod, status).await;
+            self.remove_sandbox().await;
+            self.remove_leftovers().await;
+            let info = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
+            let options = json!({
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "gracePeriodSeconds": 0,
+                "preconditions": {"uid": self.uid},
+            });
+            match self
+                .shared
+                .client
+                .delete_with_options(info, Some(&self.namespace), &self.name, &options)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if matches!(e.code(), Some(404 | 409)) => {}
+                Err(e) => {
+                    record_error(&Span::current(), &e);
+                    tracing::warn!(pod = %self.pod_ref(), "deleting the terminated pod failed: {e}");
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// The pod vanished from the API server: stop and remove what is left in the runtime.
+    async fn cleanup(&mut self, last: &Arc<Value>) {
+        if self.sandbox.is_none() && self.containers.iter().all(|r| r.current.is_none()) {
+            self.remove_leftovers().await;
+            return;
+        }
+        let phase_before = last.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        let span = info_span!(
+            "kubelet.sync_pod",
+            "kulisse.stage" = "kubelet",
+            "k8s.kind" = "Pod",
+            "k8s.namespace" = %self.namespace,
+            "k8s.name" = %self.name,
+            "k8s.pod.uid" = %self.uid,
+            "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
+            "kubelet.node" = %self.shared.options.node_name,
+            "kubelet.phase.before" = phase_before,
+            "kubelet.phase.after" = "Deleted",
+            "kulisse.outcome" = "clean up a deleted pod",
+            "otel.status_code" = Empty,
+            "otel.status_description" = Empty,
+        );
+        let grace = Self::grace_of(last);
+        async {
+            self.kill_pod(grace, true).await;
+            self.remove_sandbox().await;
+            self.remove_leftovers().await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// `PUT .../pods/{name}/status`, only when something changed; re-read on a conflict.
+    async fn write_status(&mut self, pod: &Value, status: Value) {
+        if self.base_status(pod) == Some(&status) {
+            return;
+        }
+        let phase = status.get("phase").and_then(Value::as_str).unwrap_or("");
+        let span = info_span!(
+            "kubelet.status_update",
+            "kulisse.stage" = "kubelet",
+            "k8s.kind" = "Pod",
+            "k8s.namespace" = %self.namespace,
+            "k8s.name" = %self.name,
+            "k8s.pod.phase" = phase,
+            "kubelet.attempts" = Empty,
+            "otel.status_code" = Empty,
+            "otel.status_description" = Empty,
+        );
+        let info = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
+        let result = async {
+            let mut obj = pod.clone();
+            for attempt in 1..=4u32 {
+                obj["status"] = status.clone();
+                Span::current().record("kubelet.attempts", attempt);
+                match self
+                    .shared
+                    .client
+                    .replace(info, Some(&self.namespace), &self.name, Some("status"), &obj)
+                    .await
+                {
+                    Ok(written) => {
+                        return Ok(objects::resource_version(&written).and_then(|v| v.parse::<u64>().ok()));
+                    }
+                    Err(e) if e.code() == Some(404) => return Ok(None),
+                    Err(e) if e.code() == Some(409) && attempt < 4 => {
+                        match self.shared.client.get(info, Some(&self.namespace), &self.name).await {
+                            Ok(fresh) if objects::uid(&fresh) == Some(self.uid.as_str()) => obj = fresh,
+                            Ok(_) => return Ok(None), // a new pod with the same name
+                            Err(e) if e.code() == Some(404) => return Ok(None),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(None)
+        }
+        .instrument(span.clone())
+        .await;
+        match result {
+            Ok(Some(rv)) => self.last_written = Some((rv, status)),
+            Ok(None) => {}
+            Err(e) => {
+                record_error(&span, &e);
+                tracing::debug!(pod = %self.pod_ref(), "status update failed: {e}");
+            }
+        }
+    }
+}
+
+fn probe_states(c: &Value, started: Instant) -> Vec<ProbeState> {
+    [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness]
+        .into_iter()
+        .filter_map(|kind| probes::parse(c, kind).map(|cfg| ProbeState::new(cfg, kind, started)))
+        .collect()
+}
+
+fn describe_step(s: &Step, containers: &[ContainerRec]) -> String {
+    let name = |i: &usize| containers.get(*i).map(|c| c.name.as_str()).unwrap_or("?");
+    match s {
+        Step::RunSandbox => "run the pod sandbox".into(),
+        Step::Start { index, restart: false } => format!("start container {}", name(index)),
+        Step::Start { index, restart: true } => format!("restart container {}", name(index)),
+        Step::Kill { index, .. } => format!("kill container {}", name(index)),
+        Step::WaitCrash { index, delay } => {
+            format!(
+                "back off {} before restarting {}",
+                super::go_duration(*delay),
+                name(index)
+            )
+        }
+        Step::WaitPull { index } => format!("back off pulling the image of {}", name(index)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(cpu_millis(Some(&json!("100m"))), Some(100));
+        assert_eq!(cpu_millis(Some(&json!("0.5"))), Some(500));
+        assert_eq!(cpu_millis(Some(&json!(2))), Some(2000));
+        assert_eq!(memory_bytes(Some(&json!("128Mi"))), Some(128 * 1024 * 1024));
+        assert_eq!(memory_bytes(Some(&json!("1G"))), Some(1_000_000_000));
+        assert_eq!(memory_bytes(Some(&json!("oops"))), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! # The kubelet's HTTP server (mirrors the kubelet API on port 10250)
+//!
+//! Some things only the node knows, above all a container's output. A real kubelet serves
+//! them on its own HTTPS port (10250); `kubectl logs` asks the API server, which proxies
+//! the request to the kubelet of the pod's node, found through the Node's
+//! `status.daemonEndpoints.kubeletEndpoint.Port`.
+//!
+//! kulisse's kubelet serves, on loopback only:
+//!
+//! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&timestamps=&previous=`:
+//!   the container's log as `text/plain`, streamed while `follow=true`. It demands the
+//!   cluster's bearer token, like the API server.
+//! - `GET /healthz`: `ok` (no token needed, like the kubelet's healthz port).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::Shared;
+use crate::objects;
+use crate::runtime::{ContainerState, LABEL_CONTAINER_NAME, LABEL_POD_UID, LogOptions};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let mut body = message.into();
+    body.push('\n');
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+}
+
+/// Serve until `shutdown` turns true.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let shared = shared.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
+
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    if token.is_empty() {
+        return false;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn flag(params: &BTreeMap<String, String>, key: &str) -> bool {
+    params.get(key).is_some_and(|v| v == "true" || v == "1")
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        return text(StatusCode::OK, "ok");
+    }
+    if req.method() != http::Method::GET {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not supported here", req.method()),
+        );
+    }
+    let Some(rest) = path.strip_prefix("/containerLogs/") else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{path} not found; the kubelet serves /containerLogs/{{namespace}}/{{pod}}/{{container}}"),
+        );
+    };
+    if !authorized(&req, &shared.options.token) {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: the kubelet expects the cluster's token as `Authorization: Bearer <token>`",
+        );
+    }
+    // Object and container names are DNS labels: no escaping to undo.
+    let parts: Vec<String> = rest.split('/').map(str::to_string).collect();
+    let [ns, pod_name, container] = parts.as_slice() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("expected /containerLogs/{{namespace}}/{{pod}}/{{container}}, got {path}"),
+        );
+    };
+    let params: BTreeMap<String, String> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let tail_lines = match params.get("tailLines") {
+        None => None,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n as usize),
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("tailLines must be a non-negative integer, got {v:?}"),
+                );
+            }
+        },
+    };
+    let options = LogOptions {
+        tail_lines,
+        follow: flag(&params, "follow"),
+        timestamps: flag(&params, "timestamps"),
+        previous: flag(&params, "previous"),
+    };
+
+    let Some(pod) = shared.pods.get(&format!("{ns}/{pod_name}")) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "pod \"{pod_name}\" in namespace \"{ns}\" is not running on node {}",
+                shared.options.node_name
+            ),
+        );
+    };
+    let uid = objects::uid(&pod).unwrap_or("").to_string();
+    let mut filter = BTreeMap::new();
+    filter.insert(LABEL_POD_UID.to_string(), uid);
+    filter.insert(LABEL_CONTAINER_NAME.to_string(), container.clone());
+    let mut instances = match shared.runtime.list_containers(&filter).await {
+        Ok(list) => list,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    instances.sort_by(|a, b| b.attempt.cmp(&a.attempt).then(b.created_at.cmp(&a.created_at)));
+    let chosen = if options.previous {
+        match instances.get(1) {
+            Some(c) => c,
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("previous terminated container \"{container}\" in pod \"{pod_name}\" not found"),
+                );
+            }
+        }
+    } else {
+        match instances.first() {
+            Some(c) => c,
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("container \"{container}\" in pod \"{pod_name}\" is waiting to start: ContainerCreating"),
+                );
+            }
+        }
+    };
+    if chosen.state == ContainerState::Created {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("container \"{container}\" in pod \"{pod_name}\" is waiting to start: ContainerCreating"),
+        );
+    }
+    let stream = match shared.runtime.container_logs(&chosen.id, &options).await {
+        Ok(s) => s,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    // A runtime error in the middle of a stream ends it (the client sees a short log).
+    let frames = stream
+        .take_while(|chunk| futures::future::ready(chunk.is_ok()))
+        .filter_map(|chunk| async move { chunk.ok().map(|b| Ok::<_, Infallible>(Frame::data(Bytes::from(b)))) });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+}

@@ -1,0 +1,805 @@
+//! The kubelet on the mock runtime, against a real in-process API server: node
+//! registration and lease, pods from Pending to Running with a loopback pod IP,
+//! CrashLoopBackOff with growing delays, probes, image pull failures, graceful deletion and
+//! the log endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Empty};
+use kulisse_backends::runtime::mock::{MockOptions, MockRuntime};
+use kulisse_core::client::{Client, ListParams};
+use kulisse_core::kubelet::{Kubelet, KubeletOptions};
+use kulisse_core::objects;
+use kulisse_core::runtime::{ContainerRuntime, LABEL_POD_UID};
+use kulisse_tests::inproc::{ApiServerFixture, eventually};
+use serde_json::{Value, json};
+
+fn kind(api_version: &str, k: &str) -> &'static objects::ResourceInfo {
+    objects::by_gvk(api_version, k).expect("built-in kind")
+}
+
+struct Node {
+    fx: ApiServerFixture,
+    runtime: MockRuntime,
+    name: String,
+}
+
+/// An API server, a mock runtime and a kubelet with fast intervals for node `name`.
+async fn start(name: &str) -> Node {
+    let fx = ApiServerFixture::start().await;
+    let runtime = MockRuntime::new(MockOptions::default());
+    let mut options = KubeletOptions::fast(name);
+    options.token = fx.token.clone();
+    let kubelet = Kubelet::new(fx.client.clone(), Arc::new(runtime.clone()), options);
+    let shutdown = fx.shutdown_rx();
+    tokio::spawn(async move {
+        if let Err(e) = kubelet.run(shutdown).await {
+            panic!("the kubelet failed: {e:#}");
+        }
+    });
+    let client = fx.client.clone();
+    let node_name = name.to_string();
+    eventually(20, "the node to register", || {
+        let client = client.clone();
+        let node_name = node_name.clone();
+        async move { client.get(kind("v1", "Node"), None, &node_name).await.ok() }
+    })
+    .await;
+    Node {
+        fx,
+        runtime,
+        name: name.to_string(),
+    }
+}
+
+impl Node {
+    fn client(&self) -> &Client {
+        &self.fx.client
+    }
+
+    async fn create_pod(&self, name: &str, annotations: Value, containers: Value, restart_policy: &str) -> Value {
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations, "labels": {"app": name}},
+            "spec": {"nodeName": self.name, "restartPolicy": restart_policy, "containers": containers},
+        });
+        self.client()
+            .create(kind("v1", "Pod"), Some("default"), &pod)
+            .await
+            .expect("create pod")
+    }
+
+    /// Wait until `check` accepts the pod.
+    async fn pod_until(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let check = &check;
+        eventually(30, what, || async move {
+            let pod = self.client().get(kind("v1", "Pod"), Some("default"), name).await.ok()?;
+            check(&pod).then_some(pod)
+        })
+        .await
+    }
+
+    /// The events about pod `name` (reason, message, count).
+    async fn events(&self, name: &str) -> Vec<(String, String, i64, String)> {
+        let list = self
+            .client()
+            .list(kind("v1", "Event"), Some("default"), &ListParams::default())
+            .await
+            .expect("list events");
+        list["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.pointer("/involvedObject/name").and_then(Value::as_str) == Some(name))
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or("").to_string(),
+                    e["message"].as_str().unwrap_or("").to_string(),
+                    e["count"].as_i64().unwrap_or(0),
+                    e.pointer("/source/component")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn condition<'a>(pod: &'a Value, ty: &str) -> Option<&'a str> {
+    pod.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == ty)?
+        .get("status")?
+        .as_str()
+}
+
+fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    pod.pointer("/status/containerStatuses")?
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+fn httpd() -> Value {
+    json!([{"name": "httpd", "image": "nginx:1.27", "ports": [{"containerPort": 8080}]}])
+}
+
+/// GET `url` (a kubelet URL on loopback) with an optional bearer token.
+async fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut req = http::Request::get(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = client
+        .request(req.body(Empty::<bytes::Bytes>::new()).unwrap())
+        .await
+        .expect("kubelet answers");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_registers_ready_and_renews_its_lease() {
+    let node = start("node-3").await;
+    let n = eventually(20, "node Ready=True with a heartbeat", || async {
+        let n = node.client().get(kind("v1", "Node"), None, "node-3").await.ok()?;
+        (condition(&n, "Ready") == Some("True")).then_some(n)
+    })
+    .await;
+    assert_eq!(
+        n.pointer("/metadata/labels/kubernetes.io~1hostname"),
+        Some(&json!("node-3"))
+    );
+    assert_eq!(
+        n.pointer("/status/nodeInfo/kubeletVersion"),
+        Some(&json!("v1.33.0-kulisse"))
+    );
+    assert_eq!(
+        n.pointer("/status/nodeInfo/containerRuntimeVersion"),
+        Some(&json!("mock://0.1.0"))
+    );
+    assert_eq!(n.pointer("/status/capacity/pods"), Some(&json!("110")));
+    assert_eq!(n.pointer("/status/allocatable/cpu"), Some(&json!("4")));
+    assert_eq!(n.pointer("/spec/podCIDR"), Some(&json!("127.64.3.0/24")));
+    let addresses = n.pointer("/status/addresses").and_then(Value::as_array).unwrap();
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a["type"] == "InternalIP" && a["address"] == "127.0.0.1")
+    );
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a["type"] == "Hostname" && a["address"] == "node-3")
+    );
+    for ty in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
+        assert_eq!(condition(&n, ty), Some("False"), "{ty} in {n}");
+    }
+    let port = n
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .unwrap();
+    assert!(port > 0);
+    let (code, body) = get_text(&format!("http://127.0.0.1:{port}/healthz"), None).await;
+    assert_eq!((code, body.trim()), (200, "ok"));
+
+    let lease_info = kind("coordination.k8s.io/v1", "Lease");
+    let first = eventually(20, "the node lease", || async {
+        node.client()
+            .get(lease_info, Some("kube-node-lease"), "node-3")
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(first.pointer("/spec/holderIdentity"), Some(&json!("node-3")));
+    assert_eq!(first.pointer("/spec/leaseDurationSeconds"), Some(&json!(40)));
+    let renew = first
+        .pointer("/spec/renewTime")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    // MicroTime: 2025-01-02T03:04:05.123456Z
+    let fraction = renew.split('.').nth(1).unwrap_or("");
+    assert!(
+        fraction.len() == 7 && fraction.ends_with('Z'),
+        "renewTime {renew} is not a MicroTime"
+    );
+    assert_eq!(
+        first.pointer("/metadata/ownerReferences/0/kind"),
+        Some(&json!("Node")),
+        "the lease is owned by its node: {first}"
+    );
+    eventually(20, "the lease to be renewed", || async {
+        let l = node
+            .client()
+            .get(lease_info, Some("kube-node-lease"), "node-3")
+            .await
+            .ok()?;
+        let now = l.pointer("/spec/renewTime")?.as_str()?.to_string();
+        (now > renew).then_some(())
+    })
+    .await;
+    let hb = |n: &Value| {
+        n.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .and_then(|c| c["lastHeartbeatTime"].as_str())
+            .map(str::to_string)
+    };
+    let first_hb = hb(&n).unwrap();
+    eventually(20, "a newer node heartbeat", || async {
+        let n = node.client().get(kind("v1", "Node"), None, "node-3").await.ok()?;
+        (hb(&n)? > first_hb).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_runs_with_a_loopback_ip_and_its_logs_are_served() {
+    let node = start("node-7").await;
+    node.create_pod("web", json!({}), httpd(), "Always").await;
+    let pod = node
+        .pod_until("web", "pod web Running and Ready", |p| {
+            p.pointer("/status/phase") == Some(&json!("Running")) && condition(p, "Ready") == Some("True")
+        })
+        .await;
+    let ip: std::net::Ipv4Addr = pod
+        .pointer("/status/podIP")
+        .and_then(Value::as_str)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ip.is_loopback(), "pod IP {ip} is inside 127.0.0.0/8");
+    assert_eq!(
+        &ip.octets()[..3],
+        &[127, 64, 7],
+        "pod IP {ip} comes from node-7's range 127.64.7.0/24"
+    );
+    assert_eq!(pod.pointer("/status/podIPs/0/ip"), pod.pointer("/status/podIP"));
+    assert_eq!(pod.pointer("/status/hostIP"), Some(&json!("127.0.0.1")));
+    assert!(pod.pointer("/status/startTime").is_some());
+    for ty in ["Initialized", "ContainersReady", "PodReadyToStartContainers"] {
+        assert_eq!(condition(&pod, ty), Some("True"), "{ty}: {pod}");
+    }
+    let cs = container_status(&pod, "httpd").unwrap();
+    assert!(cs["containerID"].as_str().unwrap().starts_with("mock://"), "{cs}");
+    assert!(
+        cs["imageID"]
+            .as_str()
+            .unwrap()
+            .starts_with("docker.io/library/nginx@sha256:"),
+        "{cs}"
+    );
+    assert_eq!((cs["ready"].clone(), cs["started"].clone()), (json!(true), json!(true)));
+    assert_eq!(cs["restartCount"], 0);
+    assert!(cs.pointer("/state/running/startedAt").is_some(), "{cs}");
+
+    // A settled pod is left alone: the status is written only when it changes (the kubelet
+    // relists every 50 ms here, so 20 syncs pass in this second).
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let later = node
+        .client()
+        .get(kind("v1", "Pod"), Some("default"), "web")
+        .await
+        .unwrap();
+    assert_eq!(
+        later.pointer("/metadata/resourceVersion"),
+        pod.pointer("/metadata/resourceVersion"),
+        "no status write without a change: {later}"
+    );
+
+    let events = node.events("web").await;
+    for reason in ["Pulling", "Pulled", "Created", "Started"] {
+        assert!(
+            events.iter().any(|(r, _, _, c)| r == reason && c == "kubelet"),
+            "a {reason} event from the kubelet: {events:?}"
+        );
+    }
+    assert!(
+        events.iter().any(|(_, m, _, _)| m == "Pulling image \"nginx:1.27\""),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|(_, m, _, _)| m == "Started container httpd"),
+        "{events:?}"
+    );
+
+    // The kubelet's log endpoint.
+    let n = node.client().get(kind("v1", "Node"), None, "node-7").await.unwrap();
+    let port = n
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}/containerLogs/default/web/httpd");
+    let (code, body) = get_text(&base, Some(&node.fx.token)).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("[mock] httpd starting on port 8080"), "{body}");
+    let (code, body) = get_text(&format!("{base}?tailLines=1"), Some(&node.fx.token)).await;
+    assert_eq!((code, body.lines().count()), (200, 1), "{body}");
+    let (code, body) = get_text(&format!("{base}?timestamps=true"), Some(&node.fx.token)).await;
+    assert!(
+        code == 200 && body.lines().all(|l| l.starts_with("20") && l.contains("Z [mock]")),
+        "{body}"
+    );
+    let (code, _) = get_text(&base, None).await;
+    assert_eq!(code, 401, "the log endpoint demands the token");
+    let (code, _) = get_text(&base, Some("wrong")).await;
+    assert_eq!(code, 401);
+    let (code, body) = get_text(&format!("{base}?previous=true"), Some(&node.fx.token)).await;
+    assert_eq!(code, 400, "no previous container yet: {body}");
+    let (code, _) = get_text(
+        &format!("http://127.0.0.1:{port}/containerLogs/default/missing/httpd"),
+        Some(&node.fx.token),
+    )
+    .await;
+    assert_eq!(code, 404);
+
+    // `kubectl logs` goes through the API server, which proxies to this endpoint.
+    let resp = node
+        .client()
+        .request(
+            http::Method::GET,
+            "/api/v1/namespaces/default/pods/web/log?container=httpd",
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&resp.body);
+    assert_eq!(resp.status.as_u16(), 200, "{text}");
+    assert!(text.contains("[mock] httpd starting on port 8080"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_container_backs_off_longer_each_time() {
+    let node = start("node-1").await;
+    node.create_pod(
+        "crash",
+        json!({"mock.kulisse.dev/exit-after.app": "150ms", "mock.kulisse.dev/exit-code.app": "1"}),
+        json!([{"name": "app", "image": "busybox:1.36"}]),
+        "Always",
+    )
+    .await;
+    // Record every CrashLoopBackOff delay the pod status shows, in order.
+    let mut delays: Vec<String> = Vec::new();
+    let mut last_pod = Value::Null;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(pod) = node.client().get(kind("v1", "Pod"), Some("default"), "crash").await {
+            if let Some(cs) = container_status(&pod, "app")
+                && cs.pointer("/state/waiting/reason") == Some(&json!("CrashLoopBackOff"))
+            {
+                let msg = cs
+                    .pointer("/state/waiting/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+                assert!(
+                    msg.starts_with("back-off ")
+                        && msg.ends_with(&format!("restarting failed container=app pod=crash_default({uid})")),
+                    "{msg}"
+                );
+                let delay = msg.split_whitespace().nth(1).unwrap_or("").to_string();
+                if delays.last() != Some(&delay) {
+                    delays.push(delay);
+                }
+            }
+            let restarts = container_status(&pod, "app")
+                .and_then(|c| c["restartCount"].as_u64())
+                .unwrap_or(0);
+            last_pod = pod;
+            if restarts >= 4 && delays.len() >= 2 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let cs = container_status(&last_pod, "app").cloned().unwrap_or(Value::Null);
+    assert!(
+        cs["restartCount"].as_u64().unwrap_or(0) >= 4,
+        "restartCount grows: {cs}"
+    );
+    assert!(delays.len() >= 2, "at least two back-off delays seen: {delays:?}");
+    let parse = |d: &str| -> f64 {
+        if let Some(ms) = d.strip_suffix("ms") {
+            ms.parse::<f64>().unwrap() / 1000.0
+        } else {
+            d.trim_end_matches('s').parse::<f64>().unwrap()
+        }
+    };
+    let secs: Vec<f64> = delays.iter().map(|d| parse(d)).collect();
+    assert!(secs.windows(2).all(|w| w[0] < w[1]), "the delays grow: {delays:?}");
+    assert_eq!(
+        last_pod.pointer("/status/phase"),
+        Some(&json!("Running")),
+        "restartPolicy Always keeps it Running"
+    );
+    assert_eq!(cs.pointer("/lastState/terminated/exitCode"), Some(&json!(1)), "{cs}");
+    assert_eq!(
+        cs.pointer("/lastState/terminated/reason"),
+        Some(&json!("Error")),
+        "{cs}"
+    );
+
+    let events = node.events("crash").await;
+    let backoff = events
+        .iter()
+        .find(|(r, _, _, _)| r == "BackOff")
+        .unwrap_or_else(|| panic!("a BackOff event: {events:?}"));
+    assert!(
+        backoff
+            .1
+            .starts_with("Back-off restarting failed container app in pod crash_default("),
+        "{backoff:?}"
+    );
+    assert!(
+        backoff.2 >= 2,
+        "the BackOff event repeats (count {}): {backoff:?}",
+        backoff.2
+    );
+    let started = events
+        .iter()
+        .filter(|(r, _, _, _)| r == "Started")
+        .map(|e| e.2)
+        .sum::<i64>();
+    assert!(started >= 3, "Started recorded for each restart: {events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_exits_zero_with_on_failure_makes_the_pod_succeed() {
+    let node = start("node-2").await;
+    node.create_pod(
+        "job",
+        json!({"mock.kulisse.dev/exit-after.task": "100ms"}),
+        json!([{"name": "task", "image": "busybox:1.36"}]),
+        "OnFailure",
+    )
+    .await;
+    let pod = node
+        .pod_until("job", "pod job Succeeded", |p| {
+            p.pointer("/status/phase") == Some(&json!("Succeeded"))
+        })
+        .await;
+    let cs = container_status(&pod, "task").unwrap();
+    assert_eq!(cs.pointer("/state/terminated/exitCode"), Some(&json!(0)), "{cs}");
+    assert_eq!(
+        cs.pointer("/state/terminated/reason"),
+        Some(&json!("Completed")),
+        "{cs}"
+    );
+    assert_eq!(cs["restartCount"], 0);
+    assert_eq!(condition(&pod, "Ready"), Some("False"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_readiness_probe_keeps_the_pod_unready() {
+    let node = start("node-4").await;
+    let containers = json!([{
+        "name": "httpd", "image": "nginx:1.27", "ports": [{"containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1},
+    }]);
+    node.create_pod(
+        "unready",
+        json!({"mock.kulisse.dev/readiness.httpd": "fail"}),
+        containers,
+        "Always",
+    )
+    .await;
+    eventually(30, "an Unhealthy readiness event", || async {
+        let events = node.events("unready").await;
+        events
+            .iter()
+            .any(|(r, m, _, _)| r == "Unhealthy" && m.starts_with("Readiness probe failed: HTTP probe failed"))
+            .then_some(())
+    })
+    .await;
+    let pod = node
+        .client()
+        .get(kind("v1", "Pod"), Some("default"), "unready")
+        .await
+        .unwrap();
+    assert_eq!(pod.pointer("/status/phase"), Some(&json!("Running")));
+    assert_eq!(condition(&pod, "Ready"), Some("False"), "{pod}");
+    assert_eq!(condition(&pod, "ContainersReady"), Some("False"));
+    let cs = container_status(&pod, "httpd").unwrap();
+    assert_eq!(
+        (cs["ready"].clone(), cs["started"].clone()),
+        (json!(false), json!(true)),
+        "{cs}"
+    );
+    assert!(cs.pointer("/state/running").is_some());
+    assert_eq!(cs["restartCount"], 0, "readiness failures never restart a container");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_liveness_probe_kills_and_restarts_the_container() {
+    let node = start("node-5").await;
+    let containers = json!([{
+        "name": "app", "image": "busybox:1.36",
+        "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 1},
+    }]);
+    node.create_pod(
+        "sick",
+        json!({"mock.kulisse.dev/liveness.app": "fail"}),
+        containers,
+        "Always",
+    )
+    .await;
+    node.pod_until("sick", "the container restarted", |p| {
+        container_status(p, "app")
+            .and_then(|c| c["restartCount"].as_u64())
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    let events = node.events("sick").await;
+    assert!(
+        events
+            .iter()
+            .any(|(r, m, _, _)| r == "Unhealthy" && m.starts_with("Liveness probe failed")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(r, m, _, _)| r == "Killing" && m == "Container app failed liveness probe, will be restarted"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_shows_err_image_pull_then_image_pull_backoff() {
+    let node = start("node-6").await;
+    node.create_pod(
+        "nopull",
+        json!({}),
+        json!([{"name": "app", "image": "example.com/nonexistent:1.0"}]),
+        "Always",
+    )
+    .await;
+    let pod = node
+        .pod_until("nopull", "ImagePullBackOff", |p| {
+            container_status(p, "app").and_then(|c| c.pointer("/state/waiting/reason"))
+                == Some(&json!("ImagePullBackOff"))
+        })
+        .await;
+    let cs = container_status(&pod, "app").unwrap();
+    let msg = cs.pointer("/state/waiting/message").and_then(Value::as_str).unwrap();
+    assert!(
+        msg.starts_with("Back-off pulling image \"example.com/nonexistent:1.0\"") && msg.contains("not found"),
+        "{msg}"
+    );
+    assert_eq!(pod.pointer("/status/phase"), Some(&json!("Pending")));
+    let events = node.events("nopull").await;
+    assert!(
+        events
+            .iter()
+            .any(|(r, m, _, _)| r == "Failed" && m == "Error: ErrImagePull"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|(r, m, _, _)| r == "Failed"
+            && m.starts_with("Failed to pull image \"example.com/nonexistent:1.0\": ")
+            && m.contains("not found")),
+        "{events:?}"
+    );
+    // The status shows ErrImagePull again at the next failed attempt.
+    node.pod_until("nopull", "ErrImagePull", |p| {
+        container_status(p, "app").and_then(|c| c.pointer("/state/waiting/reason")) == Some(&json!("ErrImagePull"))
+    })
+    .await;
+
+    // imagePullPolicy: Never with a missing image.
+    node.create_pod(
+        "never",
+        json!({}),
+        json!([{"name": "app", "image": "busybox:9.9", "imagePullPolicy": "Never"}]),
+        "Always",
+    )
+    .await;
+    let pod = node
+        .pod_until("never", "ErrImageNeverPull", |p| {
+            container_status(p, "app").and_then(|c| c.pointer("/state/waiting/reason"))
+                == Some(&json!("ErrImageNeverPull"))
+        })
+        .await;
+    let cs = container_status(&pod, "app").unwrap();
+    assert_eq!(
+        cs.pointer("/state/waiting/message"),
+        Some(&json!(
+            "Container image \"busybox:9.9\" is not present with pull policy of Never"
+        ))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pod_is_stopped_removed_and_gone_for_good() {
+    let node = start("node-8").await;
+    let created = node.create_pod("doomed", json!({}), httpd(), "Always").await;
+    let uid = created
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    node.pod_until("doomed", "pod doomed Running", |p| {
+        p.pointer("/status/phase") == Some(&json!("Running"))
+    })
+    .await;
+    let mut filter = BTreeMap::new();
+    filter.insert(LABEL_POD_UID.to_string(), uid.clone());
+    assert_eq!(node.runtime.list_pod_sandboxes(&filter).await.unwrap().len(), 1);
+
+    let answer = node
+        .client()
+        .delete(kind("v1", "Pod"), Some("default"), "doomed", None)
+        .await
+        .expect("delete pod");
+    let graceful = answer.pointer("/metadata/deletionTimestamp").is_some();
+    eprintln!(
+        "DELETE answered {}",
+        if graceful {
+            "with a deletionTimestamp (graceful deletion: the kubelet finishes it)"
+        } else {
+            "with the object removed at once (no graceful deletion in the API server)"
+        }
+    );
+    eventually(30, "the pod to be gone from the API server", || async {
+        match node.client().get(kind("v1", "Pod"), Some("default"), "doomed").await {
+            Err(e) if e.code() == Some(404) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    eventually(
+        30,
+        "the sandbox and containers to be removed from the runtime",
+        || async {
+            let sandboxes = node.runtime.list_pod_sandboxes(&filter).await.ok()?;
+            let containers = node.runtime.list_containers(&filter).await.ok()?;
+            (sandboxes.is_empty() && containers.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let events = node.events("doomed").await;
+    assert!(
+        events
+            .iter()
+            .any(|(r, m, _, _)| r == "Killing" && m == "Stopping container httpd"),
+        "{events:?}"
+    );
+    // Gone for good: it does not come back.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let err = node
+        .client()
+        .get(kind("v1", "Pod"), Some("default"), "doomed")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(404));
+    assert_eq!(node.runtime.counts(), (0, 0));
+}
+
+/// Install kulisse's tracing once for this test binary (spans kept in the process's trace
+/// store). Returns false, and trace checks are skipped, when the environment points
+/// OpenTelemetry at an exporter: test spans must not be shipped anywhere.
+fn tracing_on() -> bool {
+    static GUARD: std::sync::OnceLock<Option<kulisse_traces::TracingGuard>> = std::sync::OnceLock::new();
+    GUARD
+        .get_or_init(|| {
+            let exporter_configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some());
+            if exporter_configured {
+                eprintln!("OTEL_EXPORTER_OTLP_* is set: not installing tracing, trace checks skipped");
+                return None;
+            }
+            kulisse_traces::init("kubelet-mock-test").ok()
+        })
+        .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_syncs_continue_the_pods_trace_with_one_span_per_runtime_call() {
+    if !tracing_on() {
+        return;
+    }
+    if kulisse_traces::propagation::trace_style() != kulisse_traces::propagation::TraceStyle::Tree {
+        eprintln!("KULISSE_TRACE_STYLE is not `tree`: the parent/child checks below assume it; skipped");
+        return;
+    }
+    let node = start("node-9").await;
+    // The API server records the trace of the create on the pod (`kulisse.dev/traceparent`);
+    // the kubelet's work on the pod must continue that trace.
+    let created = node.create_pod("traced", json!({}), httpd(), "Always").await;
+    let tp = created
+        .pointer("/metadata/annotations/kulisse.dev~1traceparent")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("the API server stamps the traceparent: {created}"))
+        .to_string();
+    let mut parts = tp.split('-');
+    let (trace_id, parent) = (parts.nth(1).unwrap().to_string(), parts.next().unwrap().to_string());
+    let (trace_id, parent) = (trace_id.as_str(), parent.as_str());
+    node.pod_until("traced", "pod traced Running", |p| {
+        p.pointer("/status/phase") == Some(&json!("Running"))
+    })
+    .await;
+    let wanted = [
+        "kubelet.sync_pod",
+        "runtime.run_pod_sandbox",
+        "runtime.pull_image",
+        "runtime.create_container",
+        "runtime.start_container",
+        "kubelet.status_update",
+    ];
+    let spans = eventually(20, "the kubelet's spans in the pod's trace", || async {
+        let spans = kulisse_traces::store::global().spans_of(trace_id);
+        wanted
+            .iter()
+            .all(|w| spans.iter().any(|s| s.name == *w))
+            .then_some(spans)
+    })
+    .await;
+    let sync = spans
+        .iter()
+        .find(|s| s.name == "kubelet.sync_pod" && s.parent_span_id.as_deref() == Some(parent))
+        .unwrap_or_else(|| panic!("a sync_pod span whose parent is the annotation's span: {spans:#?}"));
+    assert_eq!(sync.stage.as_deref(), Some("kubelet"));
+    assert_eq!(sync.attributes.get("kubelet.node").map(String::as_str), Some("node-9"));
+    assert_eq!(
+        sync.attributes.get("kubelet.pod").map(String::as_str),
+        Some("default/traced")
+    );
+    for s in spans.iter().filter(|s| s.name.starts_with("runtime.")) {
+        assert_eq!(s.stage.as_deref(), Some("runtime"), "{s:?}");
+        assert!(
+            kulisse_traces::catalogue::span_info(&s.name).is_some(),
+            "{} is catalogued",
+            s.name
+        );
+    }
+    let start = spans.iter().find(|s| s.name == "runtime.start_container").unwrap();
+    assert!(
+        start
+            .attributes
+            .get("runtime.container_id")
+            .is_some_and(|id| id.len() == 64),
+        "{start:?}"
+    );
+    let ip = start.attributes.get("runtime.pod_ip").cloned().unwrap_or_default();
+    assert!(ip.starts_with("127.64.9."), "{start:?}");
+    // A failed pull is an error span.
+    let created = node
+        .create_pod(
+            "traced-fail",
+            json!({}),
+            json!([{"name": "app", "image": "nonexistent/app:1"}]),
+            "Always",
+        )
+        .await;
+    let failing = created
+        .pointer("/metadata/annotations/kulisse.dev~1traceparent")
+        .and_then(Value::as_str)
+        .and_then(|tp| tp.split('-').nth(1))
+        .unwrap()
+        .to_string();
+    let failing = failing.as_str();
+    let pull = eventually(20, "an error runtime.pull_image span", || async {
+        kulisse_traces::store::global()
+            .spans_of(failing)
+            .into_iter()
+            .find(|s| s.name == "runtime.pull_image" && s.is_error())
+    })
+    .await;
+    assert!(pull.status_message.contains("not found"), "{pull:?}");
+    assert_eq!(
+        pull.attributes.get("runtime.image").map(String::as_str),
+        Some("nonexistent/app:1")
+    );
+}
