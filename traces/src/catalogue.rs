@@ -66,6 +66,12 @@ pub const SPANS: &[SpanInfo] = &[
                response; the child of the caller's span named in `traceparent`.",
     },
     SpanInfo {
+        name: "apiserver.bootstrap",
+        stage: "apiserver",
+        what: "Start-up housekeeping: creating the namespaces every cluster has. Background \
+               work, so only recorded with KULISSE_TRACE_BACKGROUND=1.",
+    },
+    SpanInfo {
         name: "apiserver.authenticate",
         stage: "apiserver",
         what: "Finding out who sent the request (authentication), as the kube-apiserver does \

@@ -86,7 +86,70 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &HeaderMap) -> boo
 /// The `traceparent` text of the current `tracing` span, e.g. to store it in the
 /// [`TRACEPARENT_ANNOTATION`]. `None` when there is no current span with a valid context.
 pub fn traceparent_of_current() -> Option<String> {
-    traceparent_of(&tracing::Span::current().context())
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_sampled() {
+        // Untraced (background) work leaves no trace context behind.
+        return None;
+    }
+    traceparent_of(&cx)
+}
+
+/// A context whose span is *not sampled*: spans started under it, and all their
+/// descendants, are recorded by no one.
+pub fn unsampled_context() -> Context {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let unsampled = SpanContext::new(
+        TraceId::from_bytes(rand_bytes::<16>()),
+        SpanId::from_bytes(rand_bytes::<8>()),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    );
+    Context::new().with_remote_span_context(unsampled)
+}
+
+/// Keep the spans created while the returned guard lives (and their descendants) out of
+/// the traces, unless `traced` is true. Create the root span of a piece of background work
+/// (a heartbeat, a resync, a request that belongs to no trace) inside it:
+///
+/// ```text
+/// let span = { let _g = untraced_unless(traced); info_span!("controller.reconcile") };
+/// ```
+///
+/// The sampling decision of a span is made when it starts, and children inherit it; that
+/// is why the unsampled parent must be in place *before* the span exists.
+pub fn untraced_unless(traced: bool) -> Option<opentelemetry::ContextGuard> {
+    (!traced).then(|| unsampled_context().attach())
+}
+
+/// Should work caused by a change carrying `traceparent` be traced? Yes if the change
+/// belongs to a trace, or if background tracing is switched on.
+pub fn should_trace(traceparent: Option<&str>) -> bool {
+    traceparent.is_some_and(is_well_formed_traceparent) || background_tracing_enabled()
+}
+
+/// Non-zero pseudo-random bytes for ids that are never exported (no rand dependency needed).
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = [1u8; N];
+    for chunk in out.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x6b75_6c69_7373_65);
+        let v = h.finish().to_le_bytes();
+        for (o, b) in chunk.iter_mut().zip(v) {
+            *o = b | 1;
+        }
+    }
+    out
+}
+
+/// Continue the trace in `traceparent` if there is one. Create `span` inside
+/// [`untraced_unless`]`(`[`should_trace`]`(traceparent))` so that work belonging to no trace
+/// stays out of the traces.
+pub fn continue_if_any(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(tp) = traceparent {
+        continue_from(span, tp);
+    }
 }
 
 /// The `traceparent` text of `cx`'s span; `None` when `cx` holds no valid span.
@@ -408,4 +471,11 @@ mod tests {
         assert!(!set_parent(&span, Context::new()));
         assert!(!set_parent_from_headers(&span, &HeaderMap::new()));
     }
+}
+
+/// Continue the trace in `traceparent`, if any. (Kept for callers that create their span
+/// before deciding; prefer [`untraced_unless`] + [`continue_if_any`], which also keeps
+/// work that belongs to no trace out of the traces.)
+pub fn continue_or_suppress(span: &tracing::Span, traceparent: Option<&str>) {
+    continue_if_any(span, traceparent);
 }

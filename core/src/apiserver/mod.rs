@@ -152,6 +152,15 @@ impl ApiServer {
     /// `kube-node-lease`) if they are missing. Kubernetes' "system namespaces controller"
     /// does this inside kube-apiserver.
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
+        // Start-up housekeeping belongs to no one's trace.
+        let span = {
+            let _untraced = kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::background_tracing_enabled());
+            info_span!("apiserver.bootstrap", "kulisse.stage" = "apiserver")
+        };
+        self.bootstrap_namespaces().instrument(span).await
+    }
+
+    async fn bootstrap_namespaces(&self) -> Result<(), ApiError> {
         let info = crate::objects::by_gvk("v1", "Namespace").expect("Namespace is a built-in kind");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             if self.storage.get(info, None, ns).await?.is_none() {
@@ -219,10 +228,19 @@ impl ApiServer {
     pub async fn handle(&self, req: Request<Incoming>, stop: tokio::sync::watch::Receiver<bool>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
-        // Requests for the traces themselves are not traced (see `traces`).
-        let span = if traces::is_trace_path(&path) {
-            tracing::Span::none()
-        } else {
+        // Which requests are traced: those that carry a `traceparent` (they are part of a
+        // trace, e.g. a `kulisse apply`), and writes from clients outside kulisse (kubectl
+        // without tracing starts a trace here). Heartbeats, status polls and the traffic of
+        // the trace endpoints themselves are background work: not traced unless
+        // KULISSE_TRACE_BACKGROUND=1.
+        let trace_path = traces::is_trace_path(&path);
+        let remote = kulisse_traces::propagation::extract(&parts.headers);
+        let continued = !trace_path && opentelemetry::trace::TraceContextExt::span(&remote).span_context().is_valid();
+        let foreign_write = parts.method != Method::GET
+            && !parts.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).is_some_and(|ua| ua.starts_with("kulisse/"));
+        let traced = !trace_path && (continued || foreign_write || kulisse_traces::propagation::background_tracing_enabled());
+        let span = {
+            let _untraced = kulisse_traces::propagation::untraced_unless(traced);
             info_span!(
                 "apiserver.request",
                 "kulisse.stage" = "apiserver",
@@ -237,7 +255,9 @@ impl ApiServer {
                 "otel.status_code" = tracing::field::Empty,
             )
         };
-        kulisse_traces::propagation::set_parent_from_headers(&span, &parts.headers);
+        if continued {
+            kulisse_traces::propagation::set_parent(&span, remote);
+        }
         let response = async {
             match self.route(&parts.method, &parts.uri, &parts.headers, body, stop).await {
                 Ok(resp) => resp,

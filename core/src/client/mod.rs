@@ -141,6 +141,12 @@ impl Client {
         &self.server
     }
 
+    /// The bearer token this client presents (components pass it on to their own servers,
+    /// and send their spans to the control plane with it).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Send a request and read the whole answer. `path` includes the query string.
     pub async fn request(
         &self,

@@ -210,18 +210,22 @@ pub async fn run<R: Reconciler>(reconciler: Arc<R>, queue: Queue, workers: usize
 }
 
 async fn process<R: Reconciler>(reconciler: &R, queue: &Queue, key: String, cause: Cause) {
-    let span = info_span!(
-        "controller.reconcile",
-        "kulisse.stage" = "controller",
-        "controller.name" = reconciler.name(),
-        "controller.key" = %key,
-        "controller.reason" = %cause.reason,
-        "controller.action" = tracing::field::Empty,
-        "otel.status_code" = tracing::field::Empty,
-    );
-    if let Some(tp) = &cause.traceparent {
-        kulisse_traces::propagation::continue_from(&span, tp);
-    }
+    let span_traceparent = cause.traceparent.clone();
+    let span = {
+        let _untraced = kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::should_trace(
+            span_traceparent.as_deref(),
+        ));
+        info_span!(
+            "controller.reconcile",
+            "kulisse.stage" = "controller",
+            "controller.name" = reconciler.name(),
+            "controller.key" = %key,
+            "controller.reason" = %cause.reason,
+            "controller.action" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+        )
+    };
+    kulisse_traces::propagation::continue_if_any(&span, span_traceparent.as_deref());
     let result = reconciler.reconcile(&key, &cause.reason).instrument(span.clone()).await;
     match result {
         Ok(Action::AwaitChange) => {

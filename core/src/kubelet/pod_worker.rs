@@ -748,25 +748,30 @@ impl Worker {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let span = info_span!(
-                "kubelet.sync_pod",
-                "kulisse.stage" = "kubelet",
-                "k8s.kind" = "Pod",
-                "k8s.namespace" = %self.namespace,
-                "k8s.name" = %self.name,
-                "k8s.pod.uid" = %self.uid,
-                "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
-                "kubelet.node" = %self.shared.options.node_name,
-                "kubelet.phase.before" = %phase_before,
-                "kubelet.phase.after" = Empty,
-                "kulisse.outcome" = Empty,
-                "otel.status_code" = Empty,
-                "otel.status_description" = Empty,
-            );
-            if let Some(tp) = crate::controllers::runtime::traceparent_of(pod) {
-                // A child of the pod's last writer (or a linked root, in the links style).
-                kulisse_traces::propagation::continue_from(&span, &tp);
-            }
+            let span_traceparent = crate::controllers::runtime::traceparent_of(pod);
+            let span = {
+                let _untraced = kulisse_traces::propagation::untraced_unless(
+                    kulisse_traces::propagation::should_trace(span_traceparent.as_deref()),
+                );
+                info_span!(
+                    "kubelet.sync_pod",
+                    "kulisse.stage" = "kubelet",
+                    "k8s.kind" = "Pod",
+                    "k8s.namespace" = %self.namespace,
+                    "k8s.name" = %self.name,
+                    "k8s.pod.uid" = %self.uid,
+                    "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
+                    "kubelet.node" = %self.shared.options.node_name,
+                    "kubelet.phase.before" = %phase_before,
+                    "kubelet.phase.after" = Empty,
+                    "kulisse.outcome" = Empty,
+                    "otel.status_code" = Empty,
+                    "otel.status_description" = Empty,
+                )
+            };
+            // A child of the pod's last writer (or a linked root, in the links style);
+            // untraced when the pod belongs to no trace.
+            kulisse_traces::propagation::continue_if_any(&span, span_traceparent.as_deref());
             let summary: Vec<String> = steps.iter().map(|s| describe_step(s, &self.containers)).collect();
             let outcome = if summary.is_empty() {
                 "reported a status change".to_string()
@@ -1186,24 +1191,28 @@ impl Worker {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let span = info_span!(
-            "kubelet.sync_pod",
-            "kulisse.stage" = "kubelet",
-            "k8s.kind" = "Pod",
-            "k8s.namespace" = %self.namespace,
-            "k8s.name" = %self.name,
-            "k8s.pod.uid" = %self.uid,
-            "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
-            "kubelet.node" = %self.shared.options.node_name,
-            "kubelet.phase.before" = %phase_before,
-            "kubelet.phase.after" = Empty,
-            "kulisse.outcome" = "terminate",
-            "otel.status_code" = Empty,
-            "otel.status_description" = Empty,
-        );
-        if let Some(tp) = crate::controllers::runtime::traceparent_of(pod) {
-            kulisse_traces::propagation::continue_from(&span, &tp);
-        }
+        let span_traceparent = crate::controllers::runtime::traceparent_of(pod);
+        let span = {
+            let _untraced = kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::should_trace(
+                span_traceparent.as_deref(),
+            ));
+            info_span!(
+                "kubelet.sync_pod",
+                "kulisse.stage" = "kubelet",
+                "k8s.kind" = "Pod",
+                "k8s.namespace" = %self.namespace,
+                "k8s.name" = %self.name,
+                "k8s.pod.uid" = %self.uid,
+                "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
+                "kubelet.node" = %self.shared.options.node_name,
+                "kubelet.phase.before" = %phase_before,
+                "kubelet.phase.after" = Empty,
+                "kulisse.outcome" = "terminate",
+                "otel.status_code" = Empty,
+                "otel.status_description" = Empty,
+            )
+        };
+        kulisse_traces::propagation::continue_if_any(&span, span_traceparent.as_deref());
         let grace = Self::grace_of(pod);
         async {
             self.ensure_records(&spec_containers(pod));

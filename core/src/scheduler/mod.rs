@@ -450,27 +450,31 @@ impl Scheduler {
         }
         let ns = objects::namespace(&pod).unwrap_or("default").to_string();
         let name = objects::name(&pod).unwrap_or("").to_string();
-        let span = info_span!(
-            "scheduler.schedule_pod",
-            "kulisse.stage" = "scheduler",
-            "k8s.kind" = "Pod",
-            "k8s.namespace" = %ns,
-            "k8s.name" = %name,
-            "scheduler.pod" = %key,
-            "scheduler.name" = %self.options.scheduler_name,
-            "scheduler.attempt" = popped.attempts,
-            "scheduler.nodes.total" = tracing::field::Empty,
-            "scheduler.nodes.evaluated" = tracing::field::Empty,
-            "scheduler.nodes.feasible" = tracing::field::Empty,
-            "scheduler.node" = tracing::field::Empty,
-            "scheduler.result" = tracing::field::Empty,
-            "scheduler.message" = tracing::field::Empty,
-            "otel.status_code" = tracing::field::Empty,
-            "otel.status_description" = tracing::field::Empty,
-        );
-        if let Some(tp) = traceparent_of(&pod) {
-            kulisse_traces::propagation::continue_from(&span, &tp);
-        }
+        let span_traceparent = traceparent_of(&pod);
+        let span = {
+            let _untraced = kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::should_trace(
+                span_traceparent.as_deref(),
+            ));
+            info_span!(
+                "scheduler.schedule_pod",
+                "kulisse.stage" = "scheduler",
+                "k8s.kind" = "Pod",
+                "k8s.namespace" = %ns,
+                "k8s.name" = %name,
+                "scheduler.pod" = %key,
+                "scheduler.name" = %self.options.scheduler_name,
+                "scheduler.attempt" = popped.attempts,
+                "scheduler.nodes.total" = tracing::field::Empty,
+                "scheduler.nodes.evaluated" = tracing::field::Empty,
+                "scheduler.nodes.feasible" = tracing::field::Empty,
+                "scheduler.node" = tracing::field::Empty,
+                "scheduler.result" = tracing::field::Empty,
+                "scheduler.message" = tracing::field::Empty,
+                "otel.status_code" = tracing::field::Empty,
+                "otel.status_description" = tracing::field::Empty,
+            )
+        };
+        kulisse_traces::propagation::continue_if_any(&span, span_traceparent.as_deref());
         let priority = priority_of(&pod);
         let decision = match PodInfo::from_pod(&pod) {
             Ok(info) => self.decide(&key, &info, &span),
