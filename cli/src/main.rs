@@ -45,8 +45,18 @@ pub struct GlobalArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Start a throwaway cluster, apply an example app and show every step behind the scenes.
+    Demo(commands::demo::DemoArgs),
     /// Run the control plane (API server + store) in the foreground.
     Up(commands::up::UpArgs),
+    /// Run the controller manager (Deployment, ReplicaSet, Endpoints, garbage collector, node lifecycle).
+    ControllerManager(commands::components::ControllerManagerArgs),
+    /// Run the scheduler.
+    Scheduler(commands::components::SchedulerArgs),
+    /// Run the kubelet of one worker node.
+    Kubelet(commands::components::KubeletArgs),
+    /// Run kube-proxy for one node.
+    Proxy(commands::components::ProxyArgs),
     /// Apply manifests: create objects, or change them to match the files.
     Apply(commands::apply::ApplyArgs),
     /// List objects, or show one, in kubectl's columns.
@@ -63,6 +73,8 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     /// Follow a Deployment's rollout.
     Rollout(commands::rollout::RolloutArgs),
+    /// Draw a trace (default: the last apply) as a waterfall, or export it for Jaeger.
+    Trace(commands::trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,7 +93,12 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Demo(args) => commands::demo::run(&cli.global, args).await,
             Command::Up(args) => commands::up::run(args).await,
+            Command::ControllerManager(args) => commands::components::controller_manager(&cli.global, args).await,
+            Command::Scheduler(args) => commands::components::scheduler(&cli.global, args).await,
+            Command::Kubelet(args) => commands::components::kubelet(&cli.global, args).await,
+            Command::Proxy(args) => commands::components::proxy(&cli.global, args).await,
             Command::Apply(args) => commands::apply::run(&cli.global, args).await,
             Command::Get(args) => commands::get::run(&cli.global, args).await,
             Command::Describe(args) => commands::describe::run(&cli.global, args).await,
@@ -90,6 +107,7 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Scale(args) => commands::scale::run(&cli.global, args).await,
             Command::Logs(args) => commands::logs::run(&cli.global, args).await,
             Command::Rollout(args) => commands::rollout::run(&cli.global, args).await,
+            Command::Trace(args) => commands::trace::run(&cli.global, args).await,
         }
     })
 }

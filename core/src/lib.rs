@@ -22,6 +22,7 @@ pub mod events;
 pub mod kubelet;
 pub mod objects;
 pub mod printers;
+pub mod proxy;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;

@@ -44,7 +44,9 @@ fn is_ready(pod: &Value) -> bool {
 fn running_ready_pods(c: &Cluster, ns: &str, selector: &str) -> Vec<Value> {
     items(&json(c, &["get", "pods", "-n", ns, "-l", selector]))
         .into_iter()
-        .filter(|p| s(p, "/status/phase") == "Running" && is_ready(p) && p.pointer("/metadata/deletionTimestamp").is_none())
+        .filter(|p| {
+            s(p, "/status/phase") == "Running" && is_ready(p) && p.pointer("/metadata/deletionTimestamp").is_none()
+        })
         .collect()
 }
 
@@ -59,13 +61,18 @@ fn up(extra: &[&str]) -> (Cluster, tempfile::TempDir) {
 fn a_multi_document_app_runs_spread_over_three_nodes() {
     let (c, _dir) = up(&["--nodes", "3"]);
     let out = c.ok(&["apply", "-f", SHOP]);
-    assert!(out.contains("namespace/shop created") && out.contains("service/frontend created"), "{out}");
+    assert!(
+        out.contains("namespace/shop created") && out.contains("service/frontend created"),
+        "{out}"
+    );
 
     wait_for(60, "nodes Ready", || {
         let nodes = items(&json(&c, &["get", "nodes"]));
         (nodes.len() == 3
             && nodes.iter().all(|n| {
-                n.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
+                n.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
             }))
         .then_some(())
     });
@@ -73,13 +80,19 @@ fn a_multi_document_app_runs_spread_over_three_nodes() {
         let p = running_ready_pods(&c, "shop", "app=frontend");
         (p.len() == 3).then_some(p)
     });
-    wait_for(60, "2 backend pods Running and Ready", || (running_ready_pods(&c, "shop", "app=backend").len() == 2).then_some(()));
+    wait_for(60, "2 backend pods Running and Ready", || {
+        (running_ready_pods(&c, "shop", "app=backend").len() == 2).then_some(())
+    });
 
     // Spread: the scheduler's scores put three equal pods on three equal nodes.
     let mut nodes: Vec<&str> = frontend.iter().map(|p| s(p, "/spec/nodeName")).collect();
     nodes.sort();
     nodes.dedup();
-    assert_eq!(nodes.len(), 3, "frontend pods should be spread over the 3 nodes: {nodes:?}");
+    assert_eq!(
+        nodes.len(),
+        3,
+        "frontend pods should be spread over the 3 nodes: {nodes:?}"
+    );
     for p in &frontend {
         let ip: std::net::Ipv4Addr = s(p, "/status/podIP").parse().expect("pod IP");
         assert!(ip.is_loopback(), "mock pod IPs stay inside 127.0.0.0/8: {ip}");
@@ -104,16 +117,26 @@ fn a_multi_document_app_runs_spread_over_three_nodes() {
     // Services got loopback ClusterIPs and the NodePort a node port.
     let svc = json(&c, &["get", "svc", "frontend", "-n", "shop"]);
     assert!(s(&svc, "/spec/clusterIP").starts_with("127.1."), "{svc}");
-    let node_port = svc.pointer("/spec/ports/0/nodePort").and_then(Value::as_i64).unwrap_or(0);
+    let node_port = svc
+        .pointer("/spec/ports/0/nodePort")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     assert!((30000..=32767).contains(&node_port), "{svc}");
 
     // The table views a learner looks at.
     let wide = c.ok(&["get", "pods", "-n", "shop", "-o", "wide"]);
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(&header[..7], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"], "{wide}");
+    assert_eq!(
+        &header[..7],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
+        "{wide}"
+    );
     assert!(wide.contains("Running") && wide.contains("1/1"), "{wide}");
     let deploy = c.ok(&["get", "deploy", "-n", "shop"]);
-    assert!(deploy.lines().any(|l| l.starts_with("frontend") && l.contains("3/3")), "{deploy}");
+    assert!(
+        deploy.lines().any(|l| l.starts_with("frontend") && l.contains("3/3")),
+        "{deploy}"
+    );
 
     // kube-proxy's rule table has the service and the node port.
     let rules = wait_for(30, "proxy rules", || {
@@ -144,22 +167,39 @@ fn a_pod_that_fits_nowhere_stays_pending_with_an_event() {
 fn scale_rolling_update_delete_and_a_bare_pod() {
     let (c, dir) = up(&["--nodes", "3"]);
     c.ok(&["apply", "-f", SHOP]);
-    wait_for(60, "3 frontend pods", || (running_ready_pods(&c, "shop", "app=frontend").len() == 3).then_some(()));
+    wait_for(60, "3 frontend pods", || {
+        (running_ready_pods(&c, "shop", "app=frontend").len() == 3).then_some(())
+    });
 
-    assert_eq!(c.ok(&["scale", "deployment/frontend", "--replicas", "5", "-n", "shop"]).trim(), "deployment.apps/frontend scaled");
-    wait_for(60, "5 frontend pods", || (running_ready_pods(&c, "shop", "app=frontend").len() == 5).then_some(()));
+    assert_eq!(
+        c.ok(&["scale", "deployment/frontend", "--replicas", "5", "-n", "shop"])
+            .trim(),
+        "deployment.apps/frontend scaled"
+    );
+    wait_for(60, "5 frontend pods", || {
+        (running_ready_pods(&c, "shop", "app=frontend").len() == 5).then_some(())
+    });
     c.ok(&["scale", "deployment", "frontend", "--replicas", "2", "-n", "shop"]);
-    wait_for(60, "2 frontend pods", || (items(&json(&c, &["get", "pods", "-n", "shop", "-l", "app=frontend"])).len() == 2).then_some(()));
+    wait_for(60, "2 frontend pods", || {
+        (items(&json(&c, &["get", "pods", "-n", "shop", "-l", "app=frontend"])).len() == 2).then_some(())
+    });
 
     // Rolling update to a new image, with maxUnavailable 0: never fewer than 2 ready pods.
     let changed = std::fs::read_to_string(SHOP).unwrap().replace(
         "          command: [\"httpd\", \"-f\", \"-p\", \"8080\"]",
         "          command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-v\"]",
     );
-    let changed = changed.replacen("  replicas: 3\n", "  replicas: 2\n  strategy:\n    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}\n", 1);
+    let changed = changed.replacen(
+        "  replicas: 3\n",
+        "  replicas: 2\n  strategy:\n    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}\n",
+        1,
+    );
     let f = dir.path().join("shop-v2.yaml");
     std::fs::write(&f, changed).unwrap();
-    assert!(c.ok(&["apply", "-f", f.to_str().unwrap()]).contains("deployment.apps/frontend configured"));
+    assert!(
+        c.ok(&["apply", "-f", f.to_str().unwrap()])
+            .contains("deployment.apps/frontend configured")
+    );
     let watcher = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
             let mut min_ready = usize::MAX;
@@ -174,14 +214,33 @@ fn scale_rolling_update_delete_and_a_bare_pod() {
             }
             min_ready
         });
-        let out = c.ok(&["rollout", "status", "deployment/frontend", "-n", "shop", "--timeout", "90"]);
-        assert!(out.trim_end().ends_with("deployment \"frontend\" successfully rolled out"), "{out}");
+        let out = c.ok(&[
+            "rollout",
+            "status",
+            "deployment/frontend",
+            "-n",
+            "shop",
+            "--timeout",
+            "90",
+        ]);
+        assert!(
+            out.trim_end()
+                .ends_with("deployment \"frontend\" successfully rolled out"),
+            "{out}"
+        );
         sampler.join().unwrap()
     });
-    assert!(watcher >= 2, "maxUnavailable 0 was not respected: only {watcher} ready pods at one point");
+    assert!(
+        watcher >= 2,
+        "maxUnavailable 0 was not respected: only {watcher} ready pods at one point"
+    );
     let rs = items(&json(&c, &["get", "rs", "-n", "shop", "-l", "app=frontend"]));
     assert_eq!(rs.len(), 2, "old and new ReplicaSet");
-    assert!(rs.iter().any(|r| r.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0)), "old ReplicaSet scaled to 0");
+    assert!(
+        rs.iter()
+            .any(|r| r.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0)),
+        "old ReplicaSet scaled to 0"
+    );
 
     // Deleting the Deployment removes its ReplicaSets and pods.
     c.ok(&["delete", "deployment", "frontend", "-n", "shop"]);
@@ -196,7 +255,9 @@ fn scale_rolling_update_delete_and_a_bare_pod() {
     let f = dir.path().join("solo.yaml");
     std::fs::write(&f, bare).unwrap();
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
-    wait_for(30, "bare pod Running", || (s(&json(&c, &["get", "pod", "solo"]), "/status/phase") == "Running").then_some(()));
+    wait_for(30, "bare pod Running", || {
+        (s(&json(&c, &["get", "pod", "solo"]), "/status/phase") == "Running").then_some(())
+    });
     let logs = c.ok(&["logs", "solo"]);
     assert!(!logs.is_empty(), "the mock runtime writes some log lines");
 }
@@ -259,16 +320,27 @@ spec:
     // CrashLoopBackOff with growing delays between restarts.
     let pod = wait_for(90, "restartCount >= 3 and CrashLoopBackOff", || {
         let p = json(&c, &["get", "pod", "crasher"]);
-        let restarts = p.pointer("/status/containerStatuses/0/restartCount").and_then(Value::as_i64).unwrap_or(0);
+        let restarts = p
+            .pointer("/status/containerStatuses/0/restartCount")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         let table = c.ok(&["get", "pod", "crasher"]);
         (restarts >= 3 && table.contains("CrashLoopBackOff")).then_some(p)
     });
-    assert_eq!(pod.pointer("/status/containerStatuses/0/lastState/terminated/exitCode").and_then(Value::as_i64), Some(1), "{pod}");
-    let backoffs: Vec<String> = items(&json(&c, &["get", "events", "--field-selector", "involvedObject.name=crasher"]))
-        .iter()
-        .filter(|e| s(e, "/reason") == "BackOff")
-        .map(|e| s(e, "/message").to_string())
-        .collect();
+    assert_eq!(
+        pod.pointer("/status/containerStatuses/0/lastState/terminated/exitCode")
+            .and_then(Value::as_i64),
+        Some(1),
+        "{pod}"
+    );
+    let backoffs: Vec<String> = items(&json(
+        &c,
+        &["get", "events", "--field-selector", "involvedObject.name=crasher"],
+    ))
+    .iter()
+    .filter(|e| s(e, "/reason") == "BackOff")
+    .map(|e| s(e, "/message").to_string())
+    .collect();
     assert!(!backoffs.is_empty(), "BackOff events are recorded");
 
     // Readiness: both pods ready → in endpoints; make one fail its probe → it leaves them.
@@ -276,11 +348,16 @@ spec:
         let p = running_ready_pods(&c, "default", "app=flaky");
         (p.len() == 2).then_some(p)
     });
-    wait_for(30, "2 ready endpoints", || (ready_addresses(&c, "flaky").len() == 2).then_some(()));
+    wait_for(30, "2 ready endpoints", || {
+        (ready_addresses(&c, "flaky").len() == 2).then_some(())
+    });
     let victim = s(&pods[0], "/metadata/name").to_string();
     let victim_ip = s(&pods[0], "/status/podIP").to_string();
     let patch = r#"{"metadata":{"annotations":{"mock.kulisse.dev/readiness.c":"fail"}}}"#;
-    assert_eq!(c.ok(&["patch", "pod", &victim, "--type", "merge", "-p", patch]).trim(), format!("pod/{victim} patched"));
+    assert_eq!(
+        c.ok(&["patch", "pod", &victim, "--type", "merge", "-p", patch]).trim(),
+        format!("pod/{victim} patched")
+    );
     wait_for(60, "the unready pod leaves the endpoints", || {
         let ready = ready_addresses(&c, "flaky");
         (ready.len() == 1 && !ready.contains(&victim_ip)).then_some(())
@@ -293,7 +370,12 @@ fn ready_addresses(c: &Cluster, svc: &str) -> Vec<String> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .flat_map(|s| s.get("addresses").and_then(Value::as_array).cloned().unwrap_or_default())
+        .flat_map(|s| {
+            s.get("addresses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|a| s(&a, "/ip").to_string())
         .collect()
 }
@@ -332,7 +414,9 @@ fn separate_processes_and_node_failover() {
     });
     let on_b = pods.iter().filter(|p| s(p, "/spec/nodeName") == "worker-b").count();
     assert!(on_b > 0, "some pods run on worker-b");
-    wait_for(30, "proxy rules from the separate proxy", || c.ok(&["get", "proxyrules"]).contains("frontend").then_some(()));
+    wait_for(30, "proxy rules from the separate proxy", || {
+        c.ok(&["get", "proxyrules"]).contains("frontend").then_some(())
+    });
 
     // worker-b goes away (kill -9: no goodbye).
     let _ = worker_b.kill();
@@ -345,7 +429,12 @@ fn separate_processes_and_node_failover() {
             .then_some(())
     });
     let table = c.ok(&["get", "nodes"]);
-    assert!(table.lines().any(|l| l.starts_with("worker-b") && l.contains("NotReady")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("worker-b") && l.contains("NotReady")),
+        "{table}"
+    );
     wait_for(90, "all frontend pods back, on worker-a", || {
         let p = running_ready_pods(&c, "shop", "app=frontend");
         (p.len() == 3 && p.iter().all(|p| s(p, "/spec/nodeName") == "worker-a")).then_some(())

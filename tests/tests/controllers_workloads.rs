@@ -238,14 +238,18 @@ fn trace_id(traceparent: &str) -> Option<&str> {
 async fn deployment_creates_a_replicaset_and_pods_and_scales() {
     let fx = start().await;
     let c = &fx.client;
-    let d = c
-        .create(
+    // Created inside a span, as `kulisse apply` does, so the write belongs to a trace and
+    // every step after it continues that trace.
+    let d = tracing::Instrument::instrument(
+        c.create(
             deploy_info(),
             Some("default"),
             &deployment("web", 3, "busybox:1.36", json!({})),
-        )
-        .await
-        .expect("create deployment");
+        ),
+        tracing::info_span!("cli.apply", "kulisse.stage" = "cli"),
+    )
+    .await
+    .expect("create deployment");
 
     // One ReplicaSet named web-<hash>, with the hash in its labels, selector and template.
     let rs = eventually(20, "one ReplicaSet for Deployment web", || async {

@@ -348,7 +348,7 @@ pub mod attrs {
     /// `scheduler.*`: the node chosen.
     pub const SCHEDULER_NODE: &str = "scheduler.node";
     /// `scheduler.*`: how many nodes passed the filters.
-    pub const SCHEDULER_FEASIBLE_NODES: &str = "scheduler.feasible_nodes";
+    pub const SCHEDULER_FEASIBLE_NODES: &str = "scheduler.nodes.feasible";
     /// `scheduler.*`: the chosen node's score.
     pub const SCHEDULER_SCORE: &str = "scheduler.score";
     /// `kubelet.*`: the node the kubelet runs for.
@@ -362,7 +362,7 @@ pub mod attrs {
     /// `proxy.*`: the Service, `namespace/name`.
     pub const PROXY_SERVICE: &str = "proxy.service";
     /// `proxy.*`: a short description of how the rules changed, e.g. `+1 endpoint 127.1.0.3:8080`.
-    pub const PROXY_RULE_DIFF: &str = "proxy.rule_diff";
+    pub const PROXY_RULE_DIFF: &str = "proxy.diff";
     /// Generic: the outcome of a step, when not a `k8s.outcome`.
     pub const OUTCOME: &str = "kulisse.outcome";
 }
@@ -388,14 +388,6 @@ pub const NARRATIONS: &[Narration] = &[
     Narration {
         span: "cli.request",
         template: "sent {object} to the API server[: {k8s.outcome}]",
-    },
-    Narration {
-        span: "apiserver.authenticate",
-        template: "checked the bearer token: {auth.result}",
-    },
-    Narration {
-        span: "apiserver.validate",
-        template: "defaulted and validated {object}",
     },
     Narration {
         span: "apiserver.compare",
@@ -426,12 +418,12 @@ pub const NARRATIONS: &[Narration] = &[
         template: "deleted {object}",
     },
     Narration {
-        span: "scheduler.schedule",
-        template: "bound {scheduler.pod} to {scheduler.node}[ ({scheduler.feasible_nodes} nodes feasible)][, score {scheduler.score}]",
+        span: "scheduler.schedule_pod",
+        template: "scheduled {scheduler.pod}: {scheduler.result}[ on {scheduler.node}][ ({scheduler.nodes.feasible} of {scheduler.nodes.total} nodes feasible)][: {scheduler.message}]",
     },
     Narration {
-        span: "scheduler.bind",
-        template: "bound {scheduler.pod} to {scheduler.node}",
+        span: "scheduler.score",
+        template: "scored the feasible nodes: {scheduler.node} wins[ with {scheduler.score}]",
     },
     Narration {
         span: "kubelet.sync_pod",
@@ -446,8 +438,8 @@ pub const NARRATIONS: &[Narration] = &[
         template: "started container {runtime.container_id}",
     },
     Narration {
-        span: "proxy.sync",
-        template: "updated the rules of {proxy.service}: {proxy.rule_diff}",
+        span: "proxy.sync_rules",
+        template: "[{proxy.node}: ]rules of service {proxy.service}: {proxy.diff}",
     },
 ];
 

@@ -586,18 +586,21 @@ mod tests {
         assert_eq!(narrate(by_name("cli.apply")), None);
         assert_eq!(narrate(by_name("scheduler.schedule")), None);
 
-        let mut schedule = span(3, 1, None, "scheduler.schedule", 0, 1);
+        let mut schedule = span(3, 1, None, "scheduler.schedule_pod", 0, 1);
         schedule
             .attributes
             .insert("scheduler.pod".into(), "default/web-7d4b9-x2k4p".into());
+        schedule
+            .attributes
+            .insert("scheduler.result".into(), "scheduled".into());
         schedule.attributes.insert("scheduler.node".into(), "node-2".into());
         schedule
             .attributes
-            .insert("scheduler.feasible_nodes".into(), "3".into());
-        schedule.attributes.insert("scheduler.score".into(), "87".into());
+            .insert("scheduler.nodes.feasible".into(), "3".into());
+        schedule.attributes.insert("scheduler.nodes.total".into(), "3".into());
         assert_eq!(
             narrate(&schedule).as_deref(),
-            Some("scheduler  bound default/web-7d4b9-x2k4p to node-2 (3 nodes feasible), score 87")
+            Some("scheduler  scheduled default/web-7d4b9-x2k4p: scheduled on node-2 (3 of 3 nodes feasible)")
         );
     }
 

@@ -36,35 +36,103 @@ pub struct ApplyArgs {
     /// The field manager name recorded in metadata.managedFields.
     #[arg(long, default_value = "kulisse")]
     pub field_manager: String,
+    /// After the API server answered, narrate what the cluster does with the change, step by
+    /// step, until the pods run and the proxy rules are in place (or something fails).
+    #[arg(long)]
+    pub follow: bool,
+    /// How long --follow waits, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub follow_timeout: u64,
 }
 
 pub async fn run(global: &GlobalArgs, args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let tracing_guard = kulisse_traces::init("kulisse-cli")?;
     let manifests = read_all(&args.files)?;
     let client = client(global)?;
+    let tracing_guard = kulisse_traces::init_with(
+        kulisse_traces::InitOptions::new("kulisse-cli").control_plane(client.server(), client.token()),
+    )?;
     let dry_run = match args.dry_run.as_deref() {
         None | Some("none") => false,
         Some("server") => true,
         Some(other) => bail!("--dry-run must be \"server\" or \"none\", not {other:?}"),
     };
-
     // Check everything before sending anything: kinds, namespaces, validation.
-    let mut objects_to_send = Vec::new();
+    let mut objects = Vec::new();
     for m in &manifests {
-        let obj = prepare(global, &client, m)?;
-        objects_to_send.push(obj);
+        objects.push(prepare(global, &client, m)?);
     }
+    let result = apply_objects(
+        &client,
+        &manifests,
+        &objects,
+        &args.files.join(","),
+        &args.field_manager,
+        dry_run,
+    )
+    .await?;
+    // The CLI's spans go to the control plane now, so the whole trace can be read there.
+    tracing_guard.flush()?;
+    let mut code = if result.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if args.follow && !dry_run {
+        if let Some(trace_id) = &result.trace_id {
+            let timeout = std::time::Duration::from_secs(args.follow_timeout);
+            if let Err(e) = super::follow::follow(
+                &client,
+                super::follow::SpanSource::ControlPlane(&client),
+                trace_id,
+                &result.applied,
+                timeout,
+            )
+            .await
+            {
+                eprintln!("{}", crate::output::error_text(&e));
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    tracing_guard.shutdown()?;
+    Ok(code)
+}
 
+/// What an apply did.
+pub struct ApplyResult {
+    pub applied: Vec<super::follow::Applied>,
+    pub failed: usize,
+    /// The trace of this apply (the `cli.apply` span's trace id).
+    pub trace_id: Option<String>,
+}
+
+/// Send prepared objects as server-side applies inside one `cli.apply` root span, printing
+/// kubectl's line for each. Shared by `kulisse apply` and `kulisse demo`.
+pub async fn apply_objects(
+    client: &kulisse_core::client::Client,
+    manifests: &[Manifest],
+    objects: &[Value],
+    files: &str,
+    field_manager: &str,
+    dry_run: bool,
+) -> anyhow::Result<ApplyResult> {
     let root = info_span!(
         "cli.apply",
         "kulisse.stage" = "cli",
-        "cli.files" = %args.files.join(","),
-        "cli.objects" = objects_to_send.len(),
+        "cli.files" = %files,
+        "cli.objects" = objects.len(),
         "cli.dry_run" = dry_run,
     );
-    let mut failed = 0;
+    let trace_id = root
+        .in_scope(kulisse_traces::propagation::traceparent_of_current)
+        .and_then(|tp| tp.split('-').nth(1).map(str::to_string));
+    let mut result = ApplyResult {
+        applied: Vec::new(),
+        failed: 0,
+        trace_id,
+    };
     async {
-        for (m, obj) in manifests.iter().zip(&objects_to_send) {
+        for (m, obj) in manifests.iter().zip(objects) {
             let (info, ns, name) = client.target_of(obj)?;
             let span = info_span!(
                 "cli.request",
@@ -74,29 +142,32 @@ pub async fn run(global: &GlobalArgs, args: ApplyArgs) -> anyhow::Result<ExitCod
                 "k8s.name" = %name,
                 "cli.source" = %format!("{}#{}", m.source, m.document),
                 "k8s.outcome" = tracing::field::Empty,
+                "otel.status_code" = tracing::field::Empty,
             );
-            let result = client
-                .apply(obj, &args.field_manager, dry_run)
-                .instrument(span.clone())
-                .await;
+            let outcome = client.apply(obj, field_manager, dry_run).instrument(span.clone()).await;
             let suffix = if dry_run { " (server dry run)" } else { "" };
-            match result {
+            match outcome {
                 Ok((_, outcome)) => {
                     span.record("k8s.outcome", outcome.as_str());
                     println!("{} {outcome}{suffix}", object_ref(info, &name));
+                    result.applied.push(super::follow::Applied {
+                        kind: info.kind,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        outcome,
+                    });
                 }
                 Err(e) => {
-                    failed += 1;
+                    result.failed += 1;
                     span.record("k8s.outcome", "error");
-                    eprintln!(
-                        "{}",
-                        crate::output::error_text(&anyhow::Error::new(e).context(format!(
-                            "applying {} from {} (document {})",
-                            object_ref(info, &name),
-                            m.source,
-                            m.document
-                        )))
+                    span.record("otel.status_code", "ERROR");
+                    let context = format!(
+                        "applying {} from {} (document {})",
+                        object_ref(info, &name),
+                        m.source,
+                        m.document
                     );
+                    eprintln!("{}", crate::output::error_text(&anyhow::Error::new(e).context(context)));
                 }
             }
         }
@@ -104,18 +175,13 @@ pub async fn run(global: &GlobalArgs, args: ApplyArgs) -> anyhow::Result<ExitCod
     }
     .instrument(root)
     .await?;
-    tracing_guard.shutdown()?;
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(result)
 }
 
 /// Resolve the kind, settle the namespace, and validate on the client first (as kubectl's
 /// schema validation does), so that a bad document stops the whole apply before anything
 /// is written.
-fn prepare(global: &GlobalArgs, client: &kulisse_core::client::Client, m: &Manifest) -> anyhow::Result<Value> {
+pub fn prepare(global: &GlobalArgs, client: &kulisse_core::client::Client, m: &Manifest) -> anyhow::Result<Value> {
     let mut obj = m.object.clone();
     let where_ = format!("{} (document {}, line {})", m.source, m.document, m.line);
     let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");

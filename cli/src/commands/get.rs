@@ -51,6 +51,14 @@ pub enum Format {
 }
 
 pub async fn run(global: &GlobalArgs, args: GetArgs) -> anyhow::Result<ExitCode> {
+    if matches!(args.kind.as_str(), "proxyrules" | "proxyrule") {
+        let client = client(global)?;
+        print!(
+            "{}",
+            proxy_rules(&client, args.names.first().map(String::as_str)).await?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let info = resource(&args.kind)?;
     let client = client(global)?;
     let ns_name = namespace(global, &client);
@@ -203,4 +211,61 @@ async fn watch_rows(
         }
     }
     Ok(())
+}
+
+/// `kulisse get proxyrules [NODE]`: kube-proxy's forwarding rules, as each node's proxy
+/// publishes them (ConfigMaps `kube-system/kube-proxy-rules-<node>`). Real kube-proxy
+/// writes iptables, IPVS or nftables rules instead; `iptables-save` would show them there.
+pub async fn proxy_rules(client: &kulisse_core::client::Client, node: Option<&str>) -> anyhow::Result<String> {
+    let info = kulisse_core::objects::by_gvk("v1", "ConfigMap").expect("built-in kind");
+    let params = ListParams {
+        label_selector: Some("k8s-app=kube-proxy".into()),
+        ..Default::default()
+    };
+    let list = client.list(info, Some("kube-system"), &params).await?;
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(vec!["NODE", "SERVICE PORT", "FRONTEND", "BACKENDS"]);
+    let mut rows = 0;
+    for cm in list.get("items").and_then(Value::as_array).into_iter().flatten() {
+        let cm_node = cm
+            .pointer("/metadata/annotations/kulisse.dev~1node")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if node.is_some_and(|n| n != cm_node) {
+            continue;
+        }
+        let mut data: Vec<(String, String)> = cm
+            .get("data")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        data.sort();
+        for (key, rule) in data {
+            let (front, back) = rule.split_once(" -> ").unwrap_or((rule.as_str(), ""));
+            table.add_row(vec![
+                cm_node.to_string(),
+                key,
+                front.to_string(),
+                if back.is_empty() {
+                    "<none>".into()
+                } else {
+                    back.replace(',', ", ")
+                },
+            ]);
+            rows += 1;
+        }
+    }
+    if rows == 0 {
+        return Ok("No proxy rules found (is a kube-proxy running? `kulisse up` starts one per node)\n".into());
+    }
+    for col in table.column_iter_mut() {
+        col.set_padding((0, 3));
+    }
+    let text = table.to_string();
+    Ok(text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n")
 }

@@ -2,13 +2,17 @@
 //! `async fn run(global, args) -> anyhow::Result<ExitCode>`.
 
 pub mod apply;
+pub mod components;
 pub mod delete;
+pub mod demo;
 pub mod describe;
+pub mod follow;
 pub mod get;
 pub mod logs;
 pub mod patch;
 pub mod rollout;
 pub mod scale;
+pub mod trace;
 pub mod up;
 
 use anyhow::Context as _;

@@ -55,8 +55,14 @@ pub async fn run(global: &GlobalArgs, args: PatchArgs) -> anyhow::Result<ExitCod
     };
     let path = kulisse_core::client::path(info, Some(&ns), Some(&name), args.subresource.as_deref());
     let before = client.get(info, Some(&ns), &name).await?;
-    let (after, _) = client.json(Method::PATCH, &path, Some(content_type), Some(&patch)).await?;
+    let (after, _) = client
+        .json(Method::PATCH, &path, Some(content_type), Some(&patch))
+        .await?;
     let same = before.pointer("/metadata/resourceVersion") == after.pointer("/metadata/resourceVersion");
-    println!("{}/{name} {}", kind_ref(info), if same { "patched (no change)" } else { "patched" });
+    println!(
+        "{}/{name} {}",
+        kind_ref(info),
+        if same { "patched (no change)" } else { "patched" }
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -15,8 +15,12 @@ use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use kulisse_backends::store::{embedded::EmbeddedStore, etcd::EtcdStore};
 use kulisse_core::apiserver::{self, ApiServer};
+use kulisse_core::client::Client;
 use kulisse_core::client::kubeconfig::{self, Kubeconfig};
 use kulisse_core::store::Store;
+use std::time::Duration;
+
+use super::components::{RuntimeKind, TraceStyleArg, parse_duration};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -38,6 +42,40 @@ pub struct UpArgs {
         value_name = "URL,..."
     )]
     pub etcd_endpoints: Vec<String>,
+    /// How many worker nodes (kubelet + kube-proxy each) to run in this process, named
+    /// node-1, node-2, ... `--nodes 0` runs none (start `kulisse kubelet` separately).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub nodes: u32,
+    /// The container runtime of the in-process nodes.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Mock)]
+    pub runtime: RuntimeKind,
+    /// Which control-plane components run in this process. Leave one out to run it as its own
+    /// process (`kulisse controller-manager`, `kulisse scheduler`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "apiserver,controller-manager,scheduler"
+    )]
+    pub components: Vec<Component>,
+    /// Teaching profile: nodes renew their Lease every second, a silent node is NotReady
+    /// after 4 s and its pods are evicted 2 s later (upstream: 10 s, 40 s, 300 s).
+    #[arg(long)]
+    pub fast_failover: bool,
+    /// First CrashLoopBackOff delay of the in-process kubelets (doubles up to 5 minutes).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub crashloop_backoff: Duration,
+    /// How asynchronous stages join a trace: `tree` (one trace per apply) or `links` (one
+    /// trace per stage, linked to its cause, as upstream Kubernetes proposes).
+    #[arg(long, value_enum, default_value_t = TraceStyleArg::Tree)]
+    pub trace_style: TraceStyleArg,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Component {
+    Apiserver,
+    ControllerManager,
+    Scheduler,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -49,10 +87,87 @@ pub enum StoreKind {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let _tracing = kulisse_traces::init("kulisse-apiserver")?;
+    let _tracing = kulisse_traces::init_with(
+        kulisse_traces::InitOptions::new("kulisse-apiserver")
+            .route_by_stage(true)
+            .trace_style(args.trace_style.into()),
+    )?;
     let data_dir = args.data_dir.clone().unwrap_or_else(kubeconfig::default_data_dir);
-    create_private_dir(&data_dir)?;
+    let cluster = start(&args, &data_dir).await?;
 
+    println!("kulisse control plane is up");
+    println!(
+        "  API server:  {}  (store: {})",
+        cluster.url,
+        match args.store {
+            StoreKind::Embedded => format!("embedded, {}", data_dir.join("store.redb").display()),
+            StoreKind::Etcd => format!("etcd, {}", args.etcd_endpoints.join(",")),
+        }
+    );
+    println!("  kubeconfig:  {}", cluster.kubeconfig.display());
+    let running: Vec<&str> = args
+        .components
+        .iter()
+        .filter(|c| **c != Component::Apiserver)
+        .map(|c| match c {
+            Component::ControllerManager => "controller-manager",
+            Component::Scheduler => "scheduler",
+            Component::Apiserver => "apiserver",
+        })
+        .collect();
+    println!(
+        "  components:  apiserver{}{}",
+        if running.is_empty() { "" } else { ", " },
+        running.join(", ")
+    );
+    let runtime = match args.runtime {
+        RuntimeKind::Mock => "mock",
+    };
+    let fast = if args.fast_failover { ", fast failover" } else { "" };
+    println!("  nodes:       {} ({runtime} runtime{fast})", args.nodes);
+    println!();
+    println!("In another terminal:");
+    println!("  export KULISSE_KUBECONFIG={}", cluster.kubeconfig.display());
+    println!("  kulisse apply -f examples/web.yaml --follow");
+    println!("  kulisse get pods -o wide");
+    println!("  kulisse trace last");
+    println!();
+    println!("Press Ctrl-C to stop.");
+    shutdown_signal().await;
+    cluster.stop().await;
+    println!("kulisse control plane stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A control plane (and nodes) running inside this process.
+pub struct RunningCluster {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub kubeconfig: std::path::PathBuf,
+    /// A client for the API server.
+    pub client: Client,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningCluster {
+    /// Stop every component, then the API server.
+    pub async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.serving).await;
+    }
+}
+
+/// Open the store, start the API server on `args.listen`, write the kubeconfig, and start
+/// the chosen control-plane components and `args.nodes` nodes, all in this process. They
+/// talk to each other only through the API server, over loopback HTTP, exactly as separate
+/// processes would.
+pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningCluster> {
+    create_private_dir(data_dir)?;
     let store: Arc<dyn Store> = match args.store {
         StoreKind::Embedded => {
             let path = data_dir.join("store.redb");
@@ -62,7 +177,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("connecting to etcd")?,
     };
-    let token = load_or_create_token(&data_dir)?;
+    let token = load_or_create_token(data_dir)?;
     let server = ApiServer::new(store, apiserver::Config { token: token.clone() });
     server
         .bootstrap()
@@ -70,33 +185,69 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("creating the system namespaces failed: {e}"))?;
 
     let listener = bind(args.listen).await?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
+    let url = format!("http://{}", listener.local_addr()?);
     let kubeconfig_path = data_dir.join("kubeconfig");
     Kubeconfig::for_cluster(&url, &token)
         .write(&kubeconfig_path)
         .with_context(|| format!("writing {}", kubeconfig_path.display()))?;
 
-    println!("kulisse control plane is up");
-    println!(
-        "  API server:  {url}  (store: {})",
-        match args.store {
-            StoreKind::Embedded => format!("embedded, {}", data_dir.join("store.redb").display()),
-            StoreKind::Etcd => format!("etcd, {}", args.etcd_endpoints.join(",")),
-        }
-    );
-    println!("  kubeconfig:  {}", kubeconfig_path.display());
-    println!();
-    println!("In another terminal:");
-    println!("  export KULISSE_KUBECONFIG={}", kubeconfig_path.display());
-    println!("  kulisse apply -f examples/web.yaml");
-    println!("  kulisse get deployments");
-    println!();
-    println!("Press Ctrl-C to stop.");
-
-    server.serve(listener, shutdown_signal()).await?;
-    println!("kulisse control plane stopped");
-    Ok(ExitCode::SUCCESS)
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_rx = stop_rx.clone();
+    let serving = tokio::spawn(server.serve(listener, async move {
+        let _ = server_rx.wait_for(|s| *s).await;
+    }));
+    let client = Client::new(&url, &token)?;
+    let mut tasks = Vec::new();
+    if args.components.contains(&Component::ControllerManager) {
+        let opts = super::components::controller_options(args.fast_failover);
+        tasks.push(tokio::spawn(kulisse_core::controllers::run(
+            client.clone(),
+            opts,
+            stop_rx.clone(),
+        )));
+    }
+    if args.components.contains(&Component::Scheduler) {
+        let (c, rx) = (client.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = kulisse_core::scheduler::run(c, kulisse_core::scheduler::Options::default(), rx).await {
+                eprintln!("error: the scheduler stopped: {e:#}");
+            }
+        }));
+    }
+    for i in 1..=args.nodes {
+        let node = format!("node-{i}");
+        let kubelet = match args.runtime {
+            RuntimeKind::Mock => super::components::mock_kubelet(
+                client.clone(),
+                &node,
+                &token,
+                args.fast_failover,
+                args.crashloop_backoff,
+            ),
+        };
+        let rx = stop_rx.clone();
+        let name = node.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = kubelet.run(rx).await {
+                eprintln!("error: the kubelet of {name} stopped: {e:#}");
+            }
+        }));
+        let (c, rx) = (client.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let opts = kulisse_core::proxy::Options {
+                node_name: node.clone(),
+            };
+            kulisse_core::proxy::run(c, opts, rx, kulisse_core::proxy::RuleTable::default()).await;
+        }));
+    }
+    Ok(RunningCluster {
+        url,
+        kubeconfig: kubeconfig_path,
+        client,
+        stop_tx,
+        tasks,
+        serving,
+    })
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

@@ -208,7 +208,7 @@ fn has_dependents_kind(info: &ResourceInfo) -> bool {
     )
 }
 
-async fn delete_namespace_contents(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete_namespace_contents(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
     for info in RESOURCES.iter().filter(|r| r.namespaced) {
         let listed = ctx.server.storage.list(info, Some(ns), None).await?;
         for item in listed.items {

@@ -154,7 +154,8 @@ impl ApiServer {
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
         // Start-up housekeeping belongs to no one's trace.
         let span = {
-            let _untraced = kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::background_tracing_enabled());
+            let _untraced =
+                kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::background_tracing_enabled());
             info_span!("apiserver.bootstrap", "kulisse.stage" = "apiserver")
         };
         self.bootstrap_namespaces().instrument(span).await
@@ -235,10 +236,18 @@ impl ApiServer {
         // KULISSE_TRACE_BACKGROUND=1.
         let trace_path = traces::is_trace_path(&path);
         let remote = kulisse_traces::propagation::extract(&parts.headers);
-        let continued = !trace_path && opentelemetry::trace::TraceContextExt::span(&remote).span_context().is_valid();
+        let continued = !trace_path
+            && opentelemetry::trace::TraceContextExt::span(&remote)
+                .span_context()
+                .is_valid();
         let foreign_write = parts.method != Method::GET
-            && !parts.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).is_some_and(|ua| ua.starts_with("kulisse/"));
-        let traced = !trace_path && (continued || foreign_write || kulisse_traces::propagation::background_tracing_enabled());
+            && !parts
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ua| ua.starts_with("kulisse/"));
+        let traced =
+            !trace_path && (continued || foreign_write || kulisse_traces::propagation::background_tracing_enabled());
         let span = {
             let _untraced = kulisse_traces::propagation::untraced_unless(traced);
             info_span!(

@@ -97,6 +97,9 @@ pub async fn write(
     }
     if finalizers_just_emptied(&stored.object, &new) {
         // The last finalizer is gone from a terminating object: now it really goes.
+        if info.kind == "Namespace" {
+            super::delete::delete_namespace_contents(ctx, name).await?;
+        }
         let deleted = ctx.server.storage.delete(info, ns, name, Some(stored.revision)).await?;
         return Ok((deleted.object, changed));
     }

@@ -1,22 +1,690 @@
-//! placeholder: being written by a helper (issue 3). Replace this whole file.
+//! # The Endpoints controller (mirrors kube-controller-manager's `pkg/controller/endpoint`)
+//!
+//! A Service is a stable name and address for a changing set of Pods. The Service itself
+//! only holds a **selector** (`app: web`); *which* Pods are behind it right now is written
+//! down by this controller in an **Endpoints** object of the same name:
+//!
+//! ```yaml
+//! kind: Endpoints
+//! metadata: {name: web, namespace: default}
+//! subsets:
+//! - addresses:                      # ready Pods: traffic goes here
+//!   - ip: 127.64.1.5
+//!     nodeName: node-1
+//!     targetRef: {kind: Pod, namespace: default, name: web-7f9c-abcde, uid: ...}
+//!   notReadyAddresses: [...]        # running but not (yet) Ready: no traffic
+//!   ports:
+//!   - {name: http, port: 8080, protocol: TCP}
+//! ```
+//!
+//! For every Service with a selector the controller lists the Pods in the Service's
+//! namespace that match it and have an IP (`status.podIP`), puts Ready ones into
+//! `addresses` and the others into `notReadyAddresses`, and resolves each Service port's
+//! `targetPort`: a number is used as it is, a *name* (`targetPort: http`) is looked up among
+//! the Pod's `containerPort`s, so different Pods may even listen on different numbers.
+//! Addresses that offer the same ports are grouped into one subset, and everything is
+//! sorted, so the same Pods always give the same object and an unchanged set of Pods causes
+//! no write at all. kube-proxy (see [`crate::proxy`]) watches Endpoints and turns the ready
+//! addresses into forwarding rules.
+//!
+//! Services *without* a selector are left alone: their Endpoints are written by hand (that is
+//! how a Service can point at something outside the cluster). When a Service is deleted, its
+//! Endpoints are deleted too.
+//!
+//! To know which Services to look at when a Pod changes, the controller keeps a small index
+//! of the Services' selectors per namespace, and of the Pod names per namespace, both fed by
+//! the informers: a Pod event only checks the Services of the Pod's own namespace.
+//! (Kubernetes ≥ 1.21 also writes **EndpointSlices**, a sharded form of the same data; kulisse
+//! only writes Endpoints.)
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
-use super::runtime::{Action, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue};
+use serde_json::{Value, json};
+use tracing::{Instrument, info_span};
+
+use super::runtime::{
+    Action, Queue, ReconcileError, ReconcileReason, Reconciler, TRACEPARENT_ANNOTATION, enqueue_own, enqueue_related,
+    new_queue,
+};
 use super::{Ctx, SharedInformers};
+use crate::client::informer::{InformerEvent, key_of};
+use crate::objects::{self, ResourceInfo};
 
-pub struct Placeholder;
+/// The label Kubernetes puts on the Endpoints of a headless Service (`clusterIP: None`).
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
-#[async_trait::async_trait]
-impl Reconciler for Placeholder {
-    fn name(&self) -> &'static str {
-        "endpoints"
-    }
-    async fn reconcile(&self, _key: &str, _reason: &ReconcileReason) -> Result<Action, ReconcileError> {
-        Ok(Action::await_change())
+/// The Endpoints controller. See the module documentation.
+pub struct EndpointsController {
+    ctx: Arc<Ctx>,
+    index: Arc<Mutex<Index>>,
+}
+
+/// What the informers tell us, arranged for quick lookups.
+#[derive(Default)]
+struct Index {
+    /// namespace → service name → selector (only Services that have a selector).
+    selectors: HashMap<String, HashMap<String, BTreeMap<String, String>>>,
+    /// namespace → names of the Pods in it.
+    pods: HashMap<String, HashSet<String>>,
+}
+
+impl Index {
+    /// The keys of the Services in `ns` whose selector matches `labels`.
+    fn services_for(&self, ns: &str, labels: &BTreeMap<String, String>) -> Vec<String> {
+        self.selectors
+            .get(ns)
+            .map(|svcs| {
+                svcs.iter()
+                    .filter(|(_, sel)| selector_matches(sel, labels))
+                    .map(|(name, _)| format!("{ns}/{name}"))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
-pub fn setup(_informers: &mut SharedInformers, _ctx: Arc<Ctx>) -> (Arc<Placeholder>, Queue) {
-    (Arc::new(Placeholder), new_queue())
+fn lock(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A Service selector (a plain map) matches when every entry is among the labels.
+fn selector_matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// `spec.selector` of a Service; `None` when missing or empty (a Service without selector,
+/// whose Endpoints are managed by hand).
+fn service_selector(svc: &Value) -> Option<BTreeMap<String, String>> {
+    let sel: BTreeMap<String, String> = svc
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)?
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+        .collect();
+    (!sel.is_empty()).then_some(sel)
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+/// What about a Pod matters to its Services' Endpoints: when none of it changed, a Pod
+/// update (a new container restart count, say) does not queue any Service.
+fn pod_fingerprint(pod: &Value) -> Value {
+    json!([
+        pod.pointer("/metadata/labels"),
+        pod.pointer("/metadata/uid"),
+        pod.pointer("/metadata/deletionTimestamp"),
+        pod.pointer("/spec/nodeName"),
+        pod.pointer("/spec/hostname"),
+        pod.pointer("/spec/subdomain"),
+        pod.pointer("/spec/containers"),
+        pod.pointer("/status/podIP"),
+        pod.pointer("/status/phase"),
+        is_pod_ready(pod),
+    ])
+}
+
+/// `status.conditions[type=Ready].status == "True"` (client-go's `podutil.IsPodReady`).
+pub fn is_pod_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|conds| {
+            conds.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Ready")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
+fn endpoints_info() -> &'static ResourceInfo {
+    objects::by_gvk("v1", "Endpoints").expect("Endpoints is a built-in kind")
+}
+
+/// Set up the controller: index Services and Pods, queue Services whose Pods changed.
+pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<EndpointsController>, Queue) {
+    let queue = new_queue();
+    let index = Arc::new(Mutex::new(Index::default()));
+
+    {
+        let (queue, index) = (queue.clone(), index.clone());
+        informers.services.on_event(move |ev| {
+            let svc = ev.object();
+            let ns = objects::namespace(svc).unwrap_or("").to_string();
+            let name = objects::name(svc).unwrap_or("").to_string();
+            {
+                let mut idx = lock(&index);
+                let selectors = idx.selectors.entry(ns.clone()).or_default();
+                match (ev, service_selector(svc)) {
+                    (InformerEvent::Deleted(_), _) | (_, None) => {
+                        selectors.remove(&name);
+                    }
+                    (_, Some(sel)) => {
+                        selectors.insert(name, sel);
+                    }
+                }
+                if selectors.is_empty() {
+                    idx.selectors.remove(&ns);
+                }
+            }
+            enqueue_own(&queue, ev);
+        });
+    }
+    {
+        let (queue, index) = (queue.clone(), index.clone());
+        informers.pods.on_event(move |ev| {
+            let pod = ev.object();
+            let ns = objects::namespace(pod).unwrap_or("").to_string();
+            let name = objects::name(pod).unwrap_or("").to_string();
+            let mut keys: BTreeSet<String> = BTreeSet::new();
+            {
+                let mut idx = lock(&index);
+                match ev {
+                    InformerEvent::Added(_) => {
+                        idx.pods.entry(ns.clone()).or_default().insert(name);
+                        keys.extend(idx.services_for(&ns, &objects::labels(pod)));
+                    }
+                    InformerEvent::Deleted(_) => {
+                        if let Some(set) = idx.pods.get_mut(&ns) {
+                            set.remove(&name);
+                            if set.is_empty() {
+                                idx.pods.remove(&ns);
+                            }
+                        }
+                        keys.extend(idx.services_for(&ns, &objects::labels(pod)));
+                    }
+                    InformerEvent::Modified { old, new } => {
+                        idx.pods.entry(ns.clone()).or_default().insert(name);
+                        if pod_fingerprint(old) != pod_fingerprint(new) {
+                            keys.extend(idx.services_for(&ns, &objects::labels(old)));
+                            keys.extend(idx.services_for(&ns, &objects::labels(new)));
+                        }
+                    }
+                    // The Services' own resync covers their Pods.
+                    InformerEvent::Resync(_) => {}
+                }
+            }
+            for key in keys {
+                enqueue_related(&queue, key, "Pod", pod);
+            }
+        });
+    }
+    {
+        let (queue, index) = (queue.clone(), index.clone());
+        informers.endpoints.on_event(move |ev| {
+            // Somebody deleted Endpoints we manage: write them again.
+            if let InformerEvent::Deleted(ep) = ev {
+                let ns = objects::namespace(ep).unwrap_or("");
+                let name = objects::name(ep).unwrap_or("");
+                let managed = lock(&index).selectors.get(ns).is_some_and(|s| s.contains_key(name));
+                if managed {
+                    enqueue_related(&queue, key_of(ep), "Endpoints", ep);
+                }
+            }
+        });
+    }
+    (Arc::new(EndpointsController { ctx, index }), queue)
+}
+
+/// One Endpoints port: what a Service port resolves to on one Pod.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct EpPort {
+    name: String,
+    port: i64,
+    protocol: String,
+    app_protocol: Option<String>,
+}
+
+impl EpPort {
+    fn to_json(&self) -> Value {
+        let mut p = json!({"port": self.port, "protocol": self.protocol});
+        if !self.name.is_empty() {
+            p["name"] = json!(self.name);
+        }
+        if let Some(a) = &self.app_protocol {
+            p["appProtocol"] = json!(a);
+        }
+        p
+    }
+}
+
+/// One address with the sort key Kubernetes uses (IP, then the Pod's uid).
+#[derive(Debug, Clone)]
+struct Address {
+    ip: String,
+    uid: String,
+    json: Value,
+}
+
+/// Resolve a Service port's `targetPort` on `pod` (client-go's `podutil.FindPort`): a
+/// number (or nothing: the Service `port`) as it is; a name by the Pod's container ports.
+fn find_port(pod: &Value, svc_port: &Value) -> Result<i64, String> {
+    let protocol = svc_port.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+    match svc_port.get("targetPort") {
+        Some(Value::String(name)) if !name.is_empty() => {
+            let containers = ["containers", "initContainers"].into_iter().flat_map(|field| {
+                pod.pointer(&format!("/spec/{field}"))
+                    .and_then(Value::as_array)
+                    .map(|v| v.as_slice())
+                    .unwrap_or(&[])
+            });
+            for c in containers {
+                for p in c
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                {
+                    let p_proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                    if p.get("name").and_then(Value::as_str) == Some(name.as_str())
+                        && p_proto == protocol
+                        && let Some(n) = p.get("containerPort").and_then(Value::as_i64)
+                    {
+                        return Ok(n);
+                    }
+                }
+            }
+            Err(format!(
+                "the Pod has no container port named {name:?} with protocol {protocol} (targetPort of the Service port)"
+            ))
+        }
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n > 0) => Ok(n.as_i64().unwrap_or(0)),
+        _ => svc_port
+            .get("port")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| "the Service port has no port number".to_string()),
+    }
+}
+
+/// Whether a Pod that is not Ready should still be listed as not ready: Pods that finished
+/// for good (and will not restart) are left out entirely.
+fn pod_may_come_back(pod: &Value) -> bool {
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    match pod
+        .pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always")
+    {
+        "Never" => phase != "Failed" && phase != "Succeeded",
+        "OnFailure" => phase != "Succeeded",
+        _ => true,
+    }
+}
+
+/// The result of computing a Service's endpoints.
+struct Desired {
+    subsets: Vec<Value>,
+    ready: usize,
+    not_ready: usize,
+    /// Pods skipped because a named targetPort could not be resolved (for the span).
+    unresolved: usize,
+}
+
+/// Compute the subsets for `svc` from `pods` (which already match its selector), as the
+/// upstream controller does: one (address, port) pair per Pod and Service port, then
+/// grouped by port set ("repacked") and sorted.
+fn desired_subsets(svc: &Value, pods: &[Arc<Value>]) -> Desired {
+    let svc_ns = objects::namespace(svc).unwrap_or("");
+    let svc_name = objects::name(svc).unwrap_or("");
+    let publish_not_ready = svc
+        .pointer("/spec/publishNotReadyAddresses")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let headless = svc.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+    let svc_ports: &[Value] = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+
+    // address (ip, uid) → (ready?, address json, ports offered)
+    let mut per_address: BTreeMap<(String, String), (bool, Value, BTreeSet<EpPort>)> = BTreeMap::new();
+    let mut unresolved = 0;
+    for pod in pods {
+        let Some(ip) = pod
+            .pointer("/status/podIP")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        else {
+            continue;
+        };
+        let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        if phase == "Failed" || phase == "Succeeded" {
+            continue;
+        }
+        if !publish_not_ready && objects::deletion_timestamp(pod).is_some() {
+            continue;
+        }
+        let ready = publish_not_ready || is_pod_ready(pod);
+        if !ready && !pod_may_come_back(pod) {
+            continue;
+        }
+        let uid = objects::uid(pod).unwrap_or("").to_string();
+        let mut addr = json!({
+            "ip": ip,
+            "targetRef": {
+                "kind": "Pod",
+                "namespace": objects::namespace(pod).unwrap_or(""),
+                "name": objects::name(pod).unwrap_or(""),
+                "uid": uid,
+            }
+        });
+        if let Some(node) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            addr["nodeName"] = json!(node);
+        }
+        let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or("");
+        let subdomain = pod.pointer("/spec/subdomain").and_then(Value::as_str).unwrap_or("");
+        if !hostname.is_empty() && subdomain == svc_name && objects::namespace(pod) == Some(svc_ns) {
+            addr["hostname"] = json!(hostname);
+        }
+        let mut ports = BTreeSet::new();
+        for sp in svc_ports {
+            match find_port(pod, sp) {
+                Ok(port) => {
+                    ports.insert(EpPort {
+                        name: sp.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+                        port,
+                        protocol: sp.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string(),
+                        app_protocol: sp.get("appProtocol").and_then(Value::as_str).map(str::to_string),
+                    });
+                }
+                Err(e) => {
+                    unresolved += 1;
+                    tracing::debug!(pod = objects::name(pod).unwrap_or(""), "endpoints: {e}");
+                }
+            }
+        }
+        // A Pod none of whose ports resolve gets no address, except for a headless
+        // Service without ports (DNS-only), which lists addresses without ports.
+        if ports.is_empty() && !(svc_ports.is_empty() && headless) {
+            continue;
+        }
+        per_address.insert((ip.to_string(), uid), (ready, addr, ports));
+    }
+
+    // Repack: addresses that offer the same set of ports share a subset.
+    let mut groups: BTreeMap<Vec<EpPort>, (Vec<Address>, Vec<Address>)> = BTreeMap::new();
+    let (mut ready_n, mut not_ready_n) = (0, 0);
+    for ((ip, uid), (ready, json, ports)) in per_address {
+        let group = groups.entry(ports.into_iter().collect()).or_default();
+        let a = Address { ip, uid, json };
+        if ready {
+            ready_n += 1;
+            group.0.push(a);
+        } else {
+            not_ready_n += 1;
+            group.1.push(a);
+        }
+    }
+    let sort = |v: &mut Vec<Address>| v.sort_by(|a, b| (&a.ip, &a.uid).cmp(&(&b.ip, &b.uid)));
+    let subsets = groups
+        .into_iter()
+        .map(|(ports, (mut ready, mut not_ready))| {
+            sort(&mut ready);
+            sort(&mut not_ready);
+            let mut s = serde_json::Map::new();
+            if !ready.is_empty() {
+                s.insert(
+                    "addresses".into(),
+                    Value::Array(ready.into_iter().map(|a| a.json).collect()),
+                );
+            }
+            if !not_ready.is_empty() {
+                s.insert(
+                    "notReadyAddresses".into(),
+                    Value::Array(not_ready.into_iter().map(|a| a.json).collect()),
+                );
+            }
+            if !ports.is_empty() {
+                s.insert(
+                    "ports".into(),
+                    Value::Array(ports.iter().map(EpPort::to_json).collect()),
+                );
+            }
+            Value::Object(s)
+        })
+        .collect();
+    Desired {
+        subsets,
+        ready: ready_n,
+        not_ready: not_ready_n,
+        unresolved,
+    }
+}
+
+/// The labels the Endpoints should carry: the Service's, plus the headless marker.
+fn desired_labels(svc: &Value) -> BTreeMap<String, String> {
+    let mut labels = objects::labels(svc);
+    if svc.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None") {
+        labels.insert(HEADLESS_LABEL.into(), String::new());
+    } else {
+        labels.remove(HEADLESS_LABEL);
+    }
+    labels
+}
+
+fn current_subsets(ep: &Value) -> &[Value] {
+    ep.get("subsets")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+impl EndpointsController {
+    fn pods_matching(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<Arc<Value>> {
+        let names: Vec<String> = lock(&self.index)
+            .pods
+            .get(ns)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        names
+            .into_iter()
+            .filter_map(|n| self.ctx.caches.pods.get(&format!("{ns}/{n}")))
+            .filter(|p| selector_matches(selector, &objects::labels(p)))
+            .collect()
+    }
+
+    async fn delete_endpoints(&self, ns: &str, name: &str) -> Result<Action, ReconcileError> {
+        if self.ctx.caches.endpoints.get(&format!("{ns}/{name}")).is_none() {
+            return Ok(Action::await_change());
+        }
+        let span = info_span!(
+            "controller.sync_endpoints",
+            "kulisse.stage" = "controller",
+            "k8s.kind" = "Endpoints",
+            "k8s.namespace" = ns,
+            "k8s.name" = name,
+            "endpoints.action" = "delete (the Service is gone)",
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_message" = tracing::field::Empty,
+        );
+        let result = self
+            .ctx
+            .client
+            .delete(endpoints_info(), Some(ns), name, None)
+            .instrument(span.clone())
+            .await;
+        match result {
+            Ok(_) => Ok(Action::await_change()),
+            Err(e) if e.code() == Some(404) => Ok(Action::await_change()),
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_message", e.to_string().as_str());
+                Err(ReconcileError(format!(
+                    "could not delete the Endpoints {ns}/{name} of a deleted Service: {e}"
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for EndpointsController {
+    fn name(&self) -> &'static str {
+        "endpoints"
+    }
+
+    async fn reconcile(&self, key: &str, _reason: &ReconcileReason) -> Result<Action, ReconcileError> {
+        let (ns, name) = split_key(key);
+        let Some(svc) = self.ctx.caches.services.get(key) else {
+            return self.delete_endpoints(ns, name).await;
+        };
+        if objects::deletion_timestamp(&svc).is_some() {
+            return Ok(Action::await_change());
+        }
+        let Some(selector) = service_selector(&svc) else {
+            return Ok(Action::await_change()); // endpoints managed by hand
+        };
+        let pods = self.pods_matching(ns, &selector);
+        let desired = desired_subsets(&svc, &pods);
+        let labels = desired_labels(&svc);
+        let current = self.ctx.caches.endpoints.get(key);
+
+        let span = info_span!(
+            "controller.sync_endpoints",
+            "kulisse.stage" = "controller",
+            "k8s.kind" = "Service",
+            "k8s.namespace" = ns,
+            "k8s.name" = name,
+            "endpoints.pods.selected" = pods.len(),
+            "endpoints.addresses.ready" = desired.ready,
+            "endpoints.addresses.not_ready" = desired.not_ready,
+            "endpoints.ports.unresolved" = desired.unresolved,
+            "endpoints.action" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_message" = tracing::field::Empty,
+        );
+        let unchanged = current
+            .as_ref()
+            .is_some_and(|cur| current_subsets(cur) == desired.subsets.as_slice() && objects::labels(cur) == labels);
+        if unchanged {
+            span.record("endpoints.action", "unchanged");
+            return Ok(Action::await_change());
+        }
+        let write = async {
+            let traceparent = kulisse_traces::propagation::traceparent_of_current();
+            let info = endpoints_info();
+            match &current {
+                None => {
+                    let mut ep = json!({
+                        "apiVersion": "v1",
+                        "kind": "Endpoints",
+                        "metadata": {"name": name, "namespace": ns, "labels": labels},
+                        "subsets": desired.subsets,
+                    });
+                    if let Some(tp) = traceparent {
+                        ep["metadata"]["annotations"] = json!({TRACEPARENT_ANNOTATION: tp});
+                    }
+                    tracing::Span::current().record("endpoints.action", "create");
+                    self.ctx.client.create(info, Some(ns), &ep).await.map(|_| ())
+                }
+                Some(cur) => {
+                    let mut ep = (**cur).clone();
+                    ep["subsets"] = Value::Array(desired.subsets.clone());
+                    if let Some(m) = objects::meta_mut(&mut ep) {
+                        m.insert("labels".into(), json!(labels));
+                        if let Some(tp) = traceparent {
+                            let annotations = m.entry("annotations").or_insert_with(|| json!({}));
+                            if !annotations.is_object() {
+                                *annotations = json!({});
+                            }
+                            annotations[TRACEPARENT_ANNOTATION] = json!(tp);
+                        }
+                    }
+                    tracing::Span::current().record("endpoints.action", "update");
+                    self.ctx
+                        .client
+                        .replace(info, Some(ns), name, None, &ep)
+                        .await
+                        .map(|_| ())
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        match write {
+            Ok(()) => Ok(Action::await_change()),
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_message", e.to_string().as_str());
+                // 409: our cache was behind (someone else wrote first); retry with back-off.
+                Err(ReconcileError(format!(
+                    "could not write the Endpoints {ns}/{name} for the Service's {} ready and {} not-ready Pods: {e}",
+                    desired.ready, desired.not_ready
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ip: &str, ready: bool, port_name: &str, port: i64) -> Arc<Value> {
+        Arc::new(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "labels": {"app": "web"}},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "c", "ports": [{"name": port_name, "containerPort": port}]}]},
+            "status": {"podIP": ip, "phase": "Running", "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]},
+        }))
+    }
+
+    fn service(target_port: Value) -> Value {
+        json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": target_port}]},
+        })
+    }
+
+    #[test]
+    fn named_target_port_resolves_per_pod_and_sorts_addresses() {
+        let pods = vec![
+            pod("b", "127.64.0.9", true, "http", 8080),
+            pod("a", "127.64.0.2", true, "http", 8080),
+            pod("c", "127.64.0.3", false, "http", 8080),
+            pod("d", "127.64.0.4", true, "http", 9090),
+            pod("e", "127.64.0.5", true, "other", 1),
+        ];
+        let d = desired_subsets(&service(json!("http")), &pods);
+        assert_eq!((d.ready, d.not_ready, d.unresolved), (3, 1, 1));
+        assert_eq!(d.subsets.len(), 2);
+        let first = &d.subsets[0];
+        assert_eq!(first["ports"][0]["port"], 8080);
+        let ips: Vec<&str> = first["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["ip"].as_str().unwrap())
+            .collect();
+        assert_eq!(ips, vec!["127.64.0.2", "127.64.0.9"]);
+        assert_eq!(first["notReadyAddresses"][0]["ip"], "127.64.0.3");
+        assert_eq!(first["addresses"][0]["targetRef"]["name"], "a");
+        assert_eq!(first["addresses"][0]["nodeName"], "node-1");
+        assert_eq!(d.subsets[1]["ports"][0]["port"], 9090);
+    }
+
+    #[test]
+    fn numeric_and_missing_target_ports() {
+        let pods = vec![pod("a", "127.64.0.2", true, "http", 8080)];
+        let d = desired_subsets(&service(json!(7000)), &pods);
+        assert_eq!(d.subsets[0]["ports"][0]["port"], 7000);
+        let d = desired_subsets(&service(Value::Null), &pods);
+        assert_eq!(d.subsets[0]["ports"][0]["port"], 80);
+    }
+
+    #[test]
+    fn pods_without_ip_or_terminating_are_left_out() {
+        let mut p = (*pod("a", "", true, "http", 8080)).clone();
+        let d = desired_subsets(&service(json!(80)), &[Arc::new(p.clone())]);
+        assert!(d.subsets.is_empty());
+        p["status"]["podIP"] = json!("127.64.0.2");
+        p["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+        let d = desired_subsets(&service(json!(80)), &[Arc::new(p)]);
+        assert!(d.subsets.is_empty());
+    }
 }

@@ -233,7 +233,7 @@ async fn process<R: Reconciler>(reconciler: &R, queue: &Queue, key: String, caus
             queue.forget(&key);
         }
         Ok(Action::Requeue(after)) => {
-            span.record("controller.action", format!("requeue in {after:?}").as_str());
+            span.record("controller.action", format!("requeue in {}", human(after)).as_str());
             queue.forget(&key);
             queue.add_after(
                 key.clone(),
@@ -254,7 +254,7 @@ async fn process<R: Reconciler>(reconciler: &R, queue: &Queue, key: String, caus
             };
             match reconciler.error_policy(&key, &err, failures) {
                 Some(Action::Requeue(after)) => {
-                    span.record("controller.action", format!("retry in {after:?}").as_str());
+                    span.record("controller.action", format!("retry in {}", human(after)).as_str());
                     queue.add_after(key.clone(), retry, after);
                 }
                 Some(Action::AwaitChange) => {
@@ -262,10 +262,21 @@ async fn process<R: Reconciler>(reconciler: &R, queue: &Queue, key: String, caus
                 }
                 None => {
                     let delay = queue.add_rate_limited(key.clone(), retry);
-                    span.record("controller.action", format!("retry in {delay:?}").as_str());
+                    span.record("controller.action", format!("retry in {}", human(delay)).as_str());
                 }
             }
         }
     }
     queue.done(&key);
+}
+
+/// `5ms`, `1.5s`, `10m0s`-style durations for span attributes.
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d < Duration::from_secs(60) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
 }

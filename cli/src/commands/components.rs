@@ -1,0 +1,218 @@
+//! The cluster's components, each runnable on its own (as in Kubernetes, where every one is
+//! its own binary), and all together inside `kulisse up`:
+//!
+//! - `kulisse controller-manager` (kube-controller-manager)
+//! - `kulisse scheduler` (kube-scheduler)
+//! - `kulisse kubelet --node-name NAME --runtime mock` (the kubelet of one worker node)
+//! - `kulisse proxy --node-name NAME` (kube-proxy of one node)
+//!
+//! Each is only a client of the API server, found through the kubeconfig: they never talk
+//! to each other or to the store. Ctrl-C (or SIGTERM) stops them.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use kulisse_backends::runtime::mock::{MockOptions, MockRuntime};
+use kulisse_core::client::Client;
+use kulisse_core::runtime::ContainerRuntime;
+use tokio::sync::watch;
+
+use super::client;
+use crate::GlobalArgs;
+
+#[derive(Args, Debug, Clone)]
+pub struct ControllerManagerArgs {
+    /// Teaching profile: a silent node is NotReady after 4 s and its pods are evicted 2 s
+    /// later (upstream defaults: 40 s and 300 s).
+    #[arg(long)]
+    pub fast_failover: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SchedulerArgs {}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// Simulated containers: every CRI step, no real processes.
+    Mock,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KubeletArgs {
+    /// The node this kubelet registers and runs pods for.
+    #[arg(long)]
+    pub node_name: String,
+    /// The container runtime behind the CRI.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Mock)]
+    pub runtime: RuntimeKind,
+    /// Teaching profile: renew the node Lease every second (upstream: every 10 s).
+    #[arg(long)]
+    pub fast_failover: bool,
+    /// First CrashLoopBackOff delay (doubles up to 5 minutes; upstream: 10s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub crashloop_backoff: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProxyArgs {
+    /// The node whose rules this proxy keeps.
+    #[arg(long)]
+    pub node_name: String,
+}
+
+/// How asynchronous stages join a trace.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TraceStyleArg {
+    /// One trace for the whole apply: each stage is a child of the write that caused it.
+    Tree,
+    /// One trace per stage, with a span link to its cause.
+    Links,
+}
+
+impl From<TraceStyleArg> for kulisse_traces::TraceStyle {
+    fn from(s: TraceStyleArg) -> Self {
+        match s {
+            TraceStyleArg::Tree => kulisse_traces::TraceStyle::Tree,
+            TraceStyleArg::Links => kulisse_traces::TraceStyle::Links,
+        }
+    }
+}
+
+/// Tracing for a component running as its own process: its spans go to the control plane
+/// (and to an OTLP endpoint, if one is configured).
+fn component_tracing(service: &str, client: &Client) -> anyhow::Result<kulisse_traces::TracingGuard> {
+    kulisse_traces::init_with(kulisse_traces::InitOptions::new(service).control_plane(client.server(), client.token()))
+}
+
+/// `10s`, `500ms`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A shutdown channel that flips on Ctrl-C / SIGTERM.
+pub fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        super::up::shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+pub fn controller_options(fast: bool) -> kulisse_core::controllers::Options {
+    if fast {
+        kulisse_core::controllers::Options::fast()
+    } else {
+        kulisse_core::controllers::Options::default()
+    }
+}
+
+pub async fn controller_manager(global: &GlobalArgs, args: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
+    let client = client(global)?;
+    let _tracing = component_tracing("kulisse-controller-manager", &client)?;
+    eprintln!(
+        "controller manager running against {} (Ctrl-C stops it)",
+        client.server()
+    );
+    kulisse_core::controllers::run(client, controller_options(args.fast_failover), shutdown_on_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn scheduler(global: &GlobalArgs, _args: SchedulerArgs) -> anyhow::Result<ExitCode> {
+    let client = client(global)?;
+    let _tracing = component_tracing("kulisse-scheduler", &client)?;
+    eprintln!("scheduler running against {} (Ctrl-C stops it)", client.server());
+    kulisse_core::scheduler::run(
+        client,
+        kulisse_core::scheduler::Options::default(),
+        shutdown_on_signal(),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Build a kubelet for `node` with the mock runtime.
+pub fn mock_kubelet(
+    client: Client,
+    node: &str,
+    token: &str,
+    fast: bool,
+    crashloop: Duration,
+) -> kulisse_core::kubelet::Kubelet {
+    // Each node's mock runtime gets its own seed, so container ids differ across nodes.
+    let seed = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(MockRuntime::new(MockOptions {
+        seed,
+        ..MockOptions::default()
+    }));
+    let mut opts = kulisse_core::kubelet::KubeletOptions::new(node);
+    opts.token = token.to_string();
+    opts.backoff_base = crashloop;
+    if fast {
+        opts.lease_renew_interval = Duration::from_secs(1);
+        opts.node_status_update_interval = Duration::from_secs(1);
+    }
+    kulisse_core::kubelet::Kubelet::new(client, runtime, opts)
+}
+
+pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<ExitCode> {
+    let client = client(global)?;
+    let _tracing = component_tracing("kulisse-kubelet", &client)?;
+    let token = client.token().to_string();
+    eprintln!(
+        "kubelet {} running against {} (Ctrl-C stops it)",
+        args.node_name,
+        client.server()
+    );
+    let kubelet = match args.runtime {
+        RuntimeKind::Mock => mock_kubelet(
+            client,
+            &args.node_name,
+            &token,
+            args.fast_failover,
+            args.crashloop_backoff,
+        ),
+    };
+    kubelet.run(shutdown_on_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn proxy(global: &GlobalArgs, args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let client = client(global)?;
+    let _tracing = component_tracing("kulisse-proxy", &client)?;
+    eprintln!(
+        "kube-proxy for {} running against {} (Ctrl-C stops it)",
+        args.node_name,
+        client.server()
+    );
+    let opts = kulisse_core::proxy::Options {
+        node_name: args.node_name,
+    };
+    kulisse_core::proxy::run(
+        client,
+        opts,
+        shutdown_on_signal(),
+        kulisse_core::proxy::RuleTable::default(),
+    )
+    .await;
+    Ok(ExitCode::SUCCESS)
+}

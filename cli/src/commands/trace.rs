@@ -1,0 +1,136 @@
+//! `kulisse trace [TRACE_ID|last]`: the whole road of an apply as a waterfall in the terminal.
+//!
+//! Every kulisse component keeps its spans, and sends them to the control plane, which
+//! keeps the recent ones (no Jaeger needed). This command fetches one trace from the API
+//! server (`GET /apis/kulisse.dev/v1/traces/<id>`) and draws it: one line per span,
+//! indented under its parent, with the component, a bar on a shared time axis, the
+//! duration and the attributes a learner cares about.
+//!
+//! - `kulisse trace --list` shows the recent traces.
+//! - `kulisse trace last --export trace.json` writes OTLP JSON that Jaeger's UI loads
+//!   through "Search → JSON File".
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use http::Method;
+use kulisse_traces::StoredSpan;
+use serde_json::Value;
+
+use super::client;
+use crate::GlobalArgs;
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// A trace id (32 hex digits), or `last` for the newest apply.
+    #[arg(default_value = "last")]
+    pub id: String,
+    /// List the recent traces instead.
+    #[arg(long)]
+    pub list: bool,
+    /// Write the trace as OTLP JSON (for Jaeger's "JSON File" upload) instead of drawing it.
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<std::path::PathBuf>,
+    /// Width of the drawing in columns.
+    #[arg(long, default_value_t = 120)]
+    pub width: usize,
+    /// Follow span links too (for clusters running with --trace-style links).
+    #[arg(long)]
+    pub links: bool,
+}
+
+pub async fn run(global: &GlobalArgs, args: TraceArgs) -> anyhow::Result<ExitCode> {
+    let client = client(global)?;
+    if args.list {
+        let (list, _) = client
+            .json(Method::GET, "/apis/kulisse.dev/v1/traces", None, None)
+            .await?;
+        print!("{}", render_list(&list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let links = if args.links { "&links=true" } else { "" };
+    let base = format!("/apis/kulisse.dev/v1/traces/{}", args.id);
+    if let Some(path) = &args.export {
+        let (otlp, _) = client
+            .json(Method::GET, &format!("{base}?format=otlp{links}"), None, None)
+            .await?;
+        let text = serde_json::to_string_pretty(&otlp)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        let spans: usize = otlp
+            .get("resourceSpans")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|r| {
+                r.get("scopeSpans")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|s| s.get("spans").and_then(Value::as_array).map_or(0, Vec::len))
+            .sum();
+        println!(
+            "wrote {spans} spans to {} (open Jaeger, Search → JSON File, and pick it)",
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let spans = fetch_spans(&client, &args.id, args.links).await?;
+    print!("{}", kulisse_traces::render_waterfall(&spans, args.width));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The spans of one trace (`last` for the newest apply) from the control plane's store.
+pub async fn fetch_spans(
+    client: &kulisse_core::client::Client,
+    id: &str,
+    links: bool,
+) -> anyhow::Result<Vec<StoredSpan>> {
+    let links = if links { "?links=true" } else { "" };
+    let (trace, _) = client
+        .json(
+            Method::GET,
+            &format!("/apis/kulisse.dev/v1/traces/{id}{links}"),
+            None,
+            None,
+        )
+        .await?;
+    let spans = trace.get("spans").cloned().unwrap_or(Value::Array(Vec::new()));
+    serde_json::from_value(spans).context("the control plane sent spans in an unexpected shape")
+}
+
+fn render_list(list: &Value) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(vec!["TRACE ID", "ROOT", "SPANS", "DURATION", "SERVICES"]);
+    for item in list.get("items").and_then(Value::as_array).into_iter().flatten() {
+        let s = |k: &str| {
+            item.get(k)
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .unwrap_or_default()
+        };
+        let nanos = item.get("durationNanos").and_then(Value::as_u64).unwrap_or(0);
+        let services: Vec<String> = item
+            .get("services")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(|s| s.trim_start_matches("kulisse-").to_string()))
+            .collect();
+        t.add_row(vec![
+            s("traceId"),
+            s("rootName"),
+            s("spanCount"),
+            kulisse_traces::view::format_duration(nanos),
+            services.join(","),
+        ]);
+    }
+    for col in t.column_iter_mut() {
+        col.set_padding((0, 3));
+    }
+    let text = t.to_string();
+    let mut out: String = text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n");
+    out.push('\n');
+    out
+}
