@@ -27,6 +27,7 @@
 //! | `mock.kulisse.dev/exit-after.<container>: 2s` | the container exits 2 s after each start (`500ms`, `2s`, `1m`) |
 //! | `mock.kulisse.dev/exit-code.<container>: "1"` | ... with this exit code (default `0`) |
 //! | `mock.kulisse.dev/readiness.<container>: fail` | its readiness probe fails |
+//! | `mock.kulisse.dev/readiness.<container>: fail-after=5s` | ... once the container has run 5 s (the same form works for liveness and startup) |
 //! | `mock.kulisse.dev/liveness.<container>: fail` | its liveness probe fails |
 //! | `mock.kulisse.dev/startup.<container>: fail` | its startup probe fails |
 //!
@@ -767,11 +768,22 @@ impl ContainerRuntime for MockRuntime {
             return Some(ProbeResult::Failure(format!("container {:?} is not running", c.name)));
         }
         let sandbox_id = c.sandbox_id.clone();
+        let started = c.started_instant;
         let Some(sb) = s.sandboxes.get(&sandbox_id) else {
             return Some(ProbeResult::Failure("the pod sandbox is gone".into()));
         };
         let key = format!("{}.{}", probe.kind.as_str().to_ascii_lowercase(), probe.container_name);
-        if annotation(&sb.annotations, &key) != Some("fail") {
+        let failing = match annotation(&sb.annotations, &key) {
+            Some("fail") => true,
+            // `fail-after=2s`: healthy at first, failing once the container ran that long.
+            Some(v) => v
+                .strip_prefix("fail-after=")
+                .and_then(parse_duration)
+                .zip(started)
+                .is_some_and(|(after, started)| started.elapsed() >= after),
+            None => false,
+        };
+        if !failing {
             return Some(ProbeResult::Success);
         }
         let ip = &sb.info.ip;
