@@ -69,6 +69,8 @@ pub struct ReceivedSpan {
     /// The resource attributes of the process that sent the span (`service.name`,
     /// `telemetry.sdk.language`, everything from `OTEL_RESOURCE_ATTRIBUTES`, ...).
     pub resource_attributes: BTreeMap<String, String>,
+    /// Span links: (trace id, span id) of each linked span, as hex.
+    pub links: Vec<(String, String)>,
 }
 
 /// Which OTLP transport a receiver speaks.
@@ -393,6 +395,7 @@ fn flatten(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
                     service_name: service_name.clone(),
                     attributes: attributes_to_map(&span.attributes),
                     resource_attributes: resource_attributes.clone(),
+                    links: span.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
                 });
             }
         }

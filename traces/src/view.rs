@@ -69,7 +69,13 @@ pub fn render_waterfall(spans: &[StoredSpan], width: usize) -> String {
 
     let labels: Vec<String> = rows.iter().map(|row| row_label(row)).collect();
     let whos: Vec<String> = rows.iter().map(|row| who(row.span)).collect();
-    let name_w = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).clamp(8, 48);
+    // Deep trees need room for their indentation: wider terminals give the names more.
+    let name_w = labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(8, (width / 3).max(48));
     let who_w = whos.iter().map(|w| w.chars().count()).max().unwrap_or(0).clamp(5, 24);
     let fixed = name_w + 1 + who_w + 1 + 2 + 1 + DURATION_WIDTH + 2;
     let avail = width.saturating_sub(fixed);
