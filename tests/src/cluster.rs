@@ -24,7 +24,13 @@ pub fn kulisse_bin() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps");
-    let bin = dir.join("kulisse");
+    let mut bin = dir.join("kulisse");
+    if !bin.exists() {
+        // A benchmark runs from target/release; use the debug build if that is what exists.
+        if let Some(debug) = dir.parent().map(|t| t.join("debug").join("kulisse")).filter(|d| d.exists()) {
+            bin = debug;
+        }
+    }
     assert!(
         bin.exists(),
         "the kulisse binary is not built at {}: run `cargo build -p kulisse` (scripts/test.sh does) or set KULISSE_BIN",
