@@ -27,7 +27,11 @@ pub fn kulisse_bin() -> PathBuf {
     let mut bin = dir.join("kulisse");
     if !bin.exists() {
         // A benchmark runs from target/release; use the debug build if that is what exists.
-        if let Some(debug) = dir.parent().map(|t| t.join("debug").join("kulisse")).filter(|d| d.exists()) {
+        if let Some(debug) = dir
+            .parent()
+            .map(|t| t.join("debug").join("kulisse"))
+            .filter(|d| d.exists())
+        {
             bin = debug;
         }
     }
@@ -98,7 +102,10 @@ impl Cluster {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:")) {
+                    if let Some(url) = line
+                        .split_whitespace()
+                        .find(|w| w.starts_with("https://127.0.0.1:") || w.starts_with("http://127.0.0.1:"))
+                    {
                         server = Some(url.to_string());
                     }
                     banner.push(line);
@@ -125,20 +132,25 @@ impl Cluster {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = self.server.trim_start_matches("http://").to_string();
         while Instant::now() < deadline {
-            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = write!(s, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut buf = String::new();
-                let _ = std::io::Read::read_to_string(&mut s, &mut buf);
-                if buf.starts_with("HTTP/1.1 200") {
-                    return;
-                }
+            if let Ok((200, _)) = std::panic::catch_unwind(|| {
+                http_with_ca(&self.server, self.ca().as_deref(), "GET", "/readyz", &[], b"")
+            }) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("kulisse up at {} did not become ready within 30s", self.server);
+    }
+
+    /// The cluster CA (PEM) that `kulisse up` created, if it serves HTTPS.
+    pub fn ca(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.data_dir.join("ca.crt")).ok()
+    }
+
+    /// A raw HTTP request to this cluster's API server over its TLS (see [`http`]).
+    pub fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        http_with_ca(&self.server, self.ca().as_deref(), method, path, headers, body)
     }
 
     /// The kubeconfig `kulisse up` wrote.
@@ -231,11 +243,26 @@ pub fn text(bytes: &[u8]) -> String {
 }
 
 /// A raw HTTP/1.1 request to `server` (for tests that must see exact status codes);
-/// returns (status code, body).
+/// returns (status code, body). `https://` servers are verified against `ca_pem`.
 pub fn http(server: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let addr = server.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to API server");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    http_with_ca(server, None, method, path, headers, body)
+}
+
+/// [`http`] with the cluster CA for `https://` servers.
+pub fn http_with_ca(
+    server: &str,
+    ca_pem: Option<&[u8]>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let (tls, addr) = match server.strip_prefix("https://") {
+        Some(a) => (true, a),
+        None => (false, server.trim_start_matches("http://")),
+    };
+    let tcp = std::net::TcpStream::connect(addr).expect("connect to API server");
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -244,10 +271,23 @@ pub fn http(server: &str, method: &str, path: &str, headers: &[(&str, &str)], bo
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("send");
-    s.write_all(body).expect("send body");
     let mut buf = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut s, &mut buf);
+    if tls {
+        let ca = ca_pem.expect("an https server needs the cluster CA (Cluster::http passes it)");
+        let config = kulisse_core::apiserver::certs::client_config(ca).expect("cluster CA");
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+            .expect("server name")
+            .to_owned();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        // A server may answer (413) and close before reading a large body: keep what it said.
+        let _ = stream.write_all(req.as_bytes()).and_then(|_| stream.write_all(body));
+        let _ = std::io::Read::read_to_end(&mut stream, &mut buf);
+    } else {
+        let mut s = tcp;
+        let _ = s.write_all(req.as_bytes()).and_then(|_| s.write_all(body));
+        let _ = std::io::Read::read_to_end(&mut s, &mut buf);
+    }
     let resp = String::from_utf8_lossy(&buf).into_owned();
     let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = resp

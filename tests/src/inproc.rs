@@ -16,6 +16,8 @@ pub struct ApiServerFixture {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     pub token: String,
+    /// The cluster CA (PEM) when the fixture serves HTTPS ([`ApiServerFixture::start_tls`]).
+    pub ca_pem: Option<Vec<u8>>,
     /// Flip to `true` to stop components started with [`ApiServerFixture::shutdown_rx`].
     pub shutdown: watch::Sender<bool>,
     _dir: tempfile::TempDir,
@@ -23,27 +25,51 @@ pub struct ApiServerFixture {
 }
 
 impl ApiServerFixture {
-    /// Start the API server (call from inside a tokio runtime).
+    /// Start the API server on plain HTTP (call from inside a tokio runtime).
     pub async fn start() -> ApiServerFixture {
+        Self::start_with(false).await
+    }
+
+    /// Start the API server on HTTPS with its own CA, as `kulisse up` does (for real clients
+    /// such as kubectl, which send tokens only over TLS).
+    pub async fn start_tls() -> ApiServerFixture {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> ApiServerFixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(&dir.path().join("store.redb")).expect("open embedded store");
         let token = "test-token".to_string();
-        let server = ApiServer::new(store, apiserver::Config { token: token.clone() });
+        let certs =
+            tls.then(|| apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().expect("ip")).expect("certificates"));
+        let tls_config = certs
+            .as_ref()
+            .map(|c| apiserver::certs::server_config(c).expect("TLS config"));
+        let ca_pem = certs.map(|c| c.ca_pem.into_bytes());
+        let server = ApiServer::new(
+            store,
+            apiserver::Config {
+                token: token.clone(),
+                tls: tls_config,
+            },
+        );
         server.bootstrap().await.expect("bootstrap namespaces");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("local addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.serve(listener, async move {
             let _ = stopped.await;
         }));
-        let client = Client::new(&url, &token).expect("client");
+        let client = Client::with_ca(&url, &token, ca_pem.as_deref()).expect("client");
         let (shutdown, _) = watch::channel(false);
         ApiServerFixture {
             client,
             url,
             token,
+            ca_pem,
             shutdown,
             _dir: dir,
             stop: Some(stop),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use kulisse_tests::cluster::{Cluster, http, text};
+use kulisse_tests::cluster::{Cluster, text};
 use serde_json::Value;
 
 const NGINX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/nginx-deployment.yaml");
@@ -207,10 +207,9 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     }
     // Still serving, nothing was written.
     assert!(c.ok(&["get", "ns", "-o", "name"]).contains("namespace/default"));
-    let (code, body) = http(
-        &c.server,
+    let (code, body) = c.http(
         "GET",
-        "/api/v1/configmaps",
+        "/api/v1/namespaces/default/configmaps",
         &[("Authorization", &format!("Bearer {}", c.token()))],
         b"",
     );
@@ -227,34 +226,28 @@ fn the_api_server_answers_bad_bodies_with_status_objects() {
     let h = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
     let path = "/apis/apps/v1/namespaces/default/deployments";
 
-    let (code, body) = http(&c.server, "POST", path, &h, br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":-1,"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}}"#);
+    let (code, body) = c.http("POST", path, &h, br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":-1,"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}}"#);
     assert_eq!(code, 422, "{body}");
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["kind"], "Status");
     assert_eq!(status["reason"], "Invalid");
     assert_eq!(status["details"]["causes"][0]["field"], "spec.replicas");
 
-    let (code, body) = http(&c.server, "POST", path, &h, &[0xff, 0xfe, 0x00]);
+    let (code, body) = c.http("POST", path, &h, &[0xff, 0xfe, 0x00]);
     assert_eq!(code, 400, "{body}");
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let (code, _) = http(&c.server, "POST", path, &h, deep.as_bytes());
+    let (code, _) = c.http("POST", path, &h, deep.as_bytes());
     assert_eq!(code, 400);
     let big = vec![b' '; 4 * 1024 * 1024];
-    let (code, body) = http(&c.server, "POST", path, &h, &big);
+    let (code, body) = c.http("POST", path, &h, &big);
     assert_eq!(code, 413, "{body}");
-    let (code, body) = http(
-        &c.server,
-        "GET",
-        "/apis/apps/v1/namespaces/default/deployments/missing",
-        &h,
-        b"",
-    );
+    let (code, body) = c.http("GET", "/apis/apps/v1/namespaces/default/deployments/missing", &h, b"");
     assert_eq!(code, 404);
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["message"], "deployments.apps \"missing\" not found");
     assert_eq!(status["details"]["kind"], "deployments");
     // and it still works
-    let (code, _) = http(&c.server, "GET", "/api/v1/namespaces", &h, b"");
+    let (code, _) = c.http("GET", "/api/v1/namespaces", &h, b"");
     assert_eq!(code, 200);
 }
 
@@ -266,19 +259,18 @@ fn requests_without_the_token_get_401() {
         vec![("Authorization", "Bearer wrong")],
         vec![("Authorization", "Basic abc")],
     ] {
-        let (code, body) = http(&c.server, "GET", "/api/v1/namespaces/default/pods", &headers, b"");
+        let (code, body) = c.http("GET", "/api/v1/namespaces/default/pods", &headers, b"");
         assert_eq!(code, 401, "{body}");
         let status: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(status["reason"], "Unauthorized");
         assert_eq!(status["code"], 401);
     }
     for open in ["/version", "/healthz", "/readyz"] {
-        let (code, _) = http(&c.server, "GET", open, &[], b"");
+        let (code, _) = c.http("GET", open, &[], b"");
         assert_eq!(code, 200, "{open} answers without a token");
     }
     let auth = format!("Bearer {}", c.token());
-    let (code, _) = http(
-        &c.server,
+    let (code, _) = c.http(
         "GET",
         "/api/v1/namespaces/default/pods",
         &[("Authorization", &auth)],

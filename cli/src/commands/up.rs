@@ -49,6 +49,10 @@ pub struct UpArgs {
     /// The container runtime of the in-process nodes.
     #[arg(long, value_enum, default_value_t = RuntimeKind::Mock)]
     pub runtime: RuntimeKind,
+    /// Podman's API socket (with --runtime podman). Default: /run/podman/podman.sock as
+    /// root, else $XDG_RUNTIME_DIR/podman/podman.sock.
+    #[arg(long, value_name = "PATH")]
+    pub podman_socket: Option<PathBuf>,
     /// Which control-plane components run in this process. Leave one out to run it as its own
     /// process (`kulisse controller-manager`, `kulisse scheduler`).
     #[arg(
@@ -122,6 +126,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     );
     let runtime = match args.runtime {
         RuntimeKind::Mock => "mock",
+        RuntimeKind::Podman => "podman",
     };
     let fast = if args.fast_failover { ", fast failover" } else { "" };
     println!("  nodes:       {} ({runtime} runtime{fast})", args.nodes);
@@ -178,16 +183,25 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             .context("connecting to etcd")?,
     };
     let token = load_or_create_token(data_dir)?;
-    let server = ApiServer::new(store, apiserver::Config { token: token.clone() });
+    // The cluster CA and the API server's certificate (kubectl sends its token only over TLS).
+    let certs = apiserver::certs::ensure(data_dir, args.listen.ip()).context("creating the cluster certificates")?;
+    let tls = apiserver::certs::server_config(&certs).context("loading the API server certificate")?;
+    let server = ApiServer::new(
+        store,
+        apiserver::Config {
+            token: token.clone(),
+            tls: Some(tls),
+        },
+    );
     server
         .bootstrap()
         .await
         .map_err(|e| anyhow::anyhow!("creating the system namespaces failed: {e}"))?;
 
     let listener = bind(args.listen).await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let url = format!("https://{}", listener.local_addr()?);
     let kubeconfig_path = data_dir.join("kubeconfig");
-    Kubeconfig::for_cluster(&url, &token)
+    Kubeconfig::for_cluster(&url, &token, Some(&certs.ca_pem))
         .write(&kubeconfig_path)
         .with_context(|| format!("writing {}", kubeconfig_path.display()))?;
 
@@ -196,7 +210,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
     let serving = tokio::spawn(server.serve(listener, async move {
         let _ = server_rx.wait_for(|s| *s).await;
     }));
-    let client = Client::new(&url, &token)?;
+    let client = Client::with_ca(&url, &token, Some(certs.ca_pem.as_bytes()))?;
     let mut tasks = Vec::new();
     if args.components.contains(&Component::ControllerManager) {
         let opts = super::components::controller_options(args.fast_failover);
@@ -224,6 +238,17 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
                 args.fast_failover,
                 args.crashloop_backoff,
             ),
+            RuntimeKind::Podman => {
+                super::components::podman_kubelet(
+                    client.clone(),
+                    &node,
+                    &token,
+                    args.fast_failover,
+                    args.crashloop_backoff,
+                    args.podman_socket.as_deref(),
+                )
+                .await?
+            }
         };
         let rx = stop_rx.clone();
         let name = node.clone();
@@ -236,6 +261,9 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
         tasks.push(tokio::spawn(async move {
             let opts = kulisse_core::proxy::Options {
                 node_name: node.clone(),
+                // Every node's proxy keeps its rule table, but all nodes share this
+                // machine's loopback: only the first one listens on the Services' addresses.
+                data_path: i == 1,
             };
             kulisse_core::proxy::run(c, opts, rx, kulisse_core::proxy::RuleTable::default()).await;
         }));

@@ -26,12 +26,14 @@
 pub mod allocator;
 pub mod auth;
 pub mod binding;
+pub mod certs;
 pub mod create;
 pub mod delete;
 pub mod discovery;
 pub mod get;
 pub mod logs;
 pub mod meta;
+pub mod openapi;
 pub mod patch;
 pub mod routes;
 pub mod scale;
@@ -74,6 +76,8 @@ pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
 pub struct Config {
     /// The bearer token clients must present (from the kubeconfig).
     pub token: String,
+    /// Serve HTTPS with this configuration ([`certs`]); `None` serves plain HTTP (tests).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What every handler gets: the storage layer and the server's settings.
@@ -97,12 +101,26 @@ pub struct Ctx<'a> {
     pub query: HashMap<String, String>,
     pub headers: &'a HeaderMap,
     pub body: Bytes,
+    /// Warnings for the client, sent as `Warning: 299 - "..."` response headers (kubectl
+    /// prints them as `Warning: ...`).
+    pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl Ctx<'_> {
     /// A query parameter, if present and not empty.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// Add warnings for the client (see [`Ctx::warnings`]).
+    pub fn warn_all(&self, warnings: impl IntoIterator<Item = String>) {
+        if let Ok(mut w) = self.warnings.lock() {
+            for warning in warnings {
+                if !w.contains(&warning) {
+                    w.push(warning);
+                }
+            }
+        }
     }
 
     /// `?dryRun=All`: validate and compare, but do not write.
@@ -158,6 +176,7 @@ impl ApiServer {
                 kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::background_tracing_enabled());
             info_span!("apiserver.bootstrap", "kulisse.stage" = "apiserver")
         };
+        openapi::warm();
         self.bootstrap_namespaces().instrument(span).await
     }
 
@@ -201,17 +220,17 @@ impl ApiServer {
                     let _ = stream.set_nodelay(true);
                     let server = self.clone();
                     let stop_rx = stop_rx.clone();
-                    let service = hyper::service::service_fn(move |req| {
-                        let server = server.clone();
-                        let stop_rx = stop_rx.clone();
-                        async move { Ok::<_, Infallible>(server.handle(req, stop_rx).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
+                    let watcher = graceful.watcher();
+                    let tls = self.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!("connection ended: {e}");
+                        match tls {
+                            // The TLS handshake happens here, off the accept loop.
+                            Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                Ok(Ok(tls_stream)) => serve_connection(server, tls_stream, stop_rx, watcher).await,
+                                Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            },
+                            None => serve_connection(server, stream, stop_rx, watcher).await,
                         }
                     });
                 }
@@ -306,7 +325,28 @@ impl ApiServer {
             query,
             headers,
             body,
+            warnings: std::sync::Mutex::new(Vec::new()),
         };
+        let result = self.dispatch(&ctx, route, method, stop).await;
+        let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+        result.map(|mut resp| {
+            for w in warnings {
+                let text = format!("299 - {}", serde_json::Value::String(w));
+                if let Ok(v) = http::HeaderValue::from_str(&text) {
+                    resp.headers_mut().append(header::WARNING, v);
+                }
+            }
+            resp
+        })
+    }
+
+    async fn dispatch(
+        &self,
+        ctx: &Ctx<'_>,
+        route: Route,
+        method: &Method,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Response<Body>, ApiError> {
         let span = tracing::Span::current();
         match (route, method) {
             (Route::Version, &Method::GET) => discovery::version(),
@@ -315,24 +355,26 @@ impl ApiServer {
             (Route::Groups, &Method::GET) => discovery::groups(),
             (Route::Group(g), &Method::GET) => discovery::group(&g),
             (Route::Resources { group, version }, &Method::GET) => discovery::resources(&group, &version),
+            (Route::OpenApiIndex, &Method::GET) => openapi::index(),
+            (Route::OpenApi(path), &Method::GET) => openapi::group_version(&path),
             (Route::Collection { info, namespace }, m) => {
                 record_target(&span, info, namespace.as_deref(), None);
                 match *m {
-                    Method::GET if is_watch(&ctx) => {
+                    Method::GET if is_watch(ctx) => {
                         span.record("k8s.verb", "watch");
-                        watch::handle(&ctx, info, namespace.as_deref(), stop).await
+                        watch::handle(ctx, info, namespace.as_deref(), stop).await
                     }
                     Method::GET => {
                         span.record("k8s.verb", "list");
-                        get::list(&ctx, info, namespace.as_deref()).await
+                        get::list(ctx, info, namespace.as_deref()).await
                     }
                     Method::POST => {
                         span.record("k8s.verb", "create");
                         if info.namespaced {
                             let ns = namespace.ok_or_else(|| cluster_scoped_create(info))?;
-                            create::handle(&ctx, info, Some(&ns)).await
+                            create::handle(ctx, info, Some(&ns)).await
                         } else {
-                            create::handle(&ctx, info, None).await
+                            create::handle(ctx, info, None).await
                         }
                     }
                     _ => Err(ApiError::new(
@@ -357,35 +399,35 @@ impl ApiServer {
                 match (m.clone(), sub) {
                     (Method::GET, None | Some("status")) => {
                         span.record("k8s.verb", "get");
-                        get::get(&ctx, info, ns, &name).await
+                        get::get(ctx, info, ns, &name).await
                     }
                     (Method::PUT, None | Some("status")) => {
                         span.record("k8s.verb", "update");
-                        update::handle(&ctx, info, ns, &name, sub).await
+                        update::handle(ctx, info, ns, &name, sub).await
                     }
                     (Method::PATCH, None | Some("status")) => {
                         span.record("k8s.verb", "patch");
-                        patch::handle(&ctx, info, ns, &name, sub).await
+                        patch::handle(ctx, info, ns, &name, sub).await
                     }
                     (Method::DELETE, None) => {
                         span.record("k8s.verb", "delete");
-                        delete::handle(&ctx, info, ns, &name).await
+                        delete::handle(ctx, info, ns, &name).await
                     }
                     (Method::POST, Some("binding")) if info.kind == "Pod" => {
                         span.record("k8s.verb", "create");
-                        binding::handle(&ctx, ns.unwrap_or("default"), &name).await
+                        binding::handle(ctx, ns.unwrap_or("default"), &name).await
                     }
                     (Method::GET | Method::PUT | Method::PATCH, Some("scale")) if scale::supports(info) => {
                         span.record("k8s.verb", if *m == Method::GET { "get" } else { "update" });
-                        scale::handle(&ctx, info, ns, &name, m).await
+                        scale::handle(ctx, info, ns, &name, m).await
                     }
                     (Method::GET, Some("log")) if info.kind == "Pod" => {
                         span.record("k8s.verb", "get");
-                        logs::handle(&ctx, ns.unwrap_or("default"), &name).await
+                        logs::handle(ctx, ns.unwrap_or("default"), &name).await
                     }
                     (Method::POST, None) if !info.namespaced => {
                         span.record("k8s.verb", "create");
-                        create::handle(&ctx, info, None).await
+                        create::handle(ctx, info, None).await
                     }
                     (m, Some(other)) => Err(ApiError::new(
                         404,
@@ -408,6 +450,26 @@ impl ApiServer {
                 format!("{m} is not supported here"),
             )),
         }
+    }
+}
+
+/// Serve HTTP/1.1 on one connection (plain or TLS) until it ends or the server shuts down.
+async fn serve_connection<IO>(
+    server: Arc<ApiServer>,
+    io: IO,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let server = server.clone();
+        let stop_rx = stop_rx.clone();
+        async move { Ok::<_, Infallible>(server.handle(req, stop_rx).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("connection ended: {e}");
     }
 }
 

@@ -37,6 +37,16 @@ pub struct NamedCluster {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cluster {
     pub server: String,
+    /// The cluster CA certificate (PEM), base64-encoded: what clients trust.
+    #[serde(
+        rename = "certificate-authority-data",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub certificate_authority_data: Option<String>,
+    /// The same, as a file path.
+    #[serde(rename = "certificate-authority", default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +81,8 @@ pub struct Connection {
     pub server: String,
     pub token: String,
     pub namespace: String,
+    /// The cluster CA (PEM) to verify an `https://` server with.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// The name kulisse uses for its cluster, user and context entries.
@@ -78,13 +90,19 @@ pub const NAME: &str = "kulisse";
 
 impl Kubeconfig {
     /// A kubeconfig for one kulisse cluster.
-    pub fn for_cluster(server: &str, token: &str) -> Self {
+    pub fn for_cluster(server: &str, token: &str, ca_pem: Option<&str>) -> Self {
+        use base64::Engine as _;
+        let certificate_authority_data = ca_pem.map(|pem| base64::engine::general_purpose::STANDARD.encode(pem));
         Kubeconfig {
             api_version: "v1".into(),
             kind: "Config".into(),
             clusters: vec![NamedCluster {
                 name: NAME.into(),
-                cluster: Cluster { server: server.into() },
+                cluster: Cluster {
+                    server: server.into(),
+                    certificate_authority_data,
+                    certificate_authority: None,
+                },
             }],
             users: vec![NamedUser {
                 name: NAME.into(),
@@ -139,10 +157,33 @@ impl Kubeconfig {
                 )
             })?;
         let user = self.users.iter().find(|u| u.name == ctx.context.user);
+        let ca_pem = match (
+            &cluster.cluster.certificate_authority_data,
+            &cluster.cluster.certificate_authority,
+        ) {
+            (Some(data), _) => {
+                use base64::Engine as _;
+                Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(data.trim())
+                        .map_err(|e| {
+                            format!(
+                                "certificate-authority-data of cluster {:?} is not base64: {e}",
+                                cluster.name
+                            )
+                        })?,
+                )
+            }
+            (None, Some(path)) => {
+                Some(std::fs::read(path).map_err(|e| format!("reading certificate-authority {path}: {e}"))?)
+            }
+            (None, None) => None,
+        };
         Ok(Connection {
             server: cluster.cluster.server.clone(),
             token: user.and_then(|u| u.user.token.clone()).unwrap_or_default(),
             namespace: ctx.context.namespace.clone().unwrap_or_else(|| "default".into()),
+            ca_pem,
         })
     }
 
@@ -210,7 +251,8 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let conn = Kubeconfig::load(&path).unwrap().connection().unwrap();
-        assert_eq!(conn.server, "http://127.0.0.1:6443");
+        assert_eq!(conn.server, "https://127.0.0.1:6443");
+        assert_eq!(conn.ca_pem.as_deref(), Some(&b"-----BEGIN CERTIFICATE-----\nx\n"[..]));
         assert_eq!(conn.token, "tok");
         assert_eq!(conn.namespace, "default");
     }

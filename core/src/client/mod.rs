@@ -88,33 +88,63 @@ pub struct ListParams {
 pub struct Client {
     server: String,
     token: String,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// The namespace used when a command does not name one.
     pub default_namespace: String,
 }
 
 impl Client {
-    /// A client for `server` (`http://127.0.0.1:6443`) presenting `token`.
+    /// A client for a plain-HTTP `server` (`http://127.0.0.1:6443`) presenting `token`.
     pub fn new(server: &str, token: &str) -> Result<Self, ClientError> {
+        Client::with_ca(server, token, None)
+    }
+
+    /// A client for `server` presenting `token`. An `https://` server is verified against
+    /// `ca_pem` (the cluster CA from the kubeconfig), and nothing else: the token is only
+    /// sent to the API server that CA vouches for.
+    pub fn with_ca(server: &str, token: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
         let uri: http::Uri = server
             .parse()
             .map_err(|e| ClientError::Protocol(format!("server URL {server:?} is not valid: {e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => {
+        let tls = match (uri.scheme_str(), ca_pem) {
+            (Some("http"), _) => None,
+            (Some("https"), Some(ca)) => Some(
+                crate::apiserver::certs::client_config(ca)
+                    .map_err(|e| ClientError::Protocol(format!("cannot use the cluster CA: {e}")))?,
+            ),
+            (Some("https"), None) => {
                 return Err(ClientError::Protocol(format!(
-                    "server URL {server:?} uses {other}://; kulisse's API server speaks plain http on loopback"
+                    "server URL {server:?} is https, but the kubeconfig has no certificate-authority-data to check it with"
                 )));
             }
-            None => {
+            (Some(other), _) => {
                 return Err(ClientError::Protocol(format!(
-                    "server URL {server:?} has no scheme (expected http://HOST:PORT)"
+                    "server URL {server:?} uses {other}://; expected https:// or http://"
                 )));
             }
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+            (None, _) => {
+                return Err(ClientError::Protocol(format!(
+                    "server URL {server:?} has no scheme (expected https://HOST:PORT)"
+                )));
+            }
+        };
+        let mut http_connector = HttpConnector::new();
+        http_connector.set_nodelay(true);
+        http_connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        http_connector.enforce_http(false);
+        let tls = tls.unwrap_or_else(|| {
+            // Plain HTTP: TLS is never used, but the connector type wants a configuration.
+            rustls::ClientConfig::builder_with_provider(crate::apiserver::certs::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http_connector);
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -131,7 +161,7 @@ impl Client {
         let conn = Kubeconfig::load(path)
             .and_then(|k| k.connection())
             .map_err(ClientError::Protocol)?;
-        let mut client = Client::new(&conn.server, &conn.token)?;
+        let mut client = Client::with_ca(&conn.server, &conn.token, conn.ca_pem.as_deref())?;
         client.default_namespace = conn.namespace;
         Ok(client)
     }
@@ -201,6 +231,26 @@ impl Client {
             server: self.server.clone(),
             reason: connect_reason(&e),
         })
+    }
+
+    /// Send spans to the API server's OTLP/HTTP receiver: `POST /v1/traces` with an OTLP
+    /// `ExportTraceServiceRequest` in protobuf (`body`), over this client's transport and with
+    /// its bearer token. A non-2xx answer becomes `ClientError::Api`.
+    pub async fn post_otlp(&self, body: Vec<u8>) -> Result<(), ClientError> {
+        let resp = self
+            .request(
+                Method::POST,
+                "/v1/traces",
+                &[("content-type", "application/x-protobuf")],
+                Some(body),
+            )
+            .await?;
+        if resp.status.is_success() {
+            return Ok(());
+        }
+        Err(parse_answer(&resp)
+            .err()
+            .unwrap_or_else(|| ClientError::Protocol(format!("POST /v1/traces answered {}", resp.status))))
     }
 
     /// Send a request whose answer is a JSON object; a non-2xx answer becomes `ClientError::Api`.

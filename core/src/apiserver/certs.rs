@@ -1,0 +1,160 @@
+//! # Certificates (mirrors kubeadm's "certs" phase)
+//!
+//! A real cluster's API server speaks only HTTPS, and kubectl sends its credentials (the
+//! bearer token) only over TLS. So `kulisse up` creates a tiny public-key infrastructure in
+//! its data directory the first time it starts, as `kubeadm init` does in `/etc/kubernetes/pki`:
+//!
+//! - `ca.crt` / `ca.key`: the cluster's own certificate authority (kept across restarts);
+//! - `apiserver.crt` / `apiserver.key`: the API server's serving certificate, signed by that
+//!   CA, valid for `localhost`, `127.0.0.1`, `::1` and the address it listens on (made anew
+//!   at every start, so a new `--listen` address is always covered).
+//!
+//! The kubeconfig carries the CA (`certificate-authority-data`), so clients can check that
+//! they talk to *this* API server, and only then send the token. Private keys are written
+//! with mode 0600.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+/// The cluster CA and a serving certificate for the API server, in PEM.
+pub struct ClusterCerts {
+    /// The CA certificate (what clients trust).
+    pub ca_pem: String,
+    /// The API server's certificate chain (its certificate, then the CA's).
+    pub serving_chain_pem: String,
+    /// The API server's private key.
+    pub serving_key_pem: String,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{what}: {e}"))
+}
+
+/// Load the CA from `dir` (or create it), and issue a serving certificate for `listen_ip`.
+pub fn ensure(dir: &Path, listen_ip: IpAddr) -> std::io::Result<ClusterCerts> {
+    let ca_crt = dir.join("ca.crt");
+    let ca_key = dir.join("ca.key");
+    let (ca_pem, ca_key_pem) = match (std::fs::read_to_string(&ca_crt), std::fs::read_to_string(&ca_key)) {
+        (Ok(c), Ok(k)) => (c, k),
+        _ => {
+            let key = KeyPair::generate().map_err(|e| err("generating the CA key", e))?;
+            let cert = ca_params()?
+                .self_signed(&key)
+                .map_err(|e| err("self-signing the CA", e))?;
+            let (c, k) = (cert.pem(), key.serialize_pem());
+            crate::client::kubeconfig::write_private(&ca_key, k.as_bytes())?;
+            crate::client::kubeconfig::write_private(&ca_crt, c.as_bytes())?;
+            (c, k)
+        }
+    };
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| err("reading ca.key", e))?;
+    // The issuer is the CA's subject and key: the same parameters the CA was made with.
+    let issuer = Issuer::new(ca_params()?, ca_key);
+
+    let key = KeyPair::generate().map_err(|e| err("generating the API server key", e))?;
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+    ])
+    .map_err(|e| err("API server certificate parameters", e))?;
+    params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse().expect("valid"), "::1".parse().expect("valid")];
+    if !ips.contains(&listen_ip) && !listen_ip.is_unspecified() {
+        ips.push(listen_ip);
+    }
+    params.subject_alt_names.extend(ips.into_iter().map(SanType::IpAddress));
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|e| err("signing the API server certificate", e))?;
+    let serving_key_pem = key.serialize_pem();
+    crate::client::kubeconfig::write_private(&dir.join("apiserver.key"), serving_key_pem.as_bytes())?;
+    let serving_chain_pem = format!("{}{}", cert.pem(), ca_pem);
+    crate::client::kubeconfig::write_private(&dir.join("apiserver.crt"), serving_chain_pem.as_bytes())?;
+    Ok(ClusterCerts {
+        ca_pem,
+        serving_chain_pem,
+        serving_key_pem,
+    })
+}
+
+/// The CA's parameters: a self-signed authority named `kulisse-ca`.
+fn ca_params() -> std::io::Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err("CA parameters", e))?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "kulisse-ca");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    Ok(params)
+}
+
+/// The crypto kulisse uses for TLS (ring).
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls server configuration from the serving chain and key.
+pub fn server_config(certs: &ClusterCerts) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    let chain: Vec<_> = rustls_pemfile::certs(&mut certs.serving_chain_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key = rustls_pemfile::private_key(&mut certs.serving_key_pem.as_bytes())?
+        .ok_or_else(|| err("apiserver.key", "no private key in it"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| err("the API server certificate", e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A rustls client configuration trusting only `ca_pem` (the cluster's CA).
+pub fn client_config(ca_pem: &[u8]) -> std::io::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        roots.add(cert?).map_err(|e| err("the cluster CA certificate", e))?;
+    }
+    if roots.is_empty() {
+        return Err(err(
+            "the cluster CA",
+            "no certificate found in certificate-authority-data",
+        ));
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("TLS versions", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_is_kept_and_serving_certs_are_signed_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ensure(dir.path(), "127.0.0.1".parse().unwrap()).unwrap();
+        let b = ensure(dir.path(), "127.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(a.ca_pem, b.ca_pem, "the CA survives restarts");
+        assert_ne!(
+            a.serving_key_pem, b.serving_key_pem,
+            "the serving key is new each start"
+        );
+        server_config(&b).unwrap();
+        client_config(b.ca_pem.as_bytes()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["ca.key", "apiserver.key"] {
+            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+    }
+}
