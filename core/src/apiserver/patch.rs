@@ -5,6 +5,10 @@
 //!
 //! - `application/merge-patch+json` (RFC 7386): a partial object; `null` deletes a field,
 //!   lists are replaced whole. `kubectl scale` and `kubectl patch --type merge` use it.
+//! - `application/strategic-merge-patch+json`: Kubernetes' own merge patch, in which lists
+//!   such as `containers` merge item by item by a merge key (`name`), with directives such
+//!   as `$patch: delete`. `kubectl patch` and client-side `kubectl apply` send it; the rules
+//!   live in [`crate::objects::strategic`].
 //! - `application/json-patch+json` (RFC 6902): a list of operations
 //!   (`[{"op":"replace","path":"/spec/replicas","value":3}]`).
 //! - `application/apply-patch+yaml`: **server-side apply**, which is what `kulisse apply`
@@ -67,12 +71,15 @@ pub async fn handle(
     match ctx.content_type() {
         Some("application/apply-patch+yaml") => apply(ctx, info, ns, name, sub).await,
         Some("application/merge-patch+json") => patch_with(ctx, info, ns, name, sub, PatchKind::Merge).await,
+        Some("application/strategic-merge-patch+json") => {
+            patch_with(ctx, info, ns, name, sub, PatchKind::Strategic).await
+        }
         Some("application/json-patch+json") => patch_with(ctx, info, ns, name, sub, PatchKind::Json).await,
         other => Err(ApiError::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the patch content type {:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/apply-patch+yaml",
+                "the patch content type {:?} is not supported; use application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json or application/apply-patch+yaml",
                 other.unwrap_or("")
             ),
         )),
@@ -82,6 +89,7 @@ pub async fn handle(
 #[derive(Clone, Copy)]
 enum PatchKind {
     Merge,
+    Strategic,
     Json,
 }
 
@@ -104,6 +112,10 @@ async fn patch_with(
         let mut new = stored.object.clone();
         match kind {
             PatchKind::Merge => json_patch::merge(&mut new, &patch),
+            PatchKind::Strategic => {
+                new = objects::strategic::apply(info.kind, &stored.object, &patch)
+                    .map_err(|e| e.into_api_error(info, name))?;
+            }
             PatchKind::Json => {
                 let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                     .map_err(|e| ApiError::bad_request(&format!("the JSON patch is not a list of operations: {e}")))?;

@@ -27,8 +27,9 @@
 //! knows for other API versions). Typed `k8s-openapi` structs are used only to *check*
 //! types.
 //!
-//! The helpers below read `metadata`, and [`selectors`] implements label and field selectors
-//! (`kubectl get pods -l app=web --field-selector spec.nodeName=node-1`).
+//! [`strategic`] applies strategic merge patches (`kubectl patch`, client-side
+//! `kubectl apply`). The helpers below read `metadata`, and [`selectors`] implements label
+//! and field selectors (`kubectl get pods -l app=web --field-selector spec.nodeName=node-1`).
 
 // `ApiError` and `ManifestError` carry the whole message a learner reads; they are built only
 // on the (cold) error path, so their size in a `Result` does not matter.
@@ -44,6 +45,7 @@ pub mod quantity;
 pub mod registry;
 pub mod selectors;
 pub mod status;
+pub mod strategic;
 pub mod validation;
 
 pub use defaults::apply_defaults;
