@@ -8,6 +8,8 @@
 #   protoc   (protobuf-compiler) - the etcd-client crate compiles etcd's .proto files at build time
 #   etcd     (etcd-server)       - the real etcd the etcd store tests start on 127.0.0.1
 #   etcdctl  (etcd-client)       - etcd's own CLI; tests (and you) use it to look at the keys
+#   podman, runc, catatonit, iptables, busybox-static - `kulisse up --runtime podman` and its
+#            tests; installed and checked by scripts/setup-podman.sh, which this script runs
 #
 # Only missing programs are installed; `apt-get update` runs once, and only if something is
 # missing. When everything is there the script changes nothing and finishes at once.
@@ -20,7 +22,7 @@ check_only=false
 case "${1:-}" in
   --check) check_only=true ;;
   "") ;;
-  -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
   *) echo "install-deps.sh: unknown argument '$1' (expected --check or nothing)" >&2; exit 2 ;;
 esac
 
@@ -32,14 +34,26 @@ needs=(
   "etcd etcd-server"
   "etcdctl etcd-client"
   # --- later (a future issue): the container runtime and the book -------------------------
-  # "podman podman"
-  # "runc runc"
-  # "busybox busybox-static"
+  # podman, runc, catatonit, iptables, busybox-static: not listed here but installed by
+  #   scripts/setup-podman.sh (run at the end, see podman_setup below), which also writes a
+  #   containers.conf drop-in only where podman's defaults fail (crun on cgroup v1 hybrid,
+  #   ulimits), never over a user's file, and builds the offline image localhost/busybox:latest
+  #   (scripts/build-busybox-image.sh).
   # "mdbook ..."  (not packaged in Debian 12: install with `cargo install mdbook`)
-  # Podman also needs a containers.conf drop-in on some hosts (runtime = "runc", lower
-  # default ulimits); write it only where needed, without clobbering a user's config.
   # ------------------------------------------------------------------------------------------
 )
+
+# The container runtime of `kulisse --runtime podman` and its tests (see the block above).
+podman_setup() {
+  local here
+  here="$(cd "$(dirname "$0")" && pwd)"
+  if $check_only; then
+    "$here/setup-podman.sh" --check
+  else
+    "$here/setup-podman.sh"
+    "$here/build-busybox-image.sh"
+  fi
+}
 
 have() {
   # etcd is installed to /usr/bin by Debian, but check the usual places even if PATH is odd.
@@ -59,12 +73,14 @@ for pair in "${needs[@]}"; do
 done
 
 if [ ${#missing_pkgs[@]} -eq 0 ]; then
-  say "everything is installed; nothing to do"
+  say "everything is installed"
+  podman_setup
   exit 0
 fi
 
 if $check_only; then
   say "would install: ${missing_pkgs[*]}"
+  podman_setup || true
   exit 1
 fi
 
@@ -99,3 +115,4 @@ if [ ${#still[@]} -ne 0 ]; then
   exit 1
 fi
 say "done: installed ${missing_pkgs[*]}"
+podman_setup

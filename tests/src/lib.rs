@@ -4,8 +4,11 @@
 //! ([`conformance`]) that holds the embedded store and a real etcd to one etcd-shaped
 //! contract, and fixtures that start real processes on loopback.
 
+pub mod book;
 pub mod cluster;
 pub mod conformance;
 pub mod etcd;
 pub mod inproc;
+pub mod kubectl;
 pub mod otlp;
+pub mod podman;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kulisse_core::client::Client;
 use kulisse_tests::cluster::http;
 use kulisse_tests::inproc::ApiServerFixture;
 use kulisse_tests::otlp::{OtlpReceiver, ReceivedSpan, Transport};
@@ -111,9 +112,11 @@ fn one_process_reports_one_service_name_per_component() {
     }
 }
 
-/// The CLI (another process) sends its spans to the API server's `POST /v1/traces` with the
-/// bearer token; `GET /apis/kulisse.dev/v1/traces/last` then returns them, as JSON, as OTLP
-/// JSON and as a waterfall; requests without the token are refused.
+/// The CLI (another process) sends its spans to the API server's `POST /v1/traces` through its
+/// API client (`Client::post_otlp`, the bearer token and transport of every other request);
+/// once its `flush()` returned, the API server has them (what `kulisse apply --follow` relies
+/// on); `GET /apis/kulisse.dev/v1/traces/last` then returns them, as JSON, as OTLP JSON and as
+/// a waterfall; requests without the token are refused.
 #[test]
 fn the_api_server_keeps_spans_that_other_processes_send_it() {
     const TEST: &str = "the_api_server_keeps_spans_that_other_processes_send_it";
@@ -156,6 +159,8 @@ fn the_api_server_keeps_spans_that_other_processes_send_it() {
         ],
     );
     assert_eq!(output_value(&out, "exporting_to_control_plane"), "true");
+    // Read back by the child itself right after `flush()`, before its final shutdown.
+    assert_eq!(output_value(&out, "spans_after_flush"), "3", "{}", out.stderr);
     let traceparent = output_value(&out, "traceparent");
     let trace_id = traceparent.split('-').nth(1).unwrap_or_default().to_string();
 
@@ -423,39 +428,60 @@ fn child_components() {
     guard.shutdown().expect("the final flush of the guard");
 }
 
-/// A CLI process that sends its spans to the control plane only (no OTLP endpoint).
+/// A CLI process that sends its spans to the control plane only (no OTLP endpoint), set up as
+/// the `kulisse` binary does it: inside a multi-threaded tokio runtime, through a `Client`.
 fn child_cli_to_control_plane() {
     let url = std::env::var("KULISSE_TEST_CONTROL_PLANE_URL").expect("the parent passes the URL");
     let token = std::env::var("KULISSE_TEST_CONTROL_PLANE_TOKEN").expect("the parent passes the token");
-    let guard = kulisse_traces::init_with(
-        InitOptions::new("kulisse-cli")
-            .route_by_stage(true)
-            .control_plane(url, token),
-    )
-    .expect("kulisse_traces::init_with");
-    emit("exporting_to_control_plane", guard.exporting_to_control_plane());
-    assert!(!guard.exporting(), "no OTEL endpoint is set");
-    {
-        let apply = tracing::info_span!("cli.apply", kulisse.stage = "cli");
-        let _apply = apply.enter();
-        emit(
-            "traceparent",
-            kulisse_traces::propagation::traceparent_of_current().expect("a current trace"),
-        );
+    let rt = runtime();
+    rt.block_on(async move {
+        let client = Client::new(&url, &token).expect("a client for the API server fixture");
+        let sender_client = client.clone();
+        let guard = kulisse_traces::init_with(
+            InitOptions::new("kulisse-cli")
+                .route_by_stage(true)
+                .control_plane_sender(kulisse_traces::control_plane_sender(move |body| {
+                    let client = sender_client.clone();
+                    async move { client.post_otlp(body).await.map_err(|e| e.to_string()) }
+                })),
+        )
+        .expect("kulisse_traces::init_with");
+        emit("exporting_to_control_plane", guard.exporting_to_control_plane());
+        assert!(!guard.exporting(), "no OTEL endpoint is set");
+        let traceparent;
         {
-            let request = tracing::info_span!(
-                "cli.request",
-                kulisse.stage = "cli",
-                k8s.kind = "Deployment",
-                k8s.namespace = "default",
-                k8s.name = "web"
-            );
-            let _request = request.enter();
+            let apply = tracing::info_span!("cli.apply", kulisse.stage = "cli");
+            let _apply = apply.enter();
+            traceparent = kulisse_traces::propagation::traceparent_of_current().expect("a current trace");
+            emit("traceparent", &traceparent);
+            {
+                let request = tracing::info_span!(
+                    "cli.request",
+                    kulisse.stage = "cli",
+                    k8s.kind = "Deployment",
+                    k8s.namespace = "default",
+                    k8s.name = "web"
+                );
+                let _request = request.enter();
+            }
+            let kubelet = tracing::info_span!("kubelet.sync_pod", kulisse.stage = "kubelet");
+            let _kubelet = kubelet.enter();
         }
-        let kubelet = tracing::info_span!("kubelet.sync_pod", kulisse.stage = "kubelet");
-        let _kubelet = kubelet.enter();
-    }
-    guard.shutdown().expect("the final flush to the control plane");
+        // As `kulisse apply --follow` does: flush, then read the trace back from the API server.
+        guard.flush().expect("the flush to the control plane");
+        let trace_id = traceparent.split('-').nth(1).unwrap_or_default();
+        let (trace, _) = client
+            .json(
+                ::http::Method::GET,
+                &format!("/apis/kulisse.dev/v1/traces/{trace_id}"),
+                None,
+                None,
+            )
+            .await
+            .expect("the API server has the trace right after flush()");
+        emit("spans_after_flush", trace["spans"].as_array().map_or(0, Vec::len));
+        guard.shutdown().expect("the final flush to the control plane");
+    });
 }
 
 /// Tree and links style of `continue_from`, read back from the local store.

@@ -203,6 +203,14 @@ pub const SPANS: &[SpanInfo] = &[
                published ConfigMap; it continues the trace of the Endpoints write that caused it.",
     },
     SpanInfo {
+        name: "proxy.listen",
+        stage: "proxy",
+        what: "kube-proxy's userspace data path opening (`proxy.action=open`) or closing \
+               (`close`) the listener of one rule on its frontend (ClusterIP:port or \
+               127.0.0.1:nodePort); an error status says why it could not listen (a port below \
+               1024 without root, the address in use). Connections get no span.",
+    },
+    SpanInfo {
         name: "scheduler.schedule_pod",
         stage: "scheduler",
         what: "One attempt of the scheduler to place one pending pod: how many nodes it \
@@ -363,6 +371,12 @@ pub mod attrs {
     pub const PROXY_SERVICE: &str = "proxy.service";
     /// `proxy.*`: a short description of how the rules changed, e.g. `+1 endpoint 127.1.0.3:8080`.
     pub const PROXY_RULE_DIFF: &str = "proxy.diff";
+    /// `proxy.listen`: the rule, e.g. `default.web.http`.
+    pub const PROXY_RULE: &str = "proxy.rule";
+    /// `proxy.listen`: the frontend address, e.g. `127.1.0.5:80`.
+    pub const PROXY_ADDRESS: &str = "proxy.address";
+    /// `proxy.listen`: `open` or `close`.
+    pub const PROXY_ACTION: &str = "proxy.action";
     /// Generic: the outcome of a step, when not a `k8s.outcome`.
     pub const OUTCOME: &str = "kulisse.outcome";
 }
@@ -440,6 +454,10 @@ pub const NARRATIONS: &[Narration] = &[
     Narration {
         span: "proxy.sync_rules",
         template: "[{proxy.node}: ]rules of service {proxy.service}: {proxy.diff}",
+    },
+    Narration {
+        span: "proxy.listen",
+        template: "[{proxy.node}: ]listener on {proxy.address} for service {proxy.service}: {proxy.action}",
     },
 ];
 

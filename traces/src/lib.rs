@@ -61,30 +61,34 @@
 //! ## No backend needed: the local trace store
 //!
 //! Every process keeps its finished spans in memory ([`store`]), and a process started with
-//! [`InitOptions::control_plane`] also sends them to the API server (OTLP/HTTP,
-//! `POST /v1/traces`, with the cluster's bearer token), which keeps them too. So the API
-//! server can show a whole `kulisse apply`, CLI included, with [`view::render_waterfall`] or
-//! export it for Jaeger with [`otlp_json::to_otlp_json`]. This works alongside an
+//! [`InitOptions::control_plane_sender`] also sends them to the API server, which keeps them
+//! too: as an OTLP protobuf `ExportTraceServiceRequest` that [`control_plane`] encodes and
+//! hands to a function of the caller, which posts it to `POST /v1/traces` through the
+//! process's own API client (same transport, same bearer token as every other request). So the
+//! API server can show a whole `kulisse apply`, CLI included, with [`view::render_waterfall`]
+//! or export it for Jaeger with [`otlp_json::to_otlp_json`]. This works alongside an
 //! `OTEL_EXPORTER_OTLP_*` exporter.
 
 pub mod catalogue;
+pub mod control_plane;
 pub mod otlp_json;
 pub mod propagation;
 pub mod routing;
 pub mod store;
 pub mod view;
 
+pub use control_plane::{SendSpans, sender as control_plane_sender};
 pub use otlp_json::to_otlp_json;
 pub use propagation::{TraceStyle, background_tracing_enabled, continue_from, set_trace_style};
 pub use store::{StoredSpan, TraceStore};
-pub use view::{narrate, render_waterfall};
+pub use view::{narrate, render_svg, render_waterfall};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::{
     Resource,
     propagation::TraceContextPropagator,
@@ -127,36 +131,8 @@ impl std::fmt::Display for OtlpProtocol {
     }
 }
 
-/// Where a process sends its spans in addition to its own store: the API server of the
-/// control plane, which accepts OTLP/HTTP at `POST {url}/v1/traces` with the cluster's bearer
-/// token and keeps the spans in its [`TraceStore`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct ControlPlane {
-    /// The API server's base URL, e.g. `http://127.0.0.1:6443`.
-    pub url: String,
-    /// The bearer token (from the kubeconfig).
-    pub token: String,
-}
-
-impl std::fmt::Debug for ControlPlane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the token.
-        f.debug_struct("ControlPlane")
-            .field("url", &self.url)
-            .field("token", &"<redacted>")
-            .finish()
-    }
-}
-
-impl ControlPlane {
-    /// The OTLP/HTTP traces endpoint: `{url}/v1/traces`.
-    pub fn traces_endpoint(&self) -> String {
-        format!("{}/v1/traces", self.url.trim_end_matches('/'))
-    }
-}
-
 /// How [`init_with`] sets tracing up. Start from [`InitOptions::new`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct InitOptions {
     /// The process's `service.name` (e.g. `kulisse-cli`), used for spans without a stage and
     /// for all spans unless [`InitOptions::route_by_stage`].
@@ -164,8 +140,9 @@ pub struct InitOptions {
     /// Report each span under its component's service, from its `kulisse.stage` (for
     /// processes that run several components, like `kulisse up`).
     pub route_by_stage: bool,
-    /// Also send every span to this API server.
-    pub control_plane: Option<ControlPlane>,
+    /// Also send every span to the control plane through this function (see
+    /// [`InitOptions::control_plane_sender`]).
+    pub control_plane: Option<SendSpans>,
     /// The [`TraceStyle`] for [`continue_from`]; `None`: `KULISSE_TRACE_STYLE`, else tree.
     pub trace_style: Option<TraceStyle>,
     /// Keep finished spans in this process's [`store::global`] store (default `true`).
@@ -191,12 +168,18 @@ impl InitOptions {
         self
     }
 
-    /// Also send spans to the API server at `url` with `token`.
-    pub fn control_plane(mut self, url: impl Into<String>, token: impl Into<String>) -> InitOptions {
-        self.control_plane = Some(ControlPlane {
-            url: url.into(),
-            token: token.into(),
-        });
+    /// Also send every span to the control plane: each batch is encoded as an OTLP protobuf
+    /// `ExportTraceServiceRequest` and handed to `send`, which delivers it to the API server's
+    /// `POST /v1/traces` (`Content-Type: application/x-protobuf`), usually with
+    /// `kulisse_core::client::Client::post_otlp`. Build `send` with [`control_plane_sender`].
+    ///
+    /// The sends run on the tokio runtime that is current when [`init_with`] is called, if it
+    /// is multi-threaded (as in the `kulisse` binary), else on a small runtime of the exporter's
+    /// own; see [`control_plane`]. On a current-thread runtime, give `send` an API client of
+    /// its own: a pooled connection of a client shared with the application would be driven by
+    /// the application's runtime, which is blocked while [`TracingGuard::flush`] waits.
+    pub fn control_plane_sender(mut self, send: SendSpans) -> InitOptions {
+        self.control_plane = Some(send);
         self
     }
 
@@ -213,8 +196,17 @@ impl InitOptions {
     }
 }
 
-/// How long the control-plane exporter waits for the API server per request.
-const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(5);
+impl std::fmt::Debug for InitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOptions")
+            .field("default_service", &self.default_service)
+            .field("route_by_stage", &self.route_by_stage)
+            .field("control_plane", &self.control_plane.as_ref().map(|_| "<sender>"))
+            .field("trace_style", &self.trace_style)
+            .field("local_store", &self.local_store)
+            .finish()
+    }
+}
 
 /// How often buffered spans are sent to the control plane (unless `OTEL_BSP_SCHEDULE_DELAY` is
 /// set): short, so that `kulisse apply --follow` sees other processes' steps soon.
@@ -244,7 +236,9 @@ pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
 /// - an OTLP exporter, only if `OTEL_EXPORTER_OTLP_ENDPOINT` or
 ///   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (see the crate docs for the other variables),
 ///   routed by stage when `options.route_by_stage`;
-/// - an OTLP/HTTP exporter to `options.control_plane`, if given, with its bearer token;
+/// - an exporter to the control plane, if `options.control_plane` has a sender (see
+///   [`InitOptions::control_plane_sender`]); its sends run on the tokio runtime that is
+///   current here if it is multi-threaded, else on a small runtime of its own;
 /// - the process-wide [`TraceStyle`] and the global text-map propagator (W3C Trace Context).
 ///
 /// Misconfigured OpenTelemetry variables do not stop kulisse: they are reported as warnings on
@@ -257,19 +251,13 @@ pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
 pub fn init_with(options: InitOptions) -> anyhow::Result<TracingGuard> {
     let service_name = options.default_service.as_str();
     let mut warnings = Vec::new();
-    let plan = ExportPlan::from_env(&mut warnings);
-
-    let resource = resource_for(service_name);
-    let env_names_service = env_names_service();
-    let router = ServiceRouter::new(service_name, options.route_by_stage && !env_names_service);
-    if options.route_by_stage && env_names_service {
-        warnings.push(
-            "OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) is set, so every \
-             span of this process reports under that name instead of one name per component"
-                .to_string(),
-        );
-    }
-
+    let Pipeline {
+        provider,
+        plan,
+        export_runtime,
+        exporting,
+        exporting_to_control_plane,
+    } = Pipeline::build(&options, &mut warnings);
     let style = match options.trace_style {
         Some(style) => style,
         None => match env_value(propagation::TRACE_STYLE_ENV) {
@@ -281,54 +269,6 @@ pub fn init_with(options: InitOptions) -> anyhow::Result<TracingGuard> {
         },
     };
     propagation::set_trace_style(style);
-
-    let mut export_runtime = ExportRuntime(None);
-    let mut exporter = None;
-    if let ExportPlan::Otlp { protocol, endpoint } = &plan {
-        match build_env_exporter(*protocol, router.clone(), resource.clone()) {
-            Ok((built, runtime)) => {
-                exporter = Some(built);
-                export_runtime = ExportRuntime(runtime);
-            }
-            Err(err) => warnings.push(format!(
-                "spans will not be exported: could not build the OTLP {protocol} exporter \
-                 for endpoint {endpoint:?}: {err:#}"
-            )),
-        }
-    }
-    let exporting = exporter.is_some();
-
-    let mut control_plane_exporter = None;
-    if let Some(control_plane) = &options.control_plane {
-        match build_control_plane_exporter(control_plane, router.clone(), resource.clone()) {
-            Ok(built) => control_plane_exporter = Some(built),
-            Err(err) => warnings.push(format!(
-                "spans will not be sent to the control plane at {}: {err:#}",
-                control_plane.traces_endpoint()
-            )),
-        }
-    }
-    let exporting_to_control_plane = control_plane_exporter.is_some();
-
-    let mut builder = SdkTracerProvider::builder().with_resource(resource);
-    if options.local_store {
-        builder = builder.with_span_processor(store::StoreProcessor::new(store::global(), router.clone()));
-    }
-    if let Some(exporter) = exporter {
-        builder = builder.with_batch_exporter(exporter);
-    }
-    if let Some(exporter) = control_plane_exporter {
-        let mut config = BatchConfigBuilder::default();
-        if env_value("OTEL_BSP_SCHEDULE_DELAY").is_none() {
-            config = config.with_scheduled_delay(CONTROL_PLANE_SCHEDULE_DELAY);
-        }
-        builder = builder.with_span_processor(
-            BatchSpanProcessor::builder(exporter)
-                .with_batch_config(config.build())
-                .build(),
-        );
-    }
-    let provider = builder.build();
     let tracer = provider.tracer(INSTRUMENTATION_SCOPE);
 
     let log_filter = EnvFilter::builder()
@@ -392,6 +332,92 @@ pub fn init_with(options: InitOptions) -> anyhow::Result<TracingGuard> {
     Ok(guard)
 }
 
+/// The OpenTelemetry side of [`init_with`]: the tracer provider with its processors and
+/// exporters, before anything global is installed.
+struct Pipeline {
+    provider: SdkTracerProvider,
+    plan: ExportPlan,
+    export_runtime: ExportRuntime,
+    exporting: bool,
+    exporting_to_control_plane: bool,
+}
+
+impl Pipeline {
+    fn build(options: &InitOptions, warnings: &mut Vec<String>) -> Pipeline {
+        let service_name = options.default_service.as_str();
+        let plan = ExportPlan::from_env(warnings);
+
+        let resource = resource_for(service_name);
+        let env_names_service = env_names_service();
+        let router = ServiceRouter::new(service_name, options.route_by_stage && !env_names_service);
+        if options.route_by_stage && env_names_service {
+            warnings.push(
+                "OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) is set, so every \
+                 span of this process reports under that name instead of one name per component"
+                    .to_string(),
+            );
+        }
+
+        let mut export_runtime = ExportRuntime(None);
+        let mut exporter = None;
+        if let ExportPlan::Otlp { protocol, endpoint } = &plan {
+            match build_env_exporter(*protocol, router.clone(), resource.clone()) {
+                Ok((built, runtime)) => {
+                    exporter = Some(built);
+                    export_runtime = ExportRuntime(runtime);
+                }
+                Err(err) => warnings.push(format!(
+                    "spans will not be exported: could not build the OTLP {protocol} exporter \
+                     for endpoint {endpoint:?}: {err:#}"
+                )),
+            }
+        }
+        let exporting = exporter.is_some();
+
+        let mut control_plane_exporter = None;
+        if let Some(send) = &options.control_plane {
+            match control_plane::SendRuntime::current_or_own() {
+                Ok(runtime) => {
+                    control_plane_exporter = Some(control_plane::ControlPlaneExporter::new(
+                        router.clone(),
+                        resource.clone(),
+                        send.clone(),
+                        Arc::new(runtime),
+                    ))
+                }
+                Err(err) => warnings.push(format!("spans will not be sent to the control plane: {err:#}")),
+            }
+        }
+        let exporting_to_control_plane = control_plane_exporter.is_some();
+
+        let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        if options.local_store {
+            builder = builder.with_span_processor(store::StoreProcessor::new(store::global(), router.clone()));
+        }
+        if let Some(exporter) = exporter {
+            builder = builder.with_batch_exporter(exporter);
+        }
+        if let Some(exporter) = control_plane_exporter {
+            let mut config = BatchConfigBuilder::default();
+            if env_value("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+                config = config.with_scheduled_delay(CONTROL_PLANE_SCHEDULE_DELAY);
+            }
+            builder = builder.with_span_processor(
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(config.build())
+                    .build(),
+            );
+        }
+        Pipeline {
+            provider: builder.build(),
+            plan,
+            export_runtime,
+            exporting,
+            exporting_to_control_plane,
+        }
+    }
+}
+
 /// Keeps kulisse's tracing alive; dropping it flushes and shuts down the exporter.
 ///
 /// OpenTelemetry exporters batch spans in memory and send them every few seconds. If a process
@@ -402,9 +428,11 @@ pub fn init_with(options: InitOptions) -> anyhow::Result<TracingGuard> {
 /// End (drop) your spans before the guard: a span that is still open is not exported.
 ///
 /// Flushing blocks the calling thread until the export finished or timed out (the
-/// `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s by default). The export itself runs on threads owned by
-/// the guard, so it works from plain threads and from inside any tokio runtime, including a
-/// single-threaded one.
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s by default; for the control plane
+/// [`control_plane::SEND_TIMEOUT`]). The export itself runs on threads owned by the guard (the
+/// control plane's sends on the application's multi-threaded runtime, or on a runtime of the
+/// exporter's own), so it works from plain threads and from inside any tokio runtime,
+/// including a single-threaded one.
 #[must_use = "dropping the TracingGuard at once shuts tracing down; keep it in a variable until the end of main"]
 pub struct TracingGuard {
     inner: Option<GuardInner>,
@@ -424,18 +452,24 @@ impl TracingGuard {
         self.exporting
     }
 
-    /// Whether spans are also sent to the control plane ([`InitOptions::control_plane`]).
+    /// Whether spans are also sent to the control plane
+    /// ([`InitOptions::control_plane_sender`]).
     pub fn exporting_to_control_plane(&self) -> bool {
         self.exporting_to_control_plane
     }
 
-    /// Sends every finished span that is still buffered, and waits for the export.
+    /// Sends every finished span that is still buffered, and waits for the export: when it
+    /// returns `Ok`, the control plane (if any) has accepted every span that ended before the
+    /// call, so the API server can show them at once.
+    ///
+    /// Call it from a plain thread or from a multi-threaded tokio runtime (it blocks the
+    /// calling thread for as long as the export takes, at most a few seconds).
     pub fn flush(&self) -> anyhow::Result<()> {
         match &self.inner {
             Some(inner) => inner
                 .provider
                 .force_flush()
-                .context("flushing the buffered spans to the OTLP endpoint failed"),
+                .context("flushing the buffered spans (to the control plane and the OTLP endpoint) failed"),
             None => Ok(()),
         }
     }
@@ -615,37 +649,6 @@ fn build_env_exporter(
     }
 }
 
-/// Builds the exporter that sends spans to the API server's `/v1/traces` with the bearer token.
-fn build_control_plane_exporter(
-    control_plane: &ControlPlane,
-    router: ServiceRouter,
-    resource: Resource,
-) -> anyhow::Result<RoutingExporter<SpanExporter>> {
-    let endpoint = control_plane.traces_endpoint();
-    endpoint
-        .parse::<http::Uri>()
-        .with_context(|| format!("{endpoint:?} is not a valid URL (expected http://HOST:PORT)"))?;
-    if control_plane.token.is_empty() || http::HeaderValue::from_str(&control_plane.token).is_err() {
-        anyhow::bail!("the bearer token is empty or contains characters not allowed in an HTTP header");
-    }
-    let authorization = format!("Bearer {}", control_plane.token);
-    let make: ExporterFactory<SpanExporter> = Arc::new(move || {
-        let endpoint = endpoint.clone();
-        let headers = std::collections::HashMap::from([("authorization".to_string(), authorization.clone())]);
-        build_http_exporter(move || {
-            SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(endpoint)
-                .with_timeout(CONTROL_PLANE_TIMEOUT)
-                .with_headers(headers)
-                .with_retry_policy(opentelemetry_otlp::RetryPolicy::recommended().with_max_retries(1))
-                .build()
-        })
-    });
-    RoutingExporter::new(router, resource, make)
-}
-
 /// Runs `build` on a plain thread: the HTTP exporter uses reqwest's blocking client, which owns
 /// a small runtime and refuses to be created on a thread that runs async code.
 fn build_http_exporter<F>(build: F) -> anyhow::Result<SpanExporter>
@@ -677,5 +680,102 @@ fn resource_for(service_name: &str) -> Resource {
         builder.build()
     } else {
         builder.with_service_name(service_name.to_string()).build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Span as _, Tracer as _};
+    use std::sync::Mutex;
+
+    /// A control plane that takes a while to answer, and remembers what it was sent.
+    fn slow_control_plane() -> (SendSpans, Arc<Mutex<Vec<store::StoredSpan>>>) {
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let received = delivered.clone();
+        let send = control_plane_sender(move |body| {
+            let received = received.clone();
+            async move {
+                // Yield to the runtime for a while: a flush that did not wait for the send
+                // would return before the spans are delivered.
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let decoded = store::decode_otlp_protobuf(&body)?;
+                received
+                    .lock()
+                    .map_err(|_| "poisoned".to_string())?
+                    .extend(decoded.spans);
+                Ok(())
+            }
+        });
+        (send, delivered)
+    }
+
+    /// Builds the pipeline as `init_with` does (without installing the global subscriber),
+    /// ends two spans, flushes, and returns what the control plane had received by then.
+    fn spans_delivered_by_flush() -> Vec<(String, String)> {
+        let (send, delivered) = slow_control_plane();
+        let options = InitOptions::new("kulisse-cli")
+            .route_by_stage(true)
+            .local_store(false)
+            .control_plane_sender(send);
+        let mut warnings = Vec::new();
+        let pipeline = Pipeline::build(&options, &mut warnings);
+        assert!(pipeline.exporting_to_control_plane, "{warnings:?}");
+        let guard = TracingGuard {
+            inner: Some(GuardInner {
+                provider: pipeline.provider.clone(),
+                runtime: pipeline.export_runtime,
+            }),
+            exporting: pipeline.exporting,
+            exporting_to_control_plane: pipeline.exporting_to_control_plane,
+        };
+        let tracer = pipeline.provider.tracer(INSTRUMENTATION_SCOPE);
+        for (name, stage) in [("cli.apply", "cli"), ("kubelet.sync_pod", "kubelet")] {
+            let mut span = tracer.start(name);
+            span.set_attribute(opentelemetry::KeyValue::new(catalogue::STAGE_KEY, stage));
+            span.end();
+        }
+        guard.flush().expect("the flush is answered");
+        let mut seen: Vec<(String, String)> = delivered
+            .lock()
+            .map(|spans| spans.iter().map(|s| (s.name.clone(), s.service_name.clone())).collect())
+            .unwrap_or_default();
+        seen.sort();
+        guard.shutdown().expect("shutdown");
+        seen
+    }
+
+    fn expected() -> Vec<(String, String)> {
+        vec![
+            ("cli.apply".into(), "kulisse-cli".into()),
+            ("kubelet.sync_pod".into(), "kulisse-kubelet".into()),
+        ]
+    }
+
+    #[test]
+    fn flush_waits_until_the_control_plane_has_the_spans_from_a_plain_thread() {
+        assert_eq!(spans_delivered_by_flush(), expected());
+    }
+
+    #[test]
+    fn flush_waits_until_the_control_plane_has_the_spans_inside_a_multi_thread_runtime() {
+        // As in the `kulisse` binary: init and flush inside `block_on` of a multi-thread runtime.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        assert_eq!(rt.block_on(async { spans_delivered_by_flush() }), expected());
+    }
+
+    #[test]
+    fn flush_waits_until_the_control_plane_has_the_spans_inside_a_current_thread_runtime() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        assert_eq!(rt.block_on(async { spans_delivered_by_flush() }), expected());
     }
 }

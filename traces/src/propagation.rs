@@ -134,7 +134,7 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
     let mut out = [1u8; N];
     for chunk in out.chunks_mut(8) {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0x6b75_6c69_7373_65);
+        h.write_u64(0x6b_756c_6973_7365);
         let v = h.finish().to_le_bytes();
         for (o, b) in chunk.iter_mut().zip(v) {
             *o = b | 1;
@@ -353,6 +353,13 @@ pub fn remote_span_context(headers: &HeaderMap) -> Option<SpanContext> {
     span_context.is_valid().then_some(span_context)
 }
 
+/// Continue the trace in `traceparent`, if any. (Kept for callers that create their span
+/// before deciding; prefer [`untraced_unless`] + [`continue_if_any`], which also keeps
+/// work that belongs to no trace out of the traces.)
+pub fn continue_or_suppress(span: &tracing::Span, traceparent: Option<&str>) {
+    continue_if_any(span, traceparent);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,11 +478,4 @@ mod tests {
         assert!(!set_parent(&span, Context::new()));
         assert!(!set_parent_from_headers(&span, &HeaderMap::new()));
     }
-}
-
-/// Continue the trace in `traceparent`, if any. (Kept for callers that create their span
-/// before deciding; prefer [`untraced_unless`] + [`continue_if_any`], which also keeps
-/// work that belongs to no trace out of the traces.)
-pub fn continue_or_suppress(span: &tracing::Span, traceparent: Option<&str>) {
-    continue_if_any(span, traceparent);
 }

@@ -12,7 +12,9 @@
 //! `kulisse.stage` attribute, picks the component's service name
 //! ([`crate::catalogue::STAGE_SERVICES`]) and hands the span to an inner OTLP exporter whose
 //! resource carries that name (one inner exporter per service, created when first needed).
-//! Spans without a stage keep the process's own service name.
+//! Spans without a stage keep the process's own service name. The control-plane exporter
+//! ([`crate::control_plane`]) makes the same choice per span, and sends one request per batch
+//! with one `ResourceSpans` per service.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -85,6 +87,30 @@ pub(crate) fn stage_of(span: &SpanData) -> Option<String> {
         .map(|kv| kv.value.as_str().into_owned())
 }
 
+/// Splits a batch into one group per service name, in the order the services first appear.
+/// This is the routing decision that every kulisse exporter shares.
+pub(crate) fn group_by_service(router: &ServiceRouter, batch: Vec<SpanData>) -> Vec<(String, Vec<SpanData>)> {
+    let mut groups: Vec<(String, Vec<SpanData>)> = Vec::new();
+    for span in batch {
+        let stage = stage_of(&span);
+        let service = router.service_for(stage.as_deref());
+        match groups.iter_mut().find(|(name, _)| name == service) {
+            Some((_, spans)) => spans.push(span),
+            None => groups.push((service.to_string(), vec![span])),
+        }
+    }
+    groups
+}
+
+/// `base` (the process's resource: SDK attributes, `OTEL_RESOURCE_ATTRIBUTES`, ...) with its
+/// `service.name` replaced by `service`.
+pub(crate) fn resource_with_service(base: &Resource, service: &str) -> Resource {
+    Resource::builder_empty()
+        .with_attributes(base.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+        .with_attribute(KeyValue::new(SERVICE_NAME, service.to_string()))
+        .build()
+}
+
 /// Builds an inner exporter (one per service name).
 pub type ExporterFactory<E> = Arc<dyn Fn() -> anyhow::Result<E> + Send + Sync>;
 
@@ -135,10 +161,7 @@ impl<E: SpanExporter + 'static> RoutingExporter<E> {
     }
 
     fn resource_for(&self, service: &str) -> Resource {
-        Resource::builder_empty()
-            .with_attributes(self.base.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
-            .with_attribute(KeyValue::new(SERVICE_NAME, service.to_string()))
-            .build()
+        resource_with_service(&self.base, service)
     }
 
     fn build(&self, service: &str) -> anyhow::Result<E> {
@@ -175,15 +198,7 @@ impl<E: SpanExporter + 'static> RoutingExporter<E> {
 
 impl<E: SpanExporter + 'static> SpanExporter for RoutingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let mut groups: Vec<(String, Vec<SpanData>)> = Vec::new();
-        for span in batch {
-            let stage = stage_of(&span);
-            let service = self.router.service_for(stage.as_deref());
-            match groups.iter_mut().find(|(name, _)| name == service) {
-                Some((_, spans)) => spans.push(span),
-                None => groups.push((service.to_string(), vec![span])),
-            }
-        }
+        let groups = group_by_service(&self.router, batch);
         let mut first_error = None;
         for (service, spans) in groups {
             let result = match self.exporter_for(&service) {

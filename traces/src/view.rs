@@ -444,6 +444,191 @@ fn fill_template(template: &str, span: &StoredSpan) -> Option<String> {
     Some(out)
 }
 
+/// The colour of each stage's bars in [`render_svg`] (one hue per component, as Jaeger gives
+/// each service its own colour).
+const STAGE_COLOURS: &[(&str, &str)] = &[
+    ("cli", "#4e79a7"),
+    ("apiserver", "#f28e2b"),
+    ("store", "#9c755f"),
+    ("controller", "#59a14f"),
+    ("scheduler", "#b07aa1"),
+    ("kubelet", "#e15759"),
+    ("runtime", "#ff9da7"),
+    ("proxy", "#76b7b2"),
+];
+
+fn stage_colour(span: &StoredSpan) -> &'static str {
+    let stage = span
+        .stage
+        .as_deref()
+        .unwrap_or_else(|| span.name.split('.').next().unwrap_or(""));
+    STAGE_COLOURS
+        .iter()
+        .find(|(s, _)| *s == stage)
+        .map_or("#8c8c8c", |(_, c)| *c)
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\t' && c != '\n' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Draws `spans` as an SVG waterfall `width` pixels wide: the same rows as
+/// [`render_waterfall`] (nested under their parents, sorted by start time), with one bar per
+/// span on a shared time axis, coloured by the component (stage) that did the step, its
+/// duration next to it, and the details as a tooltip (`<title>`). A legend at the bottom
+/// names the colours. The picture is self-contained (no scripts, no external fonts), so the
+/// book can show it as an image.
+pub fn render_svg(spans: &[StoredSpan], width: usize) -> String {
+    const ROW: usize = 18;
+    const TOP: usize = 46;
+    const CHAR_W: f64 = 7.2; // 12 px monospace
+    let width = width.max(400);
+    if spans.is_empty() {
+        return format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"30\" font-family=\"monospace\" font-size=\"12\"><text x=\"8\" y=\"20\">no spans to show</text></svg>\n"
+        );
+    }
+    let rows = tree_rows(spans);
+    let t0 = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+    let t1 = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(t0).max(t0);
+    let total = (t1 - t0).max(1);
+    let labels: Vec<String> = rows.iter().map(|row| row_label(row)).collect();
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(8);
+    let label_w = ((longest as f64 * CHAR_W) as usize + 16).min(width * 45 / 100);
+    let dur_w = 80;
+    let bar_x = label_w as f64;
+    let bar_w = (width.saturating_sub(label_w + dur_w + 8)).max(100) as f64;
+    let legend_y = TOP + rows.len() * ROW + 14;
+    let height = legend_y + 30;
+
+    let trace_ids: Vec<&str> = {
+        let mut seen = HashSet::new();
+        rows.iter()
+            .map(|r| r.span.trace_id.as_str())
+            .filter(|id| seen.insert(*id))
+            .collect()
+    };
+    let summary = summarize(trace_ids.first().copied().unwrap_or(""), spans);
+    let title = format!(
+        "{} · {} span{} · {} · {}",
+        if trace_ids.len() == 1 {
+            format!("trace {}", trace_ids[0])
+        } else {
+            format!("{} linked traces", trace_ids.len())
+        },
+        spans.len(),
+        if spans.len() == 1 { "" } else { "s" },
+        format_duration(total),
+        summary.services.join(", ")
+    );
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"DejaVu Sans Mono, Menlo, Consolas, monospace\" font-size=\"12\">"
+    );
+    let _ = writeln!(out, "<title>{}</title>", xml_escape(&title));
+    let _ = writeln!(out, "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>");
+    let _ = writeln!(
+        out,
+        "<text x=\"8\" y=\"18\" font-weight=\"bold\">{}</text>",
+        xml_escape(&cut(&title, (width as f64 / CHAR_W) as usize))
+    );
+    // The time axis: five ticks, with grid lines down the whole picture.
+    for i in 0..=4 {
+        let x = bar_x + bar_w * i as f64 / 4.0;
+        let label = format_duration(total * i / 4);
+        let anchor = match i {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
+        let _ = writeln!(
+            out,
+            "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#dddddd\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"{anchor}\" fill=\"#555555\">{}</text>",
+            TOP - 8,
+            TOP + rows.len() * ROW,
+            TOP - 12,
+            xml_escape(&label)
+        );
+    }
+    for (i, (row, label)) in rows.iter().zip(&labels).enumerate() {
+        let y = TOP + i * ROW;
+        if i % 2 == 1 {
+            let _ = writeln!(
+                out,
+                "<rect x=\"0\" y=\"{y}\" width=\"{width}\" height=\"{ROW}\" fill=\"#f6f6f6\"/>"
+            );
+        }
+        let span = row.span;
+        let start = span.start_unix_nanos.saturating_sub(t0) as f64 / total as f64 * bar_w;
+        let len = (span.duration_nanos() as f64 / total as f64 * bar_w).max(1.5);
+        let colour = stage_colour(span);
+        let tooltip = {
+            let d = details(span);
+            format!(
+                "{} ({}) · {}{}",
+                span.name,
+                who(span),
+                format_duration(span.duration_nanos()),
+                if d.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · {d}")
+                }
+            )
+        };
+        let _ = writeln!(
+            out,
+            "<g><title>{}</title><text x=\"6\" y=\"{}\" fill=\"{}\">{}</text><rect x=\"{:.1}\" y=\"{}\" width=\"{len:.1}\" height=\"{}\" rx=\"2\" fill=\"{colour}\"{}/><text x=\"{:.1}\" y=\"{}\" fill=\"#333333\">{}</text></g>",
+            xml_escape(&tooltip),
+            y + 13,
+            if span.is_error() { "#c00000" } else { "#222222" },
+            xml_escape(&cut(label, ((label_w - 10) as f64 / CHAR_W) as usize)),
+            bar_x + start,
+            y + 3,
+            ROW - 6,
+            if span.is_error() {
+                " stroke=\"#c00000\" stroke-width=\"2\""
+            } else {
+                ""
+            },
+            bar_x + bar_w + 6.0,
+            y + 13,
+            xml_escape(&format_duration(span.duration_nanos()))
+        );
+    }
+    // Legend: the stages that appear, in the order a request flows.
+    let mut x = 8.0;
+    for (stage, colour) in STAGE_COLOURS {
+        if !rows.iter().any(|r| r.span.stage.as_deref() == Some(*stage)) {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "<rect x=\"{x:.1}\" y=\"{}\" width=\"12\" height=\"12\" rx=\"2\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{}\">{stage}</text>",
+            legend_y,
+            x + 16.0,
+            legend_y + 10
+        );
+        x += 16.0 + stage.len() as f64 * CHAR_W + 18.0;
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,5 +806,31 @@ mod tests {
         assert_eq!(fill_template("unclosed [{a}", &s).as_deref(), Some("unclosed A"));
         assert_eq!(format_duration(420_000), "0.42 ms");
         assert_eq!(format_duration(1_520_000_000), "1.52 s");
+    }
+
+    #[test]
+    fn svg_waterfall_has_a_bar_per_span_and_escapes_text() {
+        let mut spans = synthetic_trace();
+        spans[0].attributes.insert("k8s.name".into(), "a<b>&\"c\"".into());
+        let svg = render_svg(&spans, 900);
+        assert!(
+            svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\""),
+            "{svg}"
+        );
+        assert!(svg.trim_end().ends_with("</svg>"));
+        // One group (label + bar + duration) per span.
+        assert_eq!(svg.matches("<g><title>").count(), spans.len());
+        for name in ["cli.apply", "apiserver.compare", "store.txn", "controller.reconcile"] {
+            assert!(svg.contains(name), "{name} missing");
+        }
+        // Raw text never reaches the XML unescaped.
+        assert!(svg.contains("a&lt;b&gt;&amp;&quot;c&quot;"));
+        assert!(!svg.contains("a<b>"));
+        // The failed span is outlined in red, and every stage that occurs is in the legend.
+        assert!(svg.contains("stroke=\"#c00000\""));
+        assert!(svg.contains(">controller</text>"));
+        // The root spans the whole axis: its bar starts at the axis origin.
+        let empty = render_svg(&[], 10);
+        assert!(empty.contains("no spans to show") && empty.contains("width=\"400\""));
     }
 }

@@ -49,7 +49,13 @@ pub async fn run(global: &GlobalArgs, args: ApplyArgs) -> anyhow::Result<ExitCod
     let manifests = read_all(&args.files)?;
     let client = client(global)?;
     let tracing_guard = kulisse_traces::init_with(
-        kulisse_traces::InitOptions::new("kulisse-cli").control_plane(client.server(), client.token()),
+        kulisse_traces::InitOptions::new("kulisse-cli").control_plane_sender(kulisse_traces::control_plane_sender({
+            let client = client.clone();
+            move |body| {
+                let client = client.clone();
+                async move { client.post_otlp(body).await.map_err(|e| e.to_string()) }
+            }
+        })),
     )?;
     let dry_run = match args.dry_run.as_deref() {
         None | Some("none") => false,

@@ -3,8 +3,9 @@
 //!
 //! - `kulisse controller-manager` (kube-controller-manager)
 //! - `kulisse scheduler` (kube-scheduler)
-//! - `kulisse kubelet --node-name NAME --runtime mock` (the kubelet of one worker node)
-//! - `kulisse proxy --node-name NAME` (kube-proxy of one node)
+//! - `kulisse kubelet --node-name NAME --runtime mock|podman` (the kubelet of one worker node)
+//! - `kulisse proxy --node-name NAME [--data-path]` (kube-proxy of one node; `--data-path`
+//!   on one proxy per machine makes it forward Service traffic)
 //!
 //! Each is only a client of the API server, found through the kubeconfig: they never talk
 //! to each other or to the store. Ctrl-C (or SIGTERM) stops them.
@@ -37,6 +38,9 @@ pub struct SchedulerArgs {}
 pub enum RuntimeKind {
     /// Simulated containers: every CRI step, no real processes.
     Mock,
+    /// Real containers in podman (through its API socket, see --podman-socket): each pod is a
+    /// podman pod with its own loopback pod IP.
+    Podman,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -53,6 +57,10 @@ pub struct KubeletArgs {
     /// First CrashLoopBackOff delay (doubles up to 5 minutes; upstream: 10s).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub crashloop_backoff: Duration,
+    /// Podman's API socket (with --runtime podman). Default: /run/podman/podman.sock as
+    /// root, else $XDG_RUNTIME_DIR/podman/podman.sock.
+    #[arg(long, value_name = "PATH")]
+    pub podman_socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -60,6 +68,11 @@ pub struct ProxyArgs {
     /// The node whose rules this proxy keeps.
     #[arg(long)]
     pub node_name: String,
+    /// Also forward Service traffic (kube-proxy's userspace mode): listen on every
+    /// ClusterIP:port and 127.0.0.1:nodePort and relay connections to ready endpoints.
+    /// All nodes on one machine share its loopback, so give this to one proxy per machine.
+    #[arg(long)]
+    pub data_path: bool,
 }
 
 /// How asynchronous stages join a trace.
@@ -83,7 +96,13 @@ impl From<TraceStyleArg> for kulisse_traces::TraceStyle {
 /// Tracing for a component running as its own process: its spans go to the control plane
 /// (and to an OTLP endpoint, if one is configured).
 fn component_tracing(service: &str, client: &Client) -> anyhow::Result<kulisse_traces::TracingGuard> {
-    kulisse_traces::init_with(kulisse_traces::InitOptions::new(service).control_plane(client.server(), client.token()))
+    let client = client.clone();
+    kulisse_traces::init_with(kulisse_traces::InitOptions::new(service).control_plane_sender(
+        kulisse_traces::control_plane_sender(move |body| {
+            let client = client.clone();
+            async move { client.post_otlp(body).await.map_err(|e| e.to_string()) }
+        }),
+    ))
 }
 
 /// `10s`, `500ms`, `2m`.
@@ -174,6 +193,33 @@ pub fn mock_kubelet(
     kulisse_core::kubelet::Kubelet::new(client, runtime, opts)
 }
 
+/// Build a kubelet for `node` with the podman runtime on `socket` (`None`: podman's default
+/// socket). Everything it creates in podman is labelled with the node and with a cluster id
+/// derived from the cluster's token, so several nodes (and clusters) can share one podman.
+pub async fn podman_kubelet(
+    client: Client,
+    node: &str,
+    token: &str,
+    fast: bool,
+    crashloop: Duration,
+    socket: Option<&std::path::Path>,
+) -> anyhow::Result<kulisse_core::kubelet::Kubelet> {
+    use kulisse_backends::runtime::podman::{PodmanOptions, PodmanRuntime, cluster_id_from_token, default_socket};
+    let socket = socket.map(std::path::Path::to_path_buf).unwrap_or_else(default_socket);
+    let runtime = PodmanRuntime::connect(PodmanOptions::new(socket, node, &cluster_id_from_token(token)))
+        .await
+        .map_err(|e| anyhow::anyhow!("the podman runtime of {node}: {e}"))?;
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(runtime);
+    let mut opts = kulisse_core::kubelet::KubeletOptions::new(node);
+    opts.token = token.to_string();
+    opts.backoff_base = crashloop;
+    if fast {
+        opts.lease_renew_interval = Duration::from_secs(1);
+        opts.node_status_update_interval = Duration::from_secs(1);
+    }
+    Ok(kulisse_core::kubelet::Kubelet::new(client, runtime, opts))
+}
+
 pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<ExitCode> {
     let client = client(global)?;
     let _tracing = component_tracing("kulisse-kubelet", &client)?;
@@ -191,6 +237,17 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
             args.fast_failover,
             args.crashloop_backoff,
         ),
+        RuntimeKind::Podman => {
+            podman_kubelet(
+                client,
+                &args.node_name,
+                &token,
+                args.fast_failover,
+                args.crashloop_backoff,
+                args.podman_socket.as_deref(),
+            )
+            .await?
+        }
     };
     kubelet.run(shutdown_on_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -206,6 +263,7 @@ pub async fn proxy(global: &GlobalArgs, args: ProxyArgs) -> anyhow::Result<ExitC
     );
     let opts = kulisse_core::proxy::Options {
         node_name: args.node_name,
+        data_path: args.data_path,
     };
     kulisse_core::proxy::run(
         client,

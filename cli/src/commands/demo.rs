@@ -46,6 +46,7 @@ pub async fn run(_global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<ExitCod
         etcd_endpoints: Vec::new(),
         nodes: 3,
         runtime: RuntimeKind::Mock,
+        podman_socket: None,
         components: vec![Component::Apiserver, Component::ControllerManager, Component::Scheduler],
         fast_failover: true,
         crashloop_backoff: Duration::from_secs(10),

@@ -213,6 +213,9 @@ impl Kubelet {
                 let _ = tx.send(Dispatch::Event(ev.clone()));
             });
         }
+        // Orphans can only be told apart once the informer has listed this node's pods: before
+        // that every sandbox would look orphaned (upstream waits for its sources the same way).
+        let synced = informer.synced();
         let shared = Arc::new(Shared {
             recorder: EventRecorder::new(self.client.clone(), "kubelet", Some(&options.node_name)),
             client: self.client,
@@ -270,7 +273,9 @@ impl Kubelet {
                 }
                 _ = housekeeping.tick() => {
                     retry_unfinished_deletions(&shared, &tx, &mut workers, &mut finished, &shutdown);
-                    cleanup_orphans(&shared, &workers).await;
+                    if *synced.borrow() {
+                        cleanup_orphans(&shared, &workers).await;
+                    }
                 }
             }
         }

@@ -1,0 +1,750 @@
+//! The podman runtime against a real podman (`podman system service` on a private socket):
+//!
+//! - runtime level: CRI calls straight to [`PodmanRuntime`]: two pods each publish port 8080
+//!   on their own loopback pod IP, HTTP answers there; exec, logs, statuses, exit codes,
+//!   node isolation, and nothing left behind after stop/remove;
+//! - end to end: the real `kulisse up --runtime podman` with a Deployment, a Service,
+//!   probes, logs, crash loops, deletion, `kill -9` and restart, and the trace.
+//!
+//! Requests only ever go to 127.0.0.0/8. Without podman the tests skip (fail with CI=true).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kulisse_backends::runtime::podman::{LABEL_CLUSTER, LABEL_NODE, PodmanOptions, PodmanRuntime};
+use kulisse_core::runtime::{
+    ContainerConfig, ContainerRuntime, ContainerState, EnvVar, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+    LogOptions, PodSandboxConfig, PortMapping, Resources, RuntimeError, SandboxState,
+};
+use kulisse_tests::podman::{BUSYBOX_IMAGE, CleanupLabel, PodmanService, http_get, list_labelled};
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
+fn sandbox_config(name: &str, uid: &str) -> PodSandboxConfig {
+    let labels: BTreeMap<String, String> = [
+        (LABEL_POD_NAME.to_string(), name.to_string()),
+        (LABEL_POD_NAMESPACE.to_string(), "default".to_string()),
+        (LABEL_POD_UID.to_string(), uid.to_string()),
+        ("app".to_string(), "web".to_string()),
+    ]
+    .into();
+    PodSandboxConfig {
+        name: name.into(),
+        namespace: "default".into(),
+        uid: uid.into(),
+        attempt: 0,
+        hostname: name.into(),
+        labels,
+        annotations: BTreeMap::new(),
+        port_mappings: vec![PortMapping {
+            protocol: "TCP".into(),
+            container_port: 8080,
+            host_port: None,
+            host_ip: "127.0.0.1".into(),
+        }],
+    }
+}
+
+fn container_config(sb: &PodSandboxConfig, name: &str, command: &[&str]) -> ContainerConfig {
+    let mut labels = sb.labels.clone();
+    labels.insert("io.kubernetes.container.name".into(), name.into());
+    ContainerConfig {
+        name: name.into(),
+        attempt: 0,
+        image: BUSYBOX_IMAGE.into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        labels,
+        ..Default::default()
+    }
+}
+
+async fn wait_state(rt: &PodmanRuntime, id: &str, want: ContainerState) -> kulisse_core::runtime::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = rt.container_status(id).await.expect("container status");
+        if st.state == want || Instant::now() > deadline {
+            assert_eq!(st.state, want, "container {id}: {st:?}");
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET until it answers (the server may need a moment after its container started).
+fn get_until_ok(addr: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match http_get(addr, "/") {
+            Ok(r) => return r,
+            Err(e) if Instant::now() > deadline => panic!("GET http://{addr}/ never answered: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+async fn logs_text(rt: &PodmanRuntime, id: &str, options: &LogOptions) -> String {
+    let stream = rt.container_logs(id, options).await.expect("logs");
+    let chunks: Vec<Vec<u8>> = stream.map(|c| c.expect("log chunk")).collect().await;
+    String::from_utf8_lossy(&chunks.concat()).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_runs_pods_on_their_own_loopback_ips() {
+    let Some(svc) = PodmanService::start() else { return };
+    let cluster = unique("rt");
+    let _cleanup = CleanupLabel::new(LABEL_CLUSTER, &cluster);
+    let node = "node-3900";
+    let rt = PodmanRuntime::connect(PodmanOptions::new(&svc.socket, node, &cluster))
+        .await
+        .expect("connect to podman");
+    let version = rt.version().await.unwrap();
+    assert!(version.starts_with(|c: char| c.is_ascii_digit()), "{version}");
+    rt.update_runtime_config(&kulisse_core::runtime::pod_cidr_for_node(node))
+        .await
+        .unwrap();
+
+    // Images: present locally; remote registries are refused; a missing local image fails.
+    let image_ref = rt
+        .image_status(BUSYBOX_IMAGE)
+        .await
+        .unwrap()
+        .expect("busybox image present");
+    assert!(!image_ref.is_empty());
+    assert_eq!(
+        rt.image_status("localhost/kulisse-no-such-image:1").await.unwrap(),
+        None
+    );
+    let plain = sandbox_config("web-a", "uid-a");
+    match rt.pull_image("docker.io/library/busybox:1.36", &plain).await {
+        Err(RuntimeError::ImagePullFailed { reason, .. }) => {
+            assert!(
+                reason.contains("only pulls from registries on this machine"),
+                "{reason}"
+            )
+        }
+        other => panic!("a remote pull must be refused, got {other:?}"),
+    }
+    // A registry on loopback that does not exist: podman's own message comes back.
+    match rt.pull_image("localhost/kulisse-no-such-image:1", &plain).await {
+        Err(RuntimeError::ImagePullFailed { reason, .. }) => assert!(!reason.is_empty()),
+        other => panic!("pulling from a registry that is not there must fail, got {other:?}"),
+    }
+
+    // Two pods, both with a server on port 8080, each on its own pod IP.
+    let mut ips = Vec::new();
+    let mut sandboxes = Vec::new();
+    // web-b also asks for a hostPort: published on the node's address, 127.0.0.1.
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    for (name, uid) in [("web-a", "uid-a"), ("web-b", "uid-b")] {
+        let mut cfg = sandbox_config(name, uid);
+        if name == "web-b" {
+            cfg.port_mappings[0].host_port = Some(host_port);
+        }
+        let sb = rt.run_pod_sandbox(&cfg).await.expect("run pod sandbox");
+        assert!(
+            sb.ip.starts_with("127.79."),
+            "pod IP {} is not in node-3900's range",
+            sb.ip
+        );
+        let mut cc = container_config(&cfg, "httpd", &["httpd", "-f", "-p", "8080", "-h", "/www"]);
+        cc.resources = Resources {
+            cpu_request_millis: Some(100),
+            cpu_limit_millis: Some(500),
+            memory_request_bytes: None,
+            memory_limit_bytes: Some(64 * 1024 * 1024),
+        };
+        let id = rt.create_container(&sb.id, &cc, &cfg).await.expect("create httpd");
+        assert_eq!(rt.container_status(&id).await.unwrap().state, ContainerState::Created);
+        rt.start_container(&id).await.expect("start httpd");
+        let st = wait_state(&rt, &id, ContainerState::Running).await;
+        assert_eq!(st.name, "httpd");
+        assert_eq!(st.image, BUSYBOX_IMAGE);
+        assert!(st.started_at.is_some());
+        ips.push(sb.ip.clone());
+        sandboxes.push((cfg, sb, id));
+    }
+    assert_ne!(ips[0], ips[1], "each pod gets its own IP");
+    for ip in &ips {
+        let (code, body) = get_until_ok(&format!("{ip}:8080"));
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("hello from busybox httpd"), "{body}");
+    }
+    let (code, _) = get_until_ok(&format!("127.0.0.1:{host_port}"));
+    assert_eq!(code, 200, "the hostPort answers on 127.0.0.1");
+
+    let (cfg_a, sb_a, httpd_a) = &sandboxes[0];
+    // exec (what exec probes use): environment and working dir of a container.
+    let mut cc = container_config(cfg_a, "talker", &["sh", "-c"]);
+    // stdout and stderr are two pipes: the sleep keeps the order of the lines certain.
+    cc.args =
+        vec!["echo to stderr >&2; sleep 1; echo hello from busybox; echo \"FOO=$FOO in $(pwd)\"; sleep 3600".into()];
+    cc.env = vec![EnvVar {
+        name: "FOO".into(),
+        value: "bar".into(),
+    }];
+    cc.working_dir = Some("/tmp/work".into());
+    let talker = rt.create_container(&sb_a.id, &cc, cfg_a).await.unwrap();
+    rt.start_container(&talker).await.unwrap();
+    wait_state(&rt, &talker, ContainerState::Running).await;
+    let (code, out) = rt
+        .exec_sync(
+            &talker,
+            &["sh".into(), "-c".into(), "echo $FOO; pwd".into()],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, String::from_utf8_lossy(&out).into_owned()),
+        (0, "bar\n/tmp/work\n".into())
+    );
+    let (code, _) = rt
+        .exec_sync(
+            &talker,
+            &["sh".into(), "-c".into(), "exit 3".into()],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 3);
+
+    // Logs: stdout and stderr, tail, timestamps.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut all = String::new();
+    while Instant::now() < deadline && !all.contains("FOO=bar in /tmp/work") {
+        all = logs_text(&rt, &talker, &LogOptions::default()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(all.contains("hello from busybox\n"), "{all}");
+    assert!(all.contains("to stderr\n"), "{all}");
+    assert!(all.contains("FOO=bar in /tmp/work\n"), "{all}");
+    let tail = logs_text(
+        &rt,
+        &talker,
+        &LogOptions {
+            tail_lines: Some(1),
+            timestamps: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.starts_with("20") && tail.contains("FOO=bar"), "{tail}");
+
+    // A container that fails: exit code, reason, times.
+    let cc = container_config(cfg_a, "crasher", &["sh", "-c", "echo bye; exit 3"]);
+    let crasher = rt.create_container(&sb_a.id, &cc, cfg_a).await.unwrap();
+    rt.start_container(&crasher).await.unwrap();
+    let st = wait_state(&rt, &crasher, ContainerState::Exited).await;
+    assert_eq!(st.exit_code, Some(3));
+    assert_eq!(st.reason.as_deref(), Some("Error"));
+    assert!(st.finished_at.is_some() && st.finished_at >= st.started_at, "{st:?}");
+    // follow ends when the container has ended
+    let followed = logs_text(
+        &rt,
+        &crasher,
+        &LogOptions {
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(followed, "bye\n");
+
+    // A command that does not exist: a start error, reported as a terminated container.
+    let cc = container_config(cfg_a, "broken", &["/no/such/program"]);
+    let broken = rt.create_container(&sb_a.id, &cc, cfg_a).await.unwrap();
+    let started = rt.start_container(&broken).await;
+    assert!(started.is_err(), "starting a missing program must fail");
+    let st = rt.container_status(&broken).await.unwrap();
+    assert_eq!(st.state, ContainerState::Exited, "{st:?}");
+    assert_ne!(st.exit_code, Some(0));
+
+    // Lists: by labels, only this node's.
+    let uid_filter: BTreeMap<String, String> = [(LABEL_POD_UID.to_string(), "uid-a".to_string())].into();
+    let sbs = rt.list_pod_sandboxes(&uid_filter).await.unwrap();
+    assert_eq!(sbs.len(), 1, "{sbs:?}");
+    assert_eq!(
+        (sbs[0].id.as_str(), sbs[0].ip.as_str(), sbs[0].state),
+        (sb_a.id.as_str(), ips[0].as_str(), SandboxState::Ready)
+    );
+    assert_eq!(sbs[0].labels.get(LABEL_NODE).map(String::as_str), Some(node));
+    assert_eq!(sbs[0].name, "web-a");
+    let cs = rt.list_containers(&uid_filter).await.unwrap();
+    let mut names: Vec<&str> = cs.iter().map(|c| c.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["broken", "crasher", "httpd", "talker"]);
+    assert!(cs.iter().all(|c| c.sandbox_id == sb_a.id));
+    assert_eq!(rt.list_pod_sandboxes(&BTreeMap::new()).await.unwrap().len(), 2);
+    let other_node = PodmanRuntime::connect(PodmanOptions::new(&svc.socket, "node-3901", &cluster))
+        .await
+        .unwrap();
+    assert!(
+        other_node
+            .list_pod_sandboxes(&BTreeMap::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(other_node.list_containers(&BTreeMap::new()).await.unwrap().is_empty());
+
+    // Stop honours the timeout: httpd ignores SIGTERM as PID 1, so it is killed after 1 s.
+    rt.stop_container(httpd_a, Duration::from_secs(1)).await.unwrap();
+    let st = rt.container_status(httpd_a).await.unwrap();
+    assert_eq!(st.state, ContainerState::Exited);
+    assert_eq!(st.exit_code, Some(137), "SIGKILLed after the grace period: {st:?}");
+    rt.stop_container(httpd_a, Duration::from_secs(1))
+        .await
+        .expect("stopping twice is fine");
+    rt.remove_container(&crasher).await.unwrap();
+    assert!(matches!(
+        rt.container_status(&crasher).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    rt.remove_container(&crasher).await.expect("removing twice is fine");
+
+    // Tear everything down: nothing with this cluster's label is left.
+    for (_, sb, _) in &sandboxes {
+        rt.stop_pod_sandbox(&sb.id).await.unwrap();
+        rt.remove_pod_sandbox(&sb.id).await.unwrap();
+        rt.remove_pod_sandbox(&sb.id).await.expect("removing twice is fine");
+    }
+    assert!(rt.list_pod_sandboxes(&BTreeMap::new()).await.unwrap().is_empty());
+    assert!(matches!(
+        rt.container_status(&talker).await,
+        Err(RuntimeError::NotFound(_))
+    ));
+    let (pods, containers) = list_labelled(&[(LABEL_CLUSTER, &cluster)]);
+    assert!(
+        pods.is_empty() && containers.is_empty(),
+        "leaked: {pods:?} {containers:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// End to end: the real `kulisse up --runtime podman`.
+// ---------------------------------------------------------------------------------------
+
+use kulisse_backends::runtime::podman::cluster_id_from_token;
+use kulisse_tests::cluster::Cluster;
+use serde_json::Value;
+
+/// Poll `check` every 200 ms until it returns `Some`, or fail after `secs` seconds.
+fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn json(c: &Cluster, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&c.ok(&all)).unwrap_or(Value::Null)
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
+}
+
+fn running_ready(c: &Cluster, selector: &str) -> Vec<Value> {
+    items(&json(c, &["get", "pods", "-l", selector]))
+        .into_iter()
+        .filter(|p| {
+            s(p, "/status/phase") == "Running" && is_ready(p) && p.pointer("/metadata/deletionTimestamp").is_none()
+        })
+        .collect()
+}
+
+/// `(ready, not ready)` addresses of a Service's Endpoints.
+fn endpoint_addresses(c: &Cluster, svc: &str) -> (Vec<String>, Vec<String>) {
+    let ep = json(c, &["get", "endpoints", svc]);
+    let collect = |key: &str| -> Vec<String> {
+        ep.pointer("/subsets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.get(key).and_then(Value::as_array).cloned().unwrap_or_default())
+            .map(|a| s(&a, "/ip").to_string())
+            .collect()
+    };
+    (collect("addresses"), collect("notReadyAddresses"))
+}
+
+/// A cluster on podman; dropping it kills `kulisse up` first, then removes whatever it left
+/// in podman (fields drop in declaration order).
+struct PodmanCluster {
+    c: Cluster,
+    _cleanup: CleanupLabel,
+    cluster_id: String,
+}
+
+fn podman_up(svc: &PodmanService, dir: &std::path::Path) -> PodmanCluster {
+    let socket = svc.socket_str();
+    let c = Cluster::start_in(
+        dir,
+        &[
+            "--nodes",
+            "2",
+            "--runtime",
+            "podman",
+            "--podman-socket",
+            &socket,
+            "--fast-failover",
+            "--crashloop-backoff",
+            "1s",
+        ],
+    );
+    let cluster_id = cluster_id_from_token(&c.token());
+    PodmanCluster {
+        c,
+        _cleanup: CleanupLabel::new(LABEL_CLUSTER, &cluster_id),
+        cluster_id,
+    }
+}
+
+const WEB: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: localhost/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        ports: [{containerPort: 8080}]
+        readinessProbe:
+          tcpSocket: {port: 8080}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports: [{port: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: talk
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo hello from busybox; sleep 3600"]
+"#;
+
+/// The ids of this cluster's podman pods.
+fn podman_pods(cluster_id: &str) -> Vec<String> {
+    list_labelled(&[(LABEL_CLUSTER, cluster_id)]).0
+}
+
+#[test]
+fn podman_cluster_serves_logs_traces_survives_kill9_and_cleans_up() {
+    let Some(svc) = PodmanService::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pc = podman_up(&svc, dir.path());
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(&manifest, WEB).unwrap();
+    pc.c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+
+    // Both replicas Running and Ready in podman, each answering on its own pod IP.
+    let pods = wait_for(60, "2 web pods Running and Ready", || {
+        let p = running_ready(&pc.c, "app=web");
+        (p.len() == 2).then_some(p)
+    });
+    let mut ips: Vec<String> = pods.iter().map(|p| s(p, "/status/podIP").to_string()).collect();
+    ips.sort();
+    assert_ne!(ips[0], ips[1], "{ips:?}");
+    for ip in &ips {
+        assert!(
+            ip.starts_with("127.64."),
+            "pod IPs come from the nodes' loopback ranges: {ip}"
+        );
+        let (code, body) = http_get(&format!("{ip}:8080"), "/").expect("GET podIP:8080");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("hello from busybox httpd"), "{body}");
+    }
+    for p in &pods {
+        let id = s(p, "/status/containerStatuses/0/containerID");
+        assert!(id.starts_with("podman://"), "{id}");
+        assert_eq!(s(p, "/status/hostIP"), "127.0.0.1");
+    }
+    let (ready, _) = wait_for(30, "both web pods in the Service's endpoints", || {
+        let (mut ready, not) = endpoint_addresses(&pc.c, "web");
+        ready.sort();
+        (ready == ips).then_some((ready, not))
+    });
+    assert_eq!(ready.len(), 2);
+    let node = json(&pc.c, &["get", "node", "node-1"]);
+    assert!(
+        s(&node, "/status/nodeInfo/containerRuntimeVersion").starts_with("podman://"),
+        "{node}"
+    );
+
+    // Logs of a real process, through `kulisse logs`.
+    wait_for(60, "kulisse logs talker shows the container's output", || {
+        let out = pc.c.kulisse(&["logs", "talker"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("hello from busybox")
+            .then_some(())
+    });
+
+    // The apply's trace shows the runtime spans with podman's real ids.
+    let (podman_pod_ids, podman_ctr_ids) = list_labelled(&[(LABEL_CLUSTER, &pc.cluster_id)]);
+    let export = dir.path().join("trace.json");
+    let trace_ids = wait_for(30, "runtime spans with podman ids in the last trace", || {
+        pc.c.ok(&["trace", "last", "--export", export.to_str().unwrap()]);
+        let data: Value = serde_json::from_str(&std::fs::read_to_string(&export).ok()?).ok()?;
+        let spans: Vec<&Value> = data
+            .pointer("/resourceSpans")?
+            .as_array()?
+            .iter()
+            .flat_map(|r| r.get("scopeSpans").and_then(Value::as_array).into_iter().flatten())
+            .flat_map(|s| s.get("spans").and_then(Value::as_array).into_iter().flatten())
+            .collect();
+        let attr = |span: &Value, key: &str| -> Option<String> {
+            span.get("attributes")?
+                .as_array()?
+                .iter()
+                .find(|kv| kv.get("key").and_then(Value::as_str) == Some(key))?
+                .pointer("/value/stringValue")?
+                .as_str()
+                .map(str::to_string)
+        };
+        let sandbox = spans
+            .iter()
+            .filter(|sp| s(sp, "/name") == "runtime.run_pod_sandbox")
+            .find_map(|sp| attr(sp, "runtime.sandbox_id"))?;
+        let container = spans
+            .iter()
+            .filter(|sp| s(sp, "/name") == "runtime.start_container")
+            .find_map(|sp| attr(sp, "runtime.container_id"))?;
+        Some((sandbox, container))
+    });
+    assert!(
+        podman_pod_ids.contains(&trace_ids.0),
+        "the trace's sandbox id {} is a podman pod of this cluster: {podman_pod_ids:?}",
+        trace_ids.0
+    );
+    assert!(
+        podman_ctr_ids.contains(&trace_ids.1),
+        "the trace's container id {} is a podman container of this cluster",
+        trace_ids.1
+    );
+
+    // kill -9 of `kulisse up`: the containers keep running; a new `kulisse up` on the same
+    // data dir adopts them (same pod IPs, one podman pod per Pod, nothing leaked).
+    let before = podman_pods(&pc.cluster_id);
+    assert_eq!(before.len(), 3, "2 web pods + talker: {before:?}");
+    let PodmanCluster {
+        mut c,
+        _cleanup,
+        cluster_id,
+    } = pc;
+    c.kill9();
+    drop(c);
+    let pc = PodmanCluster {
+        c: podman_up_again(&svc, dir.path()),
+        _cleanup,
+        cluster_id,
+    };
+    let after = wait_for(60, "the web pods Running and Ready again after the restart", || {
+        let p = running_ready(&pc.c, "app=web");
+        (p.len() == 2).then_some(p)
+    });
+    let mut ips_after: Vec<String> = after.iter().map(|p| s(p, "/status/podIP").to_string()).collect();
+    ips_after.sort();
+    assert_eq!(ips_after, ips, "the restarted kubelets adopted the running pods");
+    for ip in &ips_after {
+        let (code, _) = http_get(&format!("{ip}:8080"), "/").expect("GET podIP:8080 after the restart");
+        assert_eq!(code, 200);
+    }
+    // Give housekeeping a few rounds; the set of podman pods stays exactly the same.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut now = podman_pods(&pc.cluster_id);
+    let mut before = before;
+    now.sort();
+    before.sort();
+    assert_eq!(now, before, "no podman pod was leaked or replaced by the restart");
+
+    // Deleting the Deployment (and the pod) leaves nothing with this cluster's labels.
+    pc.c.ok(&["delete", "deployment", "web"]);
+    pc.c.ok(&["delete", "pod", "talker"]);
+    wait_for(60, "no pods left in the API", || {
+        items(&json(&pc.c, &["get", "pods"])).is_empty().then_some(())
+    });
+    wait_for(
+        30,
+        "no podman pods or containers left with this cluster's label",
+        || {
+            let (pods, containers) = list_labelled(&[(LABEL_CLUSTER, &pc.cluster_id)]);
+            (pods.is_empty() && containers.is_empty()).then_some(())
+        },
+    );
+}
+
+fn podman_up_again(svc: &PodmanService, dir: &std::path::Path) -> Cluster {
+    let socket = svc.socket_str();
+    Cluster::start_in(
+        dir,
+        &[
+            "--nodes",
+            "2",
+            "--runtime",
+            "podman",
+            "--podman-socket",
+            &socket,
+            "--fast-failover",
+            "--crashloop-backoff",
+            "1s",
+        ],
+    )
+}
+
+const CRASH_AND_UNREADY: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: crasher
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo crashing now; exit 1"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: picky
+  labels: {app: picky}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: [{containerPort: 8080}]
+    readinessProbe:
+      tcpSocket: {port: 9999}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: picky
+spec:
+  selector: {app: picky}
+  ports: [{port: 8080}]
+"#;
+
+#[test]
+fn podman_cluster_crash_loops_and_keeps_unready_pods_out_of_endpoints() {
+    let Some(svc) = PodmanService::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pc = podman_up(&svc, dir.path());
+    let manifest = dir.path().join("crash.yaml");
+    std::fs::write(&manifest, CRASH_AND_UNREADY).unwrap();
+    pc.c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+
+    // A container that exits 1 is restarted with a growing back-off.
+    let pod = wait_for(60, "crasher: restartCount >= 3 and CrashLoopBackOff", || {
+        let p = json(&pc.c, &["get", "pod", "crasher"]);
+        let restarts = p
+            .pointer("/status/containerStatuses/0/restartCount")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let table = pc.c.ok(&["get", "pod", "crasher"]);
+        (restarts >= 3 && table.contains("CrashLoopBackOff")).then_some(p)
+    });
+    assert_eq!(
+        pod.pointer("/status/containerStatuses/0/lastState/terminated/exitCode")
+            .and_then(Value::as_i64),
+        Some(1),
+        "{pod}"
+    );
+    let backoffs: Vec<String> = items(&json(
+        &pc.c,
+        &["get", "events", "--field-selector", "involvedObject.name=crasher"],
+    ))
+    .iter()
+    .filter(|e| s(e, "/reason") == "BackOff")
+    .map(|e| s(e, "/message").to_string())
+    .collect();
+    assert!(!backoffs.is_empty(), "BackOff events are recorded");
+    let logs = pc.c.ok(&["logs", "crasher", "--previous"]);
+    assert!(logs.contains("crashing now"), "{logs}");
+    // Each restart is a new podman container of the same pod; the kubelet keeps the current
+    // and the previous one and removes older ones.
+    let (_, containers) = list_labelled(&[(LABEL_CLUSTER, &pc.cluster_id), ("io.kubernetes.container.name", "c")]);
+    assert!(
+        (1..=3).contains(&containers.len()),
+        "old instances are removed: {containers:?}"
+    );
+
+    // A readiness probe on a port nothing listens on: Running, never Ready, not in the
+    // Service's ready endpoints, though the server itself answers on its pod IP.
+    let ip = wait_for(30, "picky Running with a pod IP", || {
+        let p = json(&pc.c, &["get", "pod", "picky"]);
+        (s(&p, "/status/phase") == "Running" && !s(&p, "/status/podIP").is_empty())
+            .then(|| s(&p, "/status/podIP").to_string())
+    });
+    let (code, _) = get_until_ok(&format!("{ip}:8080"));
+    assert_eq!(code, 200);
+    wait_for(30, "picky listed as not ready in the endpoints", || {
+        let (_, not_ready) = endpoint_addresses(&pc.c, "picky");
+        not_ready.contains(&ip).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let p = json(&pc.c, &["get", "pod", "picky"]);
+    assert!(!is_ready(&p), "{p}");
+    let (ready, _) = endpoint_addresses(&pc.c, "picky");
+    assert!(
+        !ready.contains(&ip),
+        "an unready pod is never a ready endpoint: {ready:?}"
+    );
+    let events = pc.c.ok(&["describe", "pod", "picky"]);
+    assert!(events.contains("Readiness probe failed"), "{events}");
+}
