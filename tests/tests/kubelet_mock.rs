@@ -717,7 +717,13 @@ async fn pod_syncs_continue_the_pods_trace_with_one_span_per_runtime_call() {
     let node = start("node-9").await;
     // The API server records the trace of the create on the pod (`kulisse.dev/traceparent`);
     // the kubelet's work on the pod must continue that trace.
-    let created = node.create_pod("traced", json!({}), httpd(), "Always").await;
+    // Created inside a span, as `kulisse apply` does: only writes that belong to a trace
+    // carry one on.
+    let created = tracing::Instrument::instrument(
+        node.create_pod("traced", json!({}), httpd(), "Always"),
+        tracing::info_span!("cli.apply", "kulisse.stage" = "cli"),
+    )
+    .await;
     let tp = created
         .pointer("/metadata/annotations/kulisse.dev~1traceparent")
         .and_then(Value::as_str)
@@ -775,14 +781,11 @@ async fn pod_syncs_continue_the_pods_trace_with_one_span_per_runtime_call() {
     let ip = start.attributes.get("runtime.pod_ip").cloned().unwrap_or_default();
     assert!(ip.starts_with("127.64.9."), "{start:?}");
     // A failed pull is an error span.
-    let created = node
-        .create_pod(
-            "traced-fail",
-            json!({}),
-            json!([{"name": "app", "image": "nonexistent/app:1"}]),
-            "Always",
-        )
-        .await;
+    let created = tracing::Instrument::instrument(
+        node.create_pod("traced-fail", json!({}), json!([{"name": "app", "image": "nonexistent/app:1"}]), "Always"),
+        tracing::info_span!("cli.apply", "kulisse.stage" = "cli"),
+    )
+    .await;
     let failing = created
         .pointer("/metadata/annotations/kulisse.dev~1traceparent")
         .and_then(Value::as_str)
