@@ -10,6 +10,8 @@
 #   etcdctl  (etcd-client)       - etcd's own CLI; tests (and you) use it to look at the keys
 #   podman, runc, catatonit, iptables, busybox-static - `kulisse up --runtime podman` and its
 #            tests; installed and checked by scripts/setup-podman.sh, which this script runs
+#   python3, python3-pip and the PyPI package `kubernetes` (the official Python client) -
+#            tests/tests/clients.rs runs tests/clients/python_client.py against a cluster
 #
 # Only missing programs are installed; `apt-get update` runs once, and only if something is
 # missing. When everything is there the script changes nothing and finishes at once.
@@ -22,7 +24,7 @@ check_only=false
 case "${1:-}" in
   --check) check_only=true ;;
   "") ;;
-  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
   *) echo "install-deps.sh: unknown argument '$1' (expected --check or nothing)" >&2; exit 2 ;;
 esac
 
@@ -33,6 +35,7 @@ needs=(
   "protoc protobuf-compiler"
   "etcd etcd-server"
   "etcdctl etcd-client"
+  "python3 python3"
   # --- later (a future issue): the container runtime and the book -------------------------
   # podman, runc, catatonit, iptables, busybox-static: not listed here but installed by
   #   scripts/setup-podman.sh (run at the end, see podman_setup below), which also writes a
@@ -55,6 +58,36 @@ podman_setup() {
   fi
 }
 
+# The official Python client (PyPI `kubernetes`) for tests/tests/clients.rs: installed with
+# pip only when `python3 -c 'import kubernetes'` fails. Debian marks its python3 as
+# "externally managed" (PEP 668) and pip refuses to install there; then pip is asked again
+# with --break-system-packages, which puts the package under /usr/local, apart from apt's.
+python_client_setup() {
+  if ! command -v python3 >/dev/null 2>&1; then
+    say "missing: python3 (needed for the Python client test)"
+    return 1
+  fi
+  if python3 -c 'import kubernetes' >/dev/null 2>&1; then
+    say "ok: python package kubernetes ($(python3 -c 'import kubernetes; print(kubernetes.__version__)' 2>/dev/null))"
+    return 0
+  fi
+  if $check_only; then
+    say "missing: python package kubernetes (pip install kubernetes)"
+    return 1
+  fi
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    say "running: ${sudo[*]:+${sudo[*]} }apt-get install -y --no-install-recommends python3-pip"
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends python3-pip
+  fi
+  say "running: python3 -m pip install kubernetes"
+  if ! python3 -m pip install -q kubernetes; then
+    say "pip refused (a PEP 668 externally managed python?); retrying with --break-system-packages"
+    python3 -m pip install -q --break-system-packages kubernetes
+  fi
+  python3 -c 'import kubernetes' || { say "python package kubernetes still not importable" >&2; return 1; }
+  say "done: installed python package kubernetes"
+}
+
 have() {
   # etcd is installed to /usr/bin by Debian, but check the usual places even if PATH is odd.
   command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/local/bin/$1" ]
@@ -74,12 +107,18 @@ done
 
 if [ ${#missing_pkgs[@]} -eq 0 ]; then
   say "everything is installed"
+  sudo=()
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo=(sudo)
+  py_ok=true
+  python_client_setup || py_ok=false
   podman_setup
+  $py_ok || exit 1
   exit 0
 fi
 
 if $check_only; then
   say "would install: ${missing_pkgs[*]}"
+  python_client_setup || true
   podman_setup || true
   exit 1
 fi
@@ -115,4 +154,5 @@ if [ ${#still[@]} -ne 0 ]; then
   exit 1
 fi
 say "done: installed ${missing_pkgs[*]}"
+python_client_setup
 podman_setup
