@@ -100,6 +100,7 @@ async fn rule_table_follows_services_and_endpoints_and_is_published() {
         c.clone(),
         proxy::Options {
             node_name: "node-1".into(),
+            data_path: false,
         },
         fx.shutdown_rx(),
         table.clone(),

@@ -25,10 +25,17 @@
 //! `proxy.sync_rules` span that continues the trace of the Endpoints (or Service) write
 //! that caused it (its `kulisse.dev/traceparent` annotation): the last hop of an `apply`.
 //!
+//! With [`Options::data_path`] the proxy also moves the bytes: [`userspace`] listens on
+//! every rule's frontend and relays connections to the endpoints, as kube-proxy's original
+//! userspace mode did. All nodes of one machine share its loopback interface, so exactly
+//! one kube-proxy per machine does this: node-1's in `kulisse up`, the one started with
+//! `kulisse proxy --data-path` otherwise. The others keep (and publish) their tables only.
+//!
 //! Differences from upstream: kube-proxy today reads EndpointSlices, kulisse reads the
 //! Endpoints objects of the Endpoints controller; NodePorts listen on 127.0.0.1 only.
 
 pub mod rules;
+pub mod userspace;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +56,9 @@ pub use rules::{Diff, Rule, RuleKind, RuleTable, rules_for};
 pub struct Options {
     /// The node this kube-proxy runs on (names its published ConfigMap).
     pub node_name: String,
+    /// Also run the userspace data path ([`userspace::DataPath`]): listen on the rules'
+    /// frontends and forward connections. Only one kube-proxy per machine may do this.
+    pub data_path: bool,
 }
 
 /// The namespace of the published rules.
@@ -95,6 +105,9 @@ fn enqueue(queue: &SyncQueue, ev: &InformerEvent) {
 pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver<bool>, rules: RuleTable) {
     let svc_info = objects::by_gvk("v1", "Service").expect("Service is a built-in kind");
     let ep_info = objects::by_gvk("v1", "Endpoints").expect("Endpoints is a built-in kind");
+    let data_path = options
+        .data_path
+        .then(|| userspace::DataPath::start(rules.clone(), options.node_name.clone(), shutdown.clone()));
     let queue: SyncQueue = WorkQueue::new(Duration::from_millis(5), Duration::from_secs(30));
     let mut services = Informer::new(client.clone(), svc_info, None).with_resync(RESYNC);
     let mut endpoints = Informer::new(client.clone(), ep_info, None).with_resync(RESYNC);
@@ -133,6 +146,7 @@ pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver
             needs_full_write: true,
         },
         rules,
+        data_path,
         services: svc_cache,
         endpoints: ep_cache,
     };
@@ -161,6 +175,8 @@ pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver
 struct Proxy {
     publisher: Publisher,
     rules: RuleTable,
+    /// The userspace data path, when this proxy runs it.
+    data_path: Option<userspace::DataPath>,
     services: Cache,
     endpoints: Cache,
 }
@@ -193,6 +209,12 @@ impl Proxy {
         // Continue the trace of the write that caused this sync (untraced background work
         // otherwise, unless background tracing is switched on).
         kulisse_traces::propagation::continue_or_suppress(&span, trigger.traceparent.as_deref());
+        if let Some(dp) = &self.data_path
+            && !diff.is_empty()
+        {
+            // The listeners this change opens or closes belong to this sync's trace.
+            dp.note_cause(span.in_scope(kulisse_traces::propagation::traceparent_of_current));
+        }
         let applied = self.rules.apply(key, wanted);
         span.record("proxy.rules.total", self.rules.len());
         if applied.is_empty() || self.publisher.needs_full_write {
