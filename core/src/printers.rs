@@ -106,9 +106,11 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Type", "string", 0, "Normal or Warning."),
             col("Reason", "string", 0, "A short machine-readable reason."),
             col("Object", "string", 0, "The object the event is about."),
-            col("Message", "string", 0, "What happened, for humans."),
+            col("Subobject", "string", 1, "The part of the object (e.g. a container)."),
             col("Source", "string", 1, "The component that reported it."),
-            col("Count", "integer", 1, "How often it happened."),
+            col("Message", "string", 0, "What happened, for humans."),
+            col("First Seen", "string", 1, "When the event first happened."),
+            col("Count", "string", 1, "How often it happened."),
             col("Name", "string", 1, "The event object's name."),
         ],
         "ConfigMap" => vec![name, col("Data", "integer", 0, "Number of keys."), age],
@@ -240,8 +242,32 @@ fn cell(kind: &str, column: &str, obj: &Value, now: chrono::DateTime<chrono::Utc
             s(obj, "/involvedObject/name")
         )),
         ("Event", "Message") => json!(s(obj, "/message")),
-        ("Event", "Source") => json!(s(obj, "/source/component")),
-        ("Event", "Count") => json!(i(obj, "/count")),
+        ("Event", "Subobject") => json!(s(obj, "/involvedObject/fieldPath")),
+        ("Event", "Source") => {
+            let (component, host) = (s(obj, "/source/component"), s(obj, "/source/host"));
+            let component = if component.is_empty() {
+                s(obj, "/reportingComponent")
+            } else {
+                component
+            };
+            json!(if host.is_empty() {
+                component.to_string()
+            } else {
+                format!("{component}, {host}")
+            })
+        }
+        ("Event", "First Seen") => {
+            let first = [
+                s(obj, "/firstTimestamp"),
+                s(obj, "/eventTime"),
+                s(obj, "/metadata/creationTimestamp"),
+            ]
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .unwrap_or("");
+            json!(age(first, now))
+        }
+        ("Event", "Count") => json!(i(obj, "/count").max(1).to_string()),
         ("ConfigMap", "Data") => json!(
             obj.get("data").and_then(Value::as_object).map_or(0, |m| m.len())
                 + obj.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len())

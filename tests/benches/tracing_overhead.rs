@@ -16,7 +16,10 @@ use kulisse_tests::otlp::OtlpReceiver;
 const CONCURRENCY: usize = 8;
 
 fn main() {
-    let applies: usize = std::env::var("KULISSE_BENCH_APPLIES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let applies: usize = std::env::var("KULISSE_BENCH_APPLIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let receiver = rt.block_on(OtlpReceiver::start_grpc()).expect("OTLP receiver");
     let endpoint = receiver.endpoint();
@@ -25,10 +28,17 @@ fn main() {
     let traced = Cluster::start_with_env(
         traced_dir.path(),
         &["--nodes", "0", "--components", "apiserver"],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
     );
     let plain_dir = tempfile::tempdir().expect("temp dir");
-    let plain = Cluster::start_with_env(plain_dir.path(), &["--nodes", "0", "--components", "apiserver"], &[("OTEL_SDK_DISABLED", "true")]);
+    let plain = Cluster::start_with_env(
+        plain_dir.path(),
+        &["--nodes", "0", "--components", "apiserver"],
+        &[("OTEL_SDK_DISABLED", "true")],
+    );
 
     // Warm up both (connections, first writes), then measure each twice, interleaved.
     burst(&rt, &traced, 40, true, "warm");

@@ -55,6 +55,8 @@ pub struct Cluster {
     pub banner: Vec<String>,
     /// Extra environment for client commands.
     pub env: Vec<(String, String)>,
+    /// The cluster's service range (`127.N.0.0/16`).
+    pub service_cidr: String,
 }
 
 impl Cluster {
@@ -81,6 +83,16 @@ impl Cluster {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(extra);
+        // Clusters of parallel tests get their own service range, so their kube-proxies do
+        // not compete for the same ClusterIP:port listeners on this machine's loopback.
+        let service_cidr = match extra.iter().position(|a| *a == "--service-cidr") {
+            Some(i) => extra.get(i + 1).map(|s| s.to_string()).unwrap_or_default(),
+            None => {
+                let cidr = unique_service_cidr();
+                cmd.arg("--service-cidr").arg(&cidr);
+                cidr
+            }
+        };
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
@@ -125,6 +137,7 @@ impl Cluster {
             server: server.expect("address found"),
             banner,
             env: Vec::new(),
+            service_cidr,
         };
         cluster.wait_ready();
         cluster
@@ -237,6 +250,15 @@ impl Drop for Cluster {
     }
 }
 
+/// A service range inside 127.0.0.0/8 that no other cluster of this test run uses:
+/// `127.N.0.0/16` with N from 100 to 249, varied by process and by cluster.
+pub fn unique_service_cidr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 150;
+    format!("127.{}.0.0/16", 100 + n)
+}
+
 /// Bytes as text, lossily.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -263,10 +285,11 @@ pub fn http_with_ca(
     };
     let tcp = std::net::TcpStream::connect(addr).expect("connect to API server");
     tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    // A test may declare its own Content-Length (e.g. larger than the body it sends).
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

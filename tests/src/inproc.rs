@@ -51,6 +51,7 @@ impl ApiServerFixture {
             apiserver::Config {
                 token: token.clone(),
                 tls: tls_config,
+                service_cidr: apiserver::allocator::DEFAULT_SERVICE_CIDR,
             },
         );
         server.bootstrap().await.expect("bootstrap namespaces");

@@ -782,7 +782,12 @@ async fn pod_syncs_continue_the_pods_trace_with_one_span_per_runtime_call() {
     assert!(ip.starts_with("127.64.9."), "{start:?}");
     // A failed pull is an error span.
     let created = tracing::Instrument::instrument(
-        node.create_pod("traced-fail", json!({}), json!([{"name": "app", "image": "nonexistent/app:1"}]), "Always"),
+        node.create_pod(
+            "traced-fail",
+            json!({}),
+            json!([{"name": "app", "image": "nonexistent/app:1"}]),
+            "Always",
+        ),
         tracing::info_span!("cli.apply", "kulisse.stage" = "cli"),
     )
     .await;

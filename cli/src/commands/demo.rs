@@ -51,6 +51,7 @@ pub async fn run(_global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<ExitCod
         fast_failover: true,
         crashloop_backoff: Duration::from_secs(10),
         trace_style: args.trace_style,
+        service_cidr: kulisse_core::apiserver::allocator::DEFAULT_SERVICE_CIDR,
     };
     println!("== 1. A throwaway cluster, all in this process ==");
     let cluster = super::up::start(&up, dir.path()).await?;

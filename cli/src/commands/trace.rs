@@ -9,6 +9,8 @@
 //! - `kulisse trace --list` shows the recent traces.
 //! - `kulisse trace last --export trace.json` writes OTLP JSON that Jaeger's UI loads
 //!   through "Search → JSON File".
+//! - `kulisse trace last --svg trace.svg` draws the same waterfall as an SVG picture (the
+//!   book's figures are made this way).
 
 use std::process::ExitCode;
 
@@ -32,6 +34,9 @@ pub struct TraceArgs {
     /// Write the trace as OTLP JSON (for Jaeger's "JSON File" upload) instead of drawing it.
     #[arg(long, value_name = "FILE")]
     pub export: Option<std::path::PathBuf>,
+    /// Draw the waterfall as an SVG picture into FILE (ten pixels per column of --width).
+    #[arg(long, value_name = "FILE", conflicts_with = "export")]
+    pub svg: Option<std::path::PathBuf>,
     /// Width of the drawing in columns.
     #[arg(long, default_value_t = 120)]
     pub width: usize,
@@ -46,7 +51,7 @@ pub async fn run(global: &GlobalArgs, args: TraceArgs) -> anyhow::Result<ExitCod
         let (list, _) = client
             .json(Method::GET, "/apis/kulisse.dev/v1/traces", None, None)
             .await?;
-        print!("{}", render_list(&list));
+        write_stdout(&render_list(&list))?;
         return Ok(ExitCode::SUCCESS);
     }
     let links = if args.links { "&links=true" } else { "" };
@@ -77,8 +82,25 @@ pub async fn run(global: &GlobalArgs, args: TraceArgs) -> anyhow::Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     }
     let spans = fetch_spans(&client, &args.id, args.links).await?;
-    print!("{}", kulisse_traces::render_waterfall(&spans, args.width));
+    if let Some(path) = &args.svg {
+        let svg = kulisse_traces::render_svg(&spans, args.width.saturating_mul(10));
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+        println!("drew {} spans into {}", spans.len(), path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    write_stdout(&kulisse_traces::render_waterfall(&spans, args.width))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `text`; a reader that stopped reading (`kulisse trace last | head`) is not an
+/// error — the waterfall is long, and a shell pipe that closes early is normal.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to standard output"),
+    }
 }
 
 /// The spans of one trace (`last` for the newest apply) from the control plane's store.

@@ -73,6 +73,10 @@ pub struct UpArgs {
     /// trace per stage, linked to its cause, as upstream Kubernetes proposes).
     #[arg(long, value_enum, default_value_t = TraceStyleArg::Tree)]
     pub trace_style: TraceStyleArg,
+    /// Where Service ClusterIPs come from; must lie inside 127.0.0.0/8. Give each cluster on
+    /// one machine its own range: only one can listen on an address.
+    #[arg(long, value_parser = kulisse_core::apiserver::allocator::ServiceCidr::parse, default_value = "127.1.0.0/16", value_name = "CIDR")]
+    pub service_cidr: kulisse_core::apiserver::allocator::ServiceCidr,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -191,6 +195,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
         apiserver::Config {
             token: token.clone(),
             tls: Some(tls),
+            service_cidr: args.service_cidr,
         },
     );
     server

@@ -6,8 +6,10 @@
 //! `NodePort` Service also gets a **node port** (30000–32767) that kube-proxy opens on every
 //! node.
 //!
-//! kulisse's service range is `127.1.0.0/16`, inside loopback, so on one machine a service
-//! address is directly reachable and a stray connection never leaves the host.
+//! kulisse's service range is `127.1.0.0/16` by default (`kulisse up --service-cidr`), always
+//! inside loopback, so on one machine a service address is directly reachable and a stray
+//! connection never leaves the host. Two clusters on one machine should use different
+//! ranges, since only one can listen on an address.
 //!
 //! Kubernetes keeps the allocation bitmaps in etcd so several API servers agree; kulisse
 //! runs one API server and rebuilds the table from the stored Services when it starts.
@@ -19,16 +21,68 @@ use serde_json::{Value, json};
 
 use crate::objects::{self, ApiError, ResourceInfo, StatusCause};
 
-/// The first address of the service range (`127.1.0.0/16`).
-pub const SERVICE_RANGE_BASE: Ipv4Addr = Ipv4Addr::new(127, 1, 0, 0);
-/// Addresses in the service range.
-pub const SERVICE_RANGE_SIZE: u32 = 1 << 16;
+/// The default service range, `127.1.0.0/16`.
+pub const DEFAULT_SERVICE_CIDR: ServiceCidr = ServiceCidr {
+    base: Ipv4Addr::new(127, 1, 0, 0),
+    prefix: 16,
+};
+
+/// A service address range such as `127.1.0.0/16`, always inside 127.0.0.0/8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceCidr {
+    pub base: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl ServiceCidr {
+    /// Parse `127.X.0.0/16`-style text; the range must lie inside loopback (127.0.0.0/8) and
+    /// hold at least a few addresses (prefix 8..=28).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (ip, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a CIDR like 127.1.0.0/16"))?;
+        let base: Ipv4Addr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("{prefix:?} is not a prefix length"))?;
+        if !(8..=28).contains(&prefix) {
+            return Err(format!("the service range /{prefix} must be between /8 and /28"));
+        }
+        if base.octets()[0] != 127 {
+            return Err(format!(
+                "the service range {text} is outside loopback: kulisse keeps service addresses inside 127.0.0.0/8 so that traffic never leaves this machine"
+            ));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        Ok(ServiceCidr {
+            base: Ipv4Addr::from(u32::from(base) & mask),
+            prefix,
+        })
+    }
+
+    /// Number of addresses in the range.
+    pub fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+
+    fn contains_usable(&self, ip: Ipv4Addr) -> bool {
+        let (base, v) = (u32::from(self.base), u32::from(ip));
+        v > base && v < base + self.size() - 1
+    }
+}
+
+impl std::fmt::Display for ServiceCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
 /// The node port range.
 pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 /// Who holds which service address and node port (`namespace/name` of the Service).
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct ServiceAllocator {
+    cidr: ServiceCidr,
     ips: HashMap<Ipv4Addr, String>,
     node_ports: HashMap<u16, String>,
     next_ip: u32,
@@ -43,19 +97,20 @@ fn owner_of(svc: &Value) -> String {
     )
 }
 
-fn in_range(ip: Ipv4Addr) -> bool {
-    let base = u32::from(SERVICE_RANGE_BASE);
-    let v = u32::from(ip);
-    v > base && v < base + SERVICE_RANGE_SIZE - 1
-}
-
 impl ServiceAllocator {
     /// A table holding the addresses and ports of `services`.
-    pub fn from_services(services: &[Value]) -> Self {
+    /// A table for `cidr` holding the addresses and ports of `services`. Node ports are
+    /// handed out from a random starting point, as kube-apiserver does, so two clusters on
+    /// one machine rarely pick the same one.
+    pub fn from_services(cidr: ServiceCidr, services: &[Value]) -> Self {
+        let span = u32::from(*NODE_PORTS.end() - *NODE_PORTS.start()) + 1;
+        let next_port = *NODE_PORTS.start() + (rand::random::<u32>() % span) as u16;
         let mut a = ServiceAllocator {
+            cidr,
+            ips: HashMap::new(),
+            node_ports: HashMap::new(),
             next_ip: 1,
-            next_port: *NODE_PORTS.start(),
-            ..Default::default()
+            next_port,
         };
         for svc in services {
             let owner = owner_of(svc);
@@ -118,12 +173,12 @@ impl ServiceAllocator {
                 let addr: Ipv4Addr = ip
                     .parse()
                     .map_err(|_| invalid("spec.clusterIP", &ip, "must be a valid IP address"))?;
-                if !in_range(addr) {
-                    return Err(invalid(
-                        "spec.clusterIP",
-                        &ip,
-                        "provided IP is not in the valid range. The range of valid IPs is 127.1.0.0/16",
-                    ));
+                if !self.cidr.contains_usable(addr) {
+                    let msg = format!(
+                        "provided IP is not in the valid range. The range of valid IPs is {}",
+                        self.cidr
+                    );
+                    return Err(invalid("spec.clusterIP", &ip, &msg));
                 }
                 match self.ips.get(&addr) {
                     Some(holder) if *holder != owner => {
@@ -195,16 +250,12 @@ impl ServiceAllocator {
     }
 
     fn next_free_ip(&mut self) -> Option<Ipv4Addr> {
-        let base = u32::from(SERVICE_RANGE_BASE);
-        for _ in 0..SERVICE_RANGE_SIZE {
+        let (base, size) = (u32::from(self.cidr.base), self.cidr.size());
+        for _ in 0..size {
             let offset = self.next_ip;
-            self.next_ip = if self.next_ip + 2 >= SERVICE_RANGE_SIZE {
-                1
-            } else {
-                self.next_ip + 1
-            };
+            self.next_ip = if self.next_ip + 2 >= size { 1 } else { self.next_ip + 1 };
             let ip = Ipv4Addr::from(base + offset);
-            if in_range(ip) && !self.ips.contains_key(&ip) {
+            if self.cidr.contains_usable(ip) && !self.ips.contains_key(&ip) {
                 return Some(ip);
             }
         }
@@ -238,17 +289,18 @@ mod tests {
     #[test]
     fn allocates_in_loopback_range_and_detects_conflicts() {
         let info = objects::by_gvk("v1", "Service").unwrap();
-        let mut a = ServiceAllocator::from_services(&[]);
+        let mut a = ServiceAllocator::from_services(DEFAULT_SERVICE_CIDR, &[]);
         let mut s1 = svc("a", json!({"ports": [{"port": 80}]}));
         a.allocate(info, &mut s1).unwrap();
         assert_eq!(s1["spec"]["clusterIP"], "127.1.0.1");
         let mut s2 = svc("b", json!({"type": "NodePort", "ports": [{"port": 80}]}));
         a.allocate(info, &mut s2).unwrap();
         assert_eq!(s2["spec"]["clusterIP"], "127.1.0.2");
-        assert_eq!(s2["spec"]["ports"][0]["nodePort"], 30000);
+        let port = s2["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+        assert!((30000..=32767).contains(&port), "{port}");
         // idempotent for the holder
         a.allocate(info, &mut s2).unwrap();
-        assert_eq!(s2["spec"]["ports"][0]["nodePort"], 30000);
+        assert_eq!(s2["spec"]["ports"][0]["nodePort"], port);
         let mut s3 = svc("c", json!({"clusterIP": "127.1.0.1", "ports": [{"port": 80}]}));
         assert_eq!(a.allocate(info, &mut s3).unwrap_err().code, 422);
         let mut s4 = svc("d", json!({"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}));
@@ -259,5 +311,24 @@ mod tests {
         let mut headless = svc("h", json!({"clusterIP": "None", "ports": [{"port": 80}]}));
         a.allocate(info, &mut headless).unwrap();
         assert_eq!(headless["spec"]["clusterIP"], "None");
+    }
+
+    #[test]
+    fn service_ranges_stay_inside_loopback() {
+        assert_eq!(
+            ServiceCidr::parse("127.42.0.0/16").unwrap().to_string(),
+            "127.42.0.0/16"
+        );
+        assert!(
+            ServiceCidr::parse("10.96.0.0/12")
+                .unwrap_err()
+                .contains("outside loopback")
+        );
+        assert!(ServiceCidr::parse("127.0.0.0/30").is_err());
+        let info = objects::by_gvk("v1", "Service").unwrap();
+        let mut a = ServiceAllocator::from_services(ServiceCidr::parse("127.42.0.0/24").unwrap(), &[]);
+        let mut s = svc("x", json!({"ports": [{"port": 80}]}));
+        a.allocate(info, &mut s).unwrap();
+        assert_eq!(s["spec"]["clusterIP"], "127.42.0.1");
     }
 }

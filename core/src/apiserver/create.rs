@@ -15,10 +15,27 @@ use crate::objects::{self, ApiError, ResourceInfo};
 /// `POST` to a collection.
 pub async fn handle(ctx: &Ctx<'_>, info: &'static ResourceInfo, ns: Option<&str>) -> Result<Response<Body>, ApiError> {
     let mut obj = patch::decode(ctx)?;
+    default_type_meta(info, &mut obj);
     let name = objects::name(&obj).map(str::to_string).unwrap_or_default();
     check_body_target(info, &obj, ns)?;
     let stored = create_object(ctx, info, ns, &name, &mut obj).await?;
     Ok(json_response(StatusCode::CREATED, &stored))
+}
+
+/// Fill a missing `apiVersion` / `kind` from the URL, as kube-apiserver's decoder does (it
+/// decodes the body with the endpoint's group/version/kind as the default). Clients such as
+/// the official Python client send a typed object without them unless the caller set them:
+/// `POST /api/v1/namespaces/default/configmaps` with `{"metadata":{"name":"c"}}` is a
+/// ConfigMap. Values that are present are left alone, so a wrong one is still rejected.
+pub fn default_type_meta(info: &ResourceInfo, obj: &mut Value) {
+    let Some(map) = obj.as_object_mut() else { return };
+    let missing = |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+    if missing(map.get("apiVersion")) {
+        map.insert("apiVersion".to_string(), Value::String(info.api_version()));
+    }
+    if missing(map.get("kind")) {
+        map.insert("kind".to_string(), Value::String(info.kind.to_string()));
+    }
 }
 
 /// The body's namespace, if set, must be the URL's.
@@ -54,6 +71,7 @@ pub async fn create_object(
                 obj["metadata"]["namespace"] = Value::String(ns.to_string());
             }
         }
+        super::openapi::check_unknown_fields(ctx, info, name, obj)?;
         objects::apply_defaults(info, obj);
         objects::validate(info, obj)?;
     }

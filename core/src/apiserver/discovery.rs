@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::{Body, KUBERNETES_VERSION, json_response};
-use crate::objects::{self, ApiError, RESOURCES};
+use crate::objects::{ApiError, RESOURCES};
 
 /// `GET /version`
 pub fn version() -> Result<Response<Body>, ApiError> {
@@ -94,31 +94,47 @@ const VERBS: &[&str] = &[
 ];
 
 /// `GET /api/v1`, `GET /apis/apps/v1`: the resources of one group-version.
+///
+/// Subresources are entries of their own (`pods/log`, `deployments/scale`), each with the
+/// verbs it serves; `deployments/scale` names the kind it speaks, `autoscaling/v1` `Scale`,
+/// with `group` and `version`, which is how `kubectl scale` finds out what to send.
 pub fn resources(group: &str, version: &str) -> Result<Response<Body>, ApiError> {
     let mut list = Vec::new();
     for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
-        list.push(json!({
+        let mut entry = json!({
             "name": r.plural,
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
             "verbs": VERBS,
-            "shortNames": r.short_names,
-            "categories": r.categories,
-        }));
+        });
+        if !r.short_names.is_empty() {
+            entry["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            entry["categories"] = json!(r.categories);
+        }
+        list.push(entry);
+        let sub = |name: &str, kind: &str, verbs: &[&str]| json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
         if super::meta::has_status_subresource(r) {
-            list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+            list.push(sub("status", r.kind, &["get", "patch", "update"]));
+        }
+        if super::scale::supports(r) {
+            let mut scale = sub("scale", "Scale", &["get", "patch", "update"]);
+            scale["group"] = json!("autoscaling");
+            scale["version"] = json!("v1");
+            list.push(scale);
+        }
+        if r.kind == "Pod" && r.group.is_empty() {
+            list.push(sub("binding", "Binding", &["create"]));
+            list.push(sub("log", "Pod", &["get"]));
         }
     }
-    let gv = objects::by_resource(group, version, "pods")
-        .map(|r| r.api_version())
-        .unwrap_or_else(|| {
-            if group.is_empty() {
-                version.to_string()
-            } else {
-                format!("{group}/{version}")
-            }
-        });
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     Ok(json_response(
         StatusCode::OK,
         &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),

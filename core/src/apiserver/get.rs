@@ -11,7 +11,10 @@
 //!
 //! When the client asks for a `Table` (`Accept: application/json;as=Table;g=meta.k8s.io;v=v1`),
 //! as `kubectl get` and `kulisse get` do, the server itself turns objects into rows with the
-//! familiar columns ([`crate::printers`]): the same columns for every client.
+//! familiar columns ([`crate::printers`]): the same columns for every client. Each row
+//! carries the object's metadata (`PartialObjectMetadata`), which is what `--show-labels`
+//! and `-L` read; `?includeObject=Object` puts the whole object in each row (kubectl asks
+//! for it to sort with `--sort-by`), `?includeObject=None` leaves it out.
 
 use http::{Response, StatusCode, header};
 use serde_json::{Value, json};
@@ -34,7 +37,8 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found(info, name))?;
     if wants_table(ctx) {
-        let table = printers::table(info, std::slice::from_ref(&stored.object), &stored.revision.to_string());
+        let mut table = printers::table(info, std::slice::from_ref(&stored.object), &stored.revision.to_string());
+        IncludeObject::from_ctx(ctx)?.apply(&mut table, std::slice::from_ref(&stored.object));
         return Ok(json_response(StatusCode::OK, &table));
     }
     Ok(json_response(StatusCode::OK, &stored.object))
@@ -88,6 +92,7 @@ pub async fn list(ctx: &Ctx<'_>, info: &'static ResourceInfo, ns: Option<&str>) 
     }
     if wants_table(ctx) {
         let mut table = printers::table(info, &items, &listed.revision.to_string());
+        IncludeObject::from_ctx(ctx)?.apply(&mut table, &items);
         table["metadata"] = metadata;
         return Ok(json_response(StatusCode::OK, &table));
     }
@@ -103,6 +108,47 @@ pub fn wants_table(ctx: &Ctx<'_>) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.split(',').next().is_some_and(|first| first.contains("as=Table")))
+}
+
+/// What each row of a `Table` carries (`?includeObject=`): nothing, the object's metadata
+/// (the default), or the whole object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    pub fn from_ctx(ctx: &Ctx<'_>) -> Result<Self, ApiError> {
+        match ctx.param("includeObject") {
+            None | Some("Metadata") => Ok(IncludeObject::Metadata),
+            Some("None") => Ok(IncludeObject::None),
+            Some("Object") => Ok(IncludeObject::Object),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "includeObject: Unsupported value: {other:?}: supported values: \"None\", \"Metadata\", \"Object\""
+            ))),
+        }
+    }
+
+    /// Reshape the rows of a table built by [`printers::table`] from `items`.
+    pub fn apply(self, table: &mut Value, items: &[Value]) {
+        let Some(rows) = table.get_mut("rows").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for (row, item) in rows.iter_mut().zip(items) {
+            let Some(row) = row.as_object_mut() else { continue };
+            match self {
+                IncludeObject::Metadata => {}
+                IncludeObject::None => {
+                    row.remove("object");
+                }
+                IncludeObject::Object => {
+                    row.insert("object".into(), item.clone());
+                }
+            }
+        }
+    }
 }
 
 /// Label and field selectors of a list or watch request.

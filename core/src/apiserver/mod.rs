@@ -78,6 +78,8 @@ pub struct Config {
     pub token: String,
     /// Serve HTTPS with this configuration ([`certs`]); `None` serves plain HTTP (tests).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where Service ClusterIPs come from (inside 127.0.0.0/8).
+    pub service_cidr: allocator::ServiceCidr,
 }
 
 /// What every handler gets: the storage layer and the server's settings.
@@ -154,7 +156,10 @@ impl ApiServer {
         if guard.is_none() {
             let listed = self.storage.list(info, None, None).await?;
             let all: Vec<Value> = listed.items.into_iter().map(|s| s.object).collect();
-            *guard = Some(allocator::ServiceAllocator::from_services(&all));
+            *guard = Some(allocator::ServiceAllocator::from_services(
+                self.config.service_cidr,
+                &all,
+            ));
         }
         guard.as_mut().expect("just set").allocate(info, svc)
     }
@@ -311,7 +316,7 @@ impl ApiServer {
     ) -> Result<Response<Body>, ApiError> {
         if traces::is_trace_path(uri.path()) {
             auth::authenticate(headers, &self.config.token)?;
-            let body = read_body(body).await?;
+            let body = read_body(headers, body).await?;
             return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
         }
         let route = routes::parse(uri.path())?;
@@ -319,7 +324,7 @@ impl ApiServer {
             auth::authenticate(headers, &self.config.token)?;
         }
         let query = parse_query(uri.query());
-        let body = read_body(body).await?;
+        let body = read_body(headers, body).await?;
         let ctx = Ctx {
             server: self,
             query,
@@ -500,7 +505,15 @@ fn parse_query(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, ApiError> {
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {

@@ -29,6 +29,10 @@ pub enum Route {
     Groups,
     /// `/apis/<group>`
     Group(String),
+    /// `/openapi/v3`: the index of OpenAPI documents.
+    OpenApiIndex,
+    /// `/openapi/v3/api/v1`, `/openapi/v3/apis/apps/v1`: one group-version's OpenAPI document.
+    OpenApi(String),
     /// `/api/v1` or `/apis/<group>/<version>`: the resources of one group-version.
     Resources { group: String, version: String },
     /// A collection: list, create, watch. `namespace: None` means all namespaces
@@ -54,6 +58,8 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
         ["healthz"] | ["livez"] | ["readyz"] => Ok(Route::Health),
         ["api"] => Ok(Route::CoreVersions),
         ["apis"] => Ok(Route::Groups),
+        ["openapi", "v3"] => Ok(Route::OpenApiIndex),
+        ["openapi", "v3", rest @ ..] => Ok(Route::OpenApi(rest.join("/"))),
         ["apis", group] => Ok(Route::Group(group.to_string())),
         ["api", version] => resources("", version),
         ["apis", group, version] => resources(group, version),

@@ -25,7 +25,8 @@ pub async fn handle(
     name: &str,
     sub: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let new = patch::decode(ctx)?;
+    let mut new = patch::decode(ctx)?;
+    super::create::default_type_meta(info, &mut new);
     if objects::name(&new).is_some_and(|n| n != name) {
         return Err(ApiError::bad_request(&format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -74,6 +75,7 @@ pub async fn write(
         "k8s.kind" = info.kind,
         "k8s.name" = name
     );
+    span.in_scope(|| super::openapi::check_unknown_fields(ctx, info, name, &mut new))?;
     span.in_scope(|| {
         objects::apply_defaults(info, &mut new);
         meta::prepare_update(info, &stored.object, &mut new, sub);

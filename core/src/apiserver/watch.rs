@@ -19,6 +19,9 @@
 //! - with a label or field selector, an object that stops matching arrives as `DELETED`,
 //!   one that starts matching as `ADDED`, as Kubernetes does.
 //! - `timeoutSeconds` ends the watch after that long; clients simply watch again.
+//! - a client that asks for a `Table` (`kubectl get pods -w`) gets, in every event, a
+//!   `Table` with one row for the object (the same columns as `kubectl get`), instead of
+//!   the object itself.
 
 use std::time::Duration;
 
@@ -46,6 +49,10 @@ pub async fn handle(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Response<Body>, ApiError> {
     let filter = Filter::from_ctx(ctx)?;
+    let shape = Shape {
+        table: super::get::wants_table(ctx).then_some(info),
+        include: super::get::IncludeObject::from_ctx(ctx)?,
+    };
     let timeout = ctx
         .param("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
@@ -69,7 +76,7 @@ pub async fn handle(
             let mut lines = Vec::new();
             for item in listed.items {
                 if filter.matches(&item.object)? {
-                    lines.push(event_line("ADDED", &item.object));
+                    lines.push(shape.line("ADDED", &item.object));
                 }
             }
             (lines, listed.revision + 1)
@@ -113,7 +120,7 @@ pub async fn handle(
                     return;
                 }
             };
-            let Some(line) = translate(&event, &filter) else {
+            let Some(line) = translate(&event, &filter, shape) else {
                 continue;
             };
             if tx.send(line).await.is_err() {
@@ -134,24 +141,48 @@ pub async fn handle(
 }
 
 /// Turn a store event into a watch line, applying the selectors' ADDED/DELETED rules.
-fn translate(event: &crate::store::WatchEvent, filter: &Filter) -> Option<Bytes> {
+fn translate(event: &crate::store::WatchEvent, filter: &Filter, shape: Shape) -> Option<Bytes> {
     let prev = event.prev_kv.as_ref().and_then(|kv| decode(kv).ok()).map(|s| s.object);
     let prev_matches = prev.as_ref().is_some_and(|p| filter.matches(p).unwrap_or(false));
     match event.kind {
         EventType::Delete => {
             let mut obj = prev?;
             super::storage::set_resource_version(&mut obj, event.kv.mod_revision);
-            prev_matches.then(|| event_line("DELETED", &obj))
+            prev_matches.then(|| shape.line("DELETED", &obj))
         }
         EventType::Put => {
             let obj = decode(&event.kv).ok()?.object;
             let now_matches = filter.matches(&obj).unwrap_or(false);
             match (prev.is_some() && prev_matches, now_matches) {
-                (false, true) => Some(event_line("ADDED", &obj)),
-                (true, true) => Some(event_line("MODIFIED", &obj)),
-                (true, false) => Some(event_line("DELETED", &obj)),
+                (false, true) => Some(shape.line("ADDED", &obj)),
+                (true, true) => Some(shape.line("MODIFIED", &obj)),
+                (true, false) => Some(shape.line("DELETED", &obj)),
                 (false, false) => None,
             }
+        }
+    }
+}
+
+/// What the events carry: the objects, or one-row `Table`s of them.
+#[derive(Clone, Copy)]
+struct Shape {
+    table: Option<&'static ResourceInfo>,
+    include: super::get::IncludeObject,
+}
+
+impl Shape {
+    fn line(self, kind: &str, object: &Value) -> Bytes {
+        match self.table {
+            Some(info) => {
+                let rv = object
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let mut table = crate::printers::table(info, std::slice::from_ref(object), rv);
+                self.include.apply(&mut table, std::slice::from_ref(object));
+                event_line(kind, &table)
+            }
+            None => event_line(kind, object),
         }
     }
 }

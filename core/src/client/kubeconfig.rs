@@ -245,9 +245,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/kubeconfig");
-        Kubeconfig::for_cluster("https://127.0.0.1:6443", "tok", Some("-----BEGIN CERTIFICATE-----\nx\n"))
-            .write(&path)
-            .unwrap();
+        Kubeconfig::for_cluster(
+            "https://127.0.0.1:6443",
+            "tok",
+            Some("-----BEGIN CERTIFICATE-----\nx\n"),
+        )
+        .write(&path)
+        .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let conn = Kubeconfig::load(&path).unwrap().connection().unwrap();
