@@ -60,12 +60,7 @@ fn up(extra: &[&str]) -> (Cluster, tempfile::TempDir) {
 #[test]
 fn a_multi_document_app_runs_spread_over_three_nodes() {
     let (c, _dir) = up(&["--nodes", "3"]);
-    let out = c.ok(&["apply", "-f", SHOP]);
-    assert!(
-        out.contains("namespace/shop created") && out.contains("service/frontend created"),
-        "{out}"
-    );
-
+    // As a user would: wait for the nodes before placing work on them.
     wait_for(60, "nodes Ready", || {
         let nodes = items(&json(&c, &["get", "nodes"]));
         (nodes.len() == 3
@@ -76,6 +71,11 @@ fn a_multi_document_app_runs_spread_over_three_nodes() {
             }))
         .then_some(())
     });
+    let out = c.ok(&["apply", "-f", SHOP]);
+    assert!(
+        out.contains("namespace/shop created") && out.contains("service/frontend created"),
+        "{out}"
+    );
     let frontend = wait_for(60, "3 frontend pods Running and Ready", || {
         let p = running_ready_pods(&c, "shop", "app=frontend");
         (p.len() == 3).then_some(p)
