@@ -447,7 +447,8 @@ spec:
       - name: httpd
         image: localhost/busybox:latest
         imagePullPolicy: IfNotPresent
-        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        # Each replica answers with its own host name, so a test can tell them apart.
+        command: ["sh", "-c", "mkdir -p /srv && echo \"hello from busybox httpd on $HOSTNAME\" > /srv/index.html && exec httpd -f -p 8080 -h /srv"]
         ports: [{containerPort: 8080}]
         readinessProbe:
           tcpSocket: {port: 8080}
@@ -458,6 +459,7 @@ kind: Service
 metadata:
   name: web
 spec:
+  type: NodePort
   selector: {app: web}
   ports: [{port: 8080}]
 ---
@@ -516,6 +518,31 @@ fn podman_cluster_serves_logs_traces_survives_kill9_and_cleans_up() {
         (ready == ips).then_some((ready, not))
     });
     assert_eq!(ready.len(), 2);
+
+    // Through the Service: kube-proxy's userspace data path listens on ClusterIP:port and on
+    // 127.0.0.1:nodePort and spreads connections over both replicas.
+    let service = json(&pc.c, &["get", "svc", "web"]);
+    let cluster_ip = s(&service, "/spec/clusterIP").to_string();
+    let node_port = service
+        .pointer("/spec/ports/0/nodePort")
+        .and_then(Value::as_i64)
+        .expect("a node port");
+    for front in [format!("{cluster_ip}:8080"), format!("127.0.0.1:{node_port}")] {
+        let answers = wait_for(30, &format!("both replicas answering through {front}"), || {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..10 {
+                if let Ok((200, body)) = http_get(&front, "/") {
+                    seen.insert(body.trim().to_string());
+                }
+            }
+            (seen.len() == 2).then_some(seen)
+        });
+        assert!(
+            answers.iter().all(|b| b.starts_with("hello from busybox httpd on ")),
+            "{answers:?}"
+        );
+    }
+
     let node = json(&pc.c, &["get", "node", "node-1"]);
     assert!(
         s(&node, "/status/nodeInfo/containerRuntimeVersion").starts_with("podman://"),
