@@ -115,6 +115,16 @@ pub struct Cause {
 #[error("{0}")]
 pub struct ReconcileError(pub String);
 
+impl ReconcileError {
+    /// Did the reconcile lose a race with another writer (`409 Conflict` or
+    /// `AlreadyExists`)? Then a retry with fresh state is all it takes.
+    pub fn is_conflict(&self) -> bool {
+        self.0.contains(crate::objects::OPTIMISTIC_LOCK_MESSAGE)
+            || self.0.contains("already exists")
+            || self.0.contains("Operation cannot be fulfilled")
+    }
+}
+
 impl From<crate::client::ClientError> for ReconcileError {
     fn from(e: crate::client::ClientError) -> Self {
         ReconcileError(e.to_string())
@@ -247,7 +257,13 @@ async fn process<R: Reconciler>(reconciler: &R, queue: &Queue, key: String, caus
         Err(err) => {
             span.record("otel.status_code", "ERROR");
             let failures = queue.failures(&key) + 1;
-            tracing::warn!(parent: &span, controller = reconciler.name(), key = %key, "reconcile failed (attempt {failures}): {err}");
+            if err.is_conflict() {
+                // Optimistic concurrency at work, not a fault: another writer got there first,
+                // so this controller reads again and retries. A span event, not a warning.
+                tracing::info!(parent: &span, controller = reconciler.name(), key = %key, "conflict (attempt {failures}): {err}; retrying with the newest version");
+            } else {
+                tracing::warn!(parent: &span, controller = reconciler.name(), key = %key, "reconcile failed (attempt {failures}): {err}");
+            }
             let retry = Cause {
                 reason: ReconcileReason::ErrorBackoff { attempt: failures },
                 traceparent: cause.traceparent.clone(),
