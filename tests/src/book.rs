@@ -45,7 +45,8 @@
 //!   banner (everything up to `Press Ctrl-C to stop.`) and keeps it running for the rest of
 //!   the chapter. When a chapter runs a `kulisse` command before any `kulisse up`, the
 //!   harness first starts the cluster of chapter 2, `kulisse up --data-dir /tmp/kulisse`.
-//! - **A trailing ` &`** runs a command in the background, as a shell job numbered from 1.
+//! - **A trailing ` &`** runs a command in the background, as a shell job numbered as bash
+//!   numbers them (one more than the highest job still running).
 //!   Its expected output lines (if any) are awaited: the harness waits until the job has
 //!   printed lines that match them (what follows is not checked). That is how a block waits
 //!   for a component to start.
@@ -189,9 +190,8 @@ pub fn parse_commands(body: &str, first_line: usize) -> Result<Vec<BookCommand>,
         if let Some(cmd) = line.strip_prefix("$ ") {
             let start = first_line + i;
             let mut text = cmd.to_string();
-            // `\` at the end: the command goes on.
+            // `\` at the end: the command goes on (bash joins the lines itself).
             while text.ends_with('\\') && i + 1 < lines.len() {
-                text.pop();
                 i += 1;
                 text.push('\n');
                 text.push_str(lines[i]);
@@ -349,7 +349,14 @@ pub fn inline_code(markdown: &str) -> Vec<String> {
         .collect()
 }
 
-/// Inline code that looks like a span name: `<stage>.<step>` with a known stage.
+/// File extensions that make a `<stage>.<ext>` word a file name, not a span name
+/// (`store.redb`, `apiserver.crt`).
+pub const FILE_EXTENSIONS: &[&str] = &[
+    "crt", "key", "redb", "json", "yaml", "yml", "svg", "md", "rs", "sh", "toml", "log",
+];
+
+/// Inline code that looks like a span name: `<stage>.<step>` with a known stage (and a step
+/// that is not a file extension).
 pub fn span_like_words(markdown: &str) -> Vec<String> {
     inline_code(markdown)
         .into_iter()
@@ -360,6 +367,7 @@ pub fn span_like_words(markdown: &str) -> Vec<String> {
             kulisse_traces::catalogue::is_stage(stage)
                 && !step.is_empty()
                 && step.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && !FILE_EXTENSIONS.contains(&step)
         })
         .collect()
 }
@@ -705,6 +713,17 @@ impl Session {
             Ok(child) => child,
             Err(e) => return self.fail(c.line, cmd, format!("could not run bash: {e}")),
         };
+        // Job numbers as bash gives them: one more than the highest job still running (so
+        // after every job ended, the next one is %1 again).
+        while let Some(last) = self.jobs.last_mut() {
+            let running = last
+                .as_mut()
+                .is_some_and(|job| matches!(job.child.try_wait(), Ok(None)));
+            if running {
+                break;
+            }
+            self.jobs.pop();
+        }
         self.jobs.push(Some(Job {
             child,
             text: cmd.to_string(),
@@ -793,7 +812,12 @@ impl Session {
     /// banner (up to `Press Ctrl-C to stop.`) and an error if it did not come up.
     fn start_cluster(&mut self, text: &str) -> (String, Option<String>) {
         self.stop_cluster();
-        let words: Vec<String> = self.to_real(text).split_whitespace().map(str::to_string).collect();
+        let words: Vec<String> = self
+            .to_real(text)
+            .split_whitespace()
+            .filter(|w| *w != "\\")
+            .map(str::to_string)
+            .collect();
         let mut args: Vec<String> = vec!["up".to_string()];
         let mut data_dir = None;
         let mut book_port = 6443;
@@ -1151,7 +1175,7 @@ mod tests {
         assert_eq!(c[0].expected, v(&["NAME"]));
         assert_eq!(c[1].text, "cat <<'EOF' | kulisse apply -f -\nkind: X\nEOF");
         assert_eq!(c[1].expected, v(&["x created"]));
-        assert_eq!(c[2].text, "kulisse up \n  --nodes 2");
+        assert_eq!(c[2].text, "kulisse up \\\n  --nodes 2");
         assert!(is_kulisse_up(&c[2].text));
         assert!(console_blocks("```console\noops\n```\n").is_err());
     }

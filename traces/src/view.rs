@@ -549,7 +549,11 @@ pub fn render_svg(spans: &[StoredSpan], width: usize) -> String {
     // The time axis: five ticks, with grid lines down the whole picture.
     for i in 0..=4 {
         let x = bar_x + bar_w * i as f64 / 4.0;
-        let label = format_duration(total * i / 4);
+        let label = if i == 0 {
+            "0 ms".to_string()
+        } else {
+            format_duration(total * i / 4)
+        };
         let anchor = match i {
             0 => "start",
             4 => "end",
@@ -592,11 +596,12 @@ pub fn render_svg(spans: &[StoredSpan], width: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "<g><title>{}</title><text x=\"6\" y=\"{}\" fill=\"{}\">{}</text><rect x=\"{:.1}\" y=\"{}\" width=\"{len:.1}\" height=\"{}\" rx=\"2\" fill=\"{colour}\"{}/><text x=\"{:.1}\" y=\"{}\" fill=\"#333333\">{}</text></g>",
+            "<g><title>{}</title><text x=\"6\" y=\"{}\" fill=\"{}\" xml:space=\"preserve\" style=\"white-space:pre\">{}</text><rect x=\"{:.1}\" y=\"{}\" width=\"{len:.1}\" height=\"{}\" rx=\"2\" fill=\"{colour}\"{}/><text x=\"{:.1}\" y=\"{}\" fill=\"#333333\">{}</text></g>",
             xml_escape(&tooltip),
             y + 13,
             if span.is_error() { "#c00000" } else { "#222222" },
-            xml_escape(&cut(label, ((label_w - 10) as f64 / CHAR_W) as usize)),
+            // SVG collapses runs of spaces; the tree's indentation needs no-break spaces.
+            xml_escape(&cut(label, ((label_w - 10) as f64 / CHAR_W) as usize)).replace(' ', "\u{a0}"),
             bar_x + start,
             y + 3,
             ROW - 6,
