@@ -78,6 +78,12 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`kulisse get pods | head -1`) instead of failing on a broken pipe.
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match try_main(cli) {
         Ok(code) => code,

@@ -61,15 +61,24 @@ pub async fn run(global: &GlobalArgs, args: DeleteArgs) -> anyhow::Result<ExitCo
             targets.push((info, obj_ns, name));
         }
     } else {
-        let Some((kind, names)) = args.target.split_first() else {
-            bail!("you must specify what to delete: KIND NAME..., or -f FILE");
-        };
-        if names.is_empty() {
-            bail!("resource(s) were provided, but no name was specified: kulisse delete {kind} NAME");
+        if args.target.is_empty() {
+            bail!("you must specify what to delete: KIND NAME..., KIND/NAME..., or -f FILE");
         }
-        let info = resource(kind)?;
-        for name in names {
-            targets.push((info, info.namespaced.then(|| ns.clone()), name.clone()));
+        if args.target.iter().all(|t| t.contains('/')) {
+            // kubectl's other form: `kulisse delete pod/web-1 deployment/web`
+            for t in &args.target {
+                let (info, name) = super::split_target(std::slice::from_ref(t))?;
+                targets.push((info, info.namespaced.then(|| ns.clone()), name));
+            }
+        } else {
+            let (kind, names) = args.target.split_first().expect("not empty");
+            if names.is_empty() {
+                bail!("resource(s) were provided, but no name was specified: kulisse delete {kind} NAME");
+            }
+            let info = resource(kind)?;
+            for name in names {
+                targets.push((info, info.namespaced.then(|| ns.clone()), name.clone()));
+            }
         }
     }
     let propagation = match args.cascade {

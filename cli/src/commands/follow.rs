@@ -141,6 +141,25 @@ async fn all_in_place(client: &Client, applied: &[&Applied], spans: &[StoredSpan
                     return false;
                 }
             }
+            "Pod" => {
+                let info = objects::by_gvk("v1", "Pod").expect("built-in kind");
+                let Ok(p) = client.get(info, a.namespace.as_deref(), &a.name).await else {
+                    return false;
+                };
+                let phase = p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+                let ready = p
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c.get("type").and_then(Value::as_str) == Some("Ready")
+                                && c.get("status").and_then(Value::as_str) == Some("True")
+                        })
+                    });
+                if !(phase == "Succeeded" || (phase == "Running" && ready)) {
+                    return false;
+                }
+            }
             "Service" => {
                 let key = format!("{}/{}", a.namespace.as_deref().unwrap_or("default"), a.name);
                 let synced = spans
@@ -160,15 +179,25 @@ async fn all_in_place(client: &Client, applied: &[&Applied], spans: &[StoredSpan
 async fn first_problem(client: &Client, applied: &[&Applied]) -> Option<String> {
     let pods = objects::by_gvk("v1", "Pod").expect("built-in kind");
     let deployments = objects::by_gvk("apps/v1", "Deployment").expect("built-in kind");
-    for a in applied.iter().filter(|a| a.kind == "Deployment") {
-        let d = client.get(deployments, a.namespace.as_deref(), &a.name).await.ok()?;
-        let selector = kulisse_core::printers::selector_text(d.pointer("/spec/selector/matchLabels"));
-        let params = ListParams {
-            label_selector: Some(selector),
-            ..Default::default()
+    for a in applied.iter().filter(|a| a.kind == "Deployment" || a.kind == "Pod") {
+        let candidates: Vec<Value> = if a.kind == "Pod" {
+            client
+                .get(pods, a.namespace.as_deref(), &a.name)
+                .await
+                .ok()
+                .into_iter()
+                .collect()
+        } else {
+            let d = client.get(deployments, a.namespace.as_deref(), &a.name).await.ok()?;
+            let selector = kulisse_core::printers::selector_text(d.pointer("/spec/selector/matchLabels"));
+            let params = ListParams {
+                label_selector: Some(selector),
+                ..Default::default()
+            };
+            let list = client.list(pods, a.namespace.as_deref(), &params).await.ok()?;
+            list.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
         };
-        let list = client.list(pods, a.namespace.as_deref(), &params).await.ok()?;
-        for pod in list.get("items").and_then(Value::as_array).into_iter().flatten() {
+        for pod in &candidates {
             let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
             for c in pod
                 .pointer("/status/containerStatuses")

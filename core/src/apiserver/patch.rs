@@ -109,6 +109,16 @@ async fn patch_with(
             .get(info, ns, name)
             .await?
             .ok_or_else(|| ApiError::not_found(info, name))?;
+        // A patch that names a resourceVersion is conditional on it, as in Kubernetes.
+        let wanted_rv = patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| !rv.is_empty());
+        if let Some(rv) = wanted_rv {
+            if rv != stored.revision.to_string() {
+                return Err(ApiError::conflict(info, name, objects::OPTIMISTIC_LOCK_MESSAGE));
+            }
+        }
         let mut new = stored.object.clone();
         match kind {
             PatchKind::Merge => json_patch::merge(&mut new, &patch),
