@@ -78,13 +78,26 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
-    // Like other Unix tools, end quietly when the reader of our output goes away
-    // (`kulisse get pods | head -1`) instead of failing on a broken pipe.
-    // SAFETY: called first thing in main, before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Like other Unix tools, a client command ends quietly when the reader of its output goes
+    // away (`kulisse get pods | head -1`) instead of failing on a broken pipe. Long-running
+    // components keep Rust's default (SIGPIPE ignored): a server must not die because
+    // whoever read its log went away.
+    let long_running = matches!(
+        cli.command,
+        Command::Up(_)
+            | Command::Demo(_)
+            | Command::ControllerManager(_)
+            | Command::Scheduler(_)
+            | Command::Kubelet(_)
+            | Command::Proxy(_)
+    );
+    if !long_running {
+        // SAFETY: called in main before the runtime starts, while this is the only thread.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match try_main(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -15,7 +15,7 @@
 //! To run them all in a test file, give [`store_conformance_tests!`](crate::store_conformance_tests)
 //! an async function that makes a fresh store:
 //!
-//! ```ignore
+//! ```text
 //! async fn fresh() -> Option<(Arc<dyn Store>, tempfile::TempDir)> { ... } // None = skip
 //! kulisse_tests::store_conformance_tests!(fresh);
 //! ```
