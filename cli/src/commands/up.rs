@@ -140,6 +140,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  kulisse apply -f examples/web.yaml --follow");
     println!("  kulisse get pods -o wide");
     println!("  kulisse trace last");
+    println!("The real kubectl works too:");
+    println!("  KUBECONFIG={} kubectl get pods", cluster.kubeconfig.display());
     println!();
     println!("Press Ctrl-C to stop.");
     shutdown_signal().await;
