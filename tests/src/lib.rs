@@ -8,6 +8,7 @@ pub mod book;
 pub mod cluster;
 pub mod conformance;
 pub mod etcd;
+pub mod flows;
 pub mod inproc;
 pub mod kubectl;
 pub mod otlp;

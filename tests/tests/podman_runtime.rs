@@ -340,39 +340,8 @@ async fn runtime_runs_pods_on_their_own_loopback_ips() {
 
 use kulisse_backends::runtime::podman::cluster_id_from_token;
 use kulisse_tests::cluster::Cluster;
+use kulisse_tests::flows::{is_ready, items, json, s, wait_for};
 use serde_json::Value;
-
-/// Poll `check` every 200 ms until it returns `Some`, or fail after `secs` seconds.
-fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn json(c: &Cluster, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&c.ok(&all)).unwrap_or(Value::Null)
-}
-
-fn items(v: &Value) -> Vec<Value> {
-    v.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
-}
-
-fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("")
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
-}
 
 fn running_ready(c: &Cluster, selector: &str) -> Vec<Value> {
     items(&json(c, &["get", "pods", "-l", selector]))
