@@ -637,7 +637,7 @@ impl ContainerRuntime for PodmanRuntime {
                 image: image.to_string(),
                 reason: format!(
                     "kulisse's podman runtime only pulls from registries on this machine (localhost/..., \
-                     127.0.0.1:PORT/...), and {} is not one: kulisse never sends traffic off the machine. {}",
+                     127.0.0.1:PORT/...) unless started with --allow-remote-pulls, and {} is not one. {}",
                     registry.unwrap_or("docker.io (the default registry)"),
                     if present {
                         "The image is already present in podman: set imagePullPolicy: IfNotPresent to use it."

@@ -61,6 +61,10 @@ pub struct KubeletArgs {
     /// root, else $XDG_RUNTIME_DIR/podman/podman.sock.
     #[arg(long, value_name = "PATH")]
     pub podman_socket: Option<std::path::PathBuf>,
+    /// Let the podman runtime pull images from registries outside this machine (default:
+    /// only registries on loopback; offline, use `scripts/build-busybox-image.sh`).
+    #[arg(long)]
+    pub allow_remote_pulls: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -203,10 +207,13 @@ pub async fn podman_kubelet(
     fast: bool,
     crashloop: Duration,
     socket: Option<&std::path::Path>,
+    allow_remote_pulls: bool,
 ) -> anyhow::Result<kulisse_core::kubelet::Kubelet> {
     use kulisse_backends::runtime::podman::{PodmanOptions, PodmanRuntime, cluster_id_from_token, default_socket};
     let socket = socket.map(std::path::Path::to_path_buf).unwrap_or_else(default_socket);
-    let runtime = PodmanRuntime::connect(PodmanOptions::new(socket, node, &cluster_id_from_token(token)))
+    let mut podman = PodmanOptions::new(socket, node, &cluster_id_from_token(token));
+    podman.allow_remote_registries = allow_remote_pulls;
+    let runtime = PodmanRuntime::connect(podman)
         .await
         .map_err(|e| anyhow::anyhow!("the podman runtime of {node}: {e}"))?;
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(runtime);
@@ -245,6 +252,7 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
                 args.fast_failover,
                 args.crashloop_backoff,
                 args.podman_socket.as_deref(),
+                args.allow_remote_pulls,
             )
             .await?
         }

@@ -47,6 +47,7 @@ pub async fn run(_global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<ExitCod
         nodes: 3,
         runtime: RuntimeKind::Mock,
         podman_socket: None,
+        allow_remote_pulls: false,
         components: vec![Component::Apiserver, Component::ControllerManager, Component::Scheduler],
         fast_failover: true,
         crashloop_backoff: Duration::from_secs(10),

@@ -53,6 +53,10 @@ pub struct UpArgs {
     /// root, else $XDG_RUNTIME_DIR/podman/podman.sock.
     #[arg(long, value_name = "PATH")]
     pub podman_socket: Option<PathBuf>,
+    /// Let the podman runtime pull images from registries outside this machine (default:
+    /// only registries on loopback; offline, use `scripts/build-busybox-image.sh`).
+    #[arg(long)]
+    pub allow_remote_pulls: bool,
     /// Which control-plane components run in this process. Leave one out to run it as its own
     /// process (`kulisse controller-manager`, `kulisse scheduler`).
     #[arg(
@@ -253,6 +257,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
                     args.fast_failover,
                     args.crashloop_backoff,
                     args.podman_socket.as_deref(),
+                    args.allow_remote_pulls,
                 )
                 .await?
             }
