@@ -5,6 +5,7 @@
 //! contract, and fixtures that start real processes on loopback.
 
 pub mod book;
+pub mod child;
 pub mod cluster;
 pub mod conformance;
 pub mod etcd;

@@ -6,10 +6,8 @@
 //! (`KULISSE_TRACE_STORE_CHILD` names its job). Children print `KULISSE_TEST_OUTPUT key=value`
 //! lines; the parent checks what arrived at a real OTLP receiver or a real API server.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use kulisse_core::client::Client;
+use kulisse_tests::child::{self, ChildOutput, emit, output_value, runtime};
 use kulisse_tests::cluster::http;
 use kulisse_tests::inproc::ApiServerFixture;
 use kulisse_tests::otlp::{OtlpReceiver, ReceivedSpan, Transport};
@@ -17,9 +15,6 @@ use kulisse_traces::{InitOptions, StoredSpan, TraceStyle};
 use serde_json::Value;
 
 const CHILD_ENV: &str = "KULISSE_TRACE_STORE_CHILD";
-const OUTPUT_MARKER: &str = "KULISSE_TEST_OUTPUT ";
-/// Guards against a child that hangs; not a performance assertion.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The spans the "components" child emits: (name, stage), nested in this order.
 const COMPONENT_SPANS: &[(&str, Option<&str>)] = &[
@@ -314,81 +309,9 @@ fn find<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
         .unwrap_or_else(|| panic!("the receiver did not get span {name:?}; it got {spans:#?}"))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the test")
-}
-
-struct ChildOutput {
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs this test binary again as a child that executes only `test`, doing `job`.
-fn run_child(rt: &tokio::runtime::Runtime, test: &str, job: &str, env: &[(&str, String)]) -> ChildOutput {
-    let exe = std::env::current_exe().expect("the path of this test binary");
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, job)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    // Start from a clean OpenTelemetry environment, whatever the developer's shell has.
-    for (name, _) in std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
-        .filter(|(k, _)| k.starts_with("OTEL_") || k.starts_with("KULISSE_TRACE"))
-    {
-        cmd.env_remove(name);
-    }
-    for (name, value) in env {
-        cmd.env(name, value);
-    }
-    let output = rt
-        .block_on(async { tokio::time::timeout(CHILD_TIMEOUT, cmd.output()).await })
-        .unwrap_or_else(|_| panic!("child {job:?} of {test} did not finish within {CHILD_TIMEOUT:?}"))
-        .expect("running the child test process");
-    let out = ChildOutput {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    assert!(
-        output.status.success(),
-        "child {job:?} of {test} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        out.stdout,
-        out.stderr
-    );
-    out
-}
-
-fn output_value(out: &ChildOutput, key: &str) -> String {
-    let values: BTreeMap<&str, &str> = out
-        .stdout
-        .lines()
-        .filter_map(|line| line.find(OUTPUT_MARKER).map(|at| &line[at + OUTPUT_MARKER.len()..]))
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
-    values.get(key).map(|v| v.to_string()).unwrap_or_else(|| {
-        panic!(
-            "the child printed no {key:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            out.stdout, out.stderr
-        )
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Child side
 // ---------------------------------------------------------------------------------------------
-
-fn child_job() -> Option<String> {
-    std::env::var(CHILD_ENV).ok().filter(|v| !v.is_empty())
-}
-
-fn emit(key: &str, value: impl std::fmt::Display) {
-    println!("{OUTPUT_MARKER}{key}={value}");
-}
 
 fn run_child_job(job: &str) {
     match job {
@@ -560,4 +483,13 @@ fn child_styles() {
     emit("linked_span_count", store.spans_of_linked(&reconcile.trace_id).len());
     drop(_worker);
     guard.shutdown().expect("shutdown");
+}
+
+/// Runs this test binary again as a child that executes only `test`, doing `job`.
+fn run_child(rt: &tokio::runtime::Runtime, test: &str, job: &str, env: &[(&str, String)]) -> ChildOutput {
+    child::run_child(rt, CHILD_ENV, test, job, &[], env)
+}
+
+fn child_job() -> Option<String> {
+    child::child_job(CHILD_ENV)
 }

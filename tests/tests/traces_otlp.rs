@@ -10,19 +10,13 @@
 //! The batch span processor's timer is set to one minute in the children, so the spans can only
 //! have arrived through the guard's final flush, which is what these tests are about.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
+use kulisse_tests::child::{self, ChildOutput, emit, output_value, runtime};
 use kulisse_tests::otlp::{OtlpReceiver, ReceivedSpan, Transport};
 
 /// Names the child's job; unset in the normal (parent) run of the tests.
 const CHILD_ENV: &str = "KULISSE_TRACES_TEST_CHILD";
 /// Passes a `traceparent` from the parent to a child.
 const TRACEPARENT_ENV: &str = "KULISSE_TRACES_TEST_TRACEPARENT";
-/// Children print `KULISSE_TEST_OUTPUT key=value` lines for the parent to read.
-const OUTPUT_MARKER: &str = "KULISSE_TEST_OUTPUT ";
-/// Guards against a child that hangs; not a performance assertion.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
 // The tests (parent side)
@@ -317,14 +311,6 @@ fn stage(span: &ReceivedSpan) -> &str {
         .unwrap_or("<missing kulisse.stage>")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the test's OTLP receiver")
-}
-
 fn start_receiver(rt: &tokio::runtime::Runtime, transport: Transport) -> OtlpReceiver {
     rt.block_on(async {
         match transport {
@@ -335,81 +321,9 @@ fn start_receiver(rt: &tokio::runtime::Runtime, transport: Transport) -> OtlpRec
     .expect("starting the OTLP test receiver")
 }
 
-struct ChildOutput {
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs this test binary again as a child that executes only `test`, doing `job`.
-fn run_child(rt: &tokio::runtime::Runtime, test: &str, job: &str, env: &[(&str, String)]) -> ChildOutput {
-    let exe = std::env::current_exe().expect("the path of this test binary");
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, job)
-        // Spans may only arrive through the guard's final flush, never through the timer.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "60000")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    // Start from a clean OpenTelemetry environment, whatever the developer's shell has.
-    for (name, _) in std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
-        .filter(|(k, _)| k.starts_with("OTEL_") || k.starts_with("KULISSE_TRACES"))
-    {
-        if name != "OTEL_BSP_SCHEDULE_DELAY" {
-            cmd.env_remove(name);
-        }
-    }
-    for (name, value) in env {
-        cmd.env(name, value);
-    }
-    let output = rt
-        .block_on(async { tokio::time::timeout(CHILD_TIMEOUT, cmd.output()).await })
-        .unwrap_or_else(|_| panic!("child {job:?} of {test} did not finish within {CHILD_TIMEOUT:?}"))
-        .expect("running the child test process");
-    let out = ChildOutput {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    assert!(
-        output.status.success(),
-        "child {job:?} of {test} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        out.stdout,
-        out.stderr
-    );
-    out
-}
-
-/// The value of a `KULISSE_TEST_OUTPUT key=value` line of a child.
-fn output_value(out: &ChildOutput, key: &str) -> String {
-    let values: BTreeMap<&str, &str> = out
-        .stdout
-        .lines()
-        .filter_map(|line| {
-            // The test harness may print "test NAME ... " on the same line first.
-            line.find(OUTPUT_MARKER).map(|at| &line[at + OUTPUT_MARKER.len()..])
-        })
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
-    values.get(key).map(|v| v.to_string()).unwrap_or_else(|| {
-        panic!(
-            "the child printed no {key:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            out.stdout, out.stderr
-        )
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Child side: what a re-executed test binary does
 // ---------------------------------------------------------------------------------------------
-
-fn child_job() -> Option<String> {
-    std::env::var(CHILD_ENV).ok().filter(|v| !v.is_empty())
-}
-
-fn emit(key: &str, value: impl std::fmt::Display) {
-    println!("{OUTPUT_MARKER}{key}={value}");
-}
 
 fn service_for_child(default: &str) -> String {
     std::env::var("KULISSE_TRACES_TEST_SERVICE").unwrap_or_else(|_| default.to_string())
@@ -537,4 +451,16 @@ async fn emit_apply_and_request_async() {
     }
     .instrument(apply)
     .await;
+}
+
+/// Runs this test binary again as a child that executes only `test`, doing `job`. Spans may
+/// only arrive through the guard's final flush, never through the batch timer.
+fn run_child(rt: &tokio::runtime::Runtime, test: &str, job: &str, env: &[(&str, String)]) -> ChildOutput {
+    let mut all = vec![("OTEL_BSP_SCHEDULE_DELAY", "60000".to_string())];
+    all.extend(env.iter().cloned());
+    child::run_child(rt, CHILD_ENV, test, job, &[], &all)
+}
+
+fn child_job() -> Option<String> {
+    child::child_job(CHILD_ENV)
 }
