@@ -353,13 +353,6 @@ pub fn remote_span_context(headers: &HeaderMap) -> Option<SpanContext> {
     span_context.is_valid().then_some(span_context)
 }
 
-/// Continue the trace in `traceparent`, if any. (Kept for callers that create their span
-/// before deciding; prefer [`untraced_unless`] + [`continue_if_any`], which also keeps
-/// work that belongs to no trace out of the traces.)
-pub fn continue_or_suppress(span: &tracing::Span, traceparent: Option<&str>) {
-    continue_if_any(span, traceparent);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,4 +471,26 @@ mod tests {
         assert!(!set_parent(&span, Context::new()));
         assert!(!set_parent_from_headers(&span, &HeaderMap::new()));
     }
+}
+
+/// An `info_span!` for work *caused by a change*: it continues the trace named by the
+/// change's traceparent (as a child, or a linked root in the links style), and when the
+/// change belongs to no trace it is started under an unsampled parent, so background work
+/// records nothing (unless `KULISSE_TRACE_BACKGROUND=1`). Every component that reacts to an
+/// object — controllers, the scheduler, kubelets, kube-proxy — starts its spans this way:
+///
+/// ```text
+/// let span = kulisse_traces::caused_span!(traceparent.as_deref(), "kubelet.sync_pod", "kulisse.stage" = "kubelet");
+/// ```
+#[macro_export]
+macro_rules! caused_span {
+    ($traceparent:expr, $($span:tt)+) => {{
+        let traceparent: Option<&str> = $traceparent;
+        let span = {
+            let _untraced = $crate::propagation::untraced_unless($crate::propagation::should_trace(traceparent));
+            ::tracing::info_span!($($span)+)
+        };
+        $crate::propagation::continue_if_any(&span, traceparent);
+        span
+    }};
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{Instrument, info_span};
+use tracing::Instrument;
 
 use crate::client::informer::{InformerEvent, key_of};
 use crate::client::workqueue::WorkQueue;
@@ -221,11 +221,8 @@ pub async fn run<R: Reconciler>(reconciler: Arc<R>, queue: Queue, workers: usize
 
 async fn process<R: Reconciler>(reconciler: &R, queue: &Queue, key: String, cause: Cause) {
     let span_traceparent = cause.traceparent.clone();
-    let span = {
-        let _untraced = kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::should_trace(
-            span_traceparent.as_deref(),
-        ));
-        info_span!(
+    let span = kulisse_traces::caused_span!(
+        span_traceparent.as_deref(),
             "controller.reconcile",
             "kulisse.stage" = "controller",
             "controller.name" = reconciler.name(),
@@ -233,9 +230,7 @@ async fn process<R: Reconciler>(reconciler: &R, queue: &Queue, key: String, caus
             "controller.reason" = %cause.reason,
             "controller.action" = tracing::field::Empty,
             "otel.status_code" = tracing::field::Empty,
-        )
-    };
-    kulisse_traces::propagation::continue_if_any(&span, span_traceparent.as_deref());
+    );
     let result = reconciler.reconcile(&key, &cause.reason).instrument(span.clone()).await;
     match result {
         Ok(Action::AwaitChange) => {

@@ -743,35 +743,9 @@ impl Worker {
         }
         let changed = self.base_status(pod) != Some(&status_now);
         if !steps.is_empty() || changed || probes_changed {
-            let phase_before = pod
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let span_traceparent = crate::controllers::runtime::traceparent_of(pod);
-            let span = {
-                let _untraced = kulisse_traces::propagation::untraced_unless(
-                    kulisse_traces::propagation::should_trace(span_traceparent.as_deref()),
-                );
-                info_span!(
-                    "kubelet.sync_pod",
-                    "kulisse.stage" = "kubelet",
-                    "k8s.kind" = "Pod",
-                    "k8s.namespace" = %self.namespace,
-                    "k8s.name" = %self.name,
-                    "k8s.pod.uid" = %self.uid,
-                    "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
-                    "kubelet.node" = %self.shared.options.node_name,
-                    "kubelet.phase.before" = %phase_before,
-                    "kubelet.phase.after" = Empty,
-                    "kulisse.outcome" = Empty,
-                    "otel.status_code" = Empty,
-                    "otel.status_description" = Empty,
-                )
-            };
             // A child of the pod's last writer (or a linked root, in the links style);
             // untraced when the pod belongs to no trace.
-            kulisse_traces::propagation::continue_if_any(&span, span_traceparent.as_deref());
+            let span = self.sync_span(pod);
             let summary: Vec<String> = steps.iter().map(|s| describe_step(s, &self.containers)).collect();
             let outcome = if summary.is_empty() {
                 "reported a status change".to_string()
@@ -1184,35 +1158,32 @@ impl Worker {
             .max(0)
     }
 
+    /// The `kubelet.sync_pod` span of one sync of `pod`, continuing the pod's trace.
+    fn sync_span(&self, pod: &Value) -> tracing::Span {
+        let phase_before = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        let traceparent = crate::controllers::runtime::traceparent_of(pod);
+        kulisse_traces::caused_span!(
+            traceparent.as_deref(),
+            "kubelet.sync_pod",
+            "kulisse.stage" = "kubelet",
+            "k8s.kind" = "Pod",
+            "k8s.namespace" = %self.namespace,
+            "k8s.name" = %self.name,
+            "k8s.pod.uid" = %self.uid,
+            "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
+            "kubelet.node" = %self.shared.options.node_name,
+            "kubelet.phase.before" = %phase_before,
+            "kubelet.phase.after" = Empty,
+            "kulisse.outcome" = Empty,
+            "otel.status_code" = Empty,
+            "otel.status_description" = Empty,
+        )
+    }
+
     /// Graceful termination of a pod with a `deletionTimestamp`.
     async fn terminate(&mut self, pod: &Arc<Value>) {
-        let phase_before = pod
-            .pointer("/status/phase")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let span_traceparent = crate::controllers::runtime::traceparent_of(pod);
-        let span = {
-            let _untraced = kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::should_trace(
-                span_traceparent.as_deref(),
-            ));
-            info_span!(
-                "kubelet.sync_pod",
-                "kulisse.stage" = "kubelet",
-                "k8s.kind" = "Pod",
-                "k8s.namespace" = %self.namespace,
-                "k8s.name" = %self.name,
-                "k8s.pod.uid" = %self.uid,
-                "kubelet.pod" = %format!("{}/{}", self.namespace, self.name),
-                "kubelet.node" = %self.shared.options.node_name,
-                "kubelet.phase.before" = %phase_before,
-                "kubelet.phase.after" = Empty,
-                "kulisse.outcome" = "terminate",
-                "otel.status_code" = Empty,
-                "otel.status_description" = Empty,
-            )
-        };
-        kulisse_traces::propagation::continue_if_any(&span, span_traceparent.as_deref());
+        let span = self.sync_span(pod);
+        span.record("kulisse.outcome", "terminate");
         let grace = Self::grace_of(pod);
         async {
             self.ensure_records(&spec_containers(pod));

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tracing::{Instrument, info_span};
+use tracing::Instrument;
 
 use crate::client::informer::{Cache, Informer, InformerEvent, key_of};
 use crate::client::workqueue::WorkQueue;
@@ -193,7 +193,10 @@ impl Proxy {
         if diff.is_empty() && trigger.resync {
             return; // the periodic resync found nothing new: no trace noise
         }
-        let span = info_span!(
+        // Continue the trace of the write that caused this sync (untraced background work
+        // otherwise, unless background tracing is switched on).
+        let span = kulisse_traces::caused_span!(
+            trigger.traceparent.as_deref(),
             "proxy.sync_rules",
             "kulisse.stage" = "proxy",
             "proxy.node" = %self.publisher.node,
@@ -206,9 +209,6 @@ impl Proxy {
             "otel.status_code" = tracing::field::Empty,
             "otel.status_message" = tracing::field::Empty,
         );
-        // Continue the trace of the write that caused this sync (untraced background work
-        // otherwise, unless background tracing is switched on).
-        kulisse_traces::propagation::continue_or_suppress(&span, trigger.traceparent.as_deref());
         if let Some(dp) = &self.data_path
             && !diff.is_empty()
         {

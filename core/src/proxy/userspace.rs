@@ -56,10 +56,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info_span;
 
 use super::rules::{Rule, RuleTable};
-use kulisse_traces::propagation;
 
 /// How long each attempt to reach an endpoint may take; one attempt per entry (upstream's
 /// `endpointDialTimeout`).
@@ -311,9 +309,8 @@ impl Inner {
         service: &str,
         address: SocketAddr,
     ) -> tracing::Span {
-        let span = {
-            let _untraced = propagation::untraced_unless(propagation::should_trace(cause));
-            info_span!(
+        kulisse_traces::caused_span!(
+            cause,
                 "proxy.listen",
                 "kulisse.stage" = "proxy",
                 "proxy.node" = %self.node,
@@ -323,10 +320,7 @@ impl Inner {
                 "proxy.action" = action,
                 "otel.status_code" = tracing::field::Empty,
                 "otel.status_message" = tracing::field::Empty,
-            )
-        };
-        propagation::continue_if_any(&span, cause);
-        span
+        )
     }
 
     /// Make the listeners match the table: close those whose rule is gone, open those of

@@ -451,11 +451,8 @@ impl Scheduler {
         let ns = objects::namespace(&pod).unwrap_or("default").to_string();
         let name = objects::name(&pod).unwrap_or("").to_string();
         let span_traceparent = traceparent_of(&pod);
-        let span = {
-            let _untraced = kulisse_traces::propagation::untraced_unless(kulisse_traces::propagation::should_trace(
-                span_traceparent.as_deref(),
-            ));
-            info_span!(
+        let span = kulisse_traces::caused_span!(
+            span_traceparent.as_deref(),
                 "scheduler.schedule_pod",
                 "kulisse.stage" = "scheduler",
                 "k8s.kind" = "Pod",
@@ -472,9 +469,7 @@ impl Scheduler {
                 "scheduler.message" = tracing::field::Empty,
                 "otel.status_code" = tracing::field::Empty,
                 "otel.status_description" = tracing::field::Empty,
-            )
-        };
-        kulisse_traces::propagation::continue_if_any(&span, span_traceparent.as_deref());
+        );
         let priority = priority_of(&pod);
         let decision = match PodInfo::from_pod(&pod) {
             Ok(info) => self.decide(&key, &info, &span),
