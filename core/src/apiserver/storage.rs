@@ -112,16 +112,10 @@ impl Storage {
             .instrument(span.clone())
             .await
             .map_err(store_error)?;
+        record_outcome(&span, &outcome);
         match outcome {
-            TxnOutcome::Succeeded { kv } => {
-                span.record("store.revision", kv.mod_revision);
-                span.record("store.succeeded", true);
-                decode(&kv)
-            }
-            TxnOutcome::Conflict { .. } => {
-                span.record("store.succeeded", false);
-                Err(ApiError::already_exists(info, name))
-            }
+            TxnOutcome::Succeeded { kv } => decode(&kv),
+            TxnOutcome::Conflict { .. } => Err(ApiError::already_exists(info, name)),
         }
     }
 
@@ -144,26 +138,20 @@ impl Storage {
             .instrument(span.clone())
             .await
             .map_err(store_error)?;
+        record_outcome(&span, &outcome);
         match outcome {
-            TxnOutcome::Succeeded { kv } => {
-                span.record("store.revision", kv.mod_revision);
-                span.record("store.succeeded", true);
-                decode(&kv)
-            }
-            TxnOutcome::Conflict { current } => {
-                span.record("store.succeeded", false);
-                match current {
-                    None => Err(ApiError::not_found(info, name)),
-                    Some(kv) => Err(ApiError::conflict(
-                        info,
-                        name,
-                        &format!(
-                            "the object has been modified; please apply your changes to the latest version and try again (you sent resourceVersion {expected}, the store holds {})",
-                            kv.mod_revision
-                        ),
-                    )),
-                }
-            }
+            TxnOutcome::Succeeded { kv } => decode(&kv),
+            TxnOutcome::Conflict { current } => match current {
+                None => Err(ApiError::not_found(info, name)),
+                Some(kv) => Err(ApiError::conflict(
+                    info,
+                    name,
+                    &format!(
+                        "the object has been modified; please apply your changes to the latest version and try again (you sent resourceVersion {expected}, the store holds {})",
+                        kv.mod_revision
+                    ),
+                )),
+            },
         }
     }
 
@@ -184,28 +172,19 @@ impl Storage {
             .instrument(span.clone())
             .await
             .map_err(store_error)?;
+        record_outcome(&span, &outcome);
         match outcome {
             TxnOutcome::Succeeded { kv } => {
-                span.record("store.revision", kv.mod_revision);
-                span.record("store.succeeded", true);
-                let mut stored = decode(&kv)?;
-                // The deleted object's last version is the delete's revision, as in Kubernetes.
-                stored.revision = kv.mod_revision;
-                set_resource_version(&mut stored.object, kv.mod_revision);
-                Ok(stored)
+                // The store reports a delete with the delete's revision: the deleted object's
+                // last resourceVersion, as in Kubernetes.
+                decode(&kv)
             }
-            TxnOutcome::Conflict { current: None } => {
-                span.record("store.succeeded", false);
-                Err(ApiError::not_found(info, name))
-            }
-            TxnOutcome::Conflict { current: Some(_) } => {
-                span.record("store.succeeded", false);
-                Err(ApiError::conflict(
-                    info,
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ))
-            }
+            TxnOutcome::Conflict { current: None } => Err(ApiError::not_found(info, name)),
+            TxnOutcome::Conflict { current: Some(_) } => Err(ApiError::conflict(
+                info,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )),
         }
     }
 
@@ -237,6 +216,19 @@ fn txn_span(op: &'static str, key: &str, backend: &'static str, expected: Option
         "store.revision" = tracing::field::Empty,
         "store.succeeded" = tracing::field::Empty,
     )
+}
+
+/// Put a write's outcome on its `store.txn` span: the revision it got, or that it lost.
+fn record_outcome(span: &tracing::Span, outcome: &TxnOutcome) {
+    match outcome {
+        TxnOutcome::Succeeded { kv } => {
+            span.record("store.revision", kv.mod_revision);
+            span.record("store.succeeded", true);
+        }
+        TxnOutcome::Conflict { .. } => {
+            span.record("store.succeeded", false);
+        }
+    }
 }
 
 /// Turn a stored key-value into an object carrying its resourceVersion.
