@@ -52,6 +52,33 @@ const DETAILS: &[(&str, &str)] = &[
 /// The width of the duration column (`  1234.5 ms`).
 const DURATION_WIDTH: usize = 10;
 
+/// The distinct trace ids of the drawn rows, in order (several in the links style).
+fn trace_ids_of<'a>(rows: &[Row<'a>]) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    rows.iter()
+        .map(|r| r.span.trace_id.as_str())
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
+
+/// The first line of a drawing: `trace <id> · N spans · duration · services` (or
+/// `N linked traces` in the links style).
+fn headline(trace_ids: &[&str], spans: &[StoredSpan], total: u64) -> String {
+    let summary = summarize(trace_ids.first().copied().unwrap_or(""), spans);
+    let which = if trace_ids.len() == 1 {
+        format!("trace {}", trace_ids[0])
+    } else {
+        format!("{} linked traces", trace_ids.len())
+    };
+    let plural = if spans.len() == 1 { "" } else { "s" };
+    format!(
+        "{which} · {} span{plural} · {} · {}",
+        spans.len(),
+        format_duration(total),
+        summary.services.join(", ")
+    )
+}
+
 /// Draws `spans` (one trace, or several linked traces) as a waterfall `width` characters wide
 /// (wider lines are possible when `width` is very small). See the module docs for the shape.
 ///
@@ -83,26 +110,8 @@ pub fn render_waterfall(spans: &[StoredSpan], width: usize) -> String {
     let details_w = width.saturating_sub(fixed + bar_w).max(20);
 
     let mut out = String::new();
-    let trace_ids: Vec<&str> = {
-        let mut seen = HashSet::new();
-        rows.iter()
-            .map(|r| r.span.trace_id.as_str())
-            .filter(|id| seen.insert(*id))
-            .collect()
-    };
-    let summary = summarize(trace_ids.first().copied().unwrap_or(""), spans);
-    let header = format!(
-        "{} · {} span{} · {} · {}",
-        if trace_ids.len() == 1 {
-            format!("trace {}", trace_ids[0])
-        } else {
-            format!("{} linked traces", trace_ids.len())
-        },
-        spans.len(),
-        if spans.len() == 1 { "" } else { "s" },
-        format_duration(total),
-        summary.services.join(", ")
-    );
+    let trace_ids = trace_ids_of(&rows);
+    let header = headline(&trace_ids, spans, total);
     let _ = writeln!(out, "{}", cut(&header, width.max(60)));
     let left = "0 ms";
     let right = format_duration(total);
@@ -513,26 +522,7 @@ pub fn render_svg(spans: &[StoredSpan], width: usize) -> String {
     let legend_y = TOP + rows.len() * ROW + 14;
     let height = legend_y + 30;
 
-    let trace_ids: Vec<&str> = {
-        let mut seen = HashSet::new();
-        rows.iter()
-            .map(|r| r.span.trace_id.as_str())
-            .filter(|id| seen.insert(*id))
-            .collect()
-    };
-    let summary = summarize(trace_ids.first().copied().unwrap_or(""), spans);
-    let title = format!(
-        "{} · {} span{} · {} · {}",
-        if trace_ids.len() == 1 {
-            format!("trace {}", trace_ids[0])
-        } else {
-            format!("{} linked traces", trace_ids.len())
-        },
-        spans.len(),
-        if spans.len() == 1 { "" } else { "s" },
-        format_duration(total),
-        summary.services.join(", ")
-    );
+    let title = headline(&trace_ids_of(&rows), spans, total);
 
     let mut out = String::new();
     let _ = writeln!(
