@@ -376,21 +376,7 @@ struct PodmanCluster {
 }
 
 fn podman_up(svc: &PodmanService, dir: &std::path::Path) -> PodmanCluster {
-    let socket = svc.socket_str();
-    let c = Cluster::start_in(
-        dir,
-        &[
-            "--nodes",
-            "2",
-            "--runtime",
-            "podman",
-            "--podman-socket",
-            &socket,
-            "--fast-failover",
-            "--crashloop-backoff",
-            "1s",
-        ],
-    );
+    let c = podman_up_again(svc, dir);
     let cluster_id = cluster_id_from_token(&c.token());
     PodmanCluster {
         c,
@@ -620,6 +606,7 @@ fn podman_cluster_serves_logs_traces_survives_kill9_and_cleans_up() {
     );
 }
 
+/// `kulisse up` with two podman nodes on `dir` (a new cluster, or the same one again).
 fn podman_up_again(svc: &PodmanService, dir: &std::path::Path) -> Cluster {
     let socket = svc.socket_str();
     Cluster::start_in(
