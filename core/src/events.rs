@@ -72,7 +72,7 @@ impl EventRecorder {
         message: &str,
     ) -> Result<(), crate::client::ClientError> {
         let info = objects::by_gvk("v1", "Event").expect("Event is a built-in kind");
-        let now = crate::apiserver::meta::now_rfc3339();
+        let now = crate::objects::time::now();
         let uid = involved
             .pointer("/metadata/uid")
             .and_then(Value::as_str)

@@ -451,11 +451,6 @@ pub fn pod_cidr_for_node(node_name: &str) -> String {
     pod_cidr_for_index(index)
 }
 
-/// A timestamp as Kubernetes writes it in log lines (`2025-01-02T03:04:05.123456789Z`).
-pub fn format_log_timestamp(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,7 +297,7 @@ pub fn http_with_ca(
     let mut buf = Vec::new();
     if tls {
         let ca = ca_pem.expect("an https server needs the cluster CA (Cluster::http passes it)");
-        let config = kulisse_core::apiserver::certs::client_config(ca).expect("cluster CA");
+        let config = kulisse_core::client::tls::client_config(ca).expect("cluster CA");
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
             .expect("server name")
             .to_owned();

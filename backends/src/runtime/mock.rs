@@ -47,7 +47,6 @@ use async_trait::async_trait;
 use kulisse_core::runtime::{
     ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus, Ipv4Cidr, LogOptions, LogStream,
     PodSandboxConfig, ProbeAction, ProbeResult, ProbeSpec, RuntimeError, Sandbox, SandboxInfo, SandboxState,
-    format_log_timestamp,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -712,7 +711,7 @@ impl ContainerRuntime for MockRuntime {
                             let mut out = Vec::new();
                             for (t, line) in &c.logs[pos..] {
                                 if timestamps {
-                                    out.extend_from_slice(format_log_timestamp(*t).as_bytes());
+                                    out.extend_from_slice(kulisse_core::objects::time::log_timestamp(*t).as_bytes());
                                     out.push(b' ');
                                 }
                                 out.extend_from_slice(line.as_bytes());

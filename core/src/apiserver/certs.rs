@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::client::tls::crypto_provider;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 
 /// The cluster CA and a serving certificate for the API server, in PEM.
@@ -96,11 +97,6 @@ fn ca_params() -> std::io::Result<CertificateParams> {
     Ok(params)
 }
 
-/// The crypto kulisse uses for TLS (ring).
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// A rustls server configuration from the serving chain and key.
 pub fn server_config(certs: &ClusterCerts) -> std::io::Result<Arc<rustls::ServerConfig>> {
     let chain: Vec<_> = rustls_pemfile::certs(&mut certs.serving_chain_pem.as_bytes()).collect::<Result<_, _>>()?;
@@ -114,25 +110,6 @@ pub fn server_config(certs: &ClusterCerts) -> std::io::Result<Arc<rustls::Server
         .map_err(|e| err("the API server certificate", e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// A rustls client configuration trusting only `ca_pem` (the cluster's CA).
-pub fn client_config(ca_pem: &[u8]) -> std::io::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        roots.add(cert?).map_err(|e| err("the cluster CA certificate", e))?;
-    }
-    if roots.is_empty() {
-        return Err(err(
-            "the cluster CA",
-            "no certificate found in certificate-authority-data",
-        ));
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(crypto_provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err("TLS versions", e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 #[cfg(test)]
@@ -150,7 +127,7 @@ mod tests {
             "the serving key is new each start"
         );
         server_config(&b).unwrap();
-        client_config(b.ca_pem.as_bytes()).unwrap();
+        crate::client::tls::client_config(b.ca_pem.as_bytes()).unwrap();
         use std::os::unix::fs::PermissionsExt;
         for f in ["ca.key", "apiserver.key"] {
             let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;

@@ -30,10 +30,7 @@ use super::storage::Stored;
 use super::{Body, Ctx, json_response, meta};
 use crate::objects::{self, ApiError, RESOURCES, ResourceInfo};
 
-/// The finalizer that makes the garbage collector delete dependents before the owner.
-pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
-/// The finalizer that makes the garbage collector orphan dependents.
-pub const ORPHAN_FINALIZER: &str = "orphan";
+use crate::objects::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 
 /// `DELETE` one object.
 pub async fn handle(
@@ -174,8 +171,7 @@ async fn delete_once(
     let now = chrono::Utc::now();
     let grace_secs = pod_grace.unwrap_or(0);
     if !already_terminating {
-        obj["metadata"]["deletionTimestamp"] =
-            json!((now + chrono::Duration::seconds(grace_secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        obj["metadata"]["deletionTimestamp"] = json!(objects::time::time(now + chrono::Duration::seconds(grace_secs)));
         obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace_secs);
     } else if let Some(g) = pod_grace {
         // A second delete may shorten the grace period, never lengthen it.
@@ -185,8 +181,7 @@ async fn delete_once(
             .unwrap_or(g);
         if g < current {
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
-            obj["metadata"]["deletionTimestamp"] =
-                json!((now + chrono::Duration::seconds(g)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            obj["metadata"]["deletionTimestamp"] = json!(objects::time::time(now + chrono::Duration::seconds(g)));
         }
     }
     if !finalizers.is_empty() {

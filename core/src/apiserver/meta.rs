@@ -37,7 +37,7 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 
 /// Now, in the RFC 3339 form Kubernetes uses (`2026-11-26T21:15:38Z`).
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    crate::objects::time::now()
 }
 
 /// Fill in the server-owned fields of an object about to be created.

@@ -37,8 +37,7 @@ use tracing::info_span;
 use super::{Body, Ctx, create, json_response, meta};
 use crate::objects::{self, ApiError, ResourceInfo};
 
-/// The response header that tells `kulisse apply` what happened.
-pub const APPLY_OUTCOME_HEADER: &str = "kulisse-apply-outcome";
+use crate::objects::APPLY_OUTCOME_HEADER;
 
 /// How many times an apply re-reads and retries when another writer got in between.
 const APPLY_RETRIES: usize = 5;

@@ -11,6 +11,7 @@
 
 pub mod informer;
 pub mod kubeconfig;
+pub mod tls;
 pub mod workqueue;
 
 use std::pin::Pin;
@@ -109,8 +110,7 @@ impl Client {
         let tls = match (uri.scheme_str(), ca_pem) {
             (Some("http"), _) => None,
             (Some("https"), Some(ca)) => Some(
-                crate::apiserver::certs::client_config(ca)
-                    .map_err(|e| ClientError::Protocol(format!("cannot use the cluster CA: {e}")))?,
+                tls::client_config(ca).map_err(|e| ClientError::Protocol(format!("cannot use the cluster CA: {e}")))?,
             ),
             (Some("https"), None) => {
                 return Err(ClientError::Protocol(format!(
@@ -134,7 +134,7 @@ impl Client {
         http_connector.enforce_http(false);
         let tls = tls.unwrap_or_else(|| {
             // Plain HTTP: TLS is never used, but the connector type wants a configuration.
-            rustls::ClientConfig::builder_with_provider(crate::apiserver::certs::crypto_provider())
+            rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
                 .with_safe_default_protocol_versions()
                 .expect("ring supports the default TLS versions")
                 .with_root_certificates(rustls::RootCertStore::empty())
@@ -398,7 +398,7 @@ impl Client {
             .json(Method::PATCH, &url, Some("application/apply-patch+yaml"), Some(obj))
             .await?;
         let outcome = headers
-            .get(crate::apiserver::patch::APPLY_OUTCOME_HEADER)
+            .get(crate::objects::APPLY_OUTCOME_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("serverside-applied")
             .to_string();

@@ -109,10 +109,6 @@ fn deploy_info() -> &'static ResourceInfo {
     resource("apps/v1", "Deployment")
 }
 
-fn now_text() -> String {
-    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 // ---------------------------------------------------------------------------------------
 // pod-template-hash
 // ---------------------------------------------------------------------------------------
@@ -412,7 +408,7 @@ fn condition(status: &Value, kind: &str) -> Option<Value> {
 }
 
 fn new_condition(kind: &str, status: &str, reason: &str, message: String) -> Value {
-    let now = now_text();
+    let now = crate::objects::time::now();
     json!({
         "type": kind,
         "status": status,

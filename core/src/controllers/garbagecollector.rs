@@ -37,9 +37,9 @@ use tracing::{Instrument, info_span};
 
 use super::runtime::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue, traceparent_of};
 use super::{Ctx, SharedInformers};
-use crate::apiserver::delete::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 use crate::client::informer::{Cache, InformerEvent, key_of};
 use crate::objects::{self, ResourceInfo};
+use crate::objects::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 
 /// The kinds the collector watches (their informers are shared with the other controllers).
 const WATCHED: &[&str] = &["Deployment", "ReplicaSet", "Pod", "Service", "Node", "Namespace"];

@@ -130,10 +130,6 @@ fn is_ours(taint: &Value) -> bool {
     )
 }
 
-fn now_rfc3339(now: DateTime<Utc>) -> String {
-    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// The node's taints as they should be: everyone else's kept as they are, ours following
 /// the Ready condition (and, for `unreachable`, whether the node is silent).
 fn desired_taints(current: &[Value], ready: Option<&str>, silent: bool, now: DateTime<Utc>) -> Vec<Value> {
@@ -157,7 +153,7 @@ fn desired_taints(current: &[Value], ready: Option<&str>, silent: bool, now: Dat
             let fresh = || {
                 let mut t = json!({"key": key, "effect": effect});
                 if effect == "NoExecute" {
-                    t["timeAdded"] = json!(now_rfc3339(now));
+                    t["timeAdded"] = json!(crate::objects::time::time(now));
                 }
                 t
             };
@@ -657,7 +653,7 @@ impl Reconciler for NodeLifecycleController {
         } else {
             node_status_span!(parent: None,)
         };
-        let now_s = now_rfc3339(now);
+        let now_s = crate::objects::time::time(now);
         let result =
             async {
                 let mut node_obj = (*node).clone();

@@ -1038,7 +1038,7 @@ pub fn calculate_status(
             conditions.push(json!({
                 "type": "ReplicaFailure",
                 "status": "True",
-                "lastTransitionTime": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "lastTransitionTime": crate::objects::time::time(now),
                 "reason": reason,
                 "message": err.to_string(),
             }));

@@ -34,7 +34,7 @@ mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::Value;
@@ -413,11 +413,6 @@ pub fn go_duration(d: Duration) -> String {
     } else {
         s_text
     }
-}
-
-/// A wall-clock time as Kubernetes writes `metav1.Time` (`2025-01-02T03:04:05Z`).
-pub fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

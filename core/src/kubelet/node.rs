@@ -54,12 +54,6 @@ pub(crate) struct NodeState {
     uid: String,
 }
 
-/// Now as a Kubernetes `MicroTime` (`2025-01-02T03:04:05.123456Z`), the format of a
-/// Lease's `renewTime`.
-pub fn micro_time_now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
 fn node_info() -> &'static objects::ResourceInfo {
     objects::by_gvk("v1", "Node").expect("Node is a built-in kind")
 }
@@ -71,7 +65,7 @@ fn lease_info() -> &'static objects::ResourceInfo {
 /// Our conditions, keeping `lastTransitionTime` of any `existing` condition whose status
 /// did not change, and keeping conditions of other types that someone else reports.
 fn conditions(existing: Option<&Value>) -> Value {
-    let now = crate::apiserver::meta::now_rfc3339();
+    let now = crate::objects::time::now();
     let old: Vec<Value> = existing.and_then(Value::as_array).cloned().unwrap_or_default();
     let mut out: Vec<Value> = old
         .iter()
@@ -236,7 +230,7 @@ async fn renew_lease(shared: &Shared, state: &NodeState) {
     let spec = json!({
         "holderIdentity": name,
         "leaseDurationSeconds": shared.options.lease_duration_seconds,
-        "renewTime": micro_time_now(),
+        "renewTime": crate::objects::time::micro_now(),
     });
     let patch = json!({"spec": spec});
     match shared

@@ -219,10 +219,6 @@ pub(super) struct Worker {
     last_written: Option<(u64, Value)>,
 }
 
-fn rfc3339_now() -> String {
-    crate::apiserver::meta::now_rfc3339()
-}
-
 /// `Instant` of a wall-clock time in the past (for times the runtime reports).
 fn instant_of(t: SystemTime) -> Instant {
     let ago = SystemTime::now().duration_since(t).unwrap_or_default();
@@ -372,7 +368,7 @@ impl Worker {
                 pod.pointer("/status/startTime")
                     .and_then(Value::as_str)
                     .map(str::to_string)
-                    .unwrap_or_else(rfc3339_now),
+                    .unwrap_or_else(crate::objects::time::now),
             ),
             terminal: None,
             last_written: None,

@@ -27,10 +27,10 @@ fn terminated(inst: &Instance, container_id: String) -> Option<Value> {
         "containerID": container_id,
     });
     if let Some(at) = s.started_at {
-        t["startedAt"] = json!(super::rfc3339(at));
+        t["startedAt"] = json!(crate::objects::time::time(at));
     }
     if let Some(at) = s.finished_at {
-        t["finishedAt"] = json!(super::rfc3339(at));
+        t["finishedAt"] = json!(crate::objects::time::time(at));
     }
     if let Some(m) = &s.message {
         t["message"] = json!(m);
@@ -41,7 +41,7 @@ fn terminated(inst: &Instance, container_id: String) -> Option<Value> {
 /// The status the kubelet would write for `pod` now. Fields it does not own (e.g.
 /// `qosClass`, `nominatedNodeName`) are kept from the pod's current status.
 pub(super) fn build(w: &Worker, pod: &Value) -> Value {
-    let now = crate::apiserver::meta::now_rfc3339();
+    let now = crate::objects::time::now();
     let existing = w.base_status(pod).cloned().unwrap_or_else(|| json!({}));
     let mut status: Map<String, Value> = existing.as_object().cloned().unwrap_or_default();
     let policy = pod
@@ -68,7 +68,7 @@ pub(super) fn build(w: &Worker, pod: &Value) -> Value {
                 let started = current
                     .and_then(|c| c.status.as_ref())
                     .and_then(|s| s.started_at)
-                    .map(super::rfc3339)
+                    .map(crate::objects::time::time)
                     .unwrap_or_else(|| now.clone());
                 let last = rec
                     .previous

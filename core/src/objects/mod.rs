@@ -39,6 +39,17 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+/// The finalizer that makes the garbage collector delete dependents before the owner
+/// (apimachinery's `metav1.FinalizerDeleteDependents`).
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// The finalizer that makes the garbage collector orphan dependents
+/// (apimachinery's `metav1.FinalizerOrphanDependents`).
+pub const ORPHAN_FINALIZER: &str = "orphan";
+
+/// The response header that tells `kulisse apply` what a server-side apply did (created,
+/// configured, unchanged). kulisse's own: upstream's kubectl compares the objects instead.
+pub const APPLY_OUTCOME_HEADER: &str = "kulisse-apply-outcome";
+
 pub mod defaults;
 pub mod manifest;
 pub mod quantity;
@@ -46,6 +57,7 @@ pub mod registry;
 pub mod selectors;
 pub mod status;
 pub mod strategic;
+pub mod time;
 pub mod validation;
 
 pub use defaults::apply_defaults;

@@ -624,9 +624,9 @@ fn with_unschedulable_condition(pod: &Value, message: &str) -> Option<Value> {
         existing
             .and_then(|c| c.get("lastTransitionTime"))
             .cloned()
-            .unwrap_or_else(|| json!(crate::apiserver::meta::now_rfc3339()))
+            .unwrap_or_else(|| json!(crate::objects::time::now()))
     } else {
-        json!(crate::apiserver::meta::now_rfc3339())
+        json!(crate::objects::time::now())
     };
     let condition = json!({
         "type": "PodScheduled",
