@@ -310,7 +310,7 @@ impl SpanExporter for ControlPlaneExporter {
 mod tests {
     use super::*;
     use crate::catalogue::STAGE_KEY;
-    use crate::store::decode_otlp_protobuf;
+    use crate::otlp_proto::decode_otlp_protobuf;
     use opentelemetry::KeyValue;
     use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};

@@ -72,6 +72,7 @@
 pub mod catalogue;
 pub mod control_plane;
 pub mod otlp_json;
+pub mod otlp_proto;
 pub mod propagation;
 pub mod routing;
 pub mod store;
@@ -701,7 +702,7 @@ mod tests {
                 for _ in 0..20 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                let decoded = store::decode_otlp_protobuf(&body)?;
+                let decoded = otlp_proto::decode_otlp_protobuf(&body)?;
                 received
                     .lock()
                     .map_err(|_| "poisoned".to_string())?

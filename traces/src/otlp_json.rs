@@ -159,7 +159,7 @@ mod tests {
         let text = serde_json::to_string(&json).expect("serializable");
         let parsed: ExportTraceServiceRequest =
             serde_json::from_str(&text).expect("OTLP JSON that opentelemetry-proto understands");
-        let back = crate::store::spans_from_otlp(parsed);
+        let back = crate::otlp_proto::spans_from_otlp(parsed);
         assert_eq!(back.rejected, 0);
         assert_eq!(back.spans, spans, "the export round-trips to the same spans");
     }

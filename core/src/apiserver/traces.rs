@@ -134,9 +134,9 @@ fn receive_otlp(store: &TraceStore, headers: &HeaderMap, body: &[u8]) -> Result<
             ),
         ));
     }
-    let decoded = store::decode_otlp_protobuf(body).map_err(ApiError::bad_request)?;
+    let decoded = kulisse_traces::otlp_proto::decode_otlp_protobuf(body).map_err(ApiError::bad_request)?;
     store.insert_all(decoded.spans.iter().cloned());
-    let reply = store::encode_otlp_response(&decoded);
+    let reply = kulisse_traces::otlp_proto::encode_otlp_response(&decoded);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, OTLP_PROTOBUF)
