@@ -102,6 +102,7 @@ fn generate_schemas() -> Map<String, Value> {
         core::Namespace,
         core::Node,
         core::Pod,
+        core::Secret,
         core::Service,
         core::Binding,
         apps::Deployment,
@@ -194,8 +195,15 @@ fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
+/// The media types a body of schema `name` is read and written in: JSON and YAML always,
+/// Kubernetes protobuf when the kind has a protobuf schema (see `objects::protobuf`).
 fn json_content(name: &str) -> Value {
-    json!({"application/json": {"schema": schema_ref(name)}, "application/yaml": {"schema": schema_ref(name)}})
+    let mut content =
+        json!({"application/json": {"schema": schema_ref(name)}, "application/yaml": {"schema": schema_ref(name)}});
+    if crate::objects::protobuf::has_openapi_message(name) {
+        content[crate::objects::protobuf::MEDIA_TYPE] = json!({"schema": schema_ref(name)});
+    }
+    content
 }
 
 fn query(name: &str, description: &str, kind: &str) -> Value {

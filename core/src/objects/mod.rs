@@ -41,8 +41,10 @@ use serde_json::{Map, Value};
 
 pub mod defaults;
 pub mod manifest;
+pub mod protobuf;
 pub mod quantity;
 pub mod registry;
+pub mod secret;
 pub mod selectors;
 pub mod status;
 pub mod strategic;
