@@ -732,4 +732,27 @@ mod tests {
             doc["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["replicas"].is_object()
         );
     }
+
+    #[test]
+    fn protobuf_is_advertised_only_where_it_is_served() {
+        let docs = documents();
+        let apps = &docs
+            .group_versions
+            .iter()
+            .find(|(p, _, _)| p == "apis/apps/v1")
+            .expect("apps/v1")
+            .1;
+        let object = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"];
+        let media = crate::objects::protobuf::MEDIA_TYPE;
+        assert!(object["get"]["responses"]["200"]["content"].get(media).is_some());
+        assert!(object["put"]["requestBody"]["content"].get(media).is_some());
+        // autoscaling/v1 Scale has no vendored protobuf schema: JSON and YAML only.
+        let scale = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"];
+        assert!(scale["get"]["responses"]["200"]["content"].get(media).is_none());
+        assert!(
+            scale["get"]["responses"]["200"]["content"]
+                .get("application/json")
+                .is_some()
+        );
+    }
 }
