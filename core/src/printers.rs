@@ -114,6 +114,12 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Name", "string", 1, "The event object's name."),
         ],
         "ConfigMap" => vec![name, col("Data", "integer", 0, "Number of keys."), age],
+        "Secret" => vec![
+            name,
+            col("Type", "string", 0, "The type of secret."),
+            col("Data", "integer", 0, "Number of keys."),
+            age,
+        ],
         "Lease" => vec![name, col("Holder", "string", 0, "Who holds the lease."), age],
         _ => vec![name, age],
     }
@@ -272,6 +278,8 @@ fn cell(kind: &str, column: &str, obj: &Value, now: chrono::DateTime<chrono::Utc
             obj.get("data").and_then(Value::as_object).map_or(0, |m| m.len())
                 + obj.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len())
         ),
+        ("Secret", "Type") => json!(s(obj, "/type")),
+        ("Secret", "Data") => json!(obj.get("data").and_then(Value::as_object).map_or(0, |m| m.len())),
         ("Lease", "Holder") => json!(s(obj, "/spec/holderIdentity")),
         _ => json!(""),
     }

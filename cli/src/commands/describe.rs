@@ -262,6 +262,7 @@ pub fn describe(info: &ResourceInfo, obj: &Value, events: &[Value]) -> String {
                 .collect();
             field(&mut out, "Addresses", if addrs.is_empty() { &[] } else { &addrs });
         }
+        "Secret" => secret_data(&mut out, obj),
         _ => {
             for key in ["spec", "data"] {
                 if let Some(v) = obj.get(key) {
@@ -309,6 +310,14 @@ pub fn describe(info: &ResourceInfo, obj: &Value, events: &[Value]) -> String {
         }
     }
     out
+}
+
+/// kubectl's `describe secret`: the type, then each key's size, never its value.
+fn secret_data(out: &mut String, obj: &Value) {
+    let _ = writeln!(out, "\nType:  {}\n\nData\n====", s(obj, "/type"));
+    for (key, size) in kulisse_core::objects::secret::data_sizes(obj) {
+        let _ = writeln!(out, "{key}:  {size} bytes");
+    }
 }
 
 fn containers(out: &mut String, list: Option<&Value>, indent: &str) {

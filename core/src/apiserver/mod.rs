@@ -9,7 +9,8 @@
 //!    written into the kubeconfig by `kulisse up`. `/version`, `/healthz` and `/readyz`
 //!    are open, as in Kubernetes.
 //! 2. **route** ([`routes`]): which group, version, resource, namespace, name?
-//! 3. **decode** the body (JSON or YAML) within size and nesting budgets;
+//! 3. **decode** the body (JSON, YAML or Kubernetes protobuf, see [`protobuf`]) within size
+//!    and nesting budgets;
 //! 4. **default and validate** the object ([`crate::objects`]): a bad object answers
 //!    `422 Invalid` with the field path that is wrong, and nothing is written;
 //! 5. **compare** with what the store holds (for `apply`: is there anything to change?);
@@ -35,6 +36,7 @@ pub mod logs;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod routes;
 pub mod scale;
 pub mod storage;
@@ -292,10 +294,14 @@ impl ApiServer {
             kulisse_traces::propagation::set_parent(&span, remote);
         }
         let response = async {
-            match self.route(&parts.method, &parts.uri, &parts.headers, body, stop).await {
+            let response = match self.route(&parts.method, &parts.uri, &parts.headers, body, stop).await {
                 Ok(resp) => resp,
                 Err(err) => error_response(&err),
-            }
+            };
+            let watch = parse_query(parts.uri.query())
+                .get("watch")
+                .is_some_and(|w| w == "true" || w == "1");
+            protobuf::negotiate(&parts.headers, watch, response).await
         }
         .instrument(span.clone())
         .await;
@@ -325,6 +331,15 @@ impl ApiServer {
         }
         let query = parse_query(uri.query());
         let body = read_body(headers, body).await?;
+        // A protobuf body becomes JSON here; the handlers only ever see JSON.
+        let decoded_headers;
+        let (headers, body) = match protobuf::decode_request(headers, body)? {
+            protobuf::RequestBody::Unchanged(body) => (headers, body),
+            protobuf::RequestBody::Decoded(h, body) => {
+                decoded_headers = h;
+                (&decoded_headers, body)
+            }
+        };
         let ctx = Ctx {
             server: self,
             query,

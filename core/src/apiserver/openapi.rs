@@ -102,6 +102,7 @@ fn generate_schemas() -> Map<String, Value> {
         core::Namespace,
         core::Node,
         core::Pod,
+        core::Secret,
         core::Service,
         core::Binding,
         apps::Deployment,
@@ -194,8 +195,15 @@ fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
+/// The media types a body of schema `name` is read and written in: JSON and YAML always,
+/// Kubernetes protobuf when the kind has a protobuf schema (see `objects::protobuf`).
 fn json_content(name: &str) -> Value {
-    json!({"application/json": {"schema": schema_ref(name)}, "application/yaml": {"schema": schema_ref(name)}})
+    let mut content =
+        json!({"application/json": {"schema": schema_ref(name)}, "application/yaml": {"schema": schema_ref(name)}});
+    if crate::objects::protobuf::has_openapi_message(name) {
+        content[crate::objects::protobuf::MEDIA_TYPE] = json!({"schema": schema_ref(name)});
+    }
+    content
 }
 
 fn query(name: &str, description: &str, kind: &str) -> Value {
@@ -722,6 +730,29 @@ mod tests {
         }
         assert!(
             doc["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["replicas"].is_object()
+        );
+    }
+
+    #[test]
+    fn protobuf_is_advertised_only_where_it_is_served() {
+        let docs = documents();
+        let apps = &docs
+            .group_versions
+            .iter()
+            .find(|(p, _, _)| p == "apis/apps/v1")
+            .expect("apps/v1")
+            .1;
+        let object = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"];
+        let media = crate::objects::protobuf::MEDIA_TYPE;
+        assert!(object["get"]["responses"]["200"]["content"].get(media).is_some());
+        assert!(object["put"]["requestBody"]["content"].get(media).is_some());
+        // autoscaling/v1 Scale has no vendored protobuf schema: JSON and YAML only.
+        let scale = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"];
+        assert!(scale["get"]["responses"]["200"]["content"].get(media).is_none());
+        assert!(
+            scale["get"]["responses"]["200"]["content"]
+                .get("application/json")
+                .is_some()
         );
     }
 }

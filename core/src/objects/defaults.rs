@@ -182,6 +182,7 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
         ("apps", "Deployment") => default_deployment(root),
         ("apps", "ReplicaSet") => default_replica_set(root),
         ("", "Service") => default_service(root),
+        ("", "Secret") => super::secret::apply_defaults(root),
         _ => {}
     }
 }

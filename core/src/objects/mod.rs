@@ -52,8 +52,10 @@ pub const APPLY_OUTCOME_HEADER: &str = "kulisse-apply-outcome";
 
 pub mod defaults;
 pub mod manifest;
+pub mod protobuf;
 pub mod quantity;
 pub mod registry;
+pub mod secret;
 pub mod selectors;
 pub mod status;
 pub mod strategic;

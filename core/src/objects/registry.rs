@@ -154,6 +154,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         group: "",
         version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        short_names: &[],
+        namespaced: true,
+        categories: &[],
+    },
+    ResourceInfo {
+        group: "",
+        version: "v1",
         kind: "Service",
         plural: "services",
         singular: "service",
@@ -333,6 +343,8 @@ mod tests {
         assert_eq!(lookup("ns").map(|r| r.kind), Some("Namespace"));
         assert_eq!(lookup("ev").map(|r| r.kind), Some("Event"));
         assert_eq!(lookup("cm").map(|r| r.kind), Some("ConfigMap"));
+        assert_eq!(lookup("secrets").map(|r| r.kind), Some("Secret"));
+        assert_eq!(lookup("secret").map(|r| r.kind), Some("Secret"));
         assert_eq!(lookup("leases").map(|r| r.kind), Some("Lease"));
         assert_eq!(lookup("leases.coordination.k8s.io").map(|r| r.kind), Some("Lease"));
         assert_eq!(lookup("lease.v1.coordination.k8s.io").map(|r| r.kind), Some("Lease"));

@@ -1292,6 +1292,7 @@ fn type_check(info: &ResourceInfo, obj: &Value) -> Option<FieldError> {
         ("", "Endpoints") => type_check_as::<core::Endpoints>(obj),
         ("", "Event") => type_check_as::<core::Event>(obj),
         ("", "ConfigMap") => type_check_as::<core::ConfigMap>(obj),
+        ("", "Secret") => type_check_as::<core::Secret>(obj),
         ("apps", "Deployment") => type_check_as::<apps::Deployment>(obj),
         ("apps", "ReplicaSet") => type_check_as::<apps::ReplicaSet>(obj),
         ("coordination.k8s.io", "Lease") => type_check_as::<coord::Lease>(obj),
@@ -1371,6 +1372,7 @@ pub fn field_errors(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
         ("", "Endpoints") => validate_endpoints(obj, &mut errs),
         ("", "Event") => validate_event(obj, &mut errs),
         ("", "ConfigMap") => validate_config_map(obj, &mut errs),
+        ("", "Secret") => errs.extend(super::secret::validate(obj)),
         ("coordination.k8s.io", "Lease") => validate_lease(obj, &mut errs),
         _ => {}
     }
@@ -1469,6 +1471,7 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
             }
         }
         ("", "Pod") => validate_pod_spec_update(old, new, &mut errs),
+        ("", "Secret") => errs.extend(super::secret::validate_update(old, new)),
         _ => {}
     }
     finish(info, new, errs)
