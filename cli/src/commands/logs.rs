@@ -137,10 +137,22 @@ fn log_path(args: &LogsArgs, ns: &str, pod: &str, container: Option<&str>, tail:
     )
 }
 
+/// The container to read when none was named, as kubectl chooses it: the pod's
+/// `kubectl.kubernetes.io/default-container` annotation, else the first; kubectl says so
+/// when there was a choice.
 fn first_container(pod: &Value) -> Option<String> {
-    pod.pointer("/spec/containers/0/name")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    let names: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    let chosen = objects::annotations(pod)
+        .remove("kubectl.kubernetes.io/default-container")
+        .or_else(|| names.first().map(|n| n.to_string()))?;
+    if names.len() > 1 {
+        eprintln!("Defaulted container \"{chosen}\" out of: {}", names.join(", "));
+    }
+    Some(chosen)
 }
 
 /// The pod a target names: `web-1`, `pod/web-1`, or one pod of `deploy/web`'s selector.
