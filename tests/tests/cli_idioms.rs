@@ -217,6 +217,20 @@ fn jsonpath_and_custom_columns_print_what_kubectl_prints() {
         "custom-columns=NAME:.metadata.name,REPLICAS:spec.replicas,X:.nope",
     ]);
     assert_eq!(cols, "NAME   REPLICAS   X\nweb    2          <none>\n");
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("names.jsonpath");
+    std::fs::write(&template, r#"{range .items[*]}{.metadata.name}{"\n"}{end}"#).unwrap();
+    let from_file = c.ok(&["get", "pods", "-o", &format!("jsonpath-file={}", template.display())]);
+    assert_eq!(from_file, pods.iter().map(|p| format!("{p}\n")).collect::<String>());
+    let columns = dir.path().join("columns.txt");
+    std::fs::write(&columns, "NAME  REPLICAS\n.metadata.name  .spec.replicas\n").unwrap();
+    let from_file = c.ok(&[
+        "get",
+        "deploy",
+        "-o",
+        &format!("custom-columns-file={}", columns.display()),
+    ]);
+    assert_eq!(from_file, "NAME   REPLICAS\nweb    2\n");
     let e = fails(&c, &["get", "pods", "-o", "jsonpath={.items["]);
     assert_eq!(e.trim(), "error: error parsing jsonpath {.items[, unterminated array");
     let e = fails(&c, &["get", "pods", "-o", "custom-columns=NAME"]);
