@@ -164,6 +164,14 @@ fn selectors_and_workloads_in_describe_logs_scale_and_delete() {
         "deployment.apps/web scaled"
     );
     wait_for(60, "3 web pods", || (pod_names(&c).len() == 3).then_some(()));
+    assert_eq!(
+        c.ok(&["scale", "deploy", "-l", "app=web", "--replicas=3"]).trim(),
+        "deployment.apps/web scaled"
+    );
+    assert_eq!(
+        c.ok(&["scale", "deployments", "--all", "--replicas=3"]).trim(),
+        "deployment.apps/web scaled"
+    );
 
     let first = pod_names(&c)[0].clone();
     let deleted = c.ok(&["delete", &format!("pod/{first}"), "--wait=false"]);
