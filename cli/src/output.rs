@@ -88,8 +88,24 @@ pub fn yaml(value: &Value) -> String {
     serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# could not render YAML: {e}\n{}", json(value)))
 }
 
+/// An error kubectl prints as it is, without its `error: ` prefix (several errors of one
+/// command, one per line; explain's unknown resource).
+#[derive(Debug)]
+pub struct Bare(pub String);
+
+impl std::fmt::Display for Bare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Bare {}
+
 /// An error in kubectl's words: `Error from server (NotFound): pods "x" not found`.
 pub fn error_text(err: &anyhow::Error) -> String {
+    if let Some(Bare(text)) = err.downcast_ref::<Bare>() {
+        return text.clone();
+    }
     if let Some(ClientError::Api(api)) = err.downcast_ref::<ClientError>() {
         return format!("Error from server ({}): {}", api.reason, api.message);
     }

@@ -106,6 +106,8 @@ fn type_slash_name_several_kinds_and_all_print_as_kubectl_does() {
         fails(&c, &["get", "foo"]).trim(),
         "error: the server doesn't have a resource type \"foo\""
     );
+    let e = fails(&c, &["get"]);
+    assert!(e.contains("\nerror: Required resource not specified.\n"), "{e}");
 
     let Some(k) = Kubectl::for_cluster(&c) else { return };
     for args in [
@@ -324,6 +326,8 @@ fn label_and_annotate_speak_kubectl() {
         vec!["annotate", &pod, "a=2"],
         vec!["annotate", &pod, "a-"],
         vec!["label", &pod, "a=1", "a-"],
+        vec!["label", &pod, "m=1", "n=1"],
+        vec!["label", &pod, "m=2", "n=2"],
     ] {
         // kubectl runs right after kulisse made the change, so their stdout may differ
         // (`labeled` then `not labeled`); errors and exit codes must not.

@@ -32,11 +32,8 @@ pub async fn run(global: &GlobalArgs, args: ExplainArgs) -> anyhow::Result<ExitC
     let mut parts = args.path.split('.');
     let first = parts.next().unwrap_or("");
     let fields: Vec<&str> = parts.filter(|p| !p.is_empty()).collect();
-    let Ok(info) = builder::resource(first) else {
-        // kubectl prints this one without its usual `error: ` prefix.
-        eprintln!("the server doesn't have a resource type \"{first}\"");
-        return Ok(ExitCode::from(1));
-    };
+    // kubectl prints this one without its usual `error: ` prefix.
+    let info = builder::resource(first).map_err(|e| crate::output::Bare(e.to_string()))?;
     let client = client(global)?;
     let doc = document(&client, info).await?;
     let schemas = doc

@@ -52,10 +52,14 @@ pub struct GetArgs {
 }
 
 /// kubectl's answer to a bare `get`.
-const NO_TYPE: &str = "Required resource not specified.\nUse \"kulisse explain <resource>\" for a detailed description of that resource (e.g. kulisse explain pods).";
+const NO_TYPE: &str = "Required resource not specified.\nUse \"kulisse explain <resource>\" for a detailed description of that resource (e.g. kulisse explain pods).\nSee 'kulisse get -h' for help and examples";
 
 pub async fn run(global: &GlobalArgs, args: GetArgs) -> anyhow::Result<ExitCode> {
     if args.args.is_empty() {
+        eprintln!(
+            "You must specify the type of resource to get. Known kinds: {}.\n",
+            kulisse_core::objects::kind_names().join(", ")
+        );
         anyhow::bail!(NO_TYPE);
     }
     if matches!(args.args[0].as_str(), "proxyrules" | "proxyrule") {

@@ -147,6 +147,10 @@ async fn change_one(
                 (old != v).then(|| format!("'{k}' already has a value ({old})"))
             })
             .collect();
+        if clashes.len() > 1 && kind.field == "labels" {
+            // Several errors: kubectl prints one per line, without `error: `.
+            return Err(crate::output::Bare(overwrite_error(kind, &clashes)).into());
+        }
         if !clashes.is_empty() {
             bail!(overwrite_error(kind, &clashes));
         }
