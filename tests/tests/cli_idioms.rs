@@ -117,6 +117,7 @@ fn type_slash_name_several_kinds_and_all_print_as_kubectl_does() {
         vec!["get", "pod/x", "deploy/web"],
         vec!["get", "pods", "-o", "name"],
         vec!["get", "all", "-o", "name"],
+        vec!["get", "deploy,svc", "--no-headers"],
     ] {
         let ours = c.kulisse(&args);
         let theirs = k.run(&args);
@@ -160,6 +161,24 @@ fn selectors_and_workloads_in_describe_logs_scale_and_delete() {
     for p in &pods {
         assert!(prefixed.contains(&format!("[pod/{p}/httpd] ")), "{prefixed}");
     }
+
+    // A pod of two containers: kubectl's default is the first, and it says so.
+    let two = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: two\nspec:\n  containers:\n  - name: a\n    image: localhost/busybox:latest\n  - name: b\n    image: localhost/busybox:latest\n";
+    let applied = c.kulisse_stdin(&["apply", "-f", "-"], Some(two));
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    wait_for(60, "pod two Running", || {
+        (s(&json(&c, &["get", "pod/two"]), "/status/phase") == "Running").then_some(())
+    });
+    let out = c.kulisse(&["logs", "pod/two"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).trim(), "Defaulted container \"a\" out of: a, b");
+    assert!(c.ok(&["logs", "two", "b"]).contains("[mock]"));
+    c.ok(&["delete", "pod/two", "--wait=false"]);
+    let e = fails(&c, &["logs", "deploy/nope"]);
+    assert_eq!(
+        e.trim(),
+        "error: error from server (NotFound): deployments.apps \"nope\" not found in namespace \"default\""
+    );
 
     assert_eq!(
         c.ok(&["scale", "deploy/web", "--replicas=3"]).trim(),

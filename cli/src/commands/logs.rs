@@ -18,7 +18,7 @@ use anyhow::bail;
 use clap::Args;
 use futures::StreamExt;
 use http::Method;
-use kulisse_core::client::{Client, ListParams};
+use kulisse_core::client::{Client, ClientError, ListParams};
 use kulisse_core::objects::{self, ResourceInfo};
 use serde_json::{Value, json};
 
@@ -163,7 +163,14 @@ async fn pod_of(client: &Client, ns: &str, target: &str) -> anyhow::Result<Value
     } else {
         (pod_info, target.to_string())
     };
-    let obj = client.get(info, Some(ns), &name).await?;
+    let obj = match client.get(info, Some(ns), &name).await {
+        Ok(obj) => obj,
+        // kubectl's words for this one name the namespace.
+        Err(ClientError::Api(e)) if e.code == 404 => {
+            bail!("error from server (NotFound): {} in namespace \"{ns}\"", e.message)
+        }
+        Err(e) => return Err(e.into()),
+    };
     if info.kind == "Pod" {
         return Ok(obj);
     }
