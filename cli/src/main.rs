@@ -11,7 +11,10 @@
 //! Exit codes: `0` success; `1` an error (from the server, or a bad manifest); `2` a usage
 //! error (unknown flag, missing argument).
 
+mod builder;
 mod commands;
+mod format;
+mod jsonpath;
 mod output;
 
 use std::path::PathBuf;
@@ -75,6 +78,18 @@ pub enum Command {
     Rollout(commands::rollout::RolloutArgs),
     /// Draw a trace (default: the last apply) as a waterfall, or export it for Jaeger.
     Trace(commands::trace::TraceArgs),
+    /// Add, change or remove labels of objects.
+    Label(commands::label::LabelArgs),
+    /// Add, change or remove annotations of objects.
+    Annotate(commands::annotate::AnnotateArgs),
+    /// List events, oldest first (LAST SEEN, TYPE, REASON, OBJECT, MESSAGE).
+    Events(commands::events::EventsArgs),
+    /// Print the client's and the server's versions.
+    Version(commands::version::VersionArgs),
+    /// Print where the control plane runs.
+    ClusterInfo(commands::cluster_info::ClusterInfoArgs),
+    /// Print the documentation of a kind or field, from the server's OpenAPI.
+    Explain(commands::explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -127,6 +142,12 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Logs(args) => commands::logs::run(&cli.global, args).await,
             Command::Rollout(args) => commands::rollout::run(&cli.global, args).await,
             Command::Trace(args) => commands::trace::run(&cli.global, args).await,
+            Command::Label(args) => commands::label::run(&cli.global, args).await,
+            Command::Annotate(args) => commands::annotate::run(&cli.global, args).await,
+            Command::Events(args) => commands::events::run(&cli.global, args).await,
+            Command::Version(args) => commands::version::run(&cli.global, args).await,
+            Command::ClusterInfo(args) => commands::cluster_info::run(&cli.global, args).await,
+            Command::Explain(args) => commands::explain::run(&cli.global, args).await,
         }
     })
 }

@@ -1,7 +1,6 @@
-//! Output formats shared by the commands: kubectl-style tables (via comfy-table), JSON,
+//! Output formats shared by the commands: kubectl-style tables, JSON,
 //! YAML, and error messages in kubectl's words.
 
-use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use kulisse_core::client::ClientError;
 use serde_json::Value;
 
@@ -20,9 +19,7 @@ pub fn render_table(table: &Value, wide: bool, namespace_column: bool, no_header
         .filter(|(_, d)| wide || d.get("priority").and_then(Value::as_i64).unwrap_or(0) == 0)
         .map(|(i, _)| i)
         .collect();
-    let mut t = Table::new();
-    t.load_preset(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled);
+    let mut rows: Vec<Vec<String>> = Vec::new();
     let mut header: Vec<String> = Vec::new();
     if namespace_column {
         header.push("NAMESPACE".into());
@@ -37,7 +34,7 @@ pub fn render_table(table: &Value, wide: bool, namespace_column: bool, no_header
         );
     }
     if !no_headers {
-        t.set_header(header.clone());
+        rows.push(header);
     }
     for row in table.get("rows").and_then(Value::as_array).into_iter().flatten() {
         let cells = row.get("cells").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -53,14 +50,10 @@ pub fn render_table(table: &Value, wide: bool, namespace_column: bool, no_header
         for i in &shown {
             out.push(cell_text(cells.get(*i).unwrap_or(&Value::Null)));
         }
-        t.add_row(out);
+        rows.push(out);
     }
-    for col in t.column_iter_mut() {
-        col.set_padding((0, 3));
-        col.set_cell_alignment(CellAlignment::Left);
-    }
-    let text = t.to_string();
-    text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+    // kubectl's tab writer: three spaces between columns, each at least six wide.
+    crate::format::columns_text(&rows).trim_end_matches('\n').to_string()
 }
 
 fn cell_text(v: &Value) -> String {
@@ -88,8 +81,24 @@ pub fn yaml(value: &Value) -> String {
     serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# could not render YAML: {e}\n{}", json(value)))
 }
 
+/// An error kubectl prints as it is, without its `error: ` prefix (several errors of one
+/// command, one per line; explain's unknown resource).
+#[derive(Debug)]
+pub struct Bare(pub String);
+
+impl std::fmt::Display for Bare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Bare {}
+
 /// An error in kubectl's words: `Error from server (NotFound): pods "x" not found`.
 pub fn error_text(err: &anyhow::Error) -> String {
+    if let Some(Bare(text)) = err.downcast_ref::<Bare>() {
+        return text.clone();
+    }
     if let Some(ClientError::Api(api)) = err.downcast_ref::<ClientError>() {
         return format!("Error from server ({}): {}", api.reason, api.message);
     }

@@ -15,13 +15,19 @@ use kulisse_core::client::{Client, ClientError, ListParams};
 use kulisse_core::objects::ResourceInfo;
 use serde_json::Value;
 
-use super::{client, namespace, resource};
+use super::{client, namespace};
 use crate::{GlobalArgs, output};
 
 #[derive(Args, Debug)]
 pub struct DeleteArgs {
-    /// KIND and NAME(s), e.g. `deployment web` (or use -f).
+    /// What to delete: `TYPE NAME...`, `TYPE/NAME...`, or `TYPE` with `-l`/`--all` (or use -f).
     pub target: Vec<String>,
+    /// Delete the objects of the kind(s) whose labels match, e.g. `app=web`.
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+    /// Delete every object of the kind(s) in the namespace.
+    #[arg(long)]
+    pub all: bool,
     /// Delete the objects described in these files or directories.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub files: Vec<String>,
@@ -46,41 +52,14 @@ pub enum Cascade {
 pub async fn run(global: &GlobalArgs, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let client = client(global)?;
     let ns = namespace(global, &client);
-    let mut targets: Vec<(&'static ResourceInfo, Option<String>, String)> = Vec::new();
-    if !args.files.is_empty() {
+    let targets = if args.files.is_empty() {
+        targets_of_args(&client, global, &args, &ns).await?
+    } else {
         if !args.target.is_empty() {
             bail!("use either -f FILE or KIND NAME, not both");
         }
-        for m in super::apply::read_all(&args.files)? {
-            let (info, obj_ns, name) = client.target_of(&m.object)?;
-            let obj_ns = if info.namespaced {
-                Some(global.namespace.clone().or(obj_ns).unwrap_or_else(|| ns.clone()))
-            } else {
-                None
-            };
-            targets.push((info, obj_ns, name));
-        }
-    } else {
-        if args.target.is_empty() {
-            bail!("you must specify what to delete: KIND NAME..., KIND/NAME..., or -f FILE");
-        }
-        if args.target.iter().all(|t| t.contains('/')) {
-            // kubectl's other form: `kulisse delete pod/web-1 deployment/web`
-            for t in &args.target {
-                let (info, name) = super::split_target(std::slice::from_ref(t))?;
-                targets.push((info, info.namespaced.then(|| ns.clone()), name));
-            }
-        } else {
-            let (kind, names) = args.target.split_first().expect("not empty");
-            if names.is_empty() {
-                bail!("resource(s) were provided, but no name was specified: kulisse delete {kind} NAME");
-            }
-            let info = resource(kind)?;
-            for name in names {
-                targets.push((info, info.namespaced.then(|| ns.clone()), name.clone()));
-            }
-        }
-    }
+        targets_of_files(&client, global, &args, &ns)?
+    };
     let propagation = match args.cascade {
         Cascade::Background => "Background",
         Cascade::Foreground => "Foreground",
@@ -107,6 +86,76 @@ pub async fn run(global: &GlobalArgs, args: DeleteArgs) -> anyhow::Result<ExitCo
     } else {
         ExitCode::from(1)
     })
+}
+
+type Target = (&'static ResourceInfo, Option<String>, String);
+
+/// `delete -f FILE`: the objects the manifests describe.
+fn targets_of_files(client: &Client, global: &GlobalArgs, args: &DeleteArgs, ns: &str) -> anyhow::Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for m in super::apply::read_all(&args.files)? {
+        let (info, obj_ns, name) = client.target_of(&m.object)?;
+        let obj_ns = if info.namespaced {
+            Some(global.namespace.clone().or(obj_ns).unwrap_or_else(|| ns.to_string()))
+        } else {
+            None
+        };
+        targets.push((info, obj_ns, name));
+    }
+    Ok(targets)
+}
+
+/// `delete pods a b`, `delete pod/a deploy/web`, `delete pods -l app=web`, `delete pods --all`
+/// (through the resource builder; a selector lists the objects first, as kubectl does).
+async fn targets_of_args(
+    client: &Client,
+    global: &GlobalArgs,
+    args: &DeleteArgs,
+    ns: &str,
+) -> anyhow::Result<Vec<Target>> {
+    if args.target.is_empty() {
+        bail!("you must specify what to delete: TYPE NAME..., TYPE/NAME..., TYPE -l SELECTOR, TYPE --all, or -f FILE");
+    }
+    let sel = crate::builder::parse(&args.target)?;
+    sel.check_selector(args.selector.as_deref(), args.all)?;
+    if !sel.has_names() && args.selector.is_none() && !args.all {
+        bail!("resource(s) were provided, but no name was specified");
+    }
+    let mut targets = Vec::new();
+    if sel.has_names() {
+        for r in &sel.requests {
+            for name in &r.names {
+                targets.push((r.info, r.info.namespaced.then(|| ns.to_string()), name.clone()));
+            }
+        }
+        return Ok(targets);
+    }
+    let params = ListParams {
+        label_selector: args.selector.clone(),
+        ..Default::default()
+    };
+    let (found, errors) = crate::builder::fetch(client, &sel, ns, global.all_namespaces, &params).await;
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    for f in found {
+        for o in f.objects {
+            let name = o
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let obj_ns = o
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            targets.push((f.info, obj_ns, name));
+        }
+    }
+    if targets.is_empty() {
+        eprintln!("No resources found");
+    }
+    Ok(targets)
 }
 
 async fn wait_gone(

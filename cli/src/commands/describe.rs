@@ -15,48 +15,49 @@ use kulisse_core::objects::{self, ResourceInfo};
 use kulisse_core::printers;
 use serde_json::Value;
 
-use super::{client, namespace, resource};
+use super::{client, namespace};
 use crate::GlobalArgs;
+use crate::builder;
 
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
-    /// The kind, e.g. `deployment`, `pod`, `svc`.
-    pub kind: String,
-    /// The object's name (default: every object of the kind in the namespace).
-    pub names: Vec<String>,
+    /// What to describe: `TYPE [NAME...]`, `TYPE/NAME...` or `TYPE,TYPE...` (no name: every
+    /// object of the kind in the namespace).
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    /// Label selector, e.g. `app=web`.
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
 }
 
 pub async fn run(global: &GlobalArgs, args: DescribeArgs) -> anyhow::Result<ExitCode> {
-    let info = resource(&args.kind)?;
+    let sel = builder::parse(&args.args)?;
+    sel.check_selector(args.selector.as_deref(), false)?;
     let client = client(global)?;
     let ns = namespace(global, &client);
-    let ns = info.namespaced.then_some(ns.as_str());
-    let objects: Vec<Value> = if args.names.is_empty() {
-        let list = client
-            .list(
-                info,
-                if global.all_namespaces { None } else { ns },
-                &ListParams::default(),
-            )
-            .await?;
-        list.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
-    } else {
-        let mut out = Vec::new();
-        for n in &args.names {
-            out.push(client.get(info, ns, n).await?);
-        }
-        out
+    let params = ListParams {
+        label_selector: args.selector.clone(),
+        ..Default::default()
     };
+    let (found, errors) = builder::fetch(&client, &sel, &ns, global.all_namespaces, &params).await;
     let mut first = true;
-    for obj in objects {
-        if !first {
-            println!();
+    for f in &found {
+        for obj in &f.objects {
+            if !first {
+                println!();
+            }
+            first = false;
+            let events = events_of(&client, f.info, obj).await.unwrap_or_default();
+            print!("{}", describe(f.info, obj, &events));
         }
-        first = false;
-        let events = events_of(&client, info, &obj).await.unwrap_or_default();
-        print!("{}", describe(info, &obj, &events));
     }
-    Ok(ExitCode::SUCCESS)
+    if first && errors.is_empty() {
+        match builder::scope(sel.requests[0].info, &ns, global.all_namespaces, false) {
+            Some(ns) => eprintln!("No resources found in {ns} namespace."),
+            None => eprintln!("No resources found"),
+        }
+    }
+    Ok(super::finish(&errors))
 }
 
 async fn events_of(client: &Client, info: &ResourceInfo, obj: &Value) -> anyhow::Result<Vec<Value>> {

@@ -7,24 +7,27 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use futures::StreamExt;
-use kulisse_core::client::ListParams;
+use kulisse_core::client::{Client, ListParams};
+use kulisse_core::objects::ResourceInfo;
 use serde_json::{Value, json};
 
-use super::{client, namespace, object_ref, resource};
+use super::{client, namespace, object_ref};
+use crate::builder::{self, Selection};
+use crate::format::{self, Format};
 use crate::{GlobalArgs, output};
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// The kind: pods (po), deployments (deploy), replicasets (rs), services (svc),
-    /// endpoints (ep), nodes (no), namespaces (ns), events (ev), configmaps (cm), leases.
-    pub kind: String,
-    /// Names of objects to show (default: all).
-    pub names: Vec<String>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum)]
-    pub output: Option<Format>,
+    /// What to show: `TYPE [NAME...]`, `TYPE/NAME...`, `TYPE,TYPE...` or `all`. Types:
+    /// pods (po), deployments (deploy), replicasets (rs), services (svc), endpoints (ep),
+    /// nodes (no), namespaces (ns), events (ev), configmaps (cm), leases; and `proxyrules`.
+    pub args: Vec<String>,
+    /// Output format: wide, yaml, json, name, jsonpath=TEMPLATE, jsonpath-file=FILE,
+    /// custom-columns=HEADER:PATH,..., custom-columns-file=FILE.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<String>,
     /// Label selector, e.g. `app=web,tier!=db`.
     #[arg(short = 'l', long = "selector")]
     pub selector: Option<String>,
@@ -40,160 +43,279 @@ pub struct GetArgs {
     /// Keep metadata.managedFields in -o json|yaml (hidden by default, as in kubectl).
     #[arg(long)]
     pub show_managed_fields: bool,
+    /// Show each object's labels as the last column (LABELS).
+    #[arg(long)]
+    pub show_labels: bool,
+    /// Name objects `kind/name` (on by itself when several kinds are shown).
+    #[arg(long)]
+    pub show_kind: bool,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Wide,
-    Yaml,
-    Json,
-    Name,
-}
+/// kubectl's answer to a bare `get`.
+const NO_TYPE: &str = "Required resource not specified.\nUse \"kulisse explain <resource>\" for a detailed description of that resource (e.g. kulisse explain pods).\nSee 'kulisse get -h' for help and examples";
 
 pub async fn run(global: &GlobalArgs, args: GetArgs) -> anyhow::Result<ExitCode> {
-    if matches!(args.kind.as_str(), "proxyrules" | "proxyrule") {
-        let client = client(global)?;
-        print!(
-            "{}",
-            proxy_rules(&client, args.names.first().map(String::as_str)).await?
+    if args.args.is_empty() {
+        eprintln!(
+            "You must specify the type of resource to get. Known kinds: {}.\n",
+            kulisse_core::objects::kind_names().join(", ")
         );
+        anyhow::bail!(NO_TYPE);
+    }
+    if matches!(args.args[0].as_str(), "proxyrules" | "proxyrule") {
+        let client = client(global)?;
+        print!("{}", proxy_rules(&client, args.args.get(1).map(String::as_str)).await?);
         return Ok(ExitCode::SUCCESS);
     }
-    let info = resource(&args.kind)?;
+    let sel = builder::parse(&args.args)?;
+    let format = Format::parse(args.output.as_deref())?;
+    sel.check_selector(args.selector.as_deref(), false)?;
+    if args.watch && sel.requests.len() > 1 {
+        anyhow::bail!("you may only specify a single resource type");
+    }
     let client = client(global)?;
-    let ns_name = namespace(global, &client);
-    let ns = if global.all_namespaces && args.names.is_empty() {
-        None
-    } else {
-        Some(ns_name.as_str())
-    };
+    let ns = namespace(global, &client);
     let params = ListParams {
         label_selector: args.selector.clone(),
         field_selector: args.field_selector.clone(),
         ..Default::default()
     };
+    let req = Request {
+        client: &client,
+        sel: &sel,
+        ns: &ns,
+        global,
+        args: &args,
+        params: &params,
+    };
+    let errors = match &format {
+        Format::Table { wide } => tables(&req, *wide).await?,
+        other => objects(&req, other).await?,
+    };
+    Ok(super::finish(&errors))
+}
 
-    match args.output {
-        None | Some(Format::Wide) => {
-            let mut table: Option<Value> = None;
-            if args.names.is_empty() {
-                table = Some(client.table(info, ns, None, &params).await?);
-            } else {
-                for name in &args.names {
-                    let t = client.table(info, ns, Some(name), &params).await?;
-                    match &mut table {
-                        None => table = Some(t),
-                        Some(acc) => {
-                            let rows = t.get("rows").and_then(Value::as_array).cloned().unwrap_or_default();
-                            if let Some(all) = acc.get_mut("rows").and_then(Value::as_array_mut) {
-                                all.extend(rows);
-                            }
-                        }
-                    }
-                }
+/// What one `get` asks for, handed to the printers.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    client: &'a Client,
+    sel: &'a Selection,
+    ns: &'a str,
+    global: &'a GlobalArgs,
+    args: &'a GetArgs,
+    params: &'a ListParams,
+}
+
+/// The server's tables, one per kind, with a blank line between them (as kubectl prints
+/// `get pods,svc` and `get all`). Returns the errors of names that were not found.
+async fn tables(req: &Request<'_>, wide: bool) -> anyhow::Result<Vec<anyhow::Error>> {
+    let Request {
+        client,
+        sel,
+        ns,
+        global,
+        args,
+        params,
+    } = *req;
+    let (mut shown, errors) = fetch_tables(req).await;
+    let nonempty: Vec<&ResourceInfo> = shown.iter().filter(|t| !t.empty()).map(|t| t.info).collect();
+    // kubectl names objects `kind/name` when several kinds were asked for (`pods,svc`,
+    // `all`) or several kinds are printed (`pod/a deploy/b`).
+    let show_kind = args.show_kind || sel.multiple_kinds || nonempty.len() > 1;
+    let mut printed = 0;
+    for t in shown.iter_mut().filter(|t| !t.empty()) {
+        decorate(&mut t.table, t.info, show_kind, args.show_labels);
+        if printed > 0 && !args.no_headers {
+            println!();
+        }
+        let namespace_column = t.scope.is_none() && t.info.namespaced;
+        println!(
+            "{}",
+            output::render_table(&t.table, wide, namespace_column, args.no_headers)
+        );
+        printed += 1;
+    }
+    if printed == 0 && errors.is_empty() {
+        match builder::scope(sel.requests[0].info, ns, global.all_namespaces, sel.has_names()) {
+            Some(ns) if sel.requests.iter().any(|r| r.info.namespaced) => {
+                eprintln!("No resources found in {ns} namespace.")
             }
-            let table = table.unwrap_or_else(|| json!({}));
-            let empty = table.get("rows").and_then(Value::as_array).is_none_or(Vec::is_empty);
-            let namespace_column = ns.is_none() && info.namespaced;
-            let wide = args.output == Some(Format::Wide);
-            if empty {
-                match ns {
-                    Some(ns) if info.namespaced => eprintln!("No resources found in {ns} namespace."),
-                    _ => eprintln!("No resources found"),
-                }
-            } else {
-                println!(
-                    "{}",
-                    output::render_table(&table, wide, namespace_column, args.no_headers)
-                );
-            }
-            if args.watch {
-                watch_rows(&client, info, ns, &args, &params, &table, wide, namespace_column).await?;
+            _ => eprintln!("No resources found"),
+        }
+    }
+    if args.watch
+        && let Some(t) = shown.first()
+    {
+        let view = RowView {
+            wide,
+            namespace_column: t.scope.is_none() && t.info.namespaced,
+            show_kind,
+            show_labels: args.show_labels,
+        };
+        let names = &sel.requests[0].names;
+        watch_rows(client, t.info, t.scope, names, params, &t.table, &view).await?;
+    }
+    Ok(errors)
+}
+
+/// One kind's table as the server printed it.
+struct Shown<'a> {
+    info: &'static ResourceInfo,
+    scope: Option<&'a str>,
+    table: Value,
+}
+
+impl Shown<'_> {
+    fn empty(&self) -> bool {
+        self.table["rows"].as_array().is_none_or(Vec::is_empty)
+    }
+}
+
+/// Ask the server for a table per kind (one per name when names were given).
+async fn fetch_tables<'a>(req: &Request<'a>) -> (Vec<Shown<'a>>, Vec<anyhow::Error>) {
+    let mut shown = Vec::new();
+    let mut errors = Vec::new();
+    for r in &req.sel.requests {
+        let scope = builder::scope(r.info, req.ns, req.global.all_namespaces, !r.names.is_empty());
+        let mut table = json!({"rows": []});
+        let names: Vec<Option<&str>> = if r.names.is_empty() {
+            vec![None]
+        } else {
+            r.names.iter().map(|n| Some(n.as_str())).collect()
+        };
+        for name in names {
+            match req.client.table(r.info, scope, name, req.params).await {
+                Ok(t) => merge_rows(&mut table, t),
+                Err(e) => errors.push(anyhow::Error::new(e)),
             }
         }
-        Some(format) => {
-            let objects: Vec<Value> = if args.names.is_empty() {
-                let list = client.list(info, ns, &params).await?;
-                list.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
-            } else {
-                let mut out = Vec::new();
-                for name in &args.names {
-                    out.push(client.get(info, ns, name).await?);
-                }
-                out
-            };
-            let objects: Vec<Value> = if args.show_managed_fields {
-                objects
-            } else {
-                objects
-                    .into_iter()
-                    .map(|mut o| {
-                        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-                            m.remove("managedFields");
-                        }
-                        o
-                    })
-                    .collect()
-            };
-            let single = args.names.len() == 1;
-            let doc = if single {
-                objects.into_iter().next().unwrap_or(Value::Null)
-            } else {
-                let items: Vec<Value> = objects
-                    .into_iter()
-                    .map(|mut o| {
-                        // Items of a mixed List carry their own kind, as kubectl prints them.
-                        if o.get("kind").is_none() {
-                            o["kind"] = json!(info.kind);
-                            o["apiVersion"] = json!(info.api_version());
-                        }
-                        o
-                    })
-                    .collect();
-                json!({"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}})
-            };
-            match format {
-                Format::Json => println!("{}", output::json(&doc)),
-                Format::Yaml => print!("{}", output::yaml(&doc)),
-                Format::Name => {
-                    let items = if single {
-                        vec![doc]
-                    } else {
-                        doc.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
-                    };
-                    for o in items {
-                        println!(
-                            "{}",
-                            object_ref(info, o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""))
-                        );
-                    }
-                }
-                Format::Wide => unreachable!("handled above"),
+        shown.push(Shown {
+            info: r.info,
+            scope,
+            table,
+        });
+    }
+    (shown, errors)
+}
+
+/// Add the rows of `more` (a table of the same kind) to `table`, keeping its columns.
+fn merge_rows(table: &mut Value, more: Value) {
+    let rows = builder::items(&json!({"items": more.get("rows").cloned().unwrap_or(json!([]))}));
+    if table.get("columnDefinitions").is_none() {
+        *table = more;
+        return;
+    }
+    if let Some(all) = table.get_mut("rows").and_then(Value::as_array_mut) {
+        all.extend(rows);
+    }
+}
+
+/// kubectl's own additions to the server's table: `kind/name` in the first column when
+/// several kinds are shown, and a LABELS column for `--show-labels`.
+fn decorate(table: &mut Value, info: &ResourceInfo, show_kind: bool, show_labels: bool) {
+    if show_labels && let Some(defs) = table.get_mut("columnDefinitions").and_then(Value::as_array_mut) {
+        defs.push(json!({"name": "Labels", "type": "string", "priority": 0}));
+    }
+    let Some(rows) = table.get_mut("rows").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for row in rows {
+        let labels = labels_text(row.get("object").unwrap_or(&Value::Null));
+        let Some(cells) = row.get_mut("cells").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        if show_kind && let Some(first) = cells.first_mut() {
+            *first = json!(object_ref(info, first.as_str().unwrap_or("")));
+        }
+        if show_labels {
+            cells.push(json!(labels));
+        }
+    }
+}
+
+/// `app=web,tier=front` (sorted by key), or `<none>`.
+pub fn labels_text(obj: &Value) -> String {
+    let pairs: Vec<String> = kulisse_core::objects::labels(obj)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
+    }
+}
+
+/// `-o json|yaml|name|jsonpath|custom-columns`: the objects themselves.
+async fn objects(req: &Request<'_>, format: &Format) -> anyhow::Result<Vec<anyhow::Error>> {
+    let (sel, args) = (req.sel, req.args);
+    let (found, errors) = builder::fetch(req.client, sel, req.ns, req.global.all_namespaces, req.params).await;
+    let mut objects: Vec<(&'static ResourceInfo, Value)> = Vec::new();
+    for f in found {
+        objects.extend(f.objects.into_iter().map(|o| (f.info, o)));
+    }
+    if !args.show_managed_fields {
+        for (_, o) in &mut objects {
+            if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("managedFields");
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let single = sel.single_object() && objects.len() == 1;
+    let plain: Vec<Value> = objects.iter().map(|(_, o)| o.clone()).collect();
+    let doc = if single {
+        plain[0].clone()
+    } else {
+        json!({"apiVersion": "v1", "items": plain, "kind": "List", "metadata": {"resourceVersion": ""}})
+    };
+    if objects.is_empty() && errors.is_empty() && !single && matches!(format, Format::Name | Format::CustomColumns(_)) {
+        eprintln!("No resources found");
+    }
+    match format {
+        Format::Json => println!("{}", output::json(&doc)),
+        Format::Yaml => print!("{}", output::yaml(&doc)),
+        Format::Name => {
+            for (info, o) in &objects {
+                println!(
+                    "{}",
+                    object_ref(info, o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""))
+                );
+            }
+        }
+        Format::JsonPath(t) => print!("{}", t.render(&doc)),
+        Format::CustomColumns(cols) if !objects.is_empty() => {
+            print!("{}", format::custom_column_rows(cols, &plain, args.no_headers))
+        }
+        Format::CustomColumns(_) | Format::Table { .. } => {}
+    }
+    Ok(errors)
+}
+
+/// How watched rows are shown.
+struct RowView {
+    wide: bool,
+    namespace_column: bool,
+    show_kind: bool,
+    show_labels: bool,
 }
 
 /// `get -w`: after the table, one row per change, as kubectl prints them.
-#[allow(clippy::too_many_arguments)]
 async fn watch_rows(
-    client: &kulisse_core::client::Client,
-    info: &'static kulisse_core::objects::ResourceInfo,
+    client: &Client,
+    info: &'static ResourceInfo,
     ns: Option<&str>,
-    args: &GetArgs,
+    names: &[String],
     params: &ListParams,
     table: &Value,
-    wide: bool,
-    namespace_column: bool,
+    view: &RowView,
 ) -> anyhow::Result<()> {
     let rv = table
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .map(str::to_string);
     let mut params = params.clone();
-    if args.names.len() == 1 {
-        params.field_selector = Some(format!("metadata.name={}", args.names[0]));
+    if names.len() == 1 {
+        params.field_selector = Some(format!("metadata.name={}", names[0]));
     }
     let mut events = client.watch(info, ns, &params, rv.as_deref()).await?;
     while let Some(ev) = events.next().await {
@@ -205,8 +327,9 @@ async fn watch_rows(
             ),
             "BOOKMARK" => continue,
             _ => {
-                let row = kulisse_core::printers::table(info, std::slice::from_ref(&ev.object), "");
-                println!("{}", output::render_table(&row, wide, namespace_column, true));
+                let mut row = kulisse_core::printers::table(info, std::slice::from_ref(&ev.object), "");
+                decorate(&mut row, info, view.show_kind, view.show_labels);
+                println!("{}", output::render_table(&row, view.wide, view.namespace_column, true));
             }
         }
     }

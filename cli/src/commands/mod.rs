@@ -1,23 +1,29 @@
 //! One file per command, each with the same shape: an `Args` struct (clap) and
 //! `async fn run(global, args) -> anyhow::Result<ExitCode>`.
 
+pub mod annotate;
 pub mod apply;
+pub mod cluster_info;
 pub mod components;
 pub mod delete;
 pub mod demo;
 pub mod describe;
+pub mod events;
+pub mod explain;
 pub mod follow;
 pub mod get;
+pub mod label;
 pub mod logs;
 pub mod patch;
 pub mod rollout;
 pub mod scale;
 pub mod trace;
 pub mod up;
+pub mod version;
 
 use anyhow::Context as _;
 use kulisse_core::client::{Client, kubeconfig};
-use kulisse_core::objects::{self, ResourceInfo};
+use kulisse_core::objects::ResourceInfo;
 
 use crate::GlobalArgs;
 
@@ -36,17 +42,6 @@ pub fn namespace(global: &GlobalArgs, client: &Client) -> String {
         .unwrap_or_else(|| client.default_namespace.clone())
 }
 
-/// Resolve what the user typed (`po`, `deployments`, `deploy.apps`) to a resource,
-/// or say which ones exist.
-pub fn resource(text: &str) -> anyhow::Result<&'static ResourceInfo> {
-    objects::lookup(text).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the server doesn't have a resource type \"{text}\"; known kinds: {}",
-            objects::kind_names().join(", ")
-        )
-    })
-}
-
 /// `deployment.apps/web`, `pod/web-1`: how kubectl names an object in messages.
 pub fn object_ref(info: &ResourceInfo, name: &str) -> String {
     format!("{}/{name}", kind_ref(info))
@@ -63,12 +58,18 @@ pub fn kind_ref(info: &ResourceInfo) -> String {
 
 /// `deployment/web` or `deployment web` → the resource and the name.
 pub fn split_target(parts: &[String]) -> anyhow::Result<(&'static ResourceInfo, String)> {
-    match parts {
-        [one] => match one.split_once('/') {
-            Some((kind, name)) if !name.is_empty() => Ok((resource(kind)?, name.to_string())),
-            _ => anyhow::bail!("expected KIND/NAME (e.g. deployment/web), got {one:?}"),
-        },
-        [kind, name] => Ok((resource(kind)?, name.clone())),
-        _ => anyhow::bail!("expected KIND/NAME or KIND NAME"),
+    crate::builder::one(parts)
+}
+
+/// Print the errors of the objects that failed (after the output of those that worked, as
+/// kubectl does) and choose the exit code: 1 if any failed.
+pub fn finish(errors: &[anyhow::Error]) -> std::process::ExitCode {
+    for e in errors {
+        eprintln!("{}", crate::output::error_text(e));
+    }
+    if errors.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
     }
 }

@@ -14,10 +14,14 @@ use crate::objects::{ApiError, RESOURCES};
 
 /// `GET /version`
 pub fn version() -> Result<Response<Body>, ApiError> {
+    Ok(json_response(StatusCode::OK, &version_info()))
+}
+
+/// What `/version` answers: the Kubernetes release whose API kulisse speaks, and kulisse's
+/// own version (`v1.33.0-kulisse.0.1.0`). The CLI prints the same as its client version.
+pub fn version_info() -> Value {
     let (major, minor) = KUBERNETES_VERSION;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
+    json!({
             "major": major,
             "minor": minor,
             "gitVersion": format!("v{major}.{minor}.0-kulisse.{}", env!("CARGO_PKG_VERSION")),
@@ -27,8 +31,7 @@ pub fn version() -> Result<Response<Body>, ApiError> {
             "goVersion": "",
             "compiler": "rustc",
             "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
-        }),
-    ))
+    })
 }
 
 /// `GET /api`: the versions of the core group.
