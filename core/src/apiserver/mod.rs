@@ -31,6 +31,7 @@ pub mod create;
 pub mod delete;
 pub mod discovery;
 pub mod get;
+pub mod health;
 pub mod logs;
 pub mod meta;
 pub mod openapi;
@@ -150,7 +151,9 @@ impl ApiServer {
     }
 
     /// Give a Service its ClusterIP (and node ports), or check the ones it asks for.
-    pub async fn allocate_service_addresses(&self, svc: &mut Value) -> Result<(), ApiError> {
+    /// Returns what was newly taken: pass it to [`ApiServer::revert_service_addresses`]
+    /// when the request does not store the Service (it failed, or was a dry run).
+    pub async fn allocate_service_addresses(&self, svc: &mut Value) -> Result<allocator::Allocation, ApiError> {
         let info = crate::objects::by_gvk("v1", "Service").expect("Service is a built-in kind");
         let mut guard = self.services.lock().await;
         if guard.is_none() {
@@ -162,6 +165,17 @@ impl ApiServer {
             ));
         }
         guard.as_mut().expect("just set").allocate(info, svc)
+    }
+
+    /// Give back what [`ApiServer::allocate_service_addresses`] took for a request that did
+    /// not store its Service.
+    pub async fn revert_service_addresses(&self, taken: allocator::Allocation) {
+        if taken.is_empty() {
+            return;
+        }
+        if let Some(a) = self.services.lock().await.as_mut() {
+            a.revert(taken);
+        }
     }
 
     /// Free what a deleted Service held.
@@ -292,7 +306,8 @@ impl ApiServer {
             kulisse_traces::propagation::set_parent(&span, remote);
         }
         let response = async {
-            match self.route(&parts.method, &parts.uri, &parts.headers, body, stop).await {
+            let routed = self.route(&parts.method, &parts.uri, &parts.headers, body, stop);
+            match answer_panics(routed).await {
                 Ok(resp) => resp,
                 Err(err) => error_response(&err),
             }
@@ -320,7 +335,7 @@ impl ApiServer {
             return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
         }
         let route = routes::parse(uri.path())?;
-        if !matches!(route, Route::Version | Route::Health) {
+        if !matches!(route, Route::Version | Route::Health | Route::Ready) {
             auth::authenticate(headers, &self.config.token)?;
         }
         let query = parse_query(uri.query());
@@ -356,6 +371,7 @@ impl ApiServer {
         match (route, method) {
             (Route::Version, &Method::GET) => discovery::version(),
             (Route::Health, &Method::GET) => Ok(text_response(StatusCode::OK, "ok")),
+            (Route::Ready, &Method::GET) => Ok(health::readyz(self, ctx, &stop).await),
             (Route::CoreVersions, &Method::GET) => discovery::core_versions(),
             (Route::Groups, &Method::GET) => discovery::groups(),
             (Route::Group(g), &Method::GET) => discovery::group(&g),
@@ -523,6 +539,30 @@ async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, ApiErro
     }
 }
 
+/// Run a handler, turning a panic inside it into a `500 InternalError` and a log line
+/// instead of a dropped connection (kube-apiserver's `WithPanicRecovery` filter does the
+/// same). Handlers must not panic on any input; this is the defence in depth.
+pub async fn answer_panics<F>(handler: F) -> Result<Response<Body>, ApiError>
+where
+    F: Future<Output = Result<Response<Body>, ApiError>>,
+{
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            tracing::error!("a request handler panicked: {what}");
+            Err(ApiError::internal(format!(
+                "the request handler failed unexpectedly: {what}"
+            )))
+        }
+    }
+}
+
 /// A JSON response with the given status.
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
@@ -533,8 +573,8 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
+fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(text.into()).boxed());
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
