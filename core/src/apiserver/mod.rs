@@ -589,3 +589,22 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(status, &err.to_status_json())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_500_status() {
+        let handler = async {
+            let body: Vec<u8> = Vec::new();
+            let _boom = body[7]; // an index out of bounds, as a handler bug would
+            Ok(text_response(StatusCode::OK, "unreachable"))
+        };
+        let err = answer_panics(handler).await.expect_err("the panic is an error");
+        assert_eq!((err.code, err.reason.as_str()), (500, "InternalError"));
+        assert!(err.message.contains("index out of bounds"), "{}", err.message);
+        let ok = answer_panics(async { Ok(text_response(StatusCode::OK, "fine")) }).await;
+        assert_eq!(ok.map(|r| r.status()).ok(), Some(StatusCode::OK));
+    }
+}
