@@ -173,6 +173,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The store's current revision.
     async fn current_revision(&self) -> StoreResult<Revision>;
+
+    /// A cheap check that the store answers right now, for the API server's `/readyz`
+    /// (kube-apiserver's `etcd` check reads one key). `Err` says why not. The default
+    /// reads the current revision; backends may do something cheaper or stricter.
+    async fn ready(&self) -> StoreResult<()> {
+        self.current_revision().await.map(|_| ())
+    }
 }
 
 /// The key under which an object is kept: `/registry/<resource>/<namespace>/<name>`,

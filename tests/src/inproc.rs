@@ -5,9 +5,12 @@
 //! on `127.0.0.1:0` over an embedded store in a temporary directory, and hands out a
 //! [`Client`] for it. Everything stops when the fixture is dropped.
 
+use std::sync::Arc;
+
 use kulisse_backends::store::embedded::EmbeddedStore;
 use kulisse_core::apiserver::{self, ApiServer};
 use kulisse_core::client::Client;
+use kulisse_core::store::Store;
 use tokio::sync::watch;
 
 /// A running in-process API server.
@@ -36,9 +39,20 @@ impl ApiServerFixture {
         Self::start_with(true).await
     }
 
+    /// Start the API server on plain HTTP over `store` (a real etcd, or a store a test
+    /// wraps to inject failures).
+    pub async fn start_with_store(store: Arc<dyn Store>) -> ApiServerFixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::serve(dir, store, false).await
+    }
+
     async fn start_with(tls: bool) -> ApiServerFixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(&dir.path().join("store.redb")).expect("open embedded store");
+        Self::serve(dir, store, tls).await
+    }
+
+    async fn serve(dir: tempfile::TempDir, store: Arc<dyn Store>, tls: bool) -> ApiServerFixture {
         let token = "test-token".to_string();
         let certs =
             tls.then(|| apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().expect("ip")).expect("certificates"));

@@ -915,6 +915,18 @@ impl Store for EmbeddedStore {
             .await
             .map(|(current, _)| current)
     }
+
+    /// Ready when the file answers a read and the writer thread still takes writes.
+    async fn ready(&self) -> StoreResult<()> {
+        if self.writer.as_ref().is_none_or(|w| w.is_finished()) {
+            return Err(StoreError::Backend(
+                "embedded store: the writer thread has stopped; writes cannot be made durable".into(),
+            ));
+        }
+        self.read("checking that the store answers", |s| s.current_revision())
+            .await
+            .map(|_| ())
+    }
 }
 
 /// One watch stream: first catches up from the log, then takes live events from the hub;

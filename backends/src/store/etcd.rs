@@ -63,6 +63,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// healthy request in milliseconds; this only stops a dead connection from hanging forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the readiness read ([`Store::ready`]) may take: upstream's
+/// `--etcd-healthcheck-timeout` default.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The etcd error text for a read below the compaction point (`rpctypes.ErrGRPCCompacted`).
 const ETCD_COMPACTED: &str = "required revision has been compacted";
 /// The etcd error text for a read above the current revision (`rpctypes.ErrGRPCFutureRev`).
@@ -647,6 +651,24 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> StoreResult<Revision> {
         self.header_revision().await
+    }
+
+    /// One `count_only` read of the smallest key, given [`READY_TIMEOUT`] rather than the
+    /// patient [`REQUEST_TIMEOUT`]: a readiness probe must answer quickly, and an etcd that
+    /// cannot answer that read in time is not ready.
+    async fn ready(&self) -> StoreResult<()> {
+        match tokio::time::timeout(READY_TIMEOUT, self.raw_revision()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Backend(format!(
+                "etcd at {} is not ready: {}",
+                self.endpoints,
+                describe(&e)
+            ))),
+            Err(_) => Err(StoreError::Backend(format!(
+                "etcd at {} did not answer within {READY_TIMEOUT:?}",
+                self.endpoints
+            ))),
+        }
     }
 }
 

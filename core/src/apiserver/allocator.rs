@@ -13,6 +13,18 @@
 //!
 //! Kubernetes keeps the allocation bitmaps in etcd so several API servers agree; kulisse
 //! runs one API server and rebuilds the table from the stored Services when it starts.
+//!
+//! **Allocation is a transaction.** The addresses are taken *before* the Service is written,
+//! so that two creates cannot both get the same one. If the request then fails (the name is
+//! taken, the store refuses the write) or was a dry run (`?dryRun=All`), what it took is
+//! given back ([`ServiceAllocator::revert`] with the [`Allocation`] that `allocate`
+//! returned), as upstream's allocation transaction reverts. Nothing a request allocates
+//! outlives it unless the Service was stored. (A request cancelled mid-way, by a client that
+//! hangs up between the allocation and the write, is the one case not reverted; a restart
+//! rebuilds the table from the stored Services.)
+//!
+//! A Service is identified by its `metadata.uid` (by `namespace/name` when it has none), so
+//! a failed second create of an existing name cannot give back what the stored one holds.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -90,11 +102,35 @@ pub struct ServiceAllocator {
 }
 
 fn owner_of(svc: &Value) -> String {
-    format!(
-        "{}/{}",
-        objects::namespace(svc).unwrap_or(""),
-        objects::name(svc).unwrap_or("")
-    )
+    match svc
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+    {
+        Some(uid) => uid.to_string(),
+        None => format!(
+            "{}/{}",
+            objects::namespace(svc).unwrap_or(""),
+            objects::name(svc).unwrap_or("")
+        ),
+    }
+}
+
+/// What one [`ServiceAllocator::allocate`] call newly took (addresses and ports the Service
+/// did not hold before). Give it back with [`ServiceAllocator::revert`] if the request that
+/// allocated it does not store the Service.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[must_use = "revert the allocation if the Service is not stored"]
+pub struct Allocation {
+    ips: Vec<Ipv4Addr>,
+    node_ports: Vec<u16>,
+}
+
+impl Allocation {
+    /// True when the call took nothing new.
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty() && self.node_ports.is_empty()
+    }
 }
 
 impl ServiceAllocator {
@@ -141,7 +177,20 @@ impl ServiceAllocator {
 
     /// Fill in `spec.clusterIP`/`clusterIPs` and missing node ports of a Service, checking
     /// the ones the user chose. Idempotent: addresses the Service already holds are kept.
-    pub fn allocate(&mut self, info: &ResourceInfo, svc: &mut Value) -> Result<(), ApiError> {
+    /// Returns what was newly taken; on an error nothing stays taken.
+    pub fn allocate(&mut self, info: &ResourceInfo, svc: &mut Value) -> Result<Allocation, ApiError> {
+        let mut taken = Allocation::default();
+        let result = self.allocate_into(info, svc, &mut taken);
+        match result {
+            Ok(()) => Ok(taken),
+            Err(e) => {
+                self.revert(taken);
+                Err(e)
+            }
+        }
+    }
+
+    fn allocate_into(&mut self, info: &ResourceInfo, svc: &mut Value, taken: &mut Allocation) -> Result<(), ApiError> {
         let owner = owner_of(svc);
         let name = objects::name(svc).unwrap_or("").to_string();
         let invalid = |field: &str, value: &str, msg: &str| {
@@ -155,19 +204,19 @@ impl ServiceAllocator {
                 }],
             )
         };
-        let svc_type = svc
-            .pointer("/spec/type")
+        // A spec that is not an object is for validation to reject; nothing to allocate.
+        let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
+            return Ok(());
+        };
+        let svc_type = spec
+            .get("type")
             .and_then(Value::as_str)
             .unwrap_or("ClusterIP")
             .to_string();
         if svc_type == "ExternalName" {
             return Ok(());
         }
-        match svc
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        {
+        match spec.get("clusterIP").and_then(Value::as_str).map(str::to_string) {
             Some(ip) if ip == "None" => {}
             Some(ip) if !ip.is_empty() => {
                 let addr: Ipv4Addr = ip
@@ -181,11 +230,11 @@ impl ServiceAllocator {
                     return Err(invalid("spec.clusterIP", &ip, &msg));
                 }
                 match self.ips.get(&addr) {
-                    Some(holder) if *holder != owner => {
-                        return Err(invalid("spec.clusterIP", &ip, "provided IP is already allocated"));
-                    }
-                    _ => {
+                    Some(holder) if *holder == owner => {}
+                    Some(_) => return Err(invalid("spec.clusterIP", &ip, "provided IP is already allocated")),
+                    None => {
                         self.ips.insert(addr, owner.clone());
+                        taken.ips.push(addr);
                     }
                 }
             }
@@ -194,52 +243,79 @@ impl ServiceAllocator {
                     .next_free_ip()
                     .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?;
                 self.ips.insert(ip, owner.clone());
-                svc["spec"]["clusterIP"] = json!(ip.to_string());
+                taken.ips.push(ip);
+                spec.insert("clusterIP".into(), json!(ip.to_string()));
             }
         }
-        if let Some(ip) = svc.pointer("/spec/clusterIP").cloned() {
-            svc["spec"]["clusterIPs"] = json!([ip]);
+        if let Some(ip) = spec.get("clusterIP").cloned() {
+            spec.insert("clusterIPs".into(), json!([ip]));
         }
         if matches!(svc_type.as_str(), "NodePort" | "LoadBalancer") {
-            let count = svc.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
-            for i in 0..count {
-                let current = svc["spec"]["ports"][i].get("nodePort").and_then(Value::as_u64);
-                match current {
-                    Some(np) => {
-                        let port = u16::try_from(np)
-                            .ok()
-                            .filter(|p| NODE_PORTS.contains(p))
-                            .ok_or_else(|| {
-                                invalid(
-                                    &format!("spec.ports[{i}].nodePort"),
-                                    &np.to_string(),
-                                    "provided port is not in the valid range. The range of valid ports is 30000-32767",
-                                )
-                            })?;
-                        match self.node_ports.get(&port) {
-                            Some(holder) if *holder != owner => {
-                                return Err(invalid(
-                                    &format!("spec.ports[{i}].nodePort"),
-                                    &np.to_string(),
-                                    "provided port is already allocated",
-                                ));
-                            }
-                            _ => {
-                                self.node_ports.insert(port, owner.clone());
-                            }
-                        }
-                    }
-                    None => {
-                        let port = self
-                            .next_free_port()
-                            .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
-                        self.node_ports.insert(port, owner.clone());
-                        svc["spec"]["ports"][i]["nodePort"] = json!(port);
-                    }
+            let ports = spec.get_mut("ports").and_then(Value::as_array_mut);
+            for (i, port) in ports.into_iter().flatten().enumerate() {
+                if let Some(port) = port.as_object_mut() {
+                    self.allocate_node_port(port, i, &owner, taken, &invalid)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The node port of `ports[i]`: check the one asked for, or hand out a free one.
+    fn allocate_node_port(
+        &mut self,
+        port: &mut serde_json::Map<String, Value>,
+        i: usize,
+        owner: &str,
+        taken: &mut Allocation,
+        invalid: &dyn Fn(&str, &str, &str) -> ApiError,
+    ) -> Result<(), ApiError> {
+        let field = format!("spec.ports[{i}].nodePort");
+        // `nodePort: 0` (or null) asks for one, as upstream.
+        match port.get("nodePort").filter(|v| !v.is_null() && v.as_u64() != Some(0)) {
+            Some(v) => {
+                let shown = v.to_string();
+                let wanted = v
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|p| NODE_PORTS.contains(p))
+                    .ok_or_else(|| {
+                        invalid(
+                            &field,
+                            &shown,
+                            "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                        )
+                    })?;
+                match self.node_ports.get(&wanted) {
+                    Some(holder) if holder == owner => {}
+                    Some(_) => return Err(invalid(&field, &shown, "provided port is already allocated")),
+                    None => {
+                        self.node_ports.insert(wanted, owner.to_string());
+                        taken.node_ports.push(wanted);
+                    }
+                }
+            }
+            None => {
+                let free = self
+                    .next_free_port()
+                    .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
+                self.node_ports.insert(free, owner.to_string());
+                taken.node_ports.push(free);
+                port.insert("nodePort".into(), json!(free));
+            }
+        }
+        Ok(())
+    }
+
+    /// Give back what one [`ServiceAllocator::allocate`] call took (the request failed, or
+    /// was a dry run).
+    pub fn revert(&mut self, taken: Allocation) {
+        for ip in taken.ips {
+            self.ips.remove(&ip);
+        }
+        for port in taken.node_ports {
+            self.node_ports.remove(&port);
+        }
     }
 
     /// Give back everything `svc` held.
@@ -291,15 +367,15 @@ mod tests {
         let info = objects::by_gvk("v1", "Service").unwrap();
         let mut a = ServiceAllocator::from_services(DEFAULT_SERVICE_CIDR, &[]);
         let mut s1 = svc("a", json!({"ports": [{"port": 80}]}));
-        a.allocate(info, &mut s1).unwrap();
+        let _ = a.allocate(info, &mut s1).unwrap();
         assert_eq!(s1["spec"]["clusterIP"], "127.1.0.1");
         let mut s2 = svc("b", json!({"type": "NodePort", "ports": [{"port": 80}]}));
-        a.allocate(info, &mut s2).unwrap();
+        let _ = a.allocate(info, &mut s2).unwrap();
         assert_eq!(s2["spec"]["clusterIP"], "127.1.0.2");
         let port = s2["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
         assert!((30000..=32767).contains(&port), "{port}");
         // idempotent for the holder
-        a.allocate(info, &mut s2).unwrap();
+        assert!(a.allocate(info, &mut s2).unwrap().is_empty());
         assert_eq!(s2["spec"]["ports"][0]["nodePort"], port);
         let mut s3 = svc("c", json!({"clusterIP": "127.1.0.1", "ports": [{"port": 80}]}));
         assert_eq!(a.allocate(info, &mut s3).unwrap_err().code, 422);
@@ -307,9 +383,9 @@ mod tests {
         assert_eq!(a.allocate(info, &mut s4).unwrap_err().code, 422);
         a.release(&s1);
         let mut s5 = svc("e", json!({"clusterIP": "127.1.0.1", "ports": [{"port": 80}]}));
-        a.allocate(info, &mut s5).unwrap();
+        let _ = a.allocate(info, &mut s5).unwrap();
         let mut headless = svc("h", json!({"clusterIP": "None", "ports": [{"port": 80}]}));
-        a.allocate(info, &mut headless).unwrap();
+        let _ = a.allocate(info, &mut headless).unwrap();
         assert_eq!(headless["spec"]["clusterIP"], "None");
     }
 
@@ -328,7 +404,37 @@ mod tests {
         let info = objects::by_gvk("v1", "Service").unwrap();
         let mut a = ServiceAllocator::from_services(ServiceCidr::parse("127.42.0.0/24").unwrap(), &[]);
         let mut s = svc("x", json!({"ports": [{"port": 80}]}));
-        a.allocate(info, &mut s).unwrap();
+        let _ = a.allocate(info, &mut s).unwrap();
         assert_eq!(s["spec"]["clusterIP"], "127.42.0.1");
+    }
+
+    #[test]
+    fn a_reverted_or_failed_allocation_leaves_nothing_taken() {
+        let info = objects::by_gvk("v1", "Service").unwrap();
+        let mut a = ServiceAllocator::from_services(DEFAULT_SERVICE_CIDR, &[]);
+        let spec = json!({"type": "NodePort", "clusterIP": "127.1.0.9", "ports": [{"port": 80, "nodePort": 30555}]});
+        let mut dry = svc("dry", spec.clone());
+        let taken = a.allocate(info, &mut dry).unwrap();
+        a.revert(taken);
+        let mut real = svc("real", spec.clone());
+        let _ = a.allocate(info, &mut real).expect("the dry run gave everything back");
+        // The second port is taken: the first port and the address must not stay taken.
+        let mut clash = svc(
+            "clash",
+            json!({"type": "NodePort", "clusterIP": "127.1.0.10", "ports": [{"port": 80, "nodePort": 30600}, {"port": 81, "nodePort": 30555}]}),
+        );
+        assert_eq!(a.allocate(info, &mut clash).unwrap_err().code, 422);
+        let mut again = svc(
+            "again",
+            json!({"type": "NodePort", "clusterIP": "127.1.0.10", "ports": [{"port": 80, "nodePort": 30600}]}),
+        );
+        let _ = a
+            .allocate(info, &mut again)
+            .expect("the failed allocation gave everything back");
+        // Hostile shapes are left to validation, never a panic.
+        let _ = a.allocate(info, &mut svc("x", json!([]))).unwrap();
+        let _ = a
+            .allocate(info, &mut svc("y", json!({"type": "NodePort", "ports": ["80", 7]})))
+            .unwrap();
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! The API server then sets the pod's `spec.nodeName` and its `PodScheduled` condition, in
 //! one write that succeeds only if the pod is not bound yet (`409 Conflict` otherwise): two
-//! schedulers can never place one pod twice. The kubelet on that node is watching for pods
+//! schedulers can never place one pod twice. A `201` means the binding is stored; if the pod
+//! keeps changing under the write, the answer is the `409 Conflict` and the scheduler tries
+//! again later. The kubelet on that node is watching for pods
 //! with its name in `spec.nodeName`, and takes it from there.
 
 use http::{Response, StatusCode};
@@ -17,6 +19,11 @@ use serde_json::{Value, json};
 
 use super::{Body, Ctx, json_response, meta, patch};
 use crate::objects::{self, ApiError};
+
+/// How often a bind re-reads the pod when a concurrent write (a status update) wins the
+/// race. If it still loses after that, the answer is the `409 Conflict`, never a success
+/// that was not written.
+const BIND_ATTEMPTS: usize = 5;
 
 /// `POST .../pods/{name}/binding`
 pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body>, ApiError> {
@@ -46,7 +53,8 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
                 }],
             )
         })?;
-    for _ in 0..5 {
+    let mut last_conflict = None;
+    for _ in 0..BIND_ATTEMPTS {
         let stored = ctx
             .server
             .storage
@@ -72,7 +80,7 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
         set_condition(&mut pod, "PodScheduled", "True");
         meta::stamp_traceparent(&mut pod);
         if ctx.dry_run() {
-            break;
+            return Ok(bound());
         }
         match ctx
             .server
@@ -80,15 +88,22 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
             .update(info, Some(ns), name, &pod, stored.revision)
             .await
         {
-            Ok(_) => break,
-            Err(e) if e.reason == "Conflict" => continue, // a status update got in between
+            Ok(_) => return Ok(bound()),
+            // A status update got in between: read again and retry.
+            Err(e) if e.reason == "Conflict" => last_conflict = Some(e),
             Err(e) => return Err(e),
         }
     }
-    Ok(json_response(
+    // The pod kept changing under us: the bind was NOT written, and the scheduler must know.
+    Err(last_conflict.unwrap_or_else(|| ApiError::conflict(info, name, objects::OPTIMISTIC_LOCK_MESSAGE)))
+}
+
+/// The answer to a bind that was written: a `Status` with `Success`.
+fn bound() -> Response<Body> {
+    json_response(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    ))
+    )
 }
 
 fn set_condition(pod: &mut Value, kind: &str, status: &str) {

@@ -66,6 +66,7 @@ pub async fn create_object(
             "k8s.name" = name
         )
         .entered();
+        super::update::check_shape(info, name, obj)?;
         if info.namespaced && obj.get("metadata").is_some_and(Value::is_object) {
             if let Some(ns) = ns {
                 obj["metadata"]["namespace"] = Value::String(ns.to_string());
@@ -79,15 +80,21 @@ pub async fn create_object(
         require_namespace(ctx, ns).await?;
     }
     meta::prepare_create(info, obj, ns);
-    if info.kind == "Service" {
-        ctx.server.allocate_service_addresses(obj).await?;
-    }
+    let allocated = match info.kind {
+        "Service" => Some(ctx.server.allocate_service_addresses(obj).await?),
+        _ => None,
+    };
     meta::stamp_traceparent(obj);
-    if ctx.dry_run() {
-        return Ok(obj.clone());
+    let result = if ctx.dry_run() {
+        Ok(obj.clone())
+    } else {
+        ctx.server.storage.create(info, ns, name, obj).await.map(|s| s.object)
+    };
+    // A dry run, or a create that failed, keeps nothing it allocated.
+    if let Some(taken) = allocated.filter(|_| ctx.dry_run() || result.is_err()) {
+        ctx.server.revert_service_addresses(taken).await;
     }
-    let stored = ctx.server.storage.create(info, ns, name, obj).await?;
-    Ok(stored.object)
+    result
 }
 
 /// Objects can only be created in a namespace that exists (the NamespaceLifecycle admission

@@ -32,6 +32,7 @@ pub mod create;
 pub mod delete;
 pub mod discovery;
 pub mod get;
+pub mod health;
 pub mod logs;
 pub mod meta;
 pub mod openapi;
@@ -152,7 +153,9 @@ impl ApiServer {
     }
 
     /// Give a Service its ClusterIP (and node ports), or check the ones it asks for.
-    pub async fn allocate_service_addresses(&self, svc: &mut Value) -> Result<(), ApiError> {
+    /// Returns what was newly taken: pass it to [`ApiServer::revert_service_addresses`]
+    /// when the request does not store the Service (it failed, or was a dry run).
+    pub async fn allocate_service_addresses(&self, svc: &mut Value) -> Result<allocator::Allocation, ApiError> {
         let info = crate::objects::by_gvk("v1", "Service").expect("Service is a built-in kind");
         let mut guard = self.services.lock().await;
         if guard.is_none() {
@@ -164,6 +167,17 @@ impl ApiServer {
             ));
         }
         guard.as_mut().expect("just set").allocate(info, svc)
+    }
+
+    /// Give back what [`ApiServer::allocate_service_addresses`] took for a request that did
+    /// not store its Service.
+    pub async fn revert_service_addresses(&self, taken: allocator::Allocation) {
+        if taken.is_empty() {
+            return;
+        }
+        if let Some(a) = self.services.lock().await.as_mut() {
+            a.revert(taken);
+        }
     }
 
     /// Free what a deleted Service held.
@@ -294,7 +308,8 @@ impl ApiServer {
             kulisse_traces::propagation::set_parent(&span, remote);
         }
         let response = async {
-            let response = match self.route(&parts.method, &parts.uri, &parts.headers, body, stop).await {
+            let routed = self.route(&parts.method, &parts.uri, &parts.headers, body, stop);
+            let response = match answer_panics(routed).await {
                 Ok(resp) => resp,
                 Err(err) => error_response(&err),
             };
@@ -326,7 +341,7 @@ impl ApiServer {
             return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
         }
         let route = routes::parse(uri.path())?;
-        if !matches!(route, Route::Version | Route::Health) {
+        if !matches!(route, Route::Version | Route::Health | Route::Ready) {
             auth::authenticate(headers, &self.config.token)?;
         }
         let query = parse_query(uri.query());
@@ -371,6 +386,7 @@ impl ApiServer {
         match (route, method) {
             (Route::Version, &Method::GET) => discovery::version(),
             (Route::Health, &Method::GET) => Ok(text_response(StatusCode::OK, "ok")),
+            (Route::Ready, &Method::GET) => Ok(health::readyz(self, ctx, &stop).await),
             (Route::CoreVersions, &Method::GET) => discovery::core_versions(),
             (Route::Groups, &Method::GET) => discovery::groups(),
             (Route::Group(g), &Method::GET) => discovery::group(&g),
@@ -538,6 +554,30 @@ async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, ApiErro
     }
 }
 
+/// Run a handler, turning a panic inside it into a `500 InternalError` and a log line
+/// instead of a dropped connection (kube-apiserver's `WithPanicRecovery` filter does the
+/// same). Handlers must not panic on any input; this is the defence in depth.
+pub async fn answer_panics<F>(handler: F) -> Result<Response<Body>, ApiError>
+where
+    F: Future<Output = Result<Response<Body>, ApiError>>,
+{
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            tracing::error!("a request handler panicked: {what}");
+            Err(ApiError::internal(format!(
+                "the request handler failed unexpectedly: {what}"
+            )))
+        }
+    }
+}
+
 /// A JSON response with the given status.
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
@@ -548,8 +588,8 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed());
+fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(text.into()).boxed());
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
@@ -563,4 +603,23 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
     tracing::event!(parent: &span, tracing::Level::INFO, reason = %err.reason, code = err.code, "request failed: {}", err.message);
     let status = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(status, &err.to_status_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_500_status() {
+        let handler = async {
+            let body: Vec<u8> = Vec::new();
+            let _boom = body[7]; // an index out of bounds, as a handler bug would
+            Ok(text_response(StatusCode::OK, "unreachable"))
+        };
+        let err = answer_panics(handler).await.expect_err("the panic is an error");
+        assert_eq!((err.code, err.reason.as_str()), (500, "InternalError"));
+        assert!(err.message.contains("index out of bounds"), "{}", err.message);
+        let ok = answer_panics(async { Ok(text_response(StatusCode::OK, "fine")) }).await;
+        assert_eq!(ok.map(|r| r.status()).ok(), Some(StatusCode::OK));
+    }
 }

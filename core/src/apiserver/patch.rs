@@ -109,15 +109,7 @@ async fn patch_with(
             .await?
             .ok_or_else(|| ApiError::not_found(info, name))?;
         // A patch that names a resourceVersion is conditional on it, as in Kubernetes.
-        let wanted_rv = patch
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .filter(|rv| !rv.is_empty());
-        if let Some(rv) = wanted_rv {
-            if rv != stored.revision.to_string() {
-                return Err(ApiError::conflict(info, name, objects::OPTIMISTIC_LOCK_MESSAGE));
-            }
-        }
+        super::update::check_precondition(info, name, &patch, &stored)?;
         let mut new = stored.object.clone();
         match kind {
             PatchKind::Merge => json_patch::merge(&mut new, &patch),
@@ -172,6 +164,7 @@ async fn apply(
     sub: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let desired = decode(ctx)?;
+    super::update::check_shape(info, name, &desired)?;
     check_identity(info, &desired, name)?;
     create::check_body_target(info, &desired, ns)?;
     let manager = ctx.param("fieldManager").unwrap_or("kulisse").to_string();
@@ -205,6 +198,10 @@ async fn apply(
             }
         };
         compare.record("compare.stored", stored.revision);
+        // Like PUT and the other patches, an apply that names a resourceVersion is
+        // conditional on it. (An apply that creates ignores it, as upstream's
+        // create-on-update does.)
+        super::update::check_precondition(info, name, &desired, &stored)?;
         let previous = managed_fields_of(&stored.object, &manager);
         let mut merged = stored.object.clone();
         if let Some(prev) = &previous {

@@ -21,8 +21,10 @@ use crate::objects::{self, ApiError, ResourceInfo};
 pub enum Route {
     /// `/version`
     Version,
-    /// `/healthz`, `/livez`, `/readyz`
+    /// `/healthz`, `/livez`: the process is alive.
     Health,
+    /// `/readyz`: ready to serve (the store answers, not shutting down).
+    Ready,
     /// `/api`
     CoreVersions,
     /// `/apis`
@@ -55,7 +57,8 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
     match parts.as_slice() {
         ["version"] => Ok(Route::Version),
-        ["healthz"] | ["livez"] | ["readyz"] => Ok(Route::Health),
+        ["healthz"] | ["livez"] => Ok(Route::Health),
+        ["readyz"] => Ok(Route::Ready),
         ["api"] => Ok(Route::CoreVersions),
         ["apis"] => Ok(Route::Groups),
         ["openapi", "v3"] => Ok(Route::OpenApiIndex),

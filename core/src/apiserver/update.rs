@@ -27,12 +27,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, ApiError> {
     let mut new = patch::decode(ctx)?;
     super::create::default_type_meta(info, &mut new);
-    if objects::name(&new).is_some_and(|n| n != name) {
-        return Err(ApiError::bad_request(&format!(
-            "the name of the object ({}) does not match the name on the URL ({name})",
-            objects::name(&new).unwrap_or("")
-        )));
-    }
+    check_name(&new, name)?;
     super::create::check_body_target(info, &new, ns)?;
     let stored = ctx
         .server
@@ -40,19 +35,7 @@ pub async fn handle(
         .get(info, ns, name)
         .await?
         .ok_or_else(|| ApiError::not_found(info, name))?;
-    let sent_rv = new
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
-    if let Some(rv) = sent_rv {
-        if rv != stored.revision.to_string() {
-            return Err(ApiError::conflict(
-                info,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
-    }
+    check_precondition(info, name, &new, &stored)?;
     let (obj, _) = write(ctx, info, ns, name, sub, &stored, new).await?;
     Ok(json_response(StatusCode::OK, &obj))
 }
@@ -75,17 +58,89 @@ pub async fn write(
         "k8s.kind" = info.kind,
         "k8s.name" = name
     );
+    span.in_scope(|| check_shape(info, name, &new))?;
+    check_name(&new, name)?;
     span.in_scope(|| super::openapi::check_unknown_fields(ctx, info, name, &mut new))?;
     span.in_scope(|| {
         objects::apply_defaults(info, &mut new);
         meta::prepare_update(info, &stored.object, &mut new, sub);
     });
-    if info.kind == "Service" && sub.is_none() {
-        ctx.server
-            .allocate_service_addresses(&mut new)
-            .instrument(span.clone())
-            .await?;
+    let allocated = if info.kind == "Service" && sub.is_none() {
+        let fut = ctx.server.allocate_service_addresses(&mut new);
+        Some(fut.instrument(span.clone()).await?)
+    } else {
+        None
+    };
+    let result = validate_and_store(ctx, info, ns, name, stored, new, &span).await;
+    // A dry run, or an update that failed, keeps nothing it allocated.
+    if let Some(taken) = allocated.filter(|_| ctx.dry_run() || result.is_err()) {
+        ctx.server.revert_service_addresses(taken).await;
     }
+    result
+}
+
+/// The object's name, if it says one, must be the URL's (a patch cannot rename).
+fn check_name(obj: &Value, name: &str) -> Result<(), ApiError> {
+    match objects::name(obj) {
+        Some(n) if n != name => Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A write whose body names a `metadata.resourceVersion` is conditional on it: a stale one
+/// is `409 Conflict` with upstream's optimistic-lock message (PUT, every patch, apply).
+pub fn check_precondition(info: &ResourceInfo, name: &str, body: &Value, stored: &Stored) -> Result<(), ApiError> {
+    let sent = body
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty());
+    match sent {
+        Some(rv) if rv != stored.revision.to_string() => {
+            Err(ApiError::conflict(info, name, objects::OPTIMISTIC_LOCK_MESSAGE))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An object after a patch must still be an object, and its `metadata` (if any) too. A JSON
+/// patch such as `[{"op":"add","path":"","value":[]}]` can turn it into anything.
+pub fn check_shape(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let cause = |field: &str, v: &Value, what: &str| objects::StatusCause {
+        reason: "FieldValueTypeInvalid".into(),
+        message: format!("Invalid value: \"{}\": {what}", json_type(v)),
+        field: field.into(),
+    };
+    let causes = match obj.get("metadata") {
+        _ if !obj.is_object() => vec![cause("", obj, "the object must be a JSON object")],
+        Some(m) if !m.is_object() => vec![cause("metadata", m, "metadata must be an object")],
+        _ => return Ok(()),
+    };
+    Err(ApiError::invalid(info, name, causes))
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The rest of [`write`]: validation, the "anything changed?" check, and the write.
+async fn validate_and_store(
+    ctx: &Ctx<'_>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    stored: &Stored,
+    mut new: Value,
+    span: &tracing::Span,
+) -> Result<(Value, Vec<String>), ApiError> {
     span.in_scope(|| {
         objects::validate(info, &new)?;
         objects::validate_update(info, &stored.object, &new)

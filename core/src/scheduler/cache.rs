@@ -13,12 +13,23 @@
 //! the pod bound, the assumption becomes fact; if the bind fails, the assumption is
 //! *forgotten* and the capacity is free again.
 //!
+//! An assumption whose bind *succeeded* but which the informer never confirms (the pod's
+//! update was lost, or the pod vanished while the watch was down) would hold its capacity
+//! forever. So, as upstream's cache did, an assumed pod **expires**: when its bind finishes
+//! it gets a deadline ([`SchedulerCache::finish_binding`]), and a periodic sweep
+//! ([`SchedulerCache::cleanup_expired`], every second as upstream's `cleanAssumedPeriod`)
+//! drops assumptions past it. Upstream's TTL (`durationToExpireAssumedPod`) was 30 s, then
+//! 15 min (kubernetes#106412: a short TTL expired pods whose confirmation was merely slow,
+//! and double-booked their nodes); since 1.25 it is 0, "never", and the mechanism was later
+//! removed. kulisse keeps the 15-minute safety net (`scheduler::Options::assumed_pod_ttl`).
+//!
 //! This module also turns the raw JSON of Pods and Nodes into the few numbers and lists the
 //! filter and score plugins use ([`PodInfo`], [`NodeView`]), parsed once per change instead
 //! of once per decision.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -502,6 +513,8 @@ struct CachedPod {
     usage: PodUsage,
     /// Placed by this scheduler, bind not yet confirmed by the informer.
     assumed: bool,
+    /// For an assumed pod whose bind finished: when the assumption expires.
+    deadline: Option<Instant>,
 }
 
 /// The cache: nodes with their running totals, and the pods counted on them.
@@ -557,6 +570,7 @@ impl SchedulerCache {
         {
             if let Some(p) = self.pods.get_mut(key) {
                 p.assumed = false;
+                p.deadline = None;
             }
             return;
         }
@@ -568,6 +582,7 @@ impl SchedulerCache {
                 node: node.to_string(),
                 usage,
                 assumed: false,
+                deadline: None,
             },
         );
     }
@@ -598,6 +613,31 @@ impl SchedulerCache {
         if self.pods.get(key).is_some_and(|p| p.assumed) {
             self.remove_pod(key);
         }
+    }
+
+    /// The bind of an assumed pod returned successfully: the informer should confirm it
+    /// soon, and if it has not after `ttl`, the assumption expires (upstream's
+    /// `FinishBinding`). No-op for a pod that is not assumed.
+    pub fn finish_binding(&mut self, key: &str, now: Instant, ttl: Duration) {
+        if let Some(p) = self.pods.get_mut(key).filter(|p| p.assumed) {
+            p.deadline = now.checked_add(ttl);
+        }
+    }
+
+    /// Drop the assumptions whose deadline has passed, freeing their capacity. Returns
+    /// their keys (upstream's `cleanupAssumedPods`). Pods whose bind is still running have
+    /// no deadline and never expire.
+    pub fn cleanup_expired(&mut self, now: Instant) -> Vec<String> {
+        let expired: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.assumed && p.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &expired {
+            self.remove_pod(key);
+        }
+        expired
     }
 
     /// True while a pod is assumed but its bind is not confirmed.
@@ -701,6 +741,28 @@ mod tests {
         assert!(c.node("n1").is_some());
         c.remove_pod("default/c");
         assert!(c.node("n1").is_none());
+    }
+
+    #[test]
+    fn assumptions_expire_only_after_their_bind_finished() {
+        let mut c = SchedulerCache::default();
+        c.upsert_node(&node("n1", "4", "4Gi"));
+        let usage = PodUsage::of_pod(&pod("1", "1Gi"));
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(900);
+        c.assume("default/binding", "n1", usage.clone());
+        c.assume("default/lost", "n1", usage.clone());
+        c.assume("default/confirmed", "n1", usage.clone());
+        c.finish_binding("default/lost", t0, ttl);
+        c.finish_binding("default/confirmed", t0, ttl);
+        c.upsert_pod("default/confirmed", "n1", usage.clone());
+        assert!(c.cleanup_expired(t0 + ttl - Duration::from_secs(1)).is_empty());
+        assert_eq!(c.cleanup_expired(t0 + ttl), ["default/lost"]);
+        let n1 = c.node("n1").unwrap();
+        assert_eq!(n1.requested.milli_cpu, 2000, "the lost pod's cpu is free again");
+        assert!(c.is_assumed("default/binding"), "a bind in progress never expires");
+        assert!(!c.is_assumed("default/lost") && c.node("n1").unwrap().pods.len() == 2);
+        assert!(c.cleanup_expired(t0 + ttl * 10).is_empty());
     }
 
     #[test]

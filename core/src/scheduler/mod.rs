@@ -75,6 +75,12 @@ const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
 /// The smallest adaptive share of nodes to check (`minFeasibleNodesPercentageToFind`).
 const MIN_FEASIBLE_NODES_PERCENTAGE: usize = 5;
 
+/// The default [`Options::assumed_pod_ttl`]: upstream's `durationToExpireAssumedPod` before
+/// it was set to "never" (see [`cache`]).
+pub const ASSUMED_POD_TTL: Duration = Duration::from_secs(15 * 60);
+/// How often expired assumptions are swept (upstream's `cleanAssumedPeriod`).
+const CLEAN_ASSUMED_PERIOD: Duration = Duration::from_secs(1);
+
 /// Settings of the scheduler (kube-scheduler's `KubeSchedulerConfiguration`, in part).
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -94,6 +100,9 @@ pub struct Options {
     pub flush_interval: Duration,
     /// Binds (API calls) running at once while the next pods are already being scheduled.
     pub parallel_binds: usize,
+    /// How long an assumed pod whose bind succeeded may go unconfirmed by the informer
+    /// before the cache drops it and frees its capacity (see [`cache`]; 15 min).
+    pub assumed_pod_ttl: Duration,
 }
 
 impl Default for Options {
@@ -106,6 +115,7 @@ impl Default for Options {
             pod_max_in_unschedulable_pods_duration: Duration::from_secs(300),
             flush_interval: Duration::from_secs(30),
             parallel_binds: 32,
+            assumed_pod_ttl: ASSUMED_POD_TTL,
         }
     }
 }
@@ -532,6 +542,8 @@ impl Scheduler {
         let result = self.client.bind(&ns, &name, &node).instrument(span.clone()).await;
         match result {
             Ok(()) => {
+                let ttl = self.options.assumed_pod_ttl;
+                self.lock_cache().finish_binding(&key, std::time::Instant::now(), ttl);
                 self.recorder
                     .record(
                         &pod,
@@ -547,21 +559,21 @@ impl Scheduler {
                 span.record("otel.status_code", "ERROR");
                 span.record("otel.status_description", message.as_str());
                 parent.record("scheduler.result", "bind failed");
+                // Upstream's handleBindingCycleError: forget the assumption (its capacity is
+                // free again) and send the pod back through the queue with back-off. A pod
+                // that was bound by someone else or is being deleted drops out of the queue
+                // as soon as the informer shows it.
                 self.lock_cache().forget(&key);
                 self.queue.move_all_to_active_or_backoff();
-                match e.code() {
-                    // the pod is gone, or someone else bound it / it is being deleted:
-                    // the informer will tell us what happened
-                    Some(404) => self.queue.delete(&key),
-                    Some(409) => {}
-                    _ => {
-                        self.queue.add_backoff(&key, priority);
-                        self.recorder
-                            .record(&pod, EventType::Warning, "FailedScheduling", &message)
-                            .instrument(span)
-                            .await;
-                    }
+                if e.code() == Some(404) {
+                    self.queue.delete(&key); // the pod is gone
+                    return;
                 }
+                self.queue.add_backoff(&key, priority);
+                self.recorder
+                    .record(&pod, EventType::Warning, "FailedScheduling", &message)
+                    .instrument(span)
+                    .await;
             }
         }
     }
@@ -659,6 +671,29 @@ fn with_unschedulable_condition(pod: &Value, message: &str) -> Option<Value> {
     Some(updated)
 }
 
+/// Every [`CLEAN_ASSUMED_PERIOD`], drop assumed pods whose bind succeeded but which the
+/// informer never showed bound within the TTL; pods still pending go back to the queue.
+async fn expire_assumed_pods(s: Arc<Scheduler>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(CLEAN_ASSUMED_PERIOD);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|x| *x) => return,
+        }
+        let expired = s.lock_cache().cleanup_expired(std::time::Instant::now());
+        if expired.is_empty() {
+            continue;
+        }
+        for key in expired {
+            tracing::warn!(pod = %key, "scheduler: the assumed pod was never confirmed bound; its assumption expired");
+            if let Some(pod) = s.pods.get(&key).filter(|p| node_name_of(p).is_none() && s.wants(p)) {
+                s.queue.add(&key, priority_of(&pod));
+            }
+        }
+        s.queue.move_all_to_active_or_backoff();
+    }
+}
+
 /// Run the scheduler until `shutdown` turns true.
 pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let node_kind = objects::by_gvk("v1", "Node").ok_or_else(|| anyhow::anyhow!("Node is not a known kind"))?;
@@ -713,6 +748,8 @@ pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver
             }
         });
     }
+
+    background.spawn(expire_assumed_pods(sched.clone(), shutdown.clone()));
 
     let permits = Arc::new(Semaphore::new(sched.options.parallel_binds.max(1)));
     let mut tasks: JoinSet<()> = JoinSet::new();

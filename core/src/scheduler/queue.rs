@@ -255,12 +255,12 @@ impl SchedulingQueue {
         self.notify.notify_one();
     }
 
-    /// The attempt is over and the pod needs nothing more from the queue (it was placed,
-    /// or it turned out not to need scheduling).
+    /// The attempt is over and the pod needs nothing more from the queue for now (it was
+    /// placed and its bind is under way). Its count of failures stays until the pod is seen
+    /// bound or deleted ([`SchedulingQueue::delete`]), so a bind that keeps failing backs
+    /// off longer each time, as upstream's per-pod attempts do.
     pub fn done(&self, key: &str) {
-        let mut inner = self.lock();
-        inner.in_flight.remove(key);
-        inner.failures.remove(key);
+        self.lock().in_flight.remove(key);
     }
 
     /// Where a key is (for tests and traces).
@@ -366,6 +366,24 @@ mod tests {
         assert_eq!(again.attempts, 2);
         q.done("default/a");
         assert_eq!(q.place("default/a"), None);
+    }
+
+    #[tokio::test]
+    async fn binds_that_keep_failing_back_off_longer_each_time() {
+        let q = q();
+        q.add("default/a", 0);
+        for expected in [1u32, 2, 3] {
+            let p = q.pop().await.unwrap();
+            assert_eq!(p.attempts, expected);
+            q.done(&p.key); // placed; the bind runs
+            q.add_backoff(&p.key, 0); // ... and fails
+            assert_eq!(q.place("default/a"), Some(Place::Backoff));
+        }
+        let inner = q.lock();
+        assert_eq!(inner.failures.get("default/a").map(|(n, _)| *n), Some(3));
+        drop(inner);
+        q.delete("default/a"); // seen bound at last
+        assert!(q.lock().failures.is_empty());
     }
 
     #[tokio::test]
