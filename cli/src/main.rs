@@ -13,6 +13,7 @@
 
 mod commands;
 mod output;
+mod tabwriter;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,16 @@ pub enum Command {
     Rollout(commands::rollout::RolloutArgs),
     /// Draw a trace (default: the last apply) as a waterfall, or export it for Jaeger.
     Trace(commands::trace::TraceArgs),
+    /// Create a Deployment, ConfigMap, Secret or Namespace from flags.
+    Create(commands::create::CreateArgs),
+    /// Wait until objects meet a condition, or are deleted.
+    Wait(commands::wait::WaitArgs),
+    /// Mark a node unschedulable.
+    Cordon(commands::cordon::CordonArgs),
+    /// Mark a node schedulable again.
+    Uncordon(commands::cordon::CordonArgs),
+    /// Cordon a node and move its pods away.
+    Drain(commands::drain::DrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -127,6 +138,11 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Logs(args) => commands::logs::run(&cli.global, args).await,
             Command::Rollout(args) => commands::rollout::run(&cli.global, args).await,
             Command::Trace(args) => commands::trace::run(&cli.global, args).await,
+            Command::Create(args) => commands::create::run(&cli.global, args).await,
+            Command::Wait(args) => commands::wait::run(&cli.global, args).await,
+            Command::Cordon(args) => commands::cordon::run(&cli.global, args, true).await,
+            Command::Uncordon(args) => commands::cordon::run(&cli.global, args, false).await,
+            Command::Drain(args) => commands::drain::run(&cli.global, args).await,
         }
     })
 }

@@ -102,6 +102,7 @@ fn generate_schemas() -> Map<String, Value> {
         core::Namespace,
         core::Node,
         core::Pod,
+        core::Secret,
         core::Service,
         core::Binding,
         apps::Deployment,

@@ -154,6 +154,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         group: "",
         version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        short_names: &[],
+        namespaced: true,
+        categories: &[],
+    },
+    ResourceInfo {
+        group: "",
+        version: "v1",
         kind: "Service",
         plural: "services",
         singular: "service",
