@@ -265,9 +265,34 @@ fn create_builds_kubectls_objects_and_wait_watches_for_conditions() {
         "error: invalid literal source oops, expected key=value\n"
     );
 
+    tls_secrets_hold_the_pem_files(&c, k.as_ref());
     created_objects_are_stored(&c, &from_file);
     wait_reports_conditions_and_timeouts(&c, k.as_ref());
     wait_for_delete_ends_when_the_object_is_gone(&c, k.as_ref(), dir.path());
+}
+
+/// `create secret tls` with the cluster's own serving certificate and key.
+fn tls_secrets_hold_the_pem_files(c: &Cluster, k: Option<&Kubectl>) {
+    let cert = format!("--cert={}", c.data_dir.join("apiserver.crt").display());
+    let key = format!("--key={}", c.data_dir.join("apiserver.key").display());
+    let args = [
+        "create",
+        "secret",
+        "tls",
+        "t",
+        &cert,
+        &key,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ];
+    let (out, _, ok) = same(c, k, &args);
+    assert!(
+        ok && out.contains("  tls.crt: LS0tLS1CRUdJTi") && out.ends_with("type: kubernetes.io/tls\n"),
+        "{out}"
+    );
+    let (_, err, _) = same(c, k, &["create", "secret", "tls", "t", &cert, "--dry-run=client"]);
+    assert_eq!(err, "error: key and cert must be specified\n");
 }
 
 /// Real creates: stored as built, and `--dry-run=server` stores nothing.
