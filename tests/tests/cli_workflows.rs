@@ -16,9 +16,16 @@ fn up(nodes: &str) -> (Cluster, tempfile::TempDir) {
     (Cluster::start_in(dir.path(), &["--nodes", nodes]), dir)
 }
 
-/// stdout, stderr and success of a run, for comparing kulisse with kubectl.
+/// stdout, stderr and success of a run, for comparing kulisse with kubectl. client-go's
+/// log lines (`I1204 18:01:41.484045 ...`, e.g. about a watch its time-out cut short) are
+/// kubectl's diagnostics, not the command's output, and are left out.
 fn outcome(out: &Output) -> (String, String, bool) {
-    (text(&out.stdout), text(&out.stderr), out.status.success())
+    let klog = |l: &str| {
+        let b = l.as_bytes();
+        b.len() > 5 && b"IWEF".contains(&b[0]) && b[1..5].iter().all(u8::is_ascii_digit) && b[5] == b' '
+    };
+    let stderr: String = text(&out.stderr).split_inclusive('\n').filter(|l| !klog(l)).collect();
+    (text(&out.stdout), stderr, out.status.success())
 }
 
 /// Run `args` through kulisse, and (if installed) through kubectl, which must agree.
@@ -189,6 +196,10 @@ fn undo_and_restart_roll_out_old_and_fresh_templates(c: &Cluster, k: Option<&Kub
     assert!(replicasets(c).iter().any(|r| revision(r) == "5"));
     let (_, err, _) = same(c, k, &["rollout", "history", "pod/nope"]);
     assert_eq!(err, "Error from server (NotFound): pods \"nope\" not found\n");
+    let pod = items(&json(c, &["get", "pods", "-l", "app=web"]))[0]["metadata"]["name"].clone();
+    let pod = format!("pod/{}", pod.as_str().unwrap_or_default());
+    let (_, err, _) = same(c, k, &["rollout", "status", &pod]);
+    assert_eq!(err, "error: no status viewer has been implemented for Pod\n");
 }
 
 #[test]

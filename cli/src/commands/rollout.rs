@@ -72,6 +72,7 @@ async fn deployment_target(
         match verb {
             "history" => bail!("no history viewer has been implemented for \"{}\"", info.kind),
             "undo" => bail!("no rollbacker has been implemented for \"{}\"", info.kind),
+            "status" => bail!("no status viewer has been implemented for {}", info.kind),
             _ => bail!("{} \"{name}\" {verb} is not supported", info.group_resource()),
         }
     }
@@ -148,12 +149,10 @@ pub async fn run(global: &GlobalArgs, args: RolloutArgs) -> anyhow::Result<ExitC
     let RolloutCommand::Status { target, timeout } = args.command else {
         return run_other(global, args.command).await;
     };
-    let (info, name) = split_target(&target)?;
-    if info.kind != "Deployment" {
-        bail!("rollout status supports deployments, not {}", info.plural);
-    }
     let client = client(global)?;
     let ns = namespace(global, &client);
+    let name = deployment_target(&client, &ns, &target, "status").await?;
+    let info = kulisse_core::objects::by_gvk("apps/v1", "Deployment").expect("Deployment is built in");
     let wait = async {
         let mut last = String::new();
         loop {
