@@ -16,6 +16,7 @@ mod commands;
 mod format;
 mod jsonpath;
 mod output;
+mod tabwriter;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +91,16 @@ pub enum Command {
     ClusterInfo(commands::cluster_info::ClusterInfoArgs),
     /// Print the documentation of a kind or field, from the server's OpenAPI.
     Explain(commands::explain::ExplainArgs),
+    /// Create a Deployment, ConfigMap, Secret or Namespace from flags.
+    Create(commands::create::CreateArgs),
+    /// Wait until objects meet a condition, or are deleted.
+    Wait(commands::wait::WaitArgs),
+    /// Mark a node unschedulable.
+    Cordon(commands::cordon::CordonArgs),
+    /// Mark a node schedulable again.
+    Uncordon(commands::cordon::CordonArgs),
+    /// Cordon a node and move its pods away.
+    Drain(commands::drain::DrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -148,6 +159,11 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Version(args) => commands::version::run(&cli.global, args).await,
             Command::ClusterInfo(args) => commands::cluster_info::run(&cli.global, args).await,
             Command::Explain(args) => commands::explain::run(&cli.global, args).await,
+            Command::Create(args) => commands::create::run(&cli.global, args).await,
+            Command::Wait(args) => commands::wait::run(&cli.global, args).await,
+            Command::Cordon(args) => commands::cordon::run(&cli.global, args, true).await,
+            Command::Uncordon(args) => commands::cordon::run(&cli.global, args, false).await,
+            Command::Drain(args) => commands::drain::run(&cli.global, args).await,
         }
     })
 }

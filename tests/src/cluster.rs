@@ -187,7 +187,8 @@ impl Cluster {
     /// As [`Cluster::kulisse`], feeding `stdin`.
     pub fn kulisse_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut cmd = Command::new(kulisse_bin());
-        cmd.args(args).arg("--kubeconfig").arg(self.kubeconfig());
+        // The kubeconfig goes first: after `--` everything is the user's command.
+        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(args);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

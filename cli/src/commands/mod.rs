@@ -5,21 +5,29 @@ pub mod annotate;
 pub mod apply;
 pub mod cluster_info;
 pub mod components;
+pub mod cordon;
+pub mod create;
+pub mod create_secret;
 pub mod delete;
 pub mod demo;
 pub mod describe;
 pub mod events;
 pub mod explain;
+pub mod drain;
 pub mod follow;
 pub mod get;
 pub mod label;
 pub mod logs;
 pub mod patch;
 pub mod rollout;
+pub mod rollout_history;
+pub mod rollout_pause;
+pub mod rollout_undo;
 pub mod scale;
 pub mod trace;
 pub mod up;
 pub mod version;
+pub mod wait;
 
 use anyhow::Context as _;
 use kulisse_core::client::{Client, kubeconfig};
@@ -72,4 +80,30 @@ pub fn finish(errors: &[anyhow::Error]) -> std::process::ExitCode {
     } else {
         std::process::ExitCode::from(1)
     }
+}
+
+/// `PATCH` one object as `field_manager` with a patch of `content_type` (merge, strategic
+/// merge or JSON patch); with `dry_run` the server checks it and stores nothing.
+#[allow(clippy::too_many_arguments)]
+pub async fn patch_as(
+    client: &Client,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    content_type: &str,
+    field_manager: &str,
+    patch: &serde_json::Value,
+    dry_run: bool,
+) -> Result<serde_json::Value, kulisse_core::client::ClientError> {
+    let mut path = format!(
+        "{}?fieldManager={field_manager}",
+        kulisse_core::client::path(info, ns, Some(name), None)
+    );
+    if dry_run {
+        path.push_str("&dryRun=All");
+    }
+    let (value, _) = client
+        .json(http::Method::PATCH, &path, Some(content_type), Some(patch))
+        .await?;
+    Ok(value)
 }

@@ -1,5 +1,8 @@
-//! `kulisse rollout status deployment/web` (mirrors `kubectl rollout status`).
+//! `kulisse rollout status|history|undo|restart|pause|resume deployment/web` (mirrors
+//! `kubectl rollout`). `status` lives here; the others each have their own file
+//! (`rollout_history.rs`, `rollout_undo.rs`, `rollout_pause.rs`).
 //!
+//! `rollout status`
 //! Watches the Deployment until its controller reports the rollout done: the controller
 //! has seen the newest spec (`status.observedGeneration >= metadata.generation`), every
 //! replica runs the new template (`updatedReplicas == replicas`), no old replica is left
@@ -35,6 +38,70 @@ pub enum RolloutCommand {
         #[arg(long, default_value_t = 0)]
         timeout: u64,
     },
+    /// List a Deployment's revisions (its ReplicaSets), or show one.
+    History(super::rollout_history::HistoryArgs),
+    /// Roll a Deployment back to an earlier revision's pod template.
+    Undo(super::rollout_undo::UndoArgs),
+    /// Replace every pod of a Deployment through a rolling update.
+    Restart(ToggleArgs),
+    /// Stop rolling out changes of a Deployment's pod template.
+    Pause(ToggleArgs),
+    /// Roll out again what changed while the Deployment was paused.
+    Resume(ToggleArgs),
+}
+
+/// The target of `restart`, `pause` and `resume`.
+#[derive(Args, Debug)]
+pub struct ToggleArgs {
+    /// `deployment/web`, or `deployment web`.
+    #[arg(required = true, num_args = 1..=2)]
+    pub target: Vec<String>,
+}
+
+/// The Deployment a rollout subcommand works on, or kubectl's error for other kinds (after
+/// reading the object, as kubectl does, so a missing one is reported as not found).
+async fn deployment_target(
+    client: &kulisse_core::client::Client,
+    ns: &str,
+    target: &[String],
+    verb: &str,
+) -> anyhow::Result<String> {
+    let (info, name) = split_target(target)?;
+    if info.kind != "Deployment" {
+        client.get(info, info.namespaced.then_some(ns), &name).await?;
+        match verb {
+            "history" => bail!("no history viewer has been implemented for \"{}\"", info.kind),
+            "undo" => bail!("no rollbacker has been implemented for \"{}\"", info.kind),
+            "status" => bail!("no status viewer has been implemented for {}", info.kind),
+            _ => bail!("{} \"{name}\" {verb} is not supported", info.group_resource()),
+        }
+    }
+    Ok(name)
+}
+
+/// `history`, `undo`, `restart`, `pause`, `resume`.
+async fn run_other(global: &GlobalArgs, command: RolloutCommand) -> anyhow::Result<ExitCode> {
+    use super::rollout_pause::Toggle;
+    let (target, verb) = match &command {
+        RolloutCommand::History(a) => (&a.target, "history"),
+        RolloutCommand::Undo(a) => (&a.target, "undo"),
+        RolloutCommand::Restart(a) => (&a.target, "restarting"),
+        RolloutCommand::Pause(a) => (&a.target, "pausing"),
+        RolloutCommand::Resume(a) => (&a.target, "resuming"),
+        RolloutCommand::Status { .. } => bail!("rollout status is handled by run"),
+    };
+    let client = client(global)?;
+    let ns = namespace(global, &client);
+    let name = deployment_target(&client, &ns, target, verb).await?;
+    match &command {
+        RolloutCommand::History(a) => super::rollout_history::run(&client, &ns, &name, a).await?,
+        RolloutCommand::Undo(a) => super::rollout_undo::run(&client, &ns, &name, a).await?,
+        RolloutCommand::Restart(_) => super::rollout_pause::run(&client, &ns, &name, Toggle::Restart).await?,
+        RolloutCommand::Pause(_) => super::rollout_pause::run(&client, &ns, &name, Toggle::Pause).await?,
+        RolloutCommand::Resume(_) => super::rollout_pause::run(&client, &ns, &name, Toggle::Resume).await?,
+        RolloutCommand::Status { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Where a rollout stands, in kubectl's words; `None` while it is not done.
@@ -79,13 +146,13 @@ pub fn rollout_message(d: &Value) -> (bool, String) {
 }
 
 pub async fn run(global: &GlobalArgs, args: RolloutArgs) -> anyhow::Result<ExitCode> {
-    let RolloutCommand::Status { target, timeout } = args.command;
-    let (info, name) = split_target(&target)?;
-    if info.kind != "Deployment" {
-        bail!("rollout status supports deployments, not {}", info.plural);
-    }
+    let RolloutCommand::Status { target, timeout } = args.command else {
+        return run_other(global, args.command).await;
+    };
     let client = client(global)?;
     let ns = namespace(global, &client);
+    let name = deployment_target(&client, &ns, &target, "status").await?;
+    let info = kulisse_core::objects::by_gvk("apps/v1", "Deployment").expect("Deployment is built in");
     let wait = async {
         let mut last = String::new();
         loop {

@@ -451,6 +451,27 @@ fn set_condition(status: &mut Value, mut cond: Value) {
     }
 }
 
+/// The status with `Progressing` set to `DeploymentPaused` (or `DeploymentResumed`) when a
+/// pause (or resume) is not recorded yet (`checkPausedConditions`); `None`: nothing to record.
+fn paused_status(d: &Value) -> Option<Value> {
+    if !has_progress_deadline(d) {
+        return None;
+    }
+    let paused = d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+    let mut status = d.get("status").cloned().unwrap_or_else(|| json!({}));
+    let reason =
+        condition(&status, "Progressing").and_then(|c| c.get("reason").and_then(Value::as_str).map(str::to_string));
+    let cond = if paused && reason.as_deref() != Some(PAUSED) {
+        new_condition("Progressing", "Unknown", PAUSED, "Deployment is paused".into())
+    } else if !paused && reason.as_deref() == Some(PAUSED) {
+        new_condition("Progressing", "Unknown", RESUMED, "Deployment is resumed".into())
+    } else {
+        return None;
+    };
+    set_condition(&mut status, cond);
+    Some(status)
+}
+
 /// Has the Deployment reached its goal (`DeploymentComplete`)?
 fn deployment_complete(d: &Value, status: &Value) -> bool {
     let want = d_replicas(d);
@@ -729,23 +750,9 @@ impl Sync<'_> {
 
     /// `checkPausedConditions`: mark a paused (or resumed) Deployment in `Progressing`.
     fn check_paused_condition(&mut self) {
-        if !has_progress_deadline(&self.d) {
-            return;
+        if let Some(status) = paused_status(&self.d) {
+            self.d["status"] = status;
         }
-        let paused = self.d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
-        let status = self.d.get("status").cloned().unwrap_or_else(|| json!({}));
-        let reason =
-            condition(&status, "Progressing").and_then(|c| c.get("reason").and_then(Value::as_str).map(str::to_string));
-        let cond = if paused && reason.as_deref() != Some(PAUSED) {
-            new_condition("Progressing", "Unknown", PAUSED, "Deployment is paused".into())
-        } else if !paused && reason.as_deref() == Some(PAUSED) {
-            new_condition("Progressing", "Unknown", RESUMED, "Deployment is resumed".into())
-        } else {
-            return;
-        };
-        let mut status = status;
-        set_condition(&mut status, cond);
-        self.d["status"] = status;
     }
 
     /// Is this reconcile only about `spec.replicas` (`isScalingEvent`)?
@@ -1637,6 +1644,29 @@ mod tests {
         assert_eq!(c["reason"], RS_UPDATED);
         assert_eq!(c["lastTransitionTime"], "2020-01-01T00:00:00Z");
         assert_eq!(status["conditions"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_pause_and_a_resume_are_recorded_once_in_progressing() {
+        let mut d = json!({"spec": {"paused": true, "progressDeadlineSeconds": 600},
+                           "status": {"conditions": [new_condition("Progressing", "True", NEW_RS_AVAILABLE, "x".into())]}});
+        let status = paused_status(&d).expect("a pause to record");
+        let c = condition(&status, "Progressing").unwrap_or_default();
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("Unknown"), Some(PAUSED))
+        );
+        d["status"] = status;
+        assert_eq!(paused_status(&d), None, "recorded once");
+        d["spec"]["paused"] = json!(false);
+        let resumed = paused_status(&d).expect("a resume to record");
+        assert_eq!(
+            condition(&resumed, "Progressing").unwrap_or_default()["reason"],
+            RESUMED
+        );
+        // Without a progress deadline there is no Progressing condition to keep.
+        d["spec"]["progressDeadlineSeconds"] = json!(i64::from(i32::MAX));
+        assert_eq!(paused_status(&d), None);
     }
 
     #[test]
