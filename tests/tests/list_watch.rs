@@ -380,3 +380,42 @@ async fn kube_streaming_list_watcher_gets_init_done() {
         other => panic!("expected Apply(r), got {other:?}"),
     }
 }
+
+/// The real kubectl pages with `--chunk-size` (`limit` and `continue`) and shows every
+/// object exactly once.
+#[test]
+fn kubectl_get_in_chunks_shows_every_object_once() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cluster = kulisse_tests::cluster::Cluster::start_in(tmp.path(), &["--components", "apiserver"]);
+    let Some(kubectl) = kulisse_tests::kubectl::Kubectl::for_cluster(&cluster) else {
+        return;
+    };
+    let manifest: String = (0..9)
+        .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: chunk-{i}\ndata:\n  n: \"{i}\"\n"))
+        .collect();
+    let out = kubectl.run_stdin(&["apply", "-f", "-"], Some(manifest.as_bytes()));
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl.run(&["get", "configmaps", "--chunk-size=2", "-o", "name", "-v=6"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "kubectl get --chunk-size=2: {stderr}");
+    let shown: Vec<&str> = stdout.lines().collect();
+    let expected: Vec<String> = (0..9).map(|i| format!("configmap/chunk-{i}")).collect();
+    assert_eq!(shown, expected, "every configmap once, in order");
+    let pages = stderr
+        .lines()
+        .filter(|l| l.contains("limit=2") && l.contains("200 OK"))
+        .count();
+    assert_eq!(pages, 5, "9 objects in pages of 2 take 5 requests:\n{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("continue=")).count(),
+        4,
+        "every page after the first sends the continue token:\n{stderr}"
+    );
+}
