@@ -290,6 +290,33 @@ async fn watch_bookmarks_carry_the_current_revision() {
     }
 }
 
+/// Even with bookmarks a minute apart, one comes just before the watch's timeout, so the
+/// client resumes from the newest revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bookmark_comes_before_the_timeout() {
+    let api = ApiServerFixture::start().await;
+    let c = &api.client;
+    let start = rv(&create_cm(c, "one").await);
+    let path = format!("{CM}?watch=true&allowWatchBookmarks=true&timeoutSeconds=3&resourceVersion={start}");
+    let mut stream = c.stream(Method::GET, &path).await.expect("watch");
+    let mut body = Vec::new();
+    // The server ends the watch after 3 s; the 30 s are only a hang guard.
+    while let Some(chunk) = tokio::time::timeout(LINE_WAIT, stream.next())
+        .await
+        .expect("the watch must end")
+    {
+        body.extend_from_slice(&chunk.expect("watch body"));
+    }
+    let lines: Vec<Value> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "exactly one bookmark, before the timeout: {lines:?}");
+    assert_eq!(lines[0]["type"], "BOOKMARK");
+    assert_eq!(rv(&lines[0]["object"]), start);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_list_sends_state_then_end_bookmark_then_changes() {
     let api = ApiServerFixture::start().await;
