@@ -23,6 +23,10 @@
 //! - **Watch.** A watch on a prefix from revision R replays every change with revision ≥ R
 //!   in order, without gaps, and then streams new ones as they commit. This is the pipe
 //!   through which controllers, the scheduler and kubelets learn about changes.
+//! - **Progress.** A watch on a quiet prefix sees no events, yet the store's revision moves on
+//!   (other prefixes change). etcd's *progress notification* says "every change up to revision
+//!   R has been sent to you": a [`WatchMessage::Progress`], in order with the events. The API
+//!   server turns it into a watch `BOOKMARK`, so a client can resume from a recent revision.
 //! - **Compaction.** History is not kept forever. After `compact(R)`, reading or watching
 //!   from a revision older than R fails with [`StoreError::Compacted`]; the API server turns
 //!   that into `410 Gone` (reason `Expired`) and clients list again.
@@ -109,6 +113,16 @@ impl WatchEvent {
     }
 }
 
+/// One message of a watch with progress notifications ([`Store::watch_with_progress`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchMessage {
+    /// A change under the watched prefix.
+    Event(WatchEvent),
+    /// Every change under the prefix up to and including this revision has been delivered
+    /// before this message (etcd's progress notification). Later events have higher revisions.
+    Progress(Revision),
+}
+
 /// Errors every store can return.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -130,6 +144,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A stream of watch events. It ends (or yields an error) when the store closes it.
 pub type WatchStream = Pin<Box<dyn Stream<Item = StoreResult<WatchEvent>> + Send>>;
+
+/// A stream of watch events and progress notifications.
+pub type ProgressStream = Pin<Box<dyn Stream<Item = StoreResult<WatchMessage>> + Send>>;
 
 /// The etcd-shaped key-value store the API server persists objects in.
 ///
@@ -165,7 +182,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Watch every key under `prefix`, starting with changes at revision `from` (inclusive).
     /// `from: None` means "changes after now". Events arrive in revision order without gaps.
-    async fn watch(&self, prefix: &str, from: Option<Revision>) -> StoreResult<WatchStream>;
+    async fn watch(&self, prefix: &str, from: Option<Revision>) -> StoreResult<WatchStream> {
+        let stream = self.watch_with_progress(prefix, from, None).await?;
+        Ok(Box::pin(futures::StreamExt::filter_map(stream, |item| async move {
+            match item {
+                Ok(WatchMessage::Event(event)) => Some(Ok(event)),
+                Ok(WatchMessage::Progress(_)) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })))
+    }
+
+    /// [`Store::watch`], plus [`WatchMessage::Progress`] notifications while the watch is
+    /// caught up, roughly every `progress` (`None`: never). A progress revision is never
+    /// lower than an earlier one, and no event at or below it follows it.
+    /// The embedded store honours the interval; etcd sends progress notifications at its own
+    /// pace (`--experimental-watch-progress-notify-interval`, ten minutes by default), and only
+    /// on a watch that saw no events during that interval.
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        from: Option<Revision>,
+        progress: Option<std::time::Duration>,
+    ) -> StoreResult<ProgressStream>;
 
     /// Forget history older than `revision`. Reads and watches from older revisions then fail
     /// with [`StoreError::Compacted`]. Current values are never lost.

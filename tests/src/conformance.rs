@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kulisse_core::store::{EventType, KeyValue, Revision, Store, StoreError, TxnOutcome, WatchEvent, WatchStream};
+use kulisse_core::store::{
+    EventType, KeyValue, Revision, Store, StoreError, TxnOutcome, WatchEvent, WatchMessage, WatchStream,
+};
 
 /// Lists every conformance case once. Used to build [`ALL`] and the test macro, so both
 /// stay in sync.
@@ -45,11 +47,13 @@ macro_rules! __store_conformance_cases {
             revisions_strictly_increase,
             range_by_prefix,
             range_at_older_revision,
+            range_at_a_revision_is_a_stable_snapshot,
             watch_replays_history_then_streams_live,
             watch_from_now_sees_only_new_changes,
             watch_prefix_isolation,
             watch_resume_without_gaps_or_duplicates,
             watch_slow_reader_misses_nothing,
+            watch_progress_covers_quiet_prefixes,
             compact_then_old_revisions_are_gone,
             concurrent_conflicting_updates,
             concurrent_creates_of_one_key,
@@ -514,6 +518,105 @@ pub async fn range_at_older_revision(store: Arc<dyn Store>) {
             assert_eq!(current, now, "FutureRevision must report the store's revision");
         }
         other => panic!("range at a future revision must fail with FutureRevision, got {other:?}"),
+    }
+}
+
+/// A paginated list reads one snapshot: every page is a range at the first page's revision.
+/// Writes made between the pages (a new key sorting in the middle, a delete, an update) do
+/// not show, and once that revision is compacted the snapshot is gone (`Compacted`, the API
+/// server's `410 Expired` for a stale continue token).
+pub async fn range_at_a_revision_is_a_stable_snapshot(store: Arc<dyn Store>) {
+    let p = "/registry/pods/snap/";
+    let mut before = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        before.push(create_ok(&store, &format!("{p}{name}"), name).await);
+    }
+    let first = store.range(p, None, Some(2)).await.expect("first page");
+    let at = first.revision;
+    assert_eq!(first.kvs, before[..2].to_vec(), "the first page holds a and b");
+
+    update_ok(&store, &format!("{p}a"), "a2", before[0].mod_revision).await;
+    create_ok(&store, &format!("{p}b2"), "new").await;
+    delete_ok(&store, &format!("{p}c"), None).await;
+
+    let whole = store
+        .range(p, Some(at), None)
+        .await
+        .expect("range at the first page's revision");
+    assert_eq!(whole.kvs, before, "a range at revision {at} must not see later writes");
+    assert_eq!(whole.revision, at);
+    let now = store.range(p, None, None).await.expect("range now");
+    assert_eq!(
+        keys(&now.kvs),
+        vec![
+            "/registry/pods/snap/a",
+            "/registry/pods/snap/b",
+            "/registry/pods/snap/b2",
+            "/registry/pods/snap/d"
+        ]
+    );
+
+    let latest = current(&store).await;
+    store.compact(latest).await.expect("compact at the current revision");
+    match store.range(p, Some(at), None).await {
+        Err(StoreError::Compacted { requested, .. }) => assert_eq!(requested, at),
+        other => panic!("a range at a compacted revision must fail with Compacted, got {other:?}"),
+    }
+}
+
+/// A watch with progress notifications learns that the store moved on even when nothing
+/// under its prefix changes: a `Progress(R)` with R at the newest revision arrives, after
+/// every event at or below R, and no event at or below R ever follows it.
+pub async fn watch_progress_covers_quiet_prefixes(store: Arc<dyn Store>) {
+    let p = "/registry/pods/quiet/";
+    let mut stream = store
+        .watch_with_progress(p, None, Some(Duration::from_millis(50)))
+        .await
+        .unwrap_or_else(|e| panic!("watch_with_progress on {p}: {e}"));
+    let mine = create_ok(&store, &format!("{p}a"), "a").await;
+    for i in 0..3 {
+        create_ok(&store, &format!("/registry/configmaps/elsewhere/c{i}"), "x").await;
+    }
+    let target = current(&store).await;
+    let mut events = Vec::new();
+    let mut progress: Revision = 0;
+    while progress < target {
+        let message = match tokio::time::timeout(EVENT_WAIT, stream.next()).await {
+            Ok(Some(Ok(m))) => m,
+            other => panic!("waiting for progress up to revision {target} (at {progress}): got {other:?}"),
+        };
+        match message {
+            WatchMessage::Event(e) => {
+                assert!(
+                    e.revision() > progress,
+                    "event at revision {} came after progress {progress}",
+                    e.revision()
+                );
+                events.push(e);
+            }
+            WatchMessage::Progress(r) => {
+                assert!(r >= progress, "progress went back from {progress} to {r}");
+                progress = r;
+            }
+        }
+    }
+    assert_eq!(events.len(), 1, "only the key under {p} is an event: {events:?}");
+    assert_eq!(events[0].kv, mine);
+    let later = create_ok(&store, &format!("{p}b"), "b").await;
+    loop {
+        match tokio::time::timeout(EVENT_WAIT, stream.next()).await {
+            Ok(Some(Ok(WatchMessage::Event(e)))) => {
+                assert_eq!(e.kv, later, "the next event is the later create");
+                break;
+            }
+            Ok(Some(Ok(WatchMessage::Progress(r)))) => {
+                assert!(
+                    r >= progress && r < later.mod_revision,
+                    "progress {r} before the later create"
+                );
+            }
+            other => panic!("waiting for the later create: got {other:?}"),
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct ApiServerFixture {
     pub token: String,
     /// The cluster CA (PEM) when the fixture serves HTTPS ([`ApiServerFixture::start_tls`]).
     pub ca_pem: Option<Vec<u8>>,
+    /// The store under the API server (to compact it, for example).
+    pub store: std::sync::Arc<dyn kulisse_core::store::Store>,
     /// Flip to `true` to stop components started with [`ApiServerFixture::shutdown_rx`].
     pub shutdown: watch::Sender<bool>,
     _dir: tempfile::TempDir,
@@ -31,6 +33,12 @@ impl ApiServerFixture {
     /// Start the API server on plain HTTP (call from inside a tokio runtime).
     pub async fn start() -> ApiServerFixture {
         Self::start_with(false).await
+    }
+
+    /// Start the API server on plain HTTP with watch bookmarks every `interval` (instead of
+    /// upstream's minute), for tests of bookmarks that should not wait that long.
+    pub async fn start_with_bookmarks(interval: std::time::Duration) -> ApiServerFixture {
+        Self::start_with_settings(false, interval).await
     }
 
     /// Start the API server on HTTPS with its own CA, as `kulisse up` does (for real clients
@@ -47,6 +55,10 @@ impl ApiServerFixture {
     }
 
     async fn start_with(tls: bool) -> ApiServerFixture {
+        Self::start_with_settings(tls, apiserver::watch::DEFAULT_BOOKMARK_INTERVAL).await
+    }
+
+    async fn start_with_settings(tls: bool, bookmark_interval: std::time::Duration) -> ApiServerFixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(&dir.path().join("store.redb")).expect("open embedded store");
         Self::serve(dir, store, tls).await
@@ -61,11 +73,12 @@ impl ApiServerFixture {
             .map(|c| apiserver::certs::server_config(c).expect("TLS config"));
         let ca_pem = certs.map(|c| c.ca_pem.into_bytes());
         let server = ApiServer::new(
-            store,
+            store.clone(),
             apiserver::Config {
                 token: token.clone(),
                 tls: tls_config,
                 service_cidr: apiserver::allocator::DEFAULT_SERVICE_CIDR,
+                bookmark_interval,
             },
         );
         server.bootstrap().await.expect("bootstrap namespaces");
@@ -85,6 +98,7 @@ impl ApiServerFixture {
             url,
             token,
             ca_pem,
+            store,
             shutdown,
             _dir: dir,
             stop: Some(stop),

@@ -59,7 +59,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 
 use kulisse_core::store::{
-    EventType, KeyValue, RangeResult, Revision, Store, StoreError, StoreResult, TxnOutcome, WatchEvent, WatchStream,
+    EventType, KeyValue, ProgressStream, RangeResult, Revision, Store, StoreError, StoreResult, TxnOutcome, WatchEvent,
+    WatchMessage,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
@@ -864,7 +865,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn watch(&self, prefix: &str, from: Option<Revision>) -> StoreResult<WatchStream> {
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        from: Option<Revision>,
+        progress: Option<std::time::Duration>,
+    ) -> StoreResult<ProgressStream> {
         let mut state = WatchState {
             shared: Arc::downgrade(&self.shared),
             prefix: prefix.to_string(),
@@ -873,6 +879,12 @@ impl Store for EmbeddedStore {
             live: None,
             id: None,
             done: false,
+            ticker: progress.map(|every| {
+                let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker
+            }),
+            last_progress: 0,
         };
         match from.filter(|r| *r > 0) {
             None => {
@@ -936,10 +948,14 @@ struct WatchState {
     prefix: String,
     /// The next revision this stream has not yet buffered or delivered.
     next_rev: Revision,
-    buffer: VecDeque<WatchEvent>,
+    buffer: VecDeque<WatchMessage>,
     live: Option<mpsc::Receiver<Vec<WatchEvent>>>,
     id: Option<u64>,
     done: bool,
+    /// When to report progress (only while live), if the caller asked for it.
+    ticker: Option<tokio::time::Interval>,
+    /// The last progress revision reported.
+    last_progress: Revision,
 }
 
 impl WatchState {
@@ -959,30 +975,76 @@ impl WatchState {
         self.id = Some(id);
     }
 
-    async fn next_item(&mut self) -> Option<StoreResult<WatchEvent>> {
+    /// Buffer live events, skipping what the catch-up already delivered.
+    fn absorb_live(&mut self, events: Vec<WatchEvent>) {
+        for event in events {
+            if event.revision() >= self.next_rev {
+                self.next_rev = event.revision() + 1;
+                self.buffer.push_back(WatchMessage::Event(event));
+            }
+        }
+    }
+
+    /// Unhooked: we lagged, or the store is closing. The stream catches up from the log.
+    fn unhooked(&mut self) {
+        self.live = None;
+        self.id = None;
+    }
+
+    /// etcd's progress notification: under the hub lock, every event up to the last
+    /// published revision is either delivered or waiting in our channel. Take those into the
+    /// buffer, then report that revision after them.
+    fn report_progress(&mut self) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let hub = shared.hub();
+        let published = hub.published;
+        let mut pending = Vec::new();
+        let mut closed = false;
+        if let Some(live) = self.live.as_mut() {
+            loop {
+                match live.try_recv() {
+                    Ok(events) => pending.push(events),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        drop(hub);
+        for events in pending {
+            self.absorb_live(events);
+        }
+        if closed {
+            // Unhooked for lagging: no progress until the catch-up is done.
+            self.unhooked();
+        } else if published > self.last_progress {
+            self.last_progress = published;
+            self.buffer.push_back(WatchMessage::Progress(published));
+        }
+    }
+
+    async fn next_item(&mut self) -> Option<StoreResult<WatchMessage>> {
         loop {
-            if let Some(event) = self.buffer.pop_front() {
-                return Some(Ok(event));
+            if let Some(message) = self.buffer.pop_front() {
+                return Some(Ok(message));
             }
             if self.done {
                 return None;
             }
             if let Some(live) = self.live.as_mut() {
-                match live.recv().await {
-                    Some(events) => {
-                        for event in events {
-                            // Skip what the catch-up already delivered.
-                            if event.revision() >= self.next_rev {
-                                self.next_rev = event.revision() + 1;
-                                self.buffer.push_back(event);
-                            }
-                        }
-                    }
-                    None => {
-                        // Unhooked: we lagged, or the store is closing. Catch up from the log.
-                        self.live = None;
-                        self.id = None;
-                    }
+                let received = match self.ticker.as_mut() {
+                    Some(ticker) => tokio::select! {
+                        received = live.recv() => Some(received),
+                        _ = ticker.tick() => None,
+                    },
+                    None => Some(live.recv().await),
+                };
+                match received {
+                    Some(Some(events)) => self.absorb_live(events),
+                    Some(None) => self.unhooked(),
+                    None => self.report_progress(),
                 }
                 continue;
             }
@@ -1014,7 +1076,7 @@ impl WatchState {
                     ))));
                 }
             };
-            self.buffer.extend(chunk.events);
+            self.buffer.extend(chunk.events.into_iter().map(WatchMessage::Event));
             if let Some(last) = chunk.last_scanned {
                 self.next_rev = last + 1;
             }

@@ -202,6 +202,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             token: token.clone(),
             tls: Some(tls),
             service_cidr: args.service_cidr,
+            bookmark_interval: apiserver::watch::DEFAULT_BOOKMARK_INTERVAL,
         },
     );
     server

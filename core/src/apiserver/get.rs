@@ -6,8 +6,10 @@
 //! watches from exactly there, and misses nothing.
 //!
 //! Filters: `labelSelector` (`app=web,tier!=db`) and `fieldSelector`
-//! (`metadata.name=web`, `spec.nodeName=node-1`). Paging: `limit` and `continue`, where the
-//! continue token pins the list to the revision of its first page.
+//! (`metadata.name=web`, `spec.nodeName=node-1`). Which state a list reads
+//! (`resourceVersion`, `resourceVersionMatch`) and paging (`limit` and `continue`, where the
+//! continue token pins every page to the revision of the first) follow
+//! [`super::list_options`].
 //!
 //! When the client asks for a `Table` (`Accept: application/json;as=Table;g=meta.k8s.io;v=v1`),
 //! as `kubectl get` and `kulisse get` do, the server itself turns objects into rows with the
@@ -19,9 +21,11 @@
 use http::{Response, StatusCode, header};
 use serde_json::{Value, json};
 
+use super::list_options::{self, Continue, ListOptions, ReadAt};
+use super::storage::{Listed, Stored};
 use super::{Body, Ctx, json_response};
 use crate::objects::{self, ApiError, ResourceInfo};
-use crate::printers;
+use crate::{printers, store};
 
 /// `GET` one object.
 pub async fn get(
@@ -44,52 +48,51 @@ pub async fn get(
     Ok(json_response(StatusCode::OK, &stored.object))
 }
 
-/// `GET` a collection (one namespace, or all namespaces when `ns` is `None`).
+/// `GET` a collection (one namespace, or all namespaces when `ns` is `None`), at the
+/// revision the request asks for ([`list_options`]), one page at a time with `limit`.
 pub async fn list(ctx: &Ctx<'_>, info: &'static ResourceInfo, ns: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let options = ListOptions::from_ctx(ctx)?;
     let filter = Filter::from_ctx(ctx)?;
-    let (revision, after) = match ctx.param("continue") {
-        Some(token) => {
-            let (rev, key) = decode_continue(token)?;
-            (Some(rev), Some(key))
-        }
-        None => (None, None),
-    };
-    let listed = ctx.server.storage.list(info, ns, revision).await.map_err(|e| {
-        if e.code == 410 && revision.is_some() {
-            ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
-        } else {
-            e
-        }
-    })?;
     let limit = ctx
         .param("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0);
-    let mut items = Vec::new();
-    let mut remaining = 0usize;
-    let mut last_key = None;
-    for stored in listed.items {
-        let key = object_sort_key(&stored.object);
-        if after.as_ref().is_some_and(|a| key <= *a) {
-            continue;
+    let (read, start) = match options.continue_token.as_deref() {
+        Some(token) => {
+            if options.resource_version.as_deref().is_some_and(|rv| rv != "0") {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            let token = list_options::decode_continue(token)?;
+            let read = match token.revision {
+                rv if rv > 0 => ReadAt::Exact(rv),
+                _ => ReadAt::Latest { min: None },
+            };
+            (read, Some(token.start))
         }
-        if !filter.matches(&stored.object)? {
-            continue;
-        }
-        if limit.is_some_and(|l| items.len() >= l) {
-            remaining += 1;
-            continue;
-        }
-        last_key = Some(key);
-        items.push(stored.object);
-    }
+        None => (options.read_at(limit.is_some())?, None),
+    };
+    let listed = match read_list(ctx, info, ns, read).await {
+        Ok(listed) => listed,
+        Err(e) if e.code == 410 && start.is_some() => return Ok(expired_continue(start.unwrap_or_default())),
+        Err(e) => return Err(e),
+    };
+    let prefix = store::list_prefix(info.plural, if info.namespaced { ns } else { None });
+    let page = Page::cut(info, &prefix, listed.items, &filter, start.as_deref(), limit)?;
     let mut metadata = json!({"resourceVersion": listed.revision.to_string()});
-    if remaining > 0 {
-        if let Some(key) = last_key {
-            metadata["continue"] = json!(encode_continue(listed.revision, &key));
-            metadata["remainingItemCount"] = json!(remaining);
+    if let Some(last) = page.last.filter(|_| page.remaining > 0) {
+        // The next page starts right after the last key of this one ("\0" sorts first).
+        let token = Continue {
+            revision: listed.revision,
+            start: format!("{last}\u{0}"),
+        };
+        metadata["continue"] = json!(list_options::encode_continue(&token));
+        if filter.is_empty() {
+            metadata["remainingItemCount"] = json!(page.remaining);
         }
     }
+    let items = page.items;
     if wants_table(ctx) {
         let mut table = printers::table(info, &items, &listed.revision.to_string());
         IncludeObject::from_ctx(ctx)?.apply(&mut table, &items);
@@ -100,6 +103,104 @@ pub async fn list(ctx: &Ctx<'_>, info: &'static ResourceInfo, ns: Option<&str>) 
         StatusCode::OK,
         &json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": metadata, "items": items}),
     ))
+}
+
+/// Range over the collection where `read` says: the newest state (waiting a moment for a
+/// revision the store has not reached), or the state as it was at one revision.
+async fn read_list(
+    ctx: &Ctx<'_>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    read: ReadAt,
+) -> Result<Listed, ApiError> {
+    let storage = &ctx.server.storage;
+    match read {
+        ReadAt::Latest { min } => {
+            let listed = storage.list(info, ns, None).await?;
+            match min {
+                Some(min) if listed.revision < min => {
+                    list_options::wait_for_revision(storage, min).await?;
+                    storage.list(info, ns, None).await
+                }
+                _ => Ok(listed),
+            }
+        }
+        ReadAt::Exact(revision) => {
+            let listed = match storage.list(info, ns, Some(revision)).await {
+                Err(e) if e.code == 504 => {
+                    list_options::wait_for_revision(storage, revision).await?;
+                    storage.list(info, ns, Some(revision)).await
+                }
+                other => other,
+            };
+            listed.map_err(|e| match e.code {
+                410 => ApiError::expired("The resourceVersion for the provided list is too old."),
+                _ => e,
+            })
+        }
+    }
+}
+
+/// `410 Expired` for a continue token whose snapshot was compacted. As upstream, the
+/// `Status` carries a new token that goes on from the same key at the newest state.
+fn expired_continue(start: String) -> Response<Body> {
+    let err = ApiError::expired(INCONSISTENT_CONTINUE);
+    tracing::Span::current().record("k8s.outcome", err.reason.as_str());
+    let mut status = err.to_status_json();
+    let token = list_options::encode_continue(&Continue { revision: -1, start });
+    status["metadata"] = json!({ "continue": token });
+    json_response(StatusCode::GONE, &status)
+}
+
+/// Upstream's message for a continue token that is too old.
+const INCONSISTENT_CONTINUE: &str = "The provided continue parameter is too old to display a consistent list result. \
+You can start a new list without the continue parameter, or use the continue token in this response to retrieve the \
+remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were \
+created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+/// One page of a list: the matching objects from the start key on, at most `limit`.
+struct Page {
+    items: Vec<Value>,
+    /// The key (relative to the list's prefix) of the last object on the page.
+    last: Option<String>,
+    /// How many matching objects did not fit on the page.
+    remaining: usize,
+}
+
+impl Page {
+    fn cut(
+        info: &ResourceInfo,
+        prefix: &str,
+        stored: Vec<Stored>,
+        filter: &Filter,
+        start: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Page, ApiError> {
+        let mut page = Page {
+            items: Vec::new(),
+            last: None,
+            remaining: 0,
+        };
+        for item in stored {
+            let ns = if info.namespaced {
+                objects::namespace(&item.object)
+            } else {
+                None
+            };
+            let key = store::object_key(info.plural, ns, objects::name(&item.object).unwrap_or(""));
+            let key = key.strip_prefix(prefix).unwrap_or(&key).to_string();
+            if start.is_some_and(|s| key.as_str() < s) || !filter.matches(&item.object)? {
+                continue;
+            }
+            if limit.is_some_and(|l| page.items.len() >= l) {
+                page.remaining += 1;
+                continue;
+            }
+            page.last = Some(key);
+            page.items.push(item.object);
+        }
+        Ok(page)
+    }
 }
 
 /// Does the client want a server-side printed `Table`?
@@ -158,6 +259,11 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// No selector at all: every object matches.
+    pub fn is_empty(&self) -> bool {
+        self.label.is_none() && self.field.is_none()
+    }
+
     pub fn from_ctx(ctx: &Ctx<'_>) -> Result<Self, ApiError> {
         let filter = Filter {
             label: ctx.param("labelSelector").map(str::to_string),
@@ -187,35 +293,4 @@ impl Filter {
         }
         Ok(true)
     }
-}
-
-fn object_sort_key(obj: &Value) -> String {
-    format!(
-        "{}/{}",
-        objects::namespace(obj).unwrap_or(""),
-        objects::name(obj).unwrap_or("")
-    )
-}
-
-fn encode_continue(revision: i64, key: &str) -> String {
-    let raw = format!("{revision}:{key}");
-    raw.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
-    let bad = || {
-        ApiError::bad_request(
-            "continue key is not valid: it must be the exact value of metadata.continue from the previous page",
-        )
-    };
-    if token.len() % 2 != 0 {
-        return Err(bad());
-    }
-    let bytes: Result<Vec<u8>, _> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect();
-    let raw = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
-    let (rev, key) = raw.split_once(':').ok_or_else(bad)?;
-    Ok((rev.parse().map_err(|_| bad())?, key.to_string()))
 }

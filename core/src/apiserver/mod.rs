@@ -33,6 +33,7 @@ pub mod delete;
 pub mod discovery;
 pub mod get;
 pub mod health;
+pub mod list_options;
 pub mod logs;
 pub mod meta;
 pub mod openapi;
@@ -83,6 +84,9 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Where Service ClusterIPs come from (inside 127.0.0.0/8).
     pub service_cidr: allocator::ServiceCidr,
+    /// How often a watch with `allowWatchBookmarks=true` gets a `BOOKMARK`
+    /// ([`watch::DEFAULT_BOOKMARK_INTERVAL`], a minute, as upstream; shorter in tests).
+    pub bookmark_interval: Duration,
 }
 
 /// What every handler gets: the storage layer and the server's settings.

@@ -253,6 +253,16 @@ fn list_params() -> Vec<Value> {
         ),
         query("continue", "The continue token from a previous paged list.", "string"),
         query("resourceVersion", "Where to start a list or watch.", "string"),
+        query(
+            "resourceVersionMatch",
+            "How resourceVersion applies to a list: Exact or NotOlderThan.",
+            "string",
+        ),
+        query(
+            "sendInitialEvents",
+            "With watch=true and resourceVersionMatch=NotOlderThan: the current state as ADDED events, then a bookmark.",
+            "boolean",
+        ),
         query("watch", "Watch for changes to the described resources.", "boolean"),
         query("timeoutSeconds", "Timeout for the list/watch call.", "integer"),
         query(

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tracing::{Instrument, info_span};
 
 use crate::objects::{ApiError, ResourceInfo};
-use crate::store::{self, KeyValue, Revision, Store, StoreError, TxnOutcome, WatchStream};
+use crate::store::{self, KeyValue, ProgressStream, Revision, Store, StoreError, TxnOutcome};
 
 /// An object read from the store, with the revision it was last changed at.
 #[derive(Clone, Debug)]
@@ -188,15 +188,20 @@ impl Storage {
         }
     }
 
-    /// Watch one resource (one namespace or all) from revision `from` (inclusive).
+    /// Watch one resource (one namespace or all) from revision `from` (inclusive), with the
+    /// store's progress notifications about every `progress` (for bookmarks) if asked.
     pub async fn watch(
         &self,
         info: &ResourceInfo,
         ns: Option<&str>,
         from: Option<Revision>,
-    ) -> Result<WatchStream, ApiError> {
+        progress: Option<std::time::Duration>,
+    ) -> Result<ProgressStream, ApiError> {
         let prefix = store::list_prefix(info.plural, if info.namespaced { ns } else { None });
-        self.store.watch(&prefix, from).await.map_err(store_error)
+        self.store
+            .watch_with_progress(&prefix, from, progress)
+            .await
+            .map_err(store_error)
     }
 
     /// The store's current revision.
@@ -269,9 +274,7 @@ pub fn store_error(err: StoreError) -> ApiError {
         StoreError::WatchLagged => {
             ApiError::expired("the watch fell behind; list again and watch from the new resourceVersion")
         }
-        StoreError::FutureRevision { requested, current } => {
-            ApiError::internal(&format!("Too large resource version: {requested}, current: {current}"))
-        }
+        StoreError::FutureRevision { requested, current } => super::list_options::too_large(requested, current),
         StoreError::Backend(msg) => ApiError::internal(&format!("storage error: {msg}")),
     }
 }

@@ -22,6 +22,16 @@
 //! - a client that asks for a `Table` (`kubectl get pods -w`) gets, in every event, a
 //!   `Table` with one row for the object (the same columns as `kubectl get`), instead of
 //!   the object itself.
+//! - `allowWatchBookmarks=true`: about once a minute (and just before the timeout) a
+//!   `BOOKMARK` event whose object has only `metadata.resourceVersion`: "everything up to
+//!   here has been sent". A client that resumes from it skips events that did not concern
+//!   it, and is less likely to hit a compacted version. The version moves on even when
+//!   nothing under the watched resource changes, thanks to the store's progress
+//!   notifications (etcd's `progress_notify`, [`crate::store::WatchMessage::Progress`]).
+//! - `sendInitialEvents=true&resourceVersionMatch=NotOlderThan` (client-go's watch-list,
+//!   KEP-3157): the current state as `ADDED` events, then a `BOOKMARK` annotated
+//!   `k8s.io/initial-events-end: "true"` whose version is that state's, then the changes —
+//!   a list and a watch in one request. See [`super::list_options`] for the version rules.
 
 use std::time::Duration;
 
@@ -31,23 +41,33 @@ use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::get::Filter;
-use super::storage::{decode, store_error};
+use super::list_options::{self, INITIAL_EVENTS_END, ListOptions};
+use super::storage::{Storage, decode, store_error};
 use super::{Body, Ctx};
 use crate::objects::{ApiError, ResourceInfo};
-use crate::store::{EventType, StoreError};
+use crate::store::{EventType, ProgressStream, Revision, WatchMessage};
 
 /// How long a watch lasts when the client does not say (Kubernetes picks 30–60 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How often a watch that allows bookmarks gets one: about a minute, as upstream's watch
+/// cache sends them ([`super::Config::bookmark_interval`] changes it).
+pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The last bookmark goes out this long before the watch's timeout, as upstream's does.
+const BOOKMARK_BEFORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET ...?watch=true`
 pub async fn handle(
     ctx: &Ctx<'_>,
     info: &'static ResourceInfo,
     ns: Option<&str>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Response<Body>, ApiError> {
+    let options = ListOptions::from_ctx(ctx)?;
     let filter = Filter::from_ctx(ctx)?;
     let shape = Shape {
         table: super::get::wants_table(ctx).then_some(info),
@@ -58,31 +78,15 @@ pub async fn handle(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TIMEOUT);
-    let from =
-        match ctx.param("resourceVersion") {
-            None | Some("0") => None,
-            Some(rv) => Some(rv.parse::<i64>().map_err(|_| {
-                ApiError::bad_request(&format!("resourceVersion {rv:?} is not a valid resource version"))
-            })?),
-        };
     let storage = ctx.server.storage.clone();
+    let start = Start::plan(&storage, info, ns, &options, &filter, shape).await?;
+    let bookmarks = options
+        .allow_watch_bookmarks
+        .then_some(ctx.server.config.bookmark_interval);
+    // The store's progress notifications keep the bookmarks' revision current.
+    let progress = bookmarks.map(|every| (every / 4).max(Duration::from_millis(10)));
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
-
-    // Initial state: for a watch without a version, the current objects as ADDED events.
-    let (initial, start) = match from {
-        Some(rv) => (Vec::new(), rv + 1),
-        None => {
-            let listed = storage.list(info, ns, None).await?;
-            let mut lines = Vec::new();
-            for item in listed.items {
-                if filter.matches(&item.object)? {
-                    lines.push(shape.line("ADDED", &item.object));
-                }
-            }
-            (lines, listed.revision + 1)
-        }
-    };
-    let mut events = match storage.watch(info, ns, Some(start)).await {
+    let events = match storage.watch(info, ns, Some(start.from), progress).await {
         Ok(stream) => Some(stream),
         Err(e) if e.code == 410 => {
             let _ = tx.try_send(event_line("ERROR", &e.to_status_json()));
@@ -90,44 +94,17 @@ pub async fn handle(
         }
         Err(e) => return Err(e),
     };
-    tracing::info!(from = start, "watch started");
-
-    tokio::spawn(async move {
-        for line in initial {
-            if tx.send(line).await.is_err() {
-                return;
-            }
-        }
-        let Some(events) = events.as_mut() else { return };
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        loop {
-            let next = tokio::select! {
-                next = events.next() => next,
-                _ = &mut deadline => return,
-                _ = stop.changed() => return,
-                _ = tx.closed() => return,
-            };
-            let event = match next {
-                None => return,
-                Some(Ok(ev)) => ev,
-                Some(Err(e @ (StoreError::Compacted { .. } | StoreError::WatchLagged))) => {
-                    let _ = tx.send(event_line("ERROR", &store_error(e).to_status_json())).await;
-                    return;
-                }
-                Some(Err(e)) => {
-                    let _ = tx.send(event_line("ERROR", &store_error(e).to_status_json())).await;
-                    return;
-                }
-            };
-            let Some(line) = translate(&event, &filter, shape) else {
-                continue;
-            };
-            if tx.send(line).await.is_err() {
-                return;
-            }
-        }
-    });
+    tracing::info!(from = start.from, "watch started");
+    let streamer = Streamer {
+        tx,
+        info,
+        filter,
+        shape,
+        resume: start.from - 1,
+        bookmarks,
+        deadline: Instant::now() + timeout,
+    };
+    tokio::spawn(streamer.run(start, events, stop));
 
     let stream =
         tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
@@ -138,6 +115,163 @@ pub async fn handle(
         .header(header::CACHE_CONTROL, "no-cache, private")
         .body(body)
         .unwrap_or_else(|_| Response::new(http_body_util::Full::new(Bytes::new()).boxed())))
+}
+
+/// Where a watch starts: the initial `ADDED` events (if any) and the first revision whose
+/// changes it streams.
+struct Start {
+    initial: Vec<Bytes>,
+    from: Revision,
+    /// Send the `k8s.io/initial-events-end` bookmark after the initial events.
+    end_bookmark: bool,
+}
+
+impl Start {
+    /// - `sendInitialEvents=true` (watch-list): the state at a revision not older than
+    ///   `resourceVersion` (the newest without one), then a bookmark if bookmarks are allowed;
+    /// - `sendInitialEvents=false`: only changes, after `resourceVersion` or from now;
+    /// - neither (the legacy watch): with `resourceVersion=N` the changes after N, without
+    ///   one (or with 0) the current state first.
+    async fn plan(
+        storage: &Storage,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        options: &ListOptions,
+        filter: &Filter,
+        shape: Shape,
+    ) -> Result<Start, ApiError> {
+        let rv = options
+            .resource_version
+            .as_deref()
+            .map(list_options::parse_resource_version)
+            .transpose()?
+            .filter(|rv| *rv > 0);
+        let initial = options.send_initial_events.unwrap_or(rv.is_none());
+        if !initial {
+            let from = match rv {
+                Some(rv) => rv + 1,
+                None => storage.current_revision().await? + 1,
+            };
+            return Ok(Start {
+                initial: Vec::new(),
+                from,
+                end_bookmark: false,
+            });
+        }
+        if let Some(min) = rv {
+            list_options::wait_for_revision(storage, min).await?;
+        }
+        let listed = storage.list(info, ns, None).await?;
+        let mut lines = Vec::new();
+        for item in listed.items {
+            if filter.matches(&item.object)? {
+                lines.push(shape.line("ADDED", &item.object));
+            }
+        }
+        Ok(Start {
+            initial: lines,
+            from: listed.revision + 1,
+            end_bookmark: options.send_initial_events == Some(true) && options.allow_watch_bookmarks,
+        })
+    }
+}
+
+/// The task that feeds one watch response.
+struct Streamer {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    info: &'static ResourceInfo,
+    filter: Filter,
+    shape: Shape,
+    /// The revision a client could resume from: every change up to it has been sent (or
+    /// did not match). Bookmarks carry it.
+    resume: Revision,
+    bookmarks: Option<Duration>,
+    deadline: Instant,
+}
+
+impl Streamer {
+    async fn run(mut self, start: Start, events: Option<ProgressStream>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        for line in start.initial {
+            if self.tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        if start.end_bookmark && !self.send(self.bookmark(true)).await {
+            return;
+        }
+        let Some(mut events) = events else { return };
+        let mut next_bookmark = self.next_bookmark(Instant::now());
+        loop {
+            let bookmark_due = async {
+                match next_bookmark {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let message = tokio::select! {
+                next = events.next() => next,
+                _ = bookmark_due => {
+                    if !self.send(self.bookmark(false)).await {
+                        return;
+                    }
+                    next_bookmark = self.next_bookmark(Instant::now());
+                    continue;
+                }
+                _ = tokio::time::sleep_until(self.deadline) => return,
+                _ = stop.changed() => return,
+                _ = self.tx.closed() => return,
+            };
+            let line = match message {
+                None => return,
+                Some(Ok(WatchMessage::Progress(revision))) => {
+                    self.resume = self.resume.max(revision);
+                    continue;
+                }
+                Some(Ok(WatchMessage::Event(event))) => {
+                    self.resume = self.resume.max(event.revision());
+                    match translate(&event, &self.filter, self.shape) {
+                        Some(line) => line,
+                        None => continue,
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = self
+                        .tx
+                        .send(event_line("ERROR", &store_error(e).to_status_json()))
+                        .await;
+                    return;
+                }
+            };
+            if !self.send(line).await {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, line: Bytes) -> bool {
+        self.tx.send(line).await.is_ok()
+    }
+
+    /// Upstream's schedule: about every interval, and once more just before the timeout.
+    fn next_bookmark(&self, now: Instant) -> Option<Instant> {
+        let heartbeat = now + self.bookmarks?;
+        let at = match self.deadline.checked_sub(BOOKMARK_BEFORE_TIMEOUT) {
+            Some(before_timeout) if before_timeout < heartbeat => before_timeout,
+            _ => heartbeat,
+        };
+        (at > now).then_some(at)
+    }
+
+    /// A `BOOKMARK`: an object of the watched kind with nothing but its resourceVersion
+    /// (and, after a watch-list's initial events, the `k8s.io/initial-events-end` annotation).
+    fn bookmark(&self, initial_events_end: bool) -> Bytes {
+        let mut metadata = json!({"resourceVersion": self.resume.to_string()});
+        if initial_events_end {
+            metadata["annotations"] = json!({ INITIAL_EVENTS_END: "true" });
+        }
+        let object = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": metadata});
+        event_line("BOOKMARK", &object)
+    }
 }
 
 /// Turn a store event into a watch line, applying the selectors' ADDED/DELETED rules.
