@@ -122,6 +122,7 @@ const RUNTIME_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 async fn runtime_health(shared: &Shared) -> Result<(), String> {
     match tokio::time::timeout(RUNTIME_STATUS_TIMEOUT, shared.runtime.status()).await {
         Ok(Ok(())) => Ok(()),
+        Ok(Err(crate::runtime::RuntimeError::Backend(why))) => Err(why),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
             "{} did not answer within {}s",
