@@ -299,6 +299,13 @@ pub trait ContainerRuntime: Send + Sync {
         Ok(())
     }
 
+    /// Is the runtime up and answering (the CRI's `Status`, its `RuntimeReady` condition)?
+    /// The kubelet asks on every node status heartbeat; an error makes the node `NotReady`.
+    /// The default: always up (a runtime inside the kubelet's own process).
+    async fn status(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     /// Pull an image; returns the image reference (`imageID`).
     async fn pull_image(&self, image: &str, sandbox: &PodSandboxConfig) -> Result<String, RuntimeError>;
 

@@ -65,23 +65,38 @@ impl PodmanService {
         ensure_busybox_image();
         let dir = tempfile::tempdir().expect("temp dir for the podman socket");
         let socket = dir.path().join("podman.sock");
+        let mut svc = PodmanService {
+            child: None,
+            socket,
+            _dir: dir,
+        };
+        svc.restart();
+        Some(svc)
+    }
+
+    /// Start the service (again) on its socket and wait until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the podman service is already running");
         let child = Command::new("podman")
             .arg("system")
             .arg("service")
             .arg("--time=0")
-            .arg(format!("unix://{}", socket.display()))
+            .arg(format!("unix://{}", self.socket.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start `podman system service`");
-        let mut svc = PodmanService {
-            child: Some(child),
-            socket,
-            _dir: dir,
-        };
-        svc.wait_ready();
-        Some(svc)
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Stop the service, as a crashed or restarting podman: its socket stops answering
+    /// (containers keep running under their `conmon`).
+    pub fn stop(&mut self) {
+        if let Some(c) = self.child.take() {
+            crate::cluster::terminate(c, Duration::from_secs(10));
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -128,18 +143,7 @@ fn ping(socket: &Path) -> bool {
 
 impl Drop for PodmanService {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }
 

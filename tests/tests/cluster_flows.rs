@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use kulisse_tests::cluster::Cluster;
 use kulisse_tests::flows::{is_ready, items, json, s, wait_for};
+use kulisse_tests::kubectl::Kubectl;
 use serde_json::Value;
 
 const SHOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/shop.yaml");
@@ -19,6 +20,20 @@ fn running_ready_pods(c: &Cluster, ns: &str, selector: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Wait until `n` nodes are registered and `Ready`; returns them.
+fn wait_nodes_ready(c: &Cluster, n: usize) -> Vec<Value> {
+    wait_for(60, "nodes Ready", || {
+        let nodes = items(&json(c, &["get", "nodes"]));
+        (nodes.len() == n
+            && nodes.iter().all(|n| {
+                n.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
+            }))
+        .then_some(nodes)
+    })
+}
+
 fn up(extra: &[&str]) -> (Cluster, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--fast-failover", "--crashloop-backoff", "1s"];
@@ -30,16 +45,7 @@ fn up(extra: &[&str]) -> (Cluster, tempfile::TempDir) {
 fn a_multi_document_app_runs_spread_over_three_nodes() {
     let (c, _dir) = up(&["--nodes", "3"]);
     // As a user would: wait for the nodes before placing work on them.
-    wait_for(60, "nodes Ready", || {
-        let nodes = items(&json(&c, &["get", "nodes"]));
-        (nodes.len() == 3
-            && nodes.iter().all(|n| {
-                n.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
-            }))
-        .then_some(())
-    });
+    wait_nodes_ready(&c, 3);
     let out = c.ok(&["apply", "-f", SHOP]);
     assert!(
         out.contains("namespace/shop created") && out.contains("service/frontend created"),
@@ -437,5 +443,80 @@ impl Drop for KillOnDrop<'_> {
             let _ = p.kill();
             let _ = p.wait();
         }
+    }
+}
+
+#[test]
+fn mock_nodes_take_their_size_from_flags() {
+    let (c, _dir) = up(&[
+        "--nodes",
+        "2",
+        "--node-cpu",
+        "2",
+        "--node-memory",
+        "4Gi",
+        "--node-pods",
+        "10",
+    ]);
+    wait_nodes_ready(&c, 2);
+    let Some(k) = Kubectl::for_cluster(&c) else { return };
+    let nodes: Value = serde_json::from_str(&k.ok(&["get", "nodes", "-o", "json"])).expect("kubectl's JSON");
+    let nodes = items(&nodes);
+    assert_eq!(nodes.len(), 2);
+    for n in &nodes {
+        for field in ["capacity", "allocatable"] {
+            let r = &n["status"][field];
+            assert_eq!(
+                (s(r, "/cpu"), s(r, "/memory"), s(r, "/pods")),
+                ("2", "4Gi", "10"),
+                "{field}: {n}"
+            );
+        }
+    }
+
+    // a pod asking for more than a node has stays Pending, and says why
+    let big = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"}, "spec": {"containers": [
+        {"name": "app", "image": "localhost/busybox:latest",
+         "resources": {"requests": {"cpu": "3", "memory": "5Gi"}}}]}}"#;
+    let out = k.run_stdin(&["apply", "-f", "-"], Some(big.as_bytes()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let condition = wait_for(60, "big to be reported unschedulable", || {
+        let pod: Value = serde_json::from_str(&k.ok(&["get", "pod", "big", "-o", "json"])).ok()?;
+        let cs = pod.pointer("/status/conditions")?.as_array()?.clone();
+        cs.into_iter()
+            .find(|c| s(c, "/type") == "PodScheduled" && s(c, "/status") == "False")
+    });
+    assert_eq!(s(&condition, "/reason"), "Unschedulable");
+    assert_eq!(
+        s(&condition, "/message"),
+        "0/2 nodes are available: 2 Insufficient cpu, 2 Insufficient memory."
+    );
+    let pod: Value = serde_json::from_str(&k.ok(&["get", "pod", "big", "-o", "json"])).unwrap();
+    assert_eq!(s(&pod, "/status/phase"), "Pending");
+    assert_eq!(s(&pod, "/spec/nodeName"), "");
+}
+
+#[test]
+fn node_size_flags_refuse_bad_quantities() {
+    for (flag, value, says) in [
+        ("--node-cpu", "lots", "quantity \"lots\" is not valid"),
+        ("--node-memory", "0", "the memory of a node must be greater than zero"),
+        ("--node-cpu", "-1", "the CPU of a node must be greater than zero"),
+        ("--node-pods", "0", "0 is not in 1..=10000"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(kulisse_tests::cluster::kulisse_bin())
+            .args(["up", "--data-dir"])
+            .arg(dir.path())
+            .arg(format!("{flag}={value}"))
+            .output()
+            .expect("run kulisse");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
+        assert!(err.contains(says), "{flag}={value}: {err}");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing was created in the data dir"
+        );
     }
 }

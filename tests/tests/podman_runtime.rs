@@ -731,3 +731,47 @@ fn podman_cluster_crash_loops_and_keeps_unready_pods_out_of_endpoints() {
     let events = pc.c.ok(&["describe", "pod", "picky"]);
     assert!(events.contains("Readiness probe failed"), "{events}");
 }
+
+/// The `Ready` condition of a node, once its status is `want`.
+fn node_ready_when(c: &Cluster, node: &str, want: &str) -> Value {
+    wait_for(60, &format!("{node}: Ready={want}"), || {
+        let n = json(c, &["get", "node", node]);
+        let cs = n.pointer("/status/conditions")?.as_array()?.clone();
+        cs.into_iter()
+            .find(|c| s(c, "/type") == "Ready" && s(c, "/status") == want)
+    })
+}
+
+#[test]
+fn a_podman_node_reports_the_machine_and_is_not_ready_while_podman_is_down() {
+    let Some(mut svc) = PodmanService::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pc = podman_up(&svc, dir.path());
+    node_ready_when(&pc.c, "node-1", "True");
+
+    // The node's size is this machine's, as cAdvisor would read it.
+    let (cpu, memory) = kulisse_core::kubelet::machine::host_capacity().expect("this machine's size");
+    let node = json(&pc.c, &["get", "node", "node-1"]);
+    for field in ["capacity", "allocatable"] {
+        let r = &node["status"][field];
+        assert_eq!(
+            (s(r, "/cpu"), s(r, "/memory")),
+            (cpu.as_str(), memory.as_str()),
+            "{field}: {node}"
+        );
+    }
+
+    // podman's service stops: the kubelet's runtime check fails, the node turns NotReady
+    svc.stop();
+    let down = node_ready_when(&pc.c, "node-1", "False");
+    assert_eq!(s(&down, "/reason"), "KubeletNotReady", "{down}");
+    assert!(
+        s(&down, "/message").starts_with("container runtime is down: podman "),
+        "{down}"
+    );
+    // ... and back when podman answers again
+    svc.restart();
+    let up = node_ready_when(&pc.c, "node-1", "True");
+    assert_eq!(s(&up, "/reason"), "KubeletReady", "{up}");
+    assert_eq!(s(&up, "/message"), "kubelet is posting ready status", "{up}");
+}

@@ -176,6 +176,79 @@ async fn pods_spread_evenly_over_equal_nodes() {
     );
 }
 
+/// A pod with `labels`.
+fn labelled_pod(name: &str, labels: Value, extra: Value) -> Value {
+    let mut p = pod(name, "100m", extra);
+    p["metadata"]["labels"] = labels;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_topology_spread_spreads_a_services_pods_and_enforces_hard_constraints() {
+    let fx = ApiServerFixture::start().await;
+    let c = &fx.client;
+    let zone = |z: &str, host: &str| json!({"topology.kubernetes.io/zone": z, "kubernetes.io/hostname": host});
+    // `big` has far more CPU: by resources alone every pod would go there
+    create_nodes(
+        c,
+        &[
+            node("big", "64", "True", zone("a", "big"), json!([])),
+            node("small-a", "2", "True", zone("a", "small-a"), json!([])),
+            node("small-b", "2", "True", zone("b", "small-b"), json!([])),
+        ],
+    )
+    .await;
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    c.create(kind("Service"), Some("default"), &svc)
+        .await
+        .expect("create service");
+    start_scheduler(&fx);
+
+    // The Service's pods get the system default constraints (hostname maxSkew 3, zone
+    // maxSkew 5, ScheduleAnyway): the spread score outweighs the CPU difference.
+    for i in 0..3 {
+        create_pod(c, &labelled_pod(&format!("web-{i}"), json!({"app": "web"}), json!({}))).await;
+    }
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(wait_bound(c, &format!("web-{i}")).await);
+    }
+    nodes.sort();
+    assert_eq!(nodes, ["big", "small-a", "small-b"], "one pod of the Service per node");
+    // A pod of no Service or ReplicaSet is not spread: it goes to the emptiest node.
+    create_pod(c, &labelled_pod("loner", json!({"app": "loner"}), json!({}))).await;
+    assert_eq!(wait_bound(c, "loner").await, "big");
+
+    // DoNotSchedule over zones, maxSkew 1: zone a (2 nodes) and zone b take turns.
+    let zonal = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "zonal"}}}]});
+    let mut zones = Vec::new();
+    for i in 0..4 {
+        let name = format!("zonal-{i}");
+        create_pod(c, &labelled_pod(&name, json!({"app": "zonal"}), zonal.clone())).await;
+        let n = wait_bound(c, &name).await;
+        zones.push(if n == "small-b" { "b" } else { "a" });
+    }
+    zones.sort();
+    assert_eq!(
+        zones,
+        ["a", "a", "b", "b"],
+        "never two more in one zone than in the other"
+    );
+
+    // A constraint on a label no node has leaves no feasible node, with upstream's reason.
+    let rack = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "rack",
+        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "racked"}}}]});
+    create_pod(c, &labelled_pod("racked", json!({"app": "racked"}), rack)).await;
+    wait_unschedulable(
+        c,
+        "racked",
+        "0/3 nodes are available: 3 node(s) didn't match pod topology spread constraints (missing required label).",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_fits_nowhere_waits_until_a_big_enough_node_joins() {
     let fx = ApiServerFixture::start().await;
@@ -533,10 +606,12 @@ async fn the_trace_shows_why_a_node_was_chosen() {
     let scored = messages(score);
     // idle: 3/4 cpu and (8Gi-64Mi)/8Gi memory free → (75 + 99) / 2 = 87; cpu 25 % vs
     // memory 0.8 % used → (1 - 0.242/2) * 100 = 87. busy: no cpu left → (0 + 98) / 2 = 49.
+    // No PreferNoSchedule taints: TaintToleration 100 everywhere (weight 3); nothing
+    // preferred, nothing to spread (the pod has no Service or ReplicaSet).
     assert!(
-        scored
-            .iter()
-            .any(|m| m == "idle: NodeResourcesFit=87 NodeResourcesBalancedAllocation=87 total=174"),
+        scored.iter().any(|m| m
+            == "idle: NodeResourcesFit=87 NodeResourcesBalancedAllocation=87 TaintToleration=100 \
+                NodeAffinity=0 PodTopologySpread=0 total=474"),
         "score events: {scored:?}"
     );
     assert!(

@@ -221,15 +221,16 @@ pub const SPANS: &[SpanInfo] = &[
         name: "scheduler.filter",
         stage: "scheduler",
         what: "The filter plugins (NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, \
-               NodePorts, NodeResourcesFit) run over the nodes; an event per node says whether \
-               it fits and, if not, why (`node-2: Insufficient cpu`).",
+               NodePorts, NodeResourcesFit, PodTopologySpread) run over the nodes; an event per \
+               node says whether it fits and, if not, why (`node-2: Insufficient cpu`).",
     },
     SpanInfo {
         name: "scheduler.score",
         stage: "scheduler",
-        what: "The score plugins (NodeResourcesFit LeastAllocated, \
-               NodeResourcesBalancedAllocation) rate each feasible node from 0 to 100; an event \
-               per node shows its points, the span names the winner.",
+        what: "The score plugins (TaintToleration, NodeAffinity, NodeResourcesFit \
+               LeastAllocated, PodTopologySpread, NodeResourcesBalancedAllocation) rate each \
+               feasible node from 0 to 100, summed with upstream's weights; an event per node \
+               shows its points, the span names the winner.",
     },
     SpanInfo {
         name: "scheduler.bind",

@@ -612,6 +612,14 @@ impl ContainerRuntime for PodmanRuntime {
         Ok(self.version.to_string())
     }
 
+    async fn status(&self) -> Result<(), RuntimeError> {
+        self.podman
+            .ping()
+            .await
+            .map(drop)
+            .map_err(|e| self.error("GET /_ping", e))
+    }
+
     async fn update_runtime_config(&self, pod_cidr: &str) -> Result<(), RuntimeError> {
         let cidr = Ipv4Cidr::parse_loopback(pod_cidr).map_err(RuntimeError::Backend)?;
         let mut alloc = self.alloc.lock().unwrap_or_else(|p| p.into_inner());

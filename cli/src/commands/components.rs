@@ -43,6 +43,75 @@ pub enum RuntimeKind {
     Podman,
 }
 
+/// The size of simulated (mock) nodes: what their kubelets report as `capacity` and
+/// `allocatable`. Podman nodes report the machine they run on instead.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeSizeArgs {
+    /// CPUs of each mock node, as a quantity (`4`, `2500m`). Default: 4.
+    #[arg(long, value_name = "QUANTITY", value_parser = parse_node_cpu)]
+    pub node_cpu: Option<String>,
+    /// Memory of each mock node, as a quantity (`8Gi`, `512Mi`). Default: 8Gi.
+    #[arg(long, value_name = "QUANTITY", value_parser = parse_node_memory)]
+    pub node_memory: Option<String>,
+    /// How many pods each node accepts (`status.capacity.pods`). Default: 110.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub node_pods: Option<u32>,
+}
+
+/// A positive quantity (`what` names it in the error).
+fn positive_quantity(text: &str, what: &str, amount: fn(&serde_json::Value) -> Option<i64>) -> Result<String, String> {
+    let v = serde_json::Value::from(text);
+    kulisse_core::objects::quantity::parse_value(&v).map_err(|e| e.to_string())?;
+    match amount(&v) {
+        Some(n) if n > 0 => Ok(text.to_string()),
+        Some(_) => Err(format!("{what} must be greater than zero, not {text:?}")),
+        None => Err(format!("{what} {text:?} is too large")),
+    }
+}
+
+fn parse_node_cpu(text: &str) -> Result<String, String> {
+    positive_quantity(text, "the CPU of a node", |v| {
+        kulisse_core::objects::quantity::cpu_millis(v).ok()
+    })
+}
+
+fn parse_node_memory(text: &str) -> Result<String, String> {
+    positive_quantity(text, "the memory of a node", |v| {
+        kulisse_core::objects::quantity::whole_units(v).ok()
+    })
+}
+
+impl NodeSizeArgs {
+    /// Apply to a kubelet's options. Podman nodes take CPU and memory from the machine
+    /// (`--node-cpu`/`--node-memory` are refused there: they would lie about real hardware).
+    pub fn apply(&self, opts: &mut kulisse_core::kubelet::KubeletOptions, runtime: RuntimeKind) -> anyhow::Result<()> {
+        if let Some(pods) = self.node_pods {
+            opts.max_pods = pods;
+        }
+        match runtime {
+            RuntimeKind::Mock => {
+                if let Some(cpu) = &self.node_cpu {
+                    opts.cpu = cpu.clone();
+                }
+                if let Some(memory) = &self.node_memory {
+                    opts.memory = memory.clone();
+                }
+            }
+            RuntimeKind::Podman => {
+                anyhow::ensure!(
+                    self.node_cpu.is_none() && self.node_memory.is_none(),
+                    "--node-cpu and --node-memory size mock nodes only; podman nodes report the CPUs and memory of this machine"
+                );
+                let (cpu, memory) = kulisse_core::kubelet::machine::host_capacity()
+                    .map_err(|e| anyhow::anyhow!("reading the size of this machine: {e}"))?;
+                opts.cpu = cpu;
+                opts.memory = memory;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct KubeletArgs {
     /// The node this kubelet registers and runs pods for.
@@ -65,6 +134,8 @@ pub struct KubeletArgs {
     /// only registries on loopback; offline, use `scripts/build-busybox-image.sh`).
     #[arg(long)]
     pub allow_remote_pulls: bool,
+    #[command(flatten)]
+    pub size: NodeSizeArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -178,7 +249,8 @@ pub fn mock_kubelet(
     token: &str,
     fast: bool,
     crashloop: Duration,
-) -> kulisse_core::kubelet::Kubelet {
+    size: &NodeSizeArgs,
+) -> anyhow::Result<kulisse_core::kubelet::Kubelet> {
     // Each node's mock runtime gets its own seed, so container ids differ across nodes.
     let seed = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -194,7 +266,8 @@ pub fn mock_kubelet(
         opts.lease_renew_interval = Duration::from_secs(1);
         opts.node_status_update_interval = Duration::from_secs(1);
     }
-    kulisse_core::kubelet::Kubelet::new(client, runtime, opts)
+    size.apply(&mut opts, RuntimeKind::Mock)?;
+    Ok(kulisse_core::kubelet::Kubelet::new(client, runtime, opts))
 }
 
 /// Build a kubelet for `node` with the podman runtime on `socket` (`None`: podman's default
@@ -208,6 +281,7 @@ pub async fn podman_kubelet(
     crashloop: Duration,
     socket: Option<&std::path::Path>,
     allow_remote_pulls: bool,
+    size: &NodeSizeArgs,
 ) -> anyhow::Result<kulisse_core::kubelet::Kubelet> {
     use kulisse_backends::runtime::podman::{PodmanOptions, PodmanRuntime, cluster_id_from_token, default_socket};
     let socket = socket.map(std::path::Path::to_path_buf).unwrap_or_else(default_socket);
@@ -224,6 +298,7 @@ pub async fn podman_kubelet(
         opts.lease_renew_interval = Duration::from_secs(1);
         opts.node_status_update_interval = Duration::from_secs(1);
     }
+    size.apply(&mut opts, RuntimeKind::Podman)?;
     Ok(kulisse_core::kubelet::Kubelet::new(client, runtime, opts))
 }
 
@@ -243,7 +318,8 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
             &token,
             args.fast_failover,
             args.crashloop_backoff,
-        ),
+            &args.size,
+        )?,
         RuntimeKind::Podman => {
             podman_kubelet(
                 client,
@@ -253,6 +329,7 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
                 args.crashloop_backoff,
                 args.podman_socket.as_deref(),
                 args.allow_remote_pulls,
+                &args.size,
             )
             .await?
         }

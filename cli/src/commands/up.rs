@@ -81,6 +81,8 @@ pub struct UpArgs {
     /// one machine its own range: only one can listen on an address.
     #[arg(long, value_parser = kulisse_core::apiserver::allocator::ServiceCidr::parse, default_value = "127.1.0.0/16", value_name = "CIDR")]
     pub service_cidr: kulisse_core::apiserver::allocator::ServiceCidr,
+    #[command(flatten)]
+    pub size: super::components::NodeSizeArgs,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -249,7 +251,8 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
                 &token,
                 args.fast_failover,
                 args.crashloop_backoff,
-            ),
+                &args.size,
+            )?,
             RuntimeKind::Podman => {
                 super::components::podman_kubelet(
                     client.clone(),
@@ -259,6 +262,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
                     args.crashloop_backoff,
                     args.podman_socket.as_deref(),
                     args.allow_remote_pulls,
+                    &args.size,
                 )
                 .await?
             }

@@ -26,6 +26,7 @@
 //! runtime every second, each kulisse pod worker looks at its own containers every
 //! [`KubeletOptions::relist_period`].
 
+pub mod machine;
 pub mod node;
 pub mod pod_worker;
 pub mod probes;

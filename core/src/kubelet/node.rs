@@ -15,6 +15,13 @@
 //! - the **Node status**: the `Ready` condition's `lastHeartbeatTime` is posted on its own,
 //!   slower interval.
 //!
+//! Every status heartbeat also asks the container runtime whether it is up (the CRI's
+//! `Status` call, as upstream's kubelet does every few seconds): while it is not, the node's
+//! `Ready` condition is `False` with reason `KubeletNotReady` and the message
+//! `container runtime is down: ...`, so the scheduler stops placing pods there; it turns
+//! `True` again when the runtime answers. The node's size comes from [`super::machine`]
+//! (podman) or from flags (mock).
+//!
 //! Heartbeats are not traced: they would drown every trace in noise.
 
 use std::time::Duration;
@@ -52,6 +59,8 @@ const CONDITIONS: [(&str, &str, &str, &str); 4] = [
 /// What the heartbeat loop needs to know about the registered node.
 pub(crate) struct NodeState {
     uid: String,
+    /// The last health check of the runtime failed (to log only the changes).
+    runtime_down: bool,
 }
 
 fn node_info() -> &'static objects::ResourceInfo {
@@ -63,8 +72,9 @@ fn lease_info() -> &'static objects::ResourceInfo {
 }
 
 /// Our conditions, keeping `lastTransitionTime` of any `existing` condition whose status
-/// did not change, and keeping conditions of other types that someone else reports.
-fn conditions(existing: Option<&Value>) -> Value {
+/// did not change, and keeping conditions of other types that someone else reports. `Ready`
+/// is `False` (`KubeletNotReady`) while the container runtime is down (`runtime` says why).
+fn conditions(existing: Option<&Value>, runtime: &Result<(), String>) -> Value {
     let now = crate::objects::time::now();
     let old: Vec<Value> = existing.and_then(Value::as_array).cloned().unwrap_or_default();
     let mut out: Vec<Value> = old
@@ -76,6 +86,10 @@ fn conditions(existing: Option<&Value>) -> Value {
         .cloned()
         .collect();
     for (ty, status, reason, message) in CONDITIONS {
+        let (status, reason, message) = match runtime {
+            Err(e) if ty == "Ready" => ("False", "KubeletNotReady", format!("container runtime is down: {e}")),
+            _ => (status, reason, message.to_string()),
+        };
         let transition = old
             .iter()
             .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
@@ -94,6 +108,24 @@ fn conditions(existing: Option<&Value>) -> Value {
     Value::Array(out)
 }
 
+/// How long the runtime may take to answer the health check.
+const RUNTIME_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ask the runtime whether it is up (upstream's kubelet does so every few seconds and
+/// reports `container runtime is down` when it is not).
+async fn runtime_health(shared: &Shared) -> Result<(), String> {
+    match tokio::time::timeout(RUNTIME_STATUS_TIMEOUT, shared.runtime.status()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(crate::runtime::RuntimeError::Backend(why))) => Err(why),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "{} did not answer within {}s",
+            shared.runtime.name(),
+            RUNTIME_STATUS_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 fn arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -102,7 +134,13 @@ fn arch() -> &'static str {
     }
 }
 
-fn status(shared: &Shared, port: u16, runtime_version: &str, existing_conditions: Option<&Value>) -> Value {
+fn status(
+    shared: &Shared,
+    port: u16,
+    runtime_version: &str,
+    existing_conditions: Option<&Value>,
+    runtime: &Result<(), String>,
+) -> Value {
     let o = &shared.options;
     let resources = json!({
         "cpu": o.cpu,
@@ -113,7 +151,7 @@ fn status(shared: &Shared, port: u16, runtime_version: &str, existing_conditions
     json!({
         "capacity": resources,
         "allocatable": resources,
-        "conditions": conditions(existing_conditions),
+        "conditions": conditions(existing_conditions, runtime),
         "addresses": [
             {"type": "InternalIP", "address": o.node_ip},
             {"type": "Hostname", "address": o.node_name},
@@ -153,6 +191,7 @@ pub(crate) async fn register(shared: &Shared, port: u16, pod_cidr: &str) -> Resu
         .await
         .map_err(|e| ClientError::Protocol(format!("asking the container runtime for its version: {e}")))?;
     let name = &shared.options.node_name;
+    let runtime = runtime_health(shared).await;
     let mut spec = json!({"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]});
     if !shared.options.taints.is_empty() {
         spec["taints"] = json!(shared.options.taints);
@@ -162,7 +201,7 @@ pub(crate) async fn register(shared: &Shared, port: u16, pod_cidr: &str) -> Resu
         "kind": "Node",
         "metadata": {"name": name, "labels": labels(shared)},
         "spec": spec,
-        "status": status(shared, port, &runtime_version, None),
+        "status": status(shared, port, &runtime_version, None, &runtime),
     });
     let created = match shared.client.create(node_info(), None, &node).await {
         Ok(obj) => obj,
@@ -172,6 +211,7 @@ pub(crate) async fn register(shared: &Shared, port: u16, pod_cidr: &str) -> Resu
     tracing::info!(node = %name, "node registered");
     let state = NodeState {
         uid: objects::uid(&created).unwrap_or("").to_string(),
+        runtime_down: false,
     };
     renew_lease(shared, &state).await;
     Ok(state)
@@ -214,7 +254,14 @@ async fn update_existing(
         if !taints.is_empty() {
             node["spec"]["taints"] = json!(taints);
         }
-        let new_status = status(shared, port, runtime_version, node.pointer("/status/conditions"));
+        let runtime = runtime_health(shared).await;
+        let new_status = status(
+            shared,
+            port,
+            runtime_version,
+            node.pointer("/status/conditions"),
+            &runtime,
+        );
         node["status"] = new_status;
         match shared.client.replace(node_info(), None, name, None, &node).await {
             Ok(obj) => return Ok(obj),
@@ -285,8 +332,16 @@ async fn post_status(shared: &Shared, state: &mut NodeState, port: u16, pod_cidr
             return;
         }
     };
+    let runtime = runtime_health(shared).await;
+    if runtime.is_err() != state.runtime_down {
+        state.runtime_down = runtime.is_err();
+        match &runtime {
+            Err(e) => tracing::warn!(node = %name, "container runtime is down: {e}; reporting the node NotReady"),
+            Ok(()) => tracing::info!(node = %name, "container runtime is up again; reporting the node Ready"),
+        }
+    }
     let patch = json!({"status": {
-        "conditions": conditions(node.pointer("/status/conditions")),
+        "conditions": conditions(node.pointer("/status/conditions"), &runtime),
         "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
     }});
     if let Err(e) = shared
@@ -326,5 +381,48 @@ pub(crate) async fn heartbeat_loop(
             _ = lease.tick() => renew_lease(&shared, &state).await,
             _ = status.tick() => post_status(&shared, &mut state, port, &pod_cidr).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(conditions: &Value) -> &Value {
+        conditions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+    }
+
+    #[test]
+    fn ready_follows_the_runtime() {
+        let down = conditions(None, &Err("connection refused".into()));
+        let r = ready(&down);
+        assert_eq!(r["status"], "False");
+        assert_eq!(r["reason"], "KubeletNotReady");
+        assert_eq!(r["message"], "container runtime is down: connection refused");
+        let pressure = down
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "MemoryPressure")
+            .unwrap();
+        assert_eq!(pressure["status"], "False", "only Ready reports the runtime");
+
+        // an old transition time shows whether the status changed
+        let mut old = down.clone();
+        for c in old.as_array_mut().unwrap() {
+            c["lastTransitionTime"] = json!("2020-01-01T00:00:00Z");
+        }
+        let still_down = conditions(Some(&old), &Err("connection refused".into()));
+        assert_eq!(ready(&still_down)["lastTransitionTime"], "2020-01-01T00:00:00Z");
+        let up = conditions(Some(&old), &Ok(()));
+        let r = ready(&up);
+        assert_eq!(r["status"], "True");
+        assert_eq!(r["reason"], "KubeletReady");
+        assert_ne!(r["lastTransitionTime"], "2020-01-01T00:00:00Z");
     }
 }

@@ -268,6 +268,8 @@ const PERCENT_ERR: &str = "a valid percent string must be a numeric string follo
 
 /// The detail Kubernetes writes for a negative count.
 pub const IS_NEGATIVE_ERROR_MSG: &str = "must be greater than or equal to 0";
+/// apimachinery's `isNotPositiveErrorMsg`.
+pub const IS_NOT_POSITIVE_ERROR_MSG: &str = "must be greater than zero";
 /// The detail Kubernetes writes when an immutable field changes.
 pub const FIELD_IMMUTABLE_ERROR_MSG: &str = "field is immutable";
 /// The valid range of `nodePort`s (kube-apiserver's default `--service-node-port-range`).
@@ -814,6 +816,113 @@ fn validate_pod_spec(spec: &Value, path: &str, in_template: bool, errs: &mut Err
     {
         for msg in is_dns1123_subdomain(node) {
             errs.push(FieldError::invalid_str(child(path, "nodeName"), node, msg));
+        }
+    }
+    validate_topology_spread_constraints(
+        get_arr(spec, "topologySpreadConstraints"),
+        &child(path, "topologySpreadConstraints"),
+        errs,
+    );
+}
+
+/// `spec.topologySpreadConstraints` (upstream's `validateTopologySpreadConstraints`).
+fn validate_topology_spread_constraints(constraints: &[Value], path: &str, errs: &mut Errs) {
+    const ACTIONS: &[&str] = &["DoNotSchedule", "ScheduleAnyway"];
+    const POLICIES: &[&str] = &["Honor", "Ignore"];
+    for (i, c) in constraints.iter().enumerate() {
+        let p = index(path, i);
+        let max_skew = get(c, "maxSkew").and_then(Value::as_i64).unwrap_or(0);
+        if max_skew <= 0 {
+            errs.push(FieldError::invalid(
+                child(&p, "maxSkew"),
+                &Value::from(max_skew),
+                IS_NOT_POSITIVE_ERROR_MSG,
+            ));
+        }
+        let key = get_str(c, "topologyKey").unwrap_or("");
+        if key.is_empty() {
+            errs.push(FieldError::required(child(&p, "topologyKey"), "can not be empty"));
+        }
+        let action = get_str(c, "whenUnsatisfiable").unwrap_or("");
+        if !ACTIONS.contains(&action) {
+            errs.push(FieldError::not_supported(
+                child(&p, "whenUnsatisfiable"),
+                &Value::from(action),
+                ACTIONS,
+            ));
+        }
+        let same_pair = |o: &Value| {
+            get_str(o, "topologyKey").unwrap_or("") == key && get_str(o, "whenUnsatisfiable").unwrap_or("") == action
+        };
+        if constraints[i + 1..].iter().any(same_pair) {
+            errs.push(FieldError::duplicate(
+                child(&p, "{topologyKey, whenUnsatisfiable}"),
+                &Value::from(format!("{{{key}, {action}}}")),
+            ));
+        }
+        if let Some(md) = get(c, "minDomains") {
+            if md.as_i64().is_some_and(|n| n <= 0) {
+                errs.push(FieldError::invalid(
+                    child(&p, "minDomains"),
+                    md,
+                    IS_NOT_POSITIVE_ERROR_MSG,
+                ));
+            }
+            if action != "DoNotSchedule" {
+                errs.push(FieldError::invalid(
+                    child(&p, "minDomains"),
+                    md,
+                    format!("can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {action}"),
+                ));
+            }
+        }
+        one_of(c, "nodeAffinityPolicy", &p, POLICIES, errs);
+        one_of(c, "nodeTaintsPolicy", &p, POLICIES, errs);
+        let selector = get(c, "labelSelector");
+        validate_match_label_keys(
+            get_arr(c, "matchLabelKeys"),
+            selector,
+            &child(&p, "matchLabelKeys"),
+            errs,
+        );
+        if let Some(sel) = selector {
+            validate_label_selector(sel, &child(&p, "labelSelector"), errs);
+        }
+    }
+}
+
+/// `matchLabelKeys`: label names, only next to a `labelSelector`, none of its keys.
+fn validate_match_label_keys(keys: &[Value], selector: Option<&Value>, path: &str, errs: &mut Errs) {
+    if keys.is_empty() {
+        return;
+    }
+    let Some(selector) = selector else {
+        errs.push(FieldError::forbidden(
+            path,
+            "must not be specified when labelSelector is not set",
+        ));
+        return;
+    };
+    let mut selector_keys: HashSet<&str> = HashSet::new();
+    if let Some(ml) = get(selector, "matchLabels").and_then(Value::as_object) {
+        selector_keys.extend(ml.keys().map(String::as_str));
+    }
+    selector_keys.extend(
+        get_arr(selector, "matchExpressions")
+            .iter()
+            .filter_map(|e| get_str(e, "key")),
+    );
+    for (i, k) in keys.iter().enumerate() {
+        let k = k.as_str().unwrap_or("");
+        for msg in is_qualified_name(k) {
+            errs.push(FieldError::invalid_str(index(path, i), k, msg));
+        }
+        if selector_keys.contains(k) {
+            errs.push(FieldError::invalid_str(
+                index(path, i),
+                k,
+                "exists in both matchLabelKeys and labelSelector",
+            ));
         }
     }
 }
@@ -2003,6 +2112,65 @@ mod tests {
         assert_eq!(
             is_valid_port_name("-a"),
             vec!["must not begin or end with a hyphen (-)"]
+        );
+    }
+
+    #[test]
+    fn topology_spread_constraints_are_validated_as_upstream() {
+        let mut p = pod();
+        p["spec"]["topologySpreadConstraints"] = json!([
+            {"maxSkew": 0, "topologyKey": "", "whenUnsatisfiable": "Sometimes", "minDomains": 2,
+             "nodeAffinityPolicy": "Maybe", "matchLabelKeys": ["app"]},
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "x", "operator": "Near"}]},
+             "matchLabelKeys": ["app", "bad key"]},
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway", "minDomains": 0},
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}
+        ]);
+        let (_, causes) = errors("v1", "Pod", &p);
+        let c = "spec.topologySpreadConstraints";
+        for want in [
+            format!("{c}[0].maxSkew: Invalid value: 0: must be greater than zero"),
+            format!("{c}[0].topologyKey: Required value: can not be empty"),
+            format!(
+                "{c}[0].whenUnsatisfiable: Unsupported value: \"Sometimes\": supported values: \"DoNotSchedule\", \"ScheduleAnyway\""
+            ),
+            format!(
+                "{c}[0].minDomains: Invalid value: 2: can only use minDomains if whenUnsatisfiable=DoNotSchedule, not Sometimes"
+            ),
+            format!("{c}[0].nodeAffinityPolicy: Unsupported value: \"Maybe\": supported values: \"Honor\", \"Ignore\""),
+            format!("{c}[0].matchLabelKeys: Forbidden: must not be specified when labelSelector is not set"),
+            format!("{c}[1].{{topologyKey, whenUnsatisfiable}}: Duplicate value: \"{{zone, ScheduleAnyway}}\""),
+            format!(
+                "{c}[1].matchLabelKeys[0]: Invalid value: \"app\": exists in both matchLabelKeys and labelSelector"
+            ),
+            format!(
+                "{c}[1].labelSelector.matchExpressions[0].operator: Invalid value: \"Near\": not a valid selector operator"
+            ),
+            format!("{c}[2].minDomains: Invalid value: 0: must be greater than zero"),
+        ] {
+            assert!(has(&causes, &want), "missing {want:?} in {causes:?}");
+        }
+        assert!(
+            causes
+                .iter()
+                .any(|x| x.starts_with(&format!("{c}[1].matchLabelKeys[1]: Invalid value: \"bad key\""))),
+            "{causes:?}"
+        );
+        assert!(!causes.iter().any(|x| x.starts_with(&format!("{c}[3]"))), "{causes:?}");
+
+        // a valid one passes, in a Deployment's template too
+        let mut d = deployment();
+        d["spec"]["template"]["spec"]["topologySpreadConstraints"] = json!([{
+            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+            "minDomains": 3, "labelSelector": {"matchLabels": {"app": "web"}}, "matchLabelKeys": ["pod-template-hash"],
+            "nodeAffinityPolicy": "Honor", "nodeTaintsPolicy": "Ignore"}]);
+        validate(info("apps/v1", "Deployment"), &d).expect("valid");
+        d["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["maxSkew"] = json!(-1);
+        let (_, causes) = errors("apps/v1", "Deployment", &d);
+        assert_eq!(
+            causes,
+            ["spec.template.spec.topologySpreadConstraints[0].maxSkew: Invalid value: -1: must be greater than zero"]
         );
     }
 

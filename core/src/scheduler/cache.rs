@@ -182,6 +182,17 @@ pub struct PodInfo {
     pub node_name: Option<String>,
     /// `spec.priority`: higher goes first in the scheduling queue.
     pub priority: i32,
+    /// `metadata.labels` (what topology spread constraints select on).
+    pub labels: BTreeMap<String, String>,
+    /// `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+    /// `affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution`: `(weight,
+    /// preference)`, terms of weight 0 left out.
+    pub preferred_node_affinity: Vec<(i64, Value)>,
+    /// `spec.topologySpreadConstraints`, as written (see [`super::spread`]).
+    pub topology_spread_constraints: Vec<Value>,
+    /// The `ownerReference` with `controller: true`: `(apiVersion, kind, name)`.
+    pub controller: Option<(String, String, String)>,
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -302,6 +313,15 @@ impl PodInfo {
             })
             .collect();
         Ok(PodInfo {
+            labels: crate::objects::labels(pod),
+            terminating: crate::objects::deletion_timestamp(pod).is_some(),
+            preferred_node_affinity: preferred_terms(spec),
+            topology_spread_constraints: spec
+                .get("topologySpreadConstraints")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            controller: controller_of(pod),
             namespace: crate::objects::namespace(pod).unwrap_or("default").to_string(),
             name: crate::objects::name(pod).unwrap_or("").to_string(),
             requests: sum,
@@ -331,8 +351,41 @@ impl PodInfo {
             non_zero_cpu: self.non_zero_cpu,
             non_zero_memory: self.non_zero_memory,
             host_ports: self.host_ports.clone(),
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+            terminating: self.terminating,
         }
     }
+}
+
+/// The preferred node affinity terms with a weight (upstream skips weight 0).
+fn preferred_terms(spec: &Value) -> Vec<(i64, Value)> {
+    spec.pointer("/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let weight = t.get("weight").and_then(Value::as_i64).unwrap_or(0);
+            let preference = t.get("preference").cloned().unwrap_or(Value::Null);
+            (weight != 0).then_some((weight, preference))
+        })
+        .collect()
+}
+
+/// The controlling owner of a pod (`controller: true`), as kube-scheduler's
+/// `GetControllerOf`.
+fn controller_of(pod: &Value) -> Option<(String, String, String)> {
+    pod.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| {
+            (
+                str_at(r, "apiVersion").to_string(),
+                str_at(r, "kind").to_string(),
+                str_at(r, "name").to_string(),
+            )
+        })
 }
 
 /// What a placed pod takes from its node.
@@ -342,6 +395,11 @@ pub struct PodUsage {
     pub non_zero_cpu: i64,
     pub non_zero_memory: i64,
     pub host_ports: Vec<HostPort>,
+    /// Namespace and labels, for counting the pods a topology spread constraint selects.
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// Being deleted: not counted by topology spread (as upstream).
+    pub terminating: bool,
 }
 
 impl PodUsage {
@@ -653,6 +711,16 @@ impl SchedulerCache {
     /// One node's entry.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.nodes.get(name)
+    }
+
+    /// What the pods counted on `node` (bound or assumed) take, with their labels.
+    pub fn pods_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a PodUsage> + 'a {
+        self.nodes
+            .get(node)
+            .into_iter()
+            .flat_map(|n| n.pods.iter())
+            .filter_map(|key| self.pods.get(key))
+            .map(|p| &p.usage)
     }
 
     /// How many pods are counted (bound or assumed).

@@ -23,6 +23,8 @@
 //! - [`cache`]: the per-node totals, kept up to date one informer event at a time.
 //! - [`queue`]: activeQ / backoffQ / unschedulable pods, and when pods move between them.
 //! - [`plugins`]: the filter and score plugins, under their upstream names.
+//! - [`spread`]: PodTopologySpread, the plugin that spreads a Deployment's replicas (and a
+//!   Service's pods) over nodes and zones.
 //!
 //! When no node fits, the message says why, counted per reason exactly as kube-scheduler
 //! writes it: `0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu},
@@ -30,7 +32,8 @@
 //! condition and a `FailedScheduling` event).
 //!
 //! **Scale.** Each decision costs `O(nodes)`: filters and scores read the cache's totals,
-//! never the list of pods. In large clusters, as upstream, the scheduler stops filtering once
+//! never the list of pods, except PodTopologySpread, which counts the pods its selector
+//! picks on each node (`O(pods)`, as upstream). In large clusters, as upstream, the scheduler stops filtering once
 //! it has found enough feasible nodes (`percentageOfNodesToScore`: all nodes below 100,
 //! then a share that shrinks from 50 % to 5 % as the cluster grows), starting each cycle where
 //! the previous one stopped so every node gets its turn.
@@ -43,6 +46,7 @@
 pub mod cache;
 pub mod plugins;
 pub mod queue;
+pub mod spread;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -157,6 +161,14 @@ pub fn fit_error_message(total_nodes: usize, rejections: &[(String, Rejection)])
 /// Upstream's `ErrNoNodesAvailable`.
 pub const NO_NODES_MESSAGE: &str = "no nodes available to schedule pods";
 
+/// The outcome of the filter step.
+#[derive(Default)]
+struct Filtered {
+    feasible: Vec<String>,
+    rejections: Vec<(String, Rejection)>,
+    evaluated: usize,
+}
+
 /// The outcome of the algorithm for one pod.
 enum Decision {
     Scheduled {
@@ -182,6 +194,8 @@ struct Scheduler {
     next_start_node_index: AtomicUsize,
     /// Round-robin among equally good nodes.
     tie_breaker: AtomicUsize,
+    /// Services and ReplicaSets, for PodTopologySpread's default constraints.
+    owners: spread::Owners,
 }
 
 fn pod_info_kind() -> &'static objects::ResourceInfo {
@@ -299,8 +313,7 @@ impl Scheduler {
     /// Filter and score under the cache lock; on success the pod is assumed on its node.
     fn decide(&self, key: &str, pod: &PodInfo, span: &Span) -> Decision {
         let mut cache = self.lock_cache();
-        let names = cache.node_names();
-        let total = names.len();
+        let total = cache.node_names().len();
         span.record("scheduler.nodes.total", total);
         if total == 0 {
             return Decision::Unschedulable {
@@ -308,44 +321,65 @@ impl Scheduler {
                 evaluated: 0,
             };
         }
+        let Filtered {
+            feasible,
+            rejections,
+            evaluated,
+        } = self.filter_nodes(&cache, pod, span);
+        span.record("scheduler.nodes.evaluated", evaluated);
+        span.record("scheduler.nodes.feasible", feasible.len());
+        let chosen = if feasible.is_empty() {
+            None
+        } else {
+            self.score_nodes(&cache, pod, span, &feasible)
+        };
+        let Some(chosen) = chosen else {
+            return Decision::Unschedulable {
+                message: fit_error_message(total, &rejections),
+                evaluated,
+            };
+        };
+        cache.assume(key, &chosen, pod.usage());
+        Decision::Scheduled {
+            node: chosen,
+            evaluated,
+            feasible: feasible.len(),
+        }
+    }
+
+    /// The filter step (a `scheduler.filter` span): every node, starting where the last
+    /// cycle stopped, until enough feasible ones are found.
+    fn filter_nodes(&self, cache: &SchedulerCache, pod: &PodInfo, span: &Span) -> Filtered {
+        let names = cache.node_names();
+        let total = names.len();
         let to_find = num_feasible_nodes_to_find(self.options.percentage_of_nodes_to_score, total);
         let start = self.next_start_node_index.load(Ordering::Relaxed) % total;
-
-        // Filter.
         let fspan = info_span!(
             parent: span,
             "scheduler.filter",
             "kulisse.stage" = "scheduler",
-            "scheduler.plugins" = "NodeUnschedulable,NodeName,TaintToleration,NodeAffinity,NodePorts,NodeResourcesFit",
+            "scheduler.plugins" = plugins::FILTER_PLUGINS,
             "scheduler.nodes.total" = total,
             "scheduler.nodes.to_find" = to_find,
             "scheduler.nodes.evaluated" = tracing::field::Empty,
             "scheduler.nodes.feasible" = tracing::field::Empty,
             "scheduler.rejections" = tracing::field::Empty,
         );
-        let mut feasible: Vec<String> = Vec::new();
-        let mut rejections: Vec<(String, Rejection)> = Vec::new();
-        let mut evaluated = 0;
-        let mut node_events = 0;
+        // upstream's PreFilter: the spread counts over all nodes, once per cycle
+        let spread = spread::FilterState::new(pod, cache);
+        let mut out = Filtered::default();
         for i in 0..total {
             let name = &names[(start + i) % total];
-            evaluated += 1;
+            out.evaluated += 1;
             let Some(info) = cache.node(name) else { continue };
             let Some(view) = info.node.as_ref() else { continue };
-            match plugins::filter(pod, info, view) {
-                Ok(()) => {
-                    if node_events < MAX_NODE_EVENTS {
-                        node_events += 1;
-                        tracing::info!(parent: &fspan, scheduler.node = %name, scheduler.result = "feasible", "{name}: fits");
+            let verdict = plugins::filter(pod, info, view, spread.as_ref());
+            if out.evaluated <= MAX_NODE_EVENTS {
+                match &verdict {
+                    Ok(()) => {
+                        tracing::info!(parent: &fspan, scheduler.node = %name, scheduler.result = "feasible", "{name}: fits")
                     }
-                    feasible.push(name.clone());
-                    if feasible.len() >= to_find {
-                        break;
-                    }
-                }
-                Err(rejection) => {
-                    if node_events < MAX_NODE_EVENTS {
-                        node_events += 1;
+                    Err(rejection) => {
                         let reasons = rejection.reasons.join(", ");
                         tracing::info!(
                             parent: &fspan,
@@ -355,96 +389,80 @@ impl Scheduler {
                             "{name}: {reasons} ({})", rejection.plugin
                         );
                     }
-                    rejections.push((name.clone(), rejection));
                 }
+            }
+            match verdict {
+                Ok(()) => {
+                    out.feasible.push(name.clone());
+                    if out.feasible.len() >= to_find {
+                        break;
+                    }
+                }
+                Err(rejection) => out.rejections.push((name.clone(), rejection)),
             }
         }
         self.next_start_node_index
-            .store((start + evaluated) % total, Ordering::Relaxed);
-        fspan.record("scheduler.nodes.evaluated", evaluated);
-        fspan.record("scheduler.nodes.feasible", feasible.len());
-        if !rejections.is_empty() {
-            fspan.record("scheduler.rejections", fit_error_message(total, &rejections).as_str());
+            .store((start + out.evaluated) % total, Ordering::Relaxed);
+        fspan.record("scheduler.nodes.evaluated", out.evaluated);
+        fspan.record("scheduler.nodes.feasible", out.feasible.len());
+        if !out.rejections.is_empty() {
+            fspan.record(
+                "scheduler.rejections",
+                fit_error_message(total, &out.rejections).as_str(),
+            );
         }
-        drop(fspan);
-        span.record("scheduler.nodes.evaluated", evaluated);
-        span.record("scheduler.nodes.feasible", feasible.len());
+        out
+    }
 
-        if feasible.is_empty() {
-            return Decision::Unschedulable {
-                message: fit_error_message(total, &rejections),
-                evaluated,
-            };
-        }
-
-        // Score.
+    /// The score step (a `scheduler.score` span): the best total wins, ties take turns.
+    fn score_nodes(&self, cache: &SchedulerCache, pod: &PodInfo, span: &Span, feasible: &[String]) -> Option<String> {
         let sspan = info_span!(
             parent: span,
             "scheduler.score",
             "kulisse.stage" = "scheduler",
-            "scheduler.plugins" = "NodeResourcesFit(LeastAllocated)=1,NodeResourcesBalancedAllocation=1",
+            "scheduler.plugins" = plugins::SCORE_PLUGINS,
             "scheduler.nodes.scored" = feasible.len(),
             "scheduler.node" = tracing::field::Empty,
             "scheduler.score" = tracing::field::Empty,
             "scheduler.ties" = tracing::field::Empty,
         );
-        let chosen = if feasible.len() == 1 {
+        if feasible.len() == 1 {
             // as upstream: with one candidate there is nothing to compare
             tracing::info!(parent: &sspan, "only one feasible node ({}): scoring skipped", feasible[0]);
             sspan.record("scheduler.node", feasible[0].as_str());
-            feasible[0].clone()
-        } else {
-            let mut best: Vec<&String> = Vec::new();
-            let mut best_score = i64::MIN;
-            for (i, name) in feasible.iter().enumerate() {
-                let Some(info) = cache.node(name) else { continue };
-                let Some(view) = info.node.as_ref() else { continue };
-                let s = plugins::score(pod, info, view);
-                if i < MAX_NODE_EVENTS {
-                    tracing::info!(
-                        parent: &sspan,
-                        scheduler.node = %name,
-                        scheduler.score.NodeResourcesFit = s.least_allocated,
-                        scheduler.score.NodeResourcesBalancedAllocation = s.balanced_allocation,
-                        scheduler.score = s.total(),
-                        "{name}: NodeResourcesFit={} NodeResourcesBalancedAllocation={} total={}",
-                        s.least_allocated, s.balanced_allocation, s.total()
-                    );
-                }
-                match s.total().cmp(&best_score) {
-                    std::cmp::Ordering::Greater => {
-                        best_score = s.total();
-                        best.clear();
-                        best.push(name);
-                    }
-                    std::cmp::Ordering::Equal => best.push(name),
-                    std::cmp::Ordering::Less => {}
-                }
-            }
-            let Some(first) = best.first() else {
-                return Decision::Unschedulable {
-                    message: fit_error_message(total, &rejections),
-                    evaluated,
-                };
-            };
-            let pick = if best.len() > 1 {
-                let turn = self.tie_breaker.fetch_add(1, Ordering::Relaxed);
-                best[turn % best.len()]
-            } else {
-                first
-            };
-            sspan.record("scheduler.node", pick.as_str());
-            sspan.record("scheduler.score", best_score);
-            sspan.record("scheduler.ties", best.len());
-            pick.clone()
-        };
-        drop(sspan);
-        cache.assume(key, &chosen, pod.usage());
-        Decision::Scheduled {
-            node: chosen,
-            evaluated,
-            feasible: feasible.len(),
+            return Some(feasible[0].clone());
         }
+        let default_selector = if pod.topology_spread_constraints.is_empty() {
+            self.owners.default_selector(pod)
+        } else {
+            None
+        };
+        let scored = plugins::score_nodes(pod, cache, feasible, default_selector.as_ref());
+        for (name, s) in scored.iter().take(MAX_NODE_EVENTS) {
+            tracing::info!(
+                parent: &sspan,
+                scheduler.node = %name,
+                scheduler.score.NodeResourcesFit = s.least_allocated,
+                scheduler.score.NodeResourcesBalancedAllocation = s.balanced_allocation,
+                scheduler.score.TaintToleration = s.taint_toleration,
+                scheduler.score.NodeAffinity = s.node_affinity,
+                scheduler.score.PodTopologySpread = s.pod_topology_spread,
+                scheduler.score = s.total(),
+                "{name}: NodeResourcesFit={} NodeResourcesBalancedAllocation={} TaintToleration={} NodeAffinity={} PodTopologySpread={} total={}",
+                s.least_allocated, s.balanced_allocation, s.taint_toleration, s.node_affinity, s.pod_topology_spread, s.total()
+            );
+        }
+        let best_score = scored.iter().map(|(_, s)| s.total()).max()?;
+        let best: Vec<&String> = scored
+            .iter()
+            .filter(|(_, s)| s.total() == best_score)
+            .map(|(n, _)| n)
+            .collect();
+        let pick = best[self.tie_breaker.fetch_add(1, Ordering::Relaxed) % best.len()];
+        sspan.record("scheduler.node", pick.as_str());
+        sspan.record("scheduler.score", best_score);
+        sspan.record("scheduler.ties", best.len());
+        Some(pick.clone())
     }
 
     /// One scheduling cycle for one popped pod.
@@ -694,11 +712,26 @@ async fn expire_assumed_pods(s: Arc<Scheduler>, mut stop: watch::Receiver<bool>)
     }
 }
 
+/// Informers on Services and ReplicaSets, whose selectors give PodTopologySpread's default
+/// constraints (upstream's plugin uses listers of the same).
+fn owner_informers(client: &Client) -> anyhow::Result<(spread::Owners, Vec<Informer>)> {
+    let kind =
+        |api: &str, kind: &str| objects::by_gvk(api, kind).ok_or_else(|| anyhow::anyhow!("{kind} is not a known kind"));
+    let services = Informer::new(client.clone(), kind("v1", "Service")?, None);
+    let replica_sets = Informer::new(client.clone(), kind("apps/v1", "ReplicaSet")?, None);
+    let owners = spread::Owners {
+        services: services.cache(),
+        replica_sets: replica_sets.cache(),
+    };
+    Ok((owners, vec![services, replica_sets]))
+}
+
 /// Run the scheduler until `shutdown` turns true.
 pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let node_kind = objects::by_gvk("v1", "Node").ok_or_else(|| anyhow::anyhow!("Node is not a known kind"))?;
     let mut pods_informer = Informer::new(client.clone(), pod_info_kind(), None);
     let mut nodes_informer = Informer::new(client.clone(), node_kind, None);
+    let (owners, owner_informers) = owner_informers(&client)?;
     let sched = Arc::new(Scheduler {
         client: client.clone(),
         queue: SchedulingQueue::new(options.pod_initial_backoff, options.pod_max_backoff),
@@ -707,6 +740,7 @@ pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver
         recorder: EventRecorder::new(client, &options.scheduler_name, None),
         next_start_node_index: AtomicUsize::new(0),
         tie_breaker: AtomicUsize::new(0),
+        owners,
         options,
     });
     let s = sched.clone();
@@ -714,14 +748,18 @@ pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver
     let s = sched.clone();
     pods_informer.on_event(move |ev| s.on_pod_event(ev));
 
-    let mut nodes_synced = nodes_informer.synced();
-    let mut pods_synced = pods_informer.synced();
+    let mut synced_rx = vec![nodes_informer.synced(), pods_informer.synced()];
     let mut background = JoinSet::new();
     background.spawn(nodes_informer.run(shutdown.clone()));
     background.spawn(pods_informer.run(shutdown.clone()));
+    for informer in owner_informers {
+        synced_rx.push(informer.synced());
+        background.spawn(informer.run(shutdown.clone()));
+    }
     let synced = async {
-        let _ = nodes_synced.wait_for(|ok| *ok).await;
-        let _ = pods_synced.wait_for(|ok| *ok).await;
+        for rx in &mut synced_rx {
+            let _ = rx.wait_for(|ok| *ok).await;
+        }
     };
     tokio::select! {
         _ = synced => {}

@@ -16,13 +16,26 @@
 //!    - `NodePorts`: a `hostPort` the pod wants is already taken on the node;
 //!    - `NodeResourcesFit`: the pod's requests do not fit in `allocatable` minus what the
 //!      node's pods already request (`Insufficient cpu`, `Insufficient memory`,
-//!      `Too many pods`).
-//! 2. **Score**: each feasible node gets points from 0 to 100 per plugin, summed with
-//!    weights (1 each here):
-//!    - `NodeResourcesFit` (strategy `LeastAllocated`): the more CPU and memory stays free
-//!      after placing the pod, the better: pods spread out;
-//!    - `NodeResourcesBalancedAllocation`: the closer the CPU share and memory share used
-//!      are to each other, the better: no node ends up full on CPU but empty on memory.
+//!      `Too many pods`);
+//!    - `PodTopologySpread`: placing the pod there would break one of its
+//!      `whenUnsatisfiable: DoNotSchedule` spread constraints ([`super::spread`]).
+//! 2. **Score**: each feasible node gets points from 0 to 100 per plugin, and the total is
+//!    their sum with the default profile's weights:
+//!    - `TaintToleration` (×3): the fewer `PreferNoSchedule` taints the pod does not
+//!      tolerate, the better (none: 100; the node with most: 0);
+//!    - `NodeAffinity` (×2): the sum of the `weight`s of the pod's *preferred* node affinity
+//!      terms the node matches, scaled so that the best node gets 100;
+//!    - `NodeResourcesFit` (×1, strategy `LeastAllocated`): the more CPU and memory stays
+//!      free after placing the pod, the better;
+//!    - `PodTopologySpread` (×2): the fewer pods of the same kind (same Service or
+//!      ReplicaSet, or the pod's `ScheduleAnyway` constraints) already in the node's
+//!      domain, the better. This is what spreads a Deployment's replicas over the nodes;
+//!    - `NodeResourcesBalancedAllocation` (×1): the closer the CPU share and memory share
+//!      used are to each other, the better: no node ends up full on CPU but empty on memory.
+//!
+//!    Plugins that compare nodes with each other (`TaintToleration`, `NodeAffinity`,
+//!    `PodTopologySpread`) first give raw points and then *normalise* them over all feasible
+//!    nodes, as upstream's `NormalizeScore` does.
 //!
 //! Only *requests* count, never actual usage: the scheduler plans with what pods reserve.
 
@@ -30,7 +43,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::cache::{NodeInfo, NodeView, PodInfo, Readiness, Taint};
+use super::cache::{NodeInfo, NodeView, PodInfo, Readiness, SchedulerCache, Taint};
+use super::spread;
 
 /// The highest score one plugin gives (kube-scheduler's `MaxNodeScore`).
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -65,14 +79,25 @@ fn reject(plugin: &'static str, reason: impl Into<String>) -> Rejection {
     }
 }
 
-/// Run the filter plugins in upstream's order; `Ok` means the node is feasible.
-pub fn filter(pod: &PodInfo, node: &NodeInfo, view: &NodeView) -> Result<(), Rejection> {
+/// The filter plugins in upstream's order (the `scheduler.filter` span lists them).
+pub const FILTER_PLUGINS: &str =
+    "NodeUnschedulable,NodeName,TaintToleration,NodeAffinity,NodePorts,NodeResourcesFit,PodTopologySpread";
+
+/// Run the filter plugins in upstream's order; `Ok` means the node is feasible. `spread` is
+/// the pod's [`spread::FilterState`] for this cycle (`None`: no hard spread constraints).
+pub fn filter(
+    pod: &PodInfo,
+    node: &NodeInfo,
+    view: &NodeView,
+    spread: Option<&spread::FilterState>,
+) -> Result<(), Rejection> {
     node_unschedulable(pod, view)?;
     node_name(pod, view)?;
     taint_toleration(pod, view)?;
     node_affinity(pod, view)?;
     node_ports(pod, node)?;
-    node_resources_fit(pod, node, view)
+    node_resources_fit(pod, node, view)?;
+    spread.map_or(Ok(()), |s| s.check(pod, view))
 }
 
 /// `NodeUnschedulable`: a cordoned node takes only pods that tolerate
@@ -249,28 +274,128 @@ pub fn node_resources_fit(pod: &PodInfo, node: &NodeInfo, view: &NodeView) -> Re
     }
 }
 
-/// The scores of one feasible node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Weights of the score plugins in upstream's default profile.
+pub const WEIGHT_TAINT_TOLERATION: i64 = 3;
+pub const WEIGHT_NODE_AFFINITY: i64 = 2;
+pub const WEIGHT_NODE_RESOURCES_FIT: i64 = 1;
+pub const WEIGHT_POD_TOPOLOGY_SPREAD: i64 = 2;
+pub const WEIGHT_BALANCED_ALLOCATION: i64 = 1;
+
+/// The score plugins and their weights (the `scheduler.score` span lists them).
+pub const SCORE_PLUGINS: &str = "TaintToleration=3,NodeAffinity=2,NodeResourcesFit(LeastAllocated)=1,\
+PodTopologySpread=2,NodeResourcesBalancedAllocation=1";
+
+/// The scores of one feasible node, each 0–100 before its weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Scores {
-    /// `NodeResourcesFit` with the `LeastAllocated` strategy, 0–100.
+    /// `NodeResourcesFit` with the `LeastAllocated` strategy.
     pub least_allocated: i64,
-    /// `NodeResourcesBalancedAllocation`, 0–100.
+    /// `NodeResourcesBalancedAllocation`.
     pub balanced_allocation: i64,
+    /// `TaintToleration` (normalised: 100 for the nodes with fewest untolerated
+    /// `PreferNoSchedule` taints).
+    pub taint_toleration: i64,
+    /// `NodeAffinity` (normalised preferred-term weights).
+    pub node_affinity: i64,
+    /// `PodTopologySpread` (normalised; 0 when the pod has nothing to spread).
+    pub pod_topology_spread: i64,
 }
 
 impl Scores {
-    /// The weighted sum (both weights are 1, as in the default profile).
+    /// The weighted sum, with the default profile's weights.
     pub fn total(&self) -> i64 {
-        self.least_allocated + self.balanced_allocation
+        self.taint_toleration * WEIGHT_TAINT_TOLERATION
+            + self.node_affinity * WEIGHT_NODE_AFFINITY
+            + self.least_allocated * WEIGHT_NODE_RESOURCES_FIT
+            + self.pod_topology_spread * WEIGHT_POD_TOPOLOGY_SPREAD
+            + self.balanced_allocation * WEIGHT_BALANCED_ALLOCATION
     }
 }
 
-/// Score a feasible node.
-pub fn score(pod: &PodInfo, node: &NodeInfo, view: &NodeView) -> Scores {
-    Scores {
-        least_allocated: least_allocated(pod, node, view),
-        balanced_allocation: balanced_allocation(pod, node, view),
+/// Score the feasible nodes (those of `feasible` the cache knows, in that order). Plugins
+/// that need all nodes' raw points normalise them here. `default_selector` is the pod's
+/// default spreading selector ([`spread::Owners::default_selector`]).
+pub fn score_nodes(
+    pod: &PodInfo,
+    cache: &SchedulerCache,
+    feasible: &[String],
+    default_selector: Option<&Value>,
+) -> Vec<(String, Scores)> {
+    let nodes: Vec<(&String, &NodeInfo, &NodeView)> = feasible
+        .iter()
+        .filter_map(|name| {
+            let info = cache.node(name)?;
+            Some((name, info, info.node.as_deref()?))
+        })
+        .collect();
+    let spread_state = spread::ScoreState::new(pod, cache, feasible, default_selector);
+    let spread_raw: Vec<Option<i64>> = nodes
+        .iter()
+        .map(|(_, _, view)| spread_state.as_ref().map_or(Some(0), |s| s.raw_score(pod, cache, view)))
+        .collect();
+    let spread = match spread_state {
+        Some(_) => spread::normalize(&spread_raw),
+        None => vec![0; nodes.len()],
+    };
+    let mut affinity: Vec<i64> = nodes
+        .iter()
+        .map(|(_, _, v)| preferred_affinity_points(pod, v))
+        .collect();
+    default_normalize(&mut affinity, false);
+    let mut taints: Vec<i64> = nodes
+        .iter()
+        .map(|(_, _, v)| intolerable_prefer_no_schedule(pod, v))
+        .collect();
+    default_normalize(&mut taints, true);
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (name, info, view))| {
+            let scores = Scores {
+                least_allocated: least_allocated(pod, info, view),
+                balanced_allocation: balanced_allocation(pod, info, view),
+                taint_toleration: taints[i],
+                node_affinity: affinity[i],
+                pod_topology_spread: spread[i],
+            };
+            (name.to_string(), scores)
+        })
+        .collect()
+}
+
+/// Upstream's `DefaultNormalizeScore`: scale so the highest raw score is 100 (`reverse`:
+/// the highest becomes 0 and a raw 0 becomes 100). All zero stays 0 (or 100 reversed).
+pub fn default_normalize(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    for s in scores.iter_mut() {
+        let scaled = if max > 0 { MAX_NODE_SCORE * *s / max } else { 0 };
+        *s = if reverse { MAX_NODE_SCORE - scaled } else { scaled };
     }
+}
+
+/// `NodeAffinity` score before normalising: the summed weights of the preferred terms
+/// the node matches.
+pub fn preferred_affinity_points(pod: &PodInfo, view: &NodeView) -> i64 {
+    pod.preferred_node_affinity
+        .iter()
+        .filter(|(_, term)| term_matches(term, view))
+        .map(|(weight, _)| *weight)
+        .sum()
+}
+
+/// `TaintToleration` score before normalising: the node's `PreferNoSchedule` taints that
+/// no toleration of the pod (with effect `PreferNoSchedule` or none) tolerates.
+pub fn intolerable_prefer_no_schedule(pod: &PodInfo, view: &NodeView) -> i64 {
+    let tolerations: Vec<_> = pod
+        .tolerations
+        .iter()
+        .filter(|t| t.effect.is_empty() || t.effect == "PreferNoSchedule")
+        .collect();
+    view.taints
+        .iter()
+        .filter(|t| t.effect == "PreferNoSchedule")
+        .filter(|t| !tolerations.iter().any(|tol| tol.tolerates(t)))
+        .count() as i64
 }
 
 /// `(capacity - requested) * 100 / capacity`, 0 if over capacity (upstream's
@@ -347,7 +472,7 @@ mod tests {
         cache.upsert_node(node);
         let name = node["metadata"]["name"].as_str().unwrap();
         let info = cache.node(name).unwrap();
-        filter(pod, info, info.node.as_ref().unwrap())
+        filter(pod, info, info.node.as_ref().unwrap(), None)
     }
 
     #[test]
@@ -524,18 +649,21 @@ mod tests {
         c.upsert_pod("default/x", "busy", half.usage());
         let small =
             pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}));
-        let s = |name: &str| {
-            let info = c.node(name).unwrap();
-            score(&small, info, info.node.as_ref().unwrap())
-        };
-        // empty: 1.5 of 2 cpu and 3 of 4 GiB stay free → 75; shares equal → 100
+        let scored = score_nodes(&small, &c, &["empty".into(), "busy".into()], None);
+        let s = |name: &str| scored.iter().find(|(n, _)| n == name).unwrap().1;
+        // empty: 1.5 of 2 cpu and 3 of 4 GiB stay free → 75; shares equal → 100; no
+        // PreferNoSchedule taint anywhere → 100 each; nothing preferred or spread → 0
         assert_eq!(
             s("empty"),
             Scores {
                 least_allocated: 75,
-                balanced_allocation: 100
+                balanced_allocation: 100,
+                taint_toleration: 100,
+                node_affinity: 0,
+                pod_topology_spread: 0,
             }
         );
+        assert_eq!(s("empty").total(), 75 + 100 + 3 * 100);
         assert_eq!(s("busy").least_allocated, 25);
         assert!(s("empty").total() > s("busy").total());
         // a CPU-only pod unbalances the node
@@ -543,5 +671,94 @@ mod tests {
             pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2", "memory": "1"}}}]}));
         let info = c.node("empty").unwrap();
         assert_eq!(balanced_allocation(&cpu_only, info, info.node.as_ref().unwrap()), 50);
+    }
+
+    fn scored(pod: &PodInfo, nodes: &[Value]) -> Vec<(String, Scores)> {
+        let mut c = SchedulerCache::default();
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                c.upsert_node(n);
+                n["metadata"]["name"].as_str().unwrap().to_string()
+            })
+            .collect();
+        score_nodes(pod, &c, &names, None)
+    }
+
+    #[test]
+    fn prefer_no_schedule_taints_lower_the_taint_toleration_score() {
+        let taints = |n: usize| {
+            let list: Vec<Value> = (0..n)
+                .map(|i| json!({"key": format!("soft{i}"), "value": "x", "effect": "PreferNoSchedule"}))
+                .collect();
+            json!({"spec": {"taints": list}})
+        };
+        let nodes = [
+            node_json("clean", json!({})),
+            node_json("one", taints(1)),
+            node_json("two", taints(2)),
+        ];
+        let plain = pod(json!({}));
+        let got: Vec<i64> = scored(&plain, &nodes).iter().map(|(_, s)| s.taint_toleration).collect();
+        // reversed DefaultNormalizeScore: 100 - 100 * count / max
+        assert_eq!(got, [100, 50, 0]);
+        // a toleration with effect PreferNoSchedule (or none) makes the taint not count;
+        // one for NoSchedule only does not
+        let tolerant = pod(json!({"tolerations": [{"key": "soft0", "operator": "Exists"}]}));
+        let got: Vec<i64> = scored(&tolerant, &nodes)
+            .iter()
+            .map(|(_, s)| s.taint_toleration)
+            .collect();
+        assert_eq!(got, [100, 100, 0]);
+        let wrong_effect =
+            pod(json!({"tolerations": [{"key": "soft0", "operator": "Exists", "effect": "NoSchedule"}]}));
+        let got: Vec<i64> = scored(&wrong_effect, &nodes)
+            .iter()
+            .map(|(_, s)| s.taint_toleration)
+            .collect();
+        assert_eq!(got, [100, 50, 0]);
+    }
+
+    #[test]
+    fn preferred_node_affinity_weights_are_normalised_to_the_best_node() {
+        let labelled =
+            |name: &str, labels: Value| node_json(name, json!({"metadata": {"name": name, "labels": labels}}));
+        let nodes = [
+            labelled("ssd-a", json!({"disk": "ssd", "zone": "a"})),
+            labelled("ssd", json!({"disk": "ssd"})),
+            labelled("hdd", json!({"disk": "hdd"})),
+        ];
+        let p = pod(
+            json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 60, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}},
+                {"weight": 20, "preference": {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}},
+                {"weight": 0, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["hdd"]}]}},
+                {"weight": 50, "preference": {}}
+            ]}}}),
+        );
+        let got = scored(&p, &nodes);
+        // raw 80, 60, 0 (weight 0 and empty preferences count nothing) → 100, 75, 0
+        let points: Vec<i64> = got.iter().map(|(_, s)| s.node_affinity).collect();
+        assert_eq!(points, [100, 75, 0]);
+        assert!(got[0].1.total() > got[1].1.total() && got[1].1.total() > got[2].1.total());
+        // without preferences every node gets 0 from NodeAffinity
+        let plain = scored(&pod(json!({})), &nodes);
+        assert!(plain.iter().all(|(_, s)| s.node_affinity == 0));
+    }
+
+    #[test]
+    fn default_normalize_follows_upstream() {
+        let mut s = [0, 5, 10];
+        default_normalize(&mut s, false);
+        assert_eq!(s, [0, 50, 100]);
+        let mut s = [0, 5, 10];
+        default_normalize(&mut s, true);
+        assert_eq!(s, [100, 50, 0]);
+        let mut zeros = [0, 0];
+        default_normalize(&mut zeros, true);
+        assert_eq!(zeros, [100, 100]);
+        let mut zeros = [0, 0];
+        default_normalize(&mut zeros, false);
+        assert_eq!(zeros, [0, 0]);
     }
 }
