@@ -74,7 +74,7 @@ use std::time::{Duration, Instant};
 use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag, TagEnd};
 
 use crate::cluster::kulisse_bin;
-use crate::etcd::{find_binary, in_ci};
+use crate::etcd::find_binary;
 
 /// How long one foreground command may run before the harness calls it hung.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
@@ -528,10 +528,7 @@ impl Session {
                         "book/src/{}:{}: this block runs `{tool}`, which is not installed (apt-get install {package})",
                         self.chapter, block.line
                     );
-                    if in_ci() {
-                        return Err(format!("CI=true and {msg}"));
-                    }
-                    eprintln!("\n==================== SKIPPING the rest of the chapter: {msg} ====================\n");
+                    crate::require::skip_or_fail(&format!("{msg} (the rest of the chapter)"))?;
                     report.skipped = Some(msg);
                     break 'blocks;
                 }

@@ -14,3 +14,4 @@ pub mod inproc;
 pub mod kubectl;
 pub mod otlp;
 pub mod podman;
+pub mod require;
