@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Install the system programs kulisse's build and tests need, on Debian or Ubuntu.
+# Install the system programs kulisse's tests need, on Debian or Ubuntu. (Building kulisse
+# needs none: not even `protoc`, see backends/vendor/etcd-client/README.md.)
 #
 #   scripts/install-deps.sh          # install what is missing
 #   scripts/install-deps.sh --check  # only report what is missing (exit 1 if anything is)
 #
 # What and why:
-#   protoc   (protobuf-compiler) - the etcd-client crate compiles etcd's .proto files at build time
 #   etcd     (etcd-server)       - the real etcd the etcd store tests start on 127.0.0.1
 #   etcdctl  (etcd-client)       - etcd's own CLI; tests (and you) use it to look at the keys
 #   podman, runc, catatonit, iptables, busybox-static - `kulisse up --runtime podman` and its
@@ -32,7 +32,6 @@ say() { printf 'install-deps: %s\n' "$*"; }
 
 # "command package" pairs: the program the tests look for, and the Debian package with it.
 needs=(
-  "protoc protobuf-compiler"
   "etcd etcd-server"
   "etcdctl etcd-client"
   "python3 python3"

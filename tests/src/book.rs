@@ -4,7 +4,8 @@
 //! only *claims* drifts away from the product; so `tests/tests/book.rs` runs every
 //! ```` ```console ```` block of every chapter against a real cluster (the real `kulisse`
 //! binary, as a reader would run it) and compares what comes out with what the book shows.
-//! This is the idea of Rust's doctests and of `trycmd`, applied to a walkthrough.
+//! This is the idea of Rust's doctests and of `trycmd`, applied to a walkthrough. The
+//! repository's `README.md` goes through the same machinery ([`Session::for_file`]).
 //!
 //! ## The grammar of a console block
 //!
@@ -74,7 +75,7 @@ use std::time::{Duration, Instant};
 use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag, TagEnd};
 
 use crate::cluster::kulisse_bin;
-use crate::etcd::{find_binary, in_ci};
+use crate::etcd::find_binary;
 
 /// How long one foreground command may run before the harness calls it hung.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
@@ -422,6 +423,7 @@ struct Job {
 /// The sandbox one chapter runs in; see the module docs. Everything it started is stopped
 /// when it is dropped.
 pub struct Session {
+    /// The Markdown file, relative to the repository root (`book/src/apply.md`).
     chapter: String,
     tmp: tempfile::TempDir,
     env: BTreeMap<String, String>,
@@ -451,6 +453,12 @@ pub struct ChapterReport {
 impl Session {
     /// A fresh sandbox for the chapter file `chapter` (relative to `book/src`).
     pub fn new(chapter: &str) -> Session {
+        Session::for_file(&format!("book/src/{chapter}"))
+    }
+
+    /// A fresh sandbox for any Markdown file of the repository, `file` relative to its root
+    /// (`README.md`): its console blocks follow the book's grammar and run the same way.
+    pub fn for_file(file: &str) -> Session {
         let tmp = tempfile::Builder::new()
             .prefix("kulisse-book-")
             .tempdir()
@@ -467,7 +475,7 @@ impl Session {
         env.insert("KULISSE_BIN".into(), kulisse_bin().display().to_string());
         let ports = WELL_KNOWN_PORTS.iter().map(|p| (*p, free_port())).collect();
         Session {
-            chapter: chapter.to_string(),
+            chapter: file.to_string(),
             tmp,
             env,
             ports,
@@ -506,7 +514,7 @@ impl Session {
 
     fn fail(&mut self, line: usize, cmd: &str, what: String) {
         let msg = format!(
-            "book/src/{}:{line}: `{}`\n{what}",
+            "{}:{line}: `{}`\n{what}",
             self.chapter,
             cmd.lines().next().unwrap_or("")
         );
@@ -517,21 +525,18 @@ impl Session {
     /// Runs every console block of the chapter, in order. Returns an error that lists every
     /// command whose output did not match (with both outputs), or that failed.
     pub fn run_chapter(&mut self) -> Result<ChapterReport, String> {
-        let path = book_src().join(&self.chapter);
+        let path = repo_root().join(&self.chapter);
         let markdown = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let blocks = console_blocks(&markdown).map_err(|e| format!("book/src/{}: {e}", self.chapter))?;
+        let blocks = console_blocks(&markdown).map_err(|e| format!("{}: {e}", self.chapter))?;
         let mut report = ChapterReport::default();
         'blocks: for block in &blocks {
             for c in &block.commands {
                 if let Some((tool, package)) = needed_tool(&c.text) {
                     let msg = format!(
-                        "book/src/{}:{}: this block runs `{tool}`, which is not installed (apt-get install {package})",
+                        "{}:{}: this block runs `{tool}`, which is not installed (apt-get install {package})",
                         self.chapter, block.line
                     );
-                    if in_ci() {
-                        return Err(format!("CI=true and {msg}"));
-                    }
-                    eprintln!("\n==================== SKIPPING the rest of the chapter: {msg} ====================\n");
+                    crate::require::skip_or_fail(&format!("{msg} (the rest of the chapter)"))?;
                     report.skipped = Some(msg);
                     break 'blocks;
                 }
@@ -547,10 +552,7 @@ impl Session {
                 {
                     let (_, err) = self.start_cluster("kulisse up --data-dir /tmp/kulisse");
                     if let Some(err) = err {
-                        return Err(format!(
-                            "book/src/{}: the chapter's cluster did not start: {err}",
-                            self.chapter
-                        ));
+                        return Err(format!("{}: the chapter's cluster did not start: {err}", self.chapter));
                     }
                 }
                 self.run_command(c);
@@ -560,7 +562,7 @@ impl Session {
             Ok(report)
         } else {
             Err(format!(
-                "{} command(s) of book/src/{} did not give the output the book shows:\n\n{}",
+                "{} command(s) of {} did not give the output the book shows:\n\n{}",
                 self.failures.len(),
                 self.chapter,
                 self.failures.join("\n\n")

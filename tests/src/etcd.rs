@@ -6,9 +6,9 @@
 //! in a temporary directory, waits until it answers, and kills it and removes the directory
 //! when dropped.
 //!
-//! If etcd is not installed, a test cannot be meaningful. With `CI=true` in the environment
-//! that is a failure; on a developer machine the test prints a loud `SKIPPING` line and
-//! returns early. `scripts/install-deps.sh` installs etcd (Debian package `etcd-server`).
+//! If etcd is not installed, a test cannot be meaningful. In CI (`CI=true`, see
+//! [`crate::require`]) that is a failure; on a developer machine the test prints a loud
+//! `SKIPPING` line and returns early. `scripts/install-deps.sh` installs etcd (Debian package `etcd-server`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,12 +27,8 @@ pub struct EtcdServer {
     data: tempfile::TempDir,
 }
 
-/// True when the environment says we are in CI, where a missing binary is a failure.
-pub fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        .unwrap_or(false)
-}
+/// Whether this is a CI run (decided in one place: [`crate::require`]).
+pub use crate::require::in_ci;
 
 /// Find an executable: on `PATH`, then in the given fallback locations.
 pub fn find_binary(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
@@ -54,15 +50,12 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Decide what to do about a missing binary: fail in CI, skip loudly elsewhere.
+/// A missing binary: fails in CI, skips loudly elsewhere ([`crate::require::missing`]).
 /// Returns `None` so callers can write `let Some(x) = ... else { return };`.
 fn missing<T>(binary: &str, package: &str) -> Option<T> {
-    let msg = format!("{binary} not installed (apt-get install {package}, or run scripts/install-deps.sh)");
-    if in_ci() {
-        panic!("CI=true and {msg}: this test needs the real {binary}");
-    }
-    eprintln!("\n==================== SKIPPING: {msg} ====================\n");
-    None
+    crate::require::missing(&format!(
+        "{binary} is not installed (apt-get install {package}, or run scripts/install-deps.sh): this test needs the real {binary}"
+    ))
 }
 
 /// Ask the kernel for a free TCP port on 127.0.0.1.

@@ -12,5 +12,7 @@ pub mod etcd;
 pub mod flows;
 pub mod inproc;
 pub mod kubectl;
+pub mod local_traces;
 pub mod otlp;
 pub mod podman;
+pub mod require;

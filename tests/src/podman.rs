@@ -27,10 +27,6 @@ pub struct PodmanService {
     _dir: tempfile::TempDir,
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// The repository's `scripts/` folder.
 pub fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts")
@@ -49,18 +45,9 @@ impl PodmanService {
     /// Start the service, or `None` (after a loud message) when podman is missing outside CI.
     pub fn start() -> Option<PodmanService> {
         if !podman_installed() {
-            if in_ci() {
-                panic!(
-                    "podman is not installed, and CI=true: run scripts/setup-podman.sh (scripts/install-deps.sh does)"
-                );
-            }
-            eprintln!();
-            eprintln!("==================================================================");
-            eprintln!("  SKIPPING this podman test: podman is not installed.");
-            eprintln!("  Install and configure it with scripts/setup-podman.sh.");
-            eprintln!("==================================================================");
-            eprintln!();
-            return None;
+            return crate::require::missing(
+                "podman is not installed: install and configure it with scripts/setup-podman.sh (scripts/install-deps.sh runs it)",
+            );
         }
         ensure_busybox_image();
         let dir = tempfile::tempdir().expect("temp dir for the podman socket");

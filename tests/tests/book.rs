@@ -2,7 +2,7 @@
 //!
 //! - Every ```` ```console ```` block of every chapter runs against a real cluster, and its
 //!   output must match what the book shows (one test per chapter; the grammar and the
-//!   conventions are in `kulisse_tests::book`).
+//!   conventions are in `kulisse_tests::book`). So is every console block of `README.md`.
 //! - Every span name the book mentions (`apiserver.compare`) is one kulisse emits.
 //! - Every `kulisse` command and flag the prose mentions exists.
 //! - Every relative link and image resolves (mdbook 0.5 does not check them).
@@ -17,11 +17,14 @@ use kulisse_tests::book::{self, Session};
 use kulisse_tests::cluster::kulisse_bin;
 
 fn run_chapter(file: &str) {
-    let mut session = Session::new(file);
+    run_file(Session::new(file), &format!("book/src/{file}"));
+}
+
+fn run_file(mut session: Session, file: &str) {
     match session.run_chapter() {
         Ok(report) => {
             eprintln!(
-                "book/src/{file}: {} block(s), {} command(s) matched{}",
+                "{file}: {} block(s), {} command(s) matched{}",
                 report.blocks,
                 report.commands,
                 report
@@ -70,6 +73,12 @@ chapters! {
     console_10_failure_labs => "failure-labs.md",
     console_11_going_further => "going-further.md",
     console_appendix_testing => "testing.md",
+}
+
+/// The README's console blocks follow the book's grammar and are run the same way.
+#[test]
+fn console_readme() {
+    run_file(Session::for_file("README.md"), "README.md");
 }
 
 fn book_files() -> Vec<String> {

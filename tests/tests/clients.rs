@@ -33,16 +33,9 @@ use kube::runtime::watcher;
 use kulisse_tests::cluster::{Cluster, text};
 use serde_json::{Value, json};
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Skip loudly, or fail when `CI=true` (CI must not pass by skipping).
+/// Skip loudly, or fail in CI (CI must not pass by skipping): [`kulisse_tests::require`].
 fn skip(msg: &str) {
-    if in_ci() {
-        panic!("{msg} (CI=true, so this is a failure)");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
+    kulisse_tests::require::missing::<()>(msg);
 }
 
 fn start_cluster() -> (tempfile::TempDir, Cluster) {

@@ -7,7 +7,6 @@
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
 
 use kulisse_core::client::{Client, ListParams};
 use kulisse_core::controllers::{self, Options};
@@ -33,29 +32,9 @@ fn deploy_info() -> &'static objects::ResourceInfo {
     info("apps/v1", "Deployment")
 }
 
-/// Install kulisse's tracing once for this test binary, so spans have real trace contexts
-/// and the `kulisse.dev/traceparent` annotations get written. Returns false (and the trace
-/// checks are skipped) when the environment points OpenTelemetry at an exporter: test spans
-/// must not be shipped anywhere.
-fn tracing_on() -> bool {
-    static GUARD: OnceLock<Option<kulisse_traces::TracingGuard>> = OnceLock::new();
-    GUARD
-        .get_or_init(|| {
-            let exporter_configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some());
-            if exporter_configured {
-                eprintln!("OTEL_EXPORTER_OTLP_* is set: not installing tracing, traceparent checks skipped");
-                return None;
-            }
-            kulisse_traces::init("controllers-workloads-test").ok()
-        })
-        .is_some()
-}
-
 /// Start an API server and the whole controller manager.
 async fn start() -> ApiServerFixture {
-    tracing_on();
+    kulisse_tests::local_traces::install("controllers-workloads-test");
     let fx = ApiServerFixture::start().await;
     tokio::spawn(controllers::run(fx.client.clone(), Options::fast(), fx.shutdown_rx()));
     fx
@@ -329,7 +308,7 @@ async fn deployment_creates_a_replicaset_and_pods_and_scales() {
     )
     .await;
     // One trace: the pod's traceparent continues the trace of the ReplicaSet's.
-    if tracing_on() {
+    {
         let rs_tp = ann(TRACEPARENT)
             .and_then(|v| v.as_str().map(str::to_string))
             .expect("RS traceparent");

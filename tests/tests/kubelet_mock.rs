@@ -282,9 +282,19 @@ async fn a_pod_runs_with_a_loopback_ip_and_its_logs_are_served() {
     assert_eq!(cs["restartCount"], 0);
     assert!(cs.pointer("/state/running/startedAt").is_some(), "{cs}");
 
-    // A settled pod is left alone: the status is written only when it changes (the kubelet
-    // relists every 50 ms here, so 20 syncs pass in this second).
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // A settled pod is left alone: the status is written only when it changes. The signal
+    // that the kubelet looked again: each relist asks the runtime for the container's
+    // status; once it asked 21 more times, 20 whole syncs ran after `pod` was read.
+    let container_id = cs["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mock://")
+        .to_string();
+    let seen = node.runtime.status_reads(&container_id);
+    eventually(30, "the kubelet to relist the settled pod 20 more times", || async {
+        (node.runtime.status_reads(&container_id) > seen + 20).then_some(())
+    })
+    .await;
     let later = node
         .client()
         .get(kind("v1", "Pod"), Some("default"), "web")
@@ -675,8 +685,16 @@ async fn a_deleted_pod_is_stopped_removed_and_gone_for_good() {
             .any(|(r, m, _, _)| r == "Killing" && m == "Stopping container httpd"),
         "{events:?}"
     );
-    // Gone for good: it does not come back.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Gone for good: it does not come back. The signal that the kubelet went on working
+    // after the pod was gone: its housekeeping (which removes what has no pod, and would
+    // notice a pod that came back) lists every sandbox, here every 200 ms; wait for 5 more
+    // rounds of it.
+    let all = BTreeMap::new();
+    let rounds = node.runtime.sandbox_lists(&all);
+    eventually(30, "5 more housekeeping rounds of the kubelet", || async {
+        (node.runtime.sandbox_lists(&all) >= rounds + 5).then_some(())
+    })
+    .await;
     let err = node
         .client()
         .get(kind("v1", "Pod"), Some("default"), "doomed")
@@ -686,34 +704,9 @@ async fn a_deleted_pod_is_stopped_removed_and_gone_for_good() {
     assert_eq!(node.runtime.counts(), (0, 0));
 }
 
-/// Install kulisse's tracing once for this test binary (spans kept in the process's trace
-/// store). Returns false, and trace checks are skipped, when the environment points
-/// OpenTelemetry at an exporter: test spans must not be shipped anywhere.
-fn tracing_on() -> bool {
-    static GUARD: std::sync::OnceLock<Option<kulisse_traces::TracingGuard>> = std::sync::OnceLock::new();
-    GUARD
-        .get_or_init(|| {
-            let exporter_configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some());
-            if exporter_configured {
-                eprintln!("OTEL_EXPORTER_OTLP_* is set: not installing tracing, trace checks skipped");
-                return None;
-            }
-            kulisse_traces::init("kubelet-mock-test").ok()
-        })
-        .is_some()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_syncs_continue_the_pods_trace_with_one_span_per_runtime_call() {
-    if !tracing_on() {
-        return;
-    }
-    if kulisse_traces::propagation::trace_style() != kulisse_traces::propagation::TraceStyle::Tree {
-        eprintln!("KULISSE_TRACE_STYLE is not `tree`: the parent/child checks below assume it; skipped");
-        return;
-    }
+    kulisse_tests::local_traces::install("kubelet-mock-test");
     let node = start("node-9").await;
     // The API server records the trace of the create on the pod (`kulisse.dev/traceparent`);
     // the kubelet's work on the pod must continue that trace.

@@ -582,8 +582,22 @@ fn podman_cluster_serves_logs_traces_survives_kill9_and_cleans_up() {
         let (code, _) = http_get(&format!("{ip}:8080"), "/").expect("GET podIP:8080 after the restart");
         assert_eq!(code, 200);
     }
-    // Give housekeeping a few rounds; the set of podman pods stays exactly the same.
-    std::thread::sleep(Duration::from_secs(2));
+    // The set of podman pods stays exactly the same through the restarted kubelets'
+    // housekeeping. The signal that housekeeping has run: a sandbox planted for a pod that
+    // does not exist, on the node of a web pod, is removed by it; the web pods' sandboxes
+    // went through that same round.
+    let orphan_uid = unique("orphan");
+    plant_orphan_sandbox(&svc, &pc.cluster_id, s(&after[0], "/spec/nodeName"), &orphan_uid);
+    wait_for(
+        60,
+        "the restarted kubelet's housekeeping to remove the orphan sandbox",
+        || {
+            list_labelled(&[(LABEL_POD_UID, &orphan_uid)])
+                .0
+                .is_empty()
+                .then_some(())
+        },
+    );
     let mut now = podman_pods(&pc.cluster_id);
     let mut before = before;
     now.sort();
@@ -604,6 +618,24 @@ fn podman_cluster_serves_logs_traces_survives_kill9_and_cleans_up() {
             (pods.is_empty() && containers.is_empty()).then_some(())
         },
     );
+}
+
+/// Creates a podman pod sandbox for a pod that does not exist, labelled as node `node` of
+/// cluster `cluster_id` labels its sandboxes: an orphan for that kubelet's housekeeping.
+fn plant_orphan_sandbox(svc: &PodmanService, cluster_id: &str, node: &str, uid: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    rt.block_on(async {
+        let runtime = PodmanRuntime::connect(PodmanOptions::new(&svc.socket, node, cluster_id))
+            .await
+            .expect("connect to podman");
+        runtime
+            .update_runtime_config(&kulisse_core::runtime::pod_cidr_for_node(node))
+            .await
+            .expect("the node's pod CIDR");
+        let mut config = sandbox_config("orphan", uid);
+        config.port_mappings.clear();
+        runtime.run_pod_sandbox(&config).await.expect("plant an orphan sandbox");
+    });
 }
 
 /// `kulisse up` with two podman nodes on `dir` (a new cluster, or the same one again).
@@ -720,7 +752,22 @@ fn podman_cluster_crash_loops_and_keeps_unready_pods_out_of_endpoints() {
         let (_, not_ready) = endpoint_addresses(&pc.c, "picky");
         not_ready.contains(&ip).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // The signal that the kubelet went on probing: every failed probe bumps the count of
+    // picky's `Unhealthy` events; after three more failures, it is still not ready.
+    let failures = || -> i64 {
+        items(&json(
+            &pc.c,
+            &["get", "events", "--field-selector", "involvedObject.name=picky"],
+        ))
+        .iter()
+        .filter(|e| s(e, "/reason") == "Unhealthy")
+        .map(|e| e.pointer("/count").and_then(Value::as_i64).unwrap_or(1))
+        .sum()
+    };
+    let seen = failures();
+    wait_for(60, "three more failed readiness probes of picky", || {
+        (failures() >= seen + 3).then_some(())
+    });
     let p = json(&pc.c, &["get", "pod", "picky"]);
     assert!(!is_ready(&p), "{p}");
     let (ready, _) = endpoint_addresses(&pc.c, "picky");

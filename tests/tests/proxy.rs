@@ -7,7 +7,6 @@
 //! Endpoints write that caused it.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use kulisse_core::client::Client;
 use kulisse_core::objects;
@@ -20,27 +19,6 @@ const TRACEPARENT: &str = "kulisse.dev/traceparent";
 
 fn info(kind: &str) -> &'static objects::ResourceInfo {
     objects::by_gvk("v1", kind).expect("built-in kind")
-}
-
-/// Install kulisse's tracing once for this binary (without exporting anywhere), so spans
-/// have real trace contexts. False when an OTLP exporter is configured in the environment:
-/// test spans must not be shipped anywhere, so the trace check is skipped.
-fn tracing_on() -> bool {
-    static GUARD: OnceLock<Option<kulisse_traces::TracingGuard>> = OnceLock::new();
-    GUARD
-        .get_or_init(|| {
-            let exporter_configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some());
-            if exporter_configured {
-                eprintln!("OTEL_EXPORTER_OTLP_* is set: not installing tracing, the trace check is skipped");
-                return None;
-            }
-            // Tree style: the proxy's span becomes a child in the Endpoints write's trace.
-            kulisse_traces::propagation::set_trace_style(kulisse_traces::propagation::TraceStyle::Tree);
-            kulisse_traces::init("proxy-test").ok()
-        })
-        .is_some()
 }
 
 fn table_lines(t: &RuleTable) -> BTreeMap<String, String> {
@@ -92,7 +70,7 @@ fn endpoints(name: &str, ready: &[&str], not_ready: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_table_follows_services_and_endpoints_and_is_published() {
-    let tracing = tracing_on();
+    kulisse_tests::local_traces::install("proxy-test");
     let fx = ApiServerFixture::start().await;
     let c = &fx.client;
     let table = RuleTable::new();
@@ -151,7 +129,8 @@ async fn rule_table_follows_services_and_endpoints_and_is_published() {
         format!("127.0.0.1:{node_port}/TCP -> {backends}"),
     );
     let cm = expect_rules(c, &table, "rules with the two ready endpoints", &want).await;
-    if tracing {
+    // The proxy's sync is in the trace of the Endpoints write.
+    {
         let ep_tp = ep["metadata"]["annotations"][TRACEPARENT]
             .as_str()
             .expect("the API server records the write's trace on the Endpoints");

@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use kulisse_core::objects;
@@ -496,26 +495,6 @@ async fn nothing_outside_loopback_is_used() {
     );
 }
 
-/// Install kulisse's tracing once for this binary, keeping spans in the process's local
-/// store only. False when an OTLP exporter is configured in the environment: test spans must
-/// not be shipped anywhere, so the trace check is skipped.
-fn tracing_on() -> bool {
-    static GUARD: OnceLock<Option<kulisse_traces::TracingGuard>> = OnceLock::new();
-    GUARD
-        .get_or_init(|| {
-            let exporter_configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some());
-            if exporter_configured {
-                eprintln!("OTEL_EXPORTER_OTLP_* is set: not installing tracing, the trace check is skipped");
-                return None;
-            }
-            kulisse_traces::propagation::set_trace_style(kulisse_traces::propagation::TraceStyle::Tree);
-            kulisse_traces::init("proxy-datapath-test").ok()
-        })
-        .is_some()
-}
-
 fn info(kind: &str) -> &'static objects::ResourceInfo {
     objects::by_gvk("v1", kind).expect("built-in kind")
 }
@@ -533,7 +512,7 @@ fn free_node_port() -> u16 {
 async fn whole_proxy_forwards_a_service_from_the_api_server() {
     let a = fake_pod("pod-a", sock("127.64.13.2:0")).await;
     let _b = fake_pod("pod-b", sock(&format!("127.64.13.3:{}", a.port()))).await;
-    let tracing = tracing_on();
+    kulisse_tests::local_traces::install("proxy-datapath-test");
     let fx = ApiServerFixture::start().await;
     let c = &fx.client;
     tokio::spawn(proxy::run(
@@ -585,7 +564,8 @@ async fn whole_proxy_forwards_a_service_from_the_api_server() {
         (seen.len() == 2).then_some(())
     })
     .await;
-    if tracing {
+    // kube-proxy's listen is in the trace of the Service's write.
+    {
         let traceparent = svc["metadata"]["annotations"]["kulisse.dev/traceparent"]
             .as_str()
             .expect("the API server records the write's trace on the Service");

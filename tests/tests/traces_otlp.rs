@@ -151,6 +151,34 @@ fn without_an_endpoint_trace_context_still_exists_and_propagates() {
     );
 }
 
+/// `InitOptions::export_from_env(false)` keeps a process's spans at home even when the
+/// environment names a collector: the in-process tests use it (`kulisse_tests::local_traces`),
+/// so that their trace checks run wherever they run, without shipping test spans anywhere.
+#[test]
+fn export_from_env_off_keeps_spans_local_although_an_endpoint_is_set() {
+    const TEST: &str = "export_from_env_off_keeps_spans_local_although_an_endpoint_is_set";
+    if let Some(job) = child_job() {
+        return run_child_job(&job);
+    }
+    let rt = runtime();
+    let receiver = start_receiver(&rt, Transport::HttpProtobuf);
+    let endpoint = [("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())];
+    let out = run_child(&rt, TEST, "no-export-from-env", &endpoint);
+    assert_eq!(output_value(&out, "exporting"), "false");
+    assert_eq!(
+        output_value(&out, "stored_spans"),
+        "2",
+        "cli.apply and cli.request are in the child's local store"
+    );
+    // The child has exited, after its guard's final flush: anything an exporter had to send
+    // has been sent (and answered) by now.
+    assert!(
+        receiver.spans().is_empty(),
+        "no span may reach the collector: {:#?}",
+        receiver.spans()
+    );
+}
+
 /// The CLI → API server hop: one process (service `test-cli`) injects the `traceparent` of its
 /// `cli.apply` span into HTTP headers; a second process (service `test-apiserver`) continues the
 /// trace from those headers. The receiver must see one trace spanning both services.
@@ -363,6 +391,7 @@ fn run_child_job(job: &str) {
                 drop(guard);
             });
         }
+        "no-export-from-env" => keep_spans_at_home(),
         "no-endpoint" => {
             use opentelemetry::trace::TraceContextExt as _;
             let guard = kulisse_traces::init("kulisse-test").expect("kulisse_traces::init");
@@ -418,6 +447,16 @@ fn run_child_job(job: &str) {
         }
         other => panic!("unknown {CHILD_ENV} job {other:?}"),
     }
+}
+
+/// Tracing with `export_from_env(false)`: spans go to the local store only.
+fn keep_spans_at_home() {
+    let options = kulisse_traces::InitOptions::new("kulisse-test").export_from_env(false);
+    let guard = kulisse_traces::init_with(options).expect("kulisse_traces::init_with");
+    emit("exporting", guard.exporting());
+    emit_apply_and_request();
+    emit("stored_spans", kulisse_traces::store::global().len());
+    guard.shutdown().expect("the final flush of the guard");
 }
 
 /// `cli.apply` with a child `cli.request`, on the current thread.

@@ -148,6 +148,11 @@ pub struct InitOptions {
     pub trace_style: Option<TraceStyle>,
     /// Keep finished spans in this process's [`store::global`] store (default `true`).
     pub local_store: bool,
+    /// Export over OTLP when the `OTEL_EXPORTER_OTLP_*` variables ask for it (default
+    /// `true`). `false` keeps this process's spans at home whatever the environment says:
+    /// for tests that check spans in the local store and must not ship them to a
+    /// developer's collector.
+    pub export_from_env: bool,
 }
 
 impl InitOptions {
@@ -160,6 +165,7 @@ impl InitOptions {
             control_plane: None,
             trace_style: None,
             local_store: true,
+            export_from_env: true,
         }
     }
 
@@ -195,6 +201,12 @@ impl InitOptions {
         self.local_store = keep;
         self
     }
+
+    /// See [`InitOptions::export_from_env`].
+    pub fn export_from_env(mut self, export: bool) -> InitOptions {
+        self.export_from_env = export;
+        self
+    }
 }
 
 impl std::fmt::Debug for InitOptions {
@@ -205,6 +217,7 @@ impl std::fmt::Debug for InitOptions {
             .field("control_plane", &self.control_plane.as_ref().map(|_| "<sender>"))
             .field("trace_style", &self.trace_style)
             .field("local_store", &self.local_store)
+            .field("export_from_env", &self.export_from_env)
             .finish()
     }
 }
@@ -235,8 +248,8 @@ pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
 /// - a span processor that keeps finished spans in [`store::global`] (unless
 ///   `options.local_store` is `false`);
 /// - an OTLP exporter, only if `OTEL_EXPORTER_OTLP_ENDPOINT` or
-///   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (see the crate docs for the other variables),
-///   routed by stage when `options.route_by_stage`;
+///   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (see the crate docs for the other variables)
+///   and `options.export_from_env`, routed by stage when `options.route_by_stage`;
 /// - an exporter to the control plane, if `options.control_plane` has a sender (see
 ///   [`InitOptions::control_plane_sender`]); its sends run on the tokio runtime that is
 ///   current here if it is multi-threaded, else on a small runtime of its own;
@@ -346,7 +359,11 @@ struct Pipeline {
 impl Pipeline {
     fn build(options: &InitOptions, warnings: &mut Vec<String>) -> Pipeline {
         let service_name = options.default_service.as_str();
-        let plan = ExportPlan::from_env(warnings);
+        let plan = if options.export_from_env {
+            ExportPlan::from_env(warnings)
+        } else {
+            ExportPlan::Disabled
+        };
 
         let resource = resource_for(service_name);
         let env_names_service = env_names_service();

@@ -192,6 +192,9 @@ struct State {
     sandboxes: HashMap<String, MockSandbox>,
     containers: HashMap<String, MockContainer>,
     rng: StdRng,
+    /// Calls counted for tests ([`MockRuntime::status_reads`], [`MockRuntime::sandbox_lists`]).
+    status_reads: HashMap<String, u64>,
+    sandbox_lists: HashMap<BTreeMap<String, String>, u64>,
 }
 
 impl State {
@@ -256,6 +259,8 @@ impl MockRuntime {
                     sandboxes: HashMap::new(),
                     containers: HashMap::new(),
                     rng,
+                    status_reads: HashMap::new(),
+                    sandbox_lists: HashMap::new(),
                 }),
                 changed: Notify::new(),
             }),
@@ -270,6 +275,20 @@ impl MockRuntime {
     pub fn counts(&self) -> (usize, usize) {
         let s = self.state();
         (s.sandboxes.len(), s.containers.len())
+    }
+
+    /// How often the status of container `id` was asked for, until it is removed. The
+    /// kubelet asks once on each relist of a pod whose container has not exited, so a test
+    /// sees the kubelet look again (a positive signal, where waiting a while would only hope
+    /// it did).
+    pub fn status_reads(&self, id: &str) -> u64 {
+        self.state().status_reads.get(id).copied().unwrap_or(0)
+    }
+
+    /// How often the sandboxes were listed with exactly `filter` (the kubelet's housekeeping
+    /// lists them all, with an empty filter, on every round).
+    pub fn sandbox_lists(&self, filter: &BTreeMap<String, String>) -> u64 {
+        self.state().sandbox_lists.get(filter).copied().unwrap_or(0)
     }
 
     async fn delay(&self, base: Duration) {
@@ -623,6 +642,7 @@ impl ContainerRuntime for MockRuntime {
             }
         }
         s.containers.remove(id);
+        s.status_reads.remove(id);
         drop(s);
         self.inner.changed.notify_waiters();
         Ok(())
@@ -630,6 +650,7 @@ impl ContainerRuntime for MockRuntime {
 
     async fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let mut s = self.state();
+        *s.status_reads.entry(id.to_string()).or_default() += 1;
         let c = s
             .containers
             .get_mut(id)
@@ -644,9 +665,9 @@ impl ContainerRuntime for MockRuntime {
     }
 
     async fn list_pod_sandboxes(&self, filter: &BTreeMap<String, String>) -> Result<Vec<SandboxInfo>, RuntimeError> {
-        Ok(self
-            .state()
-            .sandboxes
+        let mut s = self.state();
+        *s.sandbox_lists.entry(filter.clone()).or_default() += 1;
+        Ok(s.sandboxes
             .values()
             .filter(|sb| matches(&sb.info.labels, filter))
             .map(|sb| sb.info.clone())
