@@ -51,7 +51,7 @@ impl ApiServerFixture {
     /// wraps to inject failures).
     pub async fn start_with_store(store: Arc<dyn Store>) -> ApiServerFixture {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::serve(dir, store, false).await
+        Self::serve(dir, store, false, apiserver::watch::DEFAULT_BOOKMARK_INTERVAL).await
     }
 
     async fn start_with(tls: bool) -> ApiServerFixture {
@@ -61,10 +61,15 @@ impl ApiServerFixture {
     async fn start_with_settings(tls: bool, bookmark_interval: std::time::Duration) -> ApiServerFixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(&dir.path().join("store.redb")).expect("open embedded store");
-        Self::serve(dir, store, tls).await
+        Self::serve(dir, store, tls, bookmark_interval).await
     }
 
-    async fn serve(dir: tempfile::TempDir, store: Arc<dyn Store>, tls: bool) -> ApiServerFixture {
+    async fn serve(
+        dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        tls: bool,
+        bookmark_interval: std::time::Duration,
+    ) -> ApiServerFixture {
         let token = "test-token".to_string();
         let certs =
             tls.then(|| apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().expect("ip")).expect("certificates"));
