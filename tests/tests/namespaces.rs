@@ -26,6 +26,15 @@ const SHOP_DELETED: &[&str] = &[
     "service \"backend\" deleted",
 ];
 
+/// `delete -f shop.yaml` succeeded and reported every object deleted.
+fn assert_shop_deleted(out: &std::process::Output) {
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "delete -f failed: {stdout}{}", text(&out.stderr));
+    for line in SHOP_DELETED {
+        assert!(stdout.contains(line), "missing {line:?} in: {stdout}");
+    }
+}
+
 fn up() -> (tempfile::TempDir, Cluster) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster = Cluster::start_in(dir.path(), &["--nodes", "2", "--fast-failover"]);
@@ -125,15 +134,7 @@ fn kubectl_deletes_a_namespace_and_its_contents_from_one_file() {
     // kubectl deletes the namespace first, then the objects in it (still there: the
     // namespace controller waits its grace period), then waits until all are gone.
     let out = k.run(&["delete", "-f", SHOP]);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kubectl delete -f failed: {stdout}{}",
-        text(&out.stderr)
-    );
-    for line in SHOP_DELETED {
-        assert!(stdout.contains(line), "missing {line:?} in: {stdout}");
-    }
+    assert_shop_deleted(&out);
     let err = k.fails(&["get", "namespace", "shop"]);
     assert!(err.contains("namespaces \"shop\" not found"), "{err}");
 
@@ -159,15 +160,7 @@ fn kulisse_deletes_a_namespace_and_its_contents_from_one_file() {
     });
 
     let out = c.kulisse(&["delete", "-f", SHOP]);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kulisse delete -f failed: {stdout}{}",
-        text(&out.stderr)
-    );
-    for line in SHOP_DELETED {
-        assert!(stdout.contains(line), "missing {line:?} in: {stdout}");
-    }
+    assert_shop_deleted(&out);
     let gone = c.kulisse(&["get", "namespace", "shop"]);
     assert!(!gone.status.success());
     assert!(
