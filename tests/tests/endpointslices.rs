@@ -115,17 +115,13 @@ fn write(dir: &tempfile::TempDir, name: &str, body: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-#[test]
-fn a_services_slices_follow_its_pods_and_kube_proxy_follows_the_slices() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let c = Cluster::start_in(dir.path(), &["--nodes", "2", "--fast-failover"]);
-    c.ok(&["apply", "-f", &write(&dir, "web.yaml", WEB)]);
-    let svc = json(&c, &["get", "service", "web"]);
-
+/// The Service's one slice holds its two ready pods in upstream's shape, kube-proxy's rule
+/// has them, and the Endpoints are still written. Returns the ready pods' IPs.
+fn first_slice_in_upstreams_shape(c: &Cluster, svc: &Value) -> Vec<String> {
     // One slice with both ready pods, in upstream's shape.
     let slice = wait_for(90, "a slice with the two ready pods", || {
-        let all = slices(&c);
-        let ready = ready_pod_ips(&c);
+        let all = slices(c);
+        let ready = ready_pod_ips(c);
         let eps = endpoints_of(&all);
         let mut ips: Vec<String> = eps.iter().map(|e| s(e, "/addresses/0").to_string()).collect();
         ips.sort();
@@ -143,7 +139,7 @@ fn a_services_slices_follow_its_pods_and_kube_proxy_follows_the_slices() {
         "the Service's labels are copied"
     );
     assert_eq!(s(&slice, "/metadata/ownerReferences/0/kind"), "Service");
-    assert_eq!(s(&slice, "/metadata/ownerReferences/0/uid"), s(&svc, "/metadata/uid"));
+    assert_eq!(s(&slice, "/metadata/ownerReferences/0/uid"), s(svc, "/metadata/uid"));
     assert_eq!(slice["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(s(&slice, "/addressType"), "IPv4");
     assert_eq!(
@@ -159,16 +155,20 @@ fn a_services_slices_follow_its_pods_and_kube_proxy_follows_the_slices() {
         assert_eq!(s(&ep, "/targetRef/kind"), "Pod");
     }
     // kube-proxy's rule has exactly the slice's ready endpoints; Endpoints are still written.
-    let ready = ready_pod_ips(&c);
+    let ready = ready_pod_ips(c);
     wait_for(30, "kube-proxy's rule with both pods", || {
-        (proxy_backends(&c) == ready).then_some(())
+        (proxy_backends(c) == ready).then_some(())
     });
-    let ep = json(&c, &["get", "endpoints", "web"]);
+    let ep = json(c, &["get", "endpoints", "web"]);
     assert_eq!(ep["subsets"][0]["addresses"].as_array().map(Vec::len), Some(2), "{ep}");
 
-    // A third pod joins (its status written as a kubelet would), then is deleted: it stays
-    // in the slice as terminating but still serving, and gets no traffic while others are ready.
-    c.ok(&["apply", "-f", &write(&dir, "draining.yaml", DRAINING)]);
+    ready
+}
+
+/// A third pod joins (its status written as a kubelet would), then is deleted: it stays in
+/// the slice as terminating but still serving, and gets no traffic while others are ready.
+fn a_terminating_pod_stays_serving_without_traffic(c: &Cluster, dir: &tempfile::TempDir, ready: &[String]) {
+    c.ok(&["apply", "-f", &write(dir, "draining.yaml", DRAINING)]);
     let auth = format!("Bearer {}", c.token());
     let headers = [
         ("authorization", auth.as_str()),
@@ -184,15 +184,15 @@ fn a_services_slices_follow_its_pods_and_kube_proxy_follows_the_slices() {
         status.as_bytes(),
     );
     assert_eq!(code, 200, "{body}");
-    let mut three = ready.clone();
+    let mut three = ready.to_vec();
     three.push(DRAINING_IP.to_string());
     three.sort();
     wait_for(60, "kube-proxy's rule with three pods", || {
-        (proxy_backends(&c) == three).then_some(())
+        (proxy_backends(c) == three).then_some(())
     });
     c.ok(&["delete", "pod", "draining", "--wait=false"]);
     let draining = wait_for(60, "the deleted pod terminating in the slice", || {
-        endpoints_of(&slices(&c))
+        endpoints_of(&slices(c))
             .into_iter()
             .find(|e| s(e, "/targetRef/name") == "draining" && e["conditions"]["terminating"] == true)
     });
@@ -201,8 +201,18 @@ fn a_services_slices_follow_its_pods_and_kube_proxy_follows_the_slices() {
         serde_json::json!({"ready": false, "serving": true, "terminating": true})
     );
     wait_for(30, "kube-proxy's rule without the terminating pod", || {
-        (proxy_backends(&c) == ready).then_some(())
+        (proxy_backends(c) == ready).then_some(())
     });
+}
+
+#[test]
+fn a_services_slices_follow_its_pods_and_kube_proxy_follows_the_slices() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = Cluster::start_in(dir.path(), &["--nodes", "2", "--fast-failover"]);
+    c.ok(&["apply", "-f", &write(&dir, "web.yaml", WEB)]);
+    let svc = json(&c, &["get", "service", "web"]);
+    let ready = first_slice_in_upstreams_shape(&c, &svc);
+    a_terminating_pod_stays_serving_without_traffic(&c, &dir, &ready);
 
     // kubectl's columns.
     if let Some(k) = Kubectl::for_cluster(&c) {

@@ -215,25 +215,9 @@ fn condition(ns: &Value, kind: &str) -> Option<(String, String)> {
         .map(|c| (s(c, "/status").to_string(), s(c, "/message").to_string()))
 }
 
-#[test]
-fn a_terminating_namespace_refuses_new_content_and_says_what_it_waits_for() {
-    let (dir, c) = up();
-    let file = dir.path().join("held.yaml");
-    std::fs::write(&file, HELD).expect("write manifest");
-    c.ok(&["apply", "-f", file.to_str().expect("utf-8 path")]);
-    let ns = json(&c, &["get", "namespace", "hold"]);
-    assert_eq!(ns["spec"]["finalizers"], serde_json::json!(["kubernetes"]), "{ns}");
-    wait_for(60, "the held pod Running", || {
-        (running_pods(&c, "hold") == 1).then_some(())
-    });
-
-    let out = c.ok(&["delete", "namespace", "hold", "--wait=false"]);
-    assert_eq!(out.trim(), "namespace \"hold\" deleted");
-    let ns = json(&c, &["get", "namespace", "hold"]);
-    assert_eq!(s(&ns, "/status/phase"), "Terminating", "{ns}");
-    assert!(ns.pointer("/metadata/deletionTimestamp").is_some(), "{ns}");
-
-    // Nothing new inside, with upstream's message, reason and cause.
+/// Nothing new inside a terminating namespace, with upstream's message, reason and cause
+/// (the kulisse CLI's apply and a plain POST).
+fn creates_are_refused(c: &Cluster, dir: &tempfile::TempDir) {
     let late = dir.path().join("late.yaml");
     std::fs::write(&late, LATE).expect("write manifest");
     let refused = c.kulisse(&["apply", "-f", late.to_str().expect("utf-8 path")]);
@@ -253,6 +237,27 @@ fn a_terminating_namespace_refuses_new_content_and_says_what_it_waits_for() {
         "{status}"
     );
     assert_eq!(s(&status, "/details/causes/0/field"), "metadata.namespace", "{status}");
+}
+
+#[test]
+fn a_terminating_namespace_refuses_new_content_and_says_what_it_waits_for() {
+    let (dir, c) = up();
+    let file = dir.path().join("held.yaml");
+    std::fs::write(&file, HELD).expect("write manifest");
+    c.ok(&["apply", "-f", file.to_str().expect("utf-8 path")]);
+    let ns = json(&c, &["get", "namespace", "hold"]);
+    assert_eq!(ns["spec"]["finalizers"], serde_json::json!(["kubernetes"]), "{ns}");
+    wait_for(60, "the held pod Running", || {
+        (running_pods(&c, "hold") == 1).then_some(())
+    });
+
+    let out = c.ok(&["delete", "namespace", "hold", "--wait=false"]);
+    assert_eq!(out.trim(), "namespace \"hold\" deleted");
+    let ns = json(&c, &["get", "namespace", "hold"]);
+    assert_eq!(s(&ns, "/status/phase"), "Terminating", "{ns}");
+    assert!(ns.pointer("/metadata/deletionTimestamp").is_some(), "{ns}");
+
+    creates_are_refused(&c, &dir);
 
     // The controller deleted the pod (gracefully) and waits for its finalizer; pods go
     // first, so the ConfigMap is still there.

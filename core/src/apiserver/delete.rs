@@ -174,28 +174,7 @@ async fn delete_once(
     }
 
     // Mark it terminating; the kubelet or the finalizers' owners finish the job.
-    let now = chrono::Utc::now();
-    let grace_secs = pod_grace.unwrap_or(0);
-    if !already_terminating {
-        obj["metadata"]["deletionTimestamp"] =
-            json!((now + chrono::Duration::seconds(grace_secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        if namespace {
-            obj["status"]["phase"] = json!("Terminating");
-        } else {
-            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace_secs);
-        }
-    } else if let Some(g) = pod_grace {
-        // A second delete may shorten the grace period, never lengthen it.
-        let current = obj
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(g);
-        if g < current {
-            obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
-            obj["metadata"]["deletionTimestamp"] =
-                json!((now + chrono::Duration::seconds(g)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        }
-    }
+    mark_terminating(&mut obj, already_terminating, namespace, pod_grace);
     if !finalizers.is_empty() {
         obj["metadata"]["finalizers"] = json!(finalizers);
     }
@@ -211,6 +190,33 @@ async fn delete_once(
     meta::stamp_traceparent(&mut obj);
     let written = ctx.server.storage.update(info, ns, name, &obj, stored.revision).await?;
     Ok(json_response(code, &written.object))
+}
+
+/// Set `deletionTimestamp` (now plus a pod's grace period) on an object that starts
+/// terminating; a namespace also turns `Terminating`. A second delete of a pod may shorten
+/// its grace period, never lengthen it.
+fn mark_terminating(obj: &mut Value, already_terminating: bool, namespace: bool, pod_grace: Option<i64>) {
+    let at = |secs: i64| {
+        json!((chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    if !already_terminating {
+        let grace_secs = pod_grace.unwrap_or(0);
+        obj["metadata"]["deletionTimestamp"] = at(grace_secs);
+        if namespace {
+            obj["status"]["phase"] = json!("Terminating");
+        } else {
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace_secs);
+        }
+    } else if let Some(g) = pod_grace {
+        let current = obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(g);
+        if g < current {
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
+            obj["metadata"]["deletionTimestamp"] = at(g);
+        }
+    }
 }
 
 /// A namespace still waiting for the controllers named in its `spec.finalizers`.

@@ -118,7 +118,7 @@ fn desired_subsets(svc: &Value, pods: &[Arc<Value>]) -> Desired {
             .is_none_or(Vec::is_empty);
 
     // address (ip, uid) → (ready?, address json, ports offered)
-    let mut per_address: BTreeMap<(String, String), (bool, Value, BTreeSet<EpPort>)> = BTreeMap::new();
+    let mut per_address = PerAddress::new();
     let mut unresolved = 0;
     for pod in pods {
         let (true, Some(ip)) = (should_pod_be_in_endpoints(pod, publish_not_ready), pod_ip(pod)) else {
@@ -143,7 +143,21 @@ fn desired_subsets(svc: &Value, pods: &[Arc<Value>]) -> Desired {
         per_address.insert((ip.to_string(), uid), (ready, addr, ports));
     }
 
-    // Repack: addresses that offer the same set of ports share a subset.
+    let (subsets, ready, not_ready) = repack(per_address);
+    Desired {
+        subsets,
+        ready,
+        not_ready,
+        unresolved,
+    }
+}
+
+/// Addresses (ip, uid) → (ready?, address, ports).
+type PerAddress = BTreeMap<(String, String), (bool, Value, BTreeSet<EpPort>)>;
+
+/// Repack: addresses that offer the same set of ports share a subset, sorted. Returns the
+/// subsets and the numbers of ready and not-ready addresses.
+fn repack(per_address: PerAddress) -> (Vec<Value>, usize, usize) {
     let mut groups: BTreeMap<Vec<EpPort>, (Vec<Address>, Vec<Address>)> = BTreeMap::new();
     let (mut ready_n, mut not_ready_n) = (0, 0);
     for ((ip, uid), (ready, json, ports)) in per_address {
@@ -185,12 +199,7 @@ fn desired_subsets(svc: &Value, pods: &[Arc<Value>]) -> Desired {
             Value::Object(s)
         })
         .collect();
-    Desired {
-        subsets,
-        ready: ready_n,
-        not_ready: not_ready_n,
-        unresolved,
-    }
+    (subsets, ready_n, not_ready_n)
 }
 
 /// The labels the Endpoints should carry: the Service's, plus the headless marker.
@@ -212,6 +221,51 @@ fn current_subsets(ep: &Value) -> &[Value] {
 }
 
 impl EndpointsController {
+    /// Create or update the Endpoints `ns/name` with `subsets` and `labels`, stamped with
+    /// the current trace.
+    async fn write_endpoints(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        subsets: &[Value],
+        current: Option<&Value>,
+    ) -> Result<(), crate::client::ClientError> {
+        let traceparent = kulisse_traces::propagation::traceparent_of_current();
+        let info = endpoints_info();
+        match current {
+            None => {
+                let mut ep = json!({
+                    "apiVersion": "v1",
+                    "kind": "Endpoints",
+                    "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "subsets": subsets,
+                });
+                if let Some(tp) = traceparent {
+                    ep["metadata"]["annotations"] = json!({TRACEPARENT_ANNOTATION: tp});
+                }
+                tracing::Span::current().record("endpoints.action", "create");
+                self.ctx.client.create(info, Some(ns), &ep).await.map(|_| ())
+            }
+            Some(cur) => {
+                let mut ep = cur.clone();
+                ep["subsets"] = Value::Array(subsets.to_vec());
+                if let Some(m) = objects::meta_mut(&mut ep) {
+                    m.insert("labels".into(), json!(labels));
+                    if let Some(tp) = traceparent {
+                        annotate_traceparent(m, &tp);
+                    }
+                }
+                tracing::Span::current().record("endpoints.action", "update");
+                self.ctx
+                    .client
+                    .replace(info, Some(ns), name, None, &ep)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
     async fn delete_endpoints(&self, ns: &str, name: &str) -> Result<Action, ReconcileError> {
         if self.ctx.caches.endpoints.get(&format!("{ns}/{name}")).is_none() {
             return Ok(Action::await_change());
@@ -289,43 +343,10 @@ impl Reconciler for EndpointsController {
             span.record("endpoints.action", "unchanged");
             return Ok(Action::await_change());
         }
-        let write = async {
-            let traceparent = kulisse_traces::propagation::traceparent_of_current();
-            let info = endpoints_info();
-            match &current {
-                None => {
-                    let mut ep = json!({
-                        "apiVersion": "v1",
-                        "kind": "Endpoints",
-                        "metadata": {"name": name, "namespace": ns, "labels": labels},
-                        "subsets": desired.subsets,
-                    });
-                    if let Some(tp) = traceparent {
-                        ep["metadata"]["annotations"] = json!({TRACEPARENT_ANNOTATION: tp});
-                    }
-                    tracing::Span::current().record("endpoints.action", "create");
-                    self.ctx.client.create(info, Some(ns), &ep).await.map(|_| ())
-                }
-                Some(cur) => {
-                    let mut ep = (**cur).clone();
-                    ep["subsets"] = Value::Array(desired.subsets.clone());
-                    if let Some(m) = objects::meta_mut(&mut ep) {
-                        m.insert("labels".into(), json!(labels));
-                        if let Some(tp) = traceparent {
-                            annotate_traceparent(m, &tp);
-                        }
-                    }
-                    tracing::Span::current().record("endpoints.action", "update");
-                    self.ctx
-                        .client
-                        .replace(info, Some(ns), name, None, &ep)
-                        .await
-                        .map(|_| ())
-                }
-            }
-        }
-        .instrument(span.clone())
-        .await;
+        let write = self
+            .write_endpoints(ns, name, &labels, &desired.subsets, current.as_deref())
+            .instrument(span.clone())
+            .await;
         match write {
             Ok(()) => Ok(Action::await_change()),
             Err(e) if namespace_terminating(&e) => Ok(Action::await_change()),
