@@ -232,6 +232,8 @@ fn a_services_slices_follow_its_pods_and_kube_proxy_follows_the_slices() {
     wait_for(60, "kube-proxy falling back to the terminating pod", || {
         (proxy_backends(&c) == [DRAINING_IP.to_string()]).then_some(())
     });
+    let auth = format!("Bearer {}", c.token());
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
     let (code, body) = c.http(
         "DELETE",
         "/api/v1/namespaces/default/pods/draining",
