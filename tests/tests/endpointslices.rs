@@ -259,3 +259,24 @@ fn a_services_slices_follow_its_pods_and_kube_proxy_follows_the_slices() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn max_endpoints_per_slice_is_a_controller_manager_flag_within_upstreams_range() {
+    let bin = kulisse_tests::cluster::kulisse_bin();
+    let help = std::process::Command::new(&bin)
+        .args(["controller-manager", "--help"])
+        .output()
+        .expect("run kulisse");
+    assert!(
+        text(&help.stdout).contains("--max-endpoints-per-slice"),
+        "{}",
+        text(&help.stdout)
+    );
+    assert!(text(&help.stdout).contains("[default: 100]"), "{}", text(&help.stdout));
+    let out = std::process::Command::new(&bin)
+        .args(["controller-manager", "--max-endpoints-per-slice", "1001"])
+        .output()
+        .expect("run kulisse");
+    assert_eq!(out.status.code(), Some(2), "a usage error: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("1001"), "{}", text(&out.stderr));
+}
