@@ -44,7 +44,7 @@
 //! Where kulisse differs: one address type (IPv4, as every kulisse address is); no topology
 //! hints and no `endpoints.kubernetes.io/last-change-trigger-time` annotation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,11 +58,11 @@ use super::endpointutil::{
 };
 use super::runtime::{
     Action, Queue, ReconcileError, ReconcileReason, Reconciler, annotate_traceparent, enqueue_related,
-    namespace_terminating, new_queue,
+    namespace_terminating, new_queue, traceparent_of,
 };
 use super::{Ctx, SharedInformers};
 use crate::client::ClientError;
-use crate::client::informer::InformerEvent;
+use crate::client::informer::{InformerEvent, key_of};
 use crate::objects::{self, ResourceInfo};
 
 /// Upstream's default `--max-endpoints-per-slice`.
@@ -98,22 +98,66 @@ fn managed_by_us(slice: &Value) -> bool {
 pub struct EndpointSliceController {
     ctx: Arc<Ctx>,
     index: ServiceIndex,
-    /// Service key → slice name → the resourceVersion we wrote (`None`: we deleted it), and when.
-    written: Mutex<HashMap<String, HashMap<String, (Option<u64>, Instant)>>>,
+    written: Arc<Mutex<Written>>,
+    stamped: Arc<Mutex<Stamped>>,
+}
+
+/// Service key → the traces this controller wrote its slices in lately (recorded before
+/// each write, so the echo of a write is known even if it overtakes the answer; the API
+/// server stamps its own span of the same trace on the slice).
+type Stamped = HashMap<String, VecDeque<String>>;
+
+/// The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(traceparent: &str) -> String {
+    traceparent.split('-').nth(1).unwrap_or("").to_string()
+}
+
+/// How many recent traces per Service are remembered.
+const STAMPED_KEPT: usize = 8;
+
+/// Service key → slice name → the resourceVersion we wrote (`None`: we deleted it), and when.
+type Written = HashMap<String, HashMap<String, (Option<u64>, Instant)>>;
+
+/// Whether a slice event is the echo of this controller's own write (upstream's tracker:
+/// such an event needs no sync, and queueing on it would attribute later changes to it).
+fn own_write(written: &Mutex<Written>, stamped: &Mutex<Stamped>, key: &str, ev: &InformerEvent) -> bool {
+    let slice = ev.object();
+    if !matches!(ev, InformerEvent::Deleted(_))
+        && let Some(tp) = traceparent_of(slice)
+        && stamped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|s| s.contains(&trace_id(&tp)))
+    {
+        return true;
+    }
+    let written = written.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((rv, _)) = written.get(key).and_then(|w| w.get(objects::name(slice).unwrap_or(""))) else {
+        return false;
+    };
+    match ev {
+        InformerEvent::Deleted(_) => rv.is_none(),
+        _ => rv.is_some() && *rv == revision_of(slice),
+    }
 }
 
 /// Set up the controller: index Services and Pods, queue Services whose Pods or slices changed.
 pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<EndpointSliceController>, Queue) {
     let queue = new_queue();
     let index = ServiceIndex::watch(informers, &queue);
+    let written = Arc::new(Mutex::new(Written::new()));
+    let stamped = Arc::new(Mutex::new(Stamped::new()));
     {
-        let queue = queue.clone();
+        let (queue, written, stamped) = (queue.clone(), written.clone(), stamped.clone());
         informers.endpointslices.on_event(move |ev| {
             let slice = ev.object();
             if matches!(ev, InformerEvent::Resync(_)) || !managed_by_us(slice) {
                 return;
             }
-            if let Some(key) = service_key_of(slice) {
+            if let Some(key) = service_key_of(slice)
+                && !own_write(&written, &stamped, &key, ev)
+            {
                 enqueue_related(&queue, key, "EndpointSlice", slice);
             }
         });
@@ -121,7 +165,8 @@ pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<EndpointSli
     let controller = EndpointSliceController {
         ctx,
         index,
-        written: Mutex::default(),
+        written,
+        stamped,
     };
     (Arc::new(controller), queue)
 }
@@ -393,7 +438,7 @@ fn slice_object(svc: &Value, want: &SliceWant, traceparent: Option<&str>) -> Opt
 
 /// What one sync wrote, for the span.
 #[derive(Default)]
-struct Written {
+struct Wrote {
     created: usize,
     updated: usize,
     deleted: usize,
@@ -458,9 +503,19 @@ impl EndpointSliceController {
     }
 
     /// Carry out the plan: creates, updates, deletes. Stops at the first error.
-    async fn write(&self, svc: &Value, plan: &Plan, out: &mut Written) -> Result<(), ClientError> {
+    async fn write(&self, svc: &Value, plan: &Plan, out: &mut Wrote) -> Result<(), ClientError> {
         let (ns, info, client) = (objects::namespace(svc).unwrap_or(""), slice_info(), &self.ctx.client);
         let traceparent = kulisse_traces::propagation::traceparent_of_current();
+        if let Some(tp) = &traceparent {
+            let mut stamped = self.stamped.lock().unwrap_or_else(|p| p.into_inner());
+            let recent = stamped.entry(key_of(svc)).or_default();
+            if !recent.contains(&trace_id(tp)) {
+                recent.push_back(trace_id(tp));
+                if recent.len() > STAMPED_KEPT {
+                    recent.pop_front();
+                }
+            }
+        }
         for want in &plan.slices {
             let Some(obj) = slice_object(svc, want, traceparent.as_deref()) else {
                 continue;
@@ -482,6 +537,8 @@ impl EndpointSliceController {
             out.versions.insert(name, revision_of(&stored));
         }
         for name in &plan.delete {
+            // Known before the request: its echo may overtake the answer.
+            self.remember(&key_of(svc), HashMap::from([(name.clone(), None)]));
             match client.delete(info, Some(ns), name, None).await {
                 Ok(_) => {}
                 Err(e) if e.code() == Some(404) => {}
@@ -503,7 +560,10 @@ impl Reconciler for EndpointSliceController {
     async fn reconcile(&self, key: &str, _reason: &ReconcileReason) -> Result<Action, ReconcileError> {
         let (ns, name) = split_key(key);
         let Some(svc) = self.ctx.caches.services.get(key) else {
-            return Ok(Action::await_change()); // the garbage collector deletes its slices
+            // The garbage collector deletes its slices; forget what we wrote for it.
+            self.written.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            self.stamped.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            return Ok(Action::await_change());
         };
         let Some(selector) = service_selector(&svc).filter(|_| objects::deletion_timestamp(&svc).is_none()) else {
             return Ok(Action::await_change()); // slices written by hand, or the Service is going
@@ -533,7 +593,7 @@ impl Reconciler for EndpointSliceController {
             "otel.status_code" = tracing::field::Empty,
             "otel.status_message" = tracing::field::Empty,
         );
-        let mut out = Written::default();
+        let mut out = Wrote::default();
         let result = self.write(&svc, &plan, &mut out).instrument(span.clone()).await;
         span.record("endpointslices.created", out.created);
         span.record("endpointslices.updated", out.updated);
