@@ -53,7 +53,7 @@ pub enum Command {
     Demo(commands::demo::DemoArgs),
     /// Run the control plane (API server + store) in the foreground.
     Up(commands::up::UpArgs),
-    /// Run the controller manager (Deployment, ReplicaSet, Endpoints, garbage collector, node lifecycle).
+    /// Run the controller manager (Deployment, ReplicaSet, Endpoints, EndpointSlice, namespace, garbage collector, node lifecycle).
     ControllerManager(commands::components::ControllerManagerArgs),
     /// Run the scheduler.
     Scheduler(commands::components::SchedulerArgs),

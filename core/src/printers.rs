@@ -83,6 +83,18 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Endpoints", "string", 0, "Ready pod addresses and ports."),
             age,
         ],
+        "EndpointSlice" => vec![
+            name,
+            col(
+                "AddressType",
+                "string",
+                0,
+                "The type of the addresses: IPv4, IPv6 or FQDN.",
+            ),
+            col("Ports", "string", 0, "The ports the endpoints offer."),
+            col("Endpoints", "string", 0, "The endpoints' addresses."),
+            age,
+        ],
         "Node" => vec![
             name,
             col("Status", "string", 0, "Whether the node's kubelet reports Ready."),
@@ -216,6 +228,9 @@ fn cell(kind: &str, column: &str, obj: &Value, now: chrono::DateTime<chrono::Utc
         ("Service", "Port(s)") => or_none(service_ports(obj)),
         ("Service", "Selector") => or_none(selector_text(obj.pointer("/spec/selector"))),
         ("Endpoints", "Endpoints") => or_none(endpoints_text(obj)),
+        ("EndpointSlice", "AddressType") => json!(s(obj, "/addressType")),
+        ("EndpointSlice", "Ports") => json!(slice_ports_text(obj)),
+        ("EndpointSlice", "Endpoints") => json!(slice_endpoints_text(obj)),
         ("Node", "Status") => json!(node_status(obj)),
         ("Node", "Roles") => json!("<none>"),
         ("Node", "Version") => json!(s(obj, "/status/nodeInfo/kubeletVersion")),
@@ -418,6 +433,46 @@ fn endpoints_text(ep: &Value) -> String {
     } else {
         all.join(",")
     }
+}
+
+/// kubectl's short list: the first three, then `+ N more...`; `<unset>` when empty.
+fn list_with_more(all: Vec<String>) -> String {
+    match all.len() {
+        0 => "<unset>".to_string(),
+        n if n > 3 => format!("{} + {} more...", all[..3].join(","), n - 3),
+        _ => all.join(","),
+    }
+}
+
+/// An EndpointSlice's ports: the numbers (a name, or `*`, where a port has no number).
+fn slice_ports_text(slice: &Value) -> String {
+    let ports = slice.get("ports").and_then(Value::as_array).into_iter().flatten();
+    list_with_more(
+        ports
+            .map(|p| {
+                match (
+                    p.get("port").and_then(Value::as_i64),
+                    p.get("name").and_then(Value::as_str),
+                ) {
+                    (Some(n), _) => n.to_string(),
+                    (None, Some(name)) => name.to_string(),
+                    (None, None) => "*".to_string(),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// An EndpointSlice's endpoints: every address of every endpoint.
+fn slice_endpoints_text(slice: &Value) -> String {
+    let endpoints = slice.get("endpoints").and_then(Value::as_array).into_iter().flatten();
+    list_with_more(
+        endpoints
+            .flat_map(|e| e.get("addresses").and_then(Value::as_array).into_iter().flatten())
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 /// How long ago `timestamp` was, in kubectl's words: `45s`, `3m12s`, `25m`, `4h10m`, `3d`.

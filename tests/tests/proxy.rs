@@ -1,10 +1,10 @@
 //! kube-proxy's rule table against a real (in-process) API server.
 //!
-//! The test writes Services and Endpoints as the API server and the Endpoints controller
-//! would, and checks that kube-proxy's table follows — rule added, endpoints scaled,
-//! Service deleted — and that the ConfigMap `kube-system/kube-proxy-rules-<node>` mirrors
-//! the table exactly. It also checks that the proxy's sync continues the trace of the
-//! Endpoints write that caused it.
+//! The test writes Services and EndpointSlices as the API server and the EndpointSlice
+//! controller would, and checks that kube-proxy's table follows — rule added, endpoints
+//! scaled over two slices, Service deleted — and that the ConfigMap
+//! `kube-system/kube-proxy-rules-<node>` mirrors the table exactly. It also checks that the
+//! proxy's sync continues the trace of the EndpointSlice write that caused it.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +19,10 @@ const TRACEPARENT: &str = "kulisse.dev/traceparent";
 
 fn info(kind: &str) -> &'static objects::ResourceInfo {
     objects::by_gvk("v1", kind).expect("built-in kind")
+}
+
+fn slices() -> &'static objects::ResourceInfo {
+    objects::by_gvk("discovery.k8s.io/v1", "EndpointSlice").expect("built-in kind")
 }
 
 fn table_lines(t: &RuleTable) -> BTreeMap<String, String> {
@@ -55,21 +59,28 @@ fn trace_id(traceparent: &str) -> &str {
     traceparent.split('-').nth(1).unwrap_or("")
 }
 
-fn endpoints(name: &str, ready: &[&str], not_ready: &[&str]) -> Value {
-    let addrs = |ips: &[&str]| ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>();
+/// An EndpointSlice of the Service `web`, as the EndpointSlice controller writes one.
+fn slice(name: &str, ready: &[&str], not_ready: &[&str]) -> Value {
+    let eps = |ips: &[&str], ready: bool| {
+        ips.iter()
+            .map(
+                |ip| json!({"addresses": [ip], "conditions": {"ready": ready, "serving": ready, "terminating": false}}),
+            )
+            .collect::<Vec<_>>()
+    };
+    let mut endpoints = eps(ready, true);
+    endpoints.extend(eps(not_ready, false));
     json!({
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": name, "namespace": "default"},
-        "subsets": [{
-            "addresses": addrs(ready),
-            "notReadyAddresses": addrs(not_ready),
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        }],
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule_table_follows_services_and_endpoints_and_is_published() {
+async fn rule_table_follows_services_and_endpoint_slices_and_is_published() {
     kulisse_tests::local_traces::install("proxy-test");
     let fx = ApiServerFixture::start().await;
     let c = &fx.client;
@@ -111,17 +122,17 @@ async fn rule_table_follows_services_and_endpoints_and_is_published() {
     ]);
     expect_rules(c, &table, "rules for the new Service, without endpoints", &want).await;
 
-    // Endpoints appear (written inside a trace): ready addresses only.
+    // A slice appears (written inside a trace): ready endpoints only.
     let write_span = tracing::info_span!("test.write_endpoints", "kulisse.stage" = "cli");
     let ep = c
         .create(
-            info("Endpoints"),
+            slices(),
             Some("default"),
-            &endpoints("web", &["127.64.2.7", "127.64.1.5"], &["127.64.3.3"]),
+            &slice("web-a", &["127.64.2.7", "127.64.1.5"], &["127.64.3.3"]),
         )
         .instrument(write_span)
         .await
-        .expect("create endpoints");
+        .expect("create endpointslice");
     let backends = "127.64.1.5:8080,127.64.2.7:8080";
     want.insert("default.web.http".into(), format!("{cip}:80/TCP -> {backends}"));
     want.insert(
@@ -133,14 +144,14 @@ async fn rule_table_follows_services_and_endpoints_and_is_published() {
     {
         let ep_tp = ep["metadata"]["annotations"][TRACEPARENT]
             .as_str()
-            .expect("the API server records the write's trace on the Endpoints");
+            .expect("the API server records the write's trace on the EndpointSlice");
         let cm_tp = cm["metadata"]["annotations"][TRACEPARENT]
             .as_str()
             .expect("the proxy's ConfigMap write carries a trace");
         assert_eq!(
             trace_id(cm_tp),
             trace_id(ep_tp),
-            "the proxy's sync continues the trace of the Endpoints write"
+            "the proxy's sync continues the trace of the EndpointSlice write"
         );
     }
     let rule = table
@@ -149,16 +160,19 @@ async fn rule_table_follows_services_and_endpoints_and_is_published() {
     assert_eq!(rule.service, "default/web");
     assert_eq!(rule.endpoints.len(), 2);
 
-    // Scale up: a third ready endpoint, the not-ready one becomes ready too.
+    // Scale up: the not-ready endpoint becomes ready, and a second slice brings a fourth;
+    // kube-proxy merges the Service's slices.
     let mut current = c
-        .get(info("Endpoints"), Some("default"), "web")
+        .get(slices(), Some("default"), "web-a")
         .await
-        .expect("get endpoints");
-    current["subsets"] =
-        endpoints("web", &["127.64.1.5", "127.64.2.7", "127.64.3.3", "127.64.4.4"], &[])["subsets"].clone();
-    c.replace(info("Endpoints"), Some("default"), "web", None, &current)
+        .expect("get endpointslice");
+    current["endpoints"] = slice("web-a", &["127.64.1.5", "127.64.2.7", "127.64.3.3"], &[])["endpoints"].clone();
+    c.replace(slices(), Some("default"), "web-a", None, &current)
         .await
-        .expect("scale endpoints");
+        .expect("update endpointslice");
+    c.create(slices(), Some("default"), &slice("web-b", &["127.64.4.4"], &[]))
+        .await
+        .expect("create a second endpointslice");
     let backends = "127.64.1.5:8080,127.64.2.7:8080,127.64.3.3:8080,127.64.4.4:8080";
     want.insert("default.web.http".into(), format!("{cip}:80/TCP -> {backends}"));
     want.insert(
@@ -184,7 +198,7 @@ async fn rule_table_follows_services_and_endpoints_and_is_published() {
     want.insert("default.api.8081".into(), format!("{api_ip}:8081/TCP -> <none>"));
     expect_rules(c, &table, "rules of both Services", &want).await;
 
-    // Deleting the Service removes its rules, even though its Endpoints are still there.
+    // Deleting the Service removes its rules, even though its slices are still there.
     c.delete(info("Service"), Some("default"), "web", None)
         .await
         .expect("delete service");

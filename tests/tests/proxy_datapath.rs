@@ -3,7 +3,7 @@
 //! Fake "Pods" are TCP servers on their own loopback addresses (`127.64.9.2`, `127.64.9.3`,
 //! ...) that greet every connection with their name and then echo lines prefixed with it.
 //! The tests put rules in a [`RuleTable`] (or run the whole kube-proxy against the
-//! in-process API server with a Service and an Endpoints object) and connect to the
+//! in-process API server with a Service and an EndpointSlice) and connect to the
 //! Service's ClusterIP:port and NodePort the way a client Pod would: round-robin over both
 //! backends, endpoint changes without a new listener, open connections surviving, fast
 //! resets without endpoints, refused endpoints skipped, privileged ports and addresses in
@@ -526,7 +526,8 @@ async fn whole_proxy_forwards_a_service_from_the_api_server() {
     ));
 
     let node_port = free_node_port();
-    // No selector: the test writes the Endpoints itself, as the Endpoints controller would.
+    // No selector: the test writes the EndpointSlice itself, as the EndpointSlice controller
+    // would.
     // Both writes belong to one trace, which the listener's `proxy.listen` span continues.
     let write_span = tracing::info_span!("test.create_service", "kulisse.stage" = "cli");
     let svc = c
@@ -541,20 +542,24 @@ async fn whole_proxy_forwards_a_service_from_the_api_server() {
         .instrument(write_span.clone())
         .await
         .expect("create service");
+    let slices = objects::by_gvk("discovery.k8s.io/v1", "EndpointSlice").expect("built-in kind");
     let endpoints = |ips: &[&str]| {
-        json!({"apiVersion": "v1", "kind": "Endpoints",
-               "metadata": {"name": "web", "namespace": "default"},
-               "subsets": [{"addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
-                            "ports": [{"name": "http", "port": a.port(), "protocol": "TCP"}]}]})
+        ips.iter()
+            .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+            .collect::<Vec<_>>()
     };
     c.create(
-        info("Endpoints"),
+        slices,
         Some("default"),
-        &endpoints(&["127.64.13.2", "127.64.13.3"]),
+        &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "endpoints": endpoints(&["127.64.13.2", "127.64.13.3"]),
+                "ports": [{"name": "http", "port": a.port(), "protocol": "TCP"}]}),
     )
     .instrument(write_span)
     .await
-    .expect("create endpoints");
+    .expect("create endpointslice");
     let cluster = sock("127.1.202.10:8080");
     let node = SocketAddr::new([127, 0, 0, 1].into(), node_port);
 
@@ -588,15 +593,15 @@ async fn whole_proxy_forwards_a_service_from_the_api_server() {
         "the NodePort on 127.0.0.1 forwards too"
     );
 
-    // Scale down to pod-b only: the data path follows the Endpoints.
+    // Scale down to pod-b only: the data path follows the EndpointSlice.
     let mut current = c
-        .get(info("Endpoints"), Some("default"), "web")
+        .get(slices, Some("default"), "web-1")
         .await
-        .expect("get endpoints");
-    current["subsets"] = endpoints(&["127.64.13.3"])["subsets"].clone();
-    c.replace(info("Endpoints"), Some("default"), "web", None, &current)
+        .expect("get endpointslice");
+    current["endpoints"] = json!(endpoints(&["127.64.13.3"]));
+    c.replace(slices, Some("default"), "web-1", None, &current)
         .await
-        .expect("update endpoints");
+        .expect("update endpointslice");
     eventually(15, "only pod-b answering", || async {
         let seen = spread_lenient(cluster, 4).await;
         (seen.keys().map(String::as_str).collect::<Vec<_>>() == ["pod-b"]).then_some(())

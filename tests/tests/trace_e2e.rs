@@ -82,11 +82,15 @@ fn one_trace_from_apply_to_proxy_rule_over_otlp() {
     let receiver = rt.block_on(OtlpReceiver::start_grpc()).unwrap();
     let (_cluster, _dir, trace_id) = traced_apply(&rt, &receiver, "tree");
 
-    // Wait until the trace reaches kube-proxy, through every stage.
+    // Wait until the trace reaches kube-proxy, through every stage, and the pods' addresses
+    // reach a rule (the first syncs may come from the Service alone, or its empty slice).
     let spans = wait_spans(&receiver, 60, "every stage in the apply's trace", |all| {
         let ours: Vec<ReceivedSpan> = all.iter().filter(|s| s.trace_id == trace_id).cloned().collect();
         let stages: BTreeSet<&str> = ours.iter().map(stage).collect();
-        (STAGES.iter().all(|s| stages.contains(s)) && ours.iter().any(|s| s.name == "proxy.sync_rules")).then_some(ours)
+        let with_pods = ours.iter().any(|s| {
+            s.name == "proxy.sync_rules" && s.attributes.get("proxy.diff").is_some_and(|d| d.contains("127.64."))
+        });
+        (STAGES.iter().all(|s| stages.contains(s)) && with_pods).then_some(ours)
     });
 
     // One root: the CLI's span.

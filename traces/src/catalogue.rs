@@ -182,6 +182,27 @@ pub const SPANS: &[SpanInfo] = &[
                resolved) and writing them only if they changed, or deleting them with the Service.",
     },
     SpanInfo {
+        name: "controller.sync_endpointslices",
+        stage: "controller",
+        what: "The EndpointSlice controller cutting a Service's endpoints (with their ready, \
+               serving and terminating conditions) into EndpointSlices of at most 100 and \
+               creating, updating or deleting only the slices that change.",
+    },
+    SpanInfo {
+        name: "controller.delete_namespace_content",
+        stage: "controller",
+        what: "The namespace controller's pass over a terminating namespace: deleting every \
+               object inside through the API (pods first), then recording what remains in the \
+               namespace's conditions.",
+    },
+    SpanInfo {
+        name: "controller.finalize_namespace",
+        stage: "controller",
+        what: "The namespace controller removing the finalizer `kubernetes` from an emptied \
+               namespace (`PUT .../namespaces/NAME/finalize`), after which the API server \
+               deletes the namespace.",
+    },
+    SpanInfo {
         name: "controller.garbage_collect",
         stage: "controller",
         what: "The garbage collector acting on ownerReferences: deleting dependents whose owner \
@@ -200,7 +221,7 @@ pub const SPANS: &[SpanInfo] = &[
         stage: "proxy",
         what: "kube-proxy recomputing one Service's forwarding rules (ClusterIP and NodePort \
                → ready endpoints) and applying the difference to its rule table and the \
-               published ConfigMap; it continues the trace of the Endpoints write that caused it.",
+               published ConfigMap; it continues the trace of the EndpointSlice write that caused it.",
     },
     SpanInfo {
         name: "proxy.listen",

@@ -29,6 +29,10 @@ pub struct ControllerManagerArgs {
     /// later (upstream defaults: 40 s and 300 s).
     #[arg(long)]
     pub fast_failover: bool,
+    /// At most this many endpoints in one EndpointSlice (kube-controller-manager's flag).
+    #[arg(long, default_value_t = kulisse_core::controllers::endpointslice::MAX_ENDPOINTS_PER_SLICE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub max_endpoints_per_slice: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -225,7 +229,11 @@ pub async fn controller_manager(global: &GlobalArgs, args: ControllerManagerArgs
         "controller manager running against {} (Ctrl-C stops it)",
         client.server()
     );
-    kulisse_core::controllers::run(client, controller_options(args.fast_failover), shutdown_on_signal()).await;
+    let options = kulisse_core::controllers::Options {
+        max_endpoints_per_slice: args.max_endpoints_per_slice as usize,
+        ..controller_options(args.fast_failover)
+    };
+    kulisse_core::controllers::run(client, options, shutdown_on_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 

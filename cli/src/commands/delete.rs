@@ -1,7 +1,7 @@
 //! `kulisse delete -f FILE` / `kulisse delete KIND NAME...` (mirrors `kubectl delete`).
 //!
 //! Sends `DELETE` for each object and prints `deployment.apps "web" deleted`. Like kubectl,
-//! it then waits until the object is really gone: an object with finalizers only gets a
+//! once all are sent it waits until they are really gone: an object with finalizers only gets a
 //! `deletionTimestamp` at first and disappears when its finalizers are done. The wait is a
 //! watch on just that object (`fieldSelector=metadata.name=web`).
 
@@ -66,12 +66,15 @@ pub async fn run(global: &GlobalArgs, args: DeleteArgs) -> anyhow::Result<ExitCo
         Cascade::Orphan => "Orphan",
     };
     let mut failed = 0;
+    // As kubectl: delete everything first, then wait. Waiting in between would let a
+    // deleted namespace take the objects still to be deleted with it.
+    let mut terminating = Vec::new();
     for (info, ns, name) in targets {
         match client.delete(info, ns.as_deref(), &name, Some(propagation)).await {
             Ok(obj) => {
                 println!("{} \"{name}\" deleted", super::kind_ref(info));
                 if args.wait && obj.pointer("/metadata/deletionTimestamp").is_some() {
-                    wait_gone(&client, info, ns.as_deref(), &name, &obj).await?;
+                    terminating.push((info, ns, name, obj));
                 }
             }
             Err(ClientError::Api(e)) if e.code == 404 && args.ignore_not_found => {}
@@ -80,6 +83,9 @@ pub async fn run(global: &GlobalArgs, args: DeleteArgs) -> anyhow::Result<ExitCo
                 eprintln!("{}", output::error_text(&anyhow::Error::new(e)));
             }
         }
+    }
+    for (info, ns, name, obj) in terminating {
+        wait_gone(&client, info, ns.as_deref(), &name, &obj).await?;
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

@@ -16,10 +16,28 @@ use crate::objects::{self, ApiError, ResourceInfo};
 pub async fn handle(ctx: &Ctx<'_>, info: &'static ResourceInfo, ns: Option<&str>) -> Result<Response<Body>, ApiError> {
     let mut obj = patch::decode(ctx)?;
     default_type_meta(info, &mut obj);
-    let name = objects::name(&obj).map(str::to_string).unwrap_or_default();
+    let name = name_or_generated(&mut obj);
     check_body_target(info, &obj, ns)?;
     let stored = create_object(ctx, info, ns, &name, &mut obj).await?;
     Ok(json_response(StatusCode::CREATED, &stored))
+}
+
+/// The object's name; without one, a name made from `metadata.generateName` (`web-` →
+/// `web-x7k2q`), written into the object as the API server does before it stores it.
+fn name_or_generated(obj: &mut Value) -> String {
+    if let Some(name) = objects::name(obj).filter(|n| !n.is_empty()) {
+        return name.to_string();
+    }
+    let Some(prefix) = obj
+        .pointer("/metadata/generateName")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+    else {
+        return String::new();
+    };
+    let name = objects::generated_name(prefix);
+    obj["metadata"]["name"] = Value::String(name.clone());
+    name
 }
 
 /// Fill a missing `apiVersion` / `kind` from the URL, as kube-apiserver's decoder does (it
@@ -77,7 +95,7 @@ pub async fn create_object(
         objects::validate(info, obj)?;
     }
     if let Some(ns) = ns.filter(|_| info.namespaced) {
-        require_namespace(ctx, ns).await?;
+        require_namespace(ctx, info, name, ns).await?;
     }
     meta::prepare_create(info, obj, ns);
     let allocated = match info.kind {
@@ -97,15 +115,18 @@ pub async fn create_object(
     result
 }
 
-/// Objects can only be created in a namespace that exists (the NamespaceLifecycle admission
-/// plugin in Kubernetes).
-pub async fn require_namespace(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
-    let info = objects::by_gvk("v1", "Namespace").expect("Namespace is a built-in kind");
-    match ctx.server.storage.get(info, None, ns).await? {
-        Some(stored) if stored.object.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::forbidden(
-            &format!("unable to create new content in namespace {ns} because it is being terminated"),
-        )),
+/// Objects can only be created in a namespace that exists and is not being deleted (the
+/// NamespaceLifecycle admission plugin in Kubernetes).
+pub async fn require_namespace(ctx: &Ctx<'_>, info: &ResourceInfo, name: &str, ns: &str) -> Result<(), ApiError> {
+    let ns_info = objects::by_gvk("v1", "Namespace").expect("Namespace is a built-in kind");
+    match ctx.server.storage.get(ns_info, None, ns).await? {
+        Some(stored)
+            if stored.object.pointer("/metadata/deletionTimestamp").is_some()
+                || stored.object.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") =>
+        {
+            Err(ApiError::namespace_terminating(info, name, ns))
+        }
         Some(_) => Ok(()),
-        None => Err(ApiError::not_found(info, ns)),
+        None => Err(ApiError::not_found(ns_info, ns)),
     }
 }

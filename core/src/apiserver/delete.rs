@@ -19,16 +19,20 @@
 //!   until the garbage collector has deleted its dependents; `Orphan` adds the finalizer
 //!   `orphan`, and the garbage collector only cuts the dependents' ownerReferences.
 //!
-//! Deleting a Namespace deletes everything in it first (kube-controller-manager's
-//! namespace controller does this asynchronously in Kubernetes; kulisse does it in the
-//! request, so a learner sees the namespace and its contents disappear together).
+//! - **Namespaces** are never removed by the DELETE itself: the first DELETE sets
+//!   `deletionTimestamp` and `status.phase: Terminating`, and from then on nothing new may
+//!   be created inside. The namespace controller deletes the contents through the API and
+//!   then removes the finalizer `kubernetes` from `spec.finalizers` (`PUT
+//!   .../namespaces/NAME/finalize`); that update removes the namespace. A DELETE of a
+//!   namespace that is already terminating changes nothing (it deletes it only once its
+//!   finalizers are gone).
 
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::storage::Stored;
 use super::{Body, Ctx, json_response, meta};
-use crate::objects::{self, ApiError, RESOURCES, ResourceInfo};
+use crate::objects::{ApiError, ResourceInfo};
 
 use crate::objects::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 
@@ -156,10 +160,9 @@ async fn delete_once(
     }
 
     let keep_for_kubelet = pod_grace.is_some_and(|g| g > 0);
-    if finalizers.is_empty() && !keep_for_kubelet {
-        if info.kind == "Namespace" {
-            delete_namespace_contents(ctx, name).await?;
-        }
+    let namespace = info.kind == "Namespace";
+    let keep_for_namespace_controller = namespace && (!already_terminating || has_spec_finalizers(&obj));
+    if finalizers.is_empty() && !keep_for_kubelet && !keep_for_namespace_controller {
         let deleted = ctx.server.storage.delete(info, ns, name, Some(stored.revision)).await?;
         if info.kind == "Service" {
             ctx.server.release_service_addresses(&deleted.object).await;
@@ -168,31 +171,54 @@ async fn delete_once(
     }
 
     // Mark it terminating; the kubelet or the finalizers' owners finish the job.
-    let now = chrono::Utc::now();
-    let grace_secs = pod_grace.unwrap_or(0);
+    mark_terminating(&mut obj, already_terminating, namespace, pod_grace);
+    if !finalizers.is_empty() {
+        obj["metadata"]["finalizers"] = json!(finalizers);
+    }
+    // Kubernetes answers 200 for a namespace that is now terminating.
+    let code = if namespace {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    if obj == stored.object {
+        return Ok(json_response(code, &stored.object));
+    }
+    meta::stamp_traceparent(&mut obj);
+    let written = ctx.server.storage.update(info, ns, name, &obj, stored.revision).await?;
+    Ok(json_response(code, &written.object))
+}
+
+/// Set `deletionTimestamp` (now plus a pod's grace period) on an object that starts
+/// terminating; a namespace also turns `Terminating`. A second delete of a pod may shorten
+/// its grace period, never lengthen it.
+fn mark_terminating(obj: &mut Value, already_terminating: bool, namespace: bool, pod_grace: Option<i64>) {
+    let at = |secs: i64| json!(objects::time::time(chrono::Utc::now() + chrono::Duration::seconds(secs)));
     if !already_terminating {
-        obj["metadata"]["deletionTimestamp"] = json!(objects::time::time(now + chrono::Duration::seconds(grace_secs)));
-        obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace_secs);
+        let grace_secs = pod_grace.unwrap_or(0);
+        obj["metadata"]["deletionTimestamp"] = at(grace_secs);
+        if namespace {
+            obj["status"]["phase"] = json!("Terminating");
+        } else {
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace_secs);
+        }
     } else if let Some(g) = pod_grace {
-        // A second delete may shorten the grace period, never lengthen it.
         let current = obj
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64)
             .unwrap_or(g);
         if g < current {
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
-            obj["metadata"]["deletionTimestamp"] = json!(objects::time::time(now + chrono::Duration::seconds(g)));
+            obj["metadata"]["deletionTimestamp"] = at(g);
         }
     }
-    if !finalizers.is_empty() {
-        obj["metadata"]["finalizers"] = json!(finalizers);
-    }
-    if obj == stored.object {
-        return Ok(json_response(StatusCode::ACCEPTED, &stored.object));
-    }
-    meta::stamp_traceparent(&mut obj);
-    let written = ctx.server.storage.update(info, ns, name, &obj, stored.revision).await?;
-    Ok(json_response(StatusCode::ACCEPTED, &written.object))
+}
+
+/// A namespace still waiting for the controllers named in its `spec.finalizers`.
+fn has_spec_finalizers(ns: &Value) -> bool {
+    ns.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
 }
 
 /// Kinds that own other objects (so Foreground/Orphan propagation means something).
@@ -201,20 +227,4 @@ fn has_dependents_kind(info: &ResourceInfo) -> bool {
         info.kind,
         "Deployment" | "ReplicaSet" | "Service" | "Namespace" | "Pod" | "Node"
     )
-}
-
-pub(crate) async fn delete_namespace_contents(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
-    for info in RESOURCES.iter().filter(|r| r.namespaced) {
-        let listed = ctx.server.storage.list(info, Some(ns), None).await?;
-        for item in listed.items {
-            let name = objects::name(&item.object).unwrap_or("").to_string();
-            match ctx.server.storage.delete(info, Some(ns), &name, None).await {
-                Ok(deleted) if info.kind == "Service" => ctx.server.release_service_addresses(&deleted.object).await,
-                Ok(_) => {}
-                Err(e) if e.code == 404 => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
 }

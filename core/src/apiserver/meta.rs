@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::objects::ResourceInfo;
+use crate::objects::{self, ResourceInfo};
 
 /// Kinds whose status is written only through their `/status` subresource.
 pub fn has_status_subresource(info: &ResourceInfo) -> bool {
@@ -59,6 +59,9 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, namespace: Option<&s
     if tracks_generation(info) {
         meta.insert("generation".into(), json!(1));
     }
+    if info.kind == "Namespace" {
+        require_namespace_finalizer(obj);
+    }
     // A new object's status is the server's to start, not the client's to claim.
     if has_status_subresource(info) {
         let initial = initial_status(info, obj);
@@ -70,6 +73,27 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, namespace: Option<&s
                 }
             }
         }
+    }
+}
+
+/// Every new namespace carries the finalizer `kubernetes` in `spec.finalizers` (upstream's
+/// namespace strategy adds it on create): the namespace controller removes it through
+/// `/finalize` once it has deleted everything inside, and only then the namespace goes.
+fn require_namespace_finalizer(ns: &mut Value) {
+    if !ns.is_object() {
+        return;
+    }
+    if !ns.get("spec").is_some_and(Value::is_object) {
+        ns["spec"] = json!({});
+    }
+    let finalizers = &mut ns["spec"]["finalizers"];
+    if !finalizers.is_array() {
+        *finalizers = json!([]);
+    }
+    if let Some(list) = finalizers.as_array_mut()
+        && !list.iter().any(|f| f.as_str() == Some(objects::NAMESPACE_FINALIZER))
+    {
+        list.push(json!(objects::NAMESPACE_FINALIZER));
     }
 }
 
@@ -85,6 +109,7 @@ fn tracks_generation(info: &ResourceInfo) -> bool {
             | "Namespace"
             | "ConfigMap"
             | "Endpoints"
+            | "EndpointSlice"
             | "Lease"
             | "Event"
     )
@@ -139,7 +164,30 @@ pub fn qos_class(pod: &Value) -> &'static str {
 ///
 /// `subresource == Some("status")`: only `status` may change; everything else is taken
 /// from `old`. Otherwise, for kinds with a status subresource, `status` is taken from `old`.
+/// A namespace's `spec.finalizers` change only through `/finalize`, which changes nothing else.
 pub fn prepare_update(info: &ResourceInfo, old: &Value, new: &mut Value, subresource: Option<&str>) {
+    if info.kind == "Namespace" && new.is_object() {
+        let keep_finalizers = if subresource == Some("finalize") { &*new } else { old };
+        let finalizers = keep_finalizers.pointer("/spec/finalizers").cloned();
+        if subresource == Some("finalize") {
+            *new = old.clone();
+        }
+        if !new.get("spec").is_some_and(Value::is_object) {
+            new["spec"] = json!({});
+        }
+        match (finalizers, new["spec"].as_object_mut()) {
+            (Some(f), Some(spec)) => {
+                spec.insert("finalizers".into(), f);
+            }
+            (None, Some(spec)) => {
+                spec.remove("finalizers");
+            }
+            _ => {}
+        }
+        if subresource == Some("finalize") {
+            return;
+        }
+    }
     if subresource == Some("status") {
         let status = new.get("status").cloned();
         let mut merged = old.clone();
@@ -209,6 +257,31 @@ pub fn desired_state_changed(old: &Value, new: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_finalizers_change_only_through_finalize() {
+        let info = objects::by_gvk("v1", "Namespace").unwrap();
+        let mut ns = json!({"metadata": {"name": "shop"}, "spec": {"finalizers": ["example.com/x"]}});
+        prepare_create(info, &mut ns, None);
+        assert_eq!(ns["spec"]["finalizers"], json!(["example.com/x", "kubernetes"]));
+        let mut put = ns.clone();
+        put["spec"]["finalizers"] = json!([]);
+        put["metadata"]["labels"] = json!({"team": "a"});
+        let mut plain = put.clone();
+        prepare_update(info, &ns, &mut plain, None);
+        assert_eq!(
+            plain["spec"]["finalizers"], ns["spec"]["finalizers"],
+            "a plain update keeps them"
+        );
+        assert_eq!(plain["metadata"]["labels"]["team"], "a");
+        let mut finalize = put;
+        prepare_update(info, &ns, &mut finalize, Some("finalize"));
+        assert_eq!(finalize["spec"]["finalizers"], json!([]));
+        assert!(
+            finalize["metadata"].get("labels").is_none(),
+            "finalize changes nothing else"
+        );
+    }
 
     #[test]
     fn qos_classes() {

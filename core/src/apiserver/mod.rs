@@ -445,6 +445,10 @@ impl ApiServer {
                         span.record("k8s.verb", "update");
                         update::handle(ctx, info, ns, &name, sub).await
                     }
+                    (Method::PUT, Some("finalize")) if info.kind == "Namespace" => {
+                        span.record("k8s.verb", "update");
+                        update::handle(ctx, info, ns, &name, sub).await
+                    }
                     (Method::PATCH, None | Some("status")) => {
                         span.record("k8s.verb", "patch");
                         patch::handle(ctx, info, ns, &name, sub).await

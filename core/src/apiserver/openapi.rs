@@ -87,6 +87,7 @@ const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
 fn generate_schemas() -> Map<String, Value> {
     use k8s_openapi::api::{
         apps::v1 as apps, autoscaling::v1 as autoscaling, coordination::v1 as coordination, core::v1 as core,
+        discovery::v1 as discovery,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
     let mut generator = SchemaGenerator::new(SchemaSettings::openapi3());
@@ -108,6 +109,7 @@ fn generate_schemas() -> Map<String, Value> {
         apps::Deployment,
         apps::ReplicaSet,
         coordination::Lease,
+        discovery::EndpointSlice,
         autoscaling::Scale,
         meta::Status,
         meta::DeleteOptions,

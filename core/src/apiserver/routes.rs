@@ -112,8 +112,8 @@ fn resource_path(group: &str, version: &str, rest: &[&str]) -> Result<Route, Api
     match rest {
         // Namespaces are themselves a resource: /api/v1/namespaces/{name}[/status]
         ["namespaces", ns] if group.is_empty() => object(find("namespaces")?, None, ns, None),
-        ["namespaces", ns, "status" | "finalize"] if group.is_empty() => {
-            object(find("namespaces")?, None, ns, Some("status"))
+        ["namespaces", ns, sub @ ("status" | "finalize")] if group.is_empty() => {
+            object(find("namespaces")?, None, ns, Some(sub))
         }
         ["namespaces", ns, plural] => {
             let info = find(plural)?;

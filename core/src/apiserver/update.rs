@@ -152,11 +152,8 @@ async fn validate_and_store(
     if ctx.dry_run() {
         return Ok((new, changed));
     }
-    if finalizers_just_emptied(&stored.object, &new) {
+    if finalizers_just_emptied(info, &stored.object, &new) {
         // The last finalizer is gone from a terminating object: now it really goes.
-        if info.kind == "Namespace" {
-            super::delete::delete_namespace_contents(ctx, name).await?;
-        }
         let deleted = ctx.server.storage.delete(info, ns, name, Some(stored.revision)).await?;
         return Ok((deleted.object, changed));
     }
@@ -165,12 +162,17 @@ async fn validate_and_store(
     Ok((written.object, changed))
 }
 
-/// A terminating object whose last finalizer was just removed.
-fn finalizers_just_emptied(old: &Value, new: &Value) -> bool {
+/// A terminating object whose last finalizer was just removed. A namespace also waits for
+/// its `spec.finalizers` (upstream's `ShouldDeleteNamespaceDuringUpdate`).
+fn finalizers_just_emptied(info: &ResourceInfo, old: &Value, new: &Value) -> bool {
+    let len = |v: &Value, pointer: &str| v.pointer(pointer).and_then(Value::as_array).map_or(0, Vec::len);
     let count = |v: &Value| {
-        v.pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len)
+        let spec = if info.kind == "Namespace" {
+            len(v, "/spec/finalizers")
+        } else {
+            0
+        };
+        len(v, "/metadata/finalizers") + spec
     };
     new.pointer("/metadata/deletionTimestamp").is_some() && count(old) > 0 && count(new) == 0
 }

@@ -37,15 +37,19 @@
 //! (Kubernetes ≥ 1.21 also writes **EndpointSlices**, a sharded form of the same data; kulisse
 //! only writes Endpoints.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tracing::{Instrument, info_span};
 
+use super::endpointutil::{
+    EpPort, ServiceIndex, endpoint_ports, is_headless, is_pod_ready, node_name, pod_ip, pod_reference,
+    service_selector, should_pod_be_in_endpoints, should_set_hostname, split_key,
+};
 use super::runtime::{
-    Action, Queue, ReconcileError, ReconcileReason, Reconciler, TRACEPARENT_ANNOTATION, enqueue_own, enqueue_related,
-    new_queue,
+    Action, Queue, ReconcileError, ReconcileReason, Reconciler, TRACEPARENT_ANNOTATION, annotate_traceparent,
+    enqueue_related, namespace_terminating, new_queue,
 };
 use super::{Ctx, SharedInformers};
 use crate::client::informer::{InformerEvent, key_of};
@@ -57,85 +61,7 @@ pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// The Endpoints controller. See the module documentation.
 pub struct EndpointsController {
     ctx: Arc<Ctx>,
-    index: Arc<Mutex<Index>>,
-}
-
-/// What the informers tell us, arranged for quick lookups.
-#[derive(Default)]
-struct Index {
-    /// namespace → service name → selector (only Services that have a selector).
-    selectors: HashMap<String, HashMap<String, BTreeMap<String, String>>>,
-    /// namespace → names of the Pods in it.
-    pods: HashMap<String, HashSet<String>>,
-}
-
-impl Index {
-    /// The keys of the Services in `ns` whose selector matches `labels`.
-    fn services_for(&self, ns: &str, labels: &BTreeMap<String, String>) -> Vec<String> {
-        self.selectors
-            .get(ns)
-            .map(|svcs| {
-                svcs.iter()
-                    .filter(|(_, sel)| selector_matches(sel, labels))
-                    .map(|(name, _)| format!("{ns}/{name}"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-fn lock(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
-    index.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A Service selector (a plain map) matches when every entry is among the labels.
-fn selector_matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
-/// `spec.selector` of a Service; `None` when missing or empty (a Service without selector,
-/// whose Endpoints are managed by hand).
-fn service_selector(svc: &Value) -> Option<BTreeMap<String, String>> {
-    let sel: BTreeMap<String, String> = svc
-        .pointer("/spec/selector")
-        .and_then(Value::as_object)?
-        .iter()
-        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-        .collect();
-    (!sel.is_empty()).then_some(sel)
-}
-
-fn split_key(key: &str) -> (&str, &str) {
-    key.split_once('/').unwrap_or(("", key))
-}
-
-/// What about a Pod matters to its Services' Endpoints: when none of it changed, a Pod
-/// update (a new container restart count, say) does not queue any Service.
-fn pod_fingerprint(pod: &Value) -> Value {
-    json!([
-        pod.pointer("/metadata/labels"),
-        pod.pointer("/metadata/uid"),
-        pod.pointer("/metadata/deletionTimestamp"),
-        pod.pointer("/spec/nodeName"),
-        pod.pointer("/spec/hostname"),
-        pod.pointer("/spec/subdomain"),
-        pod.pointer("/spec/containers"),
-        pod.pointer("/status/podIP"),
-        pod.pointer("/status/phase"),
-        is_pod_ready(pod),
-    ])
-}
-
-/// `status.conditions[type=Ready].status == "True"` (client-go's `podutil.IsPodReady`).
-pub fn is_pod_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|conds| {
-            conds.iter().any(|c| {
-                c.get("type").and_then(Value::as_str) == Some("Ready")
-                    && c.get("status").and_then(Value::as_str) == Some("True")
-            })
-        })
+    index: ServiceIndex,
 }
 
 fn endpoints_info() -> &'static ResourceInfo {
@@ -145,108 +71,19 @@ fn endpoints_info() -> &'static ResourceInfo {
 /// Set up the controller: index Services and Pods, queue Services whose Pods changed.
 pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<EndpointsController>, Queue) {
     let queue = new_queue();
-    let index = Arc::new(Mutex::new(Index::default()));
-
-    {
-        let (queue, index) = (queue.clone(), index.clone());
-        informers.services.on_event(move |ev| {
-            let svc = ev.object();
-            let ns = objects::namespace(svc).unwrap_or("").to_string();
-            let name = objects::name(svc).unwrap_or("").to_string();
-            {
-                let mut idx = lock(&index);
-                let selectors = idx.selectors.entry(ns.clone()).or_default();
-                match (ev, service_selector(svc)) {
-                    (InformerEvent::Deleted(_), _) | (_, None) => {
-                        selectors.remove(&name);
-                    }
-                    (_, Some(sel)) => {
-                        selectors.insert(name, sel);
-                    }
-                }
-                if selectors.is_empty() {
-                    idx.selectors.remove(&ns);
-                }
-            }
-            enqueue_own(&queue, ev);
-        });
-    }
-    {
-        let (queue, index) = (queue.clone(), index.clone());
-        informers.pods.on_event(move |ev| {
-            let pod = ev.object();
-            let ns = objects::namespace(pod).unwrap_or("").to_string();
-            let name = objects::name(pod).unwrap_or("").to_string();
-            let mut keys: BTreeSet<String> = BTreeSet::new();
-            {
-                let mut idx = lock(&index);
-                match ev {
-                    InformerEvent::Added(_) => {
-                        idx.pods.entry(ns.clone()).or_default().insert(name);
-                        keys.extend(idx.services_for(&ns, &objects::labels(pod)));
-                    }
-                    InformerEvent::Deleted(_) => {
-                        if let Some(set) = idx.pods.get_mut(&ns) {
-                            set.remove(&name);
-                            if set.is_empty() {
-                                idx.pods.remove(&ns);
-                            }
-                        }
-                        keys.extend(idx.services_for(&ns, &objects::labels(pod)));
-                    }
-                    InformerEvent::Modified { old, new } => {
-                        idx.pods.entry(ns.clone()).or_default().insert(name);
-                        if pod_fingerprint(old) != pod_fingerprint(new) {
-                            keys.extend(idx.services_for(&ns, &objects::labels(old)));
-                            keys.extend(idx.services_for(&ns, &objects::labels(new)));
-                        }
-                    }
-                    // The Services' own resync covers their Pods.
-                    InformerEvent::Resync(_) => {}
-                }
-            }
-            for key in keys {
-                enqueue_related(&queue, key, "Pod", pod);
-            }
-        });
-    }
+    let index = ServiceIndex::watch(informers, &queue);
     {
         let (queue, index) = (queue.clone(), index.clone());
         informers.endpoints.on_event(move |ev| {
             // Somebody deleted Endpoints we manage: write them again.
-            if let InformerEvent::Deleted(ep) = ev {
-                let ns = objects::namespace(ep).unwrap_or("");
-                let name = objects::name(ep).unwrap_or("");
-                let managed = lock(&index).selectors.get(ns).is_some_and(|s| s.contains_key(name));
-                if managed {
-                    enqueue_related(&queue, key_of(ep), "Endpoints", ep);
-                }
+            if let InformerEvent::Deleted(ep) = ev
+                && index.has_selector(objects::namespace(ep).unwrap_or(""), objects::name(ep).unwrap_or(""))
+            {
+                enqueue_related(&queue, key_of(ep), "Endpoints", ep);
             }
         });
     }
     (Arc::new(EndpointsController { ctx, index }), queue)
-}
-
-/// One Endpoints port: what a Service port resolves to on one Pod.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct EpPort {
-    name: String,
-    port: i64,
-    protocol: String,
-    app_protocol: Option<String>,
-}
-
-impl EpPort {
-    fn to_json(&self) -> Value {
-        let mut p = json!({"port": self.port, "protocol": self.protocol});
-        if !self.name.is_empty() {
-            p["name"] = json!(self.name);
-        }
-        if let Some(a) = &self.app_protocol {
-            p["appProtocol"] = json!(a);
-        }
-        p
-    }
 }
 
 /// One address with the sort key Kubernetes uses (IP, then the Pod's uid).
@@ -255,61 +92,6 @@ struct Address {
     ip: String,
     uid: String,
     json: Value,
-}
-
-/// Resolve a Service port's `targetPort` on `pod` (client-go's `podutil.FindPort`): a
-/// number (or nothing: the Service `port`) as it is; a name by the Pod's container ports.
-fn find_port(pod: &Value, svc_port: &Value) -> Result<i64, String> {
-    let protocol = svc_port.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-    match svc_port.get("targetPort") {
-        Some(Value::String(name)) if !name.is_empty() => {
-            let containers = ["containers", "initContainers"].into_iter().flat_map(|field| {
-                pod.pointer(&format!("/spec/{field}"))
-                    .and_then(Value::as_array)
-                    .map(|v| v.as_slice())
-                    .unwrap_or(&[])
-            });
-            for c in containers {
-                for p in c
-                    .get("ports")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[])
-                {
-                    let p_proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-                    if p.get("name").and_then(Value::as_str) == Some(name.as_str())
-                        && p_proto == protocol
-                        && let Some(n) = p.get("containerPort").and_then(Value::as_i64)
-                    {
-                        return Ok(n);
-                    }
-                }
-            }
-            Err(format!(
-                "the Pod has no container port named {name:?} with protocol {protocol} (targetPort of the Service port)"
-            ))
-        }
-        Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n > 0) => Ok(n.as_i64().unwrap_or(0)),
-        _ => svc_port
-            .get("port")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| "the Service port has no port number".to_string()),
-    }
-}
-
-/// Whether a Pod that is not Ready should still be listed as not ready: Pods that finished
-/// for good (and will not restart) are left out entirely.
-fn pod_may_come_back(pod: &Value) -> bool {
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-    match pod
-        .pointer("/spec/restartPolicy")
-        .and_then(Value::as_str)
-        .unwrap_or("Always")
-    {
-        "Never" => phase != "Failed" && phase != "Succeeded",
-        "OnFailure" => phase != "Succeeded",
-        _ => true,
-    }
 }
 
 /// The result of computing a Service's endpoints.
@@ -325,89 +107,57 @@ struct Desired {
 /// upstream controller does: one (address, port) pair per Pod and Service port, then
 /// grouped by port set ("repacked") and sorted.
 fn desired_subsets(svc: &Value, pods: &[Arc<Value>]) -> Desired {
-    let svc_ns = objects::namespace(svc).unwrap_or("");
-    let svc_name = objects::name(svc).unwrap_or("");
     let publish_not_ready = svc
         .pointer("/spec/publishNotReadyAddresses")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let headless = svc.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
-    let svc_ports: &[Value] = svc
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let dns_only = is_headless(svc)
+        && svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
 
     // address (ip, uid) → (ready?, address json, ports offered)
-    let mut per_address: BTreeMap<(String, String), (bool, Value, BTreeSet<EpPort>)> = BTreeMap::new();
+    let mut per_address = PerAddress::new();
     let mut unresolved = 0;
     for pod in pods {
-        let Some(ip) = pod
-            .pointer("/status/podIP")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        else {
+        let (true, Some(ip)) = (should_pod_be_in_endpoints(pod, publish_not_ready), pod_ip(pod)) else {
             continue;
         };
-        let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-        if phase == "Failed" || phase == "Succeeded" {
-            continue;
-        }
-        if !publish_not_ready && objects::deletion_timestamp(pod).is_some() {
-            continue;
-        }
         let ready = publish_not_ready || is_pod_ready(pod);
-        if !ready && !pod_may_come_back(pod) {
-            continue;
-        }
         let uid = objects::uid(pod).unwrap_or("").to_string();
-        let mut addr = json!({
-            "ip": ip,
-            "targetRef": {
-                "kind": "Pod",
-                "namespace": objects::namespace(pod).unwrap_or(""),
-                "name": objects::name(pod).unwrap_or(""),
-                "uid": uid,
-            }
-        });
-        if let Some(node) = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        {
+        let mut addr = json!({"ip": ip, "targetRef": pod_reference(pod)});
+        if let Some(node) = node_name(pod) {
             addr["nodeName"] = json!(node);
         }
-        let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or("");
-        let subdomain = pod.pointer("/spec/subdomain").and_then(Value::as_str).unwrap_or("");
-        if !hostname.is_empty() && subdomain == svc_name && objects::namespace(pod) == Some(svc_ns) {
-            addr["hostname"] = json!(hostname);
+        if should_set_hostname(pod, svc) {
+            addr["hostname"] = pod["spec"]["hostname"].clone();
         }
-        let mut ports = BTreeSet::new();
-        for sp in svc_ports {
-            match find_port(pod, sp) {
-                Ok(port) => {
-                    ports.insert(EpPort {
-                        name: sp.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
-                        port,
-                        protocol: sp.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string(),
-                        app_protocol: sp.get("appProtocol").and_then(Value::as_str).map(str::to_string),
-                    });
-                }
-                Err(e) => {
-                    unresolved += 1;
-                    tracing::debug!(pod = objects::name(pod).unwrap_or(""), "endpoints: {e}");
-                }
-            }
-        }
+        let (ports, missing) = endpoint_ports(svc, pod);
+        unresolved += missing;
         // A Pod none of whose ports resolve gets no address, except for a headless
         // Service without ports (DNS-only), which lists addresses without ports.
-        if ports.is_empty() && !(svc_ports.is_empty() && headless) {
+        if ports.is_empty() && !dns_only {
             continue;
         }
         per_address.insert((ip.to_string(), uid), (ready, addr, ports));
     }
 
-    // Repack: addresses that offer the same set of ports share a subset.
+    let (subsets, ready, not_ready) = repack(per_address);
+    Desired {
+        subsets,
+        ready,
+        not_ready,
+        unresolved,
+    }
+}
+
+/// Addresses (ip, uid) → (ready?, address, ports).
+type PerAddress = BTreeMap<(String, String), (bool, Value, BTreeSet<EpPort>)>;
+
+/// Repack: addresses that offer the same set of ports share a subset, sorted. Returns the
+/// subsets and the numbers of ready and not-ready addresses.
+fn repack(per_address: PerAddress) -> (Vec<Value>, usize, usize) {
     let mut groups: BTreeMap<Vec<EpPort>, (Vec<Address>, Vec<Address>)> = BTreeMap::new();
     let (mut ready_n, mut not_ready_n) = (0, 0);
     for ((ip, uid), (ready, json, ports)) in per_address {
@@ -449,18 +199,13 @@ fn desired_subsets(svc: &Value, pods: &[Arc<Value>]) -> Desired {
             Value::Object(s)
         })
         .collect();
-    Desired {
-        subsets,
-        ready: ready_n,
-        not_ready: not_ready_n,
-        unresolved,
-    }
+    (subsets, ready_n, not_ready_n)
 }
 
 /// The labels the Endpoints should carry: the Service's, plus the headless marker.
 fn desired_labels(svc: &Value) -> BTreeMap<String, String> {
     let mut labels = objects::labels(svc);
-    if svc.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None") {
+    if is_headless(svc) {
         labels.insert(HEADLESS_LABEL.into(), String::new());
     } else {
         labels.remove(HEADLESS_LABEL);
@@ -476,17 +221,49 @@ fn current_subsets(ep: &Value) -> &[Value] {
 }
 
 impl EndpointsController {
-    fn pods_matching(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<Arc<Value>> {
-        let names: Vec<String> = lock(&self.index)
-            .pods
-            .get(ns)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        names
-            .into_iter()
-            .filter_map(|n| self.ctx.caches.pods.get(&format!("{ns}/{n}")))
-            .filter(|p| selector_matches(selector, &objects::labels(p)))
-            .collect()
+    /// Create or update the Endpoints `ns/name` with `subsets` and `labels`, stamped with
+    /// the current trace.
+    async fn write_endpoints(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        subsets: &[Value],
+        current: Option<&Value>,
+    ) -> Result<(), crate::client::ClientError> {
+        let traceparent = kulisse_traces::propagation::traceparent_of_current();
+        let info = endpoints_info();
+        match current {
+            None => {
+                let mut ep = json!({
+                    "apiVersion": "v1",
+                    "kind": "Endpoints",
+                    "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "subsets": subsets,
+                });
+                if let Some(tp) = traceparent {
+                    ep["metadata"]["annotations"] = json!({TRACEPARENT_ANNOTATION: tp});
+                }
+                tracing::Span::current().record("endpoints.action", "create");
+                self.ctx.client.create(info, Some(ns), &ep).await.map(|_| ())
+            }
+            Some(cur) => {
+                let mut ep = cur.clone();
+                ep["subsets"] = Value::Array(subsets.to_vec());
+                if let Some(m) = objects::meta_mut(&mut ep) {
+                    m.insert("labels".into(), json!(labels));
+                    if let Some(tp) = traceparent {
+                        annotate_traceparent(m, &tp);
+                    }
+                }
+                tracing::Span::current().record("endpoints.action", "update");
+                self.ctx
+                    .client
+                    .replace(info, Some(ns), name, None, &ep)
+                    .await
+                    .map(|_| ())
+            }
+        }
     }
 
     async fn delete_endpoints(&self, ns: &str, name: &str) -> Result<Action, ReconcileError> {
@@ -540,7 +317,7 @@ impl Reconciler for EndpointsController {
         let Some(selector) = service_selector(&svc) else {
             return Ok(Action::await_change()); // endpoints managed by hand
         };
-        let pods = self.pods_matching(ns, &selector);
+        let pods = self.index.pods_matching(&self.ctx.caches.pods, ns, &selector);
         let desired = desired_subsets(&svc, &pods);
         let labels = desired_labels(&svc);
         let current = self.ctx.caches.endpoints.get(key);
@@ -566,49 +343,13 @@ impl Reconciler for EndpointsController {
             span.record("endpoints.action", "unchanged");
             return Ok(Action::await_change());
         }
-        let write = async {
-            let traceparent = kulisse_traces::propagation::traceparent_of_current();
-            let info = endpoints_info();
-            match &current {
-                None => {
-                    let mut ep = json!({
-                        "apiVersion": "v1",
-                        "kind": "Endpoints",
-                        "metadata": {"name": name, "namespace": ns, "labels": labels},
-                        "subsets": desired.subsets,
-                    });
-                    if let Some(tp) = traceparent {
-                        ep["metadata"]["annotations"] = json!({TRACEPARENT_ANNOTATION: tp});
-                    }
-                    tracing::Span::current().record("endpoints.action", "create");
-                    self.ctx.client.create(info, Some(ns), &ep).await.map(|_| ())
-                }
-                Some(cur) => {
-                    let mut ep = (**cur).clone();
-                    ep["subsets"] = Value::Array(desired.subsets.clone());
-                    if let Some(m) = objects::meta_mut(&mut ep) {
-                        m.insert("labels".into(), json!(labels));
-                        if let Some(tp) = traceparent {
-                            let annotations = m.entry("annotations").or_insert_with(|| json!({}));
-                            if !annotations.is_object() {
-                                *annotations = json!({});
-                            }
-                            annotations[TRACEPARENT_ANNOTATION] = json!(tp);
-                        }
-                    }
-                    tracing::Span::current().record("endpoints.action", "update");
-                    self.ctx
-                        .client
-                        .replace(info, Some(ns), name, None, &ep)
-                        .await
-                        .map(|_| ())
-                }
-            }
-        }
-        .instrument(span.clone())
-        .await;
+        let write = self
+            .write_endpoints(ns, name, &labels, &desired.subsets, current.as_deref())
+            .instrument(span.clone())
+            .await;
         match write {
             Ok(()) => Ok(Action::await_change()),
+            Err(e) if namespace_terminating(&e) => Ok(Action::await_change()),
             Err(e) => {
                 span.record("otel.status_code", "ERROR");
                 span.record("otel.status_message", e.to_string().as_str());

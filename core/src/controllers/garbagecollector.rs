@@ -26,7 +26,8 @@
 //! upstream `absentOwnerCache` does.
 //!
 //! kulisse watches the kinds that own things in this cluster: Deployments, ReplicaSets and
-//! Pods, and (for their finalizers) Services, Nodes and Namespaces. Upstream watches every
+//! Pods, EndpointSlices (owned by their Service), and (for their finalizers) Services, Nodes
+//! and Namespaces. Upstream watches every
 //! resource through metadata-only informers.
 
 use std::collections::{HashMap, HashSet};
@@ -42,7 +43,15 @@ use crate::objects::{self, ResourceInfo};
 use crate::objects::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 
 /// The kinds the collector watches (their informers are shared with the other controllers).
-const WATCHED: &[&str] = &["Deployment", "ReplicaSet", "Pod", "Service", "Node", "Namespace"];
+const WATCHED: &[&str] = &[
+    "Deployment",
+    "ReplicaSet",
+    "Pod",
+    "Service",
+    "EndpointSlice",
+    "Node",
+    "Namespace",
+];
 
 /// How many absent owner uids to remember before starting over.
 const ABSENT_CACHE_SIZE: usize = 4096;
@@ -219,6 +228,7 @@ pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<GarbageColl
         ("ReplicaSet", &mut informers.replicasets),
         ("Pod", &mut informers.pods),
         ("Service", &mut informers.services),
+        ("EndpointSlice", &mut informers.endpointslices),
         ("Node", &mut informers.nodes),
         ("Namespace", &mut informers.namespaces),
     ];
@@ -306,6 +316,7 @@ impl GarbageCollector {
             "ReplicaSet" => &c.replicasets,
             "Pod" => &c.pods,
             "Service" => &c.services,
+            "EndpointSlice" => &c.endpointslices,
             "Node" => &c.nodes,
             "Namespace" => &c.namespaces,
             _ => return None,

@@ -8,7 +8,9 @@
 //! - [`runtime`]: the shared reconcile loop (work queue, workers, back-off, spans).
 //! - [`deployment`]: Deployment → ReplicaSets (one per pod template), rolling updates.
 //! - [`replicaset`]: ReplicaSet → the right number of Pods.
-//! - [`endpoints`]: Service selector → the addresses of its ready Pods.
+//! - [`endpoints`]: Service selector → the addresses of its ready Pods (Endpoints, for old clients).
+//! - [`endpointslice`]: the same as EndpointSlices of at most 100 endpoints, which kube-proxy reads.
+//! - [`namespace`]: empties a terminating Namespace through the API, then finalizes it.
 //! - [`garbagecollector`]: deletes objects whose owners are gone (ownerReferences).
 //! - [`nodelifecycle`]: marks silent nodes NotReady and evicts their Pods.
 //!
@@ -16,7 +18,10 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod endpointslice;
+pub mod endpointutil;
 pub mod garbagecollector;
+pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod runtime;
@@ -40,6 +45,7 @@ pub struct SharedInformers {
     pub deployments: Informer,
     pub services: Informer,
     pub endpoints: Informer,
+    pub endpointslices: Informer,
     pub nodes: Informer,
     pub leases: Informer,
     pub namespaces: Informer,
@@ -53,6 +59,7 @@ pub struct Caches {
     pub deployments: Cache,
     pub services: Cache,
     pub endpoints: Cache,
+    pub endpointslices: Cache,
     pub nodes: Cache,
     pub leases: Cache,
     pub namespaces: Cache,
@@ -73,6 +80,7 @@ impl SharedInformers {
             deployments: make("apps/v1", "Deployment"),
             services: make("v1", "Service"),
             endpoints: make("v1", "Endpoints"),
+            endpointslices: make("discovery.k8s.io/v1", "EndpointSlice"),
             nodes: make("v1", "Node"),
             leases: Informer::new(
                 client.clone(),
@@ -91,6 +99,7 @@ impl SharedInformers {
             deployments: self.deployments.cache(),
             services: self.services.cache(),
             endpoints: self.endpoints.cache(),
+            endpointslices: self.endpointslices.cache(),
             nodes: self.nodes.cache(),
             leases: self.leases.cache(),
             namespaces: self.namespaces.cache(),
@@ -105,6 +114,7 @@ impl SharedInformers {
             self.deployments,
             self.services,
             self.endpoints,
+            self.endpointslices,
             self.nodes,
             self.leases,
             self.namespaces,
@@ -134,6 +144,8 @@ pub struct Options {
     pub pod_eviction_timeout: Duration,
     /// How often informers hand every object to the controllers again.
     pub resync: Duration,
+    /// At most this many endpoints per EndpointSlice (`--max-endpoints-per-slice`, 100).
+    pub max_endpoints_per_slice: usize,
 }
 
 impl Default for Options {
@@ -143,6 +155,7 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(40),
             pod_eviction_timeout: Duration::from_secs(300),
             resync: Duration::from_secs(300),
+            max_endpoints_per_slice: endpointslice::MAX_ENDPOINTS_PER_SLICE,
         }
     }
 }
@@ -178,6 +191,8 @@ pub async fn run(client: Client, options: Options, shutdown: watch::Receiver<boo
     let (deploy, deploy_q) = deployment::setup(&mut informers, ctx.clone());
     let (rs, rs_q) = replicaset::setup(&mut informers, ctx.clone());
     let (ep, ep_q) = endpoints::setup(&mut informers, ctx.clone());
+    let (eps, eps_q) = endpointslice::setup(&mut informers, ctx.clone());
+    let (ns, ns_q) = namespace::setup(&mut informers, ctx.clone());
     let (gc, gc_q) = garbagecollector::setup(&mut informers, ctx.clone());
     let (nl, nl_q) = nodelifecycle::setup(&mut informers, ctx.clone());
     informers.start(shutdown.clone()).await;
@@ -186,6 +201,8 @@ pub async fn run(client: Client, options: Options, shutdown: watch::Receiver<boo
         runtime::run(deploy, deploy_q, w, shutdown.clone()),
         runtime::run(rs, rs_q, w, shutdown.clone()),
         runtime::run(ep, ep_q, w, shutdown.clone()),
+        runtime::run(eps, eps_q, w, shutdown.clone()),
+        runtime::run(ns, ns_q, w, shutdown.clone()),
         runtime::run(gc, gc_q, w, shutdown.clone()),
         runtime::run(nl, nl_q, 1, shutdown.clone()),
     );

@@ -521,7 +521,7 @@ impl NodeLifecycleController {
     async fn mark_pods_not_ready(&self, pods: &[Arc<Value>], now: &str) -> usize {
         let mut marked = 0;
         for pod in pods {
-            if !crate::controllers::endpoints::is_pod_ready(pod) {
+            if !crate::controllers::endpointutil::is_pod_ready(pod) {
                 continue;
             }
             let mut p = (**pod).clone();

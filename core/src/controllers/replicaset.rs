@@ -47,7 +47,7 @@ use tracing::{Instrument, info_span};
 
 use super::runtime::{
     Action, Queue, ReconcileError, ReconcileReason, Reconciler, TRACEPARENT_ANNOTATION, enqueue_own, enqueue_related,
-    new_queue,
+    namespace_terminating, new_queue,
 };
 use super::{Ctx, SharedInformers};
 use crate::client::informer::{InformerEvent, key_of};
@@ -62,9 +62,7 @@ pub const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many pods are created or deleted in one reconcile (upstream's `burstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
 
-/// The alphabet of generated name suffixes (`k8s.io/apimachinery/pkg/util/rand`): lowercase
-/// letters and digits without vowels and look-alikes, so no words and no `0`/`o` mix-ups.
-pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+pub use crate::objects::NAME_ALPHABET;
 
 /// The annotation with which a pod asks to be deleted later (or sooner) on scale-down.
 pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -686,16 +684,9 @@ pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<ReplicaSetC
 }
 
 /// A pod name like `generateName` gives: the prefix (cut to 58 characters) and 5 random
-/// characters.
+/// characters (the API server's own name generator, [`objects::generated_name`]).
 pub fn generate_pod_name(prefix: &str) -> String {
-    use rand::Rng;
-    let mut base: String = prefix.chars().take(58).collect();
-    let mut rng = rand::rng();
-    for _ in 0..5 {
-        let i = rng.random_range(0..NAME_ALPHABET.len());
-        base.push(NAME_ALPHABET[i] as char);
-    }
-    base
+    objects::generated_name(prefix)
 }
 
 /// The pod a ReplicaSet creates from its template (`controller.GetPodFromTemplate`).
@@ -842,6 +833,8 @@ impl ReplicaSetController {
             let mut created = 0usize;
             let mut batch = 1usize;
             let mut failure = None;
+            // A namespace being deleted refuses every create: stop, quietly (upstream does).
+            let mut terminating = false;
             while created < diff {
                 let n = batch.min(diff - created);
                 let results = futures::future::join_all((0..n).map(|_| self.create_pod(rs))).await;
@@ -857,6 +850,7 @@ impl ReplicaSetController {
                                 format!("Created pod: {name}"),
                             );
                         }
+                        Err(e) if namespace_terminating(&e) => terminating = true,
                         Err(e) => {
                             record_event(
                                 recorder,
@@ -869,7 +863,7 @@ impl ReplicaSetController {
                         }
                     }
                 }
-                if failure.is_some() {
+                if failure.is_some() || terminating {
                     break;
                 }
                 batch *= 2;

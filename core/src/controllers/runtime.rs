@@ -154,6 +154,12 @@ pub trait Reconciler: Send + Sync + 'static {
     }
 }
 
+/// A create refused because its namespace is being deleted (the cause `NamespaceTerminating`,
+/// client-go's `HasStatusCause`): it can only fail again, so controllers drop the work quietly.
+pub fn namespace_terminating(err: &crate::client::ClientError) -> bool {
+    matches!(err, crate::client::ClientError::Api(e) if e.has_cause(crate::objects::NAMESPACE_TERMINATING_CAUSE))
+}
+
 /// The queue type every controller uses.
 pub type Queue = Arc<WorkQueue<String, Cause>>;
 
@@ -171,6 +177,16 @@ pub fn traceparent_of(obj: &serde_json::Value) -> Option<String> {
         .and_then(|a| a.get(TRACEPARENT_ANNOTATION))
         .and_then(serde_json::Value::as_str)
         .map(str::to_string)
+}
+
+/// Record `traceparent` on an object's metadata, so whoever reacts to this write continues
+/// the trace (the annotation `kulisse.dev/traceparent`).
+pub fn annotate_traceparent(meta: &mut serde_json::Map<String, serde_json::Value>, traceparent: &str) {
+    let annotations = meta.entry("annotations").or_insert_with(|| serde_json::json!({}));
+    if !annotations.is_object() {
+        *annotations = serde_json::json!({});
+    }
+    annotations[TRACEPARENT_ANNOTATION] = serde_json::json!(traceparent);
 }
 
 /// Queue an informer event about the controller's own kind under the object's key.

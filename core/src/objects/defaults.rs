@@ -183,7 +183,18 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
         ("apps", "ReplicaSet") => default_replica_set(root),
         ("", "Service") => default_service(root),
         ("", "Secret") => super::secret::apply_defaults(root),
+        ("discovery.k8s.io", "EndpointSlice") => default_endpoint_slice(root),
         _ => {}
+    }
+}
+
+/// An EndpointSlice port without a protocol is TCP, without a name `""`
+/// (upstream's `SetDefaults_EndpointPort`).
+fn default_endpoint_slice(root: &mut Map<String, Value>) {
+    let ports = root.get_mut("ports").and_then(Value::as_array_mut);
+    for port in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
+        set_default(port, "name", Value::from(""));
+        set_default(port, "protocol", Value::from("TCP"));
     }
 }
 

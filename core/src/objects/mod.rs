@@ -66,8 +66,37 @@ pub use defaults::apply_defaults;
 pub use manifest::{MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrorKind, parse_body, parse_manifests};
 pub use registry::{RESOURCES, ResourceInfo, by_gvk, by_resource, kind_names, lookup};
 pub use selectors::{field_selector_matches, labels_match, match_label_selector};
-pub use status::{ApiError, OPTIMISTIC_LOCK_MESSAGE, StatusCause, StatusDetails};
+pub use status::{ApiError, NAMESPACE_TERMINATING_CAUSE, OPTIMISTIC_LOCK_MESSAGE, StatusCause, StatusDetails};
 pub use validation::{FieldError, validate, validate_update};
+
+/// The finalizer in a Namespace's `spec.finalizers` that the namespace controller removes
+/// (through `/finalize`) once it has deleted everything in the namespace.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+
+/// The alphabet of generated name suffixes (`k8s.io/apimachinery/pkg/util/rand`): lowercase
+/// letters and digits without vowels and look-alikes, so no words and no `0`/`o` mix-ups.
+pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// The name `metadata.generateName` gives (apiserver's `SimpleNameGenerator`): the prefix,
+/// cut to 58 characters, and 5 random characters, e.g. `web-` → `web-x7k2q`.
+pub fn generated_name(prefix: &str) -> String {
+    use rand::Rng;
+    let mut base: String = prefix.chars().take(58).collect();
+    let mut rng = rand::rng();
+    for _ in 0..5 {
+        let i = rng.random_range(0..NAME_ALPHABET.len());
+        base.push(NAME_ALPHABET[i] as char);
+    }
+    base
+}
+
+/// `metadata.finalizers`: who still has to clean up before the object may go.
+pub fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
 
 /// The object's `metadata` mapping, if it has one.
 pub fn meta(obj: &Value) -> Option<&Map<String, Value>> {

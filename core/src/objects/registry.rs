@@ -201,6 +201,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: true,
         categories: &[],
     },
+    ResourceInfo {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        short_names: &[],
+        namespaced: true,
+        categories: &[],
+    },
 ];
 
 /// Find the resource for a manifest's `apiVersion` and `kind` (exact, case-sensitive, as

@@ -350,7 +350,44 @@ impl ApiError {
     pub fn is_already_exists(&self) -> bool {
         self.reason == "AlreadyExists"
     }
+
+    /// `403 Forbidden` for a create inside a namespace that is being deleted, as the
+    /// NamespaceLifecycle admission plugin answers it: `configmaps "c" is forbidden: unable
+    /// to create new content in namespace shop because it is being terminated`, with the
+    /// cause `NamespaceTerminating` on `metadata.namespace`.
+    pub fn namespace_terminating(info: &ResourceInfo, name: &str, namespace: &str) -> ApiError {
+        let why = format!("unable to create new content in namespace {namespace} because it is being terminated");
+        let message = if name.is_empty() {
+            format!("{} is forbidden: {why}", info.group_resource())
+        } else {
+            format!("{} \"{name}\" is forbidden: {why}", info.group_resource())
+        };
+        ApiError {
+            details: Some(StatusDetails {
+                name: name.to_string(),
+                group: info.group.to_string(),
+                kind: info.plural.to_string(),
+                causes: vec![StatusCause {
+                    reason: NAMESPACE_TERMINATING_CAUSE.to_string(),
+                    message: format!("namespace {namespace} is being terminated"),
+                    field: "metadata.namespace".to_string(),
+                }],
+            }),
+            ..ApiError::new(403, "Forbidden", message)
+        }
+    }
+
+    /// Whether one of the causes has this `reason` (client-go's `HasStatusCause`).
+    pub fn has_cause(&self, reason: &str) -> bool {
+        self.details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == reason))
+    }
 }
+
+/// The cause of a create refused because its namespace is being deleted
+/// (`v1.NamespaceTerminatingCause`). Controllers drop such work quietly: it can only fail.
+pub const NAMESPACE_TERMINATING_CAUSE: &str = "NamespaceTerminating";
 
 /// Prints the message alone, as Go's `StatusError` does; kubectl adds
 /// `Error from server (<reason>): ` in front.

@@ -65,6 +65,8 @@ pub enum FieldErrorType {
     Forbidden,
     /// A value longer than allowed (`Too long`).
     TooLong,
+    /// A list with more items than allowed (`Too many`).
+    TooMany,
     /// A value of the wrong JSON type (`Invalid value`, reason `FieldValueTypeInvalid`).
     TypeInvalid,
 }
@@ -80,6 +82,7 @@ impl FieldErrorType {
             FieldErrorType::NotSupported => "FieldValueNotSupported",
             FieldErrorType::Forbidden => "FieldValueForbidden",
             FieldErrorType::TooLong => "FieldValueTooLong",
+            FieldErrorType::TooMany => "FieldValueTooMany",
             FieldErrorType::TypeInvalid => "FieldValueTypeInvalid",
         }
     }
@@ -94,6 +97,7 @@ impl FieldErrorType {
             FieldErrorType::NotSupported => "Unsupported value",
             FieldErrorType::Forbidden => "Forbidden",
             FieldErrorType::TooLong => "Too long",
+            FieldErrorType::TooMany => "Too many",
         }
     }
 }
@@ -176,6 +180,16 @@ impl FieldError {
             field: field.into(),
             bad_value: None,
             detail: format!("may not be more than {max} bytes"),
+        }
+    }
+
+    /// `Too many: 101: must have at most 100 items` (apimachinery's `field.TooMany`).
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> FieldError {
+        FieldError {
+            error_type: FieldErrorType::TooMany,
+            field: field.into(),
+            bad_value: Some(actual.to_string()),
+            detail: format!("must have at most {max} items"),
         }
     }
 
@@ -1211,6 +1225,90 @@ fn validate_endpoints(obj: &Value, errs: &mut Errs) {
     }
 }
 
+/// At most this many endpoints in one EndpointSlice, and addresses in one endpoint.
+const MAX_SLICE_ENDPOINTS: usize = 1000;
+const MAX_ENDPOINT_ADDRESSES: usize = 100;
+
+/// `discovery.k8s.io/v1` EndpointSlice (upstream's `ValidateEndpointSlice`).
+fn validate_endpoint_slice(obj: &Value, errs: &mut Errs) {
+    let address_type = get_str(obj, "addressType");
+    match address_type {
+        None | Some("") => errs.push(FieldError::required("addressType", "")),
+        Some(_) => one_of(obj, "addressType", "", &["FQDN", "IPv4", "IPv6"], errs),
+    }
+    let endpoints = get_arr(obj, "endpoints");
+    if endpoints.len() > MAX_SLICE_ENDPOINTS {
+        errs.push(FieldError::too_many("endpoints", endpoints.len(), MAX_SLICE_ENDPOINTS));
+    }
+    for (i, ep) in endpoints.iter().enumerate() {
+        let path = index("endpoints", i);
+        let addresses = get_arr(ep, "addresses");
+        if addresses.is_empty() {
+            errs.push(FieldError::required(
+                child(&path, "addresses"),
+                "must contain at least 1 address",
+            ));
+        } else if addresses.len() > MAX_ENDPOINT_ADDRESSES {
+            errs.push(FieldError::too_many(
+                child(&path, "addresses"),
+                addresses.len(),
+                MAX_ENDPOINT_ADDRESSES,
+            ));
+        }
+        for (j, addr) in addresses.iter().enumerate() {
+            let ap = index(&child(&path, "addresses"), j);
+            let text = addr.as_str().unwrap_or("");
+            let bad = match address_type {
+                Some("IPv4") => text
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_err()
+                    .then_some("must be a valid IPv4 address"),
+                Some("IPv6") => text
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_err()
+                    .then_some("must be a valid IPv6 address"),
+                _ => None,
+            };
+            if let Some(msg) = bad {
+                errs.push(FieldError::invalid_str(ap, text, msg));
+            }
+        }
+        if let Some(node) = get_str(ep, "nodeName") {
+            for msg in is_dns1123_subdomain(node) {
+                errs.push(FieldError::invalid_str(child(&path, "nodeName"), node, msg));
+            }
+        }
+        if let Some(host) = get_str(ep, "hostname") {
+            for msg in is_dns1123_label(host) {
+                errs.push(FieldError::invalid_str(child(&path, "hostname"), host, msg));
+            }
+        }
+    }
+    validate_slice_ports(get_arr(obj, "ports"), errs);
+}
+
+fn validate_slice_ports(ports: &[Value], errs: &mut Errs) {
+    let mut names = HashSet::new();
+    for (k, port) in ports.iter().enumerate() {
+        let pp = index("ports", k);
+        let name = get_str(port, "name").unwrap_or("");
+        if !name.is_empty() {
+            for msg in is_valid_port_name(name) {
+                errs.push(FieldError::invalid_str(child(&pp, "name"), name, msg));
+            }
+        }
+        if !names.insert(name.to_string()) {
+            errs.push(FieldError::duplicate(child(&pp, "name"), &Value::from(name)));
+        }
+        if let Some(n) = get(port, "port").and_then(Value::as_i64) {
+            for msg in is_valid_port_num(n) {
+                errs.push(FieldError::invalid(child(&pp, "port"), &Value::from(n), msg));
+            }
+        }
+        one_of(port, "protocol", &pp, PROTOCOLS, errs);
+    }
+}
+
 fn validate_event(obj: &Value, errs: &mut Errs) {
     match get(obj, "involvedObject") {
         None => errs.push(FieldError::required("involvedObject", "")),
@@ -1399,6 +1497,7 @@ fn type_check(info: &ResourceInfo, obj: &Value) -> Option<FieldError> {
         ("", "Namespace") => type_check_as::<core::Namespace>(obj),
         ("", "Node") => type_check_as::<core::Node>(obj),
         ("", "Endpoints") => type_check_as::<core::Endpoints>(obj),
+        ("discovery.k8s.io", "EndpointSlice") => type_check_as::<k8s_openapi::api::discovery::v1::EndpointSlice>(obj),
         ("", "Event") => type_check_as::<core::Event>(obj),
         ("", "ConfigMap") => type_check_as::<core::ConfigMap>(obj),
         ("", "Secret") => type_check_as::<core::Secret>(obj),
@@ -1479,6 +1578,7 @@ pub fn field_errors(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
         }
         ("", "Service") => validate_service(obj, &mut errs),
         ("", "Endpoints") => validate_endpoints(obj, &mut errs),
+        ("discovery.k8s.io", "EndpointSlice") => validate_endpoint_slice(obj, &mut errs),
         ("", "Event") => validate_event(obj, &mut errs),
         ("", "ConfigMap") => validate_config_map(obj, &mut errs),
         ("", "Secret") => errs.extend(super::secret::validate(obj)),
@@ -1553,6 +1653,14 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
                 at(old, &["spec", "selector"]),
                 at(new, &["spec", "selector"]),
                 "spec.selector",
+                &mut errs,
+            );
+        }
+        ("discovery.k8s.io", "EndpointSlice") => {
+            immutable(
+                at(old, &["addressType"]),
+                at(new, &["addressType"]),
+                "addressType",
                 &mut errs,
             );
         }

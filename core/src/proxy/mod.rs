@@ -2,7 +2,7 @@
 //!
 //! A Service's `clusterIP` belongs to no machine and no Pod: it is a *virtual* address.
 //! What makes a connection to `127.1.0.10:80` reach a Pod is kube-proxy, which runs on
-//! every node, watches **Services** and **Endpoints** through the API server, and keeps a
+//! every node, watches **Services** and **EndpointSlices** through the API server, and keeps a
 //! table of forwarding rules (see [`rules`]): for each Service port, "connections to this
 //! frontend go to one of these ready Pod addresses".
 //!
@@ -20,10 +20,11 @@
 //! ```
 //!
 //! Like upstream's change trackers, the sync loop is **incremental**: a change to one
-//! Service or its Endpoints recomputes only that Service's rules, compares them with the
-//! table, and applies (and publishes) just the difference. Each sync is one
-//! `proxy.sync_rules` span that continues the trace of the Endpoints (or Service) write
-//! that caused it (its `kulisse.dev/traceparent` annotation): the last hop of an `apply`.
+//! Service or one of its EndpointSlices recomputes only that Service's rules (from all of
+//! its slices, merged), compares them with the table, and applies (and publishes) just the
+//! difference. Each sync is one `proxy.sync_rules` span that continues the trace of the
+//! EndpointSlice (or Service) write that caused it (its `kulisse.dev/traceparent`
+//! annotation): the last hop of an `apply`.
 //!
 //! With [`Options::data_path`] the proxy also moves the bytes: [`userspace`] listens on
 //! every rule's frontend and relays connections to the endpoints, as kube-proxy's original
@@ -31,8 +32,9 @@
 //! one kube-proxy per machine does this: node-1's in `kulisse up`, the one started with
 //! `kulisse proxy --data-path` otherwise. The others keep (and publish) their tables only.
 //!
-//! Differences from upstream: kube-proxy today reads EndpointSlices, kulisse reads the
-//! Endpoints objects of the Endpoints controller; NodePorts listen on 127.0.0.1 only.
+//! Like upstream's since Kubernetes 1.19, kulisse's kube-proxy reads EndpointSlices, not the
+//! older Endpoints objects (which the Endpoints controller still writes for old clients).
+//! Differences from upstream: NodePorts listen on 127.0.0.1 only.
 
 pub mod rules;
 pub mod userspace;
@@ -83,11 +85,14 @@ struct Trigger {
 
 type SyncQueue = Arc<WorkQueue<String, Trigger>>;
 
-fn enqueue(queue: &SyncQueue, ev: &InformerEvent) {
+/// Queue the Service an event is about: a Service's own key, or the Service an
+/// EndpointSlice names in its `kubernetes.io/service-name` label.
+fn enqueue(queue: &SyncQueue, ev: &InformerEvent, service_key: fn(&Value) -> Option<String>) {
     let obj = ev.object();
     let resync = matches!(ev, InformerEvent::Resync(_));
+    let Some(key) = service_key(obj) else { return };
     queue.add(
-        key_of(obj),
+        key,
         Trigger {
             // A resync is background work, not a continuation of the object's last write.
             traceparent: if resync {
@@ -104,18 +109,18 @@ fn enqueue(queue: &SyncQueue, ev: &InformerEvent) {
 /// current and published.
 pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver<bool>, rules: RuleTable) {
     let svc_info = objects::by_gvk("v1", "Service").expect("Service is a built-in kind");
-    let ep_info = objects::by_gvk("v1", "Endpoints").expect("Endpoints is a built-in kind");
+    let slice_info = crate::controllers::endpointslice::slice_info();
     let data_path = options
         .data_path
         .then(|| userspace::DataPath::start(rules.clone(), options.node_name.clone(), shutdown.clone()));
     let queue: SyncQueue = WorkQueue::new(Duration::from_millis(5), Duration::from_secs(30));
     let mut services = Informer::new(client.clone(), svc_info, None).with_resync(RESYNC);
-    let mut endpoints = Informer::new(client.clone(), ep_info, None).with_resync(RESYNC);
+    let mut endpoints = Informer::new(client.clone(), slice_info, None).with_resync(RESYNC);
     {
         let q = queue.clone();
-        services.on_event(move |ev| enqueue(&q, ev));
+        services.on_event(move |ev| enqueue(&q, ev, |svc| Some(key_of(svc))));
         let q = queue.clone();
-        endpoints.on_event(move |ev| enqueue(&q, ev));
+        endpoints.on_event(move |ev| enqueue(&q, ev, crate::controllers::endpointslice::service_key_of));
     }
     let (svc_cache, ep_cache) = (services.cache(), endpoints.cache());
     let (mut svc_synced, mut ep_synced) = (services.synced(), endpoints.synced());
@@ -178,6 +183,7 @@ struct Proxy {
     /// The userspace data path, when this proxy runs it.
     data_path: Option<userspace::DataPath>,
     services: Cache,
+    /// The EndpointSlices of every Service.
     endpoints: Cache,
 }
 
@@ -186,7 +192,10 @@ impl Proxy {
     /// restricted to the Services that changed).
     async fn sync_service(&mut self, key: &str, trigger: &Trigger) {
         let wanted = match self.services.get(key) {
-            Some(svc) => rules_for(&svc, self.endpoints.get(key).as_deref()),
+            Some(svc) => {
+                let slices = self.slices_of(key);
+                rules_for(&svc, &slices.iter().map(|s| &**s).collect::<Vec<_>>())
+            }
             None => Vec::new(),
         };
         let diff = self.rules.diff(key, &wanted);
@@ -228,6 +237,13 @@ impl Proxy {
             );
             self.publisher.needs_full_write = true;
         }
+    }
+
+    /// The EndpointSlices of the Service `namespace/name`.
+    fn slices_of(&self, key: &str) -> Vec<Arc<Value>> {
+        let key = Some(key.to_string());
+        self.endpoints
+            .filter(|s| crate::controllers::endpointslice::service_key_of(s) == key)
     }
 
     /// Write the whole table; on failure try again after a doubling delay.

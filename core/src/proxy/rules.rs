@@ -9,10 +9,13 @@
 //!
 //! The left side ("frontend") comes from the Service: its `clusterIP` and `port`, or the
 //! node's address and the allocated `nodePort`. The right side ("backends") comes from the
-//! Endpoints object of the same name: the *ready* `addresses`, each with the port the
-//! Endpoints list for the Service port of the same name (the resolved `targetPort`).
-//! Not-ready addresses get no traffic. A rule without backends rejects connections (real
-//! kube-proxy installs a REJECT rule, so clients fail fast instead of timing out).
+//! Service's EndpointSlices (labelled `kubernetes.io/service-name: <service>`), merged: every
+//! endpoint of a slice whose ports include the Service port's name, at the port the slice
+//! gives for it (the resolved `targetPort`). As upstream's kube-proxy does, only endpoints
+//! that are `ready` get traffic; when none is ready, endpoints that are still `serving`
+//! while `terminating` do, so connections survive the end of a rollout. A rule without
+//! backends rejects connections (real kube-proxy installs a REJECT rule, so clients fail
+//! fast instead of timing out).
 //!
 //! [`RuleTable`] is the single source of these rules inside a kulisse node: kube-proxy's
 //! sync loop writes it, and anything that forwards traffic reads it.
@@ -155,16 +158,24 @@ fn port_of(v: &Value, key: &str) -> Option<u16> {
         .filter(|n| *n > 0)
 }
 
-/// The ready backends of the Service port named `port_name` with `protocol`.
-fn backends(endpoints: Option<&Value>, port_name: &str, protocol: &str) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    let subsets = endpoints
-        .and_then(|e| e.get("subsets"))
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    for subset in subsets {
-        let ports = subset
+/// An endpoint condition; a missing one counts as `default` (upstream reads an unknown
+/// `ready` or `serving` as true, an unknown `terminating` as false).
+fn condition(ep: &Value, name: &str, default: bool) -> bool {
+    ep.pointer(&format!("/conditions/{name}"))
+        .and_then(Value::as_bool)
+        .unwrap_or(default)
+}
+
+/// The backends of the Service port named `port_name` with `protocol`, from all of the
+/// Service's slices: the ready endpoints, or, when there are none, the serving terminating
+/// ones (upstream's `CategorizeEndpoints`).
+fn backends(slices: &[&Value], port_name: &str, protocol: &str) -> Vec<SocketAddr> {
+    let (mut ready, mut fallback) = (Vec::new(), Vec::new());
+    for slice in slices {
+        if str_of(slice, "addressType").is_some_and(|t| t != "IPv4" && t != "IPv6") {
+            continue; // FQDN endpoints are not for kube-proxy
+        }
+        let ports = slice
             .get("ports")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
@@ -178,24 +189,30 @@ fn backends(endpoints: Option<&Value>, port_name: &str, protocol: &str) -> Vec<S
         else {
             continue;
         };
-        for addr in subset
-            .get("addresses")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            if let Some(ip) = str_of(addr, "ip").and_then(|s| s.parse::<IpAddr>().ok()) {
-                out.push(SocketAddr::new(ip, port));
+        for ep in slice.get("endpoints").and_then(Value::as_array).into_iter().flatten() {
+            let Some(ip) = ep
+                .pointer("/addresses/0")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let addr = SocketAddr::new(ip, port);
+            if condition(ep, "ready", true) {
+                ready.push(addr);
+            } else if condition(ep, "serving", true) && condition(ep, "terminating", false) {
+                fallback.push(addr);
             }
         }
     }
+    let mut out = if ready.is_empty() { fallback } else { ready };
     out.sort();
-    out.dedup();
+    out.dedup(); // an endpoint may sit in two slices for a moment while they change
     out
 }
 
-/// The rules for one Service and its Endpoints (`None`: no Endpoints yet).
-pub fn rules_for(service: &Value, endpoints: Option<&Value>) -> Vec<Rule> {
+/// The rules for one Service and its EndpointSlices (none yet: rules without backends).
+pub fn rules_for(service: &Value, slices: &[&Value]) -> Vec<Rule> {
     let ns = service
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
@@ -218,7 +235,7 @@ pub fn rules_for(service: &Value, endpoints: Option<&Value>) -> Vec<Rule> {
         let Some(port) = port_of(p, "port") else { continue };
         let port_name = str_of(p, "name").unwrap_or("").to_string();
         let protocol = str_of(p, "protocol").unwrap_or("TCP").to_string();
-        let eps = backends(endpoints, &port_name, &protocol);
+        let eps = backends(slices, &port_name, &protocol);
         let rule = |kind, frontend| Rule {
             service: key.clone(),
             port_name: port_name.clone(),
@@ -366,17 +383,20 @@ mod tests {
                         "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]}})
     }
 
+    fn endpoint(ip: &str, ready: bool, serving: bool, terminating: bool) -> Value {
+        json!({"addresses": [ip], "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
+    }
+
     fn eps(ips: &[&str]) -> Value {
-        json!({"subsets": [{
-            "addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
-            "notReadyAddresses": [{"ip": "127.64.9.9"}],
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        }]})
+        let mut endpoints: Vec<Value> = ips.iter().map(|ip| endpoint(ip, true, true, false)).collect();
+        endpoints.push(endpoint("127.64.9.9", false, false, false));
+        json!({"addressType": "IPv4", "endpoints": endpoints,
+               "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
     }
 
     #[test]
     fn cluster_ip_and_node_port_rules_use_ready_addresses() {
-        let rules = rules_for(&svc("NodePort"), Some(&eps(&["127.64.2.7", "127.64.1.5"])));
+        let rules = rules_for(&svc("NodePort"), &[&eps(&["127.64.2.7"]), &eps(&["127.64.1.5"])]);
         assert_eq!(rules.len(), 2);
         assert_eq!(
             rules[0].to_string(),
@@ -388,25 +408,39 @@ mod tests {
             "127.0.0.1:30080/TCP -> 127.64.1.5:8080,127.64.2.7:8080"
         );
         assert_eq!(rules[1].id(), "default.web.http.nodeport");
-        let only_cluster = rules_for(&svc("ClusterIP"), None);
+        let only_cluster = rules_for(&svc("ClusterIP"), &[]);
         assert_eq!(only_cluster.len(), 1);
         assert_eq!(only_cluster[0].to_string(), "127.1.0.10:80/TCP -> <none>");
+    }
+
+    #[test]
+    fn serving_terminating_endpoints_are_used_only_when_none_is_ready() {
+        let slice = |eps: Vec<Value>| json!({"addressType": "IPv4", "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]});
+        let draining = slice(vec![
+            endpoint("127.64.1.1", false, true, true),
+            endpoint("127.64.1.2", false, false, true),
+        ]);
+        let rules = rules_for(&svc("ClusterIP"), &[&draining]);
+        assert_eq!(rules[0].endpoints_text(), "127.64.1.1:8080");
+        let fresh = slice(vec![endpoint("127.64.2.1", true, true, false)]);
+        let rules = rules_for(&svc("ClusterIP"), &[&draining, &fresh]);
+        assert_eq!(rules[0].endpoints_text(), "127.64.2.1:8080");
     }
 
     #[test]
     fn table_applies_incremental_diffs() {
         let t = RuleTable::new();
         let mut gen_rx = t.subscribe();
-        let d = t.apply("default/web", rules_for(&svc("ClusterIP"), Some(&eps(&["127.64.1.5"]))));
+        let d = t.apply("default/web", rules_for(&svc("ClusterIP"), &[&eps(&["127.64.1.5"])]));
         assert_eq!((d.added.len(), d.changed.len(), d.removed.len()), (1, 0, 0));
         assert!(gen_rx.has_changed().unwrap());
         gen_rx.borrow_and_update();
-        let same = t.apply("default/web", rules_for(&svc("ClusterIP"), Some(&eps(&["127.64.1.5"]))));
+        let same = t.apply("default/web", rules_for(&svc("ClusterIP"), &[&eps(&["127.64.1.5"])]));
         assert!(same.is_empty());
         assert!(!gen_rx.has_changed().unwrap());
         let d = t.apply(
             "default/web",
-            rules_for(&svc("ClusterIP"), Some(&eps(&["127.64.1.5", "127.64.1.6"]))),
+            rules_for(&svc("ClusterIP"), &[&eps(&["127.64.1.5", "127.64.1.6"])]),
         );
         assert_eq!(d.changed.len(), 1);
         let found = t.lookup("127.1.0.10:80".parse().unwrap(), "TCP").expect("rule");
