@@ -14,7 +14,7 @@ use kulisse_backends::store::embedded::EmbeddedStore;
 use kulisse_core::client::ListParams;
 use kulisse_core::objects;
 use kulisse_core::scheduler::{self, Options};
-use kulisse_core::store::{KeyValue, RangeResult, Revision, Store, StoreResult, TxnOutcome, WatchStream};
+use kulisse_core::store::{KeyValue, ProgressStream, RangeResult, Revision, Store, StoreResult, TxnOutcome};
 use kulisse_tests::inproc::{ApiServerFixture, eventually};
 use serde_json::{Value, json};
 
@@ -570,8 +570,13 @@ impl Store for RefusingPodWrites {
     async fn delete(&self, key: &str, expected: Option<Revision>) -> StoreResult<TxnOutcome> {
         self.inner.delete(key, expected).await
     }
-    async fn watch(&self, prefix: &str, from: Option<Revision>) -> StoreResult<WatchStream> {
-        self.inner.watch(prefix, from).await
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        from: Option<Revision>,
+        progress: Option<std::time::Duration>,
+    ) -> StoreResult<ProgressStream> {
+        self.inner.watch_with_progress(prefix, from, progress).await
     }
     async fn compact(&self, revision: Revision) -> StoreResult<()> {
         self.inner.compact(revision).await

@@ -29,7 +29,8 @@ use kulisse_core::objects::ResourceInfo;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{client, kind_ref, namespace, resource};
+use super::{client, kind_ref, namespace};
+use crate::builder::resource;
 use crate::GlobalArgs;
 
 #[derive(Args, Debug)]
