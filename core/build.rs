@@ -8,6 +8,7 @@ fn main() {
         "k8s.io/api/core/v1/generated.proto",
         "k8s.io/api/apps/v1/generated.proto",
         "k8s.io/api/coordination/v1/generated.proto",
+        "k8s.io/api/discovery/v1/generated.proto",
         "k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto",
         "k8s.io/apimachinery/pkg/runtime/generated.proto",
     ];

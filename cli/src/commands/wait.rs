@@ -30,8 +30,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{client, kind_ref, namespace};
-use crate::builder::resource;
 use crate::GlobalArgs;
+use crate::builder::resource;
 
 #[derive(Args, Debug)]
 pub struct WaitArgs {

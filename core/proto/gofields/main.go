@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -81,6 +82,7 @@ func main() {
 	_ = corev1.AddToScheme(s)
 	_ = appsv1.AddToScheme(s)
 	_ = coordinationv1.AddToScheme(s)
+	_ = discoveryv1.AddToScheme(s)
 	metav1.AddToGroupVersion(s, metav1.SchemeGroupVersion)
 	for _, t := range s.AllKnownTypes() {
 		walk(t)

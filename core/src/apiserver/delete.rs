@@ -193,7 +193,11 @@ async fn delete_once(
 /// terminating; a namespace also turns `Terminating`. A second delete of a pod may shorten
 /// its grace period, never lengthen it.
 fn mark_terminating(obj: &mut Value, already_terminating: bool, namespace: bool, pod_grace: Option<i64>) {
-    let at = |secs: i64| json!(crate::objects::time::time(chrono::Utc::now() + chrono::Duration::seconds(secs)));
+    let at = |secs: i64| {
+        json!(crate::objects::time::time(
+            chrono::Utc::now() + chrono::Duration::seconds(secs)
+        ))
+    };
     if !already_terminating {
         let grace_secs = pod_grace.unwrap_or(0);
         obj["metadata"]["deletionTimestamp"] = at(grace_secs);

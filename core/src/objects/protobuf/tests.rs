@@ -56,6 +56,14 @@ fn every_served_kind_round_trips() {
     round_trip(json!({"kind": "Secret", "apiVersion": "v1", "metadata": meta("s"),
         "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5"}, "type": "kubernetes.io/tls"}));
     round_trip(
+        json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "metadata": meta("web-abc"),
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.64.1.5"], "nodeName": "node-1",
+                       "conditions": {"ready": true, "serving": true, "terminating": false},
+                       "targetRef": {"kind": "Pod", "namespace": "default", "name": "web-1", "uid": "u1"}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
+    );
+    round_trip(
         json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "x"},
         "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
     );
