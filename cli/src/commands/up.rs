@@ -67,7 +67,7 @@ pub struct UpArgs {
     )]
     pub components: Vec<Component>,
     /// Teaching profile: nodes renew their Lease every second, a silent node is NotReady
-    /// after 4 s and its pods are evicted 2 s later (upstream: 10 s, 40 s, 300 s).
+    /// after 4 s and its pods are evicted 2 s later (upstream: 10 s, 50 s, 300 s).
     #[arg(long)]
     pub fast_failover: bool,
     /// First CrashLoopBackOff delay of the in-process kubelets (doubles up to 5 minutes).

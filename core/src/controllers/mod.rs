@@ -137,7 +137,7 @@ pub struct Options {
     /// Workers per controller.
     pub workers: usize,
     /// How long a node may go without renewing its Lease before it is marked NotReady
-    /// (kube-controller-manager's `--node-monitor-grace-period`, 40 s).
+    /// (kube-controller-manager's `--node-monitor-grace-period`, 50 s since v1.32).
     pub node_monitor_grace_period: Duration,
     /// How long pods stay on a NotReady node before they are evicted (the default
     /// `tolerationSeconds` of the `not-ready`/`unreachable` taints, 300 s).
@@ -152,7 +152,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             workers: 4,
-            node_monitor_grace_period: Duration::from_secs(40),
+            node_monitor_grace_period: Duration::from_secs(50),
             pod_eviction_timeout: Duration::from_secs(300),
             resync: Duration::from_secs(300),
             max_endpoints_per_slice: endpointslice::MAX_ENDPOINTS_PER_SLICE,

@@ -7,7 +7,7 @@
 //! also looks at every node on a timer (upstream: every `--node-monitor-period`, 5 s):
 //!
 //! 1. **Noticing silence.** It remembers, on its own clock, when it last saw a node's Lease
-//!    (or Ready heartbeat) change. After `--node-monitor-grace-period` (40 s) without a
+//!    (or Ready heartbeat) change. After `--node-monitor-grace-period` (50 s since v1.32) without a
 //!    change it sets the node's conditions to `Unknown` through `/status` (reason
 //!    `NodeStatusUnknown`, "Kubelet stopped posting node status."), records a `NodeNotReady`
 //!    event, and marks the Pods on the node not Ready, which takes them out of their
@@ -412,7 +412,7 @@ pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<NodeLifecyc
     (Arc::new(NodeLifecycleController { ctx, state }), queue)
 }
 
-/// The check period: upstream's `--node-monitor-period` is 5 s for a 40 s grace period.
+/// The check period: upstream's `--node-monitor-period` is 5 s for a 50 s grace period.
 fn monitor_period(options: &Options) -> Duration {
     (options.node_monitor_grace_period / 8).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
