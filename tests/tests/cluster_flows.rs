@@ -129,6 +129,8 @@ fn a_multi_document_app_runs_spread_over_three_nodes() {
 #[test]
 fn a_pod_that_fits_nowhere_stays_pending_with_an_event() {
     let (c, dir) = up(&["--nodes", "3"]);
+    // As a user would: wait for the nodes, so the scheduler's verdict covers all three.
+    wait_nodes_ready(&c, 3);
     let big = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: c\n    image: localhost/busybox:latest\n    resources:\n      requests:\n        cpu: \"64\"\n";
     let f = dir.path().join("huge.yaml");
     std::fs::write(&f, big).unwrap();
