@@ -157,7 +157,9 @@ pub fn kind(obj: &Value) -> Option<&str> {
     obj.get("kind").and_then(Value::as_str)
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+/// The string entries of a JSON map (`labels`, `annotations`, `nodeSelector`); entries whose
+/// value is not a string are skipped.
+pub(crate) fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_object)
         .map(|m| {
             m.iter()
