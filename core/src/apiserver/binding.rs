@@ -17,7 +17,7 @@
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Body, Ctx, json_response, meta, patch};
+use super::{Body, Ctx, json_response, meta, write};
 use crate::objects::{self, ApiError};
 
 /// How often a bind re-reads the pod when a concurrent write (a status update) wins the
@@ -28,7 +28,7 @@ const BIND_ATTEMPTS: usize = 5;
 /// `POST .../pods/{name}/binding`
 pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body>, ApiError> {
     let info = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
-    let binding = patch::decode(ctx)?;
+    let binding = write::decode(ctx)?;
     if binding
         .get("kind")
         .and_then(Value::as_str)

@@ -149,8 +149,8 @@ async fn delete_once(
     };
 
     let wanted_finalizer = match propagation {
-        "Foreground" if has_dependents_kind(info) => Some(FOREGROUND_FINALIZER),
-        "Orphan" if has_dependents_kind(info) => Some(ORPHAN_FINALIZER),
+        "Foreground" if info.owns_dependents => Some(FOREGROUND_FINALIZER),
+        "Orphan" if info.owns_dependents => Some(ORPHAN_FINALIZER),
         _ => None,
     };
     if let Some(f) = wanted_finalizer {
@@ -223,12 +223,4 @@ fn has_spec_finalizers(ns: &Value) -> bool {
     ns.pointer("/spec/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty())
-}
-
-/// Kinds that own other objects (so Foreground/Orphan propagation means something).
-fn has_dependents_kind(info: &ResourceInfo) -> bool {
-    matches!(
-        info.kind,
-        "Deployment" | "ReplicaSet" | "Service" | "Namespace" | "Pod" | "Node"
-    )
 }

@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::{Body, KUBERNETES_VERSION, json_response};
-use crate::objects::{ApiError, RESOURCES};
+use crate::objects::{ApiError, RESOURCES, Subresource};
 
 /// `GET /version`
 pub fn version() -> Result<Response<Body>, ApiError> {
@@ -119,17 +119,19 @@ pub fn resources(group: &str, version: &str) -> Result<Response<Body>, ApiError>
         }
         list.push(entry);
         let sub = |name: &str, kind: &str, verbs: &[&str]| json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
-        if super::meta::has_status_subresource(r) {
+        if r.has(Subresource::Status) {
             list.push(sub("status", r.kind, &["get", "patch", "update"]));
         }
-        if super::scale::supports(r) {
+        if r.has(Subresource::Scale) {
             let mut scale = sub("scale", "Scale", &["get", "patch", "update"]);
             scale["group"] = json!("autoscaling");
             scale["version"] = json!("v1");
             list.push(scale);
         }
-        if r.kind == "Pod" && r.group.is_empty() {
+        if r.has(Subresource::Binding) {
             list.push(sub("binding", "Binding", &["create"]));
+        }
+        if r.has(Subresource::Log) {
             list.push(sub("log", "Pod", &["get"]));
         }
     }

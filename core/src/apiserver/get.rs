@@ -18,11 +18,12 @@
 //! and `-L` read; `?includeObject=Object` puts the whole object in each row (kubectl asks
 //! for it to sort with `--sort-by`), `?includeObject=None` leaves it out.
 
-use http::{Response, StatusCode, header};
+use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::list_options::{self, Continue, ListOptions, ReadAt};
+use super::list_options::{self, Continue, Filter, ListOptions, ReadAt};
 use super::storage::{Listed, Stored};
+use super::table::{IncludeObject, wants_table};
 use super::{Body, Ctx, json_response};
 use crate::objects::{self, ApiError, ResourceInfo};
 use crate::{printers, store};
@@ -200,97 +201,5 @@ impl Page {
             page.items.push(item.object);
         }
         Ok(page)
-    }
-}
-
-/// Does the client want a server-side printed `Table`?
-pub fn wants_table(ctx: &Ctx<'_>) -> bool {
-    ctx.headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.split(',').next().is_some_and(|first| first.contains("as=Table")))
-}
-
-/// What each row of a `Table` carries (`?includeObject=`): nothing, the object's metadata
-/// (the default), or the whole object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IncludeObject {
-    None,
-    Metadata,
-    Object,
-}
-
-impl IncludeObject {
-    pub fn from_ctx(ctx: &Ctx<'_>) -> Result<Self, ApiError> {
-        match ctx.param("includeObject") {
-            None | Some("Metadata") => Ok(IncludeObject::Metadata),
-            Some("None") => Ok(IncludeObject::None),
-            Some("Object") => Ok(IncludeObject::Object),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "includeObject: Unsupported value: {other:?}: supported values: \"None\", \"Metadata\", \"Object\""
-            ))),
-        }
-    }
-
-    /// Reshape the rows of a table built by [`printers::table`] from `items`.
-    pub fn apply(self, table: &mut Value, items: &[Value]) {
-        let Some(rows) = table.get_mut("rows").and_then(Value::as_array_mut) else {
-            return;
-        };
-        for (row, item) in rows.iter_mut().zip(items) {
-            let Some(row) = row.as_object_mut() else { continue };
-            match self {
-                IncludeObject::Metadata => {}
-                IncludeObject::None => {
-                    row.remove("object");
-                }
-                IncludeObject::Object => {
-                    row.insert("object".into(), item.clone());
-                }
-            }
-        }
-    }
-}
-
-/// Label and field selectors of a list or watch request.
-pub struct Filter {
-    label: Option<String>,
-    field: Option<String>,
-}
-
-impl Filter {
-    /// No selector at all: every object matches.
-    pub fn is_empty(&self) -> bool {
-        self.label.is_none() && self.field.is_none()
-    }
-
-    pub fn from_ctx(ctx: &Ctx<'_>) -> Result<Self, ApiError> {
-        let filter = Filter {
-            label: ctx.param("labelSelector").map(str::to_string),
-            field: ctx.param("fieldSelector").map(str::to_string),
-        };
-        // Reject a malformed selector up front, with the parser's words.
-        filter.matches(&json!({"metadata": {}}))?;
-        Ok(filter)
-    }
-
-    /// Does `obj` pass both selectors?
-    pub fn matches(&self, obj: &Value) -> Result<bool, ApiError> {
-        if let Some(sel) = &self.label {
-            let labels = objects::labels(obj);
-            if !objects::labels_match(sel, &labels)
-                .map_err(|e| ApiError::bad_request(&format!("unable to parse labelSelector {sel:?}: {e}")))?
-            {
-                return Ok(false);
-            }
-        }
-        if let Some(sel) = &self.field {
-            if !objects::field_selector_matches(sel, obj)
-                .map_err(|e| ApiError::bad_request(&format!("unable to parse fieldSelector {sel:?}: {e}")))?
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
     }
 }

@@ -23,6 +23,9 @@
 //! `BOOKMARK` annotated `k8s.io/initial-events-end: "true"`, then the changes
 //! (see [`super::watch`]).
 //!
+//! **Selectors.** `labelSelector` and `fieldSelector` are list options too: [`Filter`]
+//! holds them for a list or a watch and rejects a malformed one up front.
+//!
 //! Invalid combinations answer `422 Invalid` on the kind `ListOptions.meta.k8s.io`, with
 //! upstream's words. kulisse has no watch cache, so it behaves like kube-apiserver with
 //! `--watch-cache=false`: "any" is served from the store too.
@@ -34,7 +37,7 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::storage::Storage;
-use crate::objects::{ApiError, StatusCause, StatusDetails};
+use crate::objects::{self, ApiError, StatusCause, StatusDetails};
 use crate::store::Revision;
 
 /// How long a read "not older than" a revision the store has not reached waits for it.
@@ -289,6 +292,49 @@ pub fn decode_continue(token: &str) -> Result<Continue, ApiError> {
         revision,
         start: start.to_string(),
     })
+}
+
+/// Label and field selectors of a list or watch request.
+pub struct Filter {
+    label: Option<String>,
+    field: Option<String>,
+}
+
+impl Filter {
+    /// No selector at all: every object matches.
+    pub fn is_empty(&self) -> bool {
+        self.label.is_none() && self.field.is_none()
+    }
+
+    pub fn from_ctx(ctx: &Ctx<'_>) -> Result<Self, ApiError> {
+        let filter = Filter {
+            label: ctx.param("labelSelector").map(str::to_string),
+            field: ctx.param("fieldSelector").map(str::to_string),
+        };
+        // Reject a malformed selector up front, with the parser's words.
+        filter.matches(&json!({"metadata": {}}))?;
+        Ok(filter)
+    }
+
+    /// Does `obj` pass both selectors?
+    pub fn matches(&self, obj: &Value) -> Result<bool, ApiError> {
+        if let Some(sel) = &self.label {
+            let labels = objects::labels(obj);
+            if !objects::labels_match(sel, &labels)
+                .map_err(|e| ApiError::bad_request(&format!("unable to parse labelSelector {sel:?}: {e}")))?
+            {
+                return Ok(false);
+            }
+        }
+        if let Some(sel) = &self.field {
+            if !objects::field_selector_matches(sel, obj)
+                .map_err(|e| ApiError::bad_request(&format!("unable to parse fieldSelector {sel:?}: {e}")))?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

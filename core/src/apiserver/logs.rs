@@ -16,8 +16,22 @@ use serde_json::Value;
 use super::{Body, Ctx};
 use crate::objects::{self, ApiError};
 
-/// `GET .../pods/{name}/log`
+/// `GET .../pods/{name}/log`: find where the log is ([`log_location`]), then stream it.
 pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body>, ApiError> {
+    let location = log_location(ctx, ns, name).await?;
+    stream_from_kubelet(ctx, &location).await
+}
+
+/// Where a pod's container log is served: the kubelet URL and the node it runs on.
+struct LogLocation {
+    url: String,
+    node_name: String,
+    endpoint: String,
+}
+
+/// Resolve the container, the node and its kubelet endpoint, as upstream's pod
+/// `LogLocation` does (`pkg/registry/core/pod/strategy.go`).
+async fn log_location(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<LogLocation, ApiError> {
     let pods = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
     let nodes = objects::by_gvk("v1", "Node").expect("Node is a built-in kind");
     let pod = ctx
@@ -27,28 +41,7 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
         .await?
         .ok_or_else(|| ApiError::not_found(pods, name))?
         .object;
-    let containers: Vec<String> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    let container = match ctx.param("container") {
-        Some(c) if containers.iter().any(|x| x == c) => c.to_string(),
-        Some(c) => {
-            return Err(ApiError::bad_request(format!(
-                "container {c} is not valid for pod {name}"
-            )));
-        }
-        None if containers.len() == 1 => containers[0].clone(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )));
-        }
-    };
+    let container = container_of(ctx, &pod, name)?;
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -65,6 +58,40 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
         .await?
         .ok_or_else(|| ApiError::not_found(nodes, node_name))?
         .object;
+    let (address, port) = kubelet_endpoint(&node, node_name)?;
+    let query = log_query(ctx);
+    Ok(LogLocation {
+        url: format!("http://{address}:{port}/containerLogs/{ns}/{name}/{container}?{query}"),
+        node_name: node_name.to_string(),
+        endpoint: format!("{address}:{port}"),
+    })
+}
+
+/// The container the request names, or the pod's only one.
+fn container_of(ctx: &Ctx<'_>, pod: &Value, name: &str) -> Result<String, ApiError> {
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    match ctx.param("container") {
+        Some(c) if containers.iter().any(|x| x == c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None if containers.len() == 1 => Ok(containers[0].clone()),
+        None => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            containers.join(" ")
+        ))),
+    }
+}
+
+/// The node's kubelet address and port, from its status. Only ever loopback: kulisse's
+/// kubelets listen on 127.0.0.0/8.
+fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(std::net::IpAddr, u64), ApiError> {
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
@@ -74,7 +101,6 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
                 "node {node_name} does not report a kubelet endpoint; is its kubelet running?"
             ))
         })?;
-    // Only ever connect to loopback: kulisse's kubelets listen on 127.0.0.0/8.
     let address = node
         .pointer("/status/addresses")
         .and_then(Value::as_array)
@@ -89,26 +115,32 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
         })
         .find(|ip| ip.is_loopback())
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-    let query = {
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        for key in [
-            "follow",
-            "tailLines",
-            "timestamps",
-            "previous",
-            "sinceSeconds",
-            "limitBytes",
-        ] {
-            if let Some(v) = ctx.param(key) {
-                q.append_pair(key, v);
-            }
+    Ok((address, port))
+}
+
+/// The log options the kubelet understands, passed through from the request.
+fn log_query(ctx: &Ctx<'_>) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for key in [
+        "follow",
+        "tailLines",
+        "timestamps",
+        "previous",
+        "sinceSeconds",
+        "limitBytes",
+    ] {
+        if let Some(v) = ctx.param(key) {
+            q.append_pair(key, v);
         }
-        q.finish()
-    };
-    let url = format!("http://{address}:{port}/containerLogs/{ns}/{name}/{container}?{query}");
+    }
+    q.finish()
+}
+
+/// Ask the kubelet and stream its answer back as it comes.
+async fn stream_from_kubelet(ctx: &Ctx<'_>, location: &LogLocation) -> Result<Response<Body>, ApiError> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let req = http::Request::get(&url)
+    let req = http::Request::get(&location.url)
         .header(header::AUTHORIZATION, format!("Bearer {}", ctx.server.config.token))
         .body(Empty::<Bytes>::new())
         .map_err(|e| ApiError::internal(format!("could not build the kubelet request: {e}")))?;
@@ -116,7 +148,10 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
         ApiError::new(
             502,
             "ServiceUnavailable",
-            format!("could not reach the kubelet of node {node_name} at {address}:{port}: {e}"),
+            format!(
+                "could not reach the kubelet of node {} at {}: {e}",
+                location.node_name, location.endpoint
+            ),
         )
     })?;
     let status = resp.status();

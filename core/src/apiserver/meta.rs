@@ -10,21 +10,16 @@
 //!   generation they have acted on in `status.observedGeneration`.
 //! - `metadata.resourceVersion`: the store revision; set by [`super::storage`] on read.
 //!
+//! Which kinds track a generation and which have a status subresource is the resource
+//! registry's to say ([`ResourceInfo::tracks_generation`], [`Subresource::Status`]).
+//!
 //! The **status subresource** splits who may write what: a user's update of a Deployment
 //! cannot change its `status` (the controller owns it), and an update of `/status` can
 //! change nothing but `status`.
 
 use serde_json::{Map, Value, json};
 
-use crate::objects::{self, ResourceInfo};
-
-/// Kinds whose status is written only through their `/status` subresource.
-pub fn has_status_subresource(info: &ResourceInfo) -> bool {
-    matches!(
-        info.kind,
-        "Pod" | "Deployment" | "ReplicaSet" | "Service" | "Node" | "Namespace"
-    )
-}
+use crate::objects::{self, ResourceInfo, Subresource};
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
@@ -56,14 +51,14 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, namespace: Option<&s
             meta.remove("namespace");
         }
     }
-    if tracks_generation(info) {
+    if info.tracks_generation {
         meta.insert("generation".into(), json!(1));
     }
     if info.kind == "Namespace" {
         require_namespace_finalizer(obj);
     }
     // A new object's status is the server's to start, not the client's to claim.
-    if has_status_subresource(info) {
+    if info.has(Subresource::Status) {
         let initial = initial_status(info, obj);
         match initial {
             Some(status) => obj["status"] = status,
@@ -95,24 +90,6 @@ fn require_namespace_finalizer(ns: &mut Value) {
     {
         list.push(json!(objects::NAMESPACE_FINALIZER));
     }
-}
-
-/// Kinds where `metadata.generation` counts spec changes.
-fn tracks_generation(info: &ResourceInfo) -> bool {
-    matches!(
-        info.kind,
-        "Pod"
-            | "Deployment"
-            | "ReplicaSet"
-            | "Service"
-            | "Node"
-            | "Namespace"
-            | "ConfigMap"
-            | "Endpoints"
-            | "EndpointSlice"
-            | "Lease"
-            | "Event"
-    )
 }
 
 fn initial_status(info: &ResourceInfo, obj: &Value) -> Option<Value> {
@@ -203,7 +180,7 @@ pub fn prepare_update(info: &ResourceInfo, old: &Value, new: &mut Value, subreso
         *new = merged;
         return;
     }
-    if has_status_subresource(info) && info.kind != "Node" {
+    if info.has(Subresource::Status) && info.kind != "Node" {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {
@@ -232,7 +209,7 @@ pub fn prepare_update(info: &ResourceInfo, old: &Value, new: &mut Value, subreso
             }
         }
     }
-    if tracks_generation(info) {
+    if info.tracks_generation {
         let old_gen = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
         let generation = if desired_state_changed(old, new) {
             old_gen + 1

@@ -20,6 +20,8 @@
 //! One file per verb, each with the same shape (`handle(ctx, ...) -> Result<Response, ApiError>`):
 //! [`get`] (get and list), [`create`], [`update`] (PUT), [`patch`] (merge patch and
 //! server-side apply), [`delete`], [`watch`]; [`discovery`] answers "what do you serve?".
+//! The steps every write shares (decode, target checks, unknown fields, defaults and
+//! validation, the conditional write) are [`write`]'s; verbs call it, never one another.
 //!
 //! The server takes its listener and a shutdown future from the caller (as tokio's
 //! mini-redis does), so tests run it on `127.0.0.1:0`.
@@ -42,9 +44,11 @@ pub mod protobuf;
 pub mod routes;
 pub mod scale;
 pub mod storage;
+pub mod table;
 pub mod traces;
 pub mod update;
 pub mod watch;
+pub mod write;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -61,7 +65,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tracing::{Instrument, info_span};
 
-use crate::objects::{ApiError, ResourceInfo};
+use crate::objects::{ApiError, ResourceInfo, Subresource};
 use crate::store::Store;
 use routes::Route;
 pub use storage::Storage;
@@ -399,30 +403,7 @@ impl ApiServer {
             (Route::OpenApi(path), &Method::GET) => openapi::group_version(&path),
             (Route::Collection { info, namespace }, m) => {
                 record_target(&span, info, namespace.as_deref(), None);
-                match *m {
-                    Method::GET if is_watch(ctx) => {
-                        span.record("k8s.verb", "watch");
-                        watch::handle(ctx, info, namespace.as_deref(), stop).await
-                    }
-                    Method::GET => {
-                        span.record("k8s.verb", "list");
-                        get::list(ctx, info, namespace.as_deref()).await
-                    }
-                    Method::POST => {
-                        span.record("k8s.verb", "create");
-                        if info.namespaced {
-                            let ns = namespace.ok_or_else(|| cluster_scoped_create(info))?;
-                            create::handle(ctx, info, Some(&ns)).await
-                        } else {
-                            create::handle(ctx, info, None).await
-                        }
-                    }
-                    _ => Err(ApiError::new(
-                        405,
-                        "MethodNotAllowed",
-                        format!("{m} is not supported on a collection of {}", info.plural),
-                    )),
-                }
+                self.collection(ctx, info, namespace, m, stop).await
             }
             (
                 Route::Object {
@@ -434,64 +415,117 @@ impl ApiServer {
                 m,
             ) => {
                 record_target(&span, info, namespace.as_deref(), Some(&name));
-                let ns = namespace.as_deref();
-                let sub = subresource.as_deref();
-                match (m.clone(), sub) {
-                    (Method::GET, None | Some("status")) => {
-                        span.record("k8s.verb", "get");
-                        get::get(ctx, info, ns, &name).await
-                    }
-                    (Method::PUT, None | Some("status")) => {
-                        span.record("k8s.verb", "update");
-                        update::handle(ctx, info, ns, &name, sub).await
-                    }
-                    (Method::PUT, Some("finalize")) if info.kind == "Namespace" => {
-                        span.record("k8s.verb", "update");
-                        update::handle(ctx, info, ns, &name, sub).await
-                    }
-                    (Method::PATCH, None | Some("status")) => {
-                        span.record("k8s.verb", "patch");
-                        patch::handle(ctx, info, ns, &name, sub).await
-                    }
-                    (Method::DELETE, None) => {
-                        span.record("k8s.verb", "delete");
-                        delete::handle(ctx, info, ns, &name).await
-                    }
-                    (Method::POST, Some("binding")) if info.kind == "Pod" => {
-                        span.record("k8s.verb", "create");
-                        binding::handle(ctx, ns.unwrap_or("default"), &name).await
-                    }
-                    (Method::GET | Method::PUT | Method::PATCH, Some("scale")) if scale::supports(info) => {
-                        span.record("k8s.verb", if *m == Method::GET { "get" } else { "update" });
-                        scale::handle(ctx, info, ns, &name, m).await
-                    }
-                    (Method::GET, Some("log")) if info.kind == "Pod" => {
-                        span.record("k8s.verb", "get");
-                        logs::handle(ctx, ns.unwrap_or("default"), &name).await
-                    }
-                    (Method::POST, None) if !info.namespaced => {
-                        span.record("k8s.verb", "create");
-                        create::handle(ctx, info, None).await
-                    }
-                    (m, Some(other)) => Err(ApiError::new(
-                        404,
-                        "NotFound",
-                        format!(
-                            "the server does not serve {m} on the subresource \"{other}\" of {}",
-                            info.plural
-                        ),
-                    )),
-                    (m, None) => Err(ApiError::new(
-                        405,
-                        "MethodNotAllowed",
-                        format!("{m} is not supported on {}", info.plural),
-                    )),
-                }
+                self.object(ctx, info, namespace.as_deref(), &name, subresource.as_deref(), m)
+                    .await
             }
             (_, m) => Err(ApiError::new(
                 405,
                 "MethodNotAllowed",
                 format!("{m} is not supported here"),
+            )),
+        }
+    }
+    /// A request on a collection: list, watch or create.
+    async fn collection(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &'static ResourceInfo,
+        namespace: Option<String>,
+        m: &Method,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Response<Body>, ApiError> {
+        let span = tracing::Span::current();
+        match *m {
+            Method::GET if is_watch(ctx) => {
+                span.record("k8s.verb", "watch");
+                watch::handle(ctx, info, namespace.as_deref(), stop).await
+            }
+            Method::GET => {
+                span.record("k8s.verb", "list");
+                get::list(ctx, info, namespace.as_deref()).await
+            }
+            Method::POST => {
+                span.record("k8s.verb", "create");
+                if info.namespaced {
+                    let ns = namespace.ok_or_else(|| cluster_scoped_create(info))?;
+                    create::handle(ctx, info, Some(&ns)).await
+                } else {
+                    create::handle(ctx, info, None).await
+                }
+            }
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{m} is not supported on a collection of {}", info.plural),
+            )),
+        }
+    }
+
+    /// A request on one object or one of its subresources. Which kinds serve which
+    /// subresource is the registry's to say ([`ResourceInfo::subresources`]). `/status`
+    /// answers for every kind, as it always has in kulisse (upstream serves it only where
+    /// [`Subresource::Status`] is listed); the status split itself ([`meta`]) applies only
+    /// to those kinds.
+    async fn object(
+        &self,
+        ctx: &Ctx<'_>,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        m: &Method,
+    ) -> Result<Response<Body>, ApiError> {
+        let span = tracing::Span::current();
+        let serves = |s: Subresource| sub == Some(s.name()) && info.has(s);
+        match (m.clone(), sub) {
+            (Method::GET, None | Some("status")) => {
+                span.record("k8s.verb", "get");
+                get::get(ctx, info, ns, name).await
+            }
+            (Method::PUT, None | Some("status")) => {
+                span.record("k8s.verb", "update");
+                update::handle(ctx, info, ns, name, sub).await
+            }
+            (Method::PUT, _) if serves(Subresource::Finalize) => {
+                span.record("k8s.verb", "update");
+                update::handle(ctx, info, ns, name, sub).await
+            }
+            (Method::PATCH, None | Some("status")) => {
+                span.record("k8s.verb", "patch");
+                patch::handle(ctx, info, ns, name, sub).await
+            }
+            (Method::DELETE, None) => {
+                span.record("k8s.verb", "delete");
+                delete::handle(ctx, info, ns, name).await
+            }
+            (Method::POST, _) if serves(Subresource::Binding) => {
+                span.record("k8s.verb", "create");
+                binding::handle(ctx, ns.unwrap_or("default"), name).await
+            }
+            (Method::GET | Method::PUT | Method::PATCH, _) if serves(Subresource::Scale) => {
+                span.record("k8s.verb", if *m == Method::GET { "get" } else { "update" });
+                scale::handle(ctx, info, ns, name, m).await
+            }
+            (Method::GET, _) if serves(Subresource::Log) => {
+                span.record("k8s.verb", "get");
+                logs::handle(ctx, ns.unwrap_or("default"), name).await
+            }
+            (Method::POST, None) if !info.namespaced => {
+                span.record("k8s.verb", "create");
+                create::handle(ctx, info, None).await
+            }
+            (m, Some(other)) => Err(ApiError::new(
+                404,
+                "NotFound",
+                format!(
+                    "the server does not serve {m} on the subresource \"{other}\" of {}",
+                    info.plural
+                ),
+            )),
+            (m, None) => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{m} is not supported on {}", info.plural),
             )),
         }
     }

@@ -49,7 +49,7 @@ use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use super::{Body, Ctx, KUBERNETES_VERSION};
-use crate::objects::{ApiError, RESOURCES, ResourceInfo, StatusCause};
+use crate::objects::{ApiError, RESOURCES, ResourceInfo, StatusCause, Subresource};
 
 /// The generated documents, built once on first use.
 struct Documents {
@@ -310,31 +310,62 @@ fn patch_body() -> Value {
 
 /// The paths of one resource: collection, object and subresources.
 fn resource_paths(r: &ResourceInfo, paths: &mut Map<String, Value>) {
-    let prefix = format!("/{}", r.api_prefix().trim_start_matches('/'));
-    let item = schema_name(r.group, r.version, r.kind);
-    let list = format!("{item}List");
-    let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-    let id = |verb: &str, suffix: &str| {
+    let p = ResourcePaths::of(r);
+    p.collection(paths);
+    p.object(paths);
+    if r.has(Subresource::Status) {
+        p.status(paths);
+    }
+    if r.has(Subresource::Scale) {
+        p.scale(paths);
+    }
+    if r.has(Subresource::Binding) {
+        p.binding(paths);
+    }
+    if r.has(Subresource::Log) {
+        p.log(paths);
+    }
+}
+
+/// What the paths of one resource have in common: its URL prefix, schema names and
+/// upstream's operation ids (`listNamespacedPod`, `readAppsV1NamespacedDeploymentScale`).
+struct ResourcePaths<'a> {
+    r: &'a ResourceInfo,
+    prefix: String,
+    item: String,
+    gvk: Value,
+    object: String,
+}
+
+impl<'a> ResourcePaths<'a> {
+    fn of(r: &'a ResourceInfo) -> Self {
+        let prefix = format!("/{}", r.api_prefix().trim_start_matches('/'));
+        let object = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", r.plural)
+        };
+        ResourcePaths {
+            r,
+            item: schema_name(r.group, r.version, r.kind),
+            gvk: json!({"group": r.group, "version": r.version, "kind": r.kind}),
+            prefix,
+            object,
+        }
+    }
+
+    fn id(&self, verb: &str, suffix: &str) -> String {
+        let r = self.r;
         let mut kind = r.kind.to_string();
         if !r.group.is_empty() {
             kind = format!("{}{}{kind}", r.group.split('.').next().unwrap_or(""), r.version);
         }
         format!("{verb}{}{kind}{suffix}", if r.namespaced { "Namespaced" } else { "" })
-    };
-    let (collection, object) = if r.namespaced {
-        (
-            format!("{prefix}/namespaces/{{namespace}}/{}", r.plural),
-            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
-        )
-    } else {
-        (
-            format!("{prefix}/{}", r.plural),
-            format!("{prefix}/{}/{{name}}", r.plural),
-        )
-    };
-    let scope = |extra: Vec<Value>| {
+    }
+
+    fn scope(&self, extra: Vec<Value>) -> Vec<Value> {
         let mut p = Vec::new();
-        if r.namespaced {
+        if self.r.namespaced {
             p.push(path_param(
                 "namespace",
                 "object name and auth scope, such as for teams and projects",
@@ -342,71 +373,93 @@ fn resource_paths(r: &ResourceInfo, paths: &mut Map<String, Value>) {
         }
         p.extend(extra);
         p
-    };
-    let name_param = || path_param("name", &format!("name of the {}", r.kind));
-    paths.insert(
-        collection,
-        json!({
-            "parameters": scope(vec![]),
-            "get": operation("list", id("list", ""), format!("list or watch objects of kind {}", r.kind), &gvk, list_params(), None, &list),
-            "post": operation("post", id("create", ""), format!("create a {}", r.kind), &gvk, write_params(), Some(json_content(&item)), &item),
-            "delete": operation("deletecollection", id("deleteCollection", ""), format!("delete collection of {}", r.kind), &gvk, list_params(), None, &format!("{META}.Status")),
-        }),
-    );
-    if r.namespaced {
-        paths.insert(
-            format!("{prefix}/{}", r.plural),
-            json!({"get": operation("list", format!("list{}ForAllNamespaces", r.kind), format!("list or watch objects of kind {} in all namespaces", r.kind), &gvk, list_params(), None, &list)}),
-        );
     }
-    paths.insert(
-        object.clone(),
-        json!({
-            "parameters": scope(vec![name_param()]),
-            "get": operation("get", id("read", ""), format!("read the specified {}", r.kind), &gvk, vec![], None, &item),
-            "put": operation("put", id("replace", ""), format!("replace the specified {}", r.kind), &gvk, write_params(), Some(json_content(&item)), &item),
-            "patch": operation("patch", id("patch", ""), format!("partially update the specified {}", r.kind), &gvk, write_params(), Some(patch_body()), &item),
-            "delete": operation("delete", id("delete", ""), format!("delete a {}", r.kind), &gvk, vec![query("propagationPolicy", "Whether and how garbage collection will be performed: Orphan, Background or Foreground.", "string")], Some(json_content(&format!("{META}.DeleteOptions"))), &format!("{META}.Status")),
-        }),
-    );
-    if super::meta::has_status_subresource(r) {
+
+    fn name_param(&self) -> Value {
+        path_param("name", &format!("name of the {}", self.r.kind))
+    }
+
+    fn collection(&self, paths: &mut Map<String, Value>) {
+        let (r, prefix) = (self.r, &self.prefix);
+        let list = format!("{}List", self.item);
+        let collection = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{prefix}/{}", r.plural)
+        };
         paths.insert(
-            format!("{object}/status"),
+            collection,
             json!({
-                "parameters": scope(vec![name_param()]),
-                "get": operation("get", id("read", "Status"), format!("read status of the specified {}", r.kind), &gvk, vec![], None, &item),
-                "put": operation("put", id("replace", "Status"), format!("replace status of the specified {}", r.kind), &gvk, write_params(), Some(json_content(&item)), &item),
-                "patch": operation("patch", id("patch", "Status"), format!("partially update status of the specified {}", r.kind), &gvk, write_params(), Some(patch_body()), &item),
+                "parameters": self.scope(vec![]),
+                "get": operation("list", self.id("list", ""), format!("list or watch objects of kind {}", self.r.kind), &self.gvk, list_params(), None, &list),
+                "post": operation("post", self.id("create", ""), format!("create a {}", self.r.kind), &self.gvk, write_params(), Some(json_content(&self.item)), &self.item),
+                "delete": operation("deletecollection", self.id("deleteCollection", ""), format!("delete collection of {}", self.r.kind), &self.gvk, list_params(), None, &format!("{META}.Status")),
+            }),
+        );
+        if r.namespaced {
+            paths.insert(
+                format!("{prefix}/{}", r.plural),
+                json!({"get": operation("list", format!("list{}ForAllNamespaces", self.r.kind), format!("list or watch objects of kind {} in all namespaces", self.r.kind), &self.gvk, list_params(), None, &list)}),
+            );
+        }
+    }
+
+    fn object(&self, paths: &mut Map<String, Value>) {
+        paths.insert(
+            self.object.clone(),
+            json!({
+                "parameters": self.scope(vec![self.name_param()]),
+                "get": operation("get", self.id("read", ""), format!("read the specified {}", self.r.kind), &self.gvk, vec![], None, &self.item),
+                "put": operation("put", self.id("replace", ""), format!("replace the specified {}", self.r.kind), &self.gvk, write_params(), Some(json_content(&self.item)), &self.item),
+                "patch": operation("patch", self.id("patch", ""), format!("partially update the specified {}", self.r.kind), &self.gvk, write_params(), Some(patch_body()), &self.item),
+                "delete": operation("delete", self.id("delete", ""), format!("delete a {}", self.r.kind), &self.gvk, vec![query("propagationPolicy", "Whether and how garbage collection will be performed: Orphan, Background or Foreground.", "string")], Some(json_content(&format!("{META}.DeleteOptions"))), &format!("{META}.Status")),
             }),
         );
     }
-    if super::scale::supports(r) {
+
+    fn status(&self, paths: &mut Map<String, Value>) {
+        paths.insert(
+            format!("{}/status", self.object),
+            json!({
+                "parameters": self.scope(vec![self.name_param()]),
+                "get": operation("get", self.id("read", "Status"), format!("read status of the specified {}", self.r.kind), &self.gvk, vec![], None, &self.item),
+                "put": operation("put", self.id("replace", "Status"), format!("replace status of the specified {}", self.r.kind), &self.gvk, write_params(), Some(json_content(&self.item)), &self.item),
+                "patch": operation("patch", self.id("patch", "Status"), format!("partially update status of the specified {}", self.r.kind), &self.gvk, write_params(), Some(patch_body()), &self.item),
+            }),
+        );
+    }
+
+    fn scale(&self, paths: &mut Map<String, Value>) {
         let scale = schema_name("autoscaling", "v1", "Scale");
         let sgvk = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
         paths.insert(
-            format!("{object}/scale"),
+            format!("{}/scale", self.object),
             json!({
-                "parameters": scope(vec![name_param()]),
-                "get": operation("get", id("read", "Scale"), format!("read scale of the specified {}", r.kind), &sgvk, vec![], None, &scale),
-                "put": operation("put", id("replace", "Scale"), format!("replace scale of the specified {}", r.kind), &sgvk, write_params(), Some(json_content(&scale)), &scale),
-                "patch": operation("patch", id("patch", "Scale"), format!("partially update scale of the specified {}", r.kind), &sgvk, write_params(), Some(patch_body()), &scale),
+                "parameters": self.scope(vec![self.name_param()]),
+                "get": operation("get", self.id("read", "Scale"), format!("read scale of the specified {}", self.r.kind), &sgvk, vec![], None, &scale),
+                "put": operation("put", self.id("replace", "Scale"), format!("replace scale of the specified {}", self.r.kind), &sgvk, write_params(), Some(json_content(&scale)), &scale),
+                "patch": operation("patch", self.id("patch", "Scale"), format!("partially update scale of the specified {}", self.r.kind), &sgvk, write_params(), Some(patch_body()), &scale),
             }),
         );
     }
-    if r.kind == "Pod" && r.group.is_empty() {
+
+    fn binding(&self, paths: &mut Map<String, Value>) {
         let bgvk = json!({"group": "", "version": "v1", "kind": "Binding"});
         let binding = schema_name("", "v1", "Binding");
         paths.insert(
-            format!("{object}/binding"),
+            format!("{}/binding", self.object),
             json!({
-                "parameters": scope(vec![name_param()]),
+                "parameters": self.scope(vec![self.name_param()]),
                 "post": operation("post", "createNamespacedPodBinding".into(), "create binding of a Pod".into(), &bgvk, write_params(), Some(json_content(&binding)), &binding),
             }),
         );
+    }
+
+    fn log(&self, paths: &mut Map<String, Value>) {
         paths.insert(
-            format!("{object}/log"),
+            format!("{}/log", self.object),
             json!({
-                "parameters": scope(vec![name_param()]),
+                "parameters": self.scope(vec![self.name_param()]),
                 "get": {
                     "operationId": "readNamespacedPodLog",
                     "description": "read log of the specified Pod",
@@ -420,7 +473,7 @@ fn resource_paths(r: &ResourceInfo, paths: &mut Map<String, Value>) {
                     ],
                     "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}},
                     "x-kubernetes-action": "get",
-                    "x-kubernetes-group-version-kind": gvk,
+                    "x-kubernetes-group-version-kind": self.gvk,
                 },
             }),
         );

@@ -34,30 +34,13 @@ use http::{HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tracing::info_span;
 
-use super::{Body, Ctx, create, json_response, meta};
+use super::{Body, Ctx, json_response, meta, write};
 use crate::objects::{self, ApiError, ResourceInfo};
 
 use crate::objects::APPLY_OUTCOME_HEADER;
 
 /// How many times an apply re-reads and retries when another writer got in between.
 const APPLY_RETRIES: usize = 5;
-
-/// Decode the request body as an object, in an `apiserver.decode` span.
-pub fn decode(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
-    let _span = info_span!(
-        "apiserver.decode",
-        "kulisse.stage" = "apiserver",
-        "http.request.body.size" = ctx.body.len(),
-        "content_type" = ctx.content_type().unwrap_or("")
-    )
-    .entered();
-    if ctx.body.is_empty() {
-        return Err(ApiError::bad_request(
-            "the request body is empty: an object was expected",
-        ));
-    }
-    objects::parse_body(ctx.content_type(), &ctx.body)
-}
 
 /// `PATCH` an object (or its `/status`).
 pub async fn handle(
@@ -100,7 +83,7 @@ async fn patch_with(
     sub: Option<&str>,
     kind: PatchKind,
 ) -> Result<Response<Body>, ApiError> {
-    let patch = decode(ctx)?;
+    let patch = write::decode(ctx)?;
     for _ in 0..APPLY_RETRIES {
         let stored = ctx
             .server
@@ -109,22 +92,17 @@ async fn patch_with(
             .await?
             .ok_or_else(|| ApiError::not_found(info, name))?;
         // A patch that names a resourceVersion is conditional on it, as in Kubernetes.
-        super::update::check_precondition(info, name, &patch, &stored)?;
+        write::check_precondition(info, name, &patch, &stored)?;
         let mut new = stored.object.clone();
         match kind {
-            PatchKind::Merge => json_patch::merge(&mut new, &patch),
+            PatchKind::Merge => write::apply_json_patch(&mut new, &patch, true)?,
             PatchKind::Strategic => {
                 new = objects::strategic::apply(info.kind, &stored.object, &patch)
                     .map_err(|e| e.into_api_error(info, name))?;
             }
-            PatchKind::Json => {
-                let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                    .map_err(|e| ApiError::bad_request(&format!("the JSON patch is not a list of operations: {e}")))?;
-                json_patch::patch(&mut new, &ops)
-                    .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
-            }
+            PatchKind::Json => write::apply_json_patch(&mut new, &patch, false)?,
         }
-        match super::update::write(ctx, info, ns, name, sub, &stored, new).await {
+        match write::write(ctx, info, ns, name, sub, &stored, new).await {
             Err(e) if e.reason == "Conflict" => continue,
             Ok((obj, _)) => return Ok(json_response(StatusCode::OK, &obj)),
             Err(e) => return Err(e),
@@ -163,10 +141,10 @@ async fn apply(
     name: &str,
     sub: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let desired = decode(ctx)?;
-    super::update::check_shape(info, name, &desired)?;
+    let desired = write::decode(ctx)?;
+    write::check_shape(info, name, &desired)?;
     check_identity(info, &desired, name)?;
-    create::check_body_target(info, &desired, ns)?;
+    write::check_body_target(info, &desired, ns)?;
     let manager = ctx.param("fieldManager").unwrap_or("kulisse").to_string();
     if manager.len() > 128 {
         return Err(ApiError::bad_request("fieldManager must be at most 128 characters"));
@@ -191,7 +169,7 @@ async fn apply(
             drop(compare);
             let mut obj = desired.clone();
             set_managed_fields(&mut obj, &manager, &fields_of(&desired), sub);
-            match create::create_object(ctx, info, ns, name, &mut obj).await {
+            match write::create(ctx, info, ns, name, &mut obj).await {
                 Ok(obj) => return Ok(outcome_response(StatusCode::CREATED, &obj, Outcome::Created)),
                 Err(e) if e.code == 409 => continue, // someone created it in between: apply onto theirs
                 Err(e) => return Err(e),
@@ -201,7 +179,7 @@ async fn apply(
         // Like PUT and the other patches, an apply that names a resourceVersion is
         // conditional on it. (An apply that creates ignores it, as upstream's
         // create-on-update does.)
-        super::update::check_precondition(info, name, &desired, &stored)?;
+        write::check_precondition(info, name, &desired, &stored)?;
         let previous = managed_fields_of(&stored.object, &manager);
         let mut merged = stored.object.clone();
         if let Some(prev) = &previous {
@@ -209,7 +187,7 @@ async fn apply(
         }
         merge_into(&mut merged, &desired);
         set_managed_fields(&mut merged, &manager, &fields_of(&desired), sub);
-        let result = super::update::write(ctx, info, ns, name, sub, &stored, merged).await;
+        let result = write::write(ctx, info, ns, name, sub, &stored, merged).await;
         match result {
             Ok((obj, changed)) => {
                 let outcome = if changed.is_empty() {
@@ -255,14 +233,7 @@ fn check_identity(info: &ResourceInfo, obj: &Value, name: &str) -> Result<(), Ap
             info.plural
         )));
     }
-    if let Some(body_name) = objects::name(obj) {
-        if body_name != name {
-            return Err(ApiError::bad_request(&format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
-        }
-    }
-    Ok(())
+    write::check_name(obj, name)
 }
 
 /// Deep-merge `desired` into `target`: maps merge key by key, everything else replaces.

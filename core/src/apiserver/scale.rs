@@ -8,13 +8,8 @@
 use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Body, Ctx, json_response, patch};
+use super::{Body, Ctx, json_response, write};
 use crate::objects::{self, ApiError, ResourceInfo};
-
-/// Kinds with a scale subresource.
-pub fn supports(info: &ResourceInfo) -> bool {
-    matches!(info.kind, "Deployment" | "ReplicaSet")
-}
 
 /// The Scale view of a Deployment or ReplicaSet.
 pub fn scale_of(obj: &Value) -> Value {
@@ -93,32 +88,17 @@ pub async fn handle(
         if *method == Method::GET {
             return Ok(json_response(StatusCode::OK, &scale_of(&stored.object)));
         }
-        let body = patch::decode(ctx)?;
+        let body = write::decode(ctx)?;
         let mut scale = scale_of(&stored.object);
         if *method == Method::PUT {
-            if let Some(rv) = body
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .filter(|r| !r.is_empty())
-            {
-                if rv != stored.revision.to_string() {
-                    return Err(ApiError::conflict(info, name, objects::OPTIMISTIC_LOCK_MESSAGE));
-                }
-            }
+            write::check_precondition(info, name, &body, &stored)?;
             scale = body;
         } else {
             match ctx.content_type() {
                 Some("application/merge-patch+json") | Some("application/strategic-merge-patch+json") => {
-                    json_patch::merge(&mut scale, &body)
+                    write::apply_json_patch(&mut scale, &body, true)?
                 }
-                Some("application/json-patch+json") => {
-                    let ops: json_patch::Patch = serde_json::from_value(body).map_err(|e| {
-                        ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}"))
-                    })?;
-                    json_patch::patch(&mut scale, &ops).map_err(|e| {
-                        ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}"))
-                    })?;
-                }
+                Some("application/json-patch+json") => write::apply_json_patch(&mut scale, &body, false)?,
                 other => return Err(ApiError::unsupported_media_type(other.unwrap_or(""))),
             }
         }
@@ -135,7 +115,7 @@ pub async fn handle(
         })?;
         let mut new = stored.object.clone();
         new["spec"]["replicas"] = json!(replicas);
-        match super::update::write(ctx, info, ns, name, None, &stored, new).await {
+        match write::write(ctx, info, ns, name, None, &stored, new).await {
             Ok((obj, _)) => return Ok(json_response(StatusCode::OK, &scale_of(&obj))),
             Err(e) if e.reason == "Conflict" && *method == Method::PATCH => continue,
             Err(e) => return Err(e),

@@ -43,9 +43,9 @@ use hyper::body::Frame;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::get::Filter;
-use super::list_options::{self, INITIAL_EVENTS_END, ListOptions};
+use super::list_options::{self, Filter, INITIAL_EVENTS_END, ListOptions};
 use super::storage::{Storage, decode, store_error};
+use super::table::{IncludeObject, wants_table};
 use super::{Body, Ctx};
 use crate::objects::{ApiError, ResourceInfo};
 use crate::store::{EventType, ProgressStream, Revision, WatchMessage};
@@ -70,8 +70,8 @@ pub async fn handle(
     let options = ListOptions::from_ctx(ctx)?;
     let filter = Filter::from_ctx(ctx)?;
     let shape = Shape {
-        table: super::get::wants_table(ctx).then_some(info),
-        include: super::get::IncludeObject::from_ctx(ctx)?,
+        table: wants_table(ctx).then_some(info),
+        include: IncludeObject::from_ctx(ctx)?,
     };
     let timeout = ctx
         .param("timeoutSeconds")
@@ -301,7 +301,7 @@ fn translate(event: &crate::store::WatchEvent, filter: &Filter, shape: Shape) ->
 #[derive(Clone, Copy)]
 struct Shape {
     table: Option<&'static ResourceInfo>,
-    include: super::get::IncludeObject,
+    include: IncludeObject,
 }
 
 impl Shape {

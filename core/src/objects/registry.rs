@@ -16,6 +16,10 @@
 //! (`k8s.io/apimachinery/pkg/api/meta`) fed by API *discovery*; kubectl builds the same table
 //! from `kubectl api-resources`. Here it is a static list, [`RESOURCES`].
 //!
+//! Each row also carries the per-kind facts the API server acts on, so that they live in one
+//! table instead of in `match`es over kind names: which [`Subresource`]s a kind serves,
+//! whether its `metadata.generation` counts spec changes, whether it owns other objects.
+//!
 //! A "group resource" such as `deployments.apps` is how Kubernetes names a resource in
 //! messages (`deployments.apps "web" not found`); core resources have no suffix (`pods`).
 
@@ -38,8 +42,46 @@ pub struct ResourceInfo {
     pub short_names: &'static [&'static str],
     /// Whether objects live in a namespace (`true`) or are cluster-scoped (`false`).
     pub namespaced: bool,
+    /// The subresources the API server serves below each object (`pods/web/log`).
+    pub subresources: &'static [Subresource],
+    /// Whether `metadata.generation` starts at 1 and counts changes of the desired state
+    /// (everything but metadata and status), for controllers' `status.observedGeneration`.
+    pub tracks_generation: bool,
+    /// Whether objects of this kind own others through `ownerReferences` in kulisse, so
+    /// that a `Foreground` or `Orphan` delete leaves its finalizer for the garbage collector.
+    pub owns_dependents: bool,
     /// Categories such as `all` (what `kubectl get all` lists).
     pub categories: &'static [&'static str],
+}
+
+/// A subresource: a URL below one object that serves one aspect of it, with its own verbs
+/// (discovery lists them as `pods/log`, `deployments/scale`). Upstream registers each as a
+/// storage of its own next to the resource's (`pods/status` → `StatusREST`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subresource {
+    /// `/status`: the only way to change `status`, and a write there changes nothing else.
+    Status,
+    /// `/scale`: the `autoscaling/v1` `Scale` view of the replica count.
+    Scale,
+    /// `pods/binding`: the scheduler's way to place a pod on a node.
+    Binding,
+    /// `pods/log`: the container log, proxied from the kubelet.
+    Log,
+    /// `namespaces/finalize`: how the namespace controller removes `spec.finalizers`.
+    Finalize,
+}
+
+impl Subresource {
+    /// The URL segment (`status`, `scale`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+            Subresource::Binding => "binding",
+            Subresource::Log => "log",
+            Subresource::Finalize => "finalize",
+        }
+    }
 }
 
 impl ResourceInfo {
@@ -72,6 +114,11 @@ impl ResourceInfo {
         }
     }
 
+    /// Does this resource serve `sub` below its objects?
+    pub fn has(&self, sub: Subresource) -> bool {
+        self.subresources.contains(&sub)
+    }
+
     /// The kind of a list of these objects, e.g. `DeploymentList`.
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
@@ -99,6 +146,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "configmap",
         short_names: &["cm"],
         namespaced: true,
+        subresources: &[],
+        tracks_generation: true,
+        owns_dependents: false,
         categories: &[],
     },
     ResourceInfo {
@@ -109,6 +159,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "endpoints",
         short_names: &["ep"],
         namespaced: true,
+        subresources: &[],
+        tracks_generation: true,
+        owns_dependents: false,
         categories: &[],
     },
     ResourceInfo {
@@ -119,6 +172,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "event",
         short_names: &["ev"],
         namespaced: true,
+        subresources: &[],
+        tracks_generation: true,
+        owns_dependents: false,
         categories: &[],
     },
     ResourceInfo {
@@ -129,6 +185,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "namespace",
         short_names: &["ns"],
         namespaced: false,
+        subresources: &[Subresource::Status, Subresource::Finalize],
+        tracks_generation: true,
+        owns_dependents: true,
         categories: &[],
     },
     ResourceInfo {
@@ -139,6 +198,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "node",
         short_names: &["no"],
         namespaced: false,
+        subresources: &[Subresource::Status],
+        tracks_generation: true,
+        owns_dependents: true,
         categories: &[],
     },
     ResourceInfo {
@@ -149,6 +211,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "pod",
         short_names: &["po"],
         namespaced: true,
+        subresources: &[Subresource::Status, Subresource::Binding, Subresource::Log],
+        tracks_generation: true,
+        owns_dependents: true,
         categories: &["all"],
     },
     ResourceInfo {
@@ -159,6 +224,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "secret",
         short_names: &[],
         namespaced: true,
+        subresources: &[],
+        tracks_generation: false,
+        owns_dependents: false,
         categories: &[],
     },
     ResourceInfo {
@@ -169,6 +237,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "service",
         short_names: &["svc"],
         namespaced: true,
+        subresources: &[Subresource::Status],
+        tracks_generation: true,
+        owns_dependents: true,
         categories: &["all"],
     },
     ResourceInfo {
@@ -179,6 +250,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "deployment",
         short_names: &["deploy"],
         namespaced: true,
+        subresources: &[Subresource::Status, Subresource::Scale],
+        tracks_generation: true,
+        owns_dependents: true,
         categories: &["all"],
     },
     ResourceInfo {
@@ -189,6 +263,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "replicaset",
         short_names: &["rs"],
         namespaced: true,
+        subresources: &[Subresource::Status, Subresource::Scale],
+        tracks_generation: true,
+        owns_dependents: true,
         categories: &["all"],
     },
     ResourceInfo {
@@ -199,6 +276,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "lease",
         short_names: &[],
         namespaced: true,
+        subresources: &[],
+        tracks_generation: true,
+        owns_dependents: false,
         categories: &[],
     },
     ResourceInfo {
@@ -209,6 +289,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "endpointslice",
         short_names: &[],
         namespaced: true,
+        subresources: &[],
+        tracks_generation: true,
+        owns_dependents: false,
         categories: &[],
     },
 ];
@@ -391,6 +474,27 @@ mod tests {
     fn scopes() {
         let cluster: Vec<&str> = RESOURCES.iter().filter(|r| !r.namespaced).map(|r| r.kind).collect();
         assert_eq!(cluster, ["Namespace", "Node"]);
+    }
+
+    #[test]
+    fn per_kind_facts() {
+        let with =
+            |sub: Subresource| -> Vec<&str> { RESOURCES.iter().filter(|r| r.has(sub)).map(|r| r.plural).collect() };
+        assert_eq!(with(Subresource::Scale), ["deployments", "replicasets"]);
+        assert_eq!(with(Subresource::Binding), ["pods"]);
+        assert_eq!(with(Subresource::Log), ["pods"]);
+        assert_eq!(with(Subresource::Finalize), ["namespaces"]);
+        assert_eq!(
+            with(Subresource::Status),
+            ["namespaces", "nodes", "pods", "services", "deployments", "replicasets"]
+        );
+        let untracked: Vec<&str> = RESOURCES
+            .iter()
+            .filter(|r| !r.tracks_generation)
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(untracked, ["Secret"]);
+        assert_eq!(Subresource::Finalize.name(), "finalize");
     }
 
     #[test]
