@@ -29,118 +29,151 @@ const fn col(name: &'static str, kind: &'static str, priority: u8, description: 
     }
 }
 
-fn columns(kind: &str) -> Vec<Column> {
-    let name = col("Name", "string", 0, "Name must be unique within a namespace.");
-    let age = col("Age", "string", 0, "How long ago the object was created.");
+const NAME: Column = col("Name", "string", 0, "Name must be unique within a namespace.");
+const AGE: Column = col("Age", "string", 0, "How long ago the object was created.");
+const CONTAINERS: Column = col("Containers", "string", 1, "Container names.");
+const IMAGES: Column = col("Images", "string", 1, "Container images.");
+const POD_SELECTOR: Column = col("Selector", "string", 1, "The label selector of the pods.");
+
+const POD_COLUMNS: &[Column] = &[
+    NAME,
+    col("Ready", "string", 0, "Ready containers / all containers."),
+    col("Status", "string", 0, "The pod's phase, or why it is not running."),
+    col("Restarts", "string", 0, "How often the containers restarted."),
+    AGE,
+    col("IP", "string", 1, "The pod's IP address."),
+    col("Node", "string", 1, "The node the pod is bound to."),
+    col(
+        "Nominated Node",
+        "string",
+        1,
+        "The node the scheduler nominated for preemption.",
+    ),
+    col("Readiness Gates", "string", 1, "Extra readiness conditions."),
+];
+
+const DEPLOYMENT_COLUMNS: &[Column] = &[
+    NAME,
+    col("Ready", "string", 0, "Ready replicas / desired replicas."),
+    col("Up-to-date", "integer", 0, "Replicas running the newest pod template."),
+    col("Available", "integer", 0, "Replicas available to users."),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    POD_SELECTOR,
+];
+
+const REPLICASET_COLUMNS: &[Column] = &[
+    NAME,
+    col("Desired", "integer", 0, "The number of pods wanted."),
+    col("Current", "integer", 0, "The number of pods that exist."),
+    col("Ready", "integer", 0, "The number of ready pods."),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    POD_SELECTOR,
+];
+
+const SERVICE_COLUMNS: &[Column] = &[
+    NAME,
+    col("Type", "string", 0, "ClusterIP, NodePort or LoadBalancer."),
+    col("Cluster-IP", "string", 0, "The virtual address kube-proxy serves."),
+    col("External-IP", "string", 0, "Addresses outside the cluster."),
+    col("Port(s)", "string", 0, "port[:nodePort]/protocol."),
+    AGE,
+    col("Selector", "string", 1, "The labels of the pods behind the service."),
+];
+
+const ENDPOINTS_COLUMNS: &[Column] = &[
+    NAME,
+    col("Endpoints", "string", 0, "Ready pod addresses and ports."),
+    AGE,
+];
+
+const ENDPOINTSLICE_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "AddressType",
+        "string",
+        0,
+        "The type of the addresses: IPv4, IPv6 or FQDN.",
+    ),
+    col("Ports", "string", 0, "The ports the endpoints offer."),
+    col("Endpoints", "string", 0, "The endpoints' addresses."),
+    AGE,
+];
+
+const NODE_COLUMNS: &[Column] = &[
+    NAME,
+    col("Status", "string", 0, "Whether the node's kubelet reports Ready."),
+    col("Roles", "string", 0, "The node's roles."),
+    AGE,
+    col("Version", "string", 0, "The kubelet's version."),
+    col("Internal-IP", "string", 1, "The node's internal address."),
+    col("External-IP", "string", 1, "The node's external address."),
+    col("OS-Image", "string", 1, "The node's operating system."),
+    col("Kernel-Version", "string", 1, "The node's kernel."),
+    col(
+        "Container-Runtime",
+        "string",
+        1,
+        "The container runtime the kubelet uses.",
+    ),
+];
+
+const NAMESPACE_COLUMNS: &[Column] = &[NAME, col("Status", "string", 0, "Active or Terminating."), AGE];
+
+const EVENT_COLUMNS: &[Column] = &[
+    col("Last Seen", "string", 0, "When the event last happened."),
+    col("Type", "string", 0, "Normal or Warning."),
+    col("Reason", "string", 0, "A short machine-readable reason."),
+    col("Object", "string", 0, "The object the event is about."),
+    col("Subobject", "string", 1, "The part of the object (e.g. a container)."),
+    col("Source", "string", 1, "The component that reported it."),
+    col("Message", "string", 0, "What happened, for humans."),
+    col("First Seen", "string", 1, "When the event first happened."),
+    col("Count", "string", 1, "How often it happened."),
+    col("Name", "string", 1, "The event object's name."),
+];
+
+const CONFIGMAP_COLUMNS: &[Column] = &[NAME, col("Data", "integer", 0, "Number of keys."), AGE];
+
+const SECRET_COLUMNS: &[Column] = &[
+    NAME,
+    col("Type", "string", 0, "The type of secret."),
+    col("Data", "integer", 0, "Number of keys."),
+    AGE,
+];
+
+const LEASE_COLUMNS: &[Column] = &[NAME, col("Holder", "string", 0, "Who holds the lease."), AGE];
+
+/// The cells of one row: `(column, object, now) -> cell`.
+type CellFn = fn(&str, &Value, Now) -> Value;
+
+/// A kind's columns and the function that fills them (upstream registers one `printX`
+/// handler per kind the same way). Kinds without a printer get `Name` and `Age`.
+fn printer(kind: &str) -> (&'static [Column], CellFn) {
     match kind {
-        "Pod" => vec![
-            name,
-            col("Ready", "string", 0, "Ready containers / all containers."),
-            col("Status", "string", 0, "The pod's phase, or why it is not running."),
-            col("Restarts", "string", 0, "How often the containers restarted."),
-            age,
-            col("IP", "string", 1, "The pod's IP address."),
-            col("Node", "string", 1, "The node the pod is bound to."),
-            col(
-                "Nominated Node",
-                "string",
-                1,
-                "The node the scheduler nominated for preemption.",
-            ),
-            col("Readiness Gates", "string", 1, "Extra readiness conditions."),
-        ],
-        "Deployment" => vec![
-            name,
-            col("Ready", "string", 0, "Ready replicas / desired replicas."),
-            col("Up-to-date", "integer", 0, "Replicas running the newest pod template."),
-            col("Available", "integer", 0, "Replicas available to users."),
-            age,
-            col("Containers", "string", 1, "Container names."),
-            col("Images", "string", 1, "Container images."),
-            col("Selector", "string", 1, "The label selector of the pods."),
-        ],
-        "ReplicaSet" => vec![
-            name,
-            col("Desired", "integer", 0, "The number of pods wanted."),
-            col("Current", "integer", 0, "The number of pods that exist."),
-            col("Ready", "integer", 0, "The number of ready pods."),
-            age,
-            col("Containers", "string", 1, "Container names."),
-            col("Images", "string", 1, "Container images."),
-            col("Selector", "string", 1, "The label selector of the pods."),
-        ],
-        "Service" => vec![
-            name,
-            col("Type", "string", 0, "ClusterIP, NodePort or LoadBalancer."),
-            col("Cluster-IP", "string", 0, "The virtual address kube-proxy serves."),
-            col("External-IP", "string", 0, "Addresses outside the cluster."),
-            col("Port(s)", "string", 0, "port[:nodePort]/protocol."),
-            age,
-            col("Selector", "string", 1, "The labels of the pods behind the service."),
-        ],
-        "Endpoints" => vec![
-            name,
-            col("Endpoints", "string", 0, "Ready pod addresses and ports."),
-            age,
-        ],
-        "EndpointSlice" => vec![
-            name,
-            col(
-                "AddressType",
-                "string",
-                0,
-                "The type of the addresses: IPv4, IPv6 or FQDN.",
-            ),
-            col("Ports", "string", 0, "The ports the endpoints offer."),
-            col("Endpoints", "string", 0, "The endpoints' addresses."),
-            age,
-        ],
-        "Node" => vec![
-            name,
-            col("Status", "string", 0, "Whether the node's kubelet reports Ready."),
-            col("Roles", "string", 0, "The node's roles."),
-            age,
-            col("Version", "string", 0, "The kubelet's version."),
-            col("Internal-IP", "string", 1, "The node's internal address."),
-            col("External-IP", "string", 1, "The node's external address."),
-            col("OS-Image", "string", 1, "The node's operating system."),
-            col("Kernel-Version", "string", 1, "The node's kernel."),
-            col(
-                "Container-Runtime",
-                "string",
-                1,
-                "The container runtime the kubelet uses.",
-            ),
-        ],
-        "Namespace" => vec![name, col("Status", "string", 0, "Active or Terminating."), age],
-        "Event" => vec![
-            col("Last Seen", "string", 0, "When the event last happened."),
-            col("Type", "string", 0, "Normal or Warning."),
-            col("Reason", "string", 0, "A short machine-readable reason."),
-            col("Object", "string", 0, "The object the event is about."),
-            col("Subobject", "string", 1, "The part of the object (e.g. a container)."),
-            col("Source", "string", 1, "The component that reported it."),
-            col("Message", "string", 0, "What happened, for humans."),
-            col("First Seen", "string", 1, "When the event first happened."),
-            col("Count", "string", 1, "How often it happened."),
-            col("Name", "string", 1, "The event object's name."),
-        ],
-        "ConfigMap" => vec![name, col("Data", "integer", 0, "Number of keys."), age],
-        "Secret" => vec![
-            name,
-            col("Type", "string", 0, "The type of secret."),
-            col("Data", "integer", 0, "Number of keys."),
-            age,
-        ],
-        "Lease" => vec![name, col("Holder", "string", 0, "Who holds the lease."), age],
-        _ => vec![name, age],
+        "Pod" => (POD_COLUMNS, pod_cell),
+        "Deployment" => (DEPLOYMENT_COLUMNS, deployment_cell),
+        "ReplicaSet" => (REPLICASET_COLUMNS, replicaset_cell),
+        "Service" => (SERVICE_COLUMNS, service_cell),
+        "Endpoints" => (ENDPOINTS_COLUMNS, endpoints_cell),
+        "EndpointSlice" => (ENDPOINTSLICE_COLUMNS, endpointslice_cell),
+        "Node" => (NODE_COLUMNS, node_cell),
+        "Namespace" => (NAMESPACE_COLUMNS, namespace_cell),
+        "Event" => (EVENT_COLUMNS, event_cell),
+        "ConfigMap" => (CONFIGMAP_COLUMNS, configmap_cell),
+        "Secret" => (SECRET_COLUMNS, secret_cell),
+        "Lease" => (LEASE_COLUMNS, lease_cell),
+        _ => (&[NAME, AGE], no_cell),
     }
 }
 
 /// A `meta.k8s.io/v1` `Table` of `items`, with the columns kubectl shows for `info`'s kind.
 pub fn table(info: &ResourceInfo, items: &[Value], resource_version: &str) -> Value {
     let now = chrono::Utc::now();
-    let cols = columns(info.kind);
+    let (cols, kind_cell) = printer(info.kind);
     let defs: Vec<Value> = cols
         .iter()
         .map(|c| json!({"name": c.name, "type": c.kind, "format": if c.name == "Name" { "name" } else { "" }, "description": c.description, "priority": c.priority}))
@@ -148,7 +181,7 @@ pub fn table(info: &ResourceInfo, items: &[Value], resource_version: &str) -> Va
     let rows: Vec<Value> = items
         .iter()
         .map(|obj| {
-            let cells: Vec<Value> = cols.iter().map(|c| cell(info.kind, c.name, obj, now)).collect();
+            let cells: Vec<Value> = cols.iter().map(|c| cell(kind_cell, c.name, obj, now)).collect();
             let mut meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
             if let Some(m) = meta.as_object_mut() {
                 m.remove("managedFields");
@@ -171,12 +204,26 @@ fn or_none(v: String) -> Value {
     Value::String(if v.is_empty() { "<none>".into() } else { v })
 }
 
-fn cell(kind: &str, column: &str, obj: &Value, now: chrono::DateTime<chrono::Utc>) -> Value {
-    match (kind, column) {
-        (_, "Name") => json!(s(obj, "/metadata/name")),
-        (_, "Age") => json!(age(s(obj, "/metadata/creationTimestamp"), now)),
-        ("Pod", "Ready") => {
-            let statuses = obj.pointer("/status/containerStatuses").and_then(Value::as_array);
+/// One cell: `Name` and `Age` are the same for every kind, the rest is the kind's own.
+fn cell(kind_cell: CellFn, column: &str, obj: &Value, now: Now) -> Value {
+    match column {
+        "Name" => json!(s(obj, "/metadata/name")),
+        "Age" => json!(age(s(obj, "/metadata/creationTimestamp"), now)),
+        _ => kind_cell(column, obj, now),
+    }
+}
+
+type Now = chrono::DateTime<chrono::Utc>;
+
+fn no_cell(_: &str, _: &Value, _: Now) -> Value {
+    json!("")
+}
+
+/// `printPod`.
+fn pod_cell(column: &str, obj: &Value, _: Now) -> Value {
+    let statuses = obj.pointer("/status/containerStatuses").and_then(Value::as_array);
+    match column {
+        "Ready" => {
             let total = obj
                 .pointer("/spec/containers")
                 .and_then(Value::as_array)
@@ -188,83 +235,142 @@ fn cell(kind: &str, column: &str, obj: &Value, now: chrono::DateTime<chrono::Utc
             });
             json!(format!("{ready}/{total}"))
         }
-        ("Pod", "Status") => json!(pod_status(obj)),
-        ("Pod", "Restarts") => {
-            let restarts: i64 = obj
-                .pointer("/status/containerStatuses")
-                .and_then(Value::as_array)
-                .map_or(0, |st| {
-                    st.iter()
-                        .map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0))
-                        .sum()
-                });
+        "Status" => json!(pod_status(obj)),
+        "Restarts" => {
+            let restarts: i64 = statuses.map_or(0, |st| {
+                st.iter()
+                    .map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0))
+                    .sum()
+            });
             json!(restarts.to_string())
         }
-        ("Pod", "IP") => or_none(s(obj, "/status/podIP").to_string()),
-        ("Pod", "Node") => or_none(s(obj, "/spec/nodeName").to_string()),
-        ("Pod", "Nominated Node") => or_none(s(obj, "/status/nominatedNodeName").to_string()),
-        ("Pod", "Readiness Gates") => json!("<none>"),
-        ("Deployment", "Ready") => json!(format!(
+        "IP" => or_none(s(obj, "/status/podIP").to_string()),
+        "Node" => or_none(s(obj, "/spec/nodeName").to_string()),
+        "Nominated Node" => or_none(s(obj, "/status/nominatedNodeName").to_string()),
+        "Readiness Gates" => json!("<none>"),
+        _ => json!(""),
+    }
+}
+
+/// The `-o wide` columns Deployments and ReplicaSets share.
+fn pod_template_cell(column: &str, obj: &Value) -> Value {
+    match column {
+        "Containers" => json!(containers(obj, "name")),
+        "Images" => json!(containers(obj, "image")),
+        "Selector" => or_none(selector_text(obj.pointer("/spec/selector/matchLabels"))),
+        _ => json!(""),
+    }
+}
+
+/// `printDeployment`.
+fn deployment_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Ready" => json!(format!(
             "{}/{}",
             i(obj, "/status/readyReplicas"),
             i(obj, "/spec/replicas")
         )),
-        ("Deployment", "Up-to-date") => json!(i(obj, "/status/updatedReplicas")),
-        ("Deployment", "Available") => json!(i(obj, "/status/availableReplicas")),
-        ("ReplicaSet", "Desired") => json!(i(obj, "/spec/replicas")),
-        ("ReplicaSet", "Current") => json!(i(obj, "/status/replicas")),
-        ("ReplicaSet", "Ready") => json!(i(obj, "/status/readyReplicas")),
-        ("Deployment" | "ReplicaSet", "Containers") => json!(containers(obj, "name")),
-        ("Deployment" | "ReplicaSet", "Images") => json!(containers(obj, "image")),
-        ("Deployment" | "ReplicaSet", "Selector") => or_none(selector_text(obj.pointer("/spec/selector/matchLabels"))),
-        ("Service", "Type") => json!(s(obj, "/spec/type")),
-        ("Service", "Cluster-IP") => or_none(s(obj, "/spec/clusterIP").to_string()),
-        ("Service", "External-IP") => or_none(
+        "Up-to-date" => json!(i(obj, "/status/updatedReplicas")),
+        "Available" => json!(i(obj, "/status/availableReplicas")),
+        _ => pod_template_cell(column, obj),
+    }
+}
+
+/// `printReplicaSet`.
+fn replicaset_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Desired" => json!(i(obj, "/spec/replicas")),
+        "Current" => json!(i(obj, "/status/replicas")),
+        "Ready" => json!(i(obj, "/status/readyReplicas")),
+        _ => pod_template_cell(column, obj),
+    }
+}
+
+/// `printService`.
+fn service_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Type" => json!(s(obj, "/spec/type")),
+        "Cluster-IP" => or_none(s(obj, "/spec/clusterIP").to_string()),
+        "External-IP" => or_none(
             obj.pointer("/spec/externalIPs")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
                 .unwrap_or_default(),
         ),
-        ("Service", "Port(s)") => or_none(service_ports(obj)),
-        ("Service", "Selector") => or_none(selector_text(obj.pointer("/spec/selector"))),
-        ("Endpoints", "Endpoints") => or_none(endpoints_text(obj)),
-        ("EndpointSlice", "AddressType") => json!(s(obj, "/addressType")),
-        ("EndpointSlice", "Ports") => json!(slice_ports_text(obj)),
-        ("EndpointSlice", "Endpoints") => json!(slice_endpoints_text(obj)),
-        ("Node", "Status") => json!(node_status(obj)),
-        ("Node", "Roles") => json!("<none>"),
-        ("Node", "Version") => json!(s(obj, "/status/nodeInfo/kubeletVersion")),
-        ("Node", "Internal-IP") => or_none(node_address(obj, "InternalIP")),
-        ("Node", "External-IP") => or_none(node_address(obj, "ExternalIP")),
-        ("Node", "OS-Image") => or_none(s(obj, "/status/nodeInfo/osImage").to_string()),
-        ("Node", "Kernel-Version") => or_none(s(obj, "/status/nodeInfo/kernelVersion").to_string()),
-        ("Node", "Container-Runtime") => or_none(s(obj, "/status/nodeInfo/containerRuntimeVersion").to_string()),
-        ("Namespace", "Status") => json!(if s(obj, "/status/phase").is_empty() {
+        "Port(s)" => or_none(service_ports(obj)),
+        "Selector" => or_none(selector_text(obj.pointer("/spec/selector"))),
+        _ => json!(""),
+    }
+}
+
+/// `printEndpoints`.
+fn endpoints_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Endpoints" => or_none(endpoints_text(obj)),
+        _ => json!(""),
+    }
+}
+
+/// `printEndpointSlice`.
+fn endpointslice_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "AddressType" => json!(s(obj, "/addressType")),
+        "Ports" => json!(slice_ports_text(obj)),
+        "Endpoints" => json!(slice_endpoints_text(obj)),
+        _ => json!(""),
+    }
+}
+
+/// `printNode`.
+fn node_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Status" => json!(node_status(obj)),
+        "Roles" => json!("<none>"),
+        "Version" => json!(s(obj, "/status/nodeInfo/kubeletVersion")),
+        "Internal-IP" => or_none(node_address(obj, "InternalIP")),
+        "External-IP" => or_none(node_address(obj, "ExternalIP")),
+        "OS-Image" => or_none(s(obj, "/status/nodeInfo/osImage").to_string()),
+        "Kernel-Version" => or_none(s(obj, "/status/nodeInfo/kernelVersion").to_string()),
+        "Container-Runtime" => or_none(s(obj, "/status/nodeInfo/containerRuntimeVersion").to_string()),
+        _ => json!(""),
+    }
+}
+
+/// `printNamespace`.
+fn namespace_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Status" => json!(if s(obj, "/status/phase").is_empty() {
             "Active"
         } else {
             s(obj, "/status/phase")
         }),
-        ("Event", "Last Seen") => {
-            let last = [
-                s(obj, "/lastTimestamp"),
-                s(obj, "/eventTime"),
-                s(obj, "/metadata/creationTimestamp"),
-            ]
-            .into_iter()
-            .find(|t| !t.is_empty())
-            .unwrap_or("");
-            json!(age(last, now))
-        }
-        ("Event", "Type") => json!(s(obj, "/type")),
-        ("Event", "Reason") => json!(s(obj, "/reason")),
-        ("Event", "Object") => json!(format!(
+        _ => json!(""),
+    }
+}
+
+/// The first of an event's times that is set, for LAST SEEN and FIRST SEEN.
+fn event_time<'a>(obj: &'a Value, own: &str) -> &'a str {
+    [own, "/eventTime", "/metadata/creationTimestamp"]
+        .into_iter()
+        .map(|p| s(obj, p))
+        .find(|t| !t.is_empty())
+        .unwrap_or("")
+}
+
+/// `printEvent`.
+fn event_cell(column: &str, obj: &Value, now: Now) -> Value {
+    match column {
+        "Last Seen" => json!(age(event_time(obj, "/lastTimestamp"), now)),
+        "Type" => json!(s(obj, "/type")),
+        "Reason" => json!(s(obj, "/reason")),
+        "Object" => json!(format!(
             "{}/{}",
             s(obj, "/involvedObject/kind").to_lowercase(),
             s(obj, "/involvedObject/name")
         )),
-        ("Event", "Message") => json!(s(obj, "/message")),
-        ("Event", "Subobject") => json!(s(obj, "/involvedObject/fieldPath")),
-        ("Event", "Source") => {
+        "Message" => json!(s(obj, "/message")),
+        "Subobject" => json!(s(obj, "/involvedObject/fieldPath")),
+        "Source" => {
             let (component, host) = (s(obj, "/source/component"), s(obj, "/source/host"));
             let component = if component.is_empty() {
                 s(obj, "/reportingComponent")
@@ -277,25 +383,36 @@ fn cell(kind: &str, column: &str, obj: &Value, now: chrono::DateTime<chrono::Utc
                 format!("{component}, {host}")
             })
         }
-        ("Event", "First Seen") => {
-            let first = [
-                s(obj, "/firstTimestamp"),
-                s(obj, "/eventTime"),
-                s(obj, "/metadata/creationTimestamp"),
-            ]
-            .into_iter()
-            .find(|t| !t.is_empty())
-            .unwrap_or("");
-            json!(age(first, now))
-        }
-        ("Event", "Count") => json!(i(obj, "/count").max(1).to_string()),
-        ("ConfigMap", "Data") => json!(
+        "First Seen" => json!(age(event_time(obj, "/firstTimestamp"), now)),
+        "Count" => json!(i(obj, "/count").max(1).to_string()),
+        _ => json!(""),
+    }
+}
+
+/// `printConfigMap`.
+fn configmap_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Data" => json!(
             obj.get("data").and_then(Value::as_object).map_or(0, |m| m.len())
                 + obj.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len())
         ),
-        ("Secret", "Type") => json!(s(obj, "/type")),
-        ("Secret", "Data") => json!(obj.get("data").and_then(Value::as_object).map_or(0, |m| m.len())),
-        ("Lease", "Holder") => json!(s(obj, "/spec/holderIdentity")),
+        _ => json!(""),
+    }
+}
+
+/// `printSecret`.
+fn secret_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Type" => json!(s(obj, "/type")),
+        "Data" => json!(obj.get("data").and_then(Value::as_object).map_or(0, |m| m.len())),
+        _ => json!(""),
+    }
+}
+
+/// `printLease`.
+fn lease_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Holder" => json!(s(obj, "/spec/holderIdentity")),
         _ => json!(""),
     }
 }

@@ -38,7 +38,5 @@ pub fn s<'a>(v: &'a Value, p: &str) -> &'a str {
 
 /// Does the pod report the condition `Ready=True`?
 pub fn is_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
+    kulisse_core::objects::pod::is_pod_ready(pod)
 }

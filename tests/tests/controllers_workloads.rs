@@ -76,9 +76,7 @@ fn is_active(pod: &Value) -> bool {
 }
 
 fn is_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    objects::pod::is_pod_ready(pod)
 }
 
 /// The pods (not being deleted) that the ReplicaSet with `uid` controls.

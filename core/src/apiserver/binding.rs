@@ -111,12 +111,6 @@ fn set_condition(pod: &mut Value, kind: &str, status: &str) {
         pod["status"] = json!({});
     }
     let now = meta::now_rfc3339();
-    let conditions = pod["status"]
-        .as_object_mut()
-        .expect("status is an object")
-        .entry("conditions")
-        .or_insert_with(|| json!([]));
-    let Some(list) = conditions.as_array_mut() else { return };
-    list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
-    list.push(json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}));
+    let cond = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    crate::objects::pod::set_condition(&mut pod["status"], cond);
 }

@@ -399,12 +399,7 @@ fn set_new_rs_annotations(d: &Value, rs: &mut Value, new_revision: i64, exists: 
 // ---------------------------------------------------------------------------------------
 
 fn condition(status: &Value, kind: &str) -> Option<Value> {
-    status
-        .get("conditions")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
-        .cloned()
+    crate::objects::pod::condition(status, kind).cloned()
 }
 
 fn new_condition(kind: &str, status: &str, reason: &str, message: String) -> Value {
@@ -420,35 +415,13 @@ fn new_condition(kind: &str, status: &str, reason: &str, message: String) -> Val
 }
 
 fn remove_condition(status: &mut Value, kind: &str) {
-    if let Some(list) = status.get_mut("conditions").and_then(Value::as_array_mut) {
-        list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
-    }
+    crate::objects::pod::remove_condition(status, kind);
 }
 
 /// `SetDeploymentCondition`: no change when status and reason are the same; keep the
 /// transition time when only the reason changes.
-fn set_condition(status: &mut Value, mut cond: Value) {
-    let kind = cond.get("type").and_then(Value::as_str).unwrap_or("").to_string();
-    if let Some(current) = condition(status, &kind) {
-        if current.get("status") == cond.get("status") && current.get("reason") == cond.get("reason") {
-            return;
-        }
-        if current.get("status") == cond.get("status")
-            && let Some(t) = current.get("lastTransitionTime")
-        {
-            cond["lastTransitionTime"] = t.clone();
-        }
-    }
-    remove_condition(status, &kind);
-    if !status.is_object() {
-        *status = json!({});
-    }
-    let list = status
-        .as_object_mut()
-        .map(|m| m.entry("conditions").or_insert_with(|| json!([])));
-    if let Some(Value::Array(list)) = list {
-        list.push(cond);
-    }
+fn set_condition(status: &mut Value, cond: Value) {
+    crate::objects::pod::set_condition(status, cond);
 }
 
 /// The status with `Progressing` set to `DeploymentPaused` (or `DeploymentResumed`) when a

@@ -127,17 +127,8 @@ pub(crate) fn labels_at(obj: &Value, pointer: &str) -> std::collections::BTreeMa
         .unwrap_or_default()
 }
 
-/// A pod is ready when its `Ready` condition is `True` (`podutil.IsPodReady`).
-pub fn is_pod_ready(pod: &Value) -> bool {
-    ready_condition(pod).is_some_and(|c| c.get("status").and_then(Value::as_str) == Some("True"))
-}
-
-fn ready_condition(pod: &Value) -> Option<&Value> {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-}
+pub use crate::objects::pod::is_pod_ready;
+use crate::objects::pod::ready_condition;
 
 pub(crate) fn parse_time(obj: &Value, pointer: &str) -> Option<DateTime<Utc>> {
     obj.pointer(pointer)

@@ -15,7 +15,9 @@
 //!    and start containers, restart crashed ones with the `CrashLoopBackOff` delay (10 s,
 //!    doubling to 5 min), kill containers whose liveness probe fails ([`probes`]). Then it
 //!    writes what it sees back as the pod's `status` (phase, conditions, container
-//!    statuses, pod IP), only when something changed.
+//!    statuses, pod IP), only when something changed. The worker keeps one record per
+//!    container (`container.rs`); `status.rs` builds the status from those records as a pure
+//!    function.
 //! 4. **Graceful termination**: a deleted pod first gets a `deletionTimestamp`; the
 //!    kubelet stops its containers within the grace period, removes the sandbox, and then
 //!    deletes the Pod object for good (`gracePeriodSeconds: 0`).
@@ -31,6 +33,7 @@ pub mod node;
 pub mod pod_worker;
 pub mod probes;
 pub mod server;
+mod container;
 mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -145,13 +148,6 @@ pub(crate) struct Shared {
     pub pods: Cache,
 }
 
-impl Shared {
-    /// `mock://<id>`: how a container id appears in a pod status.
-    pub fn container_id_uri(&self, id: &str) -> String {
-        format!("{}://{id}", self.runtime.name())
-    }
-}
-
 /// A node agent. See the module doc.
 pub struct Kubelet {
     client: Client,
@@ -179,23 +175,7 @@ impl Kubelet {
     /// real kubelet restart); a kubelet started again adopts them.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let options = self.options;
-        let node_ip: std::net::IpAddr = options
-            .node_ip
-            .parse()
-            .with_context(|| format!("the node IP {:?} is not an IP address", options.node_ip))?;
-        anyhow::ensure!(
-            node_ip.is_loopback(),
-            "the node IP {node_ip} is not a loopback address; kulisse nodes live on 127.0.0.0/8"
-        );
-        let pod_cidr = options
-            .pod_cidr
-            .clone()
-            .unwrap_or_else(|| crate::runtime::pod_cidr_for_node(&options.node_name));
-        Ipv4Cidr::parse_loopback(&pod_cidr).map_err(anyhow::Error::msg)?;
-        self.runtime
-            .update_runtime_config(&pod_cidr)
-            .await
-            .context("the container runtime refused the pod CIDR")?;
+        let (node_ip, pod_cidr) = prepare_network(&options, self.runtime.as_ref()).await?;
 
         let listener = tokio::net::TcpListener::bind((node_ip, options.server_port))
             .await
@@ -207,7 +187,7 @@ impl Kubelet {
             field_selector: Some(format!("spec.nodeName={}", options.node_name)),
             ..ListParams::default()
         });
-        let (tx, mut rx) = mpsc::unbounded_channel::<Dispatch>();
+        let (tx, rx) = mpsc::unbounded_channel::<Dispatch>();
         {
             let tx = tx.clone();
             informer.on_event(move |ev| {
@@ -226,17 +206,8 @@ impl Kubelet {
         });
 
         // Register first: nothing may be scheduled here before the Node exists anyway.
-        let node_state = loop {
-            match node::register(&shared, port, &pod_cidr).await {
-                Ok(state) => break state,
-                Err(e) => {
-                    tracing::warn!(node = %options.node_name, "registering the node failed: {e}; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = shutdown.changed() => return Ok(()),
-                    }
-                }
-            }
+        let Some(node_state) = register_node(&shared, port, &pod_cidr, &mut shutdown).await else {
+            return Ok(());
         };
         let tasks = vec![
             tokio::spawn(node::heartbeat_loop(
@@ -250,43 +221,101 @@ impl Kubelet {
             tokio::spawn(informer.run(shutdown.clone())),
         ];
 
-        let mut workers: HashMap<String, pod_worker::Handle> = HashMap::new();
-        let mut finished: HashSet<String> = HashSet::new();
-        let mut housekeeping = tokio::time::interval(options.housekeeping_interval);
-        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                msg = rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    match msg {
-                        Dispatch::WorkerDone(uid) => {
-                            if workers.get(&uid).is_some_and(pod_worker::Handle::is_finished) {
-                                workers.remove(&uid);
-                            }
-                            finished.insert(uid);
-                            if finished.len() > 100_000 {
-                                finished.clear();
-                            }
-                        }
-                        Dispatch::Event(ev) => dispatch(&shared, &tx, &mut workers, &mut finished, ev, &shutdown),
-                    }
-                }
-                _ = housekeeping.tick() => {
-                    retry_unfinished_deletions(&shared, &tx, &mut workers, &mut finished, &shutdown);
-                    if *synced.borrow() {
-                        cleanup_orphans(&shared, &workers).await;
-                    }
-                }
-            }
-        }
-        for w in workers.into_values() {
-            w.abort();
-        }
+        sync_loop(&shared, (tx, rx), synced, shutdown).await;
         for t in tasks {
             t.abort();
         }
         Ok(())
+    }
+}
+
+/// Check the node IP (loopback only) and the pod CIDR, and hand the CIDR to the runtime.
+async fn prepare_network(
+    options: &KubeletOptions,
+    runtime: &dyn ContainerRuntime,
+) -> anyhow::Result<(std::net::IpAddr, String)> {
+    let node_ip: std::net::IpAddr = options
+        .node_ip
+        .parse()
+        .with_context(|| format!("the node IP {:?} is not an IP address", options.node_ip))?;
+    anyhow::ensure!(
+        node_ip.is_loopback(),
+        "the node IP {node_ip} is not a loopback address; kulisse nodes live on 127.0.0.0/8"
+    );
+    let pod_cidr = options
+        .pod_cidr
+        .clone()
+        .unwrap_or_else(|| crate::runtime::pod_cidr_for_node(&options.node_name));
+    Ipv4Cidr::parse_loopback(&pod_cidr).map_err(anyhow::Error::msg)?;
+    runtime
+        .update_runtime_config(&pod_cidr)
+        .await
+        .context("the container runtime refused the pod CIDR")?;
+    Ok((node_ip, pod_cidr))
+}
+
+/// Register the Node, retrying until it works; `None` when `shutdown` came first.
+async fn register_node(
+    shared: &Shared,
+    port: u16,
+    pod_cidr: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<node::NodeState> {
+    loop {
+        match node::register(shared, port, pod_cidr).await {
+            Ok(state) => return Some(state),
+            Err(e) => {
+                let name = &shared.options.node_name;
+                tracing::warn!(node = %name, "registering the node failed: {e}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => return None,
+                }
+            }
+        }
+    }
+}
+
+/// The dispatcher (upstream's `syncLoop`): route informer events to pod workers, forget
+/// finished workers, and do the housekeeping, until `shutdown`; then stop every worker.
+async fn sync_loop(
+    shared: &Arc<Shared>,
+    (tx, mut rx): (mpsc::UnboundedSender<Dispatch>, mpsc::UnboundedReceiver<Dispatch>),
+    synced: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut workers: HashMap<String, pod_worker::Handle> = HashMap::new();
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut housekeeping = tokio::time::interval(shared.options.housekeeping_interval);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                match msg {
+                    Dispatch::WorkerDone(uid) => {
+                        if workers.get(&uid).is_some_and(pod_worker::Handle::is_finished) {
+                            workers.remove(&uid);
+                        }
+                        finished.insert(uid);
+                        if finished.len() > 100_000 {
+                            finished.clear();
+                        }
+                    }
+                    Dispatch::Event(ev) => dispatch(shared, &tx, &mut workers, &mut finished, ev, &shutdown),
+                }
+            }
+            _ = housekeeping.tick() => {
+                retry_unfinished_deletions(shared, &tx, &mut workers, &mut finished, &shutdown);
+                if *synced.borrow() {
+                    cleanup_orphans(shared, &workers).await;
+                }
+            }
+        }
+    }
+    for w in workers.into_values() {
+        w.abort();
     }
 }
 

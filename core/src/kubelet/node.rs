@@ -90,12 +90,8 @@ fn conditions(existing: Option<&Value>, runtime: &Result<(), String>) -> Value {
             Err(e) if ty == "Ready" => ("False", "KubeletNotReady", format!("container runtime is down: {e}")),
             _ => (status, reason, message.to_string()),
         };
-        let transition = old
-            .iter()
-            .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
-            .filter(|c| c.get("status").and_then(Value::as_str) == Some(status))
-            .and_then(|c| c.get("lastTransitionTime").cloned())
-            .unwrap_or_else(|| json!(now));
+        let previous = old.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(ty));
+        let transition = objects::pod::transition_time(previous, status, &now);
         out.push(json!({
             "type": ty,
             "status": status,

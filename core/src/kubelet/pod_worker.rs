@@ -32,7 +32,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, field::Empty, info_span};
 
-use super::Shared;
+use super::{KubeletOptions, Shared};
+use super::container::{Backoff, ContainerRec, Instance};
+use super::status::{self, PodFacts};
 use super::probes::{self, ProbeState};
 use crate::events::EventType;
 use crate::objects;
@@ -85,99 +87,6 @@ pub(crate) fn spawn(
         on_done();
     });
     Handle { tx, task }
-}
-
-/// A restart or pull back-off.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Backoff {
-    /// The current delay; `None` before the first failure.
-    pub delay: Option<Duration>,
-    /// No new attempt before this.
-    pub until: Option<Instant>,
-}
-
-impl Backoff {
-    fn active(&self, now: Instant) -> bool {
-        self.until.is_some_and(|u| now < u)
-    }
-}
-
-/// One container instance in the runtime.
-#[derive(Debug, Clone)]
-pub(super) struct Instance {
-    pub id: String,
-    pub status: Option<ContainerStatus>,
-}
-
-impl Instance {
-    pub fn state(&self) -> Option<ContainerState> {
-        self.status.as_ref().map(|s| s.state)
-    }
-}
-
-/// What the worker knows about one container of the pod spec.
-#[derive(Debug)]
-pub(super) struct ContainerRec {
-    pub name: String,
-    pub current: Option<Instance>,
-    pub previous: Option<Instance>,
-    pub restart_count: u32,
-    /// Why it is waiting (reason, message), when it has no running instance.
-    pub waiting: Option<(String, String)>,
-    pub image_ref: Option<String>,
-    pub crash: Backoff,
-    /// The crash back-off's delay must double at the next restart (we waited it out).
-    crash_waited: bool,
-    pub pull: Backoff,
-    pull_error: String,
-    pub probes: Vec<ProbeState>,
-    /// The current instance's exit was counted for the back-off.
-    exit_handled: bool,
-    /// A probe asked to kill the current instance: (Killing message, grace seconds).
-    kill: Option<(String, Option<i64>)>,
-    /// The current instance was killed by a probe: restart it even after exit code 0.
-    killed_by_probe: bool,
-}
-
-impl ContainerRec {
-    fn new(name: &str) -> Self {
-        ContainerRec {
-            name: name.to_string(),
-            current: None,
-            previous: None,
-            restart_count: 0,
-            waiting: None,
-            image_ref: None,
-            crash: Backoff::default(),
-            crash_waited: false,
-            pull: Backoff::default(),
-            pull_error: String::new(),
-            probes: Vec::new(),
-            exit_handled: false,
-            kill: None,
-            killed_by_probe: false,
-        }
-    }
-
-    /// Started: running, and its startup probe (if any) succeeded.
-    pub fn started(&self) -> bool {
-        self.current.as_ref().and_then(Instance::state) == Some(ContainerState::Running)
-            && self
-                .probes
-                .iter()
-                .filter(|p| p.kind == ProbeKind::Startup)
-                .all(|p| p.ok)
-    }
-
-    /// Ready: started, and its readiness probe (if any) succeeds.
-    pub fn ready(&self) -> bool {
-        self.started()
-            && self
-                .probes
-                .iter()
-                .filter(|p| p.kind == ProbeKind::Readiness)
-                .all(|p| p.ok)
-    }
 }
 
 /// One step a sync decided to take.
@@ -250,58 +159,18 @@ macro_rules! runtime_span {
     };
 }
 
-/// Parse a CPU quantity (`100m`, `0.5`, `2`) into millicores.
+/// Millicores of a CPU quantity (`100m`, `0.5`, `2`), as [`objects::quantity`] reads it
+/// (rounded up, as Kubernetes' `MilliValue()`); `None` when absent, invalid or negative.
 fn cpu_millis(v: Option<&Value>) -> Option<u64> {
-    let s = match v? {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    if let Some(m) = s.strip_suffix('m') {
-        return m.trim().parse::<u64>().ok();
-    }
-    s.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|f| f.is_finite() && *f >= 0.0)
-        .map(|f| (f * 1000.0).round() as u64)
+    let millis = objects::quantity::cpu_millis(v?).ok()?;
+    u64::try_from(millis).ok()
 }
 
-/// Parse a memory quantity (`128Mi`, `1Gi`, `500M`, `1000`) into bytes.
+/// Bytes of a memory quantity (`128Mi`, `1Gi`, `500M`, `1000`), rounded up as Kubernetes'
+/// `Value()`; `None` when absent, invalid or negative.
 fn memory_bytes(v: Option<&Value>) -> Option<u64> {
-    let s = match v? {
-        Value::String(s) => s.trim().to_string(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    const UNITS: [(&str, f64); 12] = [
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    for (suffix, mult) in UNITS {
-        if let Some(n) = s.strip_suffix(suffix) {
-            return n
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite() && *f >= 0.0)
-                .map(|f| (f * mult) as u64);
-        }
-    }
-    s.parse::<f64>()
-        .ok()
-        .filter(|f| f.is_finite() && *f >= 0.0)
-        .map(|f| f as u64)
+    let bytes = objects::quantity::whole_units(v?).ok()?;
+    u64::try_from(bytes).ok()
 }
 
 fn spec_containers(pod: &Value) -> Vec<Value> {
@@ -309,12 +178,6 @@ fn spec_containers(pod: &Value) -> Vec<Value> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
-}
-
-fn restart_policy(pod: &Value) -> &str {
-    pod.pointer("/spec/restartPolicy")
-        .and_then(Value::as_str)
-        .unwrap_or("Always")
 }
 
 fn container_ports(c: &Value) -> Vec<PortMapping> {
@@ -385,6 +248,21 @@ impl Worker {
             Some((rv, written)) if pod_rv <= *rv => Some(written),
             _ => pod.get("status"),
         }
+    }
+
+    /// The status to write for `pod` now ([`status::build`] with what this worker knows).
+    fn status(&self, pod: &Value) -> Value {
+        let now = objects::time::now();
+        let facts = PodFacts {
+            now: &now,
+            base: self.base_status(pod),
+            terminal: self.terminal,
+            sandbox_ip: self.sandbox.as_ref().map(|s| s.ip.as_str()),
+            host_ip: &self.shared.options.node_ip,
+            start_time: self.start_time.as_deref(),
+            runtime: self.shared.runtime.name(),
+        };
+        status::build(pod, &self.containers, &facts)
     }
 
     /// `web_default(uid)`: how kubelet messages name a pod.
@@ -570,7 +448,7 @@ impl Worker {
         changed
     }
 
-    /// Decide what to do, without doing it.
+    /// Decide what to do, without doing it (upstream's `computePodActions`).
     fn plan(&mut self, pod: &Value, spec: &[Value]) -> Vec<Step> {
         let mut steps = Vec::new();
         if self.terminal.is_some() {
@@ -580,88 +458,14 @@ impl Worker {
             steps.push(Step::RunSandbox);
         }
         let now = Instant::now();
-        let policy = restart_policy(pod).to_string();
+        let policy = objects::pod::restart_policy(pod);
         let opts = &self.shared.options;
         for (index, rec) in self.containers.iter_mut().enumerate() {
             let image = spec[index].get("image").and_then(Value::as_str).unwrap_or("");
-            match rec.current.as_ref().and_then(|i| i.status.as_ref()) {
-                None => {
-                    if rec.pull.active(now) {
-                        steps.push(Step::WaitPull { index });
-                    } else if rec.crash.active(now) {
-                        steps.push(Step::WaitCrash {
-                            index,
-                            delay: rec.crash.delay.unwrap_or(opts.backoff_base),
-                        });
-                    } else {
-                        steps.push(Step::Start { index, restart: false });
-                    }
-                }
-                Some(st) if st.state == ContainerState::Running || st.state == ContainerState::Created => {
-                    if let Some((message, grace)) = rec.kill.clone() {
-                        steps.push(Step::Kill { index, message, grace });
-                    } else if !image.is_empty() && st.image != image {
-                        steps.push(Step::Kill {
-                            index,
-                            message: format!("Container {} definition changed, will be restarted", rec.name),
-                            grace: None,
-                        });
-                        rec.killed_by_probe = true;
-                    }
-                }
-                Some(st) => {
-                    let should_restart = match policy.as_str() {
-                        "Never" => false,
-                        "OnFailure" => st.exit_code != Some(0) || rec.killed_by_probe,
-                        _ => true,
-                    };
-                    if !should_restart {
-                        continue;
-                    }
-                    if !rec.exit_handled {
-                        rec.exit_handled = true;
-                        let ran = match (st.started_at, st.finished_at) {
-                            (Some(s), Some(f)) => f.duration_since(s).unwrap_or_default(),
-                            _ => Duration::ZERO,
-                        };
-                        if ran >= opts.backoff_reset_after {
-                            rec.crash.delay = None;
-                        }
-                        match rec.crash.delay {
-                            // The first crash restarts at once; the delay starts counting.
-                            None => {
-                                rec.crash.delay = Some(opts.backoff_base);
-                                rec.crash.until = None;
-                                rec.crash_waited = false;
-                            }
-                            Some(d) => {
-                                let finished = st.finished_at.map(instant_of).unwrap_or(now);
-                                rec.crash.until = Some(finished + d);
-                                rec.crash_waited = true;
-                            }
-                        }
-                    }
-                    if rec.crash.active(now) {
-                        steps.push(Step::WaitCrash {
-                            index,
-                            delay: rec.crash.delay.unwrap_or(opts.backoff_base),
-                        });
-                    } else {
-                        steps.push(Step::Start { index, restart: true });
-                    }
-                }
-            }
+            steps.extend(plan_container(index, rec, image, policy, opts, now));
         }
         // A wait that is already reported needs no action.
-        steps.retain(|s| match s {
-            Step::WaitCrash { index, .. } => {
-                self.containers[*index].waiting.as_ref().map(|w| w.0.as_str()) != Some("CrashLoopBackOff")
-            }
-            Step::WaitPull { index } => {
-                self.containers[*index].waiting.as_ref().map(|w| w.0.as_str()) != Some("ImagePullBackOff")
-            }
-            _ => true,
-        });
+        steps.retain(|s| !already_reported(s, &self.containers));
         steps
     }
 
@@ -733,7 +537,7 @@ impl Worker {
         self.observe().await;
         let probes_changed = self.run_probes(pod, &spec).await;
         let steps = self.plan(pod, &spec);
-        let status_now = super::status::build(self, pod);
+        let status_now = self.status(pod);
         if let Some(p @ ("Succeeded" | "Failed")) = status_now.get("phase").and_then(Value::as_str) {
             self.terminal = Some(if p == "Succeeded" { "Succeeded" } else { "Failed" });
         }
@@ -751,7 +555,7 @@ impl Worker {
             span.record("kulisse.outcome", outcome.as_str());
             let phase_after = async {
                 let again = self.execute(pod, &spec, steps).await;
-                let status = super::status::build(self, pod);
+                let status = self.status(pod);
                 let phase = status.get("phase").and_then(Value::as_str).unwrap_or("").to_string();
                 self.write_status(pod, status).await;
                 (phase, again)
@@ -889,38 +693,51 @@ impl Worker {
             .and_then(Value::as_str)
             .unwrap_or_else(|| crate::objects::defaults::default_pull_policy(&image))
             .to_string();
-        if policy != "Always" {
-            let present = self.shared.runtime.image_status(&image).await.ok().flatten();
-            match (present, policy.as_str()) {
-                (Some(reference), _) => {
-                    self.containers[index].image_ref = Some(reference);
-                    self.event(
-                        EventType::Normal,
-                        "Pulled",
-                        &format!("Container image \"{image}\" already present on machine"),
-                    )
-                    .await;
-                    return true;
-                }
-                (None, "Never") => {
-                    let message = format!("Container image \"{image}\" is not present with pull policy of Never");
-                    self.containers[index].waiting = Some(("ErrImageNeverPull".into(), message.clone()));
-                    self.event(EventType::Warning, "ErrImageNeverPull", &message).await;
-                    return false;
-                }
-                _ => {}
-            }
+        if policy != "Always"
+            && let Some(present) = self.image_without_pull(index, &image, &policy).await
+        {
+            return present;
         }
+        self.pull_image(index, &image, cfg).await
+    }
+
+    /// `IfNotPresent` / `Never`: `Some(true)` when the image is on the node, `Some(false)`
+    /// when it is not and must not be pulled, `None` when it must be pulled.
+    async fn image_without_pull(&mut self, index: usize, image: &str, policy: &str) -> Option<bool> {
+        let present = self.shared.runtime.image_status(image).await.ok().flatten();
+        match (present, policy) {
+            (Some(reference), _) => {
+                self.containers[index].image_ref = Some(reference);
+                self.event(
+                    EventType::Normal,
+                    "Pulled",
+                    &format!("Container image \"{image}\" already present on machine"),
+                )
+                .await;
+                Some(true)
+            }
+            (None, "Never") => {
+                let message = format!("Container image \"{image}\" is not present with pull policy of Never");
+                self.containers[index].waiting = Some(("ErrImageNeverPull".into(), message.clone()));
+                self.event(EventType::Warning, "ErrImageNeverPull", &message).await;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// Pull the image; on failure start (or double) the pull back-off.
+    async fn pull_image(&mut self, index: usize, image: &str, cfg: &PodSandboxConfig) -> bool {
         self.event(EventType::Normal, "Pulling", &format!("Pulling image \"{image}\""))
             .await;
         let span = runtime_span!("runtime.pull_image", self);
-        span.record("runtime.image", image.as_str());
+        span.record("runtime.image", image);
         span.record("runtime.container_name", self.containers[index].name.as_str());
         let started = Instant::now();
         let result = self
             .shared
             .runtime
-            .pull_image(&image, cfg)
+            .pull_image(image, cfg)
             .instrument(span.clone())
             .await;
         match result {
@@ -939,90 +756,49 @@ impl Worker {
             }
             Err(e) => {
                 record_error(&span, &e);
-                let reason = match &e {
-                    RuntimeError::ImagePullFailed { reason, .. } => reason.clone(),
-                    other => other.to_string(),
-                };
-                let opts = &self.shared.options;
-                let rec = &mut self.containers[index];
-                let delay = match rec.pull.delay {
-                    None => opts.backoff_base,
-                    Some(d) => (d * 2).min(opts.backoff_max),
-                };
-                rec.pull.delay = Some(delay);
-                rec.pull.until = Some(Instant::now() + delay);
-                rec.pull_error = reason.clone();
-                rec.waiting = Some(("ErrImagePull".into(), reason.clone()));
-                self.event(
-                    EventType::Warning,
-                    "Failed",
-                    &format!("Failed to pull image \"{image}\": {reason}"),
-                )
-                .await;
-                self.event(EventType::Warning, "Failed", "Error: ErrImagePull").await;
+                self.pull_failed(index, image, &e).await;
                 false
             }
         }
     }
 
+    /// The pull failed: `ErrImagePull`, and the pull back-off starts (or doubles).
+    async fn pull_failed(&mut self, index: usize, image: &str, e: &RuntimeError) {
+        let reason = match e {
+            RuntimeError::ImagePullFailed { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let opts = &self.shared.options;
+        let rec = &mut self.containers[index];
+        let delay = match rec.pull.delay {
+            None => opts.backoff_base,
+            Some(d) => (d * 2).min(opts.backoff_max),
+        };
+        rec.pull.delay = Some(delay);
+        rec.pull.until = Some(Instant::now() + delay);
+        rec.pull_error = reason.clone();
+        rec.waiting = Some(("ErrImagePull".into(), reason.clone()));
+        self.event(
+            EventType::Warning,
+            "Failed",
+            &format!("Failed to pull image \"{image}\": {reason}"),
+        )
+        .await;
+        self.event(EventType::Warning, "Failed", "Error: ErrImagePull").await;
+    }
+
+    /// Upstream's `startContainer`: pull the image, create the container, start it.
     async fn start_container(&mut self, index: usize, c: &Value, cfg: &PodSandboxConfig, restart: bool) {
         let Some(sandbox) = self.sandbox.clone() else { return };
-        let opts = self.shared.options.clone();
-        if restart {
-            let rec = &mut self.containers[index];
-            let old_previous = rec.previous.take();
-            rec.previous = rec.current.take();
-            rec.restart_count += 1;
-            if rec.crash_waited {
-                rec.crash.delay = rec.crash.delay.map(|d| (d * 2).min(opts.backoff_max));
-                rec.crash_waited = false;
-            }
-            rec.crash.until = None;
-            if let Some(old) = old_previous {
-                let _ = self.shared.runtime.remove_container(&old.id).await;
-            }
-        }
-        {
-            let rec = &mut self.containers[index];
-            rec.exit_handled = false;
-            rec.kill = None;
-            rec.killed_by_probe = false;
-            rec.probes.clear();
-        }
+        self.prepare_start(index, restart).await;
         if !self.ensure_image(index, c, cfg).await {
             return;
         }
         let attempt = self.containers[index].restart_count;
         let config = self.container_config(c, attempt);
         let name = config.name.clone();
-
-        let span = runtime_span!("runtime.create_container", self);
-        span.record("runtime.image", config.image.as_str());
-        span.record("runtime.container_name", name.as_str());
-        span.record("runtime.sandbox_id", sandbox.id.as_str());
-        let created = self
-            .shared
-            .runtime
-            .create_container(&sandbox.id, &config, cfg)
-            .instrument(span.clone())
-            .await;
-        let id = match created {
-            Ok(id) => {
-                span.record("runtime.container_id", id.as_str());
-                id
-            }
-            Err(e) => {
-                record_error(&span, &e);
-                let message = e.to_string();
-                let rec = &mut self.containers[index];
-                rec.waiting = Some(("CreateContainerError".into(), message.clone()));
-                let delay = rec.crash.delay.unwrap_or(opts.backoff_base);
-                rec.crash.delay = Some(delay);
-                rec.crash.until = Some(Instant::now() + delay);
-                self.event(EventType::Warning, "Failed", &format!("Error: {message}"))
-                    .await;
-                return;
-            }
+        let Some(id) = self.create_container(index, &config, cfg, &sandbox).await else {
+            return;
         };
         self.event(EventType::Normal, "Created", &format!("Created container: {name}"))
             .await;
@@ -1051,6 +827,71 @@ impl Worker {
                     &format!("Error: failed to start container \"{name}\": {e}"),
                 )
                 .await;
+            }
+        }
+    }
+
+    /// Before a (re)start: a restart makes the current instance the previous one (removing
+    /// the one before), counts the restart and doubles a waited-out back-off; every start
+    /// forgets the old instance's probes and kill requests.
+    async fn prepare_start(&mut self, index: usize, restart: bool) {
+        let backoff_max = self.shared.options.backoff_max;
+        let rec = &mut self.containers[index];
+        if restart {
+            let old_previous = rec.previous.take();
+            rec.previous = rec.current.take();
+            rec.restart_count += 1;
+            if rec.crash_waited {
+                rec.crash.delay = rec.crash.delay.map(|d| (d * 2).min(backoff_max));
+                rec.crash_waited = false;
+            }
+            rec.crash.until = None;
+            if let Some(old) = old_previous {
+                let _ = self.shared.runtime.remove_container(&old.id).await;
+            }
+        }
+        let rec = &mut self.containers[index];
+        rec.exit_handled = false;
+        rec.kill = None;
+        rec.killed_by_probe = false;
+        rec.probes.clear();
+    }
+
+    /// `CreateContainer` through the CRI; on failure `CreateContainerError` and a back-off.
+    async fn create_container(
+        &mut self,
+        index: usize,
+        config: &ContainerConfig,
+        cfg: &PodSandboxConfig,
+        sandbox: &Sandbox,
+    ) -> Option<String> {
+        let span = runtime_span!("runtime.create_container", self);
+        span.record("runtime.image", config.image.as_str());
+        span.record("runtime.container_name", config.name.as_str());
+        span.record("runtime.sandbox_id", sandbox.id.as_str());
+        let created = self
+            .shared
+            .runtime
+            .create_container(&sandbox.id, config, cfg)
+            .instrument(span.clone())
+            .await;
+        match created {
+            Ok(id) => {
+                span.record("runtime.container_id", id.as_str());
+                Some(id)
+            }
+            Err(e) => {
+                record_error(&span, &e);
+                let message = e.to_string();
+                let backoff_base = self.shared.options.backoff_base;
+                let rec = &mut self.containers[index];
+                rec.waiting = Some(("CreateContainerError".into(), message.clone()));
+                let delay = rec.crash.delay.unwrap_or(backoff_base);
+                rec.crash.delay = Some(delay);
+                rec.crash.until = Some(Instant::now() + delay);
+                self.event(EventType::Warning, "Failed", &format!("Error: {message}"))
+                    .await;
+                None
             }
         }
     }
@@ -1192,7 +1033,7 @@ impl Worker {
                     .is_none_or(|s| s.exit_code == Some(0))
             });
             self.terminal = Some(if all_ok { "Succeeded" } else { "Failed" });
-            let status = super::status::build(self, pod);
+            let status = self.status(pod);
             Span::current().record(
                 "kubelet.phase.after",
                 status.get("phase").and_then(Value::as_str).unwrap_or(""),
@@ -1316,6 +1157,116 @@ impl Worker {
     }
 }
 
+/// The step for one container: start it, kill it, restart it, or wait out a back-off.
+fn plan_container(
+    index: usize,
+    rec: &mut ContainerRec,
+    image: &str,
+    policy: &str,
+    opts: &KubeletOptions,
+    now: Instant,
+) -> Option<Step> {
+    let Some(st) = rec.current.as_ref().and_then(|i| i.status.clone()) else {
+        // Never ran (or gone from the runtime).
+        return Some(if rec.pull.active(now) {
+            Step::WaitPull { index }
+        } else if rec.crash.active(now) {
+            Step::WaitCrash {
+                index,
+                delay: rec.crash.delay.unwrap_or(opts.backoff_base),
+            }
+        } else {
+            Step::Start { index, restart: false }
+        });
+    };
+    match st.state {
+        ContainerState::Running | ContainerState::Created => plan_running(index, rec, image, &st),
+        _ => plan_exited(index, rec, &st, policy, opts, now),
+    }
+}
+
+/// A running container is killed when a probe asked so, or when its image changed.
+fn plan_running(index: usize, rec: &mut ContainerRec, image: &str, st: &ContainerStatus) -> Option<Step> {
+    if let Some((message, grace)) = rec.kill.clone() {
+        Some(Step::Kill { index, message, grace })
+    } else if !image.is_empty() && st.image != image {
+        rec.killed_by_probe = true;
+        Some(Step::Kill {
+            index,
+            message: format!("Container {} definition changed, will be restarted", rec.name),
+            grace: None,
+        })
+    } else {
+        None
+    }
+}
+
+/// An exited container is restarted if `restartPolicy` says so, once its back-off is over.
+fn plan_exited(
+    index: usize,
+    rec: &mut ContainerRec,
+    st: &ContainerStatus,
+    policy: &str,
+    opts: &KubeletOptions,
+    now: Instant,
+) -> Option<Step> {
+    let should_restart = match policy {
+        "Never" => false,
+        "OnFailure" => st.exit_code != Some(0) || rec.killed_by_probe,
+        _ => true,
+    };
+    if !should_restart {
+        return None;
+    }
+    if !rec.exit_handled {
+        rec.exit_handled = true;
+        count_exit(rec, st, opts, now);
+    }
+    Some(if rec.crash.active(now) {
+        Step::WaitCrash {
+            index,
+            delay: rec.crash.delay.unwrap_or(opts.backoff_base),
+        }
+    } else {
+        Step::Start { index, restart: true }
+    })
+}
+
+/// Count one exit for the `CrashLoopBackOff` delay: the first crash restarts at once and
+/// starts the delay; later ones wait it out from when the container finished. A container
+/// that ran long enough starts over.
+fn count_exit(rec: &mut ContainerRec, st: &ContainerStatus, opts: &KubeletOptions, now: Instant) {
+    let ran = match (st.started_at, st.finished_at) {
+        (Some(s), Some(f)) => f.duration_since(s).unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    if ran >= opts.backoff_reset_after {
+        rec.crash.delay = None;
+    }
+    match rec.crash.delay {
+        None => {
+            rec.crash.delay = Some(opts.backoff_base);
+            rec.crash.until = None;
+            rec.crash_waited = false;
+        }
+        Some(d) => {
+            let finished = st.finished_at.map(instant_of).unwrap_or(now);
+            rec.crash.until = Some(finished + d);
+            rec.crash_waited = true;
+        }
+    }
+}
+
+/// A back-off wait whose reason the container already shows.
+fn already_reported(step: &Step, containers: &[ContainerRec]) -> bool {
+    let reason = |index: &usize| containers[*index].waiting.as_ref().map(|w| w.0.as_str());
+    match step {
+        Step::WaitCrash { index, .. } => reason(index) == Some("CrashLoopBackOff"),
+        Step::WaitPull { index } => reason(index) == Some("ImagePullBackOff"),
+        _ => false,
+    }
+}
+
 fn probe_states(c: &Value, started: Instant) -> Vec<ProbeState> {
     [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness]
         .into_iter()
@@ -1353,5 +1304,7 @@ mod tests {
         assert_eq!(memory_bytes(Some(&json!("128Mi"))), Some(128 * 1024 * 1024));
         assert_eq!(memory_bytes(Some(&json!("1G"))), Some(1_000_000_000));
         assert_eq!(memory_bytes(Some(&json!("oops"))), None);
+        assert_eq!(memory_bytes(Some(&json!("-1Gi"))), None);
+        assert_eq!(cpu_millis(None), None);
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use crate::objects;
-use crate::runtime::{ContainerState, LABEL_CONTAINER_NAME, LABEL_POD_UID, LogOptions};
+use crate::runtime::{ContainerInfo, ContainerState, LABEL_CONTAINER_NAME, LABEL_POD_UID, LogOptions};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -116,15 +116,30 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             "Unauthorized: the kubelet expects the cluster's token as `Authorization: Bearer <token>`",
         );
     }
+    match container_logs(shared, &path, rest, req.uri().query().unwrap_or("")).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+/// What a `/containerLogs/...` request asks for.
+struct LogRequest {
+    namespace: String,
+    pod: String,
+    container: String,
+    options: LogOptions,
+}
+
+/// Read `{namespace}/{pod}/{container}` (`rest`) and the query's log options.
+fn log_request(path: &str, rest: &str, query: &str) -> Result<LogRequest, Response<Body>> {
     // Object and container names are DNS labels: no escaping to undo.
     let parts: Vec<String> = rest.split('/').map(str::to_string).collect();
-    let [ns, pod_name, container] = parts.as_slice() else {
-        return text(
+    let [namespace, pod, container] = parts.as_slice() else {
+        return Err(text(
             StatusCode::BAD_REQUEST,
             format!("expected /containerLogs/{{namespace}}/{{pod}}/{{container}}, got {path}"),
-        );
+        ));
     };
-    let params: BTreeMap<String, String> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+    let params: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let tail_lines = match params.get("tailLines") {
@@ -132,76 +147,87 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         Some(v) => match v.parse::<i64>() {
             Ok(n) if n >= 0 => Some(n as usize),
             _ => {
-                return text(
+                return Err(text(
                     StatusCode::BAD_REQUEST,
                     format!("tailLines must be a non-negative integer, got {v:?}"),
-                );
+                ));
             }
         },
     };
-    let options = LogOptions {
-        tail_lines,
-        follow: flag(&params, "follow"),
-        timestamps: flag(&params, "timestamps"),
-        previous: flag(&params, "previous"),
-    };
+    Ok(LogRequest {
+        namespace: namespace.clone(),
+        pod: pod.clone(),
+        container: container.clone(),
+        options: LogOptions {
+            tail_lines,
+            follow: flag(&params, "follow"),
+            timestamps: flag(&params, "timestamps"),
+            previous: flag(&params, "previous"),
+        },
+    })
+}
 
+/// The container instance whose log is asked for: the newest, or the one before it with
+/// `previous=true` (upstream's `validateContainerLogStatus`).
+async fn log_instance(shared: &Shared, r: &LogRequest) -> Result<ContainerInfo, Response<Body>> {
+    let (ns, pod_name, container) = (&r.namespace, &r.pod, &r.container);
     let Some(pod) = shared.pods.get(&format!("{ns}/{pod_name}")) else {
-        return text(
+        return Err(text(
             StatusCode::NOT_FOUND,
             format!(
                 "pod \"{pod_name}\" in namespace \"{ns}\" is not running on node {}",
                 shared.options.node_name
             ),
-        );
+        ));
     };
     let uid = objects::uid(&pod).unwrap_or("").to_string();
     let mut filter = BTreeMap::new();
     filter.insert(LABEL_POD_UID.to_string(), uid);
     filter.insert(LABEL_CONTAINER_NAME.to_string(), container.clone());
-    let mut instances = match shared.runtime.list_containers(&filter).await {
-        Ok(list) => list,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+    let mut instances = shared
+        .runtime
+        .list_containers(&filter)
+        .await
+        .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     instances.sort_by(|a, b| b.attempt.cmp(&a.attempt).then(b.created_at.cmp(&a.created_at)));
-    let chosen = if options.previous {
-        match instances.get(1) {
-            Some(c) => c,
-            None => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("previous terminated container \"{container}\" in pod \"{pod_name}\" not found"),
-                );
-            }
-        }
-    } else {
-        match instances.first() {
-            Some(c) => c,
-            None => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("container \"{container}\" in pod \"{pod_name}\" is waiting to start: ContainerCreating"),
-                );
-            }
-        }
-    };
-    if chosen.state == ContainerState::Created {
-        return text(
+    let waiting = || {
+        text(
             StatusCode::BAD_REQUEST,
             format!("container \"{container}\" in pod \"{pod_name}\" is waiting to start: ContainerCreating"),
-        );
-    }
-    let stream = match shared.runtime.container_logs(&chosen.id, &options).await {
-        Ok(s) => s,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        )
     };
+    let chosen = if r.options.previous {
+        instances.get(1).ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("previous terminated container \"{container}\" in pod \"{pod_name}\" not found"),
+            )
+        })?
+    } else {
+        instances.first().ok_or_else(waiting)?
+    };
+    if chosen.state == ContainerState::Created {
+        return Err(waiting());
+    }
+    Ok(chosen.clone())
+}
+
+/// `GET /containerLogs/...`: the log, streamed as the runtime yields it.
+async fn container_logs(shared: &Shared, path: &str, rest: &str, query: &str) -> Result<Response<Body>, Response<Body>> {
+    let request = log_request(path, rest, query)?;
+    let chosen = log_instance(shared, &request).await?;
+    let stream = shared
+        .runtime
+        .container_logs(&chosen.id, &request.options)
+        .await
+        .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     // A runtime error in the middle of a stream ends it (the client sees a short log).
     let frames = stream
         .take_while(|chunk| futures::future::ready(chunk.is_ok()))
         .filter_map(|chunk| async move { chunk.ok().map(|b| Ok::<_, Infallible>(Frame::data(Bytes::from(b)))) });
-    Response::builder()
+    Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync())))
 }

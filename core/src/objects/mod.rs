@@ -27,7 +27,8 @@
 //! knows for other API versions). Typed `k8s-openapi` structs are used only to *check*
 //! types.
 //!
-//! [`strategic`] applies strategic merge patches (`kubectl patch`, client-side
+//! [`pod`] answers the questions everyone asks about a pod's conditions (is it ready?) and
+//! sets conditions the way upstream does. [`strategic`] applies strategic merge patches (`kubectl patch`, client-side
 //! `kubectl apply`). The helpers below read `metadata`, and [`selectors`] implements label
 //! and field selectors (`kubectl get pods -l app=web --field-selector spec.nodeName=node-1`).
 
@@ -52,6 +53,7 @@ pub const APPLY_OUTCOME_HEADER: &str = "kulisse-apply-outcome";
 
 pub mod defaults;
 pub mod manifest;
+pub mod pod;
 pub mod protobuf;
 pub mod quantity;
 pub mod registry;

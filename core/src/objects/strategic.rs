@@ -358,50 +358,47 @@ fn label(v: &Value) -> String {
     }
 }
 
+/// What a map's `$patch` asks for.
+enum MapDirective {
+    Merge,
+    Replace,
+    Delete,
+}
+
+fn map_directive(patch: &Map<String, Value>, loc: &Loc) -> Result<MapDirective, PatchError> {
+    let Some(directive) = patch.get(PATCH) else {
+        return Ok(MapDirective::Merge);
+    };
+    match directive.as_str() {
+        Some("replace") => Ok(MapDirective::Replace),
+        Some("delete") => Ok(MapDirective::Delete),
+        Some("merge") => Ok(MapDirective::Merge),
+        _ => Err(PatchError::invalid(
+            &loc.field(PATCH),
+            format!("unknown patch directive {directive}: `$patch` is one of \"replace\", \"delete\" or \"merge\""),
+        )),
+    }
+}
+
 /// Merge `patch` into `original` (absent: merge into nothing, which still applies, and so
-/// removes, every directive).
+/// removes, every directive). Upstream's `mergeMap`.
 fn merge_map(
     original: Option<&Map<String, Value>>,
     patch: &Map<String, Value>,
     loc: &Loc,
 ) -> Result<Merged, PatchError> {
-    if let Some(directive) = patch.get(PATCH) {
-        match directive.as_str() {
-            Some("replace") => {
-                let mut rest = patch.clone();
-                rest.shift_remove(PATCH);
-                return merge_map(None, &rest, loc);
-            }
-            Some("delete") => return Ok(Merged::Delete),
-            Some("merge") => {}
-            _ => {
-                return Err(PatchError::invalid(
-                    &loc.field(PATCH),
-                    format!(
-                        "unknown patch directive {directive}: `$patch` is one of \"replace\", \"delete\" or \"merge\""
-                    ),
-                ));
-            }
+    match map_directive(patch, loc)? {
+        MapDirective::Replace => {
+            let mut rest = patch.clone();
+            rest.shift_remove(PATCH);
+            return merge_map(None, &rest, loc);
         }
+        MapDirective::Delete => return Ok(Merged::Delete),
+        MapDirective::Merge => {}
     }
     let mut out = original.cloned().unwrap_or_default();
-
     if let Some(retain) = patch.get(RETAIN_KEYS) {
-        let keys = retain_keys(retain, &loc.field(RETAIN_KEYS))?;
-        for (k, v) in patch {
-            if v.is_null() || k.starts_with('$') {
-                continue;
-            }
-            if !keys.contains(&k.as_str()) {
-                return Err(PatchError::invalid(
-                    &loc.field(k),
-                    format!(
-                        "the patch sets `{k}` but `$retainKeys` ({keys:?}) does not list it: a map with `$retainKeys` keeps only the listed fields"
-                    ),
-                ));
-            }
-        }
-        out.retain(|k, _| keys.contains(&k.as_str()));
+        apply_retain_keys(&mut out, retain, patch, loc)?;
     }
 
     // `$setElementOrder/<list>` needs the list as it was before the patch.
@@ -429,43 +426,72 @@ fn merge_map(
             delete_from_primitive_list(&mut out, field, v, loc)?;
             continue;
         }
-        if k.starts_with('$') {
-            return Err(PatchError::invalid(
-                &loc.field(k),
-                format!(
-                    "unknown directive `{k}`: the directives are `$patch`, `$retainKeys`, `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`"
-                ),
-            ));
-        }
-        match v {
-            Value::Null => {
-                out.shift_remove(k);
-            }
-            Value::Object(pm) => {
-                let merged = merge_map(out.get(k).and_then(Value::as_object), pm, &loc.field(k))?;
-                match merged {
-                    Merged::Map(m) => {
-                        out.insert(k.clone(), Value::Object(m));
-                    }
-                    Merged::Delete => {
-                        out.shift_remove(k);
-                    }
-                }
-            }
-            Value::Array(pl) => {
-                let merged = merge_list(out.get(k).and_then(Value::as_array), pl, &loc.field(k))?;
-                out.insert(k.clone(), Value::Array(merged));
-            }
-            scalar => {
-                out.insert(k.clone(), scalar.clone());
-            }
-        }
+        merge_field(&mut out, k, v, loc)?;
     }
 
     for (field, order, before) in orders {
         set_element_order(&mut out, field, order, &before, patch.get(field), &loc.field(field))?;
     }
     Ok(Merged::Map(out))
+}
+
+/// `$retainKeys: [...]`: keep only the listed fields (and refuse a patch that sets others).
+fn apply_retain_keys(
+    out: &mut Map<String, Value>,
+    retain: &Value,
+    patch: &Map<String, Value>,
+    loc: &Loc,
+) -> Result<(), PatchError> {
+    let keys = retain_keys(retain, &loc.field(RETAIN_KEYS))?;
+    for (k, v) in patch {
+        if v.is_null() || k.starts_with('$') {
+            continue;
+        }
+        if !keys.contains(&k.as_str()) {
+            return Err(PatchError::invalid(
+                &loc.field(k),
+                format!(
+                    "the patch sets `{k}` but `$retainKeys` ({keys:?}) does not list it: a map with `$retainKeys` keeps only the listed fields"
+                ),
+            ));
+        }
+    }
+    out.retain(|k, _| keys.contains(&k.as_str()));
+    Ok(())
+}
+
+/// One field of the patch: `null` deletes it, a map merges, a list merges by the field's
+/// strategy, anything else replaces.
+fn merge_field(out: &mut Map<String, Value>, k: &str, v: &Value, loc: &Loc) -> Result<(), PatchError> {
+    if k.starts_with('$') {
+        return Err(PatchError::invalid(
+            &loc.field(k),
+            format!(
+                "unknown directive `{k}`: the directives are `$patch`, `$retainKeys`, `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`"
+            ),
+        ));
+    }
+    match v {
+        Value::Null => {
+            out.shift_remove(k);
+        }
+        Value::Object(pm) => match merge_map(out.get(k).and_then(Value::as_object), pm, &loc.field(k))? {
+            Merged::Map(m) => {
+                out.insert(k.to_string(), Value::Object(m));
+            }
+            Merged::Delete => {
+                out.shift_remove(k);
+            }
+        },
+        Value::Array(pl) => {
+            let merged = merge_list(out.get(k).and_then(Value::as_array), pl, &loc.field(k))?;
+            out.insert(k.to_string(), Value::Array(merged));
+        }
+        scalar => {
+            out.insert(k.to_string(), scalar.clone());
+        }
+    }
+    Ok(())
 }
 
 fn retain_keys<'v>(retain: &'v Value, loc: &Loc) -> Result<Vec<&'v str>, PatchError> {
@@ -590,12 +616,38 @@ fn merge_set(original: &[Value], patch: &[Value], loc: &Loc) -> Result<Vec<Value
     Ok(interleave(merged, |v| position(patch, v), |v| position(original, v)))
 }
 
-/// A list of objects merged by `key` (`containers` by `name`).
+/// The patch's ordinary items of a keyed list, each with its merge-key value.
+type KeyedItems<'p> = Vec<(&'p Value, &'p Map<String, Value>)>;
+
+/// A list of objects merged by `key` (`containers` by `name`): upstream's
+/// `mergeSliceWithSpecialElements` (the directives) then `mergeSliceWithoutSpecialElements`.
 fn merge_keyed(original: &[Value], patch: &[Value], key: &str, loc: &Loc) -> Result<Vec<Value>, PatchError> {
     let mut list: Vec<Value> = original.to_vec();
+    let (items, replace) = special_elements(&mut list, patch, key, loc)?;
+    if replace {
+        let mut out = Vec::with_capacity(items.len());
+        for (kv, pm) in items {
+            let at = loc.item(format!("{key}={}", label(kv)));
+            if let Merged::Map(m) = merge_map(None, pm, &at)? {
+                out.push(Value::Object(m));
+            }
+        }
+        return Ok(out);
+    }
+    merge_keyed_items(list, &items, key, loc)
+}
+
+/// Apply the list items that are directives (`$patch: delete` removes from `list`, a lone
+/// `$patch: replace` makes the list exactly the patch's items: the returned flag) and
+/// return the ordinary items.
+fn special_elements<'p>(
+    list: &mut Vec<Value>,
+    patch: &'p [Value],
+    key: &str,
+    loc: &Loc,
+) -> Result<(KeyedItems<'p>, bool), PatchError> {
     let mut replace = false;
-    // The patch's ordinary items, with their merge-key value.
-    let mut items: Vec<(&Value, &Map<String, Value>)> = Vec::with_capacity(patch.len());
+    let mut items: KeyedItems = Vec::with_capacity(patch.len());
     for (i, p) in patch.iter().enumerate() {
         let at = loc.item(i.to_string());
         let Value::Object(pm) = p else {
@@ -627,22 +679,9 @@ fn merge_keyed(original: &[Value], patch: &[Value], key: &str, loc: &Loc) -> Res
                     replace = true;
                     continue;
                 }
-                Some("replace") => {
-                    return Err(PatchError::invalid(
-                        &at,
-                        "`$patch: replace` in a list is an item of its own, {\"$patch\": \"replace\"}, and makes the list exactly the other items; it cannot be combined with fields",
-                    ));
-                }
                 Some("merge") if pm.len() == 1 => continue,
-                Some("merge") => {}
-                _ => {
-                    return Err(PatchError::invalid(
-                        &at.field(PATCH),
-                        format!(
-                            "unknown patch directive {directive}: in a list item `$patch` is \"delete\" (with the item's `{key}`), \"replace\" (alone) or \"merge\""
-                        ),
-                    ));
-                }
+                // Only `merge` may come with fields.
+                _ => check_item_directive(directive, pm, key, &at)?,
             }
         }
         let Some(kv) = pm.get(key).filter(|v| !v.is_null()) else {
@@ -656,24 +695,34 @@ fn merge_keyed(original: &[Value], patch: &[Value], key: &str, loc: &Loc) -> Res
         };
         items.push((kv, pm));
     }
+    Ok((items, replace))
+}
 
-    if replace {
-        let mut out = Vec::with_capacity(items.len());
-        for (kv, pm) in items {
-            let at = loc.item(format!("{key}={}", label(kv)));
-            if let Merged::Map(m) = merge_map(None, pm, &at)? {
-                out.push(Value::Object(m));
-            }
-        }
-        return Ok(out);
+/// A `$patch` in a list item that comes with fields: fine for `merge`, an error otherwise.
+fn check_item_directive(directive: &Value, pm: &Map<String, Value>, key: &str, at: &Loc) -> Result<(), PatchError> {
+    match directive.as_str() {
+        Some("merge") if pm.len() > 1 => Ok(()),
+        Some("replace") => Err(PatchError::invalid(
+            at,
+            "`$patch: replace` in a list is an item of its own, {\"$patch\": \"replace\"}, and makes the list exactly the other items; it cannot be combined with fields",
+        )),
+        _ => Err(PatchError::invalid(
+            &at.field(PATCH),
+            format!(
+                "unknown patch directive {directive}: in a list item `$patch` is \"delete\" (with the item's `{key}`), \"replace\" (alone) or \"merge\""
+            ),
+        )),
     }
+}
 
+/// Merge each patch item into the live item with the same key (or append it), then order.
+fn merge_keyed_items(mut list: Vec<Value>, items: &KeyedItems, key: &str, loc: &Loc) -> Result<Vec<Value>, PatchError> {
     // The live order (after deletions), by merge key.
     let server: Vec<Value> = list
         .iter()
         .map(|o| o.get(key).cloned().unwrap_or(Value::Null))
         .collect();
-    for &(kv, pm) in &items {
+    for &(kv, pm) in items {
         let at = loc.item(format!("{key}={}", label(kv)));
         let found = list.iter().position(|o| o.get(key).is_some_and(|v| same(v, kv)));
         let merged = merge_map(found.and_then(|i| list[i].as_object()), pm, &at)?;
@@ -728,7 +777,8 @@ fn interleave(
 /// The identity of a list item: its merge-key value, or the value itself in a set.
 type Ident = Box<dyn Fn(&Value) -> Option<Value>>;
 
-/// `$setElementOrder/<field>: [...]`: put the merged list in the given order.
+/// `$setElementOrder/<field>: [...]`: put the merged list in the given order (upstream's
+/// `normalizeElementOrder`).
 fn set_element_order(
     out: &mut Map<String, Value>,
     field: &str,
@@ -746,10 +796,31 @@ fn set_element_order(
             ),
         ));
     };
-    // The identity of an item: its merge key, or the value itself in a set.
-    let (ident, order_ids): (Ident, Vec<Value>) = match loc.strategy() {
-        // An atomic list is replaced by the patch's list, which is already in order.
-        None => return Ok(()),
+    // An atomic list is replaced by the patch's list, which is already in order.
+    let Some((ident, order_ids)) = order_identities(order, field, loc)? else {
+        return Ok(());
+    };
+    if let Some(Value::Array(items)) = patch_list {
+        check_patch_order(items, &ident, &order_ids, field, loc)?;
+    }
+    let Some(Value::Array(list)) = out.get_mut(field) else {
+        return Ok(());
+    };
+    let before_ids: Vec<Option<Value>> = before.iter().map(&ident).collect();
+    let current = std::mem::take(list);
+    *list = interleave(
+        current,
+        |v| ident(v).and_then(|id| position(&order_ids, &id)),
+        |v| ident(v).and_then(|id| before_ids.iter().position(|b| b.as_ref().is_some_and(|b| same(b, &id)))),
+    );
+    Ok(())
+}
+
+/// How the list's items are identified (their merge key, or the value itself in a set),
+/// and the identities `order` lists; `None` for an atomic list.
+fn order_identities(order: &[Value], field: &str, loc: &Loc) -> Result<Option<(Ident, Vec<Value>)>, PatchError> {
+    match loc.strategy() {
+        None => Ok(None),
         Some(MergeSet) => {
             if let Some(bad) = order.iter().find(|v| v.is_object() || v.is_array()) {
                 return Err(PatchError::bad(
@@ -760,7 +831,7 @@ fn set_element_order(
                     ),
                 ));
             }
-            (Box::new(|v: &Value| Some(v.clone())), order.clone())
+            Ok(Some((Box::new(|v: &Value| Some(v.clone())), order.to_vec())))
         }
         Some(MergeByKey(key)) => {
             let mut ids = Vec::with_capacity(order.len());
@@ -777,46 +848,35 @@ fn set_element_order(
                     }
                 }
             }
-            (
-                Box::new(move |v: &Value| v.get(key).filter(|k| !k.is_null()).cloned()),
-                ids,
-            )
-        }
-    };
-    // The items the patch sends must appear in the order list, in the same order
-    // (items that are directives, such as deletions, do not count).
-    if let Some(Value::Array(items)) = patch_list {
-        let mut at = 0;
-        for item in items {
-            if item.get(PATCH).is_some() {
-                continue;
-            }
-            let Some(id) = ident(item) else { continue };
-            while at < order_ids.len() && !same(&order_ids[at], &id) {
-                at += 1;
-            }
-            if at == order_ids.len() {
-                return Err(PatchError::invalid(
-                    loc,
-                    format!(
-                        "the patch's item {} of {field} is missing from `$setElementOrder/{field}` or out of its order",
-                        label(&id)
-                    ),
-                ));
-            }
-            at += 1;
+            let ident: Ident = Box::new(move |v: &Value| v.get(key).filter(|k| !k.is_null()).cloned());
+            Ok(Some((ident, ids)))
         }
     }
-    let Some(Value::Array(list)) = out.get_mut(field) else {
-        return Ok(());
-    };
-    let before_ids: Vec<Option<Value>> = before.iter().map(&ident).collect();
-    let current = std::mem::take(list);
-    *list = interleave(
-        current,
-        |v| ident(v).and_then(|id| position(&order_ids, &id)),
-        |v| ident(v).and_then(|id| before_ids.iter().position(|b| b.as_ref().is_some_and(|b| same(b, &id)))),
-    );
+}
+
+/// The items the patch sends must appear in the order list, in the same order (items that
+/// are directives, such as deletions, do not count).
+fn check_patch_order(items: &[Value], ident: &Ident, order_ids: &[Value], field: &str, loc: &Loc) -> Result<(), PatchError> {
+    let mut at = 0;
+    for item in items {
+        if item.get(PATCH).is_some() {
+            continue;
+        }
+        let Some(id) = ident(item) else { continue };
+        while at < order_ids.len() && !same(&order_ids[at], &id) {
+            at += 1;
+        }
+        if at == order_ids.len() {
+            return Err(PatchError::invalid(
+                loc,
+                format!(
+                    "the patch's item {} of {field} is missing from `$setElementOrder/{field}` or out of its order",
+                    label(&id)
+                ),
+            ));
+        }
+        at += 1;
+    }
     Ok(())
 }
 
