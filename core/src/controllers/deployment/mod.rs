@@ -180,10 +180,10 @@ impl Reconciler for DeploymentController {
         let Some(d) = self.ctx.caches.deployments.get(key) else {
             return Ok(Action::await_change());
         };
-        let mut sync = Sync {
-            c: self,
-            d: (*d).clone(),
-            rss: Vec::new(),
+        let mut sync = DeploymentSync {
+            controller: self,
+            deployment: (*d).clone(),
+            replicasets: Vec::new(),
         };
         sync.run().await
     }
@@ -191,19 +191,22 @@ impl Reconciler for DeploymentController {
 
 /// The state of one reconcile of one Deployment: the Deployment and its ReplicaSets as
 /// this reconcile last wrote or read them.
-struct Sync<'a> {
-    c: &'a DeploymentController,
-    d: Value,
-    rss: Vec<Value>,
+struct DeploymentSync<'a> {
+    /// The controller: its client, caches, event recorder and owner indexes.
+    controller: &'a DeploymentController,
+    /// The Deployment, as this reconcile last read or wrote it.
+    deployment: Value,
+    /// Its ReplicaSets (claimed at the start), as this reconcile last read or wrote them.
+    replicasets: Vec<Value>,
 }
 
-impl Sync<'_> {
+impl DeploymentSync<'_> {
     fn ns(&self) -> String {
-        objects::namespace(&self.d).unwrap_or("default").to_string()
+        objects::namespace(&self.deployment).unwrap_or("default").to_string()
     }
 
     fn name(&self) -> String {
-        name_of(&self.d).to_string()
+        name_of(&self.deployment).to_string()
     }
 
     fn err(&self, what: impl std::fmt::Display) -> ReconcileError {
@@ -211,34 +214,38 @@ impl Sync<'_> {
     }
 
     fn surge(&self) -> Result<i64, ReconcileError> {
-        max_surge(&self.d).map_err(|e| self.err(e))
+        max_surge(&self.deployment).map_err(|e| self.err(e))
     }
 
     fn unavailable(&self) -> Result<i64, ReconcileError> {
-        max_unavailable(&self.d).map_err(|e| self.err(e))
+        max_unavailable(&self.deployment).map_err(|e| self.err(e))
     }
 
     fn event(&self, kind: EventType, reason: &str, message: String) {
-        record_event(&self.c.ctx.recorder, &self.d, kind, reason, message);
+        record_event(&self.controller.ctx.recorder, &self.deployment, kind, reason, message);
     }
 
     /// Replace our copy of a ReplicaSet after writing it.
     fn remember(&mut self, rs: Value) {
         let uid = uid_of(&rs).to_string();
-        match self.rss.iter_mut().find(|r| uid_of(r) == uid) {
+        match self.replicasets.iter_mut().find(|r| uid_of(r) == uid) {
             Some(slot) => *slot = rs,
-            None => self.rss.push(rs),
+            None => self.replicasets.push(rs),
         }
     }
 
     fn by_uid(&self, uid: &str) -> Option<Value> {
-        self.rss.iter().find(|r| uid_of(r) == uid).cloned()
+        self.replicasets.iter().find(|r| uid_of(r) == uid).cloned()
     }
 
     /// The new ReplicaSet (template equal to the Deployment's, the oldest such) and the others.
     fn new_and_old(&self) -> (Option<Value>, Vec<Value>) {
-        let template = self.d.pointer("/spec/template").cloned().unwrap_or(Value::Null);
-        let mut sorted = self.rss.clone();
+        let template = self
+            .deployment
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut sorted = self.replicasets.clone();
         sorted.sort_by(by_creation);
         let pos = sorted.iter().position(|rs| {
             rs.pointer("/spec/template")
@@ -250,8 +257,12 @@ impl Sync<'_> {
 
     async fn run(&mut self) -> Result<Action, ReconcileError> {
         let ns = self.ns();
-        let uid = uid_of(&self.d).to_string();
-        let selector = self.d.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+        let uid = uid_of(&self.deployment).to_string();
+        let selector = self
+            .deployment
+            .pointer("/spec/selector")
+            .cloned()
+            .unwrap_or(Value::Null);
         if selector.as_object().is_some_and(|s| {
             s.values().all(|v| {
                 v.is_null() || v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty)
@@ -265,26 +276,33 @@ impl Sync<'_> {
             return Ok(Action::await_change());
         }
         // Claim ReplicaSets: owned ones plus adoptable orphans of the namespace.
-        let mut keys = self.c.replicasets.owned_by(&uid);
-        keys.extend(self.c.replicasets.orphans_in(&ns));
+        let mut keys = self.controller.replicasets.owned_by(&uid);
+        keys.extend(self.controller.replicasets.orphans_in(&ns));
         let candidates: Vec<Arc<Value>> = keys
             .iter()
-            .filter_map(|k| self.c.ctx.caches.replicasets.get(k))
+            .filter_map(|k| self.controller.ctx.caches.replicasets.get(k))
             .collect();
-        let owned = claim(&self.c.ctx.client, rs_info(), &self.d, "Deployment", candidates).await?;
-        self.rss = owned.iter().map(|r| (**r).clone()).collect();
+        let owned = claim(
+            &self.controller.ctx.client,
+            rs_info(),
+            &self.deployment,
+            "Deployment",
+            candidates,
+        )
+        .await?;
+        self.replicasets = owned.iter().map(|r| (**r).clone()).collect();
 
-        if objects::deletion_timestamp(&self.d).is_some() {
+        if objects::deletion_timestamp(&self.deployment).is_some() {
             let (new, _) = self.new_and_old();
             self.sync_status(new.as_ref(), false).await?;
             return Ok(Action::await_change());
         }
         self.check_paused_condition();
-        let paused = self.d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+        let paused = self.deployment.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
         if paused || self.is_scaling_event().await? {
             return self.sync(paused).await;
         }
-        if self.d.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate") {
+        if self.deployment.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate") {
             self.rollout_recreate().await
         } else {
             self.rollout_rolling().await

@@ -20,7 +20,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::Sync;
+use super::DeploymentSync;
 use super::util::{d_replicas, has_progress_deadline, name_of};
 use crate::controllers::replicaset::{int_at, parse_time};
 
@@ -129,18 +129,19 @@ pub(super) fn deployment_timed_out(d: &Value, status: &Value) -> bool {
     from + chrono::Duration::seconds(deadline) < Utc::now()
 }
 
-impl Sync<'_> {
+impl DeploymentSync<'_> {
     /// When to look again at a rollout still in progress: when its deadline would pass
     /// (`requeueStuckDeployment`). `None` for a complete or timed-out rollout, or one
     /// without a deadline.
     pub(super) fn requeue_stuck(&self, status: &Value) -> Option<Duration> {
-        if has_progress_deadline(&self.d)
-            && !deployment_complete(&self.d, status)
+        if has_progress_deadline(&self.deployment)
+            && !deployment_complete(&self.deployment, status)
             && let Some(cond) = condition(status, "Progressing")
             && cond.get("reason").and_then(Value::as_str) != Some(TIMED_OUT)
             && let Some(from) = parse_time(&cond, "/lastUpdateTime")
         {
-            let deadline = from + chrono::Duration::seconds(int_at(&self.d, "/spec/progressDeadlineSeconds", 600));
+            let deadline =
+                from + chrono::Duration::seconds(int_at(&self.deployment, "/spec/progressDeadlineSeconds", 600));
             let left = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             return Some(left + Duration::from_secs(1));
         }
@@ -149,7 +150,7 @@ impl Sync<'_> {
 
     /// The Progressing condition and ReplicaFailure (`syncRolloutStatus`).
     pub(super) fn progressing(&self, new: Option<&Value>, status: &mut Value) {
-        let d = &self.d;
+        let d = &self.deployment;
         if !has_progress_deadline(d) {
             remove_condition(status, "Progressing");
         }
@@ -188,7 +189,7 @@ impl Sync<'_> {
             }
         }
         // Copy a ReplicaSet's ReplicaFailure up, or clear it when none is left.
-        let failure = self.rss.iter().find_map(|rs| {
+        let failure = self.replicasets.iter().find_map(|rs| {
             rs.pointer("/status/conditions")
                 .and_then(Value::as_array)?
                 .iter()

@@ -8,12 +8,12 @@
 
 use serde_json::{Value, json};
 
-use super::Sync;
+use super::DeploymentSync;
 use super::progress::deployment_complete;
 use super::util::{d_replicas, spec_replicas, status_replicas, uid_of};
 use crate::controllers::runtime::{Action, ReconcileError};
 
-impl Sync<'_> {
+impl DeploymentSync<'_> {
     /// Recreate (`rolloutRecreate`): old to 0, wait for their pods to be gone, then new.
     pub(super) async fn rollout_recreate(&mut self) -> Result<Action, ReconcileError> {
         let (new, old) = self.get_all_and_sync_revision(false).await?;
@@ -35,12 +35,12 @@ impl Sync<'_> {
                 (None, _) => return Err(self.err("no new ReplicaSet after creating one")),
             },
         };
-        let want = d_replicas(&self.d);
+        let want = d_replicas(&self.deployment);
         if spec_replicas(&new) != want {
             self.scale_rs(&new, want).await?;
         }
-        let status = self.d.get("status").cloned().unwrap_or_else(|| json!({}));
-        if deployment_complete(&self.d, &status) {
+        let status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
+        if deployment_complete(&self.deployment, &status) {
             self.cleanup(&old).await?;
         }
         let (new, _) = self.refreshed(Some(&new), &old);
@@ -53,11 +53,11 @@ impl Sync<'_> {
             return true;
         }
         let new_uid = new.map(uid_of);
-        self.rss
+        self.replicasets
             .iter()
             .filter(|rs| Some(uid_of(rs)) != new_uid)
-            .flat_map(|rs| self.c.pods.owned_by(uid_of(rs)))
-            .filter_map(|k| self.c.ctx.caches.pods.get(&k))
+            .flat_map(|rs| self.controller.pods.owned_by(uid_of(rs)))
+            .filter_map(|k| self.controller.ctx.caches.pods.get(&k))
             .any(|p| {
                 !matches!(
                     p.pointer("/status/phase").and_then(Value::as_str),

@@ -14,12 +14,12 @@
 
 use serde_json::{Value, json};
 
-use super::Sync;
+use super::DeploymentSync;
 use super::progress::deployment_complete;
 use super::util::{available_replicas, by_creation, d_replicas, spec_replicas};
 use crate::controllers::runtime::{Action, ReconcileError};
 
-impl Sync<'_> {
+impl DeploymentSync<'_> {
     /// RollingUpdate (`rolloutRolling`).
     pub(super) async fn rollout_rolling(&mut self) -> Result<Action, ReconcileError> {
         let (new, old) = self.get_all_and_sync_revision(true).await?;
@@ -40,8 +40,8 @@ impl Sync<'_> {
             let (new, _) = self.refreshed(Some(&new), &old);
             return self.sync_status(new.as_ref(), true).await;
         }
-        let status = self.d.get("status").cloned().unwrap_or_else(|| json!({}));
-        if deployment_complete(&self.d, &status) {
+        let status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
+        if deployment_complete(&self.deployment, &status) {
             self.cleanup(&old).await?;
         }
         self.sync_status(Some(&new), true).await
@@ -49,7 +49,7 @@ impl Sync<'_> {
 
     /// `reconcileNewReplicaSet`.
     pub(super) async fn reconcile_new_rs(&mut self, new: &Value, old: &[Value]) -> Result<bool, ReconcileError> {
-        let want = d_replicas(&self.d);
+        let want = d_replicas(&self.deployment);
         let have = spec_replicas(new);
         if have == want {
             return Ok(false);
@@ -70,7 +70,7 @@ impl Sync<'_> {
             return Ok(false);
         }
         let all_count = old_count + spec_replicas(new);
-        let min_available = d_replicas(&self.d) - self.unavailable()?;
+        let min_available = d_replicas(&self.deployment) - self.unavailable()?;
         let new_unavailable = spec_replicas(new) - available_replicas(new);
         let max_scaled_down = all_count - min_available - new_unavailable;
         if max_scaled_down <= 0 {

@@ -20,7 +20,7 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value, json};
 use tracing::{Instrument, info_span};
 
-use super::Sync;
+use super::DeploymentSync;
 use super::progress::{
     FAILED_RS_CREATE, FOUND_NEW_RS, NEW_RS_CREATED, PAUSED, RESUMED, condition, new_condition, set_condition,
 };
@@ -57,18 +57,18 @@ pub(super) fn paused_status(d: &Value) -> Option<Value> {
     Some(status)
 }
 
-impl Sync<'_> {
+impl DeploymentSync<'_> {
     /// `checkPausedConditions`: mark a paused (or resumed) Deployment in `Progressing`.
     pub(super) fn check_paused_condition(&mut self) {
-        if let Some(status) = paused_status(&self.d) {
-            self.d["status"] = status;
+        if let Some(status) = paused_status(&self.deployment) {
+            self.deployment["status"] = status;
         }
     }
 
     /// Is this reconcile only about `spec.replicas` (`isScalingEvent`)?
     pub(super) async fn is_scaling_event(&mut self) -> Result<bool, ReconcileError> {
         let (new, old) = self.get_all_and_sync_revision(false).await?;
-        let want = d_replicas(&self.d).to_string();
+        let want = d_replicas(&self.deployment).to_string();
         Ok(new
             .iter()
             .chain(old.iter())
@@ -87,8 +87,12 @@ impl Sync<'_> {
         let surge = self.surge()?;
         if let Some(existing) = existing {
             let mut copy = existing.clone();
-            let annotations_changed = set_new_rs_annotations(&self.d, &mut copy, new_revision, true, surge);
-            let min_ready = self.d.pointer("/spec/minReadySeconds").cloned().unwrap_or(json!(0));
+            let annotations_changed = set_new_rs_annotations(&self.deployment, &mut copy, new_revision, true, surge);
+            let min_ready = self
+                .deployment
+                .pointer("/spec/minReadySeconds")
+                .cloned()
+                .unwrap_or(json!(0));
             let min_ready_changed = copy.pointer("/spec/minReadySeconds").cloned().unwrap_or(json!(0)) != min_ready;
             if annotations_changed || min_ready_changed {
                 copy["spec"]["minReadySeconds"] = min_ready;
@@ -98,11 +102,11 @@ impl Sync<'_> {
             }
             let rev = annotation(&copy, REVISION_ANNOTATION).unwrap_or("").to_string();
             self.set_deployment_revision(&rev).await?;
-            let mut status = self.d.get("status").cloned().unwrap_or_else(|| json!({}));
-            if has_progress_deadline(&self.d) && condition(&status, "Progressing").is_none() {
+            let mut status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
+            if has_progress_deadline(&self.deployment) && condition(&status, "Progressing").is_none() {
                 let msg = format!("Found new replica set \"{}\"", name_of(&copy));
                 set_condition(&mut status, new_condition("Progressing", "True", FOUND_NEW_RS, msg));
-                self.d["status"] = status;
+                self.deployment["status"] = status;
             }
             return Ok((Some(copy), old));
         }
@@ -115,22 +119,22 @@ impl Sync<'_> {
 
     /// Set the Deployment's revision annotation (a metadata-only write, no new generation).
     pub(super) async fn set_deployment_revision(&mut self, rev: &str) -> Result<(), ReconcileError> {
-        if rev.is_empty() || annotation(&self.d, REVISION_ANNOTATION) == Some(rev) {
+        if rev.is_empty() || annotation(&self.deployment, REVISION_ANNOTATION) == Some(rev) {
             return Ok(());
         }
         let patch = json!({"metadata": {"annotations": {REVISION_ANNOTATION: rev}}});
-        let status = self.d.get("status").cloned();
+        let status = self.deployment.get("status").cloned();
         let updated = self
-            .c
+            .controller
             .ctx
             .client
             .merge_patch(deploy_info(), Some(&self.ns()), &self.name(), None, &patch)
             .await
             .map_err(|e| self.err(format!("could not record revision {rev}: {e}")))?;
-        self.d = updated;
+        self.deployment = updated;
         // Keep the status this reconcile has been preparing (conditions set above).
         if let Some(s) = status {
-            self.d["status"] = s;
+            self.deployment["status"] = s;
         }
         Ok(())
     }
@@ -143,8 +147,15 @@ impl Sync<'_> {
     ) -> Result<Value, ReconcileError> {
         let ns = self.ns();
         let d_name = self.name();
-        let template = self.d.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
-        let collision = self.d.pointer("/status/collisionCount").and_then(Value::as_i64);
+        let template = self
+            .deployment
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let collision = self
+            .deployment
+            .pointer("/status/collisionCount")
+            .and_then(Value::as_i64);
         let hash = pod_template_hash(&template, collision);
         let rs_name = format!("{d_name}-{hash}");
         let mut new_template = template.clone();
@@ -155,7 +166,11 @@ impl Sync<'_> {
             }
             labels[POD_TEMPLATE_HASH_LABEL] = json!(hash);
         }
-        let mut selector = self.d.pointer("/spec/selector").cloned().unwrap_or_else(|| json!({}));
+        let mut selector = self
+            .deployment
+            .pointer("/spec/selector")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         if let Some(sel) = selector.as_object_mut() {
             let ml = sel.entry("matchLabels").or_insert_with(|| json!({}));
             if !ml.is_object() {
@@ -174,11 +189,11 @@ impl Sync<'_> {
                 "name": rs_name,
                 "namespace": ns,
                 "labels": labels,
-                "ownerReferences": [controller_ref(&self.d, "Deployment")],
+                "ownerReferences": [controller_ref(&self.deployment, "Deployment")],
             },
             "spec": {
                 "replicas": 0,
-                "minReadySeconds": self.d.pointer("/spec/minReadySeconds").cloned().unwrap_or(json!(0)),
+                "minReadySeconds": self.deployment.pointer("/spec/minReadySeconds").cloned().unwrap_or(json!(0)),
                 "selector": selector,
                 "template": new_template,
             },
@@ -187,7 +202,7 @@ impl Sync<'_> {
         all.push(rs.clone());
         let replicas = self.new_rs_new_replicas(&all, &rs)?;
         rs["spec"]["replicas"] = json!(replicas);
-        set_new_rs_annotations(&self.d, &mut rs, new_revision, false, surge);
+        set_new_rs_annotations(&self.deployment, &mut rs, new_revision, false, surge);
 
         let span = info_span!(
             "controller.create_replicaset",
@@ -206,7 +221,7 @@ impl Sync<'_> {
             if let Some(tp) = kulisse_traces::propagation::traceparent_of_current() {
                 set_annotation(&mut rs, TRACEPARENT_ANNOTATION, tp);
             }
-            self.c.ctx.client.create(rs_info(), Some(&ns), &rs).await
+            self.controller.ctx.client.create(rs_info(), Some(&ns), &rs).await
         }
         .instrument(span.clone())
         .await;
@@ -215,11 +230,11 @@ impl Sync<'_> {
             Err(e) if e.code() == Some(409) => {
                 // A slow cache, or a hash collision with someone else's ReplicaSet.
                 let key = format!("{ns}/{rs_name}");
-                let existing = match self.c.ctx.caches.replicasets.get(&key) {
+                let existing = match self.controller.ctx.caches.replicasets.get(&key) {
                     Some(r) => (*r).clone(),
-                    None => self.c.ctx.client.get(rs_info(), Some(&ns), &rs_name).await?,
+                    None => self.controller.ctx.client.get(rs_info(), Some(&ns), &rs_name).await?,
                 };
-                let ours = objects::controller_uid(&existing) == objects::uid(&self.d)
+                let ours = objects::controller_uid(&existing) == objects::uid(&self.deployment)
                     && existing
                         .pointer("/spec/template")
                         .is_some_and(|t| equal_ignore_hash(t, &template));
@@ -228,7 +243,7 @@ impl Sync<'_> {
                 } else {
                     span_error(&span, &e);
                     let count = collision.unwrap_or(0) + 1;
-                    let mut status = self.d.get("status").cloned().unwrap_or_else(|| json!({}));
+                    let mut status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
                     status["collisionCount"] = json!(count);
                     let _ = self.put_status(status).await;
                     return Err(self.err(format!(
@@ -240,8 +255,8 @@ impl Sync<'_> {
             Err(e) => {
                 span_error(&span, &e);
                 let msg = format!("Failed to create new replica set \"{rs_name}\": {e}");
-                if has_progress_deadline(&self.d) {
-                    let mut status = self.d.get("status").cloned().unwrap_or_else(|| json!({}));
+                if has_progress_deadline(&self.deployment) {
+                    let mut status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
                     set_condition(
                         &mut status,
                         new_condition("Progressing", "False", FAILED_RS_CREATE, msg.clone()),
@@ -261,19 +276,19 @@ impl Sync<'_> {
         }
         self.remember(created.clone());
         self.set_deployment_revision(&new_revision.to_string()).await?;
-        if !already_existed && has_progress_deadline(&self.d) {
-            let mut status = self.d.get("status").cloned().unwrap_or_else(|| json!({}));
+        if !already_existed && has_progress_deadline(&self.deployment) {
+            let mut status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
             let msg = format!("Created new replica set \"{rs_name}\"");
             set_condition(&mut status, new_condition("Progressing", "True", NEW_RS_CREATED, msg));
-            self.d["status"] = status;
+            self.deployment["status"] = status;
         }
         Ok(created)
     }
 
     /// How big the new ReplicaSet may be now (`NewRSNewReplicas`).
     pub(super) fn new_rs_new_replicas(&self, all: &[Value], new: &Value) -> Result<i64, ReconcileError> {
-        let want = d_replicas(&self.d);
-        if !is_rolling(&self.d) {
+        let want = d_replicas(&self.deployment);
+        if !is_rolling(&self.deployment) {
             return Ok(want);
         }
         let current: i64 = all.iter().map(spec_replicas).sum();
@@ -317,7 +332,7 @@ impl Sync<'_> {
             rs_span!("controller.update_replicaset")
         };
         let result = self
-            .c
+            .controller
             .ctx
             .client
             .replace(rs_info(), Some(&ns), &name, None, &rs)
@@ -333,7 +348,7 @@ impl Sync<'_> {
     /// whether the size changed.
     pub(super) async fn scale_rs(&mut self, rs: &Value, to: i64) -> Result<bool, ReconcileError> {
         let from = spec_replicas(rs);
-        let want = d_replicas(&self.d);
+        let want = d_replicas(&self.deployment);
         let max = want + self.surge()?;
         let mut copy = rs.clone();
         let annotations_changed = set_replicas_annotations(&mut copy, want, max);
@@ -378,7 +393,7 @@ impl Sync<'_> {
     /// a saturated new RS means the old ones go to 0; otherwise, during a rolling update,
     /// spread the difference proportionally.
     pub(super) async fn scale(&mut self, new: Option<&Value>, old: &[Value]) -> Result<(), ReconcileError> {
-        let want = d_replicas(&self.d);
+        let want = d_replicas(&self.deployment);
         // FindActiveOrLatest
         let mut old_sorted = old.to_vec();
         old_sorted.sort_by(|a, b| by_creation(b, a));
@@ -408,7 +423,7 @@ impl Sync<'_> {
             }
             return Ok(());
         }
-        if !is_rolling(&self.d) {
+        if !is_rolling(&self.deployment) {
             return Ok(());
         }
         let surge = self.surge()?;
@@ -430,7 +445,7 @@ impl Sync<'_> {
         let mut sizes = Vec::new();
         for rs in &all {
             if to_add != 0 {
-                let p = proportion(&self.d, rs, to_add, added, want + surge);
+                let p = proportion(&self.deployment, rs, to_add, added, want + surge);
                 sizes.push(spec_replicas(rs) + p);
                 added += p;
             } else {
@@ -450,7 +465,11 @@ impl Sync<'_> {
 
     /// Delete old ReplicaSets at 0 beyond `revisionHistoryLimit` (`cleanupDeployment`).
     pub(super) async fn cleanup(&mut self, old: &[Value]) -> Result<(), ReconcileError> {
-        let Some(limit) = self.d.pointer("/spec/revisionHistoryLimit").and_then(Value::as_i64) else {
+        let Some(limit) = self
+            .deployment
+            .pointer("/spec/revisionHistoryLimit")
+            .and_then(Value::as_i64)
+        else {
             return Ok(());
         };
         let mut cleanable: Vec<&Value> = old
@@ -483,7 +502,7 @@ impl Sync<'_> {
                 "otel.status_description" = tracing::field::Empty,
             );
             match self
-                .c
+                .controller
                 .ctx
                 .client
                 .delete(rs_info(), Some(&ns), name, None)
@@ -503,8 +522,8 @@ impl Sync<'_> {
 
     /// The status from the ReplicaSets (`calculateStatus`).
     pub(super) fn calculate_status(&self, new: Option<&Value>) -> Result<Value, ReconcileError> {
-        let d = &self.d;
-        let all = &self.rss;
+        let d = &self.deployment;
+        let all = &self.replicasets;
         let available: i64 = all.iter().map(|r| int_at(r, "/status/availableReplicas", 0)).sum();
         let total: i64 = all.iter().map(spec_replicas).sum();
         let unavailable = (total - available).max(0);
@@ -557,14 +576,14 @@ impl Sync<'_> {
             // once, as upstream's status updaters do, instead of failing the whole reconcile.
             Err(StatusError::Conflict) => {
                 let fresh = self
-                    .c
+                    .controller
                     .ctx
                     .client
                     .get(deploy_info(), Some(&self.ns()), &self.name())
                     .await;
                 match fresh {
                     Ok(fresh) => {
-                        self.d = fresh;
+                        self.deployment = fresh;
                         self.try_sync_status(new, rollout)
                             .await
                             .map_err(|e| e.into_reconcile(self))
@@ -585,7 +604,7 @@ impl Sync<'_> {
             // A rollout in progress: look again when its deadline would pass.
             requeue = self.requeue_stuck(&status);
         }
-        if self.d.get("status") != Some(&status) {
+        if self.deployment.get("status") != Some(&status) {
             self.put_status(status).await?;
         }
         Ok(match requeue {
@@ -604,16 +623,16 @@ impl Sync<'_> {
             "k8s.kind" = "Deployment",
             "k8s.namespace" = ns.as_str(),
             "k8s.name" = name.as_str(),
-            "controller.replicas.desired" = d_replicas(&self.d),
+            "controller.replicas.desired" = d_replicas(&self.deployment),
             "controller.replicas.updated" = int_at(&status, "/updatedReplicas", 0),
             "controller.replicas.available" = int_at(&status, "/availableReplicas", 0),
             "otel.status_code" = tracing::field::Empty,
             "otel.status_description" = tracing::field::Empty,
         );
-        let mut obj = self.d.clone();
+        let mut obj = self.deployment.clone();
         obj["status"] = status;
         let result: Result<Value, ClientError> = self
-            .c
+            .controller
             .ctx
             .client
             .replace(deploy_info(), Some(&ns), &name, Some("status"), &obj)
@@ -621,7 +640,7 @@ impl Sync<'_> {
             .await;
         match result {
             Ok(updated) => {
-                self.d = updated;
+                self.deployment = updated;
                 Ok(())
             }
             Err(e) if e.code() == Some(404) => Ok(()),
@@ -649,7 +668,7 @@ enum StatusError {
 }
 
 impl StatusError {
-    fn into_reconcile(self, sync: &Sync<'_>) -> ReconcileError {
+    fn into_reconcile(self, sync: &DeploymentSync<'_>) -> ReconcileError {
         match self {
             StatusError::Conflict => sync.err(
                 "could not update the status: the Deployment kept changing while it was being written; will retry",
