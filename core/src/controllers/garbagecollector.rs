@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use tracing::{Instrument, info_span};
 
-use super::runtime::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue, traceparent_of};
+use super::reconciler::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue, traceparent_of};
 use super::{Ctx, SharedInformers};
 use crate::client::informer::{Cache, InformerEvent, key_of};
 use crate::objects::{self, ResourceInfo};

@@ -40,7 +40,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tracing::{Instrument, info_span};
 
-use super::runtime::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue};
+use super::reconciler::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue};
 use super::{Caches, Ctx, Options, SharedInformers};
 use crate::client::ClientError;
 use crate::client::informer::{InformerEvent, key_of};
@@ -326,7 +326,7 @@ pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<NodeLifecyc
                 _ => true,
             };
             if relevant {
-                super::runtime::enqueue_own(&queue, ev);
+                super::reconciler::enqueue_own(&queue, ev);
             }
         });
     }
@@ -363,7 +363,7 @@ pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<NodeLifecyc
                         .any(|t| t.get("key").and_then(Value::as_str) == Some(TAINT_UNREACHABLE))
                 })
             {
-                super::runtime::enqueue_related(&queue, name, "Lease", lease);
+                super::reconciler::enqueue_related(&queue, name, "Lease", lease);
             }
         });
     }

@@ -31,7 +31,7 @@
 //! Events as upstream: `SuccessfulCreate` (`Created pod: web-7d4b9-x2kqj`),
 //! `SuccessfulDelete`, `FailedCreate`, `FailedDelete`. Every write runs in its own span
 //! (`controller.create_pod`, `controller.delete_pod`, `controller.adopt`,
-//! `controller.release`, `controller.update_status`) under the runtime's
+//! `controller.release`, `controller.update_status`) under the reconcile loop's
 //! `controller.reconcile` span, and each pod created carries the `kulisse.dev/traceparent`
 //! annotation of its `controller.create_pod` span, so the scheduler and the kubelet continue
 //! the same trace.
@@ -45,7 +45,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use tracing::{Instrument, info_span};
 
-use super::runtime::{
+use super::reconciler::{
     Action, Queue, ReconcileError, ReconcileReason, Reconciler, TRACEPARENT_ANNOTATION, enqueue_own, enqueue_related,
     namespace_terminating, new_queue,
 };

@@ -60,7 +60,7 @@ use tracing::{Instrument, Span, info_span};
 
 use crate::client::Client;
 use crate::client::informer::{Cache, Informer, InformerEvent, key_of};
-use crate::controllers::runtime::traceparent_of;
+use crate::controllers::reconciler::traceparent_of;
 use crate::events::{EventRecorder, EventType};
 use crate::objects;
 use cache::{PodInfo, PodUsage, SchedulerCache};
@@ -228,7 +228,7 @@ fn priority_of(pod: &Value) -> i32 {
 fn scheduling_relevant_change(old: &Value, new: &Value) -> bool {
     let annotations = |v: &Value| {
         let mut a = objects::annotations(v);
-        a.remove(crate::controllers::runtime::TRACEPARENT_ANNOTATION);
+        a.remove(crate::controllers::reconciler::TRACEPARENT_ANNOTATION);
         a
     };
     old.get("spec") != new.get("spec")

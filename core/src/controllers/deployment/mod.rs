@@ -70,10 +70,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::replicaset::{OwnerIndex, claim, controller_of, record_event};
-use super::runtime::{
+use super::reconciler::{
     Action, Queue, ReconcileError, ReconcileReason, Reconciler, enqueue_own, enqueue_related, new_queue,
 };
+use super::replicaset::{OwnerIndex, claim, controller_of, record_event};
 use super::{Ctx, SharedInformers};
 use crate::client::informer::{InformerEvent, key_of};
 use crate::events::EventType;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::DeploymentSync;
 use super::progress::deployment_complete;
 use super::util::{d_replicas, spec_replicas, status_replicas, uid_of};
-use crate::controllers::runtime::{Action, ReconcileError};
+use crate::controllers::reconciler::{Action, ReconcileError};
 
 impl DeploymentSync<'_> {
     /// Recreate (`rolloutRecreate`): old to 0, wait for their pods to be gone, then new.

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::DeploymentSync;
 use super::progress::deployment_complete;
 use super::util::{available_replicas, by_creation, d_replicas, spec_replicas};
-use crate::controllers::runtime::{Action, ReconcileError};
+use crate::controllers::reconciler::{Action, ReconcileError};
 
 impl DeploymentSync<'_> {
     /// RollingUpdate (`rolloutRolling`).

@@ -31,8 +31,8 @@ use super::util::{
     status_replicas, uid_of,
 };
 use crate::client::ClientError;
+use crate::controllers::reconciler::{Action, ReconcileError, TRACEPARENT_ANNOTATION};
 use crate::controllers::replicaset::{controller_ref, int_at, span_error};
-use crate::controllers::runtime::{Action, ReconcileError, TRACEPARENT_ANNOTATION};
 use crate::events::EventType;
 use crate::objects;
 

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::controllers::reconciler::TRACEPARENT_ANNOTATION;
 use crate::controllers::replicaset::{int_at, parse_time, resource};
-use crate::controllers::runtime::TRACEPARENT_ANNOTATION;
 use crate::objects::{self, ResourceInfo};
 
 /// The label that tells the ReplicaSets (and pods) of one Deployment apart.
