@@ -49,15 +49,16 @@
 //!
 //! ## Files, as upstream cuts `pkg/controller/deployment`
 //!
-//! - this file (`deployment_controller.go`): the controller, its informer handlers, and
-//!   `syncDeployment`: claim the ReplicaSets, then scale, roll out or only write status;
-//! - [`sync`] (`sync.go`): find or create the new ReplicaSet, revisions, scaling, history
+//! - `mod.rs`, this file (`deployment_controller.go`): the controller, its informer
+//!   handlers, and `syncDeployment`: claim the ReplicaSets, then scale, roll out or only
+//!   write status;
+//! - `sync.rs` (`sync.go`): find or create the new ReplicaSet, revisions, scaling, history
 //!   cleanup, the status and every write;
-//! - [`rolling`] (`rolling.go`): the RollingUpdate strategy;
-//! - [`recreate`] (`recreate.go`): the Recreate strategy;
-//! - [`progress`] (`progress.go` and the condition helpers of `deploymentutil`): the
+//! - `rolling.rs` (`rolling.go`): the RollingUpdate strategy;
+//! - `recreate.rs` (`recreate.go`): the Recreate strategy;
+//! - `progress.rs` (`progress.go` and the condition helpers of `deploymentutil`): the
 //!   `Progressing`/`Available` conditions, complete, progressing, timed out;
-//! - [`util`] (`util/deployment_util.go`, `controller.ComputeHash`): pod-template-hash,
+//! - `util.rs` (`util/deployment_util.go`, `controller.ComputeHash`): pod-template-hash,
 //!   maxSurge/maxUnavailable, annotations, small getters.
 
 mod progress;

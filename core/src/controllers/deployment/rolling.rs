@@ -77,11 +77,22 @@ impl DeploymentSync<'_> {
             return Ok(false);
         }
         // First drop old pods that are not available anyway: they cost no availability.
+        let cleaned = self.cleanup_unhealthy_replicas(old, max_scaled_down).await?;
+        // Then scale down available old pods, keeping at least minAvailable available.
+        let scaled = self
+            .scale_down_old_rss_for_rolling_update(new, old, min_available)
+            .await?;
+        Ok(cleaned + scaled > 0)
+    }
+
+    /// Scale old ReplicaSets down by their pods that are not available, oldest first, at
+    /// most `max_cleanup` pods in all (`cleanupUnhealthyReplicas`). Returns how many.
+    async fn cleanup_unhealthy_replicas(&mut self, old: &[Value], max_cleanup: i64) -> Result<i64, ReconcileError> {
         let mut old_sorted: Vec<Value> = old.to_vec();
         old_sorted.sort_by(by_creation);
         let mut cleaned = 0;
         for rs in &old_sorted {
-            if cleaned >= max_scaled_down {
+            if cleaned >= max_cleanup {
                 break;
             }
             let size = spec_replicas(rs);
@@ -89,11 +100,21 @@ impl DeploymentSync<'_> {
             if size == 0 || size == avail {
                 continue;
             }
-            let down = (max_scaled_down - cleaned).min(size - avail);
+            let down = (max_cleanup - cleaned).min(size - avail);
             self.scale_rs(rs, size - down).await?;
             cleaned += down;
         }
-        // Then scale down available old pods, keeping at least minAvailable available.
+        Ok(cleaned)
+    }
+
+    /// Scale old ReplicaSets down, oldest first, as far as the available pods above
+    /// `min_available` allow (`scaleDownOldReplicaSetsForRollingUpdate`). Returns how many.
+    async fn scale_down_old_rss_for_rolling_update(
+        &mut self,
+        new: &Value,
+        old: &[Value],
+        min_available: i64,
+    ) -> Result<i64, ReconcileError> {
         let (new, old) = self.refreshed(Some(new), old);
         let mut all = old.clone();
         all.extend(new);
@@ -116,6 +137,6 @@ impl DeploymentSync<'_> {
                 scaled += down;
             }
         }
-        Ok(cleaned + scaled > 0)
+        Ok(scaled)
     }
 }

@@ -139,6 +139,9 @@ impl DeploymentSync<'_> {
         Ok(())
     }
 
+    /// Create the new ReplicaSet for the Deployment's template (the creating half of
+    /// `getNewReplicaSet`), record its revision on the Deployment and `Progressing` as
+    /// `NewReplicaSetCreated`.
     pub(super) async fn create_new_rs(
         &mut self,
         old: &[Value],
@@ -158,46 +161,7 @@ impl DeploymentSync<'_> {
             .and_then(Value::as_i64);
         let hash = pod_template_hash(&template, collision);
         let rs_name = format!("{d_name}-{hash}");
-        let mut new_template = template.clone();
-        if let Some(meta) = objects::meta_mut(&mut new_template) {
-            let labels = meta.entry("labels").or_insert_with(|| json!({}));
-            if !labels.is_object() {
-                *labels = json!({});
-            }
-            labels[POD_TEMPLATE_HASH_LABEL] = json!(hash);
-        }
-        let mut selector = self
-            .deployment
-            .pointer("/spec/selector")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        if let Some(sel) = selector.as_object_mut() {
-            let ml = sel.entry("matchLabels").or_insert_with(|| json!({}));
-            if !ml.is_object() {
-                *ml = json!({});
-            }
-            ml[POD_TEMPLATE_HASH_LABEL] = json!(hash);
-        }
-        let labels = new_template
-            .pointer("/metadata/labels")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let mut rs = json!({
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "metadata": {
-                "name": rs_name,
-                "namespace": ns,
-                "labels": labels,
-                "ownerReferences": [controller_ref(&self.deployment, "Deployment")],
-            },
-            "spec": {
-                "replicas": 0,
-                "minReadySeconds": self.deployment.pointer("/spec/minReadySeconds").cloned().unwrap_or(json!(0)),
-                "selector": selector,
-                "template": new_template,
-            },
-        });
+        let mut rs = self.new_rs_object(&template, &hash, &rs_name);
         let mut all: Vec<Value> = old.to_vec();
         all.push(rs.clone());
         let replicas = self.new_rs_new_replicas(&all, &rs)?;
@@ -228,43 +192,16 @@ impl DeploymentSync<'_> {
         let (created, already_existed) = match result {
             Ok(created) => (created, false),
             Err(e) if e.code() == Some(409) => {
-                // A slow cache, or a hash collision with someone else's ReplicaSet.
-                let key = format!("{ns}/{rs_name}");
-                let existing = match self.controller.ctx.caches.replicasets.get(&key) {
-                    Some(r) => (*r).clone(),
-                    None => self.controller.ctx.client.get(rs_info(), Some(&ns), &rs_name).await?,
-                };
-                let ours = objects::controller_uid(&existing) == objects::uid(&self.deployment)
-                    && existing
-                        .pointer("/spec/template")
-                        .is_some_and(|t| equal_ignore_hash(t, &template));
-                if ours {
-                    (existing, true)
-                } else {
-                    span_error(&span, &e);
-                    let count = collision.unwrap_or(0) + 1;
-                    let mut status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
-                    status["collisionCount"] = json!(count);
-                    let _ = self.put_status(status).await;
-                    return Err(self.err(format!(
-                        "the ReplicaSet name {rs_name} is taken by a ReplicaSet with another template (hash \
-                         collision); collisionCount is now {count}, the next attempt uses a new hash"
-                    )));
-                }
+                let existing = self
+                    .on_create_conflict(&span, &e, &rs_name, &template, collision)
+                    .await?;
+                (existing, true)
             }
             Err(e) => {
                 span_error(&span, &e);
-                let msg = format!("Failed to create new replica set \"{rs_name}\": {e}");
-                if has_progress_deadline(&self.deployment) {
-                    let mut status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
-                    set_condition(
-                        &mut status,
-                        new_condition("Progressing", "False", FAILED_RS_CREATE, msg.clone()),
-                    );
-                    let _ = self.put_status(status).await;
-                }
-                self.event(EventType::Warning, FAILED_RS_CREATE, msg.clone());
-                return Err(self.err(msg));
+                return Err(self
+                    .on_create_failure(format!("Failed to create new replica set \"{rs_name}\": {e}"))
+                    .await);
             }
         };
         if !already_existed && replicas > 0 {
@@ -283,6 +220,101 @@ impl DeploymentSync<'_> {
             self.deployment["status"] = status;
         }
         Ok(created)
+    }
+
+    /// The new ReplicaSet as an object, at 0 replicas: the Deployment's template and
+    /// selector with the `pod-template-hash` label added, owned by the Deployment.
+    fn new_rs_object(&self, template: &Value, hash: &str, rs_name: &str) -> Value {
+        let mut new_template = template.clone();
+        if let Some(meta) = objects::meta_mut(&mut new_template) {
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if !labels.is_object() {
+                *labels = json!({});
+            }
+            labels[POD_TEMPLATE_HASH_LABEL] = json!(hash);
+        }
+        let mut selector = self
+            .deployment
+            .pointer("/spec/selector")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        if let Some(sel) = selector.as_object_mut() {
+            let ml = sel.entry("matchLabels").or_insert_with(|| json!({}));
+            if !ml.is_object() {
+                *ml = json!({});
+            }
+            ml[POD_TEMPLATE_HASH_LABEL] = json!(hash);
+        }
+        let labels = new_template
+            .pointer("/metadata/labels")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": rs_name,
+                "namespace": self.ns(),
+                "labels": labels,
+                "ownerReferences": [controller_ref(&self.deployment, "Deployment")],
+            },
+            "spec": {
+                "replicas": 0,
+                "minReadySeconds": self.deployment.pointer("/spec/minReadySeconds").cloned().unwrap_or(json!(0)),
+                "selector": selector,
+                "template": new_template,
+            },
+        })
+    }
+
+    /// The name of the new ReplicaSet is taken: a slow cache (it is ours, with our
+    /// template: use it), or a hash collision with someone else's ReplicaSet (raise
+    /// `status.collisionCount`, so the next attempt hashes differently, and fail).
+    async fn on_create_conflict(
+        &mut self,
+        span: &tracing::Span,
+        err: &ClientError,
+        rs_name: &str,
+        template: &Value,
+        collision: Option<i64>,
+    ) -> Result<Value, ReconcileError> {
+        let ns = self.ns();
+        let key = format!("{ns}/{rs_name}");
+        let existing = match self.controller.ctx.caches.replicasets.get(&key) {
+            Some(r) => (*r).clone(),
+            None => self.controller.ctx.client.get(rs_info(), Some(&ns), rs_name).await?,
+        };
+        let ours = objects::controller_uid(&existing) == objects::uid(&self.deployment)
+            && existing
+                .pointer("/spec/template")
+                .is_some_and(|t| equal_ignore_hash(t, template));
+        if ours {
+            return Ok(existing);
+        }
+        span_error(span, err);
+        let count = collision.unwrap_or(0) + 1;
+        let mut status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
+        status["collisionCount"] = json!(count);
+        let _ = self.put_status(status).await;
+        Err(self.err(format!(
+            "the ReplicaSet name {rs_name} is taken by a ReplicaSet with another template (hash \
+             collision); collisionCount is now {count}, the next attempt uses a new hash"
+        )))
+    }
+
+    /// The new ReplicaSet could not be created: say so in `Progressing`
+    /// (`ReplicaSetCreateError`) and in an event; the error to return.
+    async fn on_create_failure(&mut self, msg: String) -> ReconcileError {
+        if has_progress_deadline(&self.deployment) {
+            let mut status = self.deployment.get("status").cloned().unwrap_or_else(|| json!({}));
+            set_condition(
+                &mut status,
+                new_condition("Progressing", "False", FAILED_RS_CREATE, msg.clone()),
+            );
+            let _ = self.put_status(status).await;
+        }
+        self.event(EventType::Warning, FAILED_RS_CREATE, msg.clone());
+        self.err(msg)
     }
 
     /// How big the new ReplicaSet may be now (`NewRSNewReplicas`).
