@@ -24,7 +24,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::{Client, ClientError, ListParams};
+use super::{Client, ClientError, ListParams, WatchEvent};
 use crate::objects::{self, ResourceInfo};
 
 /// A change seen by an informer.
@@ -209,13 +209,49 @@ impl Informer {
         }
     }
 
-    /// One list, then watches until the version expires (Ok: list again) or an error.
+    /// One list, then watches until the version expires (Ok: list again) or an error
+    /// (the reflector's `ListAndWatch`).
     async fn list_and_watch(&self) -> Result<(), ClientError> {
+        let mut rv = self.list_into_cache().await?;
+        let _ = self.synced_tx.send(true);
+        loop {
+            let mut events = self
+                .client
+                .watch(self.info, self.namespace.as_deref(), &self.params, Some(&rv))
+                .await?;
+            let mut resync = self
+                .resync
+                .map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
+            loop {
+                let next = match resync.as_mut() {
+                    Some(timer) => tokio::select! {
+                        ev = events.next() => ev,
+                        _ = timer.tick() => {
+                            for obj in self.cache.list() {
+                                self.emit(InformerEvent::Resync(obj));
+                            }
+                            continue;
+                        }
+                    },
+                    None => events.next().await,
+                };
+                let Some(ev) = next else { break }; // the server ended the watch: watch again
+                if !self.handle_watch_event(ev?, &mut rv)? {
+                    return Ok(()); // too old: list again
+                }
+            }
+        }
+    }
+
+    /// List, replace the cache with the result and emit the difference as events (the
+    /// reflector's `list` and the store's `Replace`). Returns the list's resourceVersion, where
+    /// the watch starts.
+    async fn list_into_cache(&self) -> Result<String, ClientError> {
         let list = self
             .client
             .list(self.info, self.namespace.as_deref(), &self.params)
             .await?;
-        let mut rv = list
+        let rv = list
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .unwrap_or("0")
@@ -240,57 +276,37 @@ impl Informer {
                 self.emit(InformerEvent::Deleted(obj));
             }
         }
-        let _ = self.synced_tx.send(true);
+        Ok(rv)
+    }
 
-        loop {
-            let mut events = self
-                .client
-                .watch(self.info, self.namespace.as_deref(), &self.params, Some(&rv))
-                .await?;
-            let mut resync = self
-                .resync
-                .map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
-            loop {
-                let next = match resync.as_mut() {
-                    Some(timer) => tokio::select! {
-                        ev = events.next() => ev,
-                        _ = timer.tick() => {
-                            for obj in self.cache.list() {
-                                self.emit(InformerEvent::Resync(obj));
-                            }
-                            continue;
-                        }
-                    },
-                    None => events.next().await,
-                };
-                let Some(ev) = next else { break }; // the server ended the watch: watch again
-                let ev = ev?;
-                if let Some(v) = ev.object.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                    rv = v.to_string();
-                }
-                match ev.kind.as_str() {
-                    "ADDED" | "MODIFIED" => {
-                        let obj = Arc::new(ev.object);
-                        match self.cache.insert(obj.clone()) {
-                            Some(old) => self.emit(InformerEvent::Modified { old, new: obj }),
-                            None => self.emit(InformerEvent::Added(obj)),
-                        }
-                    }
-                    "DELETED" => {
-                        let key = key_of(&ev.object);
-                        let last = self.cache.remove(&key).unwrap_or_else(|| Arc::new(ev.object));
-                        self.emit(InformerEvent::Deleted(last));
-                    }
-                    "ERROR" => {
-                        let code = ev.object.get("code").and_then(Value::as_u64).unwrap_or(0);
-                        if code == 410 {
-                            return Ok(()); // too old: list again
-                        }
-                        return Err(ClientError::Protocol(format!("watch error: {}", ev.object)));
-                    }
-                    _ => {} // BOOKMARK: only the version matters
+    /// Apply one watch event to the cache and emit it (the reflector's `watchHandler`),
+    /// moving `rv` on. `Ok(false)`: the version is too old (410), list again.
+    fn handle_watch_event(&self, ev: WatchEvent, rv: &mut String) -> Result<bool, ClientError> {
+        if let Some(v) = ev.object.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+            *rv = v.to_string();
+        }
+        match ev.kind.as_str() {
+            "ADDED" | "MODIFIED" => {
+                let obj = Arc::new(ev.object);
+                match self.cache.insert(obj.clone()) {
+                    Some(old) => self.emit(InformerEvent::Modified { old, new: obj }),
+                    None => self.emit(InformerEvent::Added(obj)),
                 }
             }
+            "DELETED" => {
+                let key = key_of(&ev.object);
+                let last = self.cache.remove(&key).unwrap_or_else(|| Arc::new(ev.object));
+                self.emit(InformerEvent::Deleted(last));
+            }
+            "ERROR" => {
+                let code = ev.object.get("code").and_then(Value::as_u64).unwrap_or(0);
+                if code == 410 {
+                    return Ok(false);
+                }
+                return Err(ClientError::Protocol(format!("watch error: {}", ev.object)));
+            }
+            _ => {} // BOOKMARK: only the version matters
         }
+        Ok(true)
     }
 }

@@ -56,7 +56,7 @@ use super::endpointutil::{
     EpPort, ServiceIndex, endpoint_ports, is_headless, is_pod_ready, node_name, pod_ip, pod_reference,
     service_selector, should_pod_be_in_endpoints, should_set_hostname, split_key,
 };
-use super::runtime::{
+use super::reconciler::{
     Action, Queue, ReconcileError, ReconcileReason, Reconciler, annotate_traceparent, enqueue_related,
     namespace_terminating, new_queue, traceparent_of,
 };

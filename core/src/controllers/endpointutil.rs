@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::SharedInformers;
+use super::reconciler::{Queue, enqueue_own, enqueue_related};
 pub use super::replicaset::is_pod_ready;
-use super::runtime::{Queue, enqueue_own, enqueue_related};
 use crate::client::informer::{Cache, InformerEvent};
 use crate::objects;
 

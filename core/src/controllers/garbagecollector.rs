@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use tracing::{Instrument, info_span};
 
-use super::runtime::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue, traceparent_of};
+use super::reconciler::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue, traceparent_of};
 use super::{Ctx, SharedInformers};
 use crate::client::informer::{Cache, InformerEvent, key_of};
 use crate::objects::{self, ResourceInfo};
@@ -598,35 +598,7 @@ impl GarbageCollector {
                 remove,
                 unblock,
             } => {
-                let edit = |obj: &mut Value| {
-                    let Some(refs) = obj
-                        .pointer_mut("/metadata/ownerReferences")
-                        .and_then(Value::as_array_mut)
-                    else {
-                        return false;
-                    };
-                    let before = refs.clone();
-                    refs.retain(|r| {
-                        !r.get("uid")
-                            .and_then(Value::as_str)
-                            .is_some_and(|u| remove.iter().any(|x| x == u))
-                    });
-                    for r in refs.iter_mut() {
-                        if r.get("uid")
-                            .and_then(Value::as_str)
-                            .is_some_and(|u| unblock.iter().any(|x| x == u))
-                        {
-                            r["blockOwnerDeletion"] = json!(false);
-                        }
-                    }
-                    let changed = *refs != before;
-                    if refs.is_empty()
-                        && let Some(m) = obj.pointer_mut("/metadata").and_then(Value::as_object_mut)
-                    {
-                        m.remove("ownerReferences");
-                    }
-                    changed
-                };
+                let edit = |obj: &mut Value| edit_owner_refs(obj, remove, unblock);
                 match self.update(qkey, uid, edit).await {
                     Ok(true) if !remove.is_empty() => Ok(Some(format!("removed owner references from {qkey}"))),
                     Ok(true) => Ok(Some(format!("unblocked the owner deletion in {qkey}"))),
@@ -635,14 +607,7 @@ impl GarbageCollector {
                 }
             }
             Op::RemoveFinalizer { qkey, uid, finalizer } => {
-                let edit = |obj: &mut Value| {
-                    let Some(f) = obj.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) else {
-                        return false;
-                    };
-                    let before = f.len();
-                    f.retain(|x| x.as_str() != Some(*finalizer));
-                    f.len() != before
-                };
+                let edit = |obj: &mut Value| remove_finalizer(obj, finalizer);
                 match self.update(qkey, uid, edit).await {
                     Ok(true) => Ok(Some(format!("removed the finalizer {finalizer} from {qkey}"))),
                     Ok(false) => Ok(None),
@@ -651,6 +616,49 @@ impl GarbageCollector {
             }
         }
     }
+}
+
+/// Drop the owner references to the uids in `remove` and clear `blockOwnerDeletion` on
+/// those to `unblock` (upstream's `deleteOwnerRefJSONMergePatch` and
+/// `unblockOwnerReferences`). True if anything changed.
+fn edit_owner_refs(obj: &mut Value, remove: &[String], unblock: &[String]) -> bool {
+    let Some(refs) = obj
+        .pointer_mut("/metadata/ownerReferences")
+        .and_then(Value::as_array_mut)
+    else {
+        return false;
+    };
+    let before = refs.clone();
+    refs.retain(|r| {
+        !r.get("uid")
+            .and_then(Value::as_str)
+            .is_some_and(|u| remove.iter().any(|x| x == u))
+    });
+    for r in refs.iter_mut() {
+        if r.get("uid")
+            .and_then(Value::as_str)
+            .is_some_and(|u| unblock.iter().any(|x| x == u))
+        {
+            r["blockOwnerDeletion"] = json!(false);
+        }
+    }
+    let changed = *refs != before;
+    if refs.is_empty()
+        && let Some(m) = obj.pointer_mut("/metadata").and_then(Value::as_object_mut)
+    {
+        m.remove("ownerReferences");
+    }
+    changed
+}
+
+/// Remove `finalizer` from the object's finalizers. True if it was there.
+fn remove_finalizer(obj: &mut Value, finalizer: &str) -> bool {
+    let Some(f) = obj.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let before = f.len();
+    f.retain(|x| x.as_str() != Some(finalizer));
+    f.len() != before
 }
 
 #[async_trait::async_trait]

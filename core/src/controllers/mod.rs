@@ -5,7 +5,7 @@
 //! one process that runs many of them over **shared informers**: one list+watch per kind,
 //! one cache, many controllers reading it. kulisse does the same:
 //!
-//! - [`runtime`]: the shared reconcile loop (work queue, workers, back-off, spans).
+//! - [`reconciler`]: the shared reconcile loop (work queue, workers, back-off, spans).
 //! - [`deployment`]: Deployment → ReplicaSets (one per pod template), rolling updates.
 //! - [`replicaset`]: ReplicaSet → the right number of Pods.
 //! - [`endpoints`]: Service selector → the addresses of its ready Pods (Endpoints, for old clients).
@@ -23,8 +23,8 @@ pub mod endpointutil;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod reconciler;
 pub mod replicaset;
-pub mod runtime;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,12 +198,12 @@ pub async fn run(client: Client, options: Options, shutdown: watch::Receiver<boo
     informers.start(shutdown.clone()).await;
     let w = options.workers;
     tokio::join!(
-        runtime::run(deploy, deploy_q, w, shutdown.clone()),
-        runtime::run(rs, rs_q, w, shutdown.clone()),
-        runtime::run(ep, ep_q, w, shutdown.clone()),
-        runtime::run(eps, eps_q, w, shutdown.clone()),
-        runtime::run(ns, ns_q, w, shutdown.clone()),
-        runtime::run(gc, gc_q, w, shutdown.clone()),
-        runtime::run(nl, nl_q, 1, shutdown.clone()),
+        reconciler::run(deploy, deploy_q, w, shutdown.clone()),
+        reconciler::run(rs, rs_q, w, shutdown.clone()),
+        reconciler::run(ep, ep_q, w, shutdown.clone()),
+        reconciler::run(eps, eps_q, w, shutdown.clone()),
+        reconciler::run(ns, ns_q, w, shutdown.clone()),
+        reconciler::run(gc, gc_q, w, shutdown.clone()),
+        reconciler::run(nl, nl_q, 1, shutdown.clone()),
     );
 }

@@ -42,7 +42,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tracing::{Instrument, info_span};
 
-use super::runtime::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue, traceparent_of};
+use super::reconciler::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue, traceparent_of};
 use super::{Ctx, SharedInformers};
 use crate::client::ListParams;
 use crate::client::informer::{Cache, InformerEvent, key_of};

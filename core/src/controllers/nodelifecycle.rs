@@ -40,10 +40,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tracing::{Instrument, info_span};
 
-use super::runtime::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue};
+use super::reconciler::{Action, Cause, Queue, ReconcileError, ReconcileReason, Reconciler, new_queue};
 use super::{Caches, Ctx, Options, SharedInformers};
 use crate::client::ClientError;
-use crate::client::informer::{InformerEvent, key_of};
+use crate::client::informer::{Cache, InformerEvent, key_of};
 use crate::client::workqueue::WorkQueue;
 use crate::events::EventType;
 use crate::objects::{self, ResourceInfo};
@@ -297,112 +297,20 @@ fn requeue(queue: &Queue, node: String) {
 pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<NodeLifecycleController>, Queue) {
     let queue = new_queue();
     let state = Arc::new(Mutex::new(State::default()));
-
     {
         let (queue, state) = (queue.clone(), state.clone());
-        informers.nodes.on_event(move |ev| {
-            let node = ev.object();
-            let name = objects::name(node).unwrap_or("").to_string();
-            let mut s = lock(&state);
-            match ev {
-                InformerEvent::Deleted(_) => {
-                    s.health.remove(&name);
-                    return;
-                }
-                InformerEvent::Resync(_) => return, // the periodic check covers it
-                _ => {}
-            }
-            let h = s.health.entry(name.clone()).or_insert_with(Health::new);
-            let hb = heartbeat(node);
-            if hb.is_some() && hb != h.heartbeat {
-                h.probe = Instant::now();
-                h.heartbeat = hb;
-            }
-            drop(s);
-            let relevant = match ev {
-                InformerEvent::Modified { old, new } => {
-                    ready_status(old) != ready_status(new) || taints(old) != taints(new)
-                }
-                _ => true,
-            };
-            if relevant {
-                super::runtime::enqueue_own(&queue, ev);
-            }
-        });
+        informers.nodes.on_event(move |ev| on_node_event(&queue, &state, ev));
     }
     {
         let (queue, state, nodes) = (queue.clone(), state.clone(), ctx.caches.nodes.clone());
-        informers.leases.on_event(move |ev| {
-            let lease = ev.object();
-            if matches!(ev, InformerEvent::Deleted(_) | InformerEvent::Resync(_))
-                || objects::namespace(lease) != Some(LEASE_NAMESPACE)
-            {
-                return;
-            }
-            let name = objects::name(lease).unwrap_or("").to_string();
-            let renew = lease
-                .pointer("/spec/renewTime")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let renewed = {
-                let mut s = lock(&state);
-                let h = s.health.entry(name.clone()).or_insert_with(Health::new);
-                if renew.is_some() && renew != h.renew_time {
-                    h.probe = Instant::now();
-                    h.renew_time = renew;
-                    true
-                } else {
-                    false
-                }
-            };
-            // Back from silence: its taints should go.
-            if renewed
-                && nodes.get(&name).is_some_and(|n| {
-                    taints(&n)
-                        .iter()
-                        .any(|t| t.get("key").and_then(Value::as_str) == Some(TAINT_UNREACHABLE))
-                })
-            {
-                super::runtime::enqueue_related(&queue, name, "Lease", lease);
-            }
-        });
+        informers
+            .leases
+            .on_event(move |ev| on_lease_event(&queue, &state, &nodes, ev));
     }
     {
         let state = state.clone();
-        informers.pods.on_event(move |ev| {
-            let pod = ev.object();
-            let key = key_of(pod);
-            let node = pod
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-                .map(str::to_string);
-            let mut s = lock(&state);
-            let node = if matches!(ev, InformerEvent::Deleted(_)) {
-                None
-            } else {
-                node
-            };
-            let old = s.node_of_pod.get(&key).cloned();
-            if old == node {
-                return;
-            }
-            if let Some(old) = old {
-                if let Some(set) = s.pods_by_node.get_mut(&old) {
-                    set.remove(&key);
-                    if set.is_empty() {
-                        s.pods_by_node.remove(&old);
-                    }
-                }
-                s.node_of_pod.remove(&key);
-            }
-            if let Some(n) = node {
-                s.pods_by_node.entry(n.clone()).or_default().insert(key.clone());
-                s.node_of_pod.insert(key, n);
-            }
-        });
+        informers.pods.on_event(move |ev| on_pod_event(&state, ev));
     }
-
     tokio::spawn(monitor(
         Arc::downgrade(&queue),
         state.clone(),
@@ -410,6 +318,107 @@ pub fn setup(informers: &mut SharedInformers, ctx: Arc<Ctx>) -> (Arc<NodeLifecyc
         ctx.options.clone(),
     ));
     (Arc::new(NodeLifecycleController { ctx, state }), queue)
+}
+
+/// A node changed: note a new heartbeat in its status, and queue it when its readiness or
+/// taints changed (upstream's node informer handlers).
+fn on_node_event(queue: &Queue, state: &Mutex<State>, ev: &InformerEvent) {
+    let node = ev.object();
+    let name = objects::name(node).unwrap_or("").to_string();
+    let mut s = lock(state);
+    match ev {
+        InformerEvent::Deleted(_) => {
+            s.health.remove(&name);
+            return;
+        }
+        InformerEvent::Resync(_) => return, // the periodic check covers it
+        _ => {}
+    }
+    let h = s.health.entry(name.clone()).or_insert_with(Health::new);
+    let hb = heartbeat(node);
+    if hb.is_some() && hb != h.heartbeat {
+        h.probe = Instant::now();
+        h.heartbeat = hb;
+    }
+    drop(s);
+    let relevant = match ev {
+        InformerEvent::Modified { old, new } => ready_status(old) != ready_status(new) || taints(old) != taints(new),
+        _ => true,
+    };
+    if relevant {
+        super::reconciler::enqueue_own(queue, ev);
+    }
+}
+
+/// A node's Lease changed: note the renewal, and queue a node that is back from silence so
+/// its taints go (upstream's lease informer).
+fn on_lease_event(queue: &Queue, state: &Mutex<State>, nodes: &Cache, ev: &InformerEvent) {
+    let lease = ev.object();
+    if matches!(ev, InformerEvent::Deleted(_) | InformerEvent::Resync(_))
+        || objects::namespace(lease) != Some(LEASE_NAMESPACE)
+    {
+        return;
+    }
+    let name = objects::name(lease).unwrap_or("").to_string();
+    let renew = lease
+        .pointer("/spec/renewTime")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let renewed = {
+        let mut s = lock(state);
+        let h = s.health.entry(name.clone()).or_insert_with(Health::new);
+        if renew.is_some() && renew != h.renew_time {
+            h.probe = Instant::now();
+            h.renew_time = renew;
+            true
+        } else {
+            false
+        }
+    };
+    // Back from silence: its taints should go.
+    if renewed
+        && nodes.get(&name).is_some_and(|n| {
+            taints(&n)
+                .iter()
+                .any(|t| t.get("key").and_then(Value::as_str) == Some(TAINT_UNREACHABLE))
+        })
+    {
+        super::reconciler::enqueue_related(queue, name, "Lease", lease);
+    }
+}
+
+/// A pod changed: keep the index of pods per node up to date (upstream's `podUpdated`).
+fn on_pod_event(state: &Mutex<State>, ev: &InformerEvent) {
+    let pod = ev.object();
+    let key = key_of(pod);
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    let mut s = lock(state);
+    let node = if matches!(ev, InformerEvent::Deleted(_)) {
+        None
+    } else {
+        node
+    };
+    let old = s.node_of_pod.get(&key).cloned();
+    if old == node {
+        return;
+    }
+    if let Some(old) = old {
+        if let Some(set) = s.pods_by_node.get_mut(&old) {
+            set.remove(&key);
+            if set.is_empty() {
+                s.pods_by_node.remove(&old);
+            }
+        }
+        s.node_of_pod.remove(&key);
+    }
+    if let Some(n) = node {
+        s.pods_by_node.entry(n.clone()).or_default().insert(key.clone());
+        s.node_of_pod.insert(key, n);
+    }
 }
 
 /// The check period: upstream's `--node-monitor-period` is 5 s for a 50 s grace period.
@@ -622,101 +631,136 @@ impl Reconciler for NodeLifecycleController {
         if p.is_empty() {
             return Ok(Action::await_change());
         }
-        // A node going silent is a cause of its own (no write started it): unless this
-        // reconcile continues a traced change, the span starts a new trace that the
-        // evictions and their consequences (replacement pods, rescheduling) continue.
-        macro_rules! node_status_span {
-            ($($parent:tt)*) => {
-                info_span!(
-                    $($parent)*
-                    "controller.node_status",
-                    "kulisse.stage" = "controller",
-                    "k8s.kind" = "Node",
-                    "k8s.name" = name,
-                    "node.silent_for_seconds" = age.as_secs_f64(),
-                    "node.ready" = tracing::field::Empty,
-                    "node.taints" = tracing::field::Empty,
-                    "node.pods.marked_not_ready" = tracing::field::Empty,
-                    "node.pods.evicted" = tracing::field::Empty,
-                    "otel.status_code" = tracing::field::Empty,
-                    "otel.status_message" = tracing::field::Empty,
-                )
-            };
-        }
-        let in_traced_change = {
-            use opentelemetry::trace::TraceContextExt;
-            use tracing_opentelemetry::OpenTelemetrySpanExt;
-            tracing::Span::current().context().span().span_context().is_sampled()
-        };
-        let span = if in_traced_change {
-            node_status_span!()
-        } else {
-            node_status_span!(parent: None,)
-        };
-        let now_s = crate::objects::time::time(now);
-        let result =
-            async {
-                let mut node_obj = (*node).clone();
-                if p.mark_unknown {
-                    node_obj = self
-                        .update_node(name, Some("status"), node_obj, |n| {
-                            Self::mark_conditions_unknown(n, &now_s)
-                        })
-                        .await
-                        .map_err(|e| {
-                            ReconcileError(format!("could not set the conditions of node {name} to Unknown: {e}"))
-                        })?;
-                    tracing::Span::current().record("node.ready", "Unknown");
-                    self.ctx
-                        .recorder
-                        .record(
-                            &node_obj,
-                            EventType::Normal,
-                            "NodeNotReady",
-                            &format!("Node {name} status is now: NodeNotReady"),
-                        )
-                        .await;
-                    let marked = self.mark_pods_not_ready(&pods, &now_s).await;
-                    tracing::Span::current().record("node.pods.marked_not_ready", marked);
-                }
-                if p.taints.is_some() {
-                    // Recompute from the node as it is now (the status write may have changed it).
-                    let stored = self
-                        .update_node(name, None, node_obj, |n| {
-                            let wanted = desired_taints(&taints(n), ready_status(n), silent, now);
-                            if !n.get("spec").is_some_and(Value::is_object) {
-                                n["spec"] = json!({});
-                            }
-                            if wanted.is_empty() {
-                                if let Some(spec) = n["spec"].as_object_mut() {
-                                    spec.remove("taints");
-                                }
-                            } else {
-                                n["spec"]["taints"] = Value::Array(wanted);
-                            }
-                        })
-                        .await
-                        .map_err(|e| ReconcileError(format!("could not update the taints of node {name}: {e}")))?;
-                    tracing::Span::current().record("node.taints", describe_taints(&taints(&stored)).as_str());
-                }
-                let mut evicted = 0;
-                for pod in &p.evict {
-                    if self.evict(pod).await.map_err(|e| {
-                        ReconcileError(format!("could not evict Pod {} from node {name}: {e}", key_of(pod)))
-                    })? {
-                        evicted += 1;
-                    }
-                }
-                tracing::Span::current().record("node.pods.evicted", evicted);
-                Ok::<(), ReconcileError>(())
+        let span = node_status_span(name, age);
+        let result = async {
+            let mut node_obj = (*node).clone();
+            if p.mark_unknown {
+                node_obj = self.mark_unknown(name, node_obj, &pods, now).await?;
             }
-            .instrument(span.clone())
-            .await;
+            if p.taints.is_some() {
+                self.update_taints(name, node_obj, silent, now).await?;
+            }
+            self.evict_all(name, &p.evict).await
+        }
+        .instrument(span.clone())
+        .await;
         if let Err(e) = &result {
             span.record("otel.status_code", "ERROR");
             span.record("otel.status_message", e.0.as_str());
         }
         result.map(|()| Action::await_change())
+    }
+}
+
+/// The `controller.node_status` span of one reconcile. A node going silent is a cause of
+/// its own (no write started it): unless this reconcile continues a traced change, the span
+/// starts a new trace that the evictions and their consequences (replacement pods,
+/// rescheduling) continue.
+fn node_status_span(name: &str, age: Duration) -> tracing::Span {
+    macro_rules! node_status_span {
+        ($($parent:tt)*) => {
+            info_span!(
+                $($parent)*
+                "controller.node_status",
+                "kulisse.stage" = "controller",
+                "k8s.kind" = "Node",
+                "k8s.name" = name,
+                "node.silent_for_seconds" = age.as_secs_f64(),
+                "node.ready" = tracing::field::Empty,
+                "node.taints" = tracing::field::Empty,
+                "node.pods.marked_not_ready" = tracing::field::Empty,
+                "node.pods.evicted" = tracing::field::Empty,
+                "otel.status_code" = tracing::field::Empty,
+                "otel.status_message" = tracing::field::Empty,
+            )
+        };
+    }
+    let in_traced_change = {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        tracing::Span::current().context().span().span_context().is_sampled()
+    };
+    if in_traced_change {
+        node_status_span!()
+    } else {
+        node_status_span!(parent: None,)
+    }
+}
+
+impl NodeLifecycleController {
+    /// A silent node: its conditions become Unknown, with a `NodeNotReady` event, and its
+    /// pods not ready (upstream `tryUpdateNodeHealth` and `MarkPodsNotReady`). Returns the
+    /// stored node.
+    async fn mark_unknown(
+        &self,
+        name: &str,
+        node: Value,
+        pods: &[Arc<Value>],
+        now: DateTime<Utc>,
+    ) -> Result<Value, ReconcileError> {
+        let now_s = crate::objects::time::time(now);
+        let node_obj = self
+            .update_node(name, Some("status"), node, |n| Self::mark_conditions_unknown(n, &now_s))
+            .await
+            .map_err(|e| ReconcileError(format!("could not set the conditions of node {name} to Unknown: {e}")))?;
+        tracing::Span::current().record("node.ready", "Unknown");
+        self.ctx
+            .recorder
+            .record(
+                &node_obj,
+                EventType::Normal,
+                "NodeNotReady",
+                &format!("Node {name} status is now: NodeNotReady"),
+            )
+            .await;
+        let marked = self.mark_pods_not_ready(pods, &now_s).await;
+        tracing::Span::current().record("node.pods.marked_not_ready", marked);
+        Ok(node_obj)
+    }
+
+    /// Write the taints the node should have now (upstream `processTaintBaseEviction`),
+    /// recomputed from the node as it is now (the status write may have changed it).
+    async fn update_taints(
+        &self,
+        name: &str,
+        node: Value,
+        silent: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), ReconcileError> {
+        let stored = self
+            .update_node(name, None, node, |n| {
+                let wanted = desired_taints(&taints(n), ready_status(n), silent, now);
+                if !n.get("spec").is_some_and(Value::is_object) {
+                    n["spec"] = json!({});
+                }
+                if wanted.is_empty() {
+                    if let Some(spec) = n["spec"].as_object_mut() {
+                        spec.remove("taints");
+                    }
+                } else {
+                    n["spec"]["taints"] = Value::Array(wanted);
+                }
+            })
+            .await
+            .map_err(|e| ReconcileError(format!("could not update the taints of node {name}: {e}")))?;
+        tracing::Span::current().record("node.taints", describe_taints(&taints(&stored)).as_str());
+        Ok(())
+    }
+
+    /// Evict the pods whose time on the tainted node is up (the taint manager).
+    async fn evict_all(&self, name: &str, pods: &[Arc<Value>]) -> Result<(), ReconcileError> {
+        let mut evicted = 0;
+        for pod in pods {
+            if self
+                .evict(pod)
+                .await
+                .map_err(|e| ReconcileError(format!("could not evict Pod {} from node {name}: {e}", key_of(pod))))?
+            {
+                evicted += 1;
+            }
+        }
+        tracing::Span::current().record("node.pods.evicted", evicted);
+        Ok(())
     }
 }
 

@@ -31,7 +31,7 @@
 //! Events as upstream: `SuccessfulCreate` (`Created pod: web-7d4b9-x2kqj`),
 //! `SuccessfulDelete`, `FailedCreate`, `FailedDelete`. Every write runs in its own span
 //! (`controller.create_pod`, `controller.delete_pod`, `controller.adopt`,
-//! `controller.release`, `controller.update_status`) under the runtime's
+//! `controller.release`, `controller.update_status`) under the reconcile loop's
 //! `controller.reconcile` span, and each pod created carries the `kulisse.dev/traceparent`
 //! annotation of its `controller.create_pod` span, so the scheduler and the kubelet continue
 //! the same trace.
@@ -45,7 +45,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use tracing::{Instrument, info_span};
 
-use super::runtime::{
+use super::reconciler::{
     Action, Queue, ReconcileError, ReconcileReason, Reconciler, TRACEPARENT_ANNOTATION, enqueue_own, enqueue_related,
     namespace_terminating, new_queue,
 };
@@ -815,50 +815,10 @@ impl ReplicaSetController {
     async fn manage_replicas(&self, key: &str, rs: &Value, pods: &[Arc<Value>]) -> Result<(), ReconcileError> {
         let want = int_at(rs, "/spec/replicas", 1).max(0) as usize;
         let have = pods.len();
-        let recorder = &self.ctx.recorder;
         if have < want {
             let diff = (want - have).min(BURST_REPLICAS);
             self.expectations.expect(key, diff as i64, []);
-            // Slow start: batches of 1, 2, 4, ... so a template that cannot be created
-            // (quota, invalid) fails once, not 500 times.
-            let mut created = 0usize;
-            let mut batch = 1usize;
-            let mut failure = None;
-            // A namespace being deleted refuses every create: stop, quietly (upstream does).
-            let mut terminating = false;
-            while created < diff {
-                let n = batch.min(diff - created);
-                let results = futures::future::join_all((0..n).map(|_| self.create_pod(rs))).await;
-                for r in results {
-                    match r {
-                        Ok(name) => {
-                            created += 1;
-                            record_event(
-                                recorder,
-                                rs,
-                                EventType::Normal,
-                                "SuccessfulCreate",
-                                format!("Created pod: {name}"),
-                            );
-                        }
-                        Err(e) if namespace_terminating(&e) => terminating = true,
-                        Err(e) => {
-                            record_event(
-                                recorder,
-                                rs,
-                                EventType::Warning,
-                                "FailedCreate",
-                                format!("Error creating: {e}"),
-                            );
-                            failure = Some(e);
-                        }
-                    }
-                }
-                if failure.is_some() || terminating {
-                    break;
-                }
-                batch *= 2;
-            }
+            let (created, failure) = self.slow_start_batch(rs, diff).await;
             // Creations that failed or were skipped will never be seen by the informer.
             for _ in created..diff {
                 self.expectations.creation_observed(key);
@@ -870,42 +830,102 @@ impl ReplicaSetController {
             }
         } else if have > want {
             let diff = (have - want).min(BURST_REPLICAS);
-            let related = self.related_pods(rs, pods);
-            let victims = pods_to_delete(pods, &related, diff);
-            self.expectations.expect(key, 0, victims.iter().map(|p| key_of(p)));
-            let results = futures::future::join_all(victims.iter().map(|p| self.delete_pod(rs, p))).await;
-            let mut errors = Vec::new();
-            for (pod, r) in victims.iter().zip(results) {
-                let name = objects::name(pod).unwrap_or("");
+            self.delete_surplus(key, rs, pods, diff).await?;
+        }
+        Ok(())
+    }
+
+    /// Create `count` pods for `rs` with a slow start (`slowStartBatch`): batches of 1, 2,
+    /// 4, ... so a template that cannot be created (quota, invalid) fails once, not 500
+    /// times. Returns how many were created and the error that stopped the batches, if any.
+    async fn slow_start_batch(&self, rs: &Value, count: usize) -> (usize, Option<ClientError>) {
+        let recorder = &self.ctx.recorder;
+        let mut created = 0usize;
+        let mut batch = 1usize;
+        let mut failure = None;
+        // A namespace being deleted refuses every create: stop, quietly (upstream does).
+        let mut terminating = false;
+        while created < count {
+            let n = batch.min(count - created);
+            let results = futures::future::join_all((0..n).map(|_| self.create_pod(rs))).await;
+            for r in results {
                 match r {
-                    Ok(()) => record_event(
-                        recorder,
-                        rs,
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {name}"),
-                    ),
+                    Ok(name) => {
+                        created += 1;
+                        record_event(
+                            recorder,
+                            rs,
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            format!("Created pod: {name}"),
+                        );
+                    }
+                    Err(e) if namespace_terminating(&e) => terminating = true,
                     Err(e) => {
-                        self.expectations.deletion_observed(key, &key_of(pod));
-                        if e.code() != Some(404) {
-                            record_event(
-                                recorder,
-                                rs,
-                                EventType::Warning,
-                                "FailedDelete",
-                                format!("Error deleting: {e}"),
-                            );
-                            errors.push(format!("{name}: {e}"));
-                        }
+                        record_event(
+                            recorder,
+                            rs,
+                            EventType::Warning,
+                            "FailedCreate",
+                            format!("Error creating: {e}"),
+                        );
+                        failure = Some(e);
                     }
                 }
             }
-            if !errors.is_empty() {
-                return Err(ReconcileError(format!(
-                    "ReplicaSet {key}: could not delete surplus pods: {}",
-                    errors.join("; ")
-                )));
+            if failure.is_some() || terminating {
+                break;
             }
+            batch *= 2;
+        }
+        (created, failure)
+    }
+
+    /// Delete `count` surplus pods of `rs`, the cheapest to lose first (`getPodsToDelete`),
+    /// all at once.
+    async fn delete_surplus(
+        &self,
+        key: &str,
+        rs: &Value,
+        pods: &[Arc<Value>],
+        count: usize,
+    ) -> Result<(), ReconcileError> {
+        let recorder = &self.ctx.recorder;
+        let related = self.related_pods(rs, pods);
+        let victims = pods_to_delete(pods, &related, count);
+        self.expectations.expect(key, 0, victims.iter().map(|p| key_of(p)));
+        let results = futures::future::join_all(victims.iter().map(|p| self.delete_pod(rs, p))).await;
+        let mut errors = Vec::new();
+        for (pod, r) in victims.iter().zip(results) {
+            let name = objects::name(pod).unwrap_or("");
+            match r {
+                Ok(()) => record_event(
+                    recorder,
+                    rs,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {name}"),
+                ),
+                Err(e) => {
+                    self.expectations.deletion_observed(key, &key_of(pod));
+                    if e.code() != Some(404) {
+                        record_event(
+                            recorder,
+                            rs,
+                            EventType::Warning,
+                            "FailedDelete",
+                            format!("Error deleting: {e}"),
+                        );
+                        errors.push(format!("{name}: {e}"));
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ReconcileError(format!(
+                "ReplicaSet {key}: could not delete surplus pods: {}",
+                errors.join("; ")
+            )));
         }
         Ok(())
     }

@@ -998,7 +998,7 @@ impl Worker {
     /// The `kubelet.sync_pod` span of one sync of `pod`, continuing the pod's trace.
     fn sync_span(&self, pod: &Value) -> tracing::Span {
         let phase_before = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-        let traceparent = crate::controllers::runtime::traceparent_of(pod);
+        let traceparent = crate::controllers::reconciler::traceparent_of(pod);
         kulisse_traces::caused_span!(
             traceparent.as_deref(),
             "kubelet.sync_pod",

@@ -98,7 +98,7 @@ fn enqueue(queue: &SyncQueue, ev: &InformerEvent, service_key: fn(&Value) -> Opt
             traceparent: if resync {
                 None
             } else {
-                crate::controllers::runtime::traceparent_of(obj)
+                crate::controllers::reconciler::traceparent_of(obj)
             },
             resync,
         },

@@ -214,6 +214,90 @@ fn container_requests(c: &Value, which: &str) -> Result<Resources, String> {
         .map_err(|e| format!("{which} {name:?}: resources.requests.{e}"))
 }
 
+/// What a pod requests from a node (`PodRequests`), and the same with the defaults the
+/// scoring uses for containers without a request (`GetNonzeroRequests`): `(requests,
+/// non-zero milli-CPU, non-zero memory)`.
+///
+/// Kubernetes' AggregateContainerRequests: regular containers run together (sum); init
+/// containers run one after another (max), next to the sidecars (restartable init
+/// containers) started before them; the pod's `overhead` comes on top.
+fn pod_requests(
+    spec: &Value,
+    containers: &[Value],
+    init_containers: &[Value],
+) -> Result<(Resources, i64, i64), String> {
+    let mut sum = Resources::default();
+    let mut non_zero_cpu: i64 = 0;
+    let mut non_zero_memory: i64 = 0;
+    for c in containers {
+        let r = container_requests(c, "container")?;
+        non_zero_cpu = non_zero_cpu.saturating_add(if r.milli_cpu == 0 {
+            DEFAULT_MILLI_CPU_REQUEST
+        } else {
+            r.milli_cpu
+        });
+        non_zero_memory = non_zero_memory.saturating_add(if r.memory == 0 {
+            DEFAULT_MEMORY_REQUEST
+        } else {
+            r.memory
+        });
+        sum.add(&r);
+    }
+    let mut sidecars = Resources::default();
+    let mut init_max = Resources::default();
+    for c in init_containers {
+        let r = container_requests(c, "init container")?;
+        if str_at(c, "restartPolicy") == "Always" {
+            sidecars.add(&r);
+            init_max.max_with(&sidecars);
+        } else {
+            let mut during = r.clone();
+            during.add(&sidecars);
+            init_max.max_with(&during);
+        }
+    }
+    sum.add(&sidecars);
+    sum.max_with(&init_max);
+    if let Some(overhead) = spec.get("overhead").and_then(Value::as_object) {
+        let (o, _) = Resources::from_map(Some(overhead)).map_err(|e| format!("overhead.{e}"))?;
+        sum.add(&o);
+        non_zero_cpu = non_zero_cpu.saturating_add(o.milli_cpu);
+        non_zero_memory = non_zero_memory.saturating_add(o.memory);
+    }
+    non_zero_cpu = non_zero_cpu.max(sum.milli_cpu);
+    non_zero_memory = non_zero_memory.max(sum.memory);
+    Ok((sum, non_zero_cpu, non_zero_memory))
+}
+
+/// The host ports the pod's containers ask for (`GetContainerPorts`, those with a
+/// `hostPort`), with upstream's defaults: IP `0.0.0.0`, protocol TCP.
+fn host_ports(containers: &[Value]) -> Vec<HostPort> {
+    let mut host_ports = Vec::new();
+    for c in containers {
+        for p in c.get("ports").and_then(Value::as_array).into_iter().flatten() {
+            let port = p.get("hostPort").and_then(Value::as_i64).unwrap_or(0);
+            if port > 0 {
+                let ip = str_at(p, "hostIP");
+                let protocol = str_at(p, "protocol");
+                host_ports.push(HostPort {
+                    ip: if ip.is_empty() {
+                        "0.0.0.0".into()
+                    } else {
+                        ip.to_string()
+                    },
+                    protocol: if protocol.is_empty() {
+                        "TCP".into()
+                    } else {
+                        protocol.to_string()
+                    },
+                    port,
+                });
+            }
+        }
+    }
+    host_ports
+}
+
 impl PodInfo {
     /// Parse a Pod. An error (an invalid quantity, say) names the container and resource.
     pub fn from_pod(pod: &Value) -> Result<PodInfo, String> {
@@ -221,71 +305,8 @@ impl PodInfo {
         let empty = Vec::new();
         let containers = spec.get("containers").and_then(Value::as_array).unwrap_or(&empty);
         let init_containers = spec.get("initContainers").and_then(Value::as_array).unwrap_or(&empty);
-
-        // Kubernetes' AggregateContainerRequests: regular containers run together (sum);
-        // init containers run one after another (max), next to the sidecars (restartable
-        // init containers) started before them.
-        let mut sum = Resources::default();
-        let mut non_zero_cpu: i64 = 0;
-        let mut non_zero_memory: i64 = 0;
-        let mut host_ports = Vec::new();
-        for c in containers {
-            let r = container_requests(c, "container")?;
-            non_zero_cpu = non_zero_cpu.saturating_add(if r.milli_cpu == 0 {
-                DEFAULT_MILLI_CPU_REQUEST
-            } else {
-                r.milli_cpu
-            });
-            non_zero_memory = non_zero_memory.saturating_add(if r.memory == 0 {
-                DEFAULT_MEMORY_REQUEST
-            } else {
-                r.memory
-            });
-            sum.add(&r);
-            for p in c.get("ports").and_then(Value::as_array).into_iter().flatten() {
-                let port = p.get("hostPort").and_then(Value::as_i64).unwrap_or(0);
-                if port > 0 {
-                    let ip = str_at(p, "hostIP");
-                    let protocol = str_at(p, "protocol");
-                    host_ports.push(HostPort {
-                        ip: if ip.is_empty() {
-                            "0.0.0.0".into()
-                        } else {
-                            ip.to_string()
-                        },
-                        protocol: if protocol.is_empty() {
-                            "TCP".into()
-                        } else {
-                            protocol.to_string()
-                        },
-                        port,
-                    });
-                }
-            }
-        }
-        let mut sidecars = Resources::default();
-        let mut init_max = Resources::default();
-        for c in init_containers {
-            let r = container_requests(c, "init container")?;
-            if str_at(c, "restartPolicy") == "Always" {
-                sidecars.add(&r);
-                init_max.max_with(&sidecars);
-            } else {
-                let mut during = r.clone();
-                during.add(&sidecars);
-                init_max.max_with(&during);
-            }
-        }
-        sum.add(&sidecars);
-        sum.max_with(&init_max);
-        if let Some(overhead) = spec.get("overhead").and_then(Value::as_object) {
-            let (o, _) = Resources::from_map(Some(overhead)).map_err(|e| format!("overhead.{e}"))?;
-            sum.add(&o);
-            non_zero_cpu = non_zero_cpu.saturating_add(o.milli_cpu);
-            non_zero_memory = non_zero_memory.saturating_add(o.memory);
-        }
-        non_zero_cpu = non_zero_cpu.max(sum.milli_cpu);
-        non_zero_memory = non_zero_memory.max(sum.memory);
+        let (sum, non_zero_cpu, non_zero_memory) = pod_requests(spec, containers, init_containers)?;
+        let host_ports = host_ports(containers);
 
         let node_selector = spec
             .get("nodeSelector")

@@ -60,7 +60,7 @@ use tracing::{Instrument, Span, info_span};
 
 use crate::client::Client;
 use crate::client::informer::{Cache, Informer, InformerEvent, key_of};
-use crate::controllers::runtime::traceparent_of;
+use crate::controllers::reconciler::traceparent_of;
 use crate::events::{EventRecorder, EventType};
 use crate::objects;
 use cache::{PodInfo, PodUsage, SchedulerCache};
@@ -228,7 +228,7 @@ fn priority_of(pod: &Value) -> i32 {
 fn scheduling_relevant_change(old: &Value, new: &Value) -> bool {
     let annotations = |v: &Value| {
         let mut a = objects::annotations(v);
-        a.remove(crate::controllers::runtime::TRACEPARENT_ANNOTATION);
+        a.remove(crate::controllers::reconciler::TRACEPARENT_ANNOTATION);
         a
     };
     old.get("spec") != new.get("spec")
@@ -310,8 +310,9 @@ impl Scheduler {
         }
     }
 
-    /// Filter and score under the cache lock; on success the pod is assumed on its node.
-    fn decide(&self, key: &str, pod: &PodInfo, span: &Span) -> Decision {
+    /// Filter and score under the cache lock (upstream `schedulePod`); on success the pod is
+    /// assumed on its node.
+    fn schedule_pod(&self, key: &str, pod: &PodInfo, span: &Span) -> Decision {
         let mut cache = self.lock_cache();
         let total = cache.node_names().len();
         span.record("scheduler.nodes.total", total);
@@ -325,13 +326,13 @@ impl Scheduler {
             feasible,
             rejections,
             evaluated,
-        } = self.filter_nodes(&cache, pod, span);
+        } = self.find_nodes_that_fit(&cache, pod, span);
         span.record("scheduler.nodes.evaluated", evaluated);
         span.record("scheduler.nodes.feasible", feasible.len());
         let chosen = if feasible.is_empty() {
             None
         } else {
-            self.score_nodes(&cache, pod, span, &feasible)
+            self.prioritize_nodes(&cache, pod, span, &feasible)
         };
         let Some(chosen) = chosen else {
             return Decision::Unschedulable {
@@ -347,9 +348,9 @@ impl Scheduler {
         }
     }
 
-    /// The filter step (a `scheduler.filter` span): every node, starting where the last
-    /// cycle stopped, until enough feasible ones are found.
-    fn filter_nodes(&self, cache: &SchedulerCache, pod: &PodInfo, span: &Span) -> Filtered {
+    /// The filter step (a `scheduler.filter` span, upstream `findNodesThatFitPod`): every
+    /// node, starting where the last cycle stopped, until enough feasible ones are found.
+    fn find_nodes_that_fit(&self, cache: &SchedulerCache, pod: &PodInfo, span: &Span) -> Filtered {
         let names = cache.node_names();
         let total = names.len();
         let to_find = num_feasible_nodes_to_find(self.options.percentage_of_nodes_to_score, total);
@@ -414,8 +415,15 @@ impl Scheduler {
         out
     }
 
-    /// The score step (a `scheduler.score` span): the best total wins, ties take turns.
-    fn score_nodes(&self, cache: &SchedulerCache, pod: &PodInfo, span: &Span, feasible: &[String]) -> Option<String> {
+    /// The score step (a `scheduler.score` span, upstream `prioritizeNodes`), then
+    /// [`Self::select_host`] picks the winner.
+    fn prioritize_nodes(
+        &self,
+        cache: &SchedulerCache,
+        pod: &PodInfo,
+        span: &Span,
+        feasible: &[String],
+    ) -> Option<String> {
         let sspan = info_span!(
             parent: span,
             "scheduler.score",
@@ -452,6 +460,16 @@ impl Scheduler {
                 s.least_allocated, s.balanced_allocation, s.taint_toleration, s.node_affinity, s.pod_topology_spread, s.total()
             );
         }
+        let (pick, best_score, ties) = self.select_host(&scored)?;
+        sspan.record("scheduler.node", pick.as_str());
+        sspan.record("scheduler.score", best_score);
+        sspan.record("scheduler.ties", ties);
+        Some(pick)
+    }
+
+    /// The node with the best total score (upstream `selectHost`); nodes that tie take
+    /// turns. Returns the node, its score and how many nodes had that score.
+    fn select_host(&self, scored: &[(String, plugins::Scores)]) -> Option<(String, i64, usize)> {
         let best_score = scored.iter().map(|(_, s)| s.total()).max()?;
         let best: Vec<&String> = scored
             .iter()
@@ -459,10 +477,7 @@ impl Scheduler {
             .map(|(n, _)| n)
             .collect();
         let pick = best[self.tie_breaker.fetch_add(1, Ordering::Relaxed) % best.len()];
-        sspan.record("scheduler.node", pick.as_str());
-        sspan.record("scheduler.score", best_score);
-        sspan.record("scheduler.ties", best.len());
-        Some(pick.clone())
+        Some((pick.clone(), best_score, best.len()))
     }
 
     /// One scheduling cycle for one popped pod.
@@ -500,7 +515,7 @@ impl Scheduler {
         );
         let priority = priority_of(&pod);
         let decision = match PodInfo::from_pod(&pod) {
-            Ok(info) => self.decide(&key, &info, &span),
+            Ok(info) => self.schedule_pod(&key, &info, &span),
             Err(e) => Decision::Unschedulable {
                 message: format!("the pod's spec cannot be read: {e}"),
                 evaluated: 0,
