@@ -16,6 +16,7 @@ mod commands;
 mod format;
 mod jsonpath;
 mod output;
+mod signals;
 mod tabwriter;
 
 use std::path::PathBuf;

@@ -820,32 +820,7 @@ impl Session {
             .filter(|w| *w != "\\")
             .map(str::to_string)
             .collect();
-        let mut args: Vec<String> = vec!["up".to_string()];
-        let mut data_dir = None;
-        let mut book_port = 6443;
-        let mut i = 2; // after `kulisse up`
-        while i < words.len() {
-            match words[i].as_str() {
-                "--data-dir" if i + 1 < words.len() => {
-                    data_dir = Some(PathBuf::from(&words[i + 1]));
-                    args.extend([words[i].clone(), words[i + 1].clone()]);
-                    i += 2;
-                }
-                "--listen" if i + 1 < words.len() => {
-                    let real: u16 = words[i + 1]
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.parse().ok())
-                        .unwrap_or(0);
-                    book_port = self.ports.iter().find(|(_, r)| *r == real).map_or(real, |(b, _)| *b);
-                    i += 2;
-                }
-                _ => {
-                    args.push(words[i].clone());
-                    i += 1;
-                }
-            }
-        }
+        let (mut args, data_dir, book_port) = self.up_args(&words);
         let Some(data_dir) = data_dir else {
             return (
                 String::new(),
@@ -878,24 +853,7 @@ impl Session {
                 }
             }
         });
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut banner = String::new();
-        let mut port = None;
-        let mut complete = false;
-        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if port.is_none()
-                && let Some(at) = line.find("://127.0.0.1:")
-            {
-                let digits: String = line[at + 13..].chars().take_while(char::is_ascii_digit).collect();
-                port = digits.parse::<u16>().ok();
-            }
-            banner.push_str(&line);
-            banner.push('\n');
-            if line.contains("Press Ctrl-C to stop") {
-                complete = true;
-                break;
-            }
-        }
+        let (banner, port, complete) = read_banner(&rx);
         // Keep draining its output so it never blocks on a full pipe.
         std::thread::spawn(move || while rx.recv().is_ok() {});
         if let Some(real) = port {
@@ -926,6 +884,38 @@ impl Session {
             Some("kulisse up printed no API server address".into())
         };
         (banner, err)
+    }
+
+    /// The arguments of the book's `kulisse up` (after `kulisse up`, without its `--listen`),
+    /// its `--data-dir`, and the port the book names for it (`--listen`, else 6443).
+    fn up_args(&self, words: &[String]) -> (Vec<String>, Option<PathBuf>, u16) {
+        let mut args: Vec<String> = vec!["up".to_string()];
+        let mut data_dir = None;
+        let mut book_port = 6443;
+        let mut i = 2; // after `kulisse up`
+        while i < words.len() {
+            match words[i].as_str() {
+                "--data-dir" if i + 1 < words.len() => {
+                    data_dir = Some(PathBuf::from(&words[i + 1]));
+                    args.extend([words[i].clone(), words[i + 1].clone()]);
+                    i += 2;
+                }
+                "--listen" if i + 1 < words.len() => {
+                    let real: u16 = words[i + 1]
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
+                    book_port = self.ports.iter().find(|(_, r)| *r == real).map_or(real, |(b, _)| *b);
+                    i += 2;
+                }
+                _ => {
+                    args.push(words[i].clone());
+                    i += 1;
+                }
+            }
+        }
+        (args, data_dir, book_port)
     }
 
     /// Waits until the new cluster answers a client (with its kubeconfig, so plain HTTP and
@@ -1130,6 +1120,30 @@ fn join_with_timeout<T: Send + 'static>(handle: std::thread::JoinHandle<T>, time
         std::thread::sleep(Duration::from_millis(10));
     }
     handle.join().ok()
+}
+
+/// Reads `kulisse up`'s banner from `rx` until "Press Ctrl-C to stop" (`complete`) or
+/// [`START_TIMEOUT`]: the banner, and the API server's port in it.
+fn read_banner(rx: &mpsc::Receiver<String>) -> (String, Option<u16>, bool) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut banner = String::new();
+    let mut port = None;
+    let mut complete = false;
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if port.is_none()
+            && let Some(at) = line.find("://127.0.0.1:")
+        {
+            let digits: String = line[at + 13..].chars().take_while(char::is_ascii_digit).collect();
+            port = digits.parse::<u16>().ok();
+        }
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("Press Ctrl-C to stop") {
+            complete = true;
+            break;
+        }
+    }
+    (banner, port, complete)
 }
 
 #[cfg(test)]

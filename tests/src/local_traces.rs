@@ -6,7 +6,7 @@
 //! trace store. For that the test process needs kulisse's tracing, installed once per test
 //! binary by [`install`].
 //!
-//! The spans stay in the process ([`kulisse_traces::store::global`]): a developer who has
+//! The spans stay in the process ([`kulisse_traces::span_store::global`]): a developer who has
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` set for their own Jaeger must not receive test spans, and
 //! the checks must run all the same, in CI and everywhere else. So tracing is installed with
 //! [`InitOptions::export_from_env`] off, whatever the `OTEL_EXPORTER_OTLP_*` variables say,

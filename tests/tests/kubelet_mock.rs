@@ -738,7 +738,7 @@ async fn pod_syncs_continue_the_pods_trace_with_one_span_per_runtime_call() {
         "kubelet.status_update",
     ];
     let spans = eventually(20, "the kubelet's spans in the pod's trace", || async {
-        let spans = kulisse_traces::store::global().spans_of(trace_id);
+        let spans = kulisse_traces::span_store::global().spans_of(trace_id);
         wanted
             .iter()
             .all(|w| spans.iter().any(|s| s.name == *w))
@@ -792,7 +792,7 @@ async fn pod_syncs_continue_the_pods_trace_with_one_span_per_runtime_call() {
         .to_string();
     let failing = failing.as_str();
     let pull = eventually(20, "an error runtime.pull_image span", || async {
-        kulisse_traces::store::global()
+        kulisse_traces::span_store::global()
             .spans_of(failing)
             .into_iter()
             .find(|s| s.name == "runtime.pull_image" && s.is_error())

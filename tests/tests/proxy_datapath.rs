@@ -576,7 +576,7 @@ async fn whole_proxy_forwards_a_service_from_the_api_server() {
             .expect("the API server records the write's trace on the Service");
         let trace_id = traceparent.split('-').nth(1).unwrap_or("").to_string();
         let listen = eventually(15, "a proxy.listen span in the Service's trace", || async {
-            kulisse_traces::store::global()
+            kulisse_traces::span_store::global()
                 .spans_of(&trace_id)
                 .into_iter()
                 .find(|s| s.name == "proxy.listen" && s.attr("proxy.address") == Some("127.1.202.10:8080"))

@@ -345,7 +345,7 @@ fn child_components() {
         }
     }
     emit("trace_id", &trace_id);
-    for span in kulisse_traces::store::global().spans_of(&trace_id) {
+    for span in kulisse_traces::span_store::global().spans_of(&trace_id) {
         emit(&format!("local_service.{}", span.name), &span.service_name);
     }
     guard.shutdown().expect("the final flush of the guard");
@@ -413,7 +413,7 @@ fn child_styles() {
         kulisse_traces::init_with(InitOptions::new("kulisse-controller-manager").trace_style(TraceStyle::Links))
             .expect("kulisse_traces::init_with");
     emit("style", kulisse_traces::propagation::trace_style());
-    let store = kulisse_traces::store::global();
+    let store = kulisse_traces::span_store::global();
 
     // The write that caused the work (its traceparent would be in the object's annotation).
     let cause = tracing::info_span!("apiserver.request", kulisse.stage = "apiserver");

@@ -455,7 +455,7 @@ fn keep_spans_at_home() {
     let guard = kulisse_traces::init_with(options).expect("kulisse_traces::init_with");
     emit("exporting", guard.exporting());
     emit_apply_and_request();
-    emit("stored_spans", kulisse_traces::store::global().len());
+    emit("stored_spans", kulisse_traces::span_store::global().len());
     guard.shutdown().expect("the final flush of the guard");
 }
 

@@ -60,7 +60,7 @@
 //!
 //! ## No backend needed: the local trace store
 //!
-//! Every process keeps its finished spans in memory ([`store`]), and a process started with
+//! Every process keeps its finished spans in memory ([`span_store`]), and a process started with
 //! [`InitOptions::control_plane_sender`] also sends them to the API server, which keeps them
 //! too: as an OTLP protobuf `ExportTraceServiceRequest` that [`control_plane`] encodes and
 //! hands to a function of the caller, which posts it to `POST /v1/traces` through the
@@ -75,13 +75,13 @@ pub mod otlp_json;
 pub mod otlp_proto;
 pub mod propagation;
 pub mod routing;
-pub mod store;
+pub mod span_store;
 pub mod view;
 
 pub use control_plane::{SendSpans, sender as control_plane_sender};
 pub use otlp_json::to_otlp_json;
 pub use propagation::{TraceStyle, background_tracing_enabled, continue_from, set_trace_style};
-pub use store::{StoredSpan, TraceStore};
+pub use span_store::{StoredSpan, TraceStore};
 pub use view::{narrate, render_svg, render_waterfall};
 
 use std::sync::Arc;
@@ -146,7 +146,7 @@ pub struct InitOptions {
     pub control_plane: Option<SendSpans>,
     /// The [`TraceStyle`] for [`continue_from`]; `None`: `KULISSE_TRACE_STYLE`, else tree.
     pub trace_style: Option<TraceStyle>,
-    /// Keep finished spans in this process's [`store::global`] store (default `true`).
+    /// Keep finished spans in this process's [`span_store::global`] store (default `true`).
     pub local_store: bool,
     /// Export over OTLP when the `OTEL_EXPORTER_OTLP_*` variables ask for it (default
     /// `true`). `false` keeps this process's spans at home whatever the environment says:
@@ -245,7 +245,7 @@ pub fn init(service_name: &str) -> anyhow::Result<TracingGuard> {
 /// - an OpenTelemetry SDK tracer provider whose `service.name` is `options.default_service`
 ///   unless `OTEL_SERVICE_NAME` or a `service.name` in `OTEL_RESOURCE_ATTRIBUTES` says
 ///   otherwise (then that name is used for every span, also with `route_by_stage`);
-/// - a span processor that keeps finished spans in [`store::global`] (unless
+/// - a span processor that keeps finished spans in [`span_store::global`] (unless
 ///   `options.local_store` is `false`);
 /// - an OTLP exporter, only if `OTEL_EXPORTER_OTLP_ENDPOINT` or
 ///   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (see the crate docs for the other variables)
@@ -272,32 +272,13 @@ pub fn init_with(options: InitOptions) -> anyhow::Result<TracingGuard> {
         exporting,
         exporting_to_control_plane,
     } = Pipeline::build(&options, &mut warnings);
-    let style = match options.trace_style {
-        Some(style) => style,
-        None => match env_value(propagation::TRACE_STYLE_ENV) {
-            Some(value) => value.parse().unwrap_or_else(|err| {
-                warnings.push(format!("{}: {err}; using \"tree\"", propagation::TRACE_STYLE_ENV));
-                TraceStyle::Tree
-            }),
-            None => TraceStyle::Tree,
-        },
-    };
-    propagation::set_trace_style(style);
+    propagation::set_trace_style(trace_style(&options, &mut warnings));
     let tracer = provider.tracer(INSTRUMENTATION_SCOPE);
 
     let log_filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::WARN.into())
         .from_env_lossy();
-    let otel_filter = match std::env::var(OTEL_FILTER_ENV) {
-        Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(&value).unwrap_or_else(|err| {
-            warnings.push(format!(
-                "{OTEL_FILTER_ENV}={value:?} is not a valid filter ({err}); \
-                 using the default {DEFAULT_OTEL_FILTER:?}"
-            ));
-            EnvFilter::new(DEFAULT_OTEL_FILTER)
-        }),
-        _ => EnvFilter::new(DEFAULT_OTEL_FILTER),
-    };
+    let otel_filter = otel_filter(&mut warnings);
     let log_layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colours only for a terminal, not for logs redirected to a file.
@@ -344,6 +325,36 @@ pub fn init_with(options: InitOptions) -> anyhow::Result<TracingGuard> {
         );
     }
     Ok(guard)
+}
+
+/// The trace style of [`init_with`]: the option, else `$KULISSE_TRACE_STYLE`, else `tree`
+/// (a bad value is a warning, not an error).
+fn trace_style(options: &InitOptions, warnings: &mut Vec<String>) -> TraceStyle {
+    match options.trace_style {
+        Some(style) => style,
+        None => match env_value(propagation::TRACE_STYLE_ENV) {
+            Some(value) => value.parse().unwrap_or_else(|err| {
+                warnings.push(format!("{}: {err}; using \"tree\"", propagation::TRACE_STYLE_ENV));
+                TraceStyle::Tree
+            }),
+            None => TraceStyle::Tree,
+        },
+    }
+}
+
+/// Which `tracing` spans become OpenTelemetry spans: [`OTEL_FILTER_ENV`], else
+/// [`DEFAULT_OTEL_FILTER`] (a bad filter is a warning, not an error).
+fn otel_filter(warnings: &mut Vec<String>) -> EnvFilter {
+    match std::env::var(OTEL_FILTER_ENV) {
+        Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(&value).unwrap_or_else(|err| {
+            warnings.push(format!(
+                "{OTEL_FILTER_ENV}={value:?} is not a valid filter ({err}); \
+                 using the default {DEFAULT_OTEL_FILTER:?}"
+            ));
+            EnvFilter::new(DEFAULT_OTEL_FILTER)
+        }),
+        _ => EnvFilter::new(DEFAULT_OTEL_FILTER),
+    }
 }
 
 /// The OpenTelemetry side of [`init_with`]: the tracer provider with its processors and
@@ -410,7 +421,8 @@ impl Pipeline {
 
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
         if options.local_store {
-            builder = builder.with_span_processor(store::StoreProcessor::new(store::global(), router.clone()));
+            builder =
+                builder.with_span_processor(span_store::StoreProcessor::new(span_store::global(), router.clone()));
         }
         if let Some(exporter) = exporter {
             builder = builder.with_batch_exporter(exporter);
@@ -708,7 +720,7 @@ mod tests {
     use std::sync::Mutex;
 
     /// A control plane that takes a while to answer, and remembers what it was sent.
-    fn slow_control_plane() -> (SendSpans, Arc<Mutex<Vec<store::StoredSpan>>>) {
+    fn slow_control_plane() -> (SendSpans, Arc<Mutex<Vec<span_store::StoredSpan>>>) {
         let delivered = Arc::new(Mutex::new(Vec::new()));
         let received = delivered.clone();
         let send = control_plane_sender(move |body| {

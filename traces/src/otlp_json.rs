@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::INSTRUMENTATION_SCOPE;
-use crate::store::{SpanStatusCode, StoredSpan};
+use crate::span_store::{SpanStatusCode, StoredSpan};
 
 /// The spans as an OTLP JSON `ExportTraceServiceRequest` (`{"resourceSpans": [...]}`): one
 /// resource per service name, in order of first appearance, one scope per scope name.
@@ -118,8 +118,8 @@ fn span_json(span: &StoredSpan) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::span;
-    use crate::store::{StoredEvent, StoredLink};
+    use crate::span_store::tests::span;
+    use crate::span_store::{StoredEvent, StoredLink};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
     #[test]

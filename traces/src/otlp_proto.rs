@@ -13,11 +13,13 @@ use std::collections::BTreeMap;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
     common::v1::{AnyValue, KeyValue as ProtoKeyValue, any_value},
+    resource::v1::Resource,
+    trace::v1::Span,
 };
 use prost::Message as _;
 
 use crate::catalogue::STAGE_KEY;
-use crate::store::{SpanStatusCode, StoredEvent, StoredLink, StoredSpan};
+use crate::span_store::{SpanStatusCode, StoredEvent, StoredLink, StoredSpan};
 
 /// Spans decoded from an OTLP export request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,91 +65,105 @@ pub fn encode_otlp_response(decoded: &DecodedSpans) -> Vec<u8> {
 pub fn spans_from_otlp(request: ExportTraceServiceRequest) -> DecodedSpans {
     let mut out = DecodedSpans::default();
     for resource_spans in request.resource_spans {
-        let service_name = resource_spans
-            .resource
-            .as_ref()
-            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-            .map(|kv| render_any(kv.value.as_ref()))
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "unknown_service".to_string());
+        let service_name = service_name_of(resource_spans.resource.as_ref());
         for scope_spans in resource_spans.scope_spans {
             let scope = scope_spans.scope.map(|s| s.name).unwrap_or_default();
             for span in scope_spans.spans {
-                let Some(trace_id) = id_hex(&span.trace_id, 16) else {
-                    out.reject(format!(
-                        "span {:?} has trace id {:?}: expected 16 bytes, not all zero",
-                        span.name,
-                        hex(&span.trace_id)
-                    ));
-                    continue;
-                };
-                let Some(span_id) = id_hex(&span.span_id, 8) else {
-                    out.reject(format!(
-                        "span {:?} has span id {:?}: expected 8 bytes, not all zero",
-                        span.name,
-                        hex(&span.span_id)
-                    ));
-                    continue;
-                };
-                let attributes = attributes_to_map(&span.attributes);
-                let (status, status_message) = match span.status {
-                    Some(status) => (
-                        match status.code {
-                            1 => SpanStatusCode::Ok,
-                            2 => SpanStatusCode::Error,
-                            _ => SpanStatusCode::Unset,
-                        },
-                        status.message,
-                    ),
-                    None => (SpanStatusCode::Unset, String::new()),
-                };
-                out.spans.push(StoredSpan {
-                    trace_id,
-                    span_id,
-                    // An empty or all-zero parent id means "root", as in the SDKs.
-                    parent_span_id: id_hex(&span.parent_span_id, 8),
-                    kind: match span.kind {
-                        2 => "server",
-                        3 => "client",
-                        4 => "producer",
-                        5 => "consumer",
-                        _ => "internal",
-                    }
-                    .to_string(),
-                    service_name: service_name.clone(),
-                    stage: attributes.get(STAGE_KEY).cloned(),
-                    start_unix_nanos: span.start_time_unix_nano,
-                    end_unix_nanos: span.end_time_unix_nano.max(span.start_time_unix_nano),
-                    status,
-                    status_message,
-                    events: span
-                        .events
-                        .into_iter()
-                        .map(|event| StoredEvent {
-                            name: event.name,
-                            time_unix_nanos: event.time_unix_nano,
-                            attributes: attributes_to_map(&event.attributes),
-                        })
-                        .collect(),
-                    links: span
-                        .links
-                        .into_iter()
-                        .filter_map(|link| {
-                            Some(StoredLink {
-                                trace_id: id_hex(&link.trace_id, 16)?,
-                                span_id: id_hex(&link.span_id, 8)?,
-                                attributes: attributes_to_map(&link.attributes),
-                            })
-                        })
-                        .collect(),
-                    scope: scope.clone(),
-                    name: span.name,
-                    attributes,
-                });
+                match stored_span(span, &service_name, &scope) {
+                    Ok(span) => out.spans.push(span),
+                    Err(why) => out.reject(why),
+                }
             }
         }
     }
     out
+}
+
+/// The resource's `service.name`, or `unknown_service`.
+fn service_name_of(resource: Option<&Resource>) -> String {
+    resource
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .map(|kv| render_any(kv.value.as_ref()))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown_service".to_string())
+}
+
+/// One OTLP span as the trace store keeps it, or why it is rejected (a trace or span id that
+/// is not 16/8 bytes, or all zero).
+fn stored_span(span: Span, service_name: &str, scope: &str) -> Result<StoredSpan, String> {
+    let Some(trace_id) = id_hex(&span.trace_id, 16) else {
+        return Err(format!(
+            "span {:?} has trace id {:?}: expected 16 bytes, not all zero",
+            span.name,
+            hex(&span.trace_id)
+        ));
+    };
+    let Some(span_id) = id_hex(&span.span_id, 8) else {
+        return Err(format!(
+            "span {:?} has span id {:?}: expected 8 bytes, not all zero",
+            span.name,
+            hex(&span.span_id)
+        ));
+    };
+    let attributes = attributes_to_map(&span.attributes);
+    let (status, status_message) = match span.status {
+        Some(status) => (
+            match status.code {
+                1 => SpanStatusCode::Ok,
+                2 => SpanStatusCode::Error,
+                _ => SpanStatusCode::Unset,
+            },
+            status.message,
+        ),
+        None => (SpanStatusCode::Unset, String::new()),
+    };
+    Ok(StoredSpan {
+        trace_id,
+        span_id,
+        // An empty or all-zero parent id means "root", as in the SDKs.
+        parent_span_id: id_hex(&span.parent_span_id, 8),
+        kind: kind_name(span.kind).to_string(),
+        service_name: service_name.to_string(),
+        stage: attributes.get(STAGE_KEY).cloned(),
+        start_unix_nanos: span.start_time_unix_nano,
+        end_unix_nanos: span.end_time_unix_nano.max(span.start_time_unix_nano),
+        status,
+        status_message,
+        events: span
+            .events
+            .into_iter()
+            .map(|event| StoredEvent {
+                name: event.name,
+                time_unix_nanos: event.time_unix_nano,
+                attributes: attributes_to_map(&event.attributes),
+            })
+            .collect(),
+        links: span
+            .links
+            .into_iter()
+            .filter_map(|link| {
+                Some(StoredLink {
+                    trace_id: id_hex(&link.trace_id, 16)?,
+                    span_id: id_hex(&link.span_id, 8)?,
+                    attributes: attributes_to_map(&link.attributes),
+                })
+            })
+            .collect(),
+        scope: scope.to_string(),
+        name: span.name,
+        attributes,
+    })
+}
+
+/// OTLP's `SpanKind` number as the store names it.
+fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "internal",
+    }
 }
 
 impl DecodedSpans {

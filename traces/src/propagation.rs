@@ -224,7 +224,7 @@ pub fn set_parent(span: &tracing::Span, cx: Context) -> bool {
 ///   **link** to that span. This is what the Kubernetes enhancement proposals for tracing
 ///   suggest for asynchronous, level-triggered work: each stage is its own trace, and the
 ///   links let a viewer (Jaeger shows them as `FOLLOWS_FROM` references) jump between them.
-///   [`crate::store::TraceStore::spans_of_linked`] puts them together again.
+///   [`crate::span_store::TraceStore::spans_of_linked`] puts them together again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TraceStyle {
     /// One trace, parent → child across components.

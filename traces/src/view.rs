@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::catalogue::{self, attrs};
-use crate::store::{StoredSpan, summarize};
+use crate::span_store::{StoredSpan, summarize};
 
 /// The attributes shown after the bar, in this order, with a label in front of the value.
 /// `k8s.*` object attributes are shown together as one object reference first.
@@ -500,9 +500,6 @@ fn xml_escape(text: &str) -> String {
 /// names the colours. The picture is self-contained (no scripts, no external fonts), so the
 /// book can show it as an image.
 pub fn render_svg(spans: &[StoredSpan], width: usize) -> String {
-    const ROW: usize = 18;
-    const TOP: usize = 46;
-    const CHAR_W: f64 = 7.2; // 12 px monospace
     let width = width.max(400);
     if spans.is_empty() {
         return format!(
@@ -510,19 +507,12 @@ pub fn render_svg(spans: &[StoredSpan], width: usize) -> String {
         );
     }
     let rows = tree_rows(spans);
-    let t0 = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
-    let t1 = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(t0).max(t0);
-    let total = (t1 - t0).max(1);
     let labels: Vec<String> = rows.iter().map(|row| row_label(row)).collect();
-    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(8);
-    let label_w = ((longest as f64 * CHAR_W) as usize + 16).min(width * 45 / 100);
-    let dur_w = 80;
-    let bar_x = label_w as f64;
-    let bar_w = (width.saturating_sub(label_w + dur_w + 8)).max(100) as f64;
-    let legend_y = TOP + rows.len() * ROW + 14;
+    let frame = SvgFrame::new(spans, &labels, width);
+    let legend_y = SVG_TOP + rows.len() * SVG_ROW + 14;
     let height = legend_y + 30;
 
-    let title = headline(&trace_ids_of(&rows), spans, total);
+    let title = headline(&trace_ids_of(&rows), spans, frame.total);
 
     let mut out = String::new();
     let _ = writeln!(
@@ -534,15 +524,65 @@ pub fn render_svg(spans: &[StoredSpan], width: usize) -> String {
     let _ = writeln!(
         out,
         "<text x=\"8\" y=\"18\" font-weight=\"bold\">{}</text>",
-        xml_escape(&cut(&title, (width as f64 / CHAR_W) as usize))
+        xml_escape(&cut(&title, (width as f64 / SVG_CHAR_W) as usize))
     );
-    // The time axis: five ticks, with grid lines down the whole picture.
+    svg_time_axis(&mut out, &frame);
+    for (i, (row, label)) in rows.iter().zip(&labels).enumerate() {
+        svg_span_row(&mut out, &frame, i, row.span, label);
+    }
+    svg_legend(&mut out, &rows, legend_y);
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Height of one row of [`render_svg`], in pixels.
+const SVG_ROW: usize = 18;
+/// Where the first row starts (below the title and the time axis' labels).
+const SVG_TOP: usize = 46;
+/// Width of one character of the 12 px monospace font.
+const SVG_CHAR_W: f64 = 7.2;
+
+/// The geometry of one [`render_svg`] picture: the label column, then the bars' time axis,
+/// then the durations.
+struct SvgFrame {
+    width: usize,
+    rows: usize,
+    /// The earliest start: the axis' zero.
+    t0: u64,
+    /// From the earliest start to the latest end, at least 1 ns.
+    total: u64,
+    label_w: usize,
+    bar_x: f64,
+    bar_w: f64,
+}
+
+impl SvgFrame {
+    fn new(spans: &[StoredSpan], labels: &[String], width: usize) -> SvgFrame {
+        let t0 = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+        let t1 = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(t0).max(t0);
+        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(8);
+        let label_w = ((longest as f64 * SVG_CHAR_W) as usize + 16).min(width * 45 / 100);
+        let dur_w = 80;
+        SvgFrame {
+            width,
+            rows: labels.len(),
+            t0,
+            total: (t1 - t0).max(1),
+            label_w,
+            bar_x: label_w as f64,
+            bar_w: (width.saturating_sub(label_w + dur_w + 8)).max(100) as f64,
+        }
+    }
+}
+
+/// The time axis: five ticks, with grid lines down the whole picture.
+fn svg_time_axis(out: &mut String, frame: &SvgFrame) {
     for i in 0..=4 {
-        let x = bar_x + bar_w * i as f64 / 4.0;
+        let x = frame.bar_x + frame.bar_w * i as f64 / 4.0;
         let label = if i == 0 {
             "0 ms".to_string()
         } else {
-            format_duration(total * i / 4)
+            format_duration(frame.total * i / 4)
         };
         let anchor = match i {
             0 => "start",
@@ -552,60 +592,65 @@ pub fn render_svg(spans: &[StoredSpan], width: usize) -> String {
         let _ = writeln!(
             out,
             "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#dddddd\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"{anchor}\" fill=\"#555555\">{}</text>",
-            TOP - 8,
-            TOP + rows.len() * ROW,
-            TOP - 12,
+            SVG_TOP - 8,
+            SVG_TOP + frame.rows * SVG_ROW,
+            SVG_TOP - 12,
             xml_escape(&label)
         );
     }
-    for (i, (row, label)) in rows.iter().zip(&labels).enumerate() {
-        let y = TOP + i * ROW;
-        if i % 2 == 1 {
-            let _ = writeln!(
-                out,
-                "<rect x=\"0\" y=\"{y}\" width=\"{width}\" height=\"{ROW}\" fill=\"#f6f6f6\"/>"
-            );
-        }
-        let span = row.span;
-        let start = span.start_unix_nanos.saturating_sub(t0) as f64 / total as f64 * bar_w;
-        let len = (span.duration_nanos() as f64 / total as f64 * bar_w).max(1.5);
-        let colour = stage_colour(span);
-        let tooltip = {
-            let d = details(span);
-            format!(
-                "{} ({}) · {}{}",
-                span.name,
-                who(span),
-                format_duration(span.duration_nanos()),
-                if d.is_empty() {
-                    String::new()
-                } else {
-                    format!(" · {d}")
-                }
-            )
-        };
+}
+
+/// Row `i`: the tree label, the span's bar and its duration, with the details as a tooltip.
+fn svg_span_row(out: &mut String, frame: &SvgFrame, i: usize, span: &StoredSpan, label: &str) {
+    let y = SVG_TOP + i * SVG_ROW;
+    if i % 2 == 1 {
         let _ = writeln!(
             out,
-            "<g><title>{}</title><text x=\"6\" y=\"{}\" fill=\"{}\" xml:space=\"preserve\" style=\"white-space:pre\">{}</text><rect x=\"{:.1}\" y=\"{}\" width=\"{len:.1}\" height=\"{}\" rx=\"2\" fill=\"{colour}\"{}/><text x=\"{:.1}\" y=\"{}\" fill=\"#333333\">{}</text></g>",
-            xml_escape(&tooltip),
-            y + 13,
-            if span.is_error() { "#c00000" } else { "#222222" },
-            // SVG collapses runs of spaces; the tree's indentation needs no-break spaces.
-            xml_escape(&cut(label, ((label_w - 10) as f64 / CHAR_W) as usize)).replace(' ', "\u{a0}"),
-            bar_x + start,
-            y + 3,
-            ROW - 6,
-            if span.is_error() {
-                " stroke=\"#c00000\" stroke-width=\"2\""
-            } else {
-                ""
-            },
-            bar_x + bar_w + 6.0,
-            y + 13,
-            xml_escape(&format_duration(span.duration_nanos()))
+            "<rect x=\"0\" y=\"{y}\" width=\"{}\" height=\"{SVG_ROW}\" fill=\"#f6f6f6\"/>",
+            frame.width
         );
     }
-    // Legend: the stages that appear, in the order a request flows.
+    let start = span.start_unix_nanos.saturating_sub(frame.t0) as f64 / frame.total as f64 * frame.bar_w;
+    let len = (span.duration_nanos() as f64 / frame.total as f64 * frame.bar_w).max(1.5);
+    let colour = stage_colour(span);
+    let tooltip = {
+        let d = details(span);
+        format!(
+            "{} ({}) · {}{}",
+            span.name,
+            who(span),
+            format_duration(span.duration_nanos()),
+            if d.is_empty() {
+                String::new()
+            } else {
+                format!(" · {d}")
+            }
+        )
+    };
+    let _ = writeln!(
+        out,
+        "<g><title>{}</title><text x=\"6\" y=\"{}\" fill=\"{}\" xml:space=\"preserve\" style=\"white-space:pre\">{}</text><rect x=\"{:.1}\" y=\"{}\" width=\"{len:.1}\" height=\"{}\" rx=\"2\" fill=\"{colour}\"{}/><text x=\"{:.1}\" y=\"{}\" fill=\"#333333\">{}</text></g>",
+        xml_escape(&tooltip),
+        y + 13,
+        if span.is_error() { "#c00000" } else { "#222222" },
+        // SVG collapses runs of spaces; the tree's indentation needs no-break spaces.
+        xml_escape(&cut(label, ((frame.label_w - 10) as f64 / SVG_CHAR_W) as usize)).replace(' ', "\u{a0}"),
+        frame.bar_x + start,
+        y + 3,
+        SVG_ROW - 6,
+        if span.is_error() {
+            " stroke=\"#c00000\" stroke-width=\"2\""
+        } else {
+            ""
+        },
+        frame.bar_x + frame.bar_w + 6.0,
+        y + 13,
+        xml_escape(&format_duration(span.duration_nanos()))
+    );
+}
+
+/// Legend: the stages that appear, in the order a request flows.
+fn svg_legend(out: &mut String, rows: &[Row<'_>], legend_y: usize) {
     let mut x = 8.0;
     for (stage, colour) in STAGE_COLOURS {
         if !rows.iter().any(|r| r.span.stage.as_deref() == Some(*stage)) {
@@ -618,17 +663,15 @@ pub fn render_svg(spans: &[StoredSpan], width: usize) -> String {
             x + 16.0,
             legend_y + 10
         );
-        x += 16.0 + stage.len() as f64 * CHAR_W + 18.0;
+        x += 16.0 + stage.len() as f64 * SVG_CHAR_W + 18.0;
     }
-    out.push_str("</svg>\n");
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SpanStatusCode;
-    use crate::store::tests::span;
+    use crate::span_store::SpanStatusCode;
+    use crate::span_store::tests::span;
 
     fn synthetic_trace() -> Vec<StoredSpan> {
         let mut apply = span(1, 1, None, "cli.apply", 0, 100);
@@ -739,7 +782,7 @@ mod tests {
         let one = render_waterfall(&[span(1, 1, None, "cli.apply", 0, 0)], 10);
         assert_eq!(one.lines().count(), 3, "{one}");
         let mut linked = span(2, 9, None, "controller.reconcile", 50, 60);
-        linked.links.push(crate::store::StoredLink {
+        linked.links.push(crate::span_store::StoredLink {
             trace_id: format!("{:032x}", 1),
             span_id: format!("{:016x}", 1),
             attributes: Default::default(),

@@ -238,6 +238,37 @@ fn podman_name(parts: &[&str]) -> String {
     name
 }
 
+/// The container's cgroup limits as podman takes them (`None`: no limits): a memory limit,
+/// and CPU as CFS quota per 100 ms period (limit) and shares (request), as the kubelet
+/// sets them.
+fn linux_resources(config: &ContainerConfig) -> Option<models::LinuxResources> {
+    let r = &config.resources;
+    let mut resources = serde_json::Map::new();
+    if let Some(limit) = r.memory_limit_bytes {
+        resources.insert(
+            "memory".into(),
+            serde_json::json!({ "limit": i64::try_from(limit).unwrap_or(i64::MAX) }),
+        );
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(millis) = r.cpu_limit_millis.filter(|m| *m > 0) {
+        // 1000m = one CPU = 100 ms of CPU time every 100 ms period.
+        cpu.insert("period".into(), 100_000u64.into());
+        cpu.insert("quota".into(), (millis.min(1_000_000) as i64 * 100).max(1000).into());
+    }
+    if let Some(millis) = r.cpu_request_millis.or(r.cpu_limit_millis) {
+        // What the kubelet sets: cpu.shares = millicores * 1024 / 1000, at least 2.
+        cpu.insert("shares".into(), (millis.saturating_mul(1024) / 1000).max(2).into());
+    }
+    if !cpu.is_empty() {
+        resources.insert("cpu".into(), serde_json::Value::Object(cpu));
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    serde_json::from_value::<models::LinuxResources>(serde_json::Value::Object(resources)).ok()
+}
+
 /// The registry part of an image reference, if it names one (`localhost`,
 /// `127.0.0.1:5000`, `quay.io`); `None` means the default registry (docker.io).
 fn registry_of(image: &str) -> Option<&str> {
@@ -836,30 +867,7 @@ impl ContainerRuntime for PodmanRuntime {
             if let Some(dir) = config.working_dir.as_deref().filter(|d| !d.is_empty()) {
                 b = b.work_dir(dir).create_working_dir(true);
             }
-            let r = &config.resources;
-            let mut resources = serde_json::Map::new();
-            if let Some(limit) = r.memory_limit_bytes {
-                resources.insert(
-                    "memory".into(),
-                    serde_json::json!({ "limit": i64::try_from(limit).unwrap_or(i64::MAX) }),
-                );
-            }
-            let mut cpu = serde_json::Map::new();
-            if let Some(millis) = r.cpu_limit_millis.filter(|m| *m > 0) {
-                // 1000m = one CPU = 100 ms of CPU time every 100 ms period.
-                cpu.insert("period".into(), 100_000u64.into());
-                cpu.insert("quota".into(), (millis.min(1_000_000) as i64 * 100).max(1000).into());
-            }
-            if let Some(millis) = r.cpu_request_millis.or(r.cpu_limit_millis) {
-                // What the kubelet sets: cpu.shares = millicores * 1024 / 1000, at least 2.
-                cpu.insert("shares".into(), (millis.saturating_mul(1024) / 1000).max(2).into());
-            }
-            if !cpu.is_empty() {
-                resources.insert("cpu".into(), serde_json::Value::Object(cpu));
-            }
-            if !resources.is_empty()
-                && let Ok(res) = serde_json::from_value::<models::LinuxResources>(serde_json::Value::Object(resources))
-            {
+            if let Some(res) = linux_resources(config) {
                 b = b.resource_limits(res);
             }
             b.build()

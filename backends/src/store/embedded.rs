@@ -292,47 +292,16 @@ impl Shared {
         };
 
         if at == current {
-            let mut kvs = Vec::new();
-            for item in kv.range::<&str>(prefix..)? {
-                if kvs.len() >= limit {
-                    break;
-                }
-                let (k, v) = item?;
-                let key = k.value();
-                if !key.starts_with(prefix) {
-                    break;
-                }
-                let (create_revision, mod_revision, value) = v.value();
-                kvs.push(KeyValue {
-                    key: key.to_string(),
-                    value: value.to_vec(),
-                    create_revision,
-                    mod_revision,
-                });
-            }
+            let kvs = keys_under(&kv, prefix, limit)?;
             return Ok(RangeResult { kvs, revision: current });
         }
 
         // An older revision: start from today's state and undo every newer change, newest
         // first. Each log entry remembers the key as it was before (prev_kv).
-        let mut state: BTreeMap<String, KeyValue> = BTreeMap::new();
-        for item in kv.range::<&str>(prefix..)? {
-            let (k, v) = item?;
-            let key = k.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            let (create_revision, mod_revision, value) = v.value();
-            state.insert(
-                key.to_string(),
-                KeyValue {
-                    key: key.to_string(),
-                    value: value.to_vec(),
-                    create_revision,
-                    mod_revision,
-                },
-            );
-        }
+        let mut state: BTreeMap<String, KeyValue> = keys_under(&kv, prefix, usize::MAX)?
+            .into_iter()
+            .map(|kv| (kv.key.clone(), kv))
+            .collect();
         let log = txn.open_table(LOG)?;
         for item in log.range((at + 1)..)?.rev() {
             let (_rev, entry) = item?;
@@ -341,16 +310,8 @@ impl Shared {
                 continue;
             }
             match prev {
-                Some((create_revision, mod_revision, value)) => {
-                    state.insert(
-                        key.to_string(),
-                        KeyValue {
-                            key: key.to_string(),
-                            value: value.to_vec(),
-                            create_revision,
-                            mod_revision,
-                        },
-                    );
+                Some(prev) => {
+                    state.insert(key.to_string(), stored_kv(key, prev));
                 }
                 None => {
                     state.remove(key);
@@ -471,123 +432,34 @@ impl Shared {
     fn run_batch(&self, batch: &[Request]) -> Result<BatchOutput, Fail> {
         let txn = self.db.begin_write()?;
         let mut answers = Vec::with_capacity(batch.len());
-        let mut events = Vec::new();
-        let mut dirty = false;
-        let revision;
-        {
-            let mut kv = txn.open_table(KV)?;
-            let mut log = txn.open_table(LOG)?;
-            let mut meta = txn.open_table(META)?;
-            let mut rev = self.meta_value(&meta, META_REVISION)?;
-
+        let (events, revision, dirty) = {
+            let meta = txn.open_table(META)?;
+            let rev = self.meta_value(&meta, META_REVISION)?;
+            let mut w = BatchWriter {
+                kv: txn.open_table(KV)?,
+                log: txn.open_table(LOG)?,
+                meta,
+                rev,
+                events: Vec::new(),
+                dirty: false,
+            };
             for request in batch {
                 let answer = match &request.op {
-                    WriteOp::Create { key, value } => match read_kv(&kv, key)? {
-                        Some(current) => Ok(Answer::Txn(TxnOutcome::Conflict { current: Some(current) })),
-                        None => {
-                            rev += 1;
-                            let new = KeyValue {
-                                key: key.clone(),
-                                value: value.clone(),
-                                create_revision: rev,
-                                mod_revision: rev,
-                            };
-                            kv.insert(key.as_str(), (rev, rev, value.as_slice()))?;
-                            log.insert(rev, (key.as_str(), OP_PUT, value.as_slice(), rev, None))?;
-                            events.push(WatchEvent {
-                                kind: EventType::Put,
-                                kv: new.clone(),
-                                prev_kv: None,
-                            });
-                            dirty = true;
-                            Ok(Answer::Txn(TxnOutcome::Succeeded { kv: new }))
-                        }
-                    },
-                    WriteOp::Update { key, value, expected } => match read_kv(&kv, key)? {
-                        Some(current) if current.mod_revision == *expected => {
-                            rev += 1;
-                            let new = KeyValue {
-                                key: key.clone(),
-                                value: value.clone(),
-                                create_revision: current.create_revision,
-                                mod_revision: rev,
-                            };
-                            kv.insert(key.as_str(), (current.create_revision, rev, value.as_slice()))?;
-                            log.insert(
-                                rev,
-                                (
-                                    key.as_str(),
-                                    OP_PUT,
-                                    value.as_slice(),
-                                    current.create_revision,
-                                    Some((current.create_revision, current.mod_revision, current.value.as_slice())),
-                                ),
-                            )?;
-                            events.push(WatchEvent {
-                                kind: EventType::Put,
-                                kv: new.clone(),
-                                prev_kv: Some(current),
-                            });
-                            dirty = true;
-                            Ok(Answer::Txn(TxnOutcome::Succeeded { kv: new }))
-                        }
-                        current => Ok(Answer::Txn(TxnOutcome::Conflict { current })),
-                    },
-                    WriteOp::Delete { key, expected } => match read_kv(&kv, key)? {
-                        Some(current) if expected.is_none_or(|e| e == current.mod_revision) => {
-                            rev += 1;
-                            kv.remove(key.as_str())?;
-                            log.insert(
-                                rev,
-                                (
-                                    key.as_str(),
-                                    OP_DELETE,
-                                    &[][..],
-                                    0,
-                                    Some((current.create_revision, current.mod_revision, current.value.as_slice())),
-                                ),
-                            )?;
-                            let mut gone = current.clone();
-                            gone.mod_revision = rev;
-                            events.push(WatchEvent {
-                                kind: EventType::Delete,
-                                kv: deleted_kv(key, rev),
-                                prev_kv: Some(current),
-                            });
-                            dirty = true;
-                            Ok(Answer::Txn(TxnOutcome::Succeeded { kv: gone }))
-                        }
-                        current => Ok(Answer::Txn(TxnOutcome::Conflict { current })),
-                    },
-                    WriteOp::Compact { revision: target } => {
-                        let target = *target;
-                        let compacted_now = self.meta_value(&meta, META_COMPACTED)?;
-                        if target > rev {
-                            Err(StoreError::FutureRevision {
-                                requested: target,
-                                current: rev,
-                            })
-                        } else if target <= compacted_now {
-                            // etcd answers the same: "required revision has been compacted".
-                            Err(StoreError::Compacted {
-                                requested: target,
-                                compacted: compacted_now,
-                            })
-                        } else {
-                            log.retain_in(..target, |_, _| false)?;
-                            meta.insert(META_COMPACTED, target)?;
-                            dirty = true;
-                            Ok(Answer::Compacted)
-                        }
+                    WriteOp::Create { key, value } => w.create(key, value)?,
+                    WriteOp::Update { key, value, expected } => w.update(key, value, *expected)?,
+                    WriteOp::Delete { key, expected } => w.delete(key, *expected)?,
+                    WriteOp::Compact { revision } => {
+                        let compacted_now = self.meta_value(&w.meta, META_COMPACTED)?;
+                        w.compact(*revision, compacted_now)?
                     }
                 };
                 answers.push(answer);
             }
-            if dirty {
-                meta.insert(META_REVISION, rev)?;
+            if w.dirty {
+                w.meta.insert(META_REVISION, w.rev)?;
             }
-            revision = rev;
-        }
+            (w.events, w.rev, w.dirty)
+        };
         if dirty {
             txn.commit()?;
         } else {
@@ -634,6 +506,131 @@ impl Shared {
     }
 }
 
+/// The tables of one write transaction, the revision it has reached and what it did so far:
+/// [`EmbeddedStore::run_batch`] applies each request of a batch through it. Each method
+/// answers the request (`Err` inside: a store-level refusal, such as a compacted revision)
+/// or fails the whole batch (`Err` outside: redb failed).
+struct BatchWriter<'txn> {
+    kv: redb::Table<'txn, &'static str, StoredKv<'static>>,
+    log: redb::Table<'txn, i64, LogEntry<'static>>,
+    meta: redb::Table<'txn, &'static str, i64>,
+    rev: Revision,
+    events: Vec<WatchEvent>,
+    /// Whether anything was written (else the transaction is aborted, not committed).
+    dirty: bool,
+}
+
+impl BatchWriter<'_> {
+    /// Create `key` if it does not exist (etcd: a txn comparing `create_revision == 0`).
+    fn create(&mut self, key: &str, value: &[u8]) -> Result<StoreResult<Answer>, Fail> {
+        if let Some(current) = read_kv(&self.kv, key)? {
+            return Ok(Ok(Answer::Txn(TxnOutcome::Conflict { current: Some(current) })));
+        }
+        self.rev += 1;
+        let rev = self.rev;
+        let new = KeyValue {
+            key: key.to_string(),
+            value: value.to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+        };
+        self.kv.insert(key, (rev, rev, value))?;
+        self.log.insert(rev, (key, OP_PUT, value, rev, None))?;
+        self.events.push(WatchEvent {
+            kind: EventType::Put,
+            kv: new.clone(),
+            prev_kv: None,
+        });
+        self.dirty = true;
+        Ok(Ok(Answer::Txn(TxnOutcome::Succeeded { kv: new })))
+    }
+
+    /// Replace `key` if its `mod_revision` is still `expected`.
+    fn update(&mut self, key: &str, value: &[u8], expected: Revision) -> Result<StoreResult<Answer>, Fail> {
+        let current = match read_kv(&self.kv, key)? {
+            Some(current) if current.mod_revision == expected => current,
+            current => return Ok(Ok(Answer::Txn(TxnOutcome::Conflict { current }))),
+        };
+        self.rev += 1;
+        let rev = self.rev;
+        let new = KeyValue {
+            key: key.to_string(),
+            value: value.to_vec(),
+            create_revision: current.create_revision,
+            mod_revision: rev,
+        };
+        self.kv.insert(key, (current.create_revision, rev, value))?;
+        self.log.insert(
+            rev,
+            (
+                key,
+                OP_PUT,
+                value,
+                current.create_revision,
+                Some((current.create_revision, current.mod_revision, current.value.as_slice())),
+            ),
+        )?;
+        self.events.push(WatchEvent {
+            kind: EventType::Put,
+            kv: new.clone(),
+            prev_kv: Some(current),
+        });
+        self.dirty = true;
+        Ok(Ok(Answer::Txn(TxnOutcome::Succeeded { kv: new })))
+    }
+
+    /// Delete `key` if it exists (and, with `expected`, still has that `mod_revision`).
+    fn delete(&mut self, key: &str, expected: Option<Revision>) -> Result<StoreResult<Answer>, Fail> {
+        let current = match read_kv(&self.kv, key)? {
+            Some(current) if expected.is_none_or(|e| e == current.mod_revision) => current,
+            current => return Ok(Ok(Answer::Txn(TxnOutcome::Conflict { current }))),
+        };
+        self.rev += 1;
+        let rev = self.rev;
+        self.kv.remove(key)?;
+        self.log.insert(
+            rev,
+            (
+                key,
+                OP_DELETE,
+                &[][..],
+                0,
+                Some((current.create_revision, current.mod_revision, current.value.as_slice())),
+            ),
+        )?;
+        let mut gone = current.clone();
+        gone.mod_revision = rev;
+        self.events.push(WatchEvent {
+            kind: EventType::Delete,
+            kv: deleted_kv(key, rev),
+            prev_kv: Some(current),
+        });
+        self.dirty = true;
+        Ok(Ok(Answer::Txn(TxnOutcome::Succeeded { kv: gone })))
+    }
+
+    /// Forget the log before `target` (`compacted_now`: the revision compacted so far).
+    fn compact(&mut self, target: Revision, compacted_now: Revision) -> Result<StoreResult<Answer>, Fail> {
+        if target > self.rev {
+            return Ok(Err(StoreError::FutureRevision {
+                requested: target,
+                current: self.rev,
+            }));
+        }
+        if target <= compacted_now {
+            // etcd answers the same: "required revision has been compacted".
+            return Ok(Err(StoreError::Compacted {
+                requested: target,
+                compacted: compacted_now,
+            }));
+        }
+        self.log.retain_in(..target, |_, _| false)?;
+        self.meta.insert(META_COMPACTED, target)?;
+        self.dirty = true;
+        Ok(Ok(Answer::Compacted))
+    }
+}
+
 struct BatchOutput {
     answers: Vec<StoreResult<Answer>>,
     events: Vec<WatchEvent>,
@@ -657,16 +654,39 @@ fn deleted_kv(key: &str, rev: Revision) -> KeyValue {
     }
 }
 
-fn read_kv<T: ReadableTable<&'static str, StoredKv<'static>>>(table: &T, key: &str) -> Result<Option<KeyValue>, Fail> {
-    Ok(table.get(key)?.map(|guard| {
-        let (create_revision, mod_revision, value) = guard.value();
-        KeyValue {
-            key: key.to_string(),
-            value: value.to_vec(),
-            create_revision,
-            mod_revision,
+/// A stored key as the store's [`KeyValue`].
+fn stored_kv(key: &str, (create_revision, mod_revision, value): StoredKv<'_>) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: value.to_vec(),
+        create_revision,
+        mod_revision,
+    }
+}
+
+/// The first `limit` keys under `prefix` as they are now, in key order.
+fn keys_under<T: ReadableTable<&'static str, StoredKv<'static>>>(
+    table: &T,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<KeyValue>, Fail> {
+    let mut kvs = Vec::new();
+    for item in table.range::<&str>(prefix..)? {
+        if kvs.len() >= limit {
+            break;
         }
-    }))
+        let (k, v) = item?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        kvs.push(stored_kv(key, v.value()));
+    }
+    Ok(kvs)
+}
+
+fn read_kv<T: ReadableTable<&'static str, StoredKv<'static>>>(table: &T, key: &str) -> Result<Option<KeyValue>, Fail> {
+    Ok(table.get(key)?.map(|guard| stored_kv(key, guard.value())))
 }
 
 impl EmbeddedStore {

@@ -377,6 +377,37 @@ struct WatchState {
 }
 
 impl WatchState {
+    /// The stream's next item: the pending events first, then the error that ended the watch
+    /// (if any); `None` once etcd closed the stream. What `watch_with_progress` unfolds.
+    async fn next_message(mut self) -> Option<(StoreResult<WatchMessage>, WatchState)> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some((Ok(ev), self));
+            }
+            if self.done {
+                return self.error.take().map(|err| (Err(err), self));
+            }
+            match self.stream.next().await {
+                Some(Ok(resp)) => {
+                    if let Some(err) = self.absorb(resp) {
+                        // Deliver the events that came before the error first.
+                        self.done = true;
+                        self.error = Some(err);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    self.error = Some(StoreError::Backend(format!(
+                        "watch on etcd at {} broke: {}",
+                        self.endpoints,
+                        describe(&e)
+                    )));
+                }
+                None => return None,
+            }
+        }
+    }
+
     /// Handle one response; returns an error to yield (after which the stream ends).
     fn absorb(&mut self, resp: WatchResponse) -> Option<StoreError> {
         if resp.compact_revision() != 0 {
@@ -619,34 +650,7 @@ impl Store for EtcdStore {
             done: false,
             error: None,
         };
-        let events = futures::stream::unfold(state, |mut state| async move {
-            loop {
-                if let Some(ev) = state.pending.pop_front() {
-                    return Some((Ok(ev), state));
-                }
-                if state.done {
-                    return state.error.take().map(|err| (Err(err), state));
-                }
-                match state.stream.next().await {
-                    Some(Ok(resp)) => {
-                        if let Some(err) = state.absorb(resp) {
-                            // Deliver the events that came before the error first.
-                            state.done = true;
-                            state.error = Some(err);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        state.done = true;
-                        state.error = Some(StoreError::Backend(format!(
-                            "watch on etcd at {} broke: {}",
-                            state.endpoints,
-                            describe(&e)
-                        )));
-                    }
-                    None => return None,
-                }
-            }
-        });
+        let events = futures::stream::unfold(state, WatchState::next_message);
         Ok(Box::pin(events))
     }
 

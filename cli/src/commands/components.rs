@@ -18,10 +18,10 @@ use clap::{Args, ValueEnum};
 use kulisse_backends::runtime::mock::{MockOptions, MockRuntime};
 use kulisse_core::client::Client;
 use kulisse_core::runtime::ContainerRuntime;
-use tokio::sync::watch;
 
 use super::client;
 use crate::GlobalArgs;
+use crate::signals::shutdown_on_signal;
 
 #[derive(Args, Debug, Clone)]
 pub struct ControllerManagerArgs {
@@ -202,16 +202,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// A shutdown channel that flips on Ctrl-C / SIGTERM.
-pub fn shutdown_on_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        super::up::shutdown_signal().await;
-        let _ = tx.send(true);
-    });
-    rx
 }
 
 pub fn controller_options(fast: bool) -> kulisse_core::controllers::Options {

@@ -146,7 +146,7 @@ async fn story(cluster: &super::up::RunningCluster, args: &DemoArgs) -> anyhow::
     println!("== 6. kulisse trace {trace_id} ==");
     // Let the last status writes end before drawing.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let spans = kulisse_traces::store::global().spans_of_linked(&trace_id);
+    let spans = kulisse_traces::span_store::global().spans_of_linked(&trace_id);
     print!(
         "{}",
         kulisse_traces::render_waterfall(&summary_spans(&spans), args.width)

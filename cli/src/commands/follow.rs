@@ -38,7 +38,7 @@ impl SpanSource<'_> {
             SpanSource::ControlPlane(client) => super::trace::fetch_spans(client, trace_id, true)
                 .await
                 .unwrap_or_default(),
-            SpanSource::Local => kulisse_traces::store::global().spans_of_linked(trace_id),
+            SpanSource::Local => kulisse_traces::span_store::global().spans_of_linked(trace_id),
         }
     }
 }

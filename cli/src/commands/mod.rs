@@ -7,7 +7,6 @@ pub mod cluster_info;
 pub mod components;
 pub mod cordon;
 pub mod create;
-pub mod create_secret;
 pub mod delete;
 pub mod demo;
 pub mod describe;

@@ -150,7 +150,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  KUBECONFIG={} kubectl get pods", cluster.kubeconfig.display());
     println!();
     println!("Press Ctrl-C to stop.");
-    shutdown_signal().await;
+    crate::signals::shutdown_signal().await;
     cluster.stop().await;
     println!("kulisse control plane stopped");
     Ok(ExitCode::SUCCESS)
@@ -185,15 +185,7 @@ impl RunningCluster {
 /// processes would.
 pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningCluster> {
     create_private_dir(data_dir)?;
-    let store: Arc<dyn Store> = match args.store {
-        StoreKind::Embedded => {
-            let path = data_dir.join("store.redb");
-            EmbeddedStore::open(&path).with_context(|| format!("opening the embedded store {}", path.display()))?
-        }
-        StoreKind::Etcd => EtcdStore::connect(&args.etcd_endpoints)
-            .await
-            .context("connecting to etcd")?,
-    };
+    let store = open_store(args, data_dir).await?;
     let token = load_or_create_token(data_dir)?;
     // The cluster CA and the API server's certificate (kubectl sends its token only over TLS).
     let certs = apiserver::certs::ensure(data_dir, args.listen.ip()).context("creating the cluster certificates")?;
@@ -243,47 +235,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
         }));
     }
     for i in 1..=args.nodes {
-        let node = format!("node-{i}");
-        let kubelet = match args.runtime {
-            RuntimeKind::Mock => super::components::mock_kubelet(
-                client.clone(),
-                &node,
-                &token,
-                args.fast_failover,
-                args.crashloop_backoff,
-                &args.size,
-            )?,
-            RuntimeKind::Podman => {
-                super::components::podman_kubelet(
-                    client.clone(),
-                    &node,
-                    &token,
-                    args.fast_failover,
-                    args.crashloop_backoff,
-                    args.podman_socket.as_deref(),
-                    args.allow_remote_pulls,
-                    &args.size,
-                )
-                .await?
-            }
-        };
-        let rx = stop_rx.clone();
-        let name = node.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = kubelet.run(rx).await {
-                eprintln!("error: the kubelet of {name} stopped: {e:#}");
-            }
-        }));
-        let (c, rx) = (client.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let opts = kulisse_core::proxy::Options {
-                node_name: node.clone(),
-                // Every node's proxy keeps its rule table, but all nodes share this
-                // machine's loopback: only the first one listens on the Services' addresses.
-                data_path: i == 1,
-            };
-            kulisse_core::proxy::run(c, opts, rx, kulisse_core::proxy::RuleTable::default()).await;
-        }));
+        tasks.extend(start_node(args, i, &client, &token, &stop_rx).await?);
     }
     Ok(RunningCluster {
         url,
@@ -293,6 +245,73 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
         tasks,
         serving,
     })
+}
+
+/// The store `args.store` names: the redb file in the data dir, or etcd.
+async fn open_store(args: &UpArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match args.store {
+        StoreKind::Embedded => {
+            let path = data_dir.join("store.redb");
+            EmbeddedStore::open(&path).with_context(|| format!("opening the embedded store {}", path.display()))?
+        }
+        StoreKind::Etcd => EtcdStore::connect(&args.etcd_endpoints)
+            .await
+            .context("connecting to etcd")?,
+    };
+    Ok(store)
+}
+
+/// Node `i` (`node-i`): its kubelet and its kube-proxy, running until `stop_rx` flips.
+async fn start_node(
+    args: &UpArgs,
+    i: u32,
+    client: &Client,
+    token: &str,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut spawned = Vec::new();
+    let node = format!("node-{i}");
+    let kubelet = match args.runtime {
+        RuntimeKind::Mock => super::components::mock_kubelet(
+            client.clone(),
+            &node,
+            token,
+            args.fast_failover,
+            args.crashloop_backoff,
+            &args.size,
+        )?,
+        RuntimeKind::Podman => {
+            super::components::podman_kubelet(
+                client.clone(),
+                &node,
+                token,
+                args.fast_failover,
+                args.crashloop_backoff,
+                args.podman_socket.as_deref(),
+                args.allow_remote_pulls,
+                &args.size,
+            )
+            .await?
+        }
+    };
+    let rx = stop_rx.clone();
+    let name = node.clone();
+    spawned.push(tokio::spawn(async move {
+        if let Err(e) = kubelet.run(rx).await {
+            eprintln!("error: the kubelet of {name} stopped: {e:#}");
+        }
+    }));
+    let (c, rx) = (client.clone(), stop_rx.clone());
+    spawned.push(tokio::spawn(async move {
+        let opts = kulisse_core::proxy::Options {
+            node_name: node.clone(),
+            // Every node's proxy keeps its rule table, but all nodes share this
+            // machine's loopback: only the first one listens on the Services' addresses.
+            data_path: i == 1,
+        };
+        kulisse_core::proxy::run(c, opts, rx, kulisse_core::proxy::RuleTable::default()).await;
+    }));
+    Ok(spawned)
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
@@ -338,20 +357,4 @@ fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     kubeconfig::write_private(&path, token.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     Ok(token)
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
-use kulisse_traces::store::{self, TraceStore};
+use kulisse_traces::span_store::{self, TraceStore};
 use serde_json::{Value, json};
 
 use super::{Body, json_response};
@@ -58,7 +58,7 @@ pub fn handle(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response<Body>, ApiError> {
-    handle_with(store::global(), method, path, query, headers, body)
+    handle_with(span_store::global(), method, path, query, headers, body)
 }
 
 /// [`handle`] on a given store.
@@ -167,7 +167,7 @@ fn list(store: &TraceStore) -> Response<Body> {
 /// `GET /apis/kulisse.dev/v1/traces/{id|last}`.
 fn get_trace(store: &TraceStore, wanted: &str, query: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
     let is_last = wanted.eq_ignore_ascii_case("last");
-    if !is_last && !store::is_trace_id(wanted) {
+    if !is_last && !span_store::is_trace_id(wanted) {
         return Err(ApiError::bad_request(format!(
             "{wanted:?} is not a trace id: expected 32 hex digits (as in a traceparent \
              00-<trace id>-<span id>-01) or \"last\""

@@ -15,6 +15,9 @@
 //! In Kubernetes terms there is no such component: clusters ship spans to an external backend.
 //! kulisse keeps this store so that a learner can see a trace with nothing else installed;
 //! [`crate::otlp_json::to_otlp_json`] exports it for Jaeger's UI.
+//!
+//! The module is `span_store`, not `store`: in kulisse "the store" is etcd (or its embedded
+//! stand-in), `kulisse_core::store`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};

@@ -10,7 +10,7 @@
 //! it (a quick way to start a manifest); `--dry-run=server` sends it with `dryRun=All`, so
 //! the API server defaults and validates it but stores nothing.
 //!
-//! Secrets are in `create_secret.rs`; both share the `--from-literal`/`--from-file`
+//! Secrets are in `secret.rs`; both share the `--from-literal`/`--from-file`
 //! sources here.
 
 use std::path::Path;
@@ -24,6 +24,8 @@ use serde_json::{Map, Value, json};
 
 use super::{client, kind_ref, namespace};
 use crate::GlobalArgs;
+
+pub mod secret;
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -40,7 +42,7 @@ pub enum CreateCommand {
     #[command(visible_alias = "cm")]
     Configmap(ConfigMapArgs),
     /// Create a Secret (generic, tls or docker-registry).
-    Secret(super::create_secret::SecretArgs),
+    Secret(secret::SecretArgs),
     /// Create a Namespace.
     #[command(visible_alias = "ns")]
     Namespace(NamespaceArgs),
@@ -356,7 +358,7 @@ pub async fn run(global: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCo
     match args.command {
         CreateCommand::Deployment(a) => send(global, deployment(&a)?, &a.common).await,
         CreateCommand::Configmap(a) => send(global, config_map(&a.name, read_sources(&a.sources)?)?, &a.common).await,
-        CreateCommand::Secret(a) => super::create_secret::run(global, a).await,
+        CreateCommand::Secret(a) => secret::run(global, a).await,
         CreateCommand::Namespace(a) => send(global, namespace_object(&a.name), &a.common).await,
     }
 }

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
-use super::create::{CreateCommon, Entry, Sources, read_sources, send, sorted, valid_key};
+use super::{CreateCommon, Entry, Sources, read_sources, send, sorted, valid_key};
 use crate::GlobalArgs;
 
 #[derive(Args, Debug)]
