@@ -1,21 +1,23 @@
 //! # kulisse-core: the Kubernetes components, without the plumbing
 //!
 //! This crate holds every component of the cluster as a library, in the order an
-//! `apply` travels through them (the book follows the same order):
+//! `apply` travels through them. The station is the step of that road the module implements
+//! (①–⑦, as ARCHITECTURE.md and the book number them; the map is
+//! `kulisse_traces::catalogue::STATIONS`); the other modules serve every station:
 //!
-//! | step | module | Kubernetes component |
-//! |------|--------|----------------------|
-//! | objects, validation, defaulting, timestamps | [`objects`] | the API machinery (`k8s.io/apimachinery`) |
-//! | persistence interface | [`store`] | etcd, as the API server uses it |
-//! | REST API, auth, apply, watch | [`apiserver`] | kube-apiserver |
-//! | kubectl's columns, printed by the server | [`printers`] | kube-apiserver's table convertors |
-//! | talking to the API server: HTTP, TLS, informers, work queues | [`client`] | client-go |
-//! | Deployment → ReplicaSet → Pods, endpoints, garbage collection, node lifecycle | [`controllers`] | kube-controller-manager |
-//! | filter, score, bind | [`scheduler`] | kube-scheduler |
-//! | running pods on a node | [`kubelet`] | the kubelet |
-//! | the container runtime interface | [`runtime`] | the CRI (containerd, CRI-O) |
-//! | Services → forwarding rules | [`proxy`] | kube-proxy |
-//! | events about objects | [`events`] | client-go's event recorder |
+//! | station | module | what it holds | Kubernetes component |
+//! |---------|--------|---------------|----------------------|
+//! | — | [`objects`] | objects, the resource registry, defaulting, validation, selectors, quantities, timestamps | the API machinery (`k8s.io/apimachinery`) |
+//! | ① | [`apiserver`] | REST API, authentication, apply, watch | kube-apiserver |
+//! | — | [`printers`] | kubectl's columns, printed by the server | kube-apiserver's table convertors |
+//! | ② | [`store`] | the persistence interface: keys, revisions, transactions, watches | etcd, as the API server uses it |
+//! | — | [`client`] | talking to the API server: HTTP, TLS, informers, work queues | client-go |
+//! | ③ | [`controllers`] | Deployment → ReplicaSet → Pods, endpoints, garbage collection, namespaces, node lifecycle | kube-controller-manager |
+//! | — | [`events`] | events about objects | client-go's event recorder |
+//! | ④ | [`scheduler`] | filter, score, bind | kube-scheduler |
+//! | ⑤ | [`kubelet`] | running pods on a node | the kubelet |
+//! | ⑤ | [`runtime`] | the container runtime interface | the CRI (containerd, CRI-O) |
+//! | ⑥ | [`proxy`] | Services → forwarding rules | kube-proxy |
 //!
 //! Architecture invariant: core knows nothing of clap, redb, etcd or podman. Stores and
 //! runtimes come in through traits ([`store::Store`]) implemented in `kulisse-backends`.
@@ -31,6 +33,32 @@ pub mod proxy;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+
+/// This file's own map, checked.
+#[cfg(test)]
+mod module_table {
+    /// The module table of this file's `//!` names exactly the modules it declares.
+    #[test]
+    fn the_module_table_names_every_module() {
+        let text = include_str!("lib.rs");
+        let tabled: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | "))
+            .filter_map(|row| row.split(" | [`").nth(1))
+            .filter_map(|cell| cell.split_once("`]").map(|(module, _)| module))
+            .collect();
+        let declared: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub mod "))
+            .filter_map(|l| l.strip_suffix(';'))
+            .collect();
+        assert!(declared.len() > 5, "found only {declared:?}");
+        assert_eq!(
+            tabled, declared,
+            "core/src/lib.rs: the `//!` module table and the `pub mod`s differ"
+        );
+    }
+}
 
 /// The seams ARCHITECTURE.md promises, checked on the source itself.
 #[cfg(test)]

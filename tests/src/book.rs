@@ -357,7 +357,8 @@ pub const FILE_EXTENSIONS: &[&str] = &[
 ];
 
 /// Inline code that looks like a span name: `<stage>.<step>` with a known stage (and a step
-/// that is not a file extension).
+/// that is neither a file extension nor the rest of an attribute key such as
+/// `controller.name`, see `catalogue::ATTRIBUTES`).
 pub fn span_like_words(markdown: &str) -> Vec<String> {
     inline_code(markdown)
         .into_iter()
@@ -369,6 +370,8 @@ pub fn span_like_words(markdown: &str) -> Vec<String> {
                 && !step.is_empty()
                 && step.chars().all(|c| c.is_ascii_lowercase() || c == '_')
                 && !FILE_EXTENSIONS.contains(&step)
+                && (kulisse_traces::catalogue::span_info(w).is_some()
+                    || kulisse_traces::catalogue::attribute(w).is_none())
         })
         .collect()
 }

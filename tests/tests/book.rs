@@ -73,6 +73,7 @@ chapters! {
     console_10_failure_labs => "failure-labs.md",
     console_11_going_further => "going-further.md",
     console_appendix_testing => "testing.md",
+    console_appendix_glossary => "glossary.md",
 }
 
 /// The README's console blocks follow the book's grammar and are run the same way.

@@ -71,6 +71,7 @@
 
 pub mod catalogue;
 pub mod control_plane;
+pub mod map;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod propagation;

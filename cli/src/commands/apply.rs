@@ -1,3 +1,5 @@
+//! Stations ① and ⑦ · chapters "apply: from the CLI to the API server" (book/src/apply.md) and "The answer back, and reading the whole trace" (book/src/traces.md) · spans `cli.*`
+//!
 //! `kulisse apply -f FILE|DIR|-`: step 1 of the road (mirrors `kubectl apply --server-side`).
 //!
 //! 1. Read every file (a directory recursively: `*.yaml`, `*.yml`, `*.json`; `-` is stdin)

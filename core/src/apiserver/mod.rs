@@ -1,3 +1,5 @@
+//! Stations ① and ② · chapters "apply: from the CLI to the API server" (book/src/apply.md) and "The store: keys, revisions, watches" (book/src/store.md) · spans `apiserver.*`, `store.*`
+//!
 //! # The API server (mirrors kube-apiserver)
 //!
 //! Everything in a Kubernetes cluster goes through the API server: `kubectl`, the

@@ -1,3 +1,5 @@
+//! Station ③ · chapter "The controller manager" (book/src/controllers.md) · spans `controller.*`
+//!
 //! # The controller manager (mirrors kube-controller-manager)
 //!
 //! Controllers are the cluster's autopilots. Each watches some kinds through informers and

@@ -1,3 +1,5 @@
+//! Station ⑤ · chapter "The kubelet and the container runtime" (book/src/kubelet.md) · spans `kubelet.*`, `runtime.*`
+//!
 //! # The kubelet (mirrors Kubernetes' node agent, `kubelet`)
 //!
 //! Every node runs a kubelet. It is the only component that turns Pod objects into running

@@ -1,3 +1,5 @@
+//! Station ⑥ · chapter "kube-proxy: Services and traffic" (book/src/proxy.md) · spans `proxy.*`
+//!
 //! # kube-proxy (mirrors Kubernetes' `kube-proxy`)
 //!
 //! A Service's `clusterIP` belongs to no machine and no Pod: it is a *virtual* address.

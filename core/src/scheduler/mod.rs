@@ -1,3 +1,5 @@
+//! Station ④ · chapter "The scheduler" (book/src/scheduler.md) · spans `scheduler.*`
+//!
 //! # The scheduler (mirrors kube-scheduler)
 //!
 //! A new Pod says what it needs (`resources.requests`, a `nodeSelector`, tolerations, host
