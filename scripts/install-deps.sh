@@ -12,6 +12,8 @@
 #            tests; installed and checked by scripts/setup-podman.sh, which this script runs
 #   python3, python3-pip and the PyPI package `kubernetes` (the official Python client) -
 #            tests/tests/clients.rs runs tests/clients/python_client.py against a cluster
+#   jaeger   (Jaeger v1.75.0, built with Go) - tests/tests/jaeger.rs and the book's Jaeger
+#            steps; see jaeger_setup below
 #
 # Only missing programs are installed; `apt-get update` runs once, and only if something is
 # missing. When everything is there the script changes nothing and finishes at once.
@@ -24,7 +26,7 @@ check_only=false
 case "${1:-}" in
   --check) check_only=true ;;
   "") ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
   *) echo "install-deps.sh: unknown argument '$1' (expected --check or nothing)" >&2; exit 2 ;;
 esac
 
@@ -87,6 +89,51 @@ python_client_setup() {
   say "done: installed python package kubernetes"
 }
 
+# Jaeger v1.75.0 (Jaeger v2, the image jaegertracing/jaeger:2.12.0), the trace viewer of
+# tests/tests/jaeger.rs and of the book's Jaeger steps. Debian has no package; Go builds it
+# from Go's module proxy. `go install github.com/jaegertracing/jaeger/cmd/jaeger@v1.75.0`
+# refuses (Jaeger's go.mod has replace directives), so it is built inside a throwaway module
+# that requires it. The binary goes to Go's binary directory, $(go env GOBIN) or else
+# $(go env GOPATH)/bin (~/go/bin by default), where the tests look for it when it is not on
+# PATH. The build takes several CPU-minutes; without Go, the script says what to install.
+JAEGER_VERSION=v1.75.0
+jaeger_setup() {
+  local bin
+  if command -v jaeger >/dev/null 2>&1; then
+    say "ok: jaeger ($(command -v jaeger))"
+    return 0
+  fi
+  if command -v go >/dev/null 2>&1; then
+    bin="$(go env GOBIN)"
+    [ -n "$bin" ] || bin="$(go env GOPATH | cut -d: -f1)/bin"
+    if [ -x "$bin/jaeger" ]; then
+      say "ok: jaeger ($bin/jaeger; add $bin to PATH to run it by name)"
+      return 0
+    fi
+  fi
+  if $check_only; then
+    say "missing: jaeger $JAEGER_VERSION (this script builds it with Go)"
+    return 1
+  fi
+  if ! command -v go >/dev/null 2>&1; then
+    say "missing: jaeger $JAEGER_VERSION, and Go to build it. Install Go (https://go.dev/dl/, 1.24 or newer)" >&2
+    say "  and run this script again, or run Jaeger's image: podman run --rm -p 127.0.0.1:16686:16686 -p 127.0.0.1:4317:4317 -p 127.0.0.1:4318:4318 docker.io/jaegertracing/jaeger:2.12.0" >&2
+    return 1
+  fi
+  local tmp
+  tmp="$(mktemp -d)"
+  say "running: go install github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION (in a throwaway module, into $bin; several minutes)"
+  (
+    cd "$tmp"
+    go mod init kulisse-jaeger-install >/dev/null 2>&1
+    go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"
+    GOBIN="$bin" go install github.com/jaegertracing/jaeger/cmd/jaeger
+  ) || { rm -rf "$tmp"; say "building jaeger failed" >&2; return 1; }
+  rm -rf "$tmp"
+  [ -x "$bin/jaeger" ] || { say "jaeger is still not in $bin" >&2; return 1; }
+  say "done: installed $bin/jaeger"
+}
+
 have() {
   # etcd is installed to /usr/bin by Debian, but check the usual places even if PATH is odd.
   command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/local/bin/$1" ]
@@ -110,6 +157,7 @@ if [ ${#missing_pkgs[@]} -eq 0 ]; then
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo=(sudo)
   py_ok=true
   python_client_setup || py_ok=false
+  jaeger_setup || py_ok=false
   podman_setup
   $py_ok || exit 1
   exit 0
@@ -118,6 +166,7 @@ fi
 if $check_only; then
   say "would install: ${missing_pkgs[*]}"
   python_client_setup || true
+  jaeger_setup || true
   podman_setup || true
   exit 1
 fi
@@ -154,4 +203,5 @@ if [ ${#still[@]} -ne 0 ]; then
 fi
 say "done: installed ${missing_pkgs[*]}"
 python_client_setup
+jaeger_setup
 podman_setup

@@ -2,7 +2,8 @@
 # Run every test of kulisse, on a fresh Debian/Ubuntu machine with a Rust toolchain.
 #
 # 1. installs the system programs the tests start (etcd, etcdctl, podman, python3's
-#    kubernetes client) when missing; building kulisse itself needs none of them;
+#    kubernetes client, Jaeger built with Go) when missing; building kulisse itself needs
+#    none of them;
 # 2. installs mdbook from crates.io when missing (the book is built and link-checked);
 # 3. builds the workspace once (one shared target dir: tests reuse the same build);
 # 4. runs the whole test suite (unit tests, store conformance on embedded redb and on a

@@ -38,8 +38,10 @@
 //! - Commands run one by one with `bash -c`, with `KULISSE_KUBECONFIG` pointing at the
 //!   chapter's cluster (as if the reader had done chapter 2's `export`).
 //! - **Paths and ports are sandboxed.** Every `/tmp/` in a command becomes the chapter's
-//!   temporary directory, and the well-known ports (6443, 2379, 2380) become free ports;
-//!   in the output the harness maps them back, so the book shows what a reader sees.
+//!   temporary directory, and the well-known ports (6443, 2379, 2380, and Jaeger's 4317,
+//!   4318, 16686, 16685) become free ports; in the output the harness maps them back, so the
+//!   book shows what a reader sees. A file of `examples/` that names such a port (Jaeger's
+//!   `examples/jaeger.yaml`) is read from a copy with the free ports.
 //! - **`kulisse up ...`** (in the foreground) is started by the harness itself: it stops the
 //!   cluster that runs (a reader presses Ctrl-C), starts the new one with the block's
 //!   arguments (`--data-dir` is required; `--listen` becomes a free port), compares its
@@ -54,7 +56,7 @@
 //! - **`kill [-SIGNAL] %N`** signals background job N (default `TERM`; `-9`/`-KILL`,
 //!   `-STOP`, `-CONT`, `-INT` too) and, for a signal that ends it, waits until it is gone.
 //! - **`export NAME=VALUE`** changes the environment of the following commands.
-//! - A block that runs `podman`, `kubectl`, `etcd`, `etcdctl` or `busybox` needs that
+//! - A block that runs `podman`, `kubectl`, `etcd`, `etcdctl`, `busybox` or `jaeger` needs that
 //!   program: when it is missing the rest of the chapter is skipped with a loud message,
 //!   except with `CI=true`, where a missing program fails the test.
 //! - Nothing is timed: a command that has not finished after [`COMMAND_TIMEOUT`] is a hang
@@ -83,15 +85,16 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
 /// `kulisse up` to print its banner.
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// Ports a book may name that the harness replaces by free ones (API server, etcd client
-/// and peer).
-pub const WELL_KNOWN_PORTS: &[u16] = &[6443, 2379, 2380];
-/// Programs a block may need, and the Debian package that has them.
+/// and peer, and Jaeger's: OTLP over gRPC and HTTP, its query service over HTTP and gRPC).
+pub const WELL_KNOWN_PORTS: &[u16] = &[6443, 2379, 2380, 4317, 4318, 16686, 16685];
+/// Programs a block may need, and how to install them.
 pub const TOOLS: &[(&str, &str)] = &[
-    ("podman", "podman"),
-    ("kubectl", "kubectl"),
-    ("etcd", "etcd-server"),
-    ("etcdctl", "etcd-client"),
-    ("busybox", "busybox-static"),
+    ("podman", "apt-get install podman"),
+    ("kubectl", "apt-get install kubectl"),
+    ("etcd", "apt-get install etcd-server"),
+    ("etcdctl", "apt-get install etcd-client"),
+    ("busybox", "apt-get install busybox-static"),
+    ("jaeger", crate::jaeger::INSTALL_HINT),
 ];
 
 /// The repository root (the parent of `tests/`).
@@ -473,7 +476,11 @@ impl Session {
         let mut env: BTreeMap<String, String> = std::env::vars()
             .filter(|(k, _)| !k.starts_with("OTEL_") && !k.starts_with("KULISSE_"))
             .collect();
-        let path = env.get("PATH").cloned().unwrap_or_default();
+        let mut path = env.get("PATH").cloned().unwrap_or_default();
+        // A reader who installed Jaeger with Go has Go's binary directory on PATH.
+        if let Some(dir) = crate::jaeger::find_jaeger().as_deref().and_then(Path::parent) {
+            path = format!("{path}:{}", dir.display());
+        }
         env.insert("PATH".into(), format!("{}:{path}", bin.display()));
         env.insert("KULISSE_BIN".into(), kulisse_bin().display().to_string());
         let ports = WELL_KNOWN_PORTS.iter().map(|p| (*p, free_port())).collect();
@@ -503,7 +510,42 @@ impl Session {
         for (book, real) in &self.ports {
             s = replace_port(&s, *book, *real);
         }
-        s
+        self.sandbox_examples(&s)
+    }
+
+    /// A file of `examples/` that names a well-known port (`jaeger --config
+    /// examples/jaeger.yaml`) is read from a copy in the sandbox with the sandbox's ports.
+    fn sandbox_examples(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        let mut names: Vec<String> = text
+            .match_indices("examples/")
+            .map(|(at, m)| {
+                text[at + m.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+                    .collect()
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let Ok(content) = std::fs::read_to_string(repo_root().join("examples").join(&name)) else {
+                continue;
+            };
+            let mut copy = content.clone();
+            for (book, real) in &self.ports {
+                copy = replace_port(&copy, *book, *real);
+            }
+            if copy == content {
+                continue;
+            }
+            let dir = self.tmp.path().join("examples");
+            let path = dir.join(&name);
+            if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, copy)).is_ok() {
+                out = out.replace(&format!("examples/{name}"), &path.display().to_string());
+            }
+        }
+        out
     }
 
     /// Output as the sandbox printed it → as a reader's machine would print it.
@@ -536,7 +578,7 @@ impl Session {
             for c in &block.commands {
                 if let Some((tool, package)) = needed_tool(&c.text) {
                     let msg = format!(
-                        "{}:{}: this block runs `{tool}`, which is not installed (apt-get install {package})",
+                        "{}:{}: this block runs `{tool}`, which is not installed ({package})",
                         self.chapter, block.line
                     );
                     crate::require::skip_or_fail(&format!("{msg} (the rest of the chapter)"))?;
@@ -1005,9 +1047,19 @@ pub fn needed_tool(text: &str) -> Option<(&'static str, &'static str)> {
         TOOLS
             .iter()
             .find(|(tool, _)| *tool == prog)
-            .filter(|(tool, _)| find_binary(tool, &[]).is_none())
+            .filter(|(tool, _)| find_tool(tool).is_none())
             .copied()
     })
+}
+
+/// Where a program of [`TOOLS`] is: on `PATH`; `jaeger` also in Go's binary directory,
+/// where `go install` (and `scripts/install-deps.sh`) put it.
+fn find_tool(tool: &str) -> Option<PathBuf> {
+    if tool == "jaeger" {
+        crate::jaeger::find_jaeger()
+    } else {
+        find_binary(tool, &[])
+    }
 }
 
 /// The programs a shell command line runs: the first word of each pipeline element.

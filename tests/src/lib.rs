@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod etcd;
 pub mod flows;
 pub mod inproc;
+pub mod jaeger;
 pub mod kubectl;
 pub mod local_traces;
 pub mod otlp;

@@ -705,13 +705,42 @@ fn env_names_service() -> bool {
 ///
 /// `Resource::builder()` reads `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; kulisse's own
 /// `service_name` is used only when neither of them names the service.
+///
+/// It also says which machine the process runs on, so a trace viewer knows that the spans of
+/// all kulisse processes share one clock: Jaeger's query service "corrects clock skew"
+/// between a parent and a child span from *different* hosts (a child that starts after its
+/// parent ended, as every asynchronous controller does, looks skewed), and warns on every
+/// such span. It recognises a host by the resource attributes `host.id`, `host.ip` or
+/// `host.name` (its OTLP API, `/api/v3`) and by the process tag `ip` (its older JSON API,
+/// `/api/traces`, which its UI reads). So every process reports `host.name` (the kernel's
+/// host name) and `ip`: `127.0.0.1`, the loopback address all of a kulisse cluster talks
+/// over. `OTEL_RESOURCE_ATTRIBUTES` can set either differently.
 fn resource_for(service_name: &str) -> Resource {
-    let builder = Resource::builder();
+    let detected = EnvResourceDetector::new().detect();
+    let mut host = Vec::new();
+    if detected.get(&opentelemetry::Key::from_static_str("host.name")).is_none()
+        && let Some(name) = host_name()
+    {
+        host.push(opentelemetry::KeyValue::new("host.name", name));
+    }
+    if detected.get(&opentelemetry::Key::from_static_str("ip")).is_none() {
+        host.push(opentelemetry::KeyValue::new("ip", "127.0.0.1"));
+    }
+    let builder = Resource::builder().with_attributes(host);
     if env_names_service() {
         builder.build()
     } else {
         builder.with_service_name(service_name.to_string()).build()
     }
+}
+
+/// The host name the kernel knows (`/proc/sys/kernel/hostname`), else `$HOSTNAME`.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]

@@ -115,6 +115,21 @@ fn span_json(span: &StoredSpan) -> Value {
     out
 }
 
+/// The other way round: the spans of an OTLP JSON `ExportTraceServiceRequest` (or
+/// `TracesData`, the same shape): a file written by [`to_otlp_json`], or what Jaeger's
+/// `/api/v3/traces/{id}` answers inside its `result`. Read with the official serde types
+/// of the OTLP messages, then flattened as the API server flattens OTLP/protobuf
+/// ([`crate::otlp_proto::spans_from_otlp`]).
+///
+/// # Errors
+///
+/// A message for a learner when `json` is not OTLP JSON.
+pub fn from_otlp_json(json: Value) -> Result<crate::otlp_proto::DecodedSpans, String> {
+    let request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+        serde_json::from_value(json).map_err(|e| format!("not OTLP JSON (resourceSpans → scopeSpans → spans): {e}"))?;
+    Ok(crate::otlp_proto::spans_from_otlp(request))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,11 +171,16 @@ mod tests {
         assert!(first.get("parentSpanId").is_none());
         assert_eq!(resources[1]["scopeSpans"][0]["spans"][0]["parentSpanId"], root.span_id);
 
-        let text = serde_json::to_string(&json).expect("serializable");
-        let parsed: ExportTraceServiceRequest =
-            serde_json::from_str(&text).expect("OTLP JSON that opentelemetry-proto understands");
-        let back = crate::otlp_proto::spans_from_otlp(parsed);
+        let back = from_otlp_json(json).expect("OTLP JSON that opentelemetry-proto understands");
         assert_eq!(back.rejected, 0);
         assert_eq!(back.spans, spans, "the export round-trips to the same spans");
+    }
+
+    #[test]
+    fn what_is_not_otlp_json_is_a_clear_error() {
+        let err = from_otlp_json(json!({"resourceSpans": "no"})).unwrap_err();
+        assert!(err.starts_with("not OTLP JSON"), "{err}");
+        let none = from_otlp_json(json!({})).expect("no resourceSpans: no spans");
+        assert!(none.spans.is_empty());
     }
 }

@@ -24,6 +24,7 @@ pub mod rollout_pause;
 pub mod rollout_undo;
 pub mod scale;
 pub mod trace;
+pub mod trace_jaeger;
 pub mod up;
 pub mod version;
 pub mod wait;

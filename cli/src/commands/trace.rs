@@ -11,6 +11,8 @@
 //!   through "Search → JSON File".
 //! - `kulisse trace last --svg trace.svg` draws the same waterfall as an SVG picture (the
 //!   book's figures are made this way).
+//! - `kulisse trace ID --jaeger http://127.0.0.1:16686` draws the trace as a running Jaeger
+//!   holds it ([`super::trace_jaeger`]).
 
 use std::process::ExitCode;
 
@@ -43,9 +45,16 @@ pub struct TraceArgs {
     /// Follow span links too (for clusters running with --trace-style links).
     #[arg(long)]
     pub links: bool,
+    /// Read the trace from a running Jaeger (the address of its UI and query API, e.g.
+    /// http://127.0.0.1:16686) instead of the control plane, and print its link in Jaeger's UI.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["list", "export", "links"])]
+    pub jaeger: Option<String>,
 }
 
 pub async fn run(global: &GlobalArgs, args: TraceArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.jaeger {
+        return super::trace_jaeger::run(global, &args, url).await;
+    }
     let client = client(global)?;
     if args.list {
         let (list, _) = client
@@ -82,14 +91,19 @@ pub async fn run(global: &GlobalArgs, args: TraceArgs) -> anyhow::Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     }
     let spans = fetch_spans(&client, &args.id, args.links).await?;
+    show(&args, &spans)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Draws `spans` as `args` ask: an SVG file with `--svg`, else the waterfall on stdout.
+pub fn show(args: &TraceArgs, spans: &[StoredSpan]) -> anyhow::Result<()> {
     if let Some(path) = &args.svg {
-        let svg = kulisse_traces::render_svg(&spans, args.width.saturating_mul(10));
+        let svg = kulisse_traces::render_svg(spans, args.width.saturating_mul(10));
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
         println!("drew {} spans into {}", spans.len(), path.display());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
-    write_stdout(&kulisse_traces::render_waterfall(&spans, args.width))?;
-    Ok(ExitCode::SUCCESS)
+    write_stdout(&kulisse_traces::render_waterfall(spans, args.width))
 }
 
 /// Prints `text`; a reader that stopped reading (`kulisse trace last | head`) is not an
