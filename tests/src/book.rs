@@ -38,7 +38,7 @@
 //! - Commands run one by one with `bash -c`, with `KULISSE_KUBECONFIG` pointing at the
 //!   chapter's cluster (as if the reader had done chapter 2's `export`).
 //! - **Paths and ports are sandboxed.** Every `/tmp/` in a command becomes the chapter's
-//!   temporary directory, and the well-known ports (6443, 2379, 2380) become free ports;
+//!   temporary directory, and the well-known ports (6443, 2379, 2380, 6444) become free ports;
 //!   in the output the harness maps them back, so the book shows what a reader sees.
 //! - **`kulisse up ...`** (in the foreground) is started by the harness itself: it stops the
 //!   cluster that runs (a reader presses Ctrl-C), starts the new one with the block's
@@ -83,8 +83,8 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
 /// `kulisse up` to print its banner.
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// Ports a book may name that the harness replaces by free ones (API server, etcd client
-/// and peer).
-pub const WELL_KNOWN_PORTS: &[u16] = &[6443, 2379, 2380];
+/// and peer, and the second API server of the failure labs' control-plane-down lab).
+pub const WELL_KNOWN_PORTS: &[u16] = &[6443, 2379, 2380, 6444];
 /// Programs a block may need, and the Debian package that has them.
 pub const TOOLS: &[(&str, &str)] = &[
     ("podman", "podman"),
