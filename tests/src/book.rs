@@ -38,10 +38,10 @@
 //! - Commands run one by one with `bash -c`, with `KULISSE_KUBECONFIG` pointing at the
 //!   chapter's cluster (as if the reader had done chapter 2's `export`).
 //! - **Paths and ports are sandboxed.** Every `/tmp/` in a command becomes the chapter's
-//!   temporary directory, and the well-known ports (6443, 2379, 2380, and Jaeger's 4317,
-//!   4318, 16686, 16685) become free ports; in the output the harness maps them back, so the
-//!   book shows what a reader sees. A file of `examples/` that names such a port (Jaeger's
-//!   `examples/jaeger.yaml`) is read from a copy with the free ports.
+//!   temporary directory, and the well-known ports (6443, 2379, 2380, 6444, and Jaeger's
+//!   4317, 4318, 16686, 16685) become free ports; in the output the harness maps them back,
+//!   so the book shows what a reader sees. A file of `examples/` that names such a port
+//!   (Jaeger's `examples/jaeger.yaml`) is read from a copy with the free ports.
 //! - **`kulisse up ...`** (in the foreground) is started by the harness itself: it stops the
 //!   cluster that runs (a reader presses Ctrl-C), starts the new one with the block's
 //!   arguments (`--data-dir` is required; `--listen` becomes a free port), compares its
@@ -85,8 +85,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
 /// `kulisse up` to print its banner.
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// Ports a book may name that the harness replaces by free ones (API server, etcd client
-/// and peer, and Jaeger's: OTLP over gRPC and HTTP, its query service over HTTP and gRPC).
-pub const WELL_KNOWN_PORTS: &[u16] = &[6443, 2379, 2380, 4317, 4318, 16686, 16685];
+/// and peer, the second API server of the failure labs' control-plane-down lab, and Jaeger's:
+/// OTLP over gRPC and HTTP, its query service over HTTP and gRPC).
+pub const WELL_KNOWN_PORTS: &[u16] = &[6443, 2379, 2380, 6444, 4317, 4318, 16686, 16685];
 /// Programs a block may need, and how to install them.
 pub const TOOLS: &[(&str, &str)] = &[
     ("podman", "apt-get install podman"),

@@ -63,6 +63,7 @@ chapters! {
     console_introduction => "introduction.md",
     console_01_planes => "planes.md",
     console_02_setting_up => "setting-up.md",
+    console_02a_primer => "primer.md",
     console_03_apply => "apply.md",
     console_04_store => "store.md",
     console_05_controllers => "controllers.md",
@@ -72,6 +73,7 @@ chapters! {
     console_09_traces => "traces.md",
     console_10_failure_labs => "failure-labs.md",
     console_11_going_further => "going-further.md",
+    console_appendix_answers => "answers.md",
     console_appendix_testing => "testing.md",
     console_appendix_glossary => "glossary.md",
 }

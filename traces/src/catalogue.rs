@@ -986,6 +986,12 @@ pub const CHAPTERS: &[Chapter] = &[
         component: "—",
     },
     Chapter {
+        file: "primer.md",
+        title: "A primer for Docker users",
+        about: "Pods, namespaces, labels and selectors",
+        component: "the Pod",
+    },
+    Chapter {
         file: "apply.md",
         title: "apply: from the CLI to the API server",
         about: "the CLI sends, the API server checks and compares",

@@ -71,6 +71,7 @@
 
 pub mod catalogue;
 pub mod control_plane;
+pub mod filter;
 pub mod map;
 pub mod otlp_json;
 pub mod otlp_proto;
@@ -80,6 +81,7 @@ pub mod span_store;
 pub mod view;
 
 pub use control_plane::{SendSpans, sender as control_plane_sender};
+pub use filter::TraceFilter;
 pub use otlp_json::to_otlp_json;
 pub use propagation::{TraceStyle, background_tracing_enabled, continue_from, set_trace_style};
 pub use span_store::{StoredSpan, TraceStore};

@@ -26,7 +26,7 @@ use crate::signals::shutdown_on_signal;
 #[derive(Args, Debug, Clone)]
 pub struct ControllerManagerArgs {
     /// Teaching profile: a silent node is NotReady after 4 s and its pods are evicted 2 s
-    /// later (upstream defaults: 40 s and 300 s).
+    /// later (upstream defaults: 50 s since v1.32, and 300 s).
     #[arg(long)]
     pub fast_failover: bool,
     /// At most this many endpoints in one EndpointSlice (kube-controller-manager's flag).

@@ -13,6 +13,8 @@
 //!   book's figures are made this way).
 //! - `kulisse trace ID --jaeger http://127.0.0.1:16686` draws the trace as a running Jaeger
 //!   holds it ([`super::trace_jaeger`]).
+//! - `--stage`, `--object`, `--depth` and `--no-events` focus every one of these views on
+//!   part of the trace ([`kulisse_traces::filter`]).
 
 use std::process::ExitCode;
 
@@ -49,6 +51,19 @@ pub struct TraceArgs {
     /// http://127.0.0.1:16686) instead of the control plane, and print its link in Jaeger's UI.
     #[arg(long, value_name = "URL", conflicts_with_all = ["list", "export", "links"])]
     pub jaeger: Option<String>,
+    /// Show only the spans of these stages (cli, apiserver, store, controller, scheduler,
+    /// kubelet, runtime, proxy), comma-separated.
+    #[arg(long, value_name = "STAGES", value_delimiter = ',')]
+    pub stage: Vec<String>,
+    /// Show only the spans about one object, KIND/NAME; the name may hold * and ? (pod/web-*).
+    #[arg(long, value_name = "KIND/NAME")]
+    pub object: Option<String>,
+    /// Show only the first N levels of the call tree (the root is level 1).
+    #[arg(long, value_name = "N")]
+    pub depth: Option<usize>,
+    /// Hide the writes of Kubernetes Events (Scheduled, Pulled, Started, ...).
+    #[arg(long)]
+    pub no_events: bool,
 }
 
 pub async fn run(global: &GlobalArgs, args: TraceArgs) -> anyhow::Result<ExitCode> {
@@ -63,34 +78,24 @@ pub async fn run(global: &GlobalArgs, args: TraceArgs) -> anyhow::Result<ExitCod
         write_stdout(&render_list(&list))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let links = if args.links { "&links=true" } else { "" };
-    let base = format!("/apis/kulisse.dev/v1/traces/{}", args.id);
+    let filter = kulisse_traces::TraceFilter::new(
+        args.stage.clone(),
+        args.object.as_deref(),
+        args.depth,
+        args.no_events,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let spans = filter.apply(&fetch_spans(&client, &args.id, args.links).await?);
     if let Some(path) = &args.export {
-        let (otlp, _) = client
-            .json(Method::GET, &format!("{base}?format=otlp{links}"), None, None)
-            .await?;
-        let text = serde_json::to_string_pretty(&otlp)?;
+        let text = serde_json::to_string_pretty(&kulisse_traces::to_otlp_json(&spans))?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-        let spans: usize = otlp
-            .get("resourceSpans")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .flat_map(|r| {
-                r.get("scopeSpans")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .map(|s| s.get("spans").and_then(Value::as_array).map_or(0, Vec::len))
-            .sum();
         println!(
-            "wrote {spans} spans to {} (open Jaeger, Search → JSON File, and pick it)",
+            "wrote {} spans to {} (open Jaeger, Search → JSON File, and pick it)",
+            spans.len(),
             path.display()
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let spans = fetch_spans(&client, &args.id, args.links).await?;
     show(&args, &spans)?;
     Ok(ExitCode::SUCCESS)
 }

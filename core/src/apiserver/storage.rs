@@ -5,7 +5,9 @@
 //! `k8s.io/apiserver/pkg/storage/etcd3` does:
 //!
 //! - it picks the key for an object: `/registry/deployments/default/web`;
-//! - it serialises the object as JSON (unknown fields included: nothing is dropped);
+//! - it serialises the object as JSON (unknown fields included: nothing is dropped) —
+//!   kulisse's choice, so that `etcdctl` shows readable values; kube-apiserver stores the
+//!   built-in types as protobuf (and custom resources as JSON);
 //! - it strips `metadata.resourceVersion` before writing and puts it back on every read,
 //!   taken from the key's `mod_revision`. So the version a client sees *is* the store
 //!   revision of its last change, and a conditional write ("update if still at

@@ -10,8 +10,8 @@
 //!
 //! - the **Lease** `kube-node-lease/<node>` (`coordination.k8s.io/v1`): a tiny object whose
 //!   `spec.renewTime` the kubelet bumps every 10 s. Cheap to write and to watch, it is the
-//!   heartbeat the node lifecycle controller checks (a lease older than 40 s makes the node
-//!   `NotReady`).
+//!   heartbeat the node lifecycle controller checks (a lease older than 50 s, upstream's
+//!   grace period since v1.32, makes the node `NotReady`).
 //! - the **Node status**: the `Ready` condition's `lastHeartbeatTime` is posted on its own,
 //!   slower interval.
 //!
