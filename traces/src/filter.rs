@@ -29,7 +29,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::catalogue::{self, attrs};
-use crate::store::StoredSpan;
+use crate::span_store::StoredSpan;
 
 /// Which spans of a trace a view shows. The default shows everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -293,7 +293,7 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::span;
+    use crate::span_store::tests::span;
 
     fn with(mut s: StoredSpan, attrs: &[(&str, &str)]) -> StoredSpan {
         for (k, v) in attrs {

@@ -135,7 +135,6 @@ mod tests {
     use super::*;
     use crate::span_store::tests::span;
     use crate::span_store::{StoredEvent, StoredLink};
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
     #[test]
     fn otlp_json_parses_back_with_the_official_serde_types() {

@@ -68,7 +68,21 @@ pub struct TraceArgs {
 
 pub async fn run(global: &GlobalArgs, args: TraceArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.jaeger {
-        return super::trace_jaeger::run(global, &args, url).await;
+        let url = url.trim_end_matches('/');
+        let id = if args.id == "last" {
+            // Jaeger does not know which trace is "the last apply"; the control plane does.
+            let spans = fetch_spans(&client(global)?, "last", false).await?;
+            match spans.first() {
+                Some(span) => span.trace_id.clone(),
+                None => anyhow::bail!("the control plane has no trace yet: run `kulisse apply` first"),
+            }
+        } else {
+            args.id.to_ascii_lowercase()
+        };
+        let spans = super::trace_jaeger::fetch(url, &id).await?;
+        show(&args, &spans)?;
+        println!("in Jaeger: {url}/trace/{id}");
+        return Ok(ExitCode::SUCCESS);
     }
     let client = client(global)?;
     if args.list {

@@ -9,9 +9,7 @@
 //! parents and services: what Jaeger shows is what kulisse sent.
 //!
 //! `ID` may be `last`: the control plane (the kubeconfig's cluster) names the newest apply,
-//! and Jaeger is asked for that trace. An explicit id needs no cluster at all.
-
-use std::process::ExitCode;
+//! and Jaeger is asked for that trace (`trace.rs` asks). An explicit id needs no cluster.
 
 use anyhow::{Context as _, bail};
 use http::Method;
@@ -19,33 +17,12 @@ use kulisse_core::client::Client;
 use kulisse_traces::StoredSpan;
 use serde_json::Value;
 
-use super::client;
-use super::trace::{TraceArgs, fetch_spans, show};
-use crate::GlobalArgs;
-
-pub async fn run(global: &GlobalArgs, args: &TraceArgs, url: &str) -> anyhow::Result<ExitCode> {
-    let url = url.trim_end_matches('/');
-    let id = if args.id == "last" {
-        // Jaeger does not know which trace is "the last apply"; the control plane does.
-        let spans = fetch_spans(&client(global)?, "last", false).await?;
-        match spans.first() {
-            Some(span) => span.trace_id.clone(),
-            None => bail!("the control plane has no trace yet: run `kulisse apply` first"),
-        }
-    } else {
-        args.id.to_ascii_lowercase()
-    };
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{:?} is not a trace id (32 hex digits) or `last`", args.id);
-    }
-    let spans = fetch(url, &id).await?;
-    show(args, &spans)?;
-    println!("in Jaeger: {url}/trace/{id}");
-    Ok(ExitCode::SUCCESS)
-}
 
 /// The spans of trace `id` as the Jaeger at `url` holds them.
 pub async fn fetch(url: &str, id: &str) -> anyhow::Result<Vec<StoredSpan>> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{id:?} is not a trace id (32 hex digits) or `last`");
+    }
     let jaeger = Client::new(url, "").with_context(|| format!("--jaeger {url}"))?;
     let path = format!("/api/v3/traces/{id}");
     let resp = jaeger
