@@ -542,7 +542,10 @@ impl Session {
             }
             let dir = self.tmp.path().join("examples");
             let path = dir.join(&name);
-            if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, copy)).is_ok() {
+            if std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&path, copy))
+                .is_ok()
+            {
                 out = out.replace(&format!("examples/{name}"), &path.display().to_string());
             }
         }

@@ -50,7 +50,11 @@ pub fn go_bin_dirs() -> Vec<PathBuf> {
         dirs.push(PathBuf::from(gobin));
     }
     let gopath = std::env::var("GOPATH").ok().filter(|v| !v.is_empty()).or_else(|| {
-        let out = Command::new("go").args(["env", "GOPATH"]).stderr(Stdio::null()).output().ok()?;
+        let out = Command::new("go")
+            .args(["env", "GOPATH"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (out.status.success() && !text.is_empty()).then_some(text)
     });
@@ -118,8 +122,8 @@ impl Jaeger {
                 ports.push(p);
             }
         }
-        let mut config = std::fs::read_to_string(example_config())
-            .map_err(|e| format!("{}: {e}", example_config().display()))?;
+        let mut config =
+            std::fs::read_to_string(example_config()).map_err(|e| format!("{}: {e}", example_config().display()))?;
         for (well_known, real) in PORTS.iter().zip(&ports) {
             config = config.replace(&format!("127.0.0.1:{well_known}"), &format!("127.0.0.1:{real}"));
         }
@@ -236,8 +240,10 @@ pub fn request(base: &str, method: &str, path: &str, body: Option<&[u8]>) -> Res
         .trim_end_matches('/')
         .parse()
         .map_err(|e| format!("{base} is not http://IP:PORT: {e}"))?;
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut conn =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
     if let Some(body) = body {
         head.push_str(&format!(
@@ -250,9 +256,12 @@ pub fn request(base: &str, method: &str, path: &str, body: Option<&[u8]>) -> Res
         .and_then(|()| conn.write_all(body.unwrap_or_default()))
         .map_err(|e| format!("send to {addr}: {e}"))?;
     let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).map_err(|e| format!("read from {addr}: {e}"))?;
+    conn.read_to_end(&mut raw)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP answer from {addr}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP answer from {addr}"))?;
     let code = head
         .split_whitespace()
         .nth(1)

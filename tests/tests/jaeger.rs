@@ -56,9 +56,7 @@ fn as_text(v: &Value) -> String {
 /// The spans of one trace of Jaeger's JSON model (`{"traceID", "spans", "processes"}`).
 fn jaeger_spans(trace: &Value) -> Vec<JSpan> {
     let processes = trace.get("processes").cloned().unwrap_or_default();
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array().into_iter().flatten().map(as_text).collect()
-    };
+    let strings = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().map(as_text).collect() };
     trace["spans"]
         .as_array()
         .into_iter()
@@ -75,7 +73,10 @@ fn jaeger_spans(trace: &Value) -> Vec<JSpan> {
                 trace_id: as_text(&s["traceID"]),
                 span_id: as_text(&s["spanID"]),
                 name: as_text(&s["operationName"]),
-                parent: refs.iter().find(|(t, _, _)| t == "CHILD_OF").map(|(_, _, id)| id.clone()),
+                parent: refs
+                    .iter()
+                    .find(|(t, _, _)| t == "CHILD_OF")
+                    .map(|(_, _, id)| id.clone()),
                 follows: refs
                     .iter()
                     .filter(|(t, _, _)| t == "FOLLOWS_FROM")
@@ -113,7 +114,11 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
 /// exporting too. Returns the cluster (alive) and the apply's trace id, found in Jaeger as a
 /// user finds it: service `kulisse-cli`, operation `cli.apply`.
 fn traced_apply(jaeger: &Jaeger, protocol: &str, extra: &[&str]) -> (Cluster, tempfile::TempDir, String) {
-    let endpoint = if protocol == "grpc" { &jaeger.otlp_grpc } else { &jaeger.otlp_http };
+    let endpoint = if protocol == "grpc" {
+        &jaeger.otlp_grpc
+    } else {
+        &jaeger.otlp_http
+    };
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
@@ -130,7 +135,12 @@ fn traced_apply(jaeger: &Jaeger, protocol: &str, extra: &[&str]) -> (Cluster, te
     let id = wait_for("the cli.apply trace in Jaeger's search", || {
         let (code, body) = jaeger.get("/api/traces?service=kulisse-cli&operation=cli.apply&limit=20")?;
         let v: Value = serde_json::from_str(&body).map_err(|e| format!("{code} {e}: {body}"))?;
-        let ids: Vec<String> = v["data"].as_array().into_iter().flatten().map(|t| as_text(&t["traceID"])).collect();
+        let ids: Vec<String> = v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| as_text(&t["traceID"]))
+            .collect();
         match ids.as_slice() {
             [one] => Ok(one.clone()),
             _ => Err(format!("{code}: traces {ids:?}")),
@@ -157,7 +167,9 @@ fn complete_trace(jaeger: &Jaeger, id: &str) -> (Value, Vec<JSpan>) {
             .filter(|s| s.parent.as_deref().is_some_and(|p| !ids.contains(p)))
             .map(|s| s.name.as_str())
             .collect();
-        let pods = spans.iter().any(|s| is_rule_with_pods(&s.name, s.tags.get("proxy.diff")));
+        let pods = spans
+            .iter()
+            .any(|s| is_rule_with_pods(&s.name, s.tags.get("proxy.diff")));
         if STAGES.iter().all(|s| stages.contains(s)) && pods && orphans.is_empty() {
             Ok((trace, spans))
         } else {
@@ -178,7 +190,10 @@ fn one_apply_is_one_trace_in_jaeger(protocol: &str) {
     assert!(spans.iter().all(|s| s.trace_id == id));
     let roots: Vec<&JSpan> = spans.iter().filter(|s| s.parent.is_none()).collect();
     assert_eq!(
-        roots.iter().map(|r| (r.name.as_str(), r.service.as_str())).collect::<Vec<_>>(),
+        roots
+            .iter()
+            .map(|r| (r.name.as_str(), r.service.as_str()))
+            .collect::<Vec<_>>(),
         [("cli.apply", "kulisse-cli")],
         "one root"
     );
@@ -194,7 +209,13 @@ fn one_apply_is_one_trace_in_jaeger(protocol: &str) {
     assert_eq!(names, want, "one process per component: {processes:#?}");
     for s in &spans {
         let expected = service_for_stage(s.stage());
-        assert_eq!(Some(s.service.as_str()), expected, "span {} (stage {:?})", s.name, s.stage());
+        assert_eq!(
+            Some(s.service.as_str()),
+            expected,
+            "span {} (stage {:?})",
+            s.name,
+            s.stage()
+        );
     }
 
     // The parent chain from the proxy rule up to the apply.
@@ -237,17 +258,26 @@ fn one_apply_is_one_trace_in_jaeger(protocol: &str) {
         .map(|s| (s.name.clone(), s.warnings.clone()))
         .collect();
     assert!(warned.is_empty(), "Jaeger warns about spans: {warned:#?}");
-    assert!(trace["warnings"].as_array().is_none_or(Vec::is_empty), "{}", trace["warnings"]);
+    assert!(
+        trace["warnings"].as_array().is_none_or(Vec::is_empty),
+        "{}",
+        trace["warnings"]
+    );
 
     // The OTLP-shaped API holds the same spans, parents and services, also without warnings.
     let v3 = jaeger.trace_v3(&id).expect("the trace from /api/v3/traces");
-    let otlp = kulisse_traces::otlp_json::from_otlp_json(v3).expect("OTLP JSON from /api/v3").spans;
+    let otlp = kulisse_traces::otlp_json::from_otlp_json(v3)
+        .expect("OTLP JSON from /api/v3")
+        .spans;
     let otlp_by_id: BTreeMap<&str, &StoredSpan> = otlp.iter().map(|s| (s.span_id.as_str(), s)).collect();
     for s in &spans {
         let o = otlp_by_id
             .get(s.span_id.as_str())
             .unwrap_or_else(|| panic!("/api/v3 lacks span {} {}", s.name, s.span_id));
-        assert_eq!((&o.name, &o.parent_span_id, &o.service_name), (&s.name, &s.parent, &s.service));
+        assert_eq!(
+            (&o.name, &o.parent_span_id, &o.service_name),
+            (&s.name, &s.parent, &s.service)
+        );
         assert!(o.attributes.keys().all(|k| !k.starts_with("@jaeger@")), "{o:?}");
     }
 }
@@ -274,22 +304,35 @@ fn links_style_is_a_trace_per_stage_in_jaeger_following_from_its_cause() {
             let (code, body) = jaeger.get(&format!("/api/traces?service={service}&limit=200"))?;
             let v: Value = serde_json::from_str(&body).map_err(|e| format!("{code} {e}"))?;
             for trace in v["data"].as_array().into_iter().flatten() {
-                linked.extend(jaeger_spans(trace).into_iter().filter(|s| s.parent.is_none() && !s.follows.is_empty()));
+                linked.extend(
+                    jaeger_spans(trace)
+                        .into_iter()
+                        .filter(|s| s.parent.is_none() && !s.follows.is_empty()),
+                );
             }
         }
         let stages: BTreeSet<&str> = linked.iter().map(JSpan::stage).collect();
         let deployment = linked.iter().any(|s| is_deployment_reconcile_of(s, &apply_id));
-        if ["controller", "scheduler", "kubelet"].iter().all(|s| stages.contains(s)) && deployment {
+        if ["controller", "scheduler", "kubelet"]
+            .iter()
+            .all(|s| stages.contains(s))
+            && deployment
+        {
             Ok(linked)
         } else {
-            Err(format!("linked roots of stages {stages:?}, deployment reconcile: {deployment}"))
+            Err(format!(
+                "linked roots of stages {stages:?}, deployment reconcile: {deployment}"
+            ))
         }
     });
 
     // The apply's own trace holds the CLI and the API server, no controller.
     let apply = jaeger_spans(&jaeger.trace_v1(&apply_id).expect("the apply's trace"));
     assert!(apply.iter().any(|s| s.name == "cli.apply") && apply.iter().any(|s| s.name == "apiserver.request"));
-    assert!(!apply.iter().any(|s| s.stage() == "controller"), "links style: controllers start their own traces");
+    assert!(
+        !apply.iter().any(|s| s.stage() == "controller"),
+        "links style: controllers start their own traces"
+    );
 
     // Each linked trace is its own trace, and follows from a span Jaeger has.
     for s in &linked {
@@ -311,9 +354,14 @@ fn links_style_is_a_trace_per_stage_in_jaeger_following_from_its_cause() {
         .find(|s| is_deployment_reconcile_of(s, &apply_id))
         .expect("a deployment reconcile following from the apply");
     // The OTLP-shaped API shows the same as a span link.
-    let v3 = jaeger.trace_v3(&deployment.trace_id).expect("the deployment's trace from /api/v3");
+    let v3 = jaeger
+        .trace_v3(&deployment.trace_id)
+        .expect("the deployment's trace from /api/v3");
     let otlp = kulisse_traces::otlp_json::from_otlp_json(v3).expect("OTLP JSON").spans;
-    let root = otlp.iter().find(|s| s.span_id == deployment.span_id).expect("the reconcile in /api/v3");
+    let root = otlp
+        .iter()
+        .find(|s| s.span_id == deployment.span_id)
+        .expect("the reconcile in /api/v3");
     assert!(root.links.iter().any(|l| l.trace_id == apply_id), "{root:#?}");
 }
 
@@ -349,11 +397,16 @@ fn export_complete(c: &Cluster, id: &str, file: &std::path::Path) -> Value {
             .map_err(|e| e.to_string())?;
         let spans = kulisse_traces::otlp_json::from_otlp_json(json.clone())?.spans;
         let stages: BTreeSet<&str> = spans.iter().filter_map(|s| s.stage.as_deref()).collect();
-        let pods = spans.iter().any(|s| is_rule_with_pods(&s.name, s.attributes.get("proxy.diff")));
+        let pods = spans
+            .iter()
+            .any(|s| is_rule_with_pods(&s.name, s.attributes.get("proxy.diff")));
         if STAGES.iter().all(|s| stages.contains(s)) && pods {
             Ok(json)
         } else {
-            Err(format!("{} spans, stages {stages:?}, proxy rule with pods: {pods}", spans.len()))
+            Err(format!(
+                "{} spans, stages {stages:?}, proxy rule with pods: {pods}",
+                spans.len()
+            ))
         }
     })
 }
@@ -383,9 +436,16 @@ fn an_exported_trace_loads_in_jaeger_as_jaeger_received_it() {
     let received = wait_for("the exported spans in Jaeger", || {
         let spans = jaeger_spans(&jaeger.trace_v1(&id).ok_or("no trace")?);
         let missing = want.keys().filter(|k| !spans.iter().any(|s| &&s.span_id == k)).count();
-        if missing == 0 { Ok(spans) } else { Err(format!("{missing} spans not in Jaeger yet")) }
+        if missing == 0 {
+            Ok(spans)
+        } else {
+            Err(format!("{missing} spans not in Jaeger yet"))
+        }
     });
-    let received: BTreeMap<_, _> = shape_of_jaeger(&received).into_iter().filter(|(k, _)| want.contains_key(k)).collect();
+    let received: BTreeMap<_, _> = shape_of_jaeger(&received)
+        .into_iter()
+        .filter(|(k, _)| want.contains_key(k))
+        .collect();
     assert_eq!(received, want, "the export and what Jaeger received over OTLP");
 }
 
@@ -410,14 +470,26 @@ fn trace_with_jaeger_draws_what_jaeger_holds_like_the_control_plane() {
     let control_plane = cluster.ok(&["trace", &id]);
     let from_jaeger = cluster.ok(&["trace", &id, "--jaeger", url]);
     let link = format!("in Jaeger: {url}/trace/{id}");
-    assert_eq!(from_jaeger, format!("{control_plane}{link}\n"), "the same waterfall, then the link");
+    assert_eq!(
+        from_jaeger,
+        format!("{control_plane}{link}\n"),
+        "the same waterfall, then the link"
+    );
     // `last` is the newest apply, as the control plane knows it.
     assert_eq!(cluster.ok(&["trace", "last", "--jaeger", url]), from_jaeger);
 
     // Clear errors: an unknown trace, a bad id, no Jaeger there.
     let unknown = cluster.kulisse(&["trace", "0123456789abcdef0123456789abcdef", "--jaeger", url]);
     assert!(!unknown.status.success());
-    assert!(text(&unknown.stderr).contains("has no trace 0123456789abcdef0123456789abcdef"), "{}", text(&unknown.stderr));
+    assert!(
+        text(&unknown.stderr).contains("has no trace 0123456789abcdef0123456789abcdef"),
+        "{}",
+        text(&unknown.stderr)
+    );
     let bad = cluster.kulisse(&["trace", "nope", "--jaeger", url]);
-    assert!(text(&bad.stderr).contains("\"nope\" is not a trace id"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("\"nope\" is not a trace id"),
+        "{}",
+        text(&bad.stderr)
+    );
 }

@@ -120,7 +120,11 @@ impl TraceFilter {
         let keep: Vec<bool> = (0..spans.len())
             .map(|i| {
                 let span = &spans[i];
-                (self.stages.is_empty() || span.stage.as_deref().is_some_and(|s| self.stages.iter().any(|x| x == s)))
+                (self.stages.is_empty()
+                    || span
+                        .stage
+                        .as_deref()
+                        .is_some_and(|s| self.stages.iter().any(|x| x == s)))
                     && self.depth.is_none_or(|d| tree.depth(i) < d)
                     && !(self.no_events && tree.ancestors_and_self(i).any(|a| is_event_write(&spans[a])))
             })
@@ -229,9 +233,7 @@ fn object_of(span: &StoredSpan) -> Option<(String, String)> {
 
 /// Whether a span is the API request (or store write) of a Kubernetes Event.
 fn is_event_write(span: &StoredSpan) -> bool {
-    span.attributes
-        .get(attrs::K8S_RESOURCE)
-        .is_some_and(|r| r == "events")
+    span.attributes.get(attrs::K8S_RESOURCE).is_some_and(|r| r == "events")
         || span
             .attributes
             .get(attrs::STORE_KEY)

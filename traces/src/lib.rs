@@ -720,7 +720,9 @@ fn env_names_service() -> bool {
 fn resource_for(service_name: &str) -> Resource {
     let detected = EnvResourceDetector::new().detect();
     let mut host = Vec::new();
-    if detected.get(&opentelemetry::Key::from_static_str("host.name")).is_none()
+    if detected
+        .get(&opentelemetry::Key::from_static_str("host.name"))
+        .is_none()
         && let Some(name) = host_name()
     {
         host.push(opentelemetry::KeyValue::new("host.name", name));

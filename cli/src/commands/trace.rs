@@ -92,13 +92,9 @@ pub async fn run(global: &GlobalArgs, args: TraceArgs) -> anyhow::Result<ExitCod
         write_stdout(&render_list(&list))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let filter = kulisse_traces::TraceFilter::new(
-        args.stage.clone(),
-        args.object.as_deref(),
-        args.depth,
-        args.no_events,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let filter =
+        kulisse_traces::TraceFilter::new(args.stage.clone(), args.object.as_deref(), args.depth, args.no_events)
+            .map_err(anyhow::Error::msg)?;
     let spans = filter.apply(&fetch_spans(&client, &args.id, args.links).await?);
     if let Some(path) = &args.export {
         let text = serde_json::to_string_pretty(&kulisse_traces::to_otlp_json(&spans))?;

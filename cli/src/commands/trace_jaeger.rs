@@ -17,7 +17,6 @@ use kulisse_core::client::Client;
 use kulisse_traces::StoredSpan;
 use serde_json::Value;
 
-
 /// The spans of trace `id` as the Jaeger at `url` holds them.
 pub async fn fetch(url: &str, id: &str) -> anyhow::Result<Vec<StoredSpan>> {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -37,7 +36,11 @@ pub async fn fetch(url: &str, id: &str) -> anyhow::Result<Vec<StoredSpan>> {
         );
     }
     if !resp.status.is_success() {
-        bail!("Jaeger at {url} answered GET {path} with {}: {}", resp.status, body.trim());
+        bail!(
+            "Jaeger at {url} answered GET {path} with {}: {}",
+            resp.status,
+            body.trim()
+        );
     }
     let answer: Value = serde_json::from_str(&body)
         .with_context(|| format!("Jaeger at {url} answered GET {path} with something that is not JSON"))?;

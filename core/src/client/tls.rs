@@ -3,7 +3,7 @@
 //! A client trusts exactly one certificate authority: the cluster's own, which the
 //! kubeconfig carries as `certificate-authority-data`. Only after the API server has proved
 //! that its certificate was signed by that CA does the client send its credentials. The API
-//! server's side (creating the CA and the serving certificate) is `apiserver::certs`; both
+//! server's side (creating the CA and the serving certificate) lives in the API server's `certs.rs`; both
 //! use the same crypto provider, from here.
 
 use std::sync::Arc;

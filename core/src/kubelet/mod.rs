@@ -30,12 +30,12 @@
 //! runtime every second, each kulisse pod worker looks at its own containers every
 //! [`KubeletOptions::relist_period`].
 
+mod container;
 pub mod machine;
 pub mod node;
 pub mod pod_worker;
 pub mod probes;
 pub mod server;
-mod container;
 mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

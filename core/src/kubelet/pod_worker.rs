@@ -32,10 +32,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, field::Empty, info_span};
 
-use super::{KubeletOptions, Shared};
 use super::container::{Backoff, ContainerRec, Instance};
-use super::status::{self, PodFacts};
 use super::probes::{self, ProbeState};
+use super::status::{self, PodFacts};
+use super::{KubeletOptions, Shared};
 use crate::events::EventType;
 use crate::objects;
 use crate::runtime::{

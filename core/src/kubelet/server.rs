@@ -213,7 +213,12 @@ async fn log_instance(shared: &Shared, r: &LogRequest) -> Result<ContainerInfo, 
 }
 
 /// `GET /containerLogs/...`: the log, streamed as the runtime yields it.
-async fn container_logs(shared: &Shared, path: &str, rest: &str, query: &str) -> Result<Response<Body>, Response<Body>> {
+async fn container_logs(
+    shared: &Shared,
+    path: &str,
+    rest: &str,
+    query: &str,
+) -> Result<Response<Body>, Response<Body>> {
     let request = log_request(path, rest, query)?;
     let chosen = log_instance(shared, &request).await?;
     let stream = shared

@@ -57,15 +57,9 @@ pub(super) fn build(pod: &Value, containers: &[ContainerRec], facts: &PodFacts) 
     let mut status: Map<String, Value> = existing.as_object().cloned().unwrap_or_default();
     let statuses = container_statuses(pod, containers, facts);
     let tallies: Vec<Tally> = statuses.iter().map(|s| s.tally).collect();
-    let phase = facts
-        .terminal
-        .unwrap_or_else(|| phase(&tallies, restart_policy(pod)));
+    let phase = facts.terminal.unwrap_or_else(|| phase(&tallies, restart_policy(pod)));
     let terminal = matches!(phase, "Succeeded" | "Failed");
-    let unready: Vec<&str> = statuses
-        .iter()
-        .filter(|s| !s.ready)
-        .map(|s| s.name.as_str())
-        .collect();
+    let unready: Vec<&str> = statuses.iter().filter(|s| !s.ready).map(|s| s.name.as_str()).collect();
     let old = existing.get("conditions").cloned().unwrap_or(Value::Null);
     let conditions = conditions(&old, facts, &unready, containers.len(), terminal);
 
@@ -127,7 +121,11 @@ fn convert(rec: &ContainerRec, image: String, facts: &PodFacts) -> Converted {
     let tally = if state.get("running").is_some() {
         Tally::Running
     } else if state.get("terminated").is_some() {
-        if exit_code == Some(0) { Tally::Succeeded } else { Tally::Stopped }
+        if exit_code == Some(0) {
+            Tally::Succeeded
+        } else {
+            Tally::Stopped
+        }
     } else if last_state.is_some() {
         // Waiting to be restarted after a run: stopped, not succeeded (as upstream).
         Tally::Stopped
@@ -393,7 +391,10 @@ mod tests {
         let cs = &status["containerStatuses"][0];
         assert!(cs["state"]["running"]["startedAt"].is_string());
         assert_eq!(cs["containerID"], "fake://web-1");
-        assert_eq!((cs["ready"].as_bool(), cs["started"].as_bool()), (Some(true), Some(true)));
+        assert_eq!(
+            (cs["ready"].as_bool(), cs["started"].as_bool()),
+            (Some(true), Some(true))
+        );
         assert_eq!(status["podIP"], "10.1.0.7");
         assert_eq!(status["hostIP"], "127.0.0.1");
         assert_eq!(status["startTime"], "2026-01-02T03:00:00Z");
@@ -410,7 +411,10 @@ mod tests {
         assert_eq!(phase_of("Always", &[exited("a", 0)]), "Running");
         let status = build(&pod("Never", &["a"]), &[exited("a", 0)], &facts(None));
         let t = &status["containerStatuses"][0]["state"]["terminated"];
-        assert_eq!((t["exitCode"].as_i64(), t["reason"].as_str()), (Some(0), Some("Completed")));
+        assert_eq!(
+            (t["exitCode"].as_i64(), t["reason"].as_str()),
+            (Some(0), Some("Completed"))
+        );
     }
 
     #[test]
@@ -421,7 +425,10 @@ mod tests {
         assert_eq!(status["containerStatuses"][0]["state"]["terminated"]["reason"], "Error");
         // Once ended, the pod is not Ready, for a reason that says so.
         let ready = condition(&status, "Ready");
-        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("PodCompleted")));
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some("PodCompleted"))
+        );
     }
 
     #[test]
@@ -455,7 +462,10 @@ mod tests {
         let cs = &status["containerStatuses"][0];
         assert_eq!(cs["restartCount"], 3);
         let last = &cs["lastState"]["terminated"];
-        assert_eq!((last["exitCode"].as_i64(), last["containerID"].as_str()), (Some(137), Some("fake://web-0")));
+        assert_eq!(
+            (last["exitCode"].as_i64(), last["containerID"].as_str()),
+            (Some(137), Some("fake://web-0"))
+        );
         assert!(cs["state"]["running"].is_object());
     }
 
@@ -474,7 +484,10 @@ mod tests {
         let mut pulling = ContainerRec::new("web");
         pulling.waiting = Some(("ErrImagePull".into(), "not found".into()));
         let status = build(&pod("Always", &["web"]), &[pulling], &facts(None));
-        assert_eq!(status["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImagePull");
+        assert_eq!(
+            status["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ErrImagePull"
+        );
         assert_eq!(status["containerStatuses"][0]["lastState"], json!({}));
         assert_eq!(status["phase"], "Pending");
     }
@@ -498,10 +511,18 @@ mod tests {
         assert_eq!(status["containerStatuses"][1]["ready"], true);
         for ty in ["Ready", "ContainersReady"] {
             let c = condition(&status, ty);
-            assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("ContainersNotReady")));
+            assert_eq!(
+                (c["status"].as_str(), c["reason"].as_str()),
+                (Some("False"), Some("ContainersNotReady"))
+            );
             assert_eq!(c["message"], "containers with unready status: [web]");
         }
-        let ready = with_probe(running("web"), ProbeKind::Readiness, "readinessProbe", Some(ProbeResult::Success));
+        let ready = with_probe(
+            running("web"),
+            ProbeKind::Readiness,
+            "readinessProbe",
+            Some(ProbeResult::Success),
+        );
         let status = build(&pod("Always", &["web"]), &[ready], &facts(None));
         assert_eq!(status["containerStatuses"][0]["ready"], true);
         assert_eq!(condition(&status, "Ready")["status"], "True");
@@ -509,7 +530,10 @@ mod tests {
         let starting = with_probe(running("web"), ProbeKind::Startup, "startupProbe", None);
         let status = build(&pod("Always", &["web"]), &[starting], &facts(None));
         let cs = &status["containerStatuses"][0];
-        assert_eq!((cs["started"].as_bool(), cs["ready"].as_bool()), (Some(false), Some(false)));
+        assert_eq!(
+            (cs["started"].as_bool(), cs["ready"].as_bool()),
+            (Some(false), Some(false))
+        );
     }
 
     #[test]
@@ -524,7 +548,10 @@ mod tests {
         assert_eq!(condition(&same, "Ready")["lastTransitionTime"], NOW);
         assert_eq!(same["conditions"], first["conditions"]);
         let flipped = build(&pod("Always", &["web"]), &[exited("web", 1)], &later);
-        assert_eq!(condition(&flipped, "Ready")["lastTransitionTime"], "2026-01-02T04:00:00Z");
+        assert_eq!(
+            condition(&flipped, "Ready")["lastTransitionTime"],
+            "2026-01-02T04:00:00Z"
+        );
         assert_eq!(condition(&flipped, "Initialized")["lastTransitionTime"], NOW);
     }
 
@@ -538,7 +565,16 @@ mod tests {
             .flatten()
             .filter_map(|c| c["type"].as_str())
             .collect();
-        assert_eq!(types, ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]);
+        assert_eq!(
+            types,
+            [
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady",
+                "PodScheduled"
+            ]
+        );
         assert_eq!(condition(&status, "PodScheduled")["lastTransitionTime"], "T0");
     }
 }

@@ -114,7 +114,9 @@ mod tests {
     fn ready_only_when_the_ready_condition_is_true() {
         assert!(is_pod_ready(&pod(json!([{"type": "Ready", "status": "True"}]))));
         assert!(!is_pod_ready(&pod(json!([{"type": "Ready", "status": "False"}]))));
-        assert!(!is_pod_ready(&pod(json!([{"type": "ContainersReady", "status": "True"}]))));
+        assert!(!is_pod_ready(&pod(
+            json!([{"type": "ContainersReady", "status": "True"}])
+        )));
         assert!(!is_pod_ready(&json!({"status": {}})));
         assert!(!is_pod_ready(&json!({"status": {"conditions": "oops"}})));
         assert!(!is_pod_ready(&json!({})));
@@ -139,7 +141,10 @@ mod tests {
         let reason = json!({"type": "Available", "status": "True", "reason": "B", "lastTransitionTime": "T3"});
         assert!(set_condition(&mut status, reason));
         let c = condition(&status, "Available").unwrap();
-        assert_eq!((c["reason"].as_str(), c["lastTransitionTime"].as_str()), (Some("B"), Some("T1")));
+        assert_eq!(
+            (c["reason"].as_str(), c["lastTransitionTime"].as_str()),
+            (Some("B"), Some("T1"))
+        );
         let flipped = json!({"type": "Available", "status": "False", "reason": "B", "lastTransitionTime": "T4"});
         assert!(set_condition(&mut status, flipped));
         assert_eq!(condition(&status, "Available").unwrap()["lastTransitionTime"], "T4");

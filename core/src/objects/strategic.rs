@@ -856,7 +856,13 @@ fn order_identities(order: &[Value], field: &str, loc: &Loc) -> Result<Option<(I
 
 /// The items the patch sends must appear in the order list, in the same order (items that
 /// are directives, such as deletions, do not count).
-fn check_patch_order(items: &[Value], ident: &Ident, order_ids: &[Value], field: &str, loc: &Loc) -> Result<(), PatchError> {
+fn check_patch_order(
+    items: &[Value],
+    ident: &Ident,
+    order_ids: &[Value],
+    field: &str,
+    loc: &Loc,
+) -> Result<(), PatchError> {
     let mut at = 0;
     for item in items {
         if item.get(PATCH).is_some() {
