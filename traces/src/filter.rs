@@ -125,7 +125,7 @@ impl TraceFilter {
                         .stage
                         .as_deref()
                         .is_some_and(|s| self.stages.iter().any(|x| x == s)))
-                    && self.depth.is_none_or(|d| tree.depth(i) < d)
+                    && self.depth.is_none_or(|d| tree.known_depth(spans, i).is_some_and(|k| k < d))
                     && !(self.no_events && tree.ancestors_and_self(i).any(|a| is_event_write(&spans[a])))
             })
             .collect();
@@ -184,6 +184,14 @@ impl Tree {
 
     fn depth(&self, i: usize) -> usize {
         self.ancestors_and_self(i).count() - 1
+    }
+
+    /// `i`'s depth when its chain reaches the trace's root; `None` while an ancestor has not
+    /// arrived yet (a span whose parent is missing is not a root: its level is unknown, so
+    /// `--depth` leaves it out rather than drawing it as if it were level 1).
+    fn known_depth(&self, spans: &[StoredSpan], i: usize) -> Option<usize> {
+        let top = self.ancestors_and_self(i).last()?;
+        spans[top].is_root().then(|| self.depth(i))
     }
 
     /// For each span: whether it belongs to the view of `pattern`'s object (it names the
