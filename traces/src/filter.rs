@@ -125,7 +125,9 @@ impl TraceFilter {
                         .stage
                         .as_deref()
                         .is_some_and(|s| self.stages.iter().any(|x| x == s)))
-                    && self.depth.is_none_or(|d| tree.known_depth(spans, i).is_some_and(|k| k < d))
+                    && self
+                        .depth
+                        .is_none_or(|d| tree.known_depth(spans, i).is_some_and(|k| k < d))
                     && !(self.no_events && tree.ancestors_and_self(i).any(|a| is_event_write(&spans[a])))
             })
             .collect();
