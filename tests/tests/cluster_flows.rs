@@ -112,11 +112,16 @@ fn a_multi_document_app_runs_spread_over_three_nodes() {
         "{wide}"
     );
     assert!(wide.contains("Running") && wide.contains("1/1"), "{wide}");
-    let deploy = c.ok(&["get", "deploy", "-n", "shop"]);
-    assert!(
-        deploy.lines().any(|l| l.starts_with("frontend") && l.contains("3/3")),
-        "{deploy}"
-    );
+    // The Deployment's READY column follows the pods one hop later: the ReplicaSet controller
+    // counts the ready pods into its status, then the Deployment controller copies that count.
+    // Under load that can trail the pods by a moment (run 36 of 50 once saw `2/3` here).
+    wait_for(30, "frontend deployment 3/3", || {
+        let deploy = c.ok(&["get", "deploy", "-n", "shop"]);
+        deploy
+            .lines()
+            .any(|l| l.starts_with("frontend") && l.contains("3/3"))
+            .then_some(())
+    });
 
     // kube-proxy's rule table has the service and the node port.
     let rules = wait_for(30, "proxy rules", || {
