@@ -147,15 +147,7 @@ async fn all_in_place(client: &Client, applied: &[&Applied], spans: &[StoredSpan
                     return false;
                 };
                 let phase = p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-                let ready = p
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| {
-                        cs.iter().any(|c| {
-                            c.get("type").and_then(Value::as_str) == Some("Ready")
-                                && c.get("status").and_then(Value::as_str) == Some("True")
-                        })
-                    });
+                let ready = objects::pod::is_pod_ready(&p);
                 if !(phase == "Succeeded" || (phase == "Running" && ready)) {
                     return false;
                 }
