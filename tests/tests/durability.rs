@@ -891,3 +891,62 @@ fn kill_9_storm_loses_no_acknowledged_write_etcd() {
     };
     kill_storm(&["--store", "etcd", "--etcd-endpoints", &etcd.endpoint], 50, "etcd");
 }
+
+// ---------------------------------------------------------------------------------------
+// A change right at the compaction point
+// ---------------------------------------------------------------------------------------
+
+/// A watch that starts exactly at the compaction point gets the change made at that
+/// revision, although the object's previous version (which a `DELETED` event carries) was
+/// compacted away: the change is delivered, or the watch ends with an `ERROR` (and the client
+/// relists, as upstream's reflector does) — it is never skipped. A later write is the
+/// sentinel: seeing it first would mean the change was lost.
+async fn change_at_the_compaction_point(api: &ApiServerFixture) {
+    for delete in [true, false] {
+        let name = if delete { "gone" } else { "changed" };
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"seq": "1"}});
+        let client = &api.client;
+        client
+            .json(Method::POST, CM, Some("application/json"), Some(&cm))
+            .await
+            .expect("create");
+        let path = format!("{CM}/{name}");
+        let (changed, _) = if delete {
+            client.json(Method::DELETE, &path, None, None).await
+        } else {
+            let patch = json!({"data": {"seq": "2"}});
+            client
+                .json(Method::PATCH, &path, Some("application/merge-patch+json"), Some(&patch))
+                .await
+        }
+        .expect("change");
+        let at = api.store.current_revision().await.expect("revision");
+        api.store.compact(at).await.expect("compact");
+        let mut lines = WatchLines::open(client, at - 1, false).await;
+        let sentinel = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("after-{name}")}});
+        client
+            .json(Method::POST, CM, Some("application/json"), Some(&sentinel))
+            .await
+            .expect("create the sentinel");
+        let (kind, obj) = lines.next(LINE_WAIT).await.expect("an event");
+        let expected = if delete { "DELETED" } else { "MODIFIED" };
+        assert!(
+            (kind == expected && name_of(&obj) == name && rv(&obj) == at) || kind == "ERROR",
+            "a watch from the compaction point {at} must begin with the {expected} of {name} at {at} \
+             (or an ERROR), not with {kind} {obj} (the change was {changed})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_at_the_compaction_point_is_not_skipped_embedded() {
+    change_at_the_compaction_point(&ApiServerFixture::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_at_the_compaction_point_is_not_skipped_etcd() {
+    let Some((api, _etcd)) = etcd_fixture(kulisse_core::apiserver::watch::DEFAULT_BOOKMARK_INTERVAL).await else {
+        return;
+    };
+    change_at_the_compaction_point(&api).await;
+}
