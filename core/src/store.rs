@@ -29,7 +29,9 @@
 //!   server turns it into a watch `BOOKMARK`, so a client can resume from a recent revision.
 //! - **Compaction.** History is not kept forever. After `compact(R)`, reading or watching
 //!   from a revision older than R fails with [`StoreError::Compacted`]; the API server turns
-//!   that into `410 Gone` (reason `Expired`) and clients list again.
+//!   that into `410 Gone` (reason `Expired`) and clients list again. etcd refuses a watch
+//!   from R itself too: its compaction removed the keys deleted at R, so their DELETE events
+//!   would never come, and a watch must never skip a change.
 
 use std::fmt;
 use std::pin::Pin;

@@ -832,8 +832,8 @@ async fn expect_compacted_watch(store: &Arc<dyn Store>, prefix: &str, from: Revi
 }
 
 /// After `compact(R)`, ranges and watches from revisions older than R fail with
-/// `Compacted` (the API server's `410 Gone`), while R itself, newer revisions and all
-/// current values remain.
+/// `Compacted` (the API server's `410 Gone`), while R itself (for a watch: R or, on etcd,
+/// only R + 1), newer revisions and all current values remain.
 pub async fn compact_then_old_revisions_are_gone(store: Arc<dyn Store>) {
     let p = "/registry/pods/c/";
     let a1 = create_ok(&store, "/registry/pods/c/a", "a1").await;
@@ -874,9 +874,19 @@ pub async fn compact_then_old_revisions_are_gone(store: Arc<dyn Store>) {
         "compaction must not lose current values"
     );
 
-    let mut stream = watch(&store, p, Some(at)).await;
-    let e = next_event(&mut stream, "the event at the compaction revision").await;
-    assert_eq!(e.kv, b, "a watch from the compaction revision replays its change");
+    // A watch from the compaction revision itself replays its change (the embedded store
+    // keeps its log from there, previous versions included), or is refused as too old
+    // (etcd: its compaction removed the keys deleted at that revision, whose DELETE
+    // events would never come). It never starts and skips.
+    match store.watch(p, Some(at)).await {
+        Ok(mut stream) => {
+            let e = next_event(&mut stream, "the event at the compaction revision").await;
+            assert_eq!(e.kv, b, "a watch from the compaction revision replays its change");
+        }
+        Err(StoreError::Compacted { .. }) => {}
+        Err(e) => panic!("watch from the compaction revision {at}: {e}"),
+    }
+    let mut stream = watch(&store, p, Some(at + 1)).await;
     let e = next_event(&mut stream, "the event after the compaction revision").await;
     assert_eq!(e.kv, a3);
 

@@ -54,6 +54,15 @@ impl ApiServerFixture {
         Self::serve(dir, store, false, apiserver::watch::DEFAULT_BOOKMARK_INTERVAL).await
     }
 
+    /// [`ApiServerFixture::start_with_store`] with watch bookmarks every `interval`.
+    pub async fn start_with_store_and_bookmarks(
+        store: Arc<dyn Store>,
+        interval: std::time::Duration,
+    ) -> ApiServerFixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::serve(dir, store, false, interval).await
+    }
+
     async fn start_with(tls: bool) -> ApiServerFixture {
         Self::start_with_settings(tls, apiserver::watch::DEFAULT_BOOKMARK_INTERVAL).await
     }

@@ -359,6 +359,12 @@ fn convert_event(event: &etcd_client::Event) -> Result<Option<WatchEvent>, Strin
     }))
 }
 
+/// Whether a watch event created its key (etcd's `IsCreate`: a put whose key's creation
+/// revision is the event's own); every other event had a previous version.
+fn created_by(event: &WatchEvent) -> bool {
+    event.kind == EventType::Put && event.kv.create_revision == event.kv.mod_revision
+}
+
 /// State of one open watch, owned by the stream handed to the caller. Dropping the stream
 /// drops the gRPC request sender and response stream: the HTTP/2 stream is reset and etcd
 /// removes the watcher on its side.
@@ -426,6 +432,19 @@ impl WatchState {
         }
         for event in resp.events() {
             match convert_event(event) {
+                Ok(Some(ev)) if ev.prev_kv.is_none() && !created_by(&ev) => {
+                    // etcd reads an event's previous version at the revision before it; if
+                    // that revision was compacted, etcd 3.4 sends the event without it (its
+                    // issue "prevKV not being returned if the previous KV was compacted").
+                    // A DELETED event without the object would have to be skipped: a gap.
+                    // It is the compaction that made it unreadable, so say that (upstream's
+                    // API server answers 500 "etcd event received with PrevKv=nil"; both make
+                    // the client list again).
+                    return Some(StoreError::Compacted {
+                        requested: ev.revision() - 1,
+                        compacted: ev.revision(),
+                    });
+                }
                 Ok(Some(ev)) => {
                     self.next = Some(ev.revision() + 1);
                     self.pending.push_back(WatchMessage::Event(ev));
@@ -616,16 +635,27 @@ impl Store for EtcdStore {
         if let Some(rev) = from {
             // Fail early, like a read would: a watch below the compaction point is answered
             // by etcd only after the watch is set up (up to 100 ms later), as a canceled
-            // watch with `compact_revision` set. A one-key `count_only` read at that revision
-            // tells now. Reading at a future revision fails too, but watching from one is
-            // fine: etcd simply waits for it.
+            // watch with `compact_revision` set. A one-key `count_only` read tells now.
+            // It reads at the revision *before* `rev`, the state the caller has: etcd
+            // accepts a watch from exactly the compaction point, but that compaction removed
+            // the keys deleted at that revision, so their DELETE events never come (and the
+            // events there lack their previous versions). Such a watch is refused as too
+            // old; the caller lists again. Reading at a future revision fails too, but
+            // watching from one is fine: etcd simply waits for it.
+            let seen = (rev - 1).max(1);
             let mut kv = self.kv.clone();
             let check = kv.get(
                 start.clone(),
-                Some(GetOptions::new().with_revision(rev).with_count_only()),
+                Some(GetOptions::new().with_revision(seen).with_count_only()),
             );
-            match self.call("range", Some(rev), check).await {
+            match self.call("range", Some(seen), check).await {
                 Ok(_) | Err(StoreError::FutureRevision { .. }) => {}
+                Err(StoreError::Compacted { compacted, .. }) => {
+                    return Err(StoreError::Compacted {
+                        requested: rev,
+                        compacted: compacted.max(rev),
+                    });
+                }
                 Err(e) => return Err(e),
             }
             options = options.with_start_revision(rev);
