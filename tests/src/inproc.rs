@@ -93,6 +93,7 @@ impl ApiServerFixture {
                 tls: tls_config,
                 service_cidr: apiserver::allocator::DEFAULT_SERVICE_CIDR,
                 bookmark_interval,
+                limits: apiserver::limits::Limits::default(),
             },
         );
         server.bootstrap().await.expect("bootstrap namespaces");

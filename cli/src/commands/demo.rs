@@ -54,6 +54,7 @@ pub async fn run(_global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<ExitCod
         trace_style: args.trace_style,
         service_cidr: kulisse_core::apiserver::allocator::DEFAULT_SERVICE_CIDR,
         size: Default::default(),
+        serving: Default::default(),
     };
     println!("== 1. A throwaway cluster, all in this process ==");
     let cluster = super::up::start(&up, dir.path()).await?;

@@ -23,6 +23,7 @@ pub mod rollout_history;
 pub mod rollout_pause;
 pub mod rollout_undo;
 pub mod scale;
+pub mod serving;
 pub mod trace;
 pub mod trace_jaeger;
 pub mod up;

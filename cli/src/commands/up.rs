@@ -83,6 +83,8 @@ pub struct UpArgs {
     pub service_cidr: kulisse_core::apiserver::allocator::ServiceCidr,
     #[command(flatten)]
     pub size: super::components::NodeSizeArgs,
+    #[command(flatten)]
+    pub serving: super::serving::ServingArgs,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -197,6 +199,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             tls: Some(tls),
             service_cidr: args.service_cidr,
             bookmark_interval: apiserver::watch::DEFAULT_BOOKMARK_INTERVAL,
+            limits: args.serving.limits(),
         },
     );
     server

@@ -27,6 +27,11 @@
 //!
 //! The server takes its listener and a shutdown future from the caller (as tokio's
 //! mini-redis does), so tests run it on `127.0.0.1:0`.
+//!
+//! Before and around that pipeline, [`limits`] protects the server from slow and heavy
+//! clients: connections must finish their headers in time and are closed when idle, their
+//! number is capped, and right after authentication the max-in-flight filter answers
+//! `429 TooManyRequests` when too many requests are already being served.
 
 pub mod allocator;
 pub mod auth;
@@ -37,6 +42,7 @@ pub mod delete;
 pub mod discovery;
 pub mod get;
 pub mod health;
+pub mod limits;
 pub mod list_options;
 pub mod logs;
 pub mod meta;
@@ -93,6 +99,8 @@ pub struct Config {
     /// How often a watch with `allowWatchBookmarks=true` gets a `BOOKMARK`
     /// ([`watch::DEFAULT_BOOKMARK_INTERVAL`], a minute, as upstream; shorter in tests).
     pub bookmark_interval: Duration,
+    /// Timeouts, the connection cap and the in-flight limits ([`limits`]).
+    pub limits: limits::Limits,
 }
 
 /// What every handler gets: the storage layer and the server's settings.
@@ -108,6 +116,8 @@ pub struct ApiServer {
     /// Service ClusterIPs and node ports in use, built from the stored Services on first
     /// use. An async mutex: allocation reads the store once, while holding it.
     services: tokio::sync::Mutex<Option<allocator::ServiceAllocator>>,
+    /// The max-in-flight filter ([`limits::InFlight`]).
+    inflight: limits::InFlight,
 }
 
 /// A parsed request, as the handlers see it.
@@ -157,6 +167,7 @@ impl ApiServer {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Arc<Self> {
         Arc::new(ApiServer {
             storage: Storage::new(store),
+            inflight: limits::InFlight::new(&config.limits),
             config,
             services: tokio::sync::Mutex::new(None),
         })
@@ -237,12 +248,15 @@ impl ApiServer {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
+        let cap = limits::ConnectionCap::new(&self.config.limits);
+        let handshake_timeout = self.config.limits.read_header_timeout;
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, _peer) = match accepted {
-                        Ok(conn) => conn,
-                        Err(e) => {
+                // At the connection cap, wait for a place before accepting ([`limits`]).
+                accepted = async { (cap.place().await, listener.accept().await) } => {
+                    let (place, (stream, _peer)) = match accepted {
+                        (place, Ok(conn)) => (place, conn),
+                        (_, Err(e)) => {
                             tracing::warn!("accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
@@ -254,9 +268,11 @@ impl ApiServer {
                     let watcher = graceful.watcher();
                     let tls = self.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
                     tokio::spawn(async move {
+                        let _place = place;
                         match tls {
-                            // The TLS handshake happens here, off the accept loop.
-                            Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                            // The TLS handshake happens here, off the accept loop, within the
+                            // read-header timeout (as Go's http.Server bounds it).
+                            Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(tls_stream)) => serve_connection(server, tls_stream, stop_rx, watcher).await,
                                 Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -354,6 +370,11 @@ impl ApiServer {
         if !matches!(route, Route::Version | Route::Health | Route::Ready) {
             auth::authenticate(headers, &self.config.token)?;
         }
+        // The max-in-flight filter, after authentication as upstream's ([`limits`]).
+        let _inflight = match self.inflight.admit(method, uri) {
+            Ok(permit) => permit,
+            Err(too_many) => return Ok(*too_many),
+        };
         let query = parse_query(uri.query());
         let body = read_body(headers, body).await?;
         // A protobuf body becomes JSON here; the handlers only ever see JSON.
@@ -542,14 +563,27 @@ async fn serve_connection<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // The connection's clock closes it when headers or the next request take too long.
+    let clock = limits::ConnectionClock::start(&server.config.limits);
+    let service_clock = clock.clone();
     let service = hyper::service::service_fn(move |req| {
         let server = server.clone();
         let stop_rx = stop_rx.clone();
-        async move { Ok::<_, Infallible>(server.handle(req, stop_rx).await) }
+        let busy = service_clock.request_started();
+        async move {
+            let resp = server.handle(req, stop_rx).await;
+            Ok::<_, Infallible>(resp.map(|body| limits::ConnectionClock::track_response(busy, body)))
+        }
     });
+    let io = limits::Clocked::new(io, clock.clone());
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!("connection ended: {e}");
+    tokio::select! {
+        served = watcher.watch(conn) => {
+            if let Err(e) = served {
+                tracing::debug!("connection ended: {e}");
+            }
+        }
+        why = clock.expired() => tracing::debug!("connection closed: {why}"),
     }
 }
 

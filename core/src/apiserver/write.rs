@@ -326,8 +326,15 @@ pub fn apply_json_patch(target: &mut Value, body: &Value, merge: bool) -> Result
     }
     let ops: json_patch::Patch = serde_json::from_value(body.clone())
         .map_err(|e| ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}")))?;
-    json_patch::patch(target, &ops)
-        .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))
+    // All or nothing, on a copy: `json_patch::patch` undoes a failed patch in place and
+    // panics ("unable to undo applied patches") when its undo fails, which a hostile list
+    // such as a `move` of `/a/b` onto `/a` followed by a failing `test` makes it do.
+    // `patch_unsafe` never undoes; the copy is dropped instead.
+    let mut patched = target.clone();
+    json_patch::patch_unsafe(&mut patched, &ops)
+        .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+    *target = patched;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -341,6 +348,32 @@ mod tests {
         let b = json!({"metadata": {"resourceVersion": "6", "managedFields": [{"time": "t2", "manager": "m"}]}, "spec": {"replicas": 2, "x": 1}});
         assert_eq!(changed_fields(&a, &b), vec!["spec.replicas".to_string()]);
         assert!(changed_fields(&a, &a).is_empty());
+    }
+
+    /// A JSON patch whose undo fails panics inside `json_patch::patch`; kulisse's answers 422
+    /// and leaves the object as it was.
+    #[test]
+    fn a_json_patch_that_cannot_be_undone_is_refused_not_a_panic() {
+        let original = json!({"metadata": {"name": "web", "labels": {"a": "1"}}});
+        let hostile = json!([
+            {"op": "move", "from": "/metadata/labels", "path": "/metadata"},
+            {"op": "test", "path": "/spec", "value": 1}
+        ]);
+        let ops: json_patch::Patch = serde_json::from_value(hostile.clone()).expect("valid operations");
+        let upstream = std::panic::catch_unwind(|| json_patch::patch(&mut original.clone(), &ops));
+        assert!(upstream.is_err(), "the crate's atomic patch panics on this input");
+        let mut target = original.clone();
+        let err = apply_json_patch(&mut target, &hostile, false).expect_err("the test op fails");
+        assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{}", err.message);
+        assert_eq!(target, original, "nothing changed");
+        let mut target = original.clone();
+        apply_json_patch(
+            &mut target,
+            &json!([{"op": "add", "path": "/metadata/labels/b", "value": "2"}]),
+            false,
+        )
+        .expect("a good patch applies");
+        assert_eq!(target["metadata"]["labels"], json!({"a": "1", "b": "2"}));
     }
 
     /// The verb files call this module, never one another (no import cycles among them).

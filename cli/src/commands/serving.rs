@@ -1,0 +1,80 @@
+//! The API server's connection and request limits as flags (see
+//! `kulisse_core::apiserver::limits` for why each exists and what upstream calls it).
+//!
+//! `--max-requests-inflight` and `--max-mutating-requests-inflight` are kube-apiserver's
+//! flags with its defaults. The two timeouts are hard-coded in kube-apiserver (Go's
+//! `http.Server` fields `ReadHeaderTimeout` and `IdleTimeout`); `--max-connections` has no
+//! upstream counterpart. kulisse makes all of them flags so labs and tests can shrink them.
+
+use std::time::Duration;
+
+use clap::Args;
+use kulisse_core::apiserver::limits::{self, Limits};
+
+use super::components::parse_duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServingArgs {
+    /// How long a client may take to send a request's headers, from its first byte, before
+    /// the connection is closed (kube-apiserver: Go's ReadHeaderTimeout, 32s). Stops
+    /// slowloris clients that never finish their headers.
+    #[arg(long, value_parser = parse_duration, default_value = "32s", value_name = "DURATION")]
+    pub read_header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (kube-apiserver: Go's
+    /// IdleTimeout, 90s).
+    #[arg(long, value_parser = parse_duration, default_value = "90s", value_name = "DURATION")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; at the cap new ones wait in the kernel's backlog. 0: no cap
+    /// (kulisse's own; upstream has none). Lowered to what the file-descriptor limit allows.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+    /// Non-mutating requests (get, list) served at once at most; more are answered
+    /// 429 TooManyRequests with Retry-After. Watches and logs are not counted. 0: no limit.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_REQUESTS_INFLIGHT, value_name = "N")]
+    pub max_requests_inflight: usize,
+    /// Mutating requests (create, update, patch, delete) served at once at most; more are
+    /// answered 429 TooManyRequests. 0: no limit.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT, value_name = "N")]
+    pub max_mutating_requests_inflight: usize,
+}
+
+impl Default for ServingArgs {
+    fn default() -> Self {
+        let l = Limits::default();
+        ServingArgs {
+            read_header_timeout: l.read_header_timeout,
+            idle_timeout: l.idle_timeout,
+            max_connections: l.max_connections,
+            max_requests_inflight: l.max_requests_inflight,
+            max_mutating_requests_inflight: l.max_mutating_requests_inflight,
+        }
+    }
+}
+
+/// File descriptors kept free for everything but client connections (the store, the
+/// in-process components' own connections, files).
+const RESERVED_FDS: u64 = 256;
+
+impl ServingArgs {
+    /// The limits, after raising this process's soft file-descriptor limit to its hard
+    /// limit (as every Go program, kube-apiserver included, does at start) and fitting the
+    /// connection cap under it: a cap the kernel cannot honour would fail as `accept`
+    /// errors instead.
+    pub fn limits(&self) -> Limits {
+        let mut max_connections = self.max_connections;
+        if let Some(soft) = limits::raise_open_file_limit() {
+            let fit = usize::try_from(soft.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+            if max_connections == 0 || max_connections > fit {
+                eprintln!("note: --max-connections lowered to {fit}: the open-file limit of this process is {soft}");
+                max_connections = fit;
+            }
+        }
+        Limits {
+            read_header_timeout: self.read_header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections,
+            max_requests_inflight: self.max_requests_inflight,
+            max_mutating_requests_inflight: self.max_mutating_requests_inflight,
+        }
+    }
+}
