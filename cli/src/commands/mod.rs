@@ -11,6 +11,7 @@ pub mod delete;
 pub mod demo;
 pub mod describe;
 pub mod drain;
+pub mod election;
 pub mod events;
 pub mod explain;
 pub mod follow;

@@ -21,6 +21,8 @@ use kulisse_core::store::Store;
 use std::time::Duration;
 
 use super::components::{RuntimeKind, TraceStyleArg, parse_duration};
+use super::election;
+use kulisse_core::client::leaderelection::Timing;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -218,22 +220,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
     }));
     let client = Client::with_ca(&url, &token, Some(certs.ca_pem.as_bytes()))?;
     let mut tasks = Vec::new();
-    if args.components.contains(&Component::ControllerManager) {
-        let opts = super::components::controller_options(args.fast_failover);
-        tasks.push(tokio::spawn(kulisse_core::controllers::run(
-            client.clone(),
-            opts,
-            stop_rx.clone(),
-        )));
-    }
-    if args.components.contains(&Component::Scheduler) {
-        let (c, rx) = (client.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = kulisse_core::scheduler::run(c, kulisse_core::scheduler::Options::default(), rx).await {
-                eprintln!("error: the scheduler stopped: {e:#}");
-            }
-        }));
-    }
+    tasks.extend(start_elected_components(args, data_dir, &client, &stop_rx));
     for i in 1..=args.nodes {
         tasks.extend(start_node(args, i, &client, &token, &stop_rx).await?);
     }
@@ -245,6 +232,44 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
         tasks,
         serving,
     })
+}
+
+/// The controller manager and the scheduler `args.components` asks for, each leader-elected
+/// (so a `kulisse scheduler` started beside this process stands by instead of acting too).
+fn start_elected_components(
+    args: &UpArgs,
+    data_dir: &Path,
+    client: &Client,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let timing = Timing::for_profile(args.fast_failover);
+    let mut tasks = Vec::new();
+    if args.components.contains(&Component::ControllerManager) {
+        let opts = super::components::controller_options(args.fast_failover);
+        let identity = election::in_process_identity("controller-manager", data_dir, &args.listen);
+        let (c, rx) = (client.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let lead = |stop| kulisse_core::controllers::run(c.clone(), opts.clone(), stop);
+            let (lease, span) = (
+                kulisse_core::controllers::LEASE_NAME,
+                kulisse_core::controllers::leader_election_span,
+            );
+            election::run_in_process(&c, lease, span, identity, timing, rx, lead).await;
+        }));
+    }
+    if args.components.contains(&Component::Scheduler) {
+        let identity = election::in_process_identity("scheduler", data_dir, &args.listen);
+        let (c, rx) = (client.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let lead = |stop| super::components::run_scheduler(c.clone(), stop);
+            let (lease, span) = (
+                kulisse_core::scheduler::LEASE_NAME,
+                kulisse_core::scheduler::leader_election_span,
+            );
+            election::run_in_process(&c, lease, span, identity, timing, rx, lead).await;
+        }));
+    }
+    tasks
 }
 
 /// The store `args.store` names: the redb file in the data dir, or etcd.
