@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use kulisse_tests::cluster::Cluster;
-use kulisse_tests::flows::{items, json, s, wait_for};
+use kulisse_tests::flows::{create_pod, items, json, s, wait_for};
 use kulisse_tests::process::Component;
 use serde_json::Value;
 
@@ -50,18 +50,6 @@ fn leader_and_standby(c: &Cluster, component: &str) -> (Component, String, Compo
 
 fn lease(c: &Cluster, name: &str) -> Value {
     json(c, &["get", "lease", "-n", "kube-system", name])
-}
-
-fn create_pod(c: &Cluster, name: &str) {
-    let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: app\n    image: nginx\n"
-    );
-    let out = c.kulisse_stdin(&["apply", "-f", "-"], Some(pod.as_bytes()));
-    assert!(
-        out.status.success(),
-        "apply {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn node_of(c: &Cluster, pod: &str) -> Option<String> {

@@ -20,6 +20,10 @@ use kulisse_core::client::Client;
 use kulisse_core::client::leaderelection::{self, ApiLeaseLock, ChangeSpan, Config, LEASE_NAMESPACE, Outcome, Timing};
 use tokio::sync::watch;
 
+/// The identity to campaign as, when set (`kulisse up --masters` sets it for the processes
+/// it starts, so `kulisse ps` can tell which one leads); else a fresh `hostname_uuid`.
+pub const IDENTITY_ENV: &str = "KULISSE_LEADER_ELECT_IDENTITY";
+
 /// Run `lead` in this process while it leads the Lease `kube-system/<lease>`; without an
 /// election (`timing` is `None`: `--leader-elect=false`) run it at once. Exit code 1 when the
 /// lease was lost.
@@ -40,7 +44,7 @@ where
         return ExitCode::SUCCESS;
     };
     let config = Config {
-        identity: leaderelection::identity(),
+        identity: std::env::var(IDENTITY_ENV).unwrap_or_else(|_| leaderelection::identity()),
         timing,
         span,
         release_on_cancel: true,

@@ -26,6 +26,12 @@ use kulisse_core::client::leaderelection::Timing;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
+    /// How many masters: 1 runs the whole control plane in this process (with the embedded
+    /// store, or --store etcd); 3 (or 5, 7) runs as many etcd members, API servers behind
+    /// HAProxy, controller managers and schedulers, each its own process (needs Debian's
+    /// etcd and haproxy). `kulisse ps` lists them.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub masters: u32,
     /// Where the cluster keeps its state, token and kubeconfig.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -219,6 +225,16 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
         let _ = server_rx.wait_for(|s| *s).await;
     }));
     let client = Client::with_ca(&url, &token, Some(certs.ca_pem.as_bytes()))?;
+    let me = super::processes::Process {
+        name: "kulisse-up".into(),
+        role: "control-plane".into(),
+        address: url.clone(),
+        pid: std::process::id(),
+        identity: None,
+        command: std::env::args().collect(),
+        log: None,
+    };
+    super::processes::write(data_dir, &[me])?;
     let mut tasks = Vec::new();
     tasks.extend(start_elected_components(args, data_dir, &client, &stop_rx));
     for i in 1..=args.nodes {
@@ -357,7 +373,7 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
         std::fs::DirBuilder::new()
@@ -370,7 +386,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The cluster's bearer token: kept in `<data-dir>/token` (mode 0600) so a restart keeps it.
-fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
+pub fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("token");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let t = existing.trim();
