@@ -521,7 +521,7 @@ pub const SPANS: &[SpanInfo] = &[
         stage: "controller",
         station: 3,
         modules: &["core/src/controllers/mod.rs"],
-        chapter: "failure-labs.md",
+        chapter: "masters.md",
         attributes: LEADER_ELECTION_ATTRIBUTES,
         what: "A change of leadership among the controller managers (the Lease \
                `kube-system/kube-controller-manager`): its event says `started leading`, \
@@ -652,7 +652,7 @@ pub const SPANS: &[SpanInfo] = &[
         stage: "scheduler",
         station: 4,
         modules: &["core/src/scheduler/mod.rs"],
-        chapter: "failure-labs.md",
+        chapter: "masters.md",
         attributes: LEADER_ELECTION_ATTRIBUTES,
         what: "A change of leadership among the schedulers (the Lease \
                `kube-system/kube-scheduler`): its event says `started leading`, \
@@ -1071,6 +1071,12 @@ pub const CHAPTERS: &[Chapter] = &[
         title: "Failure labs",
         about: "break things and watch the cluster heal",
         component: "all of them",
+    },
+    Chapter {
+        file: "masters.md",
+        title: "Several masters",
+        about: "three of everything: etcd's majority, API servers behind HAProxy, leader election",
+        component: "etcd, kube-apiserver, the leader-elected components",
     },
     Chapter {
         file: "going-further.md",

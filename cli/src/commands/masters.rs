@@ -308,7 +308,7 @@ fn haproxy_config(listen: SocketAddr, layout: &Layout) -> String {
     let mut cfg = format!(
         "# written by kulisse up --masters {m}\n\
          global\n    maxconn 4096\n\n\
-         defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    timeout tunnel 1h\n\
+         defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    timeout tunnel 1h\n    timeout check 3s\n\
          \x20   # a connection refused by a dead API server is tried again on another one\n\
          \x20   retries 3\n    option redispatch 1\n\n\
          frontend kube-apiserver\n    bind {listen}\n    default_backend apiservers\n\n\
