@@ -8,6 +8,8 @@
 # What and why:
 #   etcd     (etcd-server)       - the real etcd the etcd store tests start on 127.0.0.1
 #   etcdctl  (etcd-client)       - etcd's own CLI; tests (and you) use it to look at the keys
+#   haproxy  (haproxy)           - the load balancer in front of the API servers of
+#            `kulisse up --masters 3` (tests/tests/masters.rs, the book's "Several masters")
 #   podman, runc, catatonit, iptables, busybox-static - `kulisse up --runtime podman` and its
 #            tests; installed and checked by scripts/setup-podman.sh, which this script runs
 #   python3, python3-pip and the PyPI package `kubernetes` (the official Python client) -
@@ -36,6 +38,7 @@ say() { printf 'install-deps: %s\n' "$*"; }
 needs=(
   "etcd etcd-server"
   "etcdctl etcd-client"
+  "haproxy haproxy"
   "python3 python3"
   # --- later (a future issue): the container runtime and the book -------------------------
   # podman, runc, catatonit, iptables, busybox-static: not listed here but installed by

@@ -54,6 +54,10 @@ pub enum Command {
     Demo(commands::demo::DemoArgs),
     /// Run the control plane (API server + store) in the foreground.
     Up(commands::up::UpArgs),
+    /// List the processes of the cluster (role, address, pid, who leads).
+    Ps(commands::ps::PsArgs),
+    /// Kill one process of the cluster with SIGKILL (for the failure labs).
+    Kill(commands::ps::KillArgs),
     /// Run the controller manager (Deployment, ReplicaSet, Endpoints, EndpointSlice, namespace, garbage collector, node lifecycle).
     ControllerManager(commands::components::ControllerManagerArgs),
     /// Run the scheduler.
@@ -140,7 +144,10 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => commands::demo::run(&cli.global, args).await,
+            Command::Up(args) if args.masters != 1 => commands::masters::run(args).await,
             Command::Up(args) => commands::up::run(args).await,
+            Command::Ps(args) => commands::ps::ps(&cli.global, args).await,
+            Command::Kill(args) => commands::ps::kill(&cli.global, args).await,
             Command::ControllerManager(args) => commands::components::controller_manager(&cli.global, args).await,
             Command::Scheduler(args) => commands::components::scheduler(&cli.global, args).await,
             Command::Kubelet(args) => commands::components::kubelet(&cli.global, args).await,

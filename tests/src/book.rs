@@ -94,6 +94,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("kubectl", "apt-get install kubectl"),
     ("etcd", "apt-get install etcd-server"),
     ("etcdctl", "apt-get install etcd-client"),
+    ("haproxy", "apt-get install haproxy"),
     ("busybox", "apt-get install busybox-static"),
     ("jaeger", crate::jaeger::INSTALL_HINT),
 ];

@@ -40,3 +40,16 @@ pub fn s<'a>(v: &'a Value, p: &str) -> &'a str {
 pub fn is_ready(pod: &Value) -> bool {
     kulisse_core::objects::pod::is_pod_ready(pod)
 }
+
+/// Create a bare Pod `name` (one container, image `nginx`) with `kulisse apply -f -`.
+pub fn create_pod(c: &Cluster, name: &str) {
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: app\n    image: nginx\n"
+    );
+    let out = c.kulisse_stdin(&["apply", "-f", "-"], Some(pod.as_bytes()));
+    assert!(
+        out.status.success(),
+        "apply {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

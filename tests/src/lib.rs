@@ -16,4 +16,5 @@ pub mod kubectl;
 pub mod local_traces;
 pub mod otlp;
 pub mod podman;
+pub mod process;
 pub mod require;

@@ -65,6 +65,14 @@ pub struct SpanInfo {
     pub what: &'static str,
 }
 
+/// What a `<stage>.leader_election` span carries (the controller manager's and the scheduler's).
+const LEADER_ELECTION_ATTRIBUTES: &[&str] = &[
+    "leaderelection.holder",
+    "leaderelection.identity",
+    "leaderelection.lease",
+    "leaderelection.transitions",
+];
+
 /// Every span name kulisse emits.
 pub const SPANS: &[SpanInfo] = &[
     SpanInfo {
@@ -509,6 +517,17 @@ pub const SPANS: &[SpanInfo] = &[
                marked not ready or evicted (TaintManagerEviction). Quiet checks emit nothing.",
     },
     SpanInfo {
+        name: "controller.leader_election",
+        stage: "controller",
+        station: 3,
+        modules: &["core/src/controllers/mod.rs"],
+        chapter: "masters.md",
+        attributes: LEADER_ELECTION_ATTRIBUTES,
+        what: "A change of leadership among the controller managers (the Lease \
+               `kube-system/kube-controller-manager`): its event says `started leading`, \
+               `stopped leading` or `new leader`. Only the leader runs the controllers.",
+    },
+    SpanInfo {
         name: "proxy.sync_rules",
         stage: "proxy",
         station: 6,
@@ -627,6 +646,17 @@ pub const SPANS: &[SpanInfo] = &[
         ],
         what: "Binding the pod to the chosen node: the POST to the pod's `binding` \
                subresource, which sets `spec.nodeName`, and the `Scheduled` event.",
+    },
+    SpanInfo {
+        name: "scheduler.leader_election",
+        stage: "scheduler",
+        station: 4,
+        modules: &["core/src/scheduler/mod.rs"],
+        chapter: "masters.md",
+        attributes: LEADER_ELECTION_ATTRIBUTES,
+        what: "A change of leadership among the schedulers (the Lease \
+               `kube-system/kube-scheduler`): its event says `started leading`, \
+               `stopped leading` or `new leader`. Only the leader binds pods.",
     },
     SpanInfo {
         name: "kubelet.sync_pod",
@@ -890,6 +920,7 @@ pub const STATIONS: &[Station] = &[
             m("core/src/controllers/garbagecollector.rs", "ownerReferences: dependents of deleted owners"),
             m("core/src/controllers/namespace.rs", "emptying a namespace that is being deleted"),
             m("core/src/controllers/nodelifecycle.rs", "silent nodes: Unknown, taints, evictions"),
+            m("core/src/client/leaderelection.rs", "several controller managers: only the leader of a Lease acts"),
         ],
     },
     Station {
@@ -904,6 +935,7 @@ pub const STATIONS: &[Station] = &[
             m("core/src/scheduler/cache.rs", "what the scheduler knows of each node"),
             m("core/src/scheduler/plugins.rs", "the filter and score plugins"),
             m("core/src/scheduler/spread.rs", "PodTopologySpread: spreading replicas"),
+            m("core/src/client/leaderelection.rs", "several schedulers: only the leader of a Lease binds"),
         ],
     },
     Station {
@@ -1041,6 +1073,12 @@ pub const CHAPTERS: &[Chapter] = &[
         component: "all of them",
     },
     Chapter {
+        file: "masters.md",
+        title: "Several masters",
+        about: "three of everything: etcd's majority, API servers behind HAProxy, leader election",
+        component: "etcd, kube-apiserver, the leader-elected components",
+    },
+    Chapter {
         file: "going-further.md",
         title: "Going further",
         about: "separate processes, real etcd, real kubectl",
@@ -1126,6 +1164,10 @@ pub const ATTRIBUTES: &[Attribute] = &[
     a("kubelet.phase.after", "The pod's phase after the sync (`Deleted` when the pod was torn down)."),
     a("kubelet.phase.before", "The pod's phase before the sync."),
     a(attrs::KUBELET_POD, "The pod the kubelet synced, `namespace/name`."),
+    a("leaderelection.holder", "Who holds the lease after the change (`hostname_uuid`; empty once released)."),
+    a("leaderelection.identity", "The candidate that emitted the span: this process's identity in the election."),
+    a("leaderelection.lease", "The Lease the candidates elect their leader with, `namespace/name`."),
+    a("leaderelection.transitions", "The Lease's `leaseTransitions`: how often leadership changed hands."),
     a(attrs::OUTCOME, "What the step did, in a few words, when it is not a request's `k8s.outcome`."),
     a(STAGE_KEY, "The component that emitted the span (one of the stages); it also picks the `service.name` the span reports under."),
     a("namespace.deleted", "Objects the namespace controller deleted in this pass."),

@@ -64,6 +64,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// healthy request in milliseconds; this only stops a dead connection from hanging forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often a request that never reached etcd (connection refused) is sent again.
+const UNSENT_RETRIES: u32 = 5;
+
+/// Whether `e` means the request never left this process: the connection to the member the
+/// client picked was refused.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = describe(e);
+    text.contains("tcp connect error") || text.contains("Connection refused")
+}
+
 /// How long the readiness read ([`Store::ready`]) may take: upstream's
 /// `--etcd-healthcheck-timeout` default.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -130,13 +140,29 @@ impl EtcdStore {
 
     /// Run one etcd request with [`REQUEST_TIMEOUT`], turning etcd's errors into
     /// [`StoreError`]s. `requested` is the revision asked for, if any, for error messages.
-    async fn call<T>(
-        &self,
-        what: &str,
-        requested: Option<Revision>,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> StoreResult<T> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+    ///
+    /// `make` makes the request; it is sent again (up to [`UNSENT_RETRIES`] times) when it
+    /// never reached etcd because the member the client picked refused the connection: with
+    /// several members one may be down, and the client's balancer drops it only after a
+    /// failed request. A request that reached etcd is never repeated here.
+    async fn call<T, F, Fut>(&self, what: &str, requested: Option<Revision>, mut make: F) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let attempts = async {
+            let mut tries = 0;
+            loop {
+                match make().await {
+                    Err(e) if tries < UNSENT_RETRIES && never_sent(&e) => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, attempts).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.map_error(what, requested, e).await),
             Err(_) => Err(StoreError::Backend(format!(
@@ -202,7 +228,7 @@ impl EtcdStore {
 
     /// The store's current revision, read from the header of a one-key `count_only` range.
     async fn header_revision(&self) -> StoreResult<Revision> {
-        self.call("range", None, self.raw_revision()).await
+        self.call("range", None, || self.raw_revision()).await
     }
 
     /// The request behind [`Self::header_revision`], without timeout or error mapping.
@@ -252,8 +278,12 @@ impl EtcdStore {
             .when(when)
             .and_then(vec![then])
             .or_else(vec![TxnOp::get(key, None)]);
-        let mut kv = self.kv.clone();
-        let resp = self.call("txn", None, kv.txn(txn)).await?;
+        let resp = self
+            .call("txn", None, || {
+                let (mut kv, txn) = (self.kv.clone(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         let rev = resp.header().map(|h| h.revision());
         Ok((resp, rev))
     }
@@ -481,7 +511,12 @@ impl Store for EtcdStore {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>> {
-        let resp = self.call("range", None, self.kv.clone().get(key, None)).await?;
+        let resp = self
+            .call("range", None, || {
+                let (mut kv, key) = (self.kv.clone(), key);
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         match resp.kvs().first() {
             Some(kv) => Ok(Some(self.convert(kv)?)),
             None => Ok(None),
@@ -501,7 +536,10 @@ impl Store for EtcdStore {
             options = options.with_limit(i64::try_from(n).unwrap_or(i64::MAX));
         }
         let resp = self
-            .call("range", revision, self.kv.clone().get(start, Some(options)))
+            .call("range", revision, || {
+                let (mut kv, start, options) = (self.kv.clone(), start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
             .await?;
         let kvs = resp
             .kvs()
@@ -643,11 +681,11 @@ impl Store for EtcdStore {
             // old; the caller lists again. Reading at a future revision fails too, but
             // watching from one is fine: etcd simply waits for it.
             let seen = (rev - 1).max(1);
-            let mut kv = self.kv.clone();
-            let check = kv.get(
-                start.clone(),
-                Some(GetOptions::new().with_revision(seen).with_count_only()),
-            );
+            let check = || {
+                let options = GetOptions::new().with_revision(seen).with_count_only();
+                let (mut kv, start) = (self.kv.clone(), start.clone());
+                async move { kv.get(start, Some(options)).await }
+            };
             match self.call("range", Some(seen), check).await {
                 Ok(_) | Err(StoreError::FutureRevision { .. }) => {}
                 Err(StoreError::Compacted { compacted, .. }) => {
@@ -687,11 +725,10 @@ impl Store for EtcdStore {
     async fn compact(&self, revision: Revision) -> StoreResult<()> {
         let options = CompactionOptions::new().with_physical();
         match self
-            .call(
-                "compact",
-                Some(revision),
-                self.kv.clone().compact(revision, Some(options)),
-            )
+            .call("compact", Some(revision), || {
+                let (mut kv, options) = (self.kv.clone(), options.clone());
+                async move { kv.compact(revision, Some(options)).await }
+            })
             .await
         {
             Ok(_) => Ok(()),

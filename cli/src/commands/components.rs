@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use kulisse_backends::runtime::mock::{MockOptions, MockRuntime};
 use kulisse_core::client::Client;
+use kulisse_core::client::leaderelection::Timing;
 use kulisse_core::runtime::ContainerRuntime;
 
 use super::client;
@@ -26,9 +27,13 @@ use crate::signals::shutdown_on_signal;
 #[derive(Args, Debug, Clone)]
 pub struct ControllerManagerArgs {
     /// Teaching profile: a silent node is NotReady after 4 s and its pods are evicted 2 s
-    /// later (upstream defaults: 50 s since v1.32, and 300 s).
+    /// later (upstream defaults: 50 s since v1.32, and 300 s); the leader election's lease
+    /// lasts 2 s, renewed every 0.5 s, and a leader that has not renewed for 1.5 s stops
+    /// (upstream: 15 s, 2 s, 10 s).
     #[arg(long)]
     pub fast_failover: bool,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
     /// At most this many endpoints in one EndpointSlice (kube-controller-manager's flag).
     #[arg(long, default_value_t = kulisse_core::controllers::endpointslice::MAX_ENDPOINTS_PER_SLICE as u64,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -36,7 +41,56 @@ pub struct ControllerManagerArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct SchedulerArgs {}
+pub struct SchedulerArgs {
+    /// Teaching profile: the leader election's lease lasts 2 s, renewed every 0.5 s, and a
+    /// leader that has not renewed for 1.5 s stops (upstream: 15 s, 2 s, 10 s).
+    #[arg(long)]
+    pub fast_failover: bool,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+}
+
+/// kube-scheduler's and kube-controller-manager's leader election flags.
+#[derive(Args, Debug, Clone)]
+pub struct LeaderElectionArgs {
+    /// Elect a leader among the copies of this component through a Lease in kube-system
+    /// before acting, as upstream does by default. `--leader-elect=false` acts at once
+    /// (only safe when no other copy runs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub leader_elect: bool,
+    /// How long a standby waits after the lease last changed before taking over (whole
+    /// seconds; default 15s, 2s with --fast-failover).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub leader_elect_lease_duration: Option<Duration>,
+    /// How long the leader may go without renewing before it stops acting (default 10s,
+    /// 1.5s with --fast-failover).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub leader_elect_renew_deadline: Option<Duration>,
+    /// How often candidates try to acquire and the leader renews (default 2s, 0.5s with
+    /// --fast-failover).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub leader_elect_retry_period: Option<Duration>,
+}
+
+impl LeaderElectionArgs {
+    /// The election's durations (`None`: no election), checked as client-go checks them.
+    pub fn timing(&self, fast: bool) -> anyhow::Result<Option<Timing>> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        let profile = Timing::for_profile(fast);
+        let timing = Timing {
+            lease_duration: self.leader_elect_lease_duration.unwrap_or(profile.lease_duration),
+            renew_deadline: self.leader_elect_renew_deadline.unwrap_or(profile.renew_deadline),
+            retry_period: self.leader_elect_retry_period.unwrap_or(profile.retry_period),
+        };
+        timing
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid leader election settings: {e}"))?;
+        Ok(Some(timing))
+    }
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeKind {
@@ -213,6 +267,7 @@ pub fn controller_options(fast: bool) -> kulisse_core::controllers::Options {
 }
 
 pub async fn controller_manager(global: &GlobalArgs, args: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
+    let timing = args.leader_election.timing(args.fast_failover)?;
     let client = client(global)?;
     let _tracing = component_tracing("kulisse-controller-manager", &client)?;
     eprintln!(
@@ -223,21 +278,40 @@ pub async fn controller_manager(global: &GlobalArgs, args: ControllerManagerArgs
         max_endpoints_per_slice: args.max_endpoints_per_slice as usize,
         ..controller_options(args.fast_failover)
     };
-    kulisse_core::controllers::run(client, options, shutdown_on_signal()).await;
-    Ok(ExitCode::SUCCESS)
+    let c = client.clone();
+    Ok(super::election::run_process(
+        &client,
+        kulisse_core::controllers::LEASE_NAME,
+        kulisse_core::controllers::leader_election_span,
+        timing,
+        shutdown_on_signal(),
+        |stop| kulisse_core::controllers::run(c, options, stop),
+    )
+    .await)
 }
 
-pub async fn scheduler(global: &GlobalArgs, _args: SchedulerArgs) -> anyhow::Result<ExitCode> {
+pub async fn scheduler(global: &GlobalArgs, args: SchedulerArgs) -> anyhow::Result<ExitCode> {
+    let timing = args.leader_election.timing(args.fast_failover)?;
     let client = client(global)?;
     let _tracing = component_tracing("kulisse-scheduler", &client)?;
     eprintln!("scheduler running against {} (Ctrl-C stops it)", client.server());
-    kulisse_core::scheduler::run(
-        client,
-        kulisse_core::scheduler::Options::default(),
+    let c = client.clone();
+    Ok(super::election::run_process(
+        &client,
+        kulisse_core::scheduler::LEASE_NAME,
+        kulisse_core::scheduler::leader_election_span,
+        timing,
         shutdown_on_signal(),
+        |stop| run_scheduler(c, stop),
     )
-    .await?;
-    Ok(ExitCode::SUCCESS)
+    .await)
+}
+
+/// The scheduler until `stop`, its error printed (a standby of it can take over).
+pub async fn run_scheduler(client: Client, stop: tokio::sync::watch::Receiver<bool>) {
+    if let Err(e) = kulisse_core::scheduler::run(client, kulisse_core::scheduler::Options::default(), stop).await {
+        eprintln!("error: the scheduler stopped: {e:#}");
+    }
 }
 
 /// Build a kubelet for `node` with the mock runtime.
@@ -250,9 +324,7 @@ pub fn mock_kubelet(
     size: &NodeSizeArgs,
 ) -> anyhow::Result<kulisse_core::kubelet::Kubelet> {
     // Each node's mock runtime gets its own seed, so container ids differ across nodes.
-    let seed = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let seed = super::election::stable_hash(node);
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(MockRuntime::new(MockOptions {
         seed,
         ..MockOptions::default()

@@ -40,6 +40,7 @@ pub async fn run(_global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<ExitCod
     )?;
     let dir = tempfile::Builder::new().prefix("kulisse-demo-").tempdir()?;
     let up = UpArgs {
+        masters: 1,
         data_dir: Some(dir.path().to_path_buf()),
         listen: "127.0.0.1:0".parse()?,
         store: StoreKind::Embedded,

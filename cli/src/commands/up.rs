@@ -21,9 +21,17 @@ use kulisse_core::store::Store;
 use std::time::Duration;
 
 use super::components::{RuntimeKind, TraceStyleArg, parse_duration};
+use super::election;
+use kulisse_core::client::leaderelection::Timing;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
+    /// How many masters: 1 runs the whole control plane in this process (with the embedded
+    /// store, or --store etcd); 3 (or 5, 7) runs as many etcd members, API servers behind
+    /// HAProxy, controller managers and schedulers, each its own process (needs Debian's
+    /// etcd and haproxy). `kulisse ps` lists them.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub masters: u32,
     /// Where the cluster keeps its state, token and kubeconfig.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -220,23 +228,18 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
         let _ = server_rx.wait_for(|s| *s).await;
     }));
     let client = Client::with_ca(&url, &token, Some(certs.ca_pem.as_bytes()))?;
+    let me = super::processes::Process {
+        name: "kulisse-up".into(),
+        role: "control-plane".into(),
+        address: url.clone(),
+        pid: std::process::id(),
+        identity: None,
+        command: std::env::args().collect(),
+        log: None,
+    };
+    super::processes::write(data_dir, &[me])?;
     let mut tasks = Vec::new();
-    if args.components.contains(&Component::ControllerManager) {
-        let opts = super::components::controller_options(args.fast_failover);
-        tasks.push(tokio::spawn(kulisse_core::controllers::run(
-            client.clone(),
-            opts,
-            stop_rx.clone(),
-        )));
-    }
-    if args.components.contains(&Component::Scheduler) {
-        let (c, rx) = (client.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = kulisse_core::scheduler::run(c, kulisse_core::scheduler::Options::default(), rx).await {
-                eprintln!("error: the scheduler stopped: {e:#}");
-            }
-        }));
-    }
+    tasks.extend(start_elected_components(args, data_dir, &client, &stop_rx));
     for i in 1..=args.nodes {
         tasks.extend(start_node(args, i, &client, &token, &stop_rx).await?);
     }
@@ -248,6 +251,44 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
         tasks,
         serving,
     })
+}
+
+/// The controller manager and the scheduler `args.components` asks for, each leader-elected
+/// (so a `kulisse scheduler` started beside this process stands by instead of acting too).
+fn start_elected_components(
+    args: &UpArgs,
+    data_dir: &Path,
+    client: &Client,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let timing = Timing::for_profile(args.fast_failover);
+    let mut tasks = Vec::new();
+    if args.components.contains(&Component::ControllerManager) {
+        let opts = super::components::controller_options(args.fast_failover);
+        let identity = election::in_process_identity("controller-manager", data_dir, &args.listen);
+        let (c, rx) = (client.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let lead = |stop| kulisse_core::controllers::run(c.clone(), opts.clone(), stop);
+            let (lease, span) = (
+                kulisse_core::controllers::LEASE_NAME,
+                kulisse_core::controllers::leader_election_span,
+            );
+            election::run_in_process(&c, lease, span, identity, timing, rx, lead).await;
+        }));
+    }
+    if args.components.contains(&Component::Scheduler) {
+        let identity = election::in_process_identity("scheduler", data_dir, &args.listen);
+        let (c, rx) = (client.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let lead = |stop| super::components::run_scheduler(c.clone(), stop);
+            let (lease, span) = (
+                kulisse_core::scheduler::LEASE_NAME,
+                kulisse_core::scheduler::leader_election_span,
+            );
+            election::run_in_process(&c, lease, span, identity, timing, rx, lead).await;
+        }));
+    }
+    tasks
 }
 
 /// The store `args.store` names: the redb file in the data dir, or etcd.
@@ -335,7 +376,7 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
         std::fs::DirBuilder::new()
@@ -348,7 +389,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The cluster's bearer token: kept in `<data-dir>/token` (mode 0600) so a restart keeps it.
-fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
+pub fn load_or_create_token(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("token");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let t = existing.trim();

@@ -11,6 +11,7 @@
 
 pub mod informer;
 pub mod kubeconfig;
+pub mod leaderelection;
 pub mod tls;
 pub mod workqueue;
 

@@ -17,6 +17,14 @@
 //! - [`nodelifecycle`]: marks silent nodes NotReady and evicts their Pods.
 //!
 //! [`run`] starts them all; `kulisse controller-manager` and `kulisse up` call it.
+//!
+//! **Several controller managers.** With several masters, each runs a controller manager,
+//! but only the leader of the Lease `kube-system/kube-controller-manager` runs its
+//! controllers ([`crate::client::leaderelection`], client-go's `leaderelection`): two
+//! ReplicaSet controllers acting at once would both create the missing pods. The standbys
+//! take over when the leader's lease runs out; each change of leadership is a
+//! `controller.leader_election` span ([`leader_election_span`]). As kube-controller-manager,
+//! a standby starts its informers only once it leads.
 
 pub mod deployment;
 pub mod endpoints;
@@ -65,6 +73,22 @@ pub struct Caches {
     pub nodes: Cache,
     pub leases: Cache,
     pub namespaces: Cache,
+}
+
+/// The Lease in `kube-system` the controller managers elect their leader with.
+pub const LEASE_NAME: &str = "kube-controller-manager";
+
+/// The span of one change of leadership among the controller managers: its event says
+/// which (`started leading`, `stopped leading`, `new leader`).
+pub fn leader_election_span(lease: &str, identity: &str, holder: &str, transitions: i64) -> tracing::Span {
+    tracing::info_span!(
+        "controller.leader_election",
+        "kulisse.stage" = "controller",
+        "leaderelection.lease" = lease,
+        "leaderelection.identity" = identity,
+        "leaderelection.holder" = holder,
+        "leaderelection.transitions" = transitions,
+    )
 }
 
 fn kind(api_version: &str, kind: &str) -> &'static ResourceInfo {

@@ -44,6 +44,14 @@
 //! continues the `kulisse.dev/traceparent` annotation), with children `scheduler.filter`
 //! (an event per node that was ruled out, and why), `scheduler.score` (an event per node with
 //! its points per plugin) and `scheduler.bind`.
+//!
+//! **Several schedulers.** A cluster with several masters runs a scheduler on each, but only
+//! one may act: they elect a leader through the Lease `kube-system/kube-scheduler`
+//! ([`crate::client::leaderelection`], client-go's `leaderelection`). The others stand by and
+//! take over when the leader's lease runs out; each change of leadership is a
+//! `scheduler.leader_election` span ([`leader_election_span`]) with the event
+//! `started leading`, `stopped leading` or `new leader`. Unlike kube-scheduler, which fills
+//! its caches while it stands by, kulisse starts [`run`] only once it leads.
 
 pub mod cache;
 pub mod plugins;
@@ -71,6 +79,23 @@ use queue::{Popped, SchedulingQueue};
 
 /// The scheduler's name unless configured otherwise.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+
+/// The Lease in `kube-system` the schedulers elect their leader with (kube-scheduler's
+/// `--leader-elect-resource-name`).
+pub const LEASE_NAME: &str = "kube-scheduler";
+
+/// The span of one change of leadership among the schedulers: its event says which
+/// (`started leading`, `stopped leading`, `new leader`); see [`crate::client::leaderelection`].
+pub fn leader_election_span(lease: &str, identity: &str, holder: &str, transitions: i64) -> Span {
+    info_span!(
+        "scheduler.leader_election",
+        "kulisse.stage" = "scheduler",
+        "leaderelection.lease" = lease,
+        "leaderelection.identity" = identity,
+        "leaderelection.holder" = holder,
+        "leaderelection.transitions" = transitions,
+    )
+}
 
 /// At most this many per-node events are attached to one filter or score span, so that a
 /// decision among thousands of nodes stays readable (the span's counts cover the rest).
