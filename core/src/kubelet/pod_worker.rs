@@ -33,8 +33,10 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span, field::Empty, info_span};
 
 use super::container::{Backoff, ContainerRec, Instance};
+use super::downward;
 use super::probes::{self, ProbeState};
 use super::status::{self, PodFacts};
+use super::volumes::{self, PodVolumes};
 use super::{KubeletOptions, Shared};
 use crate::events::EventType;
 use crate::objects;
@@ -92,6 +94,13 @@ pub(crate) fn spawn(
 /// One step a sync decided to take.
 #[derive(Debug)]
 enum Step {
+    /// Set up (or update) these volumes.
+    MountVolumes(Vec<volumes::Work>),
+    /// A volume cannot be set up: report it (once per message).
+    MountFailed {
+        volume: String,
+        message: String,
+    },
     RunSandbox,
     Start {
         index: usize,
@@ -121,6 +130,8 @@ pub(super) struct Worker {
     pub sandbox: Option<Sandbox>,
     sandbox_attempt: u32,
     pub containers: Vec<ContainerRec>,
+    /// The pod's volumes that are set up on the node.
+    volumes: PodVolumes,
     pub start_time: Option<String>,
     /// Set once the pod reached `Succeeded` or `Failed`: it never runs again.
     pub terminal: Option<&'static str>,
@@ -153,6 +164,7 @@ macro_rules! runtime_span {
             "runtime.container_id" = Empty,
             "runtime.sandbox_id" = Empty,
             "runtime.pod_ip" = Empty,
+            "runtime.mounts" = Empty,
             "otel.status_code" = Empty,
             "otel.status_description" = Empty,
         )
@@ -227,6 +239,7 @@ impl Worker {
             sandbox: None,
             sandbox_attempt: 0,
             containers: Vec::new(),
+            volumes: PodVolumes::default(),
             start_time: Some(
                 pod.pointer("/status/startTime")
                     .and_then(Value::as_str)
@@ -448,11 +461,49 @@ impl Worker {
         changed
     }
 
+    /// What the downward API may tell about this pod now.
+    fn downward_facts(&self) -> downward::PodFacts<'_> {
+        let opts = &self.shared.options;
+        downward::PodFacts {
+            node_name: &opts.node_name,
+            host_ip: &opts.node_ip,
+            pod_ip: self.sandbox.as_ref().map(|s| s.ip.as_str()).unwrap_or(""),
+            node_cpu: &opts.cpu,
+            node_memory: &opts.memory,
+        }
+    }
+
+    /// The volume work this sync has to do (upstream's volume manager, which the pod worker
+    /// waits for in `WaitForAttachAndMount`).
+    fn volume_plan(&self, pod: &Value) -> volumes::Plan {
+        let facts = self.downward_facts();
+        let ctx = volumes::Context {
+            pod,
+            uid: &self.uid,
+            namespace: &self.namespace,
+            dirs: &self.shared.volume_dirs,
+            sources: &self.shared.sources,
+            facts: &facts,
+        };
+        self.volumes.plan(&ctx)
+    }
+
     /// Decide what to do, without doing it (upstream's `computePodActions`).
-    fn plan(&mut self, pod: &Value, spec: &[Value]) -> Vec<Step> {
+    fn plan(&mut self, pod: &Value, spec: &[Value], vplan: volumes::Plan) -> Vec<Step> {
         let mut steps = Vec::new();
         if self.terminal.is_some() {
             return steps;
+        }
+        // Containers start only once every volume is there.
+        let volumes_ready = vplan.error.is_none() && !vplan.waiting;
+        match vplan.error {
+            Some((volume, message)) if self.volumes.reported_error.as_ref() != Some(&message) => {
+                steps.push(Step::MountFailed { volume, message });
+            }
+            _ => {}
+        }
+        if !vplan.work.is_empty() {
+            steps.push(Step::MountVolumes(vplan.work));
         }
         if self.sandbox.is_none() {
             steps.push(Step::RunSandbox);
@@ -463,6 +514,9 @@ impl Worker {
         for (index, rec) in self.containers.iter_mut().enumerate() {
             let image = spec[index].get("image").and_then(Value::as_str).unwrap_or("");
             steps.extend(plan_container(index, rec, image, policy, opts, now));
+        }
+        if !volumes_ready && !self.volumes.ready(pod) {
+            steps.retain(|s| !matches!(s, Step::Start { .. } | Step::RunSandbox));
         }
         // A wait that is already reported needs no action.
         steps.retain(|s| !already_reported(s, &self.containers));
@@ -490,7 +544,13 @@ impl Worker {
         }
     }
 
-    fn container_config(&self, c: &Value, attempt: u32) -> ContainerConfig {
+    /// The CRI's `ContainerConfig` for container `c`; `Err((reason, message))` when it
+    /// cannot be made (`CreateContainerError`: a mount that cannot be made).
+    fn container_config(&self, c: &Value, attempt: u32) -> Result<ContainerConfig, (String, String)> {
+        let mounts = self
+            .volumes
+            .mounts(c)
+            .map_err(|e| ("CreateContainerError".to_string(), e))?;
         let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_POD_NAME.to_string(), self.name.clone());
@@ -499,7 +559,7 @@ impl Worker {
         labels.insert(LABEL_CONTAINER_NAME.to_string(), name.clone());
         let mut annotations = BTreeMap::new();
         annotations.insert("io.kubernetes.container.restartCount".to_string(), attempt.to_string());
-        ContainerConfig {
+        Ok(ContainerConfig {
             name,
             attempt,
             image: c.get("image").and_then(Value::as_str).unwrap_or("").to_string(),
@@ -525,9 +585,10 @@ impl Worker {
                 memory_request_bytes: memory_bytes(c.pointer("/resources/requests/memory")),
                 memory_limit_bytes: memory_bytes(c.pointer("/resources/limits/memory")),
             },
+            mounts,
             labels,
             annotations,
-        }
+        })
     }
 
     /// One sync. Returns when to look again.
@@ -536,7 +597,8 @@ impl Worker {
         self.ensure_records(&spec);
         self.observe().await;
         let probes_changed = self.run_probes(pod, &spec).await;
-        let steps = self.plan(pod, &spec);
+        let vplan = self.volume_plan(pod);
+        let steps = self.plan(pod, &spec, vplan);
         let status_now = self.status(pod);
         if let Some(p @ ("Succeeded" | "Failed")) = status_now.get("phase").and_then(Value::as_str) {
             self.terminal = Some(if p == "Succeeded" { "Succeeded" } else { "Failed" });
@@ -594,6 +656,14 @@ impl Worker {
         let sandbox_cfg = self.sandbox_config(pod);
         for step in steps {
             match step {
+                Step::MountVolumes(work) => {
+                    if !self.mount_volumes(&work).await {
+                        return false; // reported; no container starts without its volumes
+                    }
+                }
+                Step::MountFailed { volume, message } => {
+                    self.mount_failed(&volume, &message).await;
+                }
                 Step::RunSandbox => {
                     if !self.run_sandbox(&sandbox_cfg).await {
                         return false; // nothing can start without a sandbox
@@ -658,6 +728,40 @@ impl Worker {
             }
         }
         again
+    }
+
+    /// Set up or update volumes in a `kubelet.mount_volumes` span.
+    async fn mount_volumes(&mut self, work: &[volumes::Work]) -> bool {
+        let span = info_span!(
+            "kubelet.mount_volumes",
+            "kulisse.stage" = "kubelet",
+            "k8s.kind" = "Pod",
+            "k8s.namespace" = %self.namespace,
+            "k8s.name" = %self.name,
+            "kubelet.volumes" = %volumes::describe(work),
+            "kubelet.volume_dir" = %self.shared.volume_dirs.disk.join(&self.uid).display(),
+            "otel.status_code" = Empty,
+            "otel.status_description" = Empty,
+        );
+        let result = span.in_scope(|| self.volumes.apply(&self.shared.volume_dirs, &self.uid, work));
+        match result {
+            Ok(()) => {
+                self.volumes.reported_error = None;
+                true
+            }
+            Err((volume, message)) => {
+                record_error(&span, &message);
+                self.mount_failed(&volume, &message).await;
+                false
+            }
+        }
+    }
+
+    /// A `FailedMount` event in upstream's words, once per message.
+    async fn mount_failed(&mut self, volume: &str, message: &str) {
+        let text = format!("MountVolume.SetUp failed for volume \"{volume}\" : {message}");
+        self.volumes.reported_error = Some(message.to_string());
+        self.event(EventType::Warning, "FailedMount", &text).await;
     }
 
     async fn run_sandbox(&mut self, cfg: &PodSandboxConfig) -> bool {
@@ -795,7 +899,10 @@ impl Worker {
             return;
         }
         let attempt = self.containers[index].restart_count;
-        let config = self.container_config(c, attempt);
+        let config = match self.container_config(c, attempt) {
+            Ok(config) => config,
+            Err((reason, message)) => return self.creation_failed(index, &reason, &message).await,
+        };
         let name = config.name.clone();
         let Some(id) = self.create_container(index, &config, cfg, &sandbox).await else {
             return;
@@ -869,6 +976,17 @@ impl Worker {
         span.record("runtime.image", config.image.as_str());
         span.record("runtime.container_name", config.name.as_str());
         span.record("runtime.sandbox_id", sandbox.id.as_str());
+        if !config.mounts.is_empty() {
+            let mounts: Vec<String> = config
+                .mounts
+                .iter()
+                .map(|m| {
+                    let mode = if m.readonly { "ro" } else { "rw" };
+                    format!("{}:{} ({mode})", m.volume, m.container_path)
+                })
+                .collect();
+            span.record("runtime.mounts", mounts.join(", ").as_str());
+        }
         let created = self
             .shared
             .runtime
@@ -882,18 +1000,24 @@ impl Worker {
             }
             Err(e) => {
                 record_error(&span, &e);
-                let message = e.to_string();
-                let backoff_base = self.shared.options.backoff_base;
-                let rec = &mut self.containers[index];
-                rec.waiting = Some(("CreateContainerError".into(), message.clone()));
-                let delay = rec.crash.delay.unwrap_or(backoff_base);
-                rec.crash.delay = Some(delay);
-                rec.crash.until = Some(Instant::now() + delay);
-                self.event(EventType::Warning, "Failed", &format!("Error: {message}"))
+                self.creation_failed(index, "CreateContainerError", &e.to_string())
                     .await;
                 None
             }
         }
+    }
+
+    /// The container could not be created: it waits with `reason` (`CreateContainerError`,
+    /// `CreateContainerConfigError`) and is tried again after the back-off delay.
+    async fn creation_failed(&mut self, index: usize, reason: &str, message: &str) {
+        let backoff_base = self.shared.options.backoff_base;
+        let rec = &mut self.containers[index];
+        rec.waiting = Some((reason.to_string(), message.to_string()));
+        let delay = rec.crash.delay.unwrap_or(backoff_base);
+        rec.crash.delay = Some(delay);
+        rec.crash.until = Some(Instant::now() + delay);
+        self.event(EventType::Warning, "Failed", &format!("Error: {message}"))
+            .await;
     }
 
     async fn stop_container(&mut self, index: usize, id: &str, grace: i64) {
@@ -1041,6 +1165,7 @@ impl Worker {
             self.write_status(pod, status).await;
             self.remove_sandbox().await;
             self.remove_leftovers().await;
+            self.shared.volume_dirs.remove_pod(&self.uid);
             let info = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
             let options = json!({
                 "apiVersion": "v1",
@@ -1070,6 +1195,7 @@ impl Worker {
     async fn cleanup(&mut self, last: &Arc<Value>) {
         if self.sandbox.is_none() && self.containers.iter().all(|r| r.current.is_none()) {
             self.remove_leftovers().await;
+            self.shared.volume_dirs.remove_pod(&self.uid);
             return;
         }
         let phase_before = last.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
@@ -1093,6 +1219,7 @@ impl Worker {
             self.kill_pod(grace, true).await;
             self.remove_sandbox().await;
             self.remove_leftovers().await;
+            self.shared.volume_dirs.remove_pod(&self.uid);
         }
         .instrument(span)
         .await;
@@ -1168,8 +1295,11 @@ fn plan_container(
 ) -> Option<Step> {
     let Some(st) = rec.current.as_ref().and_then(|i| i.status.clone()) else {
         // Never ran (or gone from the runtime).
+        let creation_failed = rec.waiting.as_ref().is_some_and(|w| w.0.starts_with("CreateContainer"));
         return Some(if rec.pull.active(now) {
             Step::WaitPull { index }
+        } else if rec.crash.active(now) && creation_failed {
+            return None; // keeps showing why; tried again when the delay is over
         } else if rec.crash.active(now) {
             Step::WaitCrash {
                 index,
@@ -1277,6 +1407,8 @@ fn probe_states(c: &Value, started: Instant) -> Vec<ProbeState> {
 fn describe_step(s: &Step, containers: &[ContainerRec]) -> String {
     let name = |i: &usize| containers.get(*i).map(|c| c.name.as_str()).unwrap_or("?");
     match s {
+        Step::MountVolumes(work) => format!("mount volumes {}", volumes::describe(work)),
+        Step::MountFailed { volume, .. } => format!("wait for volume {volume}"),
         Step::RunSandbox => "run the pod sandbox".into(),
         Step::Start { index, restart: false } => format!("start container {}", name(index)),
         Step::Start { index, restart: true } => format!("restart container {}", name(index)),

@@ -65,7 +65,7 @@ use pods::*;
 use selectors::*;
 use services::*;
 use types::*;
-use volumes::*;
+pub use volumes::*;
 
 use serde_json::{Map, Value};
 

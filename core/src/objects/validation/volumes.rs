@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use super::*;
 
-/// The sources kulisse's kubelet can set up.
-const SUPPORTED_SOURCES: &[&str] = &[
+/// The volume sources kulisse's kubelet can set up.
+pub const SUPPORTED_VOLUME_SOURCES: &[&str] = &[
     "emptyDir",
     "configMap",
     "secret",
@@ -280,7 +280,7 @@ fn projected_source(src: &Value, path: &str, errs: &mut Errs) {
 
 /// `validateVolumeSource`: exactly one source, then that source's own rules.
 fn volume_source(vol: &Value, path: &str, errs: &mut Errs) {
-    let present: Vec<&str> = SUPPORTED_SOURCES
+    let present: Vec<&str> = SUPPORTED_VOLUME_SOURCES
         .iter()
         .chain(OTHER_SOURCES)
         .copied()
@@ -332,7 +332,7 @@ fn volume_source(vol: &Value, path: &str, errs: &mut Errs) {
             sp.clone(),
             format!(
                 "kulisse has no storage for {other} volumes; its kubelet sets up {}",
-                SUPPORTED_SOURCES.join(", ")
+                SUPPORTED_VOLUME_SOURCES.join(", ")
             ),
         )),
     }
