@@ -990,3 +990,93 @@ async fn volumes_are_prepared_mounted_updated_and_removed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_from_config_maps_secrets_and_the_downward_api_waits_for_a_missing_key() {
+    let node = start("node-12").await;
+    let c = node.client();
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+        "stringData": {"password": "s3cret", "user": "admin"}});
+    c.create(kind("v1", "Secret"), Some("default"), &secret).await.unwrap();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
+        "data": {"mode": "fast"}});
+    c.create(kind("v1", "ConfigMap"), Some("default"), &cm).await.unwrap();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "envy", "namespace": "default", "labels": {"tier": "web"}},
+        "spec": {"nodeName": "node-12", "containers": [{
+            "name": "app", "image": "nginx:1.27",
+            "resources": {"limits": {"memory": "32Mi"}},
+            "command": ["echo", "$(GREETING)"],
+            "envFrom": [{"configMapRef": {"name": "app"}, "prefix": "APP_"}, {"secretRef": {"name": "db"}}],
+            "env": [
+                {"name": "COLOUR", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "colour"}}},
+                {"name": "user", "value": "overridden"},
+                {"name": "GREETING", "value": "hello $(user) in $(POD_NAME)"},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+                {"name": "MEM_MB", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                {"name": "MAYBE", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": true}}}
+            ]}]}
+    });
+    c.create(kind("v1", "Pod"), Some("default"), &pod).await.unwrap();
+
+    // The key `colour` is missing: CreateContainerConfigError, in upstream's words.
+    let waiting = node
+        .pod_until("envy", "CreateContainerConfigError", |p| {
+            container_status(p, "app").is_some_and(|c| c["state"]["waiting"]["reason"] == "CreateContainerConfigError")
+        })
+        .await;
+    let cs = container_status(&waiting, "app").unwrap();
+    assert_eq!(
+        cs["state"]["waiting"]["message"],
+        "couldn't find key colour in ConfigMap default/app"
+    );
+    assert_eq!(waiting["status"]["phase"], "Pending");
+    let events = node.events("envy").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "Failed" && e.1 == "Error: couldn't find key colour in ConfigMap default/app"),
+        "{events:?}"
+    );
+
+    // The key appears: the container starts with the whole environment.
+    let mut cm = c.get(kind("v1", "ConfigMap"), Some("default"), "app").await.unwrap();
+    cm["data"]["colour"] = json!("blue");
+    c.replace(kind("v1", "ConfigMap"), Some("default"), "app", None, &cm)
+        .await
+        .unwrap();
+    let running = node
+        .pod_until("envy", "envy Running", |p| p["status"]["phase"] == "Running")
+        .await;
+    let id = container_status(&running, "app").unwrap()["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mock://")
+        .to_string();
+    let env: BTreeMap<String, String> = node
+        .runtime
+        .env(&id)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect();
+    let get = |k: &str| env.get(k).map(String::as_str);
+    assert_eq!(get("APP_mode"), Some("fast"));
+    assert_eq!(get("APP_colour"), Some("blue"));
+    assert_eq!(get("password"), Some("s3cret"));
+    assert_eq!(get("user"), Some("overridden"), "env wins over envFrom");
+    assert_eq!(get("COLOUR"), Some("blue"));
+    assert_eq!(
+        get("GREETING"),
+        Some("hello overridden in $(POD_NAME)"),
+        "only earlier variables expand"
+    );
+    assert_eq!(get("POD_NAME"), Some("envy"));
+    assert_eq!(get("POD_IP"), running["status"]["podIP"].as_str());
+    assert_eq!(get("TIER"), Some("web"));
+    assert_eq!(get("MEM_MB"), Some("32"));
+    assert_eq!(get("MAYBE"), None, "an optional missing secret sets nothing");
+}

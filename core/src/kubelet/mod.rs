@@ -33,6 +33,7 @@
 mod atomic_writer;
 mod container;
 mod downward;
+mod env;
 pub mod machine;
 pub mod node;
 pub mod pod_worker;

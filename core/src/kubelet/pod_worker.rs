@@ -22,7 +22,7 @@
 //! a `kubelet.sync_pod` span that joins the trace of whoever last wrote the pod (its
 //! `kulisse.dev/traceparent` annotation), with one `runtime.*` span per CRI call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +34,7 @@ use tracing::{Instrument, Span, field::Empty, info_span};
 
 use super::container::{Backoff, ContainerRec, Instance};
 use super::downward;
+use super::env;
 use super::probes::{self, ProbeState};
 use super::status::{self, PodFacts};
 use super::volumes::{self, PodVolumes};
@@ -42,8 +43,8 @@ use crate::events::EventType;
 use crate::objects;
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, EnvVar, LABEL_CONTAINER_NAME, LABEL_POD_NAME,
-    LABEL_POD_NAMESPACE, LABEL_POD_UID, PodSandboxConfig, PortMapping, ProbeKind, ProbeResult, Resources, RuntimeError,
-    Sandbox, SandboxState,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID, Mount, PodSandboxConfig, PortMapping, ProbeKind, ProbeResult, Resources,
+    RuntimeError, Sandbox, SandboxState,
 };
 
 /// What the dispatcher tells a worker.
@@ -544,13 +545,8 @@ impl Worker {
         }
     }
 
-    /// The CRI's `ContainerConfig` for container `c`; `Err((reason, message))` when it
-    /// cannot be made (`CreateContainerError`: a mount that cannot be made).
-    fn container_config(&self, c: &Value, attempt: u32) -> Result<ContainerConfig, (String, String)> {
-        let mounts = self
-            .volumes
-            .mounts(c)
-            .map_err(|e| ("CreateContainerError".to_string(), e))?;
+    /// The CRI's `ContainerConfig` for container `c`, with its environment and mounts.
+    fn container_config(&self, c: &Value, attempt: u32, env: Vec<EnvVar>, mounts: Vec<Mount>) -> ContainerConfig {
         let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_POD_NAME.to_string(), self.name.clone());
@@ -559,24 +555,17 @@ impl Worker {
         labels.insert(LABEL_CONTAINER_NAME.to_string(), name.clone());
         let mut annotations = BTreeMap::new();
         annotations.insert("io.kubernetes.container.restartCount".to_string(), attempt.to_string());
-        Ok(ContainerConfig {
+        // `$(VAR)` in command and args expands to the container's variables.
+        let vars: HashMap<String, String> = env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+        let expanded =
+            |v: Option<&Value>| -> Vec<String> { strings(v).iter().map(|s| env::expand(s, &vars)).collect() };
+        ContainerConfig {
             name,
             attempt,
             image: c.get("image").and_then(Value::as_str).unwrap_or("").to_string(),
-            command: strings(c.get("command")),
-            args: strings(c.get("args")),
-            env: c
-                .get("env")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| {
-                    Some(EnvVar {
-                        name: e.get("name")?.as_str()?.to_string(),
-                        value: e.get("value").and_then(Value::as_str).unwrap_or("").to_string(),
-                    })
-                })
-                .collect(),
+            command: expanded(c.get("command")),
+            args: expanded(c.get("args")),
+            env,
             working_dir: c.get("workingDir").and_then(Value::as_str).map(str::to_string),
             ports: container_ports(c),
             resources: Resources {
@@ -588,7 +577,32 @@ impl Worker {
             mounts,
             labels,
             annotations,
-        })
+        }
+    }
+
+    /// The environment and mounts of container `c` (upstream's `GenerateRunContainerOptions`);
+    /// `None` when they cannot be made yet (the container then waits, and says why).
+    async fn container_inputs(&mut self, index: usize, pod: &Value, c: &Value) -> Option<(Vec<EnvVar>, Vec<Mount>)> {
+        let made = {
+            let facts = self.downward_facts();
+            env::make(pod, c, &self.namespace, &self.shared.sources, &facts)
+        };
+        let environment = match made {
+            Ok(e) => e,
+            Err(env::EnvError::NotYet) => return None,
+            Err(env::EnvError::Config(message)) => {
+                self.creation_failed(index, "CreateContainerConfigError", &message)
+                    .await;
+                return None;
+            }
+        };
+        match self.volumes.mounts(c) {
+            Ok(mounts) => Some((environment, mounts)),
+            Err(message) => {
+                self.creation_failed(index, "CreateContainerError", &message).await;
+                None
+            }
+        }
     }
 
     /// One sync. Returns when to look again.
@@ -671,7 +685,7 @@ impl Worker {
                 }
                 Step::Start { index, restart } => {
                     if self.sandbox.is_some() {
-                        self.start_container(index, &spec[index], &sandbox_cfg, restart).await;
+                        self.start_container(index, pod, &sandbox_cfg, restart).await;
                     }
                 }
                 Step::Kill { index, message, grace } => {
@@ -892,17 +906,18 @@ impl Worker {
     }
 
     /// Upstream's `startContainer`: pull the image, create the container, start it.
-    async fn start_container(&mut self, index: usize, c: &Value, cfg: &PodSandboxConfig, restart: bool) {
+    async fn start_container(&mut self, index: usize, pod: &Value, cfg: &PodSandboxConfig, restart: bool) {
         let Some(sandbox) = self.sandbox.clone() else { return };
+        let c = &spec_containers(pod)[index];
+        let Some((env, mounts)) = self.container_inputs(index, pod, c).await else {
+            return;
+        };
         self.prepare_start(index, restart).await;
         if !self.ensure_image(index, c, cfg).await {
             return;
         }
         let attempt = self.containers[index].restart_count;
-        let config = match self.container_config(c, attempt) {
-            Ok(config) => config,
-            Err((reason, message)) => return self.creation_failed(index, &reason, &message).await,
-        };
+        let config = self.container_config(c, attempt, env, mounts);
         let name = config.name.clone();
         let Some(id) = self.create_container(index, &config, cfg, &sandbox).await else {
             return;

@@ -43,11 +43,13 @@
 //! One file per group of rules, in the order a reader meets them: [`names`] (the name and
 //! label rules of apimachinery's `util/validation`), [`json`] (field paths and lookups over
 //! raw JSON), [`metadata`], [`selectors`], [`pods`] (pods, pod templates, Deployments and
-//! ReplicaSets), [`volumes`] (pod volumes and volume mounts), [`services`] (Services, Endpoints, EndpointSlices, Events, ConfigMaps,
+//! ReplicaSets), [`volumes`] (pod volumes and volume mounts), [`env`] (containers'
+//! environment), [`services`] (Services, Endpoints, EndpointSlices, Events, ConfigMaps,
 //! Leases), [`types`] (the type check) and [`entry`] (which rules apply to which kind, and
 //! on update). This file holds what they all report: [`FieldError`].
 
 mod entry;
+mod env;
 mod json;
 mod metadata;
 mod names;
@@ -58,6 +60,7 @@ mod types;
 mod volumes;
 
 pub use entry::*;
+pub use env::*;
 use json::*;
 pub use metadata::*;
 pub use names::*;

@@ -86,6 +86,8 @@ fn validate_containers(
             errs,
         );
         validate_container_ports(get_arr(c, "ports"), &child(&p, "ports"), errs);
+        validate_env(get_arr(c, "env"), &child(&p, "env"), errs);
+        validate_env_from(get_arr(c, "envFrom"), &child(&p, "envFrom"), errs);
         validate_volume_mounts(get_arr(c, "volumeMounts"), volumes, &child(&p, "volumeMounts"), errs);
     }
 }

@@ -1003,3 +1003,44 @@ fn volume_mounts_name_a_volume_once_per_path() {
         "{causes:#?}"
     );
 }
+
+#[test]
+fn env_sources_as_upstream() {
+    let mut p = pod();
+    p["spec"]["containers"][0]["env"] = json!([
+        {"name": "OK", "value": "1"},
+        {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "colour"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+        {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password", "optional": true}}}
+    ]);
+    p["spec"]["containers"][0]["envFrom"] =
+        json!([{"configMapRef": {"name": "app"}, "prefix": "APP_"}, {"secretRef": {"name": "db"}}]);
+    validate(info("v1", "Pod"), &p).unwrap_or_else(|e| panic!("{}", e.message));
+
+    p["spec"]["containers"][0]["env"] = json!([
+        {"name": "A=B", "value": "x"},
+        {"name": "BOTH", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NONE", "valueFrom": {}},
+        {"name": "TWO", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}, "secretKeyRef": {"name": "s", "key": "k"}}},
+        {"name": "BAD_FIELD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels"}}},
+        {"name": "NO_KEY", "valueFrom": {"configMapKeyRef": {"name": "app"}}},
+        {"name": "BAD_RES", "valueFrom": {"resourceFieldRef": {"resource": "limits.gpu"}}}
+    ]);
+    p["spec"]["containers"][0]["envFrom"] = json!([{}, {"configMapRef": {"name": "app"}, "prefix": "X="}]);
+    let (_, causes) = errors("v1", "Pod", &p);
+    for needle in [
+        "spec.containers[0].env[0].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='",
+        "spec.containers[0].env[1].valueFrom: Invalid value: \"\": may not be specified when `value` is not empty",
+        "spec.containers[0].env[2].valueFrom: Invalid value: \"\": must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`",
+        "spec.containers[0].env[3].valueFrom: Invalid value: \"\": may not have more than one field specified at a time",
+        "spec.containers[0].env[4].valueFrom.fieldRef.fieldPath: Unsupported value: \"metadata.labels\"",
+        "spec.containers[0].env[5].valueFrom.configMapKeyRef.key: Required value",
+        "spec.containers[0].env[6].valueFrom.resourceFieldRef.resource: Unsupported value: \"limits.gpu\"",
+        "spec.containers[0].envFrom[0]: Invalid value: \"\": must specify one of: `configMapRef` or `secretRef`",
+        "spec.containers[0].envFrom[1].prefix: Invalid value: \"X=\"",
+    ] {
+        assert!(has(&causes, needle), "missing {needle:?} in {causes:#?}");
+    }
+}

@@ -149,19 +149,20 @@ fn key_to_paths(items: &[Value], path: &str, errs: &mut Errs) -> Vec<String> {
     paths
 }
 
-/// `validateObjectFieldSelector` for the fields a downward API volume file may name.
-fn downward_volume_field(fr: &Value, path: &str, errs: &mut Errs) {
+/// `validateObjectFieldSelector`: one of `supported`, or a subscripted
+/// `metadata.labels['k']` / `metadata.annotations['k']`.
+pub(super) fn object_field_selector(fr: &Value, path: &str, supported: &[&str], errs: &mut Errs) {
     match get_str(fr, "fieldPath") {
         None | Some("") => errs.push(FieldError::required(child(path, "fieldPath"), "")),
         Some(f) => {
             let subscripted = ["metadata.labels['", "metadata.annotations['"]
                 .iter()
                 .any(|pre| f.starts_with(pre) && f.ends_with("']") && f.len() > pre.len() + 2);
-            if !subscripted && !DOWNWARD_VOLUME_FIELDS.contains(&f) {
+            if !subscripted && !supported.contains(&f) {
                 errs.push(FieldError::not_supported(
                     child(path, "fieldPath"),
                     &Value::from(f),
-                    DOWNWARD_VOLUME_FIELDS,
+                    supported,
                 ));
             }
         }
@@ -204,7 +205,7 @@ fn downward_items(items: &[Value], path: &str, errs: &mut Errs) -> Vec<String> {
                 &Value::from("resource"),
                 "fieldRef and resourceFieldRef can not be specified simultaneously",
             )),
-            (Some(fr), None) => downward_volume_field(fr, &child(&p, "fieldRef"), errs),
+            (Some(fr), None) => object_field_selector(fr, &child(&p, "fieldRef"), DOWNWARD_VOLUME_FIELDS, errs),
             (None, Some(rf)) => resource_field_selector(rf, &child(&p, "resourceFieldRef"), true, errs),
             (None, None) => errs.push(FieldError::required(
                 p.clone(),
