@@ -932,3 +932,59 @@ fn podman_pods_share_an_empty_dir_and_see_config_map_updates() {
         (!pod_dir.exists()).then_some(())
     });
 }
+
+const ENV_FROM_SECRET: &str = r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+stringData:
+  password: s3cret
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: envy
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "mkdir -p /www && echo \"$PASSWORD $COLOUR $POD_NAME\" > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{containerPort: 8080}]
+    env:
+    - name: PASSWORD
+      valueFrom: {secretKeyRef: {name: creds, key: password}}
+    - name: COLOUR
+      valueFrom: {configMapKeyRef: {name: paint, key: colour}}
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+"#;
+
+#[test]
+fn podman_env_from_a_secret_waits_for_a_missing_config_map() {
+    let Some(svc) = PodmanService::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pc = podman_up(&svc, dir.path());
+    let manifest = dir.path().join("envy.yaml");
+    std::fs::write(&manifest, ENV_FROM_SECRET).unwrap();
+    pc.c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    // No ConfigMap "paint": the container cannot be configured, and says so.
+    wait_for(60, "envy in CreateContainerConfigError", || {
+        let p = json(&pc.c, &["get", "pod", "envy"]);
+        (s(&p, "/status/containerStatuses/0/state/waiting/reason") == "CreateContainerConfigError"
+            && s(&p, "/status/containerStatuses/0/state/waiting/message") == "configmap \"paint\" not found")
+            .then_some(())
+    });
+    let table = pc.c.ok(&["get", "pod", "envy"]);
+    assert!(table.contains("CreateContainerConfigError"), "{table}");
+    pc.c.ok(&["create", "configmap", "paint", "--from-literal=colour=blue"]);
+    let ip = wait_for(90, "envy Running with a pod IP", || {
+        let p = json(&pc.c, &["get", "pod", "envy"]);
+        (s(&p, "/status/phase") == "Running" && !s(&p, "/status/podIP").is_empty())
+            .then(|| s(&p, "/status/podIP").to_string())
+    });
+    get_until(&format!("{ip}:8080"), "/index.html", "the environment served", |b| {
+        b.contains("s3cret blue envy")
+    });
+}
