@@ -938,12 +938,15 @@ pub const STATIONS: &[Station] = &[
         modules: &[
             m("core/src/kubelet/mod.rs", "the node agent: the pods bound to this node, one worker each"),
             m("core/src/kubelet/node.rs", "registering the Node and renewing its Lease"),
-            m("core/src/kubelet/pod_worker.rs", "syncing one pod: sandbox, images, containers, restarts"),
+            m("core/src/kubelet/pod_worker.rs", "syncing one pod: volumes, sandbox, images, containers, restarts"),
             m("core/src/runtime.rs", "the container runtime interface (CRI) the kubelet drives"),
             m("backends/src/runtime/mock.rs", "a runtime simulated in memory"),
             m("backends/src/runtime/podman.rs", "real containers, through podman"),
             m("core/src/kubelet/status.rs", "the pod status the kubelet reports"),
             m("core/src/kubelet/probes.rs", "liveness, readiness and startup probes"),
+            m("core/src/kubelet/volumes.rs", "the pod's volumes on the node: emptyDir, configMap, secret, downwardAPI, projected, hostPath"),
+            m("core/src/kubelet/atomic_writer.rs", "rewriting a volume's files atomically (the `..data` symlink swap)"),
+            m("core/src/kubelet/env.rs", "a container's environment: env, valueFrom, envFrom"),
         ],
     },
     Station {

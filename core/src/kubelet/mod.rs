@@ -13,7 +13,9 @@
 //!    kubelet sees only the pods the scheduler bound to it.
 //! 3. **Pod workers** ([`pod_worker`]): one small task per pod. Each sync compares what the
 //!    pod asks for with what the container runtime reports, and closes the gap through the
-//!    CRI ([`crate::runtime::ContainerRuntime`]): pull images, run the pod sandbox, create
+//!    CRI ([`crate::runtime::ContainerRuntime`]): set up the pod's volumes on the node
+//!    (`volumes.rs`, with the ConfigMaps and Secrets of `sources.rs`), make each container's
+//!    environment (`env.rs`), pull images, run the pod sandbox, create
 //!    and start containers, restart crashed ones with the `CrashLoopBackOff` delay (10 s,
 //!    doubling to 5 min), kill containers whose liveness probe fails ([`probes`]). Then it
 //!    writes what it sees back as the pod's `status` (phase, conditions, container
