@@ -960,19 +960,24 @@ async fn volumes_are_prepared_mounted_updated_and_removed() {
         .and_then(|tp| tp.split('-').nth(1))
         .unwrap()
         .to_string();
-    let spans = kulisse_traces::span_store::global().spans_of(&trace_id);
     // Volumes are set up as their sources allow (the emptyDirs at once, `conf` once its
-    // ConfigMap exists), and again when a source changes.
-    let listed: Vec<String> = spans
-        .iter()
-        .filter(|s| s.name == "kubelet.mount_volumes")
-        .filter_map(|s| s.attributes.get("kubelet.volumes").cloned())
-        .collect();
-    assert!(
-        listed.iter().any(|l| l.contains("data (emptyDir)"))
-            && listed.iter().filter(|l| l.contains("conf (configMap)")).count() >= 2,
-        "{listed:#?}"
-    );
+    // ConfigMap exists), and again when a source changes. (The last span ends just after the
+    // files are written: wait for it.)
+    let spans = eventually(20, "kubelet.mount_volumes spans for data and twice for conf", || {
+        let trace_id = trace_id.clone();
+        async move {
+            let spans = kulisse_traces::span_store::global().spans_of(&trace_id);
+            let listed: Vec<String> = spans
+                .iter()
+                .filter(|s| s.name == "kubelet.mount_volumes")
+                .filter_map(|s| s.attributes.get("kubelet.volumes").cloned())
+                .collect();
+            (listed.iter().any(|l| l.contains("data (emptyDir)"))
+                && listed.iter().filter(|l| l.contains("conf (configMap)")).count() >= 2)
+                .then_some(spans)
+        }
+    })
+    .await;
     let create = spans
         .iter()
         .find(|s| s.name == "runtime.create_container" && s.attributes.contains_key("runtime.mounts"))
