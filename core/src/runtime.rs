@@ -102,6 +102,22 @@ pub struct EnvVar {
     pub value: String,
 }
 
+/// A volume mounted into a container (the CRI's `Mount`): a path on the node that the
+/// kubelet prepared, bind-mounted at `container_path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Where the container sees it (`volumeMounts[].mountPath`).
+    pub container_path: String,
+    /// The directory or file on the node (under the kubelet's root dir, or a `hostPath`).
+    pub host_path: String,
+    /// Mounted read-only (`readOnly: true`, and always for configMap, secret, downwardAPI and
+    /// projected volumes).
+    pub readonly: bool,
+    /// The pod's volume it comes from. Not in the CRI; kulisse passes it so the mock runtime
+    /// and traces can name the volume.
+    pub volume: String,
+}
+
 /// CPU and memory of a container, in the units the kernel's cgroups use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {
@@ -131,6 +147,8 @@ pub struct ContainerConfig {
     pub working_dir: Option<String>,
     pub ports: Vec<PortMapping>,
     pub resources: Resources,
+    /// The pod's volumes this container mounts.
+    pub mounts: Vec<Mount>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
 }

@@ -804,3 +804,284 @@ async fn pod_syncs_continue_the_pods_trace_with_one_span_per_runtime_call() {
         Some("nonexistent/app:1")
     );
 }
+
+/// The mounts the mock runtime recorded for container `name` of pod `pod`.
+fn mounts_of(node: &Node, pod: &Value, name: &str) -> Vec<kulisse_core::runtime::Mount> {
+    let id = container_status(pod, name)
+        .and_then(|c| c["containerID"].as_str())
+        .unwrap_or_else(|| panic!("container {name} has an id: {pod}"))
+        .trim_start_matches("mock://")
+        .to_string();
+    node.runtime.mounts(&id).expect("the mock knows the container")
+}
+
+fn mount<'a>(mounts: &'a [kulisse_core::runtime::Mount], path: &str) -> &'a kulisse_core::runtime::Mount {
+    mounts
+        .iter()
+        .find(|m| m.container_path == path)
+        .unwrap_or_else(|| panic!("a mount at {path}: {mounts:#?}"))
+}
+
+fn volumes_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "vols", "namespace": "default", "labels": {"app": "vols", "tier": "web"}},
+        "spec": {
+            "nodeName": "node-11",
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "ram", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                {"name": "conf", "configMap": {"name": "app", "items": [{"key": "a.conf", "path": "app.conf"}]}},
+                {"name": "creds", "secret": {"secretName": "db", "defaultMode": 0o400}},
+                {"name": "info", "downwardAPI": {"items": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                    {"path": "mem", "resourceFieldRef": {"containerName": "app", "resource": "limits.memory", "divisor": "1Mi"}}]}},
+                {"name": "all", "projected": {"sources": [
+                    {"configMap": {"name": "app"}},
+                    {"secret": {"name": "db", "items": [{"key": "password", "path": "db/password"}]}}]}}
+            ],
+            "containers": [
+                {"name": "app", "image": "nginx:1.27", "resources": {"limits": {"memory": "64Mi"}},
+                 "volumeMounts": [
+                    {"name": "data", "mountPath": "/data"},
+                    {"name": "ram", "mountPath": "/ram"},
+                    {"name": "conf", "mountPath": "/etc/app"},
+                    {"name": "conf", "mountPath": "/etc/app.conf", "subPath": "app.conf"},
+                    {"name": "creds", "mountPath": "/secrets"},
+                    {"name": "info", "mountPath": "/info"},
+                    {"name": "all", "mountPath": "/all"}]},
+                {"name": "sidecar", "image": "nginx:1.27",
+                 "volumeMounts": [{"name": "data", "mountPath": "/shared", "readOnly": true}]}
+            ]
+        }
+    })
+}
+
+fn read(path: &str, file: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(path).join(file)).unwrap_or_else(|e| panic!("{path}/{file}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_are_prepared_mounted_updated_and_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    kulisse_tests::local_traces::install("kubelet-mock-test");
+    let node = start("node-11").await;
+    let c = node.client();
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+        "stringData": {"password": "s3cret"}});
+    c.create(kind("v1", "Secret"), Some("default"), &secret).await.unwrap();
+    let created = tracing::Instrument::instrument(
+        c.create(kind("v1", "Pod"), Some("default"), &volumes_pod()),
+        tracing::info_span!("cli.apply", "kulisse.stage" = "cli"),
+    )
+    .await
+    .unwrap();
+
+    // No ConfigMap "app" yet: the pod waits, and says why in upstream's words.
+    let events = eventually(20, "a FailedMount event", || async {
+        let events = node.events("vols").await;
+        events.iter().any(|e| e.0 == "FailedMount").then_some(events)
+    })
+    .await;
+    let failed = events.iter().find(|e| e.0 == "FailedMount").unwrap();
+    assert_eq!(
+        failed.1,
+        "MountVolume.SetUp failed for volume \"conf\" : configmap \"app\" not found"
+    );
+    let pod = node
+        .pod_until("vols", "containers waiting in ContainerCreating", |p| {
+            container_status(p, "app").is_some()
+        })
+        .await;
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    assert_eq!(
+        container_status(&pod, "app").unwrap()["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
+
+    // The ConfigMap appears: the pod starts, with every volume mounted.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
+        "data": {"a.conf": "colour=blue\n"}});
+    c.create(kind("v1", "ConfigMap"), Some("default"), &cm).await.unwrap();
+    let pod = node
+        .pod_until("vols", "pod vols Running", |p| p["status"]["phase"] == "Running")
+        .await;
+    let app = mounts_of(&node, &pod, "app");
+    let sidecar = mounts_of(&node, &pod, "sidecar");
+    let data = mount(&app, "/data");
+    assert!(!data.readonly && data.volume == "data");
+    assert_eq!(
+        data.host_path,
+        mount(&sidecar, "/shared").host_path,
+        "one emptyDir, shared"
+    );
+    assert!(mount(&sidecar, "/shared").readonly);
+    assert!(mount(&app, "/ram").host_path.starts_with("/dev/shm/") || !std::path::Path::new("/dev/shm").is_dir());
+    let conf = mount(&app, "/etc/app");
+    assert!(conf.readonly, "configMap volumes are read-only");
+    assert_eq!(read(&conf.host_path, "app.conf"), "colour=blue\n");
+    assert_eq!(
+        std::fs::read_to_string(&mount(&app, "/etc/app.conf").host_path).unwrap(),
+        "colour=blue\n"
+    );
+    let creds = &mount(&app, "/secrets").host_path;
+    assert_eq!(read(creds, "password"), "s3cret");
+    let mode = std::fs::metadata(std::path::Path::new(creds).join("password"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o400, "defaultMode");
+    let info = &mount(&app, "/info").host_path;
+    assert_eq!(read(info, "labels"), "app=\"vols\"\ntier=\"web\"");
+    assert_eq!(read(info, "mem"), "64");
+    let all = &mount(&app, "/all").host_path;
+    assert_eq!(
+        (read(all, "a.conf"), read(all, "db/password")),
+        ("colour=blue\n".into(), "s3cret".into())
+    );
+
+    // An update of the ConfigMap reaches the mounted directory (the ..data swap).
+    let mut cm = c.get(kind("v1", "ConfigMap"), Some("default"), "app").await.unwrap();
+    cm["data"]["a.conf"] = json!("colour=green\n");
+    c.replace(kind("v1", "ConfigMap"), Some("default"), "app", None, &cm)
+        .await
+        .unwrap();
+    let conf_dir = conf.host_path.clone();
+    eventually(20, "the new ConfigMap content in the volume", || {
+        let conf_dir = conf_dir.clone();
+        async move { (read(&conf_dir, "app.conf") == "colour=green\n").then_some(()) }
+    })
+    .await;
+
+    // The work is in the pod's trace.
+    let trace_id = created
+        .pointer("/metadata/annotations/kulisse.dev~1traceparent")
+        .and_then(Value::as_str)
+        .and_then(|tp| tp.split('-').nth(1))
+        .unwrap()
+        .to_string();
+    // Volumes are set up as their sources allow (the emptyDirs at once, `conf` once its
+    // ConfigMap exists), and again when a source changes. (The last span ends just after the
+    // files are written: wait for it.)
+    let spans = eventually(20, "kubelet.mount_volumes spans for data and twice for conf", || {
+        let trace_id = trace_id.clone();
+        async move {
+            let spans = kulisse_traces::span_store::global().spans_of(&trace_id);
+            let listed: Vec<String> = spans
+                .iter()
+                .filter(|s| s.name == "kubelet.mount_volumes")
+                .filter_map(|s| s.attributes.get("kubelet.volumes").cloned())
+                .collect();
+            (listed.iter().any(|l| l.contains("data (emptyDir)"))
+                && listed.iter().filter(|l| l.contains("conf (configMap)")).count() >= 2)
+                .then_some(spans)
+        }
+    })
+    .await;
+    let create = spans
+        .iter()
+        .find(|s| s.name == "runtime.create_container" && s.attributes.contains_key("runtime.mounts"))
+        .unwrap_or_else(|| panic!("a create_container span with runtime.mounts: {spans:#?}"));
+    assert!(create.attributes["runtime.mounts"].contains("data:/"), "{create:?}");
+
+    // Deleting the pod removes its volumes from the node.
+    c.delete(kind("v1", "Pod"), Some("default"), "vols", None)
+        .await
+        .unwrap();
+    let data_dir = data.host_path.clone();
+    eventually(30, "the pod's volume directories removed", || {
+        let (d, s) = (data_dir.clone(), creds.clone());
+        async move { (!std::path::Path::new(&d).exists() && !std::path::Path::new(&s).exists()).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_from_config_maps_secrets_and_the_downward_api_waits_for_a_missing_key() {
+    let node = start("node-12").await;
+    let c = node.client();
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+        "stringData": {"password": "s3cret", "user": "admin"}});
+    c.create(kind("v1", "Secret"), Some("default"), &secret).await.unwrap();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
+        "data": {"mode": "fast"}});
+    c.create(kind("v1", "ConfigMap"), Some("default"), &cm).await.unwrap();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "envy", "namespace": "default", "labels": {"tier": "web"}},
+        "spec": {"nodeName": "node-12", "containers": [{
+            "name": "app", "image": "nginx:1.27",
+            "resources": {"limits": {"memory": "32Mi"}},
+            "command": ["echo", "$(GREETING)"],
+            "envFrom": [{"configMapRef": {"name": "app"}, "prefix": "APP_"}, {"secretRef": {"name": "db"}}],
+            "env": [
+                {"name": "COLOUR", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "colour"}}},
+                {"name": "user", "value": "overridden"},
+                {"name": "GREETING", "value": "hello $(user) in $(POD_NAME)"},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+                {"name": "MEM_MB", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                {"name": "MAYBE", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": true}}}
+            ]}]}
+    });
+    c.create(kind("v1", "Pod"), Some("default"), &pod).await.unwrap();
+
+    // The key `colour` is missing: CreateContainerConfigError, in upstream's words.
+    let waiting = node
+        .pod_until("envy", "CreateContainerConfigError", |p| {
+            container_status(p, "app").is_some_and(|c| c["state"]["waiting"]["reason"] == "CreateContainerConfigError")
+        })
+        .await;
+    let cs = container_status(&waiting, "app").unwrap();
+    assert_eq!(
+        cs["state"]["waiting"]["message"],
+        "couldn't find key colour in ConfigMap default/app"
+    );
+    assert_eq!(waiting["status"]["phase"], "Pending");
+    let events = node.events("envy").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "Failed" && e.1 == "Error: couldn't find key colour in ConfigMap default/app"),
+        "{events:?}"
+    );
+
+    // The key appears: the container starts with the whole environment.
+    let mut cm = c.get(kind("v1", "ConfigMap"), Some("default"), "app").await.unwrap();
+    cm["data"]["colour"] = json!("blue");
+    c.replace(kind("v1", "ConfigMap"), Some("default"), "app", None, &cm)
+        .await
+        .unwrap();
+    let running = node
+        .pod_until("envy", "envy Running", |p| p["status"]["phase"] == "Running")
+        .await;
+    let id = container_status(&running, "app").unwrap()["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mock://")
+        .to_string();
+    let env: BTreeMap<String, String> = node
+        .runtime
+        .env(&id)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect();
+    let get = |k: &str| env.get(k).map(String::as_str);
+    assert_eq!(get("APP_mode"), Some("fast"));
+    assert_eq!(get("APP_colour"), Some("blue"));
+    assert_eq!(get("password"), Some("s3cret"));
+    assert_eq!(get("user"), Some("overridden"), "env wins over envFrom");
+    assert_eq!(get("COLOUR"), Some("blue"));
+    assert_eq!(
+        get("GREETING"),
+        Some("hello overridden in $(POD_NAME)"),
+        "only earlier variables expand"
+    );
+    assert_eq!(get("POD_NAME"), Some("envy"));
+    assert_eq!(get("POD_IP"), running["status"]["podIP"].as_str());
+    assert_eq!(get("TIER"), Some("web"));
+    assert_eq!(get("MEM_MB"), Some("32"));
+    assert_eq!(get("MAYBE"), None, "an optional missing secret sets nothing");
+}

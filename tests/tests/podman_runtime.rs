@@ -822,3 +822,169 @@ fn a_podman_node_reports_the_machine_and_is_not_ready_while_podman_is_down() {
     assert_eq!(s(&up, "/reason"), "KubeletReady", "{up}");
     assert_eq!(s(&up, "/message"), "kubelet is posting ready status", "{up}");
 }
+
+const VOLUMES: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: site
+data:
+  index.html: "version one"
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: vols
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: shared
+    emptyDir: {}
+  - name: site
+    configMap:
+      name: site
+  containers:
+  # Serves the ConfigMap's files, mounted read-only by the kubelet.
+  - name: site
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: [{containerPort: 8080}]
+    volumeMounts: [{name: site, mountPath: /www}]
+  # Writes into the emptyDir ...
+  - name: writer
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo written by the writer > /out/index.html; touch /conf/x 2>/dev/null || echo read-only > /out/ro.txt; sleep 3600"]
+    volumeMounts:
+    - {name: shared, mountPath: /out}
+    - {name: site, mountPath: /conf}
+  # ... which this one serves.
+  - name: reader
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["httpd", "-f", "-p", "8081", "-h", "/in"]
+    ports: [{containerPort: 8081}]
+    volumeMounts: [{name: shared, mountPath: /in, readOnly: true}]
+"#;
+
+/// GET `path` on `addr` until the body satisfies `want`.
+fn get_until(addr: &str, path: &str, what: &str, want: impl Fn(&str) -> bool) -> String {
+    wait_for(60, what, || match http_get(addr, path) {
+        Ok((200, body)) if want(&body) => Some(body),
+        _ => None,
+    })
+}
+
+#[test]
+fn podman_pods_share_an_empty_dir_and_see_config_map_updates() {
+    let Some(svc) = PodmanService::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pc = podman_up(&svc, dir.path());
+    let manifest = dir.path().join("vols.yaml");
+    std::fs::write(&manifest, VOLUMES).unwrap();
+    pc.c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let ip = wait_for(90, "vols Running with a pod IP", || {
+        let p = json(&pc.c, &["get", "pod", "vols"]);
+        (s(&p, "/status/phase") == "Running" && !s(&p, "/status/podIP").is_empty())
+            .then(|| s(&p, "/status/podIP").to_string())
+    });
+    // The ConfigMap's key is a file in the container.
+    get_until(
+        &format!("{ip}:8080"),
+        "/index.html",
+        "the ConfigMap's file served",
+        |b| b.contains("version one"),
+    );
+    // What one container writes into the emptyDir, the other serves; the ConfigMap volume
+    // is read-only for the container.
+    let addr = format!("{ip}:8081");
+    get_until(&addr, "/index.html", "the emptyDir file served by the reader", |b| {
+        b.contains("written by the writer")
+    });
+    get_until(
+        &addr,
+        "/ro.txt",
+        "the writer could not write into the ConfigMap volume",
+        |b| b.contains("read-only"),
+    );
+    // An update of the ConfigMap reaches the running container's file.
+    std::fs::write(&manifest, VOLUMES.replace("version one", "version two")).unwrap();
+    pc.c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    get_until(
+        &format!("{ip}:8080"),
+        "/index.html",
+        "the updated ConfigMap served",
+        |b| b.contains("version two"),
+    );
+    // The files live under the kubelet's root dir in the data dir, until the pod is gone.
+    let uid = s(&json(&pc.c, &["get", "pod", "vols"]), "/metadata/uid").to_string();
+    let node = s(&json(&pc.c, &["get", "pod", "vols"]), "/spec/nodeName").to_string();
+    let pod_dir = dir.path().join("kubelet").join(&node).join("pods").join(&uid);
+    assert!(
+        pod_dir
+            .join("volumes/kubernetes.io~empty-dir/shared/index.html")
+            .is_file(),
+        "{}",
+        pod_dir.display()
+    );
+    pc.c.ok(&["delete", "pod", "vols"]);
+    wait_for(60, "the pod's volume directory removed", || {
+        (!pod_dir.exists()).then_some(())
+    });
+}
+
+const ENV_FROM_SECRET: &str = r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+stringData:
+  password: s3cret
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: envy
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "mkdir -p /www && echo \"$PASSWORD $COLOUR $POD_NAME\" > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{containerPort: 8080}]
+    env:
+    - name: PASSWORD
+      valueFrom: {secretKeyRef: {name: creds, key: password}}
+    - name: COLOUR
+      valueFrom: {configMapKeyRef: {name: paint, key: colour}}
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+"#;
+
+#[test]
+fn podman_env_from_a_secret_waits_for_a_missing_config_map() {
+    let Some(svc) = PodmanService::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pc = podman_up(&svc, dir.path());
+    let manifest = dir.path().join("envy.yaml");
+    std::fs::write(&manifest, ENV_FROM_SECRET).unwrap();
+    pc.c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    // No ConfigMap "paint": the container cannot be configured, and says so.
+    wait_for(60, "envy in CreateContainerConfigError", || {
+        let p = json(&pc.c, &["get", "pod", "envy"]);
+        (s(&p, "/status/containerStatuses/0/state/waiting/reason") == "CreateContainerConfigError"
+            && s(&p, "/status/containerStatuses/0/state/waiting/message") == "configmap \"paint\" not found")
+            .then_some(())
+    });
+    let table = pc.c.ok(&["get", "pod", "envy"]);
+    assert!(table.contains("CreateContainerConfigError"), "{table}");
+    pc.c.ok(&["create", "configmap", "paint", "--from-literal=colour=blue"]);
+    let ip = wait_for(90, "envy Running with a pod IP", || {
+        let p = json(&pc.c, &["get", "pod", "envy"]);
+        (s(&p, "/status/phase") == "Running" && !s(&p, "/status/podIP").is_empty())
+            .then(|| s(&p, "/status/podIP").to_string())
+    });
+    get_until(&format!("{ip}:8080"), "/index.html", "the environment served", |b| {
+        b.contains("s3cret blue envy")
+    });
+}

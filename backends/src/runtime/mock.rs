@@ -34,6 +34,13 @@
 //! Probes are simulated ([`ContainerRuntime::probe`] returns a result), so the kubelet
 //! never connects to a mock pod's IP.
 //!
+//! ## Volumes
+//!
+//! The kubelet prepares each volume on the node (files under its root dir) and passes the
+//! mounts in the container config. The mock mounts nothing, but refuses a mount whose source
+//! does not exist (as a bind mount would fail) and records them: [`MockRuntime::mounts`]
+//! (and each container's environment: [`MockRuntime::env`]).
+//!
 //! ## Logs
 //!
 //! Each start writes a few lines, e.g. `[mock] httpd starting on port 8080`; an exit and a
@@ -45,8 +52,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use kulisse_core::runtime::{
-    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus, Ipv4Cidr, LogOptions, LogStream,
-    PodSandboxConfig, ProbeAction, ProbeResult, ProbeSpec, RuntimeError, Sandbox, SandboxInfo, SandboxState,
+    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus, EnvVar, Ipv4Cidr, LogOptions,
+    LogStream, Mount, PodSandboxConfig, ProbeAction, ProbeResult, ProbeSpec, RuntimeError, Sandbox, SandboxInfo,
+    SandboxState,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -111,6 +119,10 @@ struct MockContainer {
     exit_plan: Option<(Duration, i32)>,
     start_fails: bool,
     ports: Vec<u16>,
+    /// The volumes mounted into it, as the kubelet asked.
+    mounts: Vec<Mount>,
+    /// Its environment, as the kubelet made it.
+    env: Vec<EnvVar>,
     logs: Vec<(SystemTime, String)>,
 }
 
@@ -285,6 +297,18 @@ impl MockRuntime {
         self.state().status_reads.get(id).copied().unwrap_or(0)
     }
 
+    /// The mounts a container was created with (`None`: no such container). The mock does
+    /// not mount anything; it records what a real runtime would bind-mount, so tests can check
+    /// the kubelet's volume work.
+    pub fn mounts(&self, container_id: &str) -> Option<Vec<Mount>> {
+        self.state().containers.get(container_id).map(|c| c.mounts.clone())
+    }
+
+    /// The environment a container was created with (`None`: no such container).
+    pub fn env(&self, container_id: &str) -> Option<Vec<EnvVar>> {
+        self.state().containers.get(container_id).map(|c| c.env.clone())
+    }
+
     /// How often the sandboxes were listed with exactly `filter` (the kubelet's housekeeping
     /// lists them all, with an empty filter, on every round).
     pub fn sandbox_lists(&self, filter: &BTreeMap<String, String>) -> u64 {
@@ -362,6 +386,21 @@ fn annotation<'a>(annotations: &'a BTreeMap<String, String>, key: &str) -> Optio
     annotations
         .get(&format!("{ANNOTATION_PREFIX}{key}"))
         .map(String::as_str)
+}
+
+/// A bind mount needs its source: the kubelet must have prepared every volume.
+fn check_mounts(config: &ContainerConfig) -> Result<(), RuntimeError> {
+    match config
+        .mounts
+        .iter()
+        .find(|m| std::fs::symlink_metadata(&m.host_path).is_err())
+    {
+        Some(m) => Err(RuntimeError::Backend(format!(
+            "mock: cannot mount volume {:?} at {}: the source {} does not exist",
+            m.volume, m.container_path, m.host_path
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn matches(labels: &BTreeMap<String, String>, filter: &BTreeMap<String, String>) -> bool {
@@ -540,6 +579,7 @@ impl ContainerRuntime for MockRuntime {
             None => None,
         };
         let start_fails = annotation(annotations, &format!("start.{name}")) == Some("fail");
+        check_mounts(config)?;
         let image_ref = s
             .images
             .get(&config.image)
@@ -567,6 +607,8 @@ impl ContainerRuntime for MockRuntime {
                 exit_plan,
                 start_fails,
                 ports: config.ports.iter().map(|p| p.container_port).collect(),
+                mounts: config.mounts.clone(),
+                env: config.env.clone(),
                 logs: Vec::new(),
             },
         );

@@ -10,7 +10,7 @@
 //! | `PullImage`            | `POST /libpod/images/pull`                                    |
 //! | `ImageStatus`          | `GET /libpod/images/{name}/json`                              |
 //! | `RunPodSandbox`        | `podman pod create` + `podman pod start`: the pod's *infra* container (podman's `catatonit -P`) holds the network namespace, exactly the job of Kubernetes' `pause` container |
-//! | `CreateContainer`      | `podman create --pod <sandbox>`: joins the infra container's namespaces |
+//! | `CreateContainer`      | `podman create --pod <sandbox>`: joins the infra container's namespaces; each volume the kubelet prepared is a bind mount (`--mount type=bind,src=<kubelet dir>,dst=<mountPath>[,ro]`) |
 //! | `StartContainer`       | `podman start`                                                |
 //! | `StopContainer`        | `podman stop -t <grace>`: SIGTERM, then SIGKILL               |
 //! | `ContainerStatus`      | `podman inspect`                                              |
@@ -267,6 +267,23 @@ fn linux_resources(config: &ContainerConfig) -> Option<models::LinuxResources> {
         return None;
     }
     serde_json::from_value::<models::LinuxResources>(serde_json::Value::Object(resources)).ok()
+}
+
+/// The kubelet's mounts as podman bind mounts (`podman create --mount
+/// type=bind,src=...,dst=...,ro`): the source is a directory or file the kubelet prepared.
+fn bind_mounts(config: &ContainerConfig) -> Vec<models::ContainerMount> {
+    config
+        .mounts
+        .iter()
+        .map(|m| models::ContainerMount {
+            destination: Some(m.container_path.clone()),
+            source: Some(m.host_path.clone()),
+            _type: Some("bind".into()),
+            options: Some(vec!["rbind".into(), if m.readonly { "ro" } else { "rw" }.into()]),
+            uid_mappings: None,
+            gid_mappings: None,
+        })
+        .collect()
 }
 
 /// The registry part of an image reference, if it names one (`localhost`,
@@ -869,6 +886,9 @@ impl ContainerRuntime for PodmanRuntime {
             }
             if let Some(res) = linux_resources(config) {
                 b = b.resource_limits(res);
+            }
+            if !config.mounts.is_empty() {
+                b = b.mounts(bind_mounts(config));
             }
             b.build()
         };

@@ -194,6 +194,10 @@ pub struct KubeletArgs {
     pub allow_remote_pulls: bool,
     #[command(flatten)]
     pub size: NodeSizeArgs,
+    /// Where the kubelet keeps its pods' volumes (upstream's --root-dir). Default: a
+    /// directory of its own under the temp dir, removed when it stops.
+    #[arg(long, value_name = "DIR")]
+    pub root_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -322,6 +326,7 @@ pub fn mock_kubelet(
     fast: bool,
     crashloop: Duration,
     size: &NodeSizeArgs,
+    root_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<kulisse_core::kubelet::Kubelet> {
     // Each node's mock runtime gets its own seed, so container ids differ across nodes.
     let seed = super::election::stable_hash(node);
@@ -337,6 +342,7 @@ pub fn mock_kubelet(
         opts.node_status_update_interval = Duration::from_secs(1);
     }
     size.apply(&mut opts, RuntimeKind::Mock)?;
+    opts.root_dir = root_dir.map(std::path::Path::to_path_buf);
     Ok(kulisse_core::kubelet::Kubelet::new(client, runtime, opts))
 }
 
@@ -352,6 +358,7 @@ pub async fn podman_kubelet(
     socket: Option<&std::path::Path>,
     allow_remote_pulls: bool,
     size: &NodeSizeArgs,
+    root_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<kulisse_core::kubelet::Kubelet> {
     use kulisse_backends::runtime::podman::{PodmanOptions, PodmanRuntime, cluster_id_from_token, default_socket};
     let socket = socket.map(std::path::Path::to_path_buf).unwrap_or_else(default_socket);
@@ -369,6 +376,7 @@ pub async fn podman_kubelet(
         opts.node_status_update_interval = Duration::from_secs(1);
     }
     size.apply(&mut opts, RuntimeKind::Podman)?;
+    opts.root_dir = root_dir.map(std::path::Path::to_path_buf);
     Ok(kulisse_core::kubelet::Kubelet::new(client, runtime, opts))
 }
 
@@ -389,6 +397,7 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
             args.fast_failover,
             args.crashloop_backoff,
             &args.size,
+            args.root_dir.as_deref(),
         )?,
         RuntimeKind::Podman => {
             podman_kubelet(
@@ -400,6 +409,7 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
                 args.podman_socket.as_deref(),
                 args.allow_remote_pulls,
                 &args.size,
+                args.root_dir.as_deref(),
             )
             .await?
         }

@@ -241,7 +241,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
     let mut tasks = Vec::new();
     tasks.extend(start_elected_components(args, data_dir, &client, &stop_rx));
     for i in 1..=args.nodes {
-        tasks.extend(start_node(args, i, &client, &token, &stop_rx).await?);
+        tasks.extend(start_node(args, data_dir, i, &client, &token, &stop_rx).await?);
     }
     Ok(RunningCluster {
         url,
@@ -308,6 +308,7 @@ async fn open_store(args: &UpArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn St
 /// Node `i` (`node-i`): its kubelet and its kube-proxy, running until `stop_rx` flips.
 async fn start_node(
     args: &UpArgs,
+    data_dir: &Path,
     i: u32,
     client: &Client,
     token: &str,
@@ -315,6 +316,8 @@ async fn start_node(
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut spawned = Vec::new();
     let node = format!("node-{i}");
+    // Each node's kubelet keeps its pods' volumes under the data dir.
+    let root_dir = data_dir.join("kubelet").join(&node);
     let kubelet = match args.runtime {
         RuntimeKind::Mock => super::components::mock_kubelet(
             client.clone(),
@@ -323,6 +326,7 @@ async fn start_node(
             args.fast_failover,
             args.crashloop_backoff,
             &args.size,
+            Some(&root_dir),
         )?,
         RuntimeKind::Podman => {
             super::components::podman_kubelet(
@@ -334,6 +338,7 @@ async fn start_node(
                 args.podman_socket.as_deref(),
                 args.allow_remote_pulls,
                 &args.size,
+                Some(&root_dir),
             )
             .await?
         }

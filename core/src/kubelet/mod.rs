@@ -13,7 +13,9 @@
 //!    kubelet sees only the pods the scheduler bound to it.
 //! 3. **Pod workers** ([`pod_worker`]): one small task per pod. Each sync compares what the
 //!    pod asks for with what the container runtime reports, and closes the gap through the
-//!    CRI ([`crate::runtime::ContainerRuntime`]): pull images, run the pod sandbox, create
+//!    CRI ([`crate::runtime::ContainerRuntime`]): set up the pod's volumes on the node
+//!    (`volumes.rs`, with the ConfigMaps and Secrets of `sources.rs`), make each container's
+//!    environment (`env.rs`), pull images, run the pod sandbox, create
 //!    and start containers, restart crashed ones with the `CrashLoopBackOff` delay (10 s,
 //!    doubling to 5 min), kill containers whose liveness probe fails ([`probes`]). Then it
 //!    writes what it sees back as the pod's `status` (phase, conditions, container
@@ -30,13 +32,18 @@
 //! runtime every second, each kulisse pod worker looks at its own containers every
 //! [`KubeletOptions::relist_period`].
 
+mod atomic_writer;
 mod container;
+mod downward;
+mod env;
 pub mod machine;
 pub mod node;
 pub mod pod_worker;
 pub mod probes;
 pub mod server;
+mod sources;
 mod status;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -97,6 +104,10 @@ pub struct KubeletOptions {
     /// The bearer token the kubelet's HTTP server demands (the API server's token). Empty:
     /// the server refuses every log request (only `/healthz` answers).
     pub token: String,
+    /// Where the kubelet keeps its pods' volumes (upstream's `--root-dir`,
+    /// `/var/lib/kubelet`). `None`: a directory of its own under the system's temp dir,
+    /// removed when the kubelet stops.
+    pub root_dir: Option<std::path::PathBuf>,
 }
 
 impl KubeletOptions {
@@ -121,6 +132,7 @@ impl KubeletOptions {
             backoff_reset_after: Duration::from_secs(600),
             server_port: 0,
             token: String::new(),
+            root_dir: None,
         }
     }
 
@@ -148,6 +160,10 @@ pub(crate) struct Shared {
     pub recorder: EventRecorder,
     /// The informer's cache of this node's pods.
     pub pods: Cache,
+    /// The ConfigMaps and Secrets the pods use.
+    pub sources: sources::ConfigSources,
+    /// Where the pods' volumes live.
+    pub volume_dirs: volumes::VolumeDirs,
 }
 
 /// A node agent. See the module doc.
@@ -199,8 +215,11 @@ impl Kubelet {
         // Orphans can only be told apart once the informer has listed this node's pods: before
         // that every sandbox would look orphaned (upstream waits for its sources the same way).
         let synced = informer.synced();
+        let (volume_dirs, own_root) = volume_dirs(&options);
         let shared = Arc::new(Shared {
             recorder: EventRecorder::new(self.client.clone(), "kubelet", Some(&options.node_name)),
+            sources: sources::ConfigSources::new(self.client.clone(), shutdown.clone()),
+            volume_dirs,
             client: self.client,
             runtime: self.runtime,
             pods: informer.cache(),
@@ -227,8 +246,29 @@ impl Kubelet {
         for t in tasks {
             t.abort();
         }
+        if own_root {
+            shared.volume_dirs.remove_all();
+        }
         Ok(())
     }
+}
+
+/// The volume directories: under `root_dir`, or under a temp dir of this kubelet's own
+/// (then `true`: remove it at the end).
+fn volume_dirs(options: &KubeletOptions) -> (volumes::VolumeDirs, bool) {
+    let (root, own) = match &options.root_dir {
+        Some(r) => (r.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!(
+                "kulisse-kubelet-{}-{}-{:08x}",
+                options.node_name,
+                std::process::id(),
+                rand::random::<u32>()
+            )),
+            true,
+        ),
+    };
+    (volumes::VolumeDirs::new(&root, own), own)
 }
 
 /// Check the node IP (loopback only) and the pod CIDR, and hand the CIDR to the runtime.
@@ -415,6 +455,12 @@ async fn cleanup_orphans(shared: &Arc<Shared>, workers: &HashMap<String, pod_wor
         }
         let _ = shared.runtime.stop_pod_sandbox(&sb.id).await;
         let _ = shared.runtime.remove_pod_sandbox(&sb.id).await;
+    }
+    // Volume directories of pods that are gone (upstream's `cleanupOrphanedPodDirs`).
+    for uid in shared.volume_dirs.pod_uids() {
+        if !known.contains(&uid) && !workers.get(&uid).is_some_and(|w| !w.is_finished()) {
+            shared.volume_dirs.remove_pod(&uid);
+        }
     }
 }
 

@@ -22,7 +22,7 @@
 //! a `kubelet.sync_pod` span that joins the trace of whoever last wrote the pod (its
 //! `kulisse.dev/traceparent` annotation), with one `runtime.*` span per CRI call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,15 +33,18 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span, field::Empty, info_span};
 
 use super::container::{Backoff, ContainerRec, Instance};
+use super::downward;
+use super::env;
 use super::probes::{self, ProbeState};
 use super::status::{self, PodFacts};
+use super::volumes::{self, PodVolumes};
 use super::{KubeletOptions, Shared};
 use crate::events::EventType;
 use crate::objects;
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, EnvVar, LABEL_CONTAINER_NAME, LABEL_POD_NAME,
-    LABEL_POD_NAMESPACE, LABEL_POD_UID, PodSandboxConfig, PortMapping, ProbeKind, ProbeResult, Resources, RuntimeError,
-    Sandbox, SandboxState,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID, Mount, PodSandboxConfig, PortMapping, ProbeKind, ProbeResult, Resources,
+    RuntimeError, Sandbox, SandboxState,
 };
 
 /// What the dispatcher tells a worker.
@@ -92,6 +95,13 @@ pub(crate) fn spawn(
 /// One step a sync decided to take.
 #[derive(Debug)]
 enum Step {
+    /// Set up (or update) these volumes.
+    MountVolumes(Vec<volumes::Work>),
+    /// A volume cannot be set up: report it (once per message).
+    MountFailed {
+        volume: String,
+        message: String,
+    },
     RunSandbox,
     Start {
         index: usize,
@@ -121,6 +131,8 @@ pub(super) struct Worker {
     pub sandbox: Option<Sandbox>,
     sandbox_attempt: u32,
     pub containers: Vec<ContainerRec>,
+    /// The pod's volumes that are set up on the node.
+    volumes: PodVolumes,
     pub start_time: Option<String>,
     /// Set once the pod reached `Succeeded` or `Failed`: it never runs again.
     pub terminal: Option<&'static str>,
@@ -153,6 +165,7 @@ macro_rules! runtime_span {
             "runtime.container_id" = Empty,
             "runtime.sandbox_id" = Empty,
             "runtime.pod_ip" = Empty,
+            "runtime.mounts" = Empty,
             "otel.status_code" = Empty,
             "otel.status_description" = Empty,
         )
@@ -227,6 +240,7 @@ impl Worker {
             sandbox: None,
             sandbox_attempt: 0,
             containers: Vec::new(),
+            volumes: PodVolumes::default(),
             start_time: Some(
                 pod.pointer("/status/startTime")
                     .and_then(Value::as_str)
@@ -448,11 +462,49 @@ impl Worker {
         changed
     }
 
+    /// What the downward API may tell about this pod now.
+    fn downward_facts(&self) -> downward::PodFacts<'_> {
+        let opts = &self.shared.options;
+        downward::PodFacts {
+            node_name: &opts.node_name,
+            host_ip: &opts.node_ip,
+            pod_ip: self.sandbox.as_ref().map(|s| s.ip.as_str()).unwrap_or(""),
+            node_cpu: &opts.cpu,
+            node_memory: &opts.memory,
+        }
+    }
+
+    /// The volume work this sync has to do (upstream's volume manager, which the pod worker
+    /// waits for in `WaitForAttachAndMount`).
+    fn volume_plan(&self, pod: &Value) -> volumes::Plan {
+        let facts = self.downward_facts();
+        let ctx = volumes::Context {
+            pod,
+            uid: &self.uid,
+            namespace: &self.namespace,
+            dirs: &self.shared.volume_dirs,
+            sources: &self.shared.sources,
+            facts: &facts,
+        };
+        self.volumes.plan(&ctx)
+    }
+
     /// Decide what to do, without doing it (upstream's `computePodActions`).
-    fn plan(&mut self, pod: &Value, spec: &[Value]) -> Vec<Step> {
+    fn plan(&mut self, pod: &Value, spec: &[Value], vplan: volumes::Plan) -> Vec<Step> {
         let mut steps = Vec::new();
         if self.terminal.is_some() {
             return steps;
+        }
+        // Containers start only once every volume is there.
+        let volumes_ready = vplan.error.is_none() && !vplan.waiting;
+        match vplan.error {
+            Some((volume, message)) if self.volumes.reported_error.as_ref() != Some(&message) => {
+                steps.push(Step::MountFailed { volume, message });
+            }
+            _ => {}
+        }
+        if !vplan.work.is_empty() {
+            steps.push(Step::MountVolumes(vplan.work));
         }
         if self.sandbox.is_none() {
             steps.push(Step::RunSandbox);
@@ -463,6 +515,9 @@ impl Worker {
         for (index, rec) in self.containers.iter_mut().enumerate() {
             let image = spec[index].get("image").and_then(Value::as_str).unwrap_or("");
             steps.extend(plan_container(index, rec, image, policy, opts, now));
+        }
+        if !volumes_ready && !self.volumes.ready(pod) {
+            steps.retain(|s| !matches!(s, Step::Start { .. } | Step::RunSandbox));
         }
         // A wait that is already reported needs no action.
         steps.retain(|s| !already_reported(s, &self.containers));
@@ -490,7 +545,8 @@ impl Worker {
         }
     }
 
-    fn container_config(&self, c: &Value, attempt: u32) -> ContainerConfig {
+    /// The CRI's `ContainerConfig` for container `c`, with its environment and mounts.
+    fn container_config(&self, c: &Value, attempt: u32, env: Vec<EnvVar>, mounts: Vec<Mount>) -> ContainerConfig {
         let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_POD_NAME.to_string(), self.name.clone());
@@ -499,24 +555,17 @@ impl Worker {
         labels.insert(LABEL_CONTAINER_NAME.to_string(), name.clone());
         let mut annotations = BTreeMap::new();
         annotations.insert("io.kubernetes.container.restartCount".to_string(), attempt.to_string());
+        // `$(VAR)` in command and args expands to the container's variables.
+        let vars: HashMap<String, String> = env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+        let expanded =
+            |v: Option<&Value>| -> Vec<String> { strings(v).iter().map(|s| env::expand(s, &vars)).collect() };
         ContainerConfig {
             name,
             attempt,
             image: c.get("image").and_then(Value::as_str).unwrap_or("").to_string(),
-            command: strings(c.get("command")),
-            args: strings(c.get("args")),
-            env: c
-                .get("env")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| {
-                    Some(EnvVar {
-                        name: e.get("name")?.as_str()?.to_string(),
-                        value: e.get("value").and_then(Value::as_str).unwrap_or("").to_string(),
-                    })
-                })
-                .collect(),
+            command: expanded(c.get("command")),
+            args: expanded(c.get("args")),
+            env,
             working_dir: c.get("workingDir").and_then(Value::as_str).map(str::to_string),
             ports: container_ports(c),
             resources: Resources {
@@ -525,8 +574,34 @@ impl Worker {
                 memory_request_bytes: memory_bytes(c.pointer("/resources/requests/memory")),
                 memory_limit_bytes: memory_bytes(c.pointer("/resources/limits/memory")),
             },
+            mounts,
             labels,
             annotations,
+        }
+    }
+
+    /// The environment and mounts of container `c` (upstream's `GenerateRunContainerOptions`);
+    /// `None` when they cannot be made yet (the container then waits, and says why).
+    async fn container_inputs(&mut self, index: usize, pod: &Value, c: &Value) -> Option<(Vec<EnvVar>, Vec<Mount>)> {
+        let made = {
+            let facts = self.downward_facts();
+            env::make(pod, c, &self.namespace, &self.shared.sources, &facts)
+        };
+        let environment = match made {
+            Ok(e) => e,
+            Err(env::EnvError::NotYet) => return None,
+            Err(env::EnvError::Config(message)) => {
+                self.creation_failed(index, "CreateContainerConfigError", &message)
+                    .await;
+                return None;
+            }
+        };
+        match self.volumes.mounts(c) {
+            Ok(mounts) => Some((environment, mounts)),
+            Err(message) => {
+                self.creation_failed(index, "CreateContainerError", &message).await;
+                None
+            }
         }
     }
 
@@ -536,7 +611,8 @@ impl Worker {
         self.ensure_records(&spec);
         self.observe().await;
         let probes_changed = self.run_probes(pod, &spec).await;
-        let steps = self.plan(pod, &spec);
+        let vplan = self.volume_plan(pod);
+        let steps = self.plan(pod, &spec, vplan);
         let status_now = self.status(pod);
         if let Some(p @ ("Succeeded" | "Failed")) = status_now.get("phase").and_then(Value::as_str) {
             self.terminal = Some(if p == "Succeeded" { "Succeeded" } else { "Failed" });
@@ -594,6 +670,14 @@ impl Worker {
         let sandbox_cfg = self.sandbox_config(pod);
         for step in steps {
             match step {
+                Step::MountVolumes(work) => {
+                    if !self.mount_volumes(&work).await {
+                        return false; // reported; no container starts without its volumes
+                    }
+                }
+                Step::MountFailed { volume, message } => {
+                    self.mount_failed(&volume, &message).await;
+                }
                 Step::RunSandbox => {
                     if !self.run_sandbox(&sandbox_cfg).await {
                         return false; // nothing can start without a sandbox
@@ -601,7 +685,7 @@ impl Worker {
                 }
                 Step::Start { index, restart } => {
                     if self.sandbox.is_some() {
-                        self.start_container(index, &spec[index], &sandbox_cfg, restart).await;
+                        self.start_container(index, pod, &sandbox_cfg, restart).await;
                     }
                 }
                 Step::Kill { index, message, grace } => {
@@ -658,6 +742,40 @@ impl Worker {
             }
         }
         again
+    }
+
+    /// Set up or update volumes in a `kubelet.mount_volumes` span.
+    async fn mount_volumes(&mut self, work: &[volumes::Work]) -> bool {
+        let span = info_span!(
+            "kubelet.mount_volumes",
+            "kulisse.stage" = "kubelet",
+            "k8s.kind" = "Pod",
+            "k8s.namespace" = %self.namespace,
+            "k8s.name" = %self.name,
+            "kubelet.volumes" = %volumes::describe(work),
+            "kubelet.volume_dir" = %self.shared.volume_dirs.disk.join(&self.uid).display(),
+            "otel.status_code" = Empty,
+            "otel.status_description" = Empty,
+        );
+        let result = span.in_scope(|| self.volumes.apply(&self.shared.volume_dirs, &self.uid, work));
+        match result {
+            Ok(()) => {
+                self.volumes.reported_error = None;
+                true
+            }
+            Err((volume, message)) => {
+                record_error(&span, &message);
+                self.mount_failed(&volume, &message).await;
+                false
+            }
+        }
+    }
+
+    /// A `FailedMount` event in upstream's words, once per message.
+    async fn mount_failed(&mut self, volume: &str, message: &str) {
+        let text = format!("MountVolume.SetUp failed for volume \"{volume}\" : {message}");
+        self.volumes.reported_error = Some(message.to_string());
+        self.event(EventType::Warning, "FailedMount", &text).await;
     }
 
     async fn run_sandbox(&mut self, cfg: &PodSandboxConfig) -> bool {
@@ -788,14 +906,18 @@ impl Worker {
     }
 
     /// Upstream's `startContainer`: pull the image, create the container, start it.
-    async fn start_container(&mut self, index: usize, c: &Value, cfg: &PodSandboxConfig, restart: bool) {
+    async fn start_container(&mut self, index: usize, pod: &Value, cfg: &PodSandboxConfig, restart: bool) {
         let Some(sandbox) = self.sandbox.clone() else { return };
+        let c = &spec_containers(pod)[index];
+        let Some((env, mounts)) = self.container_inputs(index, pod, c).await else {
+            return;
+        };
         self.prepare_start(index, restart).await;
         if !self.ensure_image(index, c, cfg).await {
             return;
         }
         let attempt = self.containers[index].restart_count;
-        let config = self.container_config(c, attempt);
+        let config = self.container_config(c, attempt, env, mounts);
         let name = config.name.clone();
         let Some(id) = self.create_container(index, &config, cfg, &sandbox).await else {
             return;
@@ -869,6 +991,17 @@ impl Worker {
         span.record("runtime.image", config.image.as_str());
         span.record("runtime.container_name", config.name.as_str());
         span.record("runtime.sandbox_id", sandbox.id.as_str());
+        if !config.mounts.is_empty() {
+            let mounts: Vec<String> = config
+                .mounts
+                .iter()
+                .map(|m| {
+                    let mode = if m.readonly { "ro" } else { "rw" };
+                    format!("{}:{} ({mode})", m.volume, m.container_path)
+                })
+                .collect();
+            span.record("runtime.mounts", mounts.join(", ").as_str());
+        }
         let created = self
             .shared
             .runtime
@@ -882,18 +1015,24 @@ impl Worker {
             }
             Err(e) => {
                 record_error(&span, &e);
-                let message = e.to_string();
-                let backoff_base = self.shared.options.backoff_base;
-                let rec = &mut self.containers[index];
-                rec.waiting = Some(("CreateContainerError".into(), message.clone()));
-                let delay = rec.crash.delay.unwrap_or(backoff_base);
-                rec.crash.delay = Some(delay);
-                rec.crash.until = Some(Instant::now() + delay);
-                self.event(EventType::Warning, "Failed", &format!("Error: {message}"))
+                self.creation_failed(index, "CreateContainerError", &e.to_string())
                     .await;
                 None
             }
         }
+    }
+
+    /// The container could not be created: it waits with `reason` (`CreateContainerError`,
+    /// `CreateContainerConfigError`) and is tried again after the back-off delay.
+    async fn creation_failed(&mut self, index: usize, reason: &str, message: &str) {
+        let backoff_base = self.shared.options.backoff_base;
+        let rec = &mut self.containers[index];
+        rec.waiting = Some((reason.to_string(), message.to_string()));
+        let delay = rec.crash.delay.unwrap_or(backoff_base);
+        rec.crash.delay = Some(delay);
+        rec.crash.until = Some(Instant::now() + delay);
+        self.event(EventType::Warning, "Failed", &format!("Error: {message}"))
+            .await;
     }
 
     async fn stop_container(&mut self, index: usize, id: &str, grace: i64) {
@@ -1041,6 +1180,7 @@ impl Worker {
             self.write_status(pod, status).await;
             self.remove_sandbox().await;
             self.remove_leftovers().await;
+            self.shared.volume_dirs.remove_pod(&self.uid);
             let info = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
             let options = json!({
                 "apiVersion": "v1",
@@ -1070,6 +1210,7 @@ impl Worker {
     async fn cleanup(&mut self, last: &Arc<Value>) {
         if self.sandbox.is_none() && self.containers.iter().all(|r| r.current.is_none()) {
             self.remove_leftovers().await;
+            self.shared.volume_dirs.remove_pod(&self.uid);
             return;
         }
         let phase_before = last.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
@@ -1093,6 +1234,7 @@ impl Worker {
             self.kill_pod(grace, true).await;
             self.remove_sandbox().await;
             self.remove_leftovers().await;
+            self.shared.volume_dirs.remove_pod(&self.uid);
         }
         .instrument(span)
         .await;
@@ -1168,8 +1310,11 @@ fn plan_container(
 ) -> Option<Step> {
     let Some(st) = rec.current.as_ref().and_then(|i| i.status.clone()) else {
         // Never ran (or gone from the runtime).
+        let creation_failed = rec.waiting.as_ref().is_some_and(|w| w.0.starts_with("CreateContainer"));
         return Some(if rec.pull.active(now) {
             Step::WaitPull { index }
+        } else if rec.crash.active(now) && creation_failed {
+            return None; // keeps showing why; tried again when the delay is over
         } else if rec.crash.active(now) {
             Step::WaitCrash {
                 index,
@@ -1277,6 +1422,8 @@ fn probe_states(c: &Value, started: Instant) -> Vec<ProbeState> {
 fn describe_step(s: &Step, containers: &[ContainerRec]) -> String {
     let name = |i: &usize| containers.get(*i).map(|c| c.name.as_str()).unwrap_or("?");
     match s {
+        Step::MountVolumes(work) => format!("mount volumes {}", volumes::describe(work)),
+        Step::MountFailed { volume, .. } => format!("wait for volume {volume}"),
         Step::RunSandbox => "run the pod sandbox".into(),
         Step::Start { index, restart: false } => format!("start container {}", name(index)),
         Step::Start { index, restart: true } => format!("restart container {}", name(index)),

@@ -17,7 +17,8 @@
 //!   `kubectl describe secret` only their sizes.
 //!
 //! Where kulisse differs: Secrets are stored as they are sent (base64 in the store, like an
-//! etcd without encryption at rest), and no kubelet mounts them yet.
+//! etcd without encryption at rest). Kubelets mount them (`secret` and `projected`
+//! volumes) and inject them (`secretKeyRef`, `envFrom`), see `kubelet/volumes.rs`.
 
 use base64::Engine;
 use serde_json::{Map, Value};

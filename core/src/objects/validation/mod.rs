@@ -43,11 +43,13 @@
 //! One file per group of rules, in the order a reader meets them: [`names`] (the name and
 //! label rules of apimachinery's `util/validation`), [`json`] (field paths and lookups over
 //! raw JSON), [`metadata`], [`selectors`], [`pods`] (pods, pod templates, Deployments and
-//! ReplicaSets), [`services`] (Services, Endpoints, EndpointSlices, Events, ConfigMaps,
+//! ReplicaSets), [`volumes`] (pod volumes and volume mounts), [`env`] (containers'
+//! environment), [`services`] (Services, Endpoints, EndpointSlices, Events, ConfigMaps,
 //! Leases), [`types`] (the type check) and [`entry`] (which rules apply to which kind, and
 //! on update). This file holds what they all report: [`FieldError`].
 
 mod entry;
+mod env;
 mod json;
 mod metadata;
 mod names;
@@ -55,8 +57,10 @@ mod pods;
 mod selectors;
 mod services;
 mod types;
+mod volumes;
 
 pub use entry::*;
+pub use env::*;
 use json::*;
 pub use metadata::*;
 pub use names::*;
@@ -64,6 +68,7 @@ use pods::*;
 use selectors::*;
 use services::*;
 use types::*;
+pub use volumes::*;
 
 use serde_json::{Map, Value};
 
@@ -172,6 +177,16 @@ impl FieldError {
             field: field.into(),
             bad_value: Some(go_value(value)),
             detail: format!("supported values: {}", quoted.join(", ")),
+        }
+    }
+
+    /// `Not found: <value>` (a name that refers to nothing).
+    pub fn not_found(field: impl Into<String>, value: &Value) -> FieldError {
+        FieldError {
+            error_type: FieldErrorType::NotFound,
+            field: field.into(),
+            bad_value: Some(go_value(value)),
+            detail: String::new(),
         }
     }
 

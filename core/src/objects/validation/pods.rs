@@ -49,7 +49,13 @@ fn validate_container_ports(ports: &[Value], path: &str, errs: &mut Errs) {
     }
 }
 
-fn validate_containers(containers: &[Value], path: &str, names: &mut HashSet<String>, errs: &mut Errs) {
+fn validate_containers(
+    containers: &[Value],
+    path: &str,
+    names: &mut HashSet<String>,
+    volumes: &HashSet<String>,
+    errs: &mut Errs,
+) {
     for (i, c) in containers.iter().enumerate() {
         let p = index(path, i);
         match get(c, "name") {
@@ -80,6 +86,9 @@ fn validate_containers(containers: &[Value], path: &str, names: &mut HashSet<Str
             errs,
         );
         validate_container_ports(get_arr(c, "ports"), &child(&p, "ports"), errs);
+        validate_env(get_arr(c, "env"), &child(&p, "env"), errs);
+        validate_env_from(get_arr(c, "envFrom"), &child(&p, "envFrom"), errs);
+        validate_volume_mounts(get_arr(c, "volumeMounts"), volumes, &child(&p, "volumeMounts"), errs);
     }
 }
 
@@ -90,12 +99,14 @@ pub(super) fn validate_pod_spec(spec: &Value, path: &str, in_template: bool, err
     if containers.is_empty() && containers_field.is_none_or(Value::is_array) {
         errs.push(FieldError::required(child(path, "containers"), ""));
     }
+    let volumes = validate_volumes(get_arr(spec, "volumes"), &child(path, "volumes"), errs);
     let mut names = HashSet::new();
-    validate_containers(containers, &child(path, "containers"), &mut names, errs);
+    validate_containers(containers, &child(path, "containers"), &mut names, &volumes, errs);
     validate_containers(
         get_arr(spec, "initContainers"),
         &child(path, "initContainers"),
         &mut names,
+        &volumes,
         errs,
     );
     if let Some(rp) = get_str(spec, "restartPolicy") {

@@ -897,3 +897,150 @@ fn go_value_rendering() {
     assert_eq!(go_value(&Value::Null), "null");
     assert_eq!(go_value(&json!({"b": 1, "a": [2]})), "{\"a\":[2],\"b\":1}");
 }
+
+fn pod_with(volumes: Value, mounts: Value) -> Value {
+    let mut p = pod();
+    p["spec"]["volumes"] = volumes;
+    p["spec"]["containers"][0]["volumeMounts"] = mounts;
+    p
+}
+
+#[test]
+fn volumes_of_every_supported_kind_pass() {
+    let p = pod_with(
+        json!([
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "ram", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            {"name": "conf", "configMap": {"name": "app", "items": [{"key": "a.conf", "path": "etc/a.conf", "mode": 0o600}], "defaultMode": 0o644, "optional": true}},
+            {"name": "creds", "secret": {"secretName": "db", "defaultMode": 0o400}},
+            {"name": "host", "hostPath": {"path": "/tmp", "type": "Directory"}},
+            {"name": "info", "downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "tier", "fieldRef": {"fieldPath": "metadata.labels['tier']"}},
+                {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory"}}]}},
+            {"name": "all", "projected": {"sources": [
+                {"configMap": {"name": "app"}},
+                {"secret": {"name": "db", "items": [{"key": "k", "path": "s/k"}]}},
+                {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}}
+        ]),
+        json!([
+            {"name": "scratch", "mountPath": "/scratch"},
+            {"name": "conf", "mountPath": "/etc/app", "readOnly": true},
+            {"name": "conf", "mountPath": "/etc/a.conf", "subPath": "etc/a.conf"}
+        ]),
+    );
+    validate(info("v1", "Pod"), &p).unwrap_or_else(|e| panic!("{}", e.message));
+}
+
+#[test]
+fn volume_names_sources_and_paths_as_upstream() {
+    let p = pod_with(
+        json!([
+            {"name": "Bad_Name", "emptyDir": {}},
+            {"name": "twice", "emptyDir": {}},
+            {"name": "twice", "emptyDir": {}},
+            {"name": "none"},
+            {"name": "two", "emptyDir": {}, "hostPath": {"path": "/tmp"}},
+            {"name": "cm", "configMap": {"items": [{"key": "k", "path": "/abs"}, {"key": "k", "path": "a/../../b"}, {"key": "k", "path": "..data"}], "defaultMode": 0o1000}},
+            {"name": "sec", "secret": {}},
+            {"name": "hp", "hostPath": {"path": "/tmp", "type": "Dir"}},
+            {"name": "pvc", "persistentVolumeClaim": {"claimName": "x"}}
+        ]),
+        json!([]),
+    );
+    let (message, causes) = errors("v1", "Pod", &p);
+    assert!(message.starts_with("Pod \"p\" is invalid: "), "{message}");
+    for needle in [
+        "spec.volumes[0].name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of",
+        "spec.volumes[2].name: Duplicate value: \"twice\"",
+        "spec.volumes[3]: Required value: must specify a volume type",
+        "spec.volumes[4].hostPath: Forbidden: may not specify more than 1 volume type",
+        "spec.volumes[5].configMap.name: Required value",
+        "spec.volumes[5].configMap.items[0].path: Invalid value: \"/abs\": must be a relative path",
+        "spec.volumes[5].configMap.items[1].path: Invalid value: \"a/../../b\": must not contain '..'",
+        "spec.volumes[5].configMap.items[2].path: Invalid value: \"..data\": must not start with '..'",
+        "spec.volumes[5].configMap.defaultMode: Invalid value: 512: must be a number between 0 and 0777 (octal), both inclusive",
+        "spec.volumes[6].secret.secretName: Required value",
+        "spec.volumes[7].hostPath.type: Unsupported value: \"Dir\"",
+        "spec.volumes[8].persistentVolumeClaim: Forbidden: kulisse has no storage for persistentVolumeClaim volumes",
+    ] {
+        assert!(has(&causes, needle), "missing {needle:?} in {causes:#?}");
+    }
+}
+
+#[test]
+fn volume_mounts_name_a_volume_once_per_path() {
+    let p = pod_with(
+        json!([{"name": "data", "emptyDir": {}}]),
+        json!([
+            {"name": "data", "mountPath": "/data"},
+            {"name": "data", "mountPath": "/data"},
+            {"name": "missing", "mountPath": "/m"},
+            {"name": "data", "mountPath": "/sub", "subPath": "../up"},
+            {"name": "data", "mountPath": "/abs", "subPath": "/etc"},
+            {"name": "data"}
+        ]),
+    );
+    let (_, causes) = errors("v1", "Pod", &p);
+    for needle in [
+        "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"/data\": must be unique",
+        "spec.containers[0].volumeMounts[2].name: Not found: \"missing\"",
+        "spec.containers[0].volumeMounts[3].subPath: Invalid value: \"../up\": must not contain '..'",
+        "spec.containers[0].volumeMounts[4].subPath: Invalid value: \"/etc\": must be a relative path",
+        "spec.containers[0].volumeMounts[5].mountPath: Required value",
+    ] {
+        assert!(has(&causes, needle), "missing {needle:?} in {causes:#?}");
+    }
+    // The same rules hold in a Deployment's pod template, with the template's field path.
+    let mut d = deployment();
+    d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "nope", "mountPath": "/x"}]);
+    let (_, causes) = errors("apps/v1", "Deployment", &d);
+    assert!(
+        has(
+            &causes,
+            "spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\""
+        ),
+        "{causes:#?}"
+    );
+}
+
+#[test]
+fn env_sources_as_upstream() {
+    let mut p = pod();
+    p["spec"]["containers"][0]["env"] = json!([
+        {"name": "OK", "value": "1"},
+        {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "colour"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+        {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password", "optional": true}}}
+    ]);
+    p["spec"]["containers"][0]["envFrom"] =
+        json!([{"configMapRef": {"name": "app"}, "prefix": "APP_"}, {"secretRef": {"name": "db"}}]);
+    validate(info("v1", "Pod"), &p).unwrap_or_else(|e| panic!("{}", e.message));
+
+    p["spec"]["containers"][0]["env"] = json!([
+        {"name": "A=B", "value": "x"},
+        {"name": "BOTH", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NONE", "valueFrom": {}},
+        {"name": "TWO", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}, "secretKeyRef": {"name": "s", "key": "k"}}},
+        {"name": "BAD_FIELD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels"}}},
+        {"name": "NO_KEY", "valueFrom": {"configMapKeyRef": {"name": "app"}}},
+        {"name": "BAD_RES", "valueFrom": {"resourceFieldRef": {"resource": "limits.gpu"}}}
+    ]);
+    p["spec"]["containers"][0]["envFrom"] = json!([{}, {"configMapRef": {"name": "app"}, "prefix": "X="}]);
+    let (_, causes) = errors("v1", "Pod", &p);
+    for needle in [
+        "spec.containers[0].env[0].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='",
+        "spec.containers[0].env[1].valueFrom: Invalid value: \"\": may not be specified when `value` is not empty",
+        "spec.containers[0].env[2].valueFrom: Invalid value: \"\": must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`",
+        "spec.containers[0].env[3].valueFrom: Invalid value: \"\": may not have more than one field specified at a time",
+        "spec.containers[0].env[4].valueFrom.fieldRef.fieldPath: Unsupported value: \"metadata.labels\"",
+        "spec.containers[0].env[5].valueFrom.configMapKeyRef.key: Required value",
+        "spec.containers[0].env[6].valueFrom.resourceFieldRef.resource: Unsupported value: \"limits.gpu\"",
+        "spec.containers[0].envFrom[0]: Invalid value: \"\": must specify one of: `configMapRef` or `secretRef`",
+        "spec.containers[0].envFrom[1].prefix: Invalid value: \"X=\"",
+    ] {
+        assert!(has(&causes, needle), "missing {needle:?} in {causes:#?}");
+    }
+}
