@@ -924,6 +924,8 @@ pub const STATIONS: &[Station] = &[
             m("core/src/scheduler/cache.rs", "what the scheduler knows of each node"),
             m("core/src/scheduler/plugins.rs", "the filter and score plugins"),
             m("core/src/scheduler/spread.rs", "PodTopologySpread: spreading replicas"),
+            m("core/src/scheduler/explain.rs", "each plugin's verdict, recorded as a span"),
+            m("cli/src/commands/why/pod.rs", "`kulisse explain pod NAME`: why a pod is where it is"),
         ],
     },
     Station {
