@@ -26,10 +26,12 @@ use crate::{GlobalArgs, builder};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Two modes:
-  kulisse explain TYPE[.FIELD...]   the documentation of a kind or field, as kubectl explain prints it
-  kulisse explain TYPE NAME         why that object is as it is (kulisse only): a pod's node or why it is
-                                    Pending (each scheduler plugin's verdict), a replicaset's pods, a
-                                    service's endpoints, a deployment's rollout
+  kulisse explain TYPE[.FIELD...]
+      the documentation of a kind or field, as kubectl explain prints it
+  kulisse explain TYPE NAME
+      why that object is as it is (kulisse only): why a pod is on its node
+      or Pending (each scheduler plugin's verdict), why a replicaset has
+      its pods, why a pod is in a service's endpoints, where a rollout is
 
 Examples:
   kulisse explain deployment.spec.strategy
