@@ -94,7 +94,7 @@ pub enum Command {
     Version(commands::version::VersionArgs),
     /// Print where the control plane runs.
     ClusterInfo(commands::cluster_info::ClusterInfoArgs),
-    /// Print the documentation of a kind or field, from the server's OpenAPI.
+    /// Print the documentation of a kind or field (from the server's OpenAPI), or, given a name, why an object is as it is.
     Explain(commands::explain::ExplainArgs),
     /// Create a Deployment, ConfigMap, Secret or Namespace from flags.
     Create(commands::create::CreateArgs),

@@ -618,4 +618,63 @@ async fn the_trace_shows_why_a_node_was_chosen() {
         scored.iter().any(|m| m.starts_with("busy: NodeResourcesFit=49 ")),
         "score events: {scored:?}"
     );
+
+    // The same, one `scheduler.plugin` span per plugin verdict (what `kulisse explain` reads).
+    let plugins_under = |parent: &collect::SpanRec| -> Vec<(String, String, String, String)> {
+        rec.spans
+            .iter()
+            .filter(|s| s.name == "scheduler.plugin" && s.parent == Some(parent.id))
+            .map(|s| {
+                let verdict = match s.fields.get("scheduler.plugin.verdict") {
+                    Some(v) => v.clone(),
+                    None => field(s, "scheduler.plugin.points"),
+                };
+                (
+                    field(s, "scheduler.plugin.node"),
+                    field(s, "scheduler.plugin.name"),
+                    verdict,
+                    field(s, "scheduler.plugin.reason"),
+                )
+            })
+            .collect()
+    };
+    let verdicts = plugins_under(filter);
+    let on = |node: &str, v: &[(String, String, String, String)]| -> Vec<String> {
+        v.iter()
+            .filter(|(n, ..)| n == node)
+            .map(|(_, p, v, r)| format!("{p} {v} {r}").trim_end().to_string())
+            .collect()
+    };
+    // the plugins run in upstream's order and stop at the first veto; no hard spread
+    // constraint, so PodTopologySpread does not filter
+    assert_eq!(
+        on("small", &verdicts),
+        [
+            "NodeUnschedulable Success",
+            "NodeName Success",
+            "TaintToleration Success",
+            "NodeAffinity Success",
+            "NodePorts Success",
+            "NodeResourcesFit Unschedulable Insufficient cpu"
+        ],
+        "{verdicts:?}"
+    );
+    assert_eq!(on("idle", &verdicts).len(), 6, "{verdicts:?}");
+    assert!(on("idle", &verdicts).iter().all(|v| v.ends_with("Success")));
+    let points = plugins_under(score);
+    let idle: Vec<String> = on("idle", &points)
+        .iter()
+        .map(|v| v.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        idle,
+        [
+            "TaintToleration 100",
+            "NodeAffinity 0",
+            "NodeResourcesFit 87",
+            "PodTopologySpread 0",
+            "NodeResourcesBalancedAllocation 87"
+        ]
+    );
+    assert_eq!(on("small", &points), Vec::<String>::new(), "small was not feasible");
 }

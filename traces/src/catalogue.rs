@@ -631,6 +631,26 @@ pub const SPANS: &[SpanInfo] = &[
                shows its points, the span names the winner.",
     },
     SpanInfo {
+        name: "scheduler.plugin",
+        stage: "scheduler",
+        station: 4,
+        modules: &["core/src/scheduler/explain.rs"],
+        chapter: "scheduler.md",
+        attributes: &[
+            "scheduler.plugin.extension_point",
+            "scheduler.plugin.name",
+            "scheduler.plugin.node",
+            "scheduler.plugin.points",
+            "scheduler.plugin.reason",
+            "scheduler.plugin.verdict",
+            "scheduler.plugin.weight",
+        ],
+        what: "One plugin's verdict on one node: under `scheduler.filter` a filter plugin's \
+               `Success` or `Unschedulable` with the reason, under `scheduler.score` a score \
+               plugin's points, weight and what they are made of (for the first 20 nodes of a \
+               cycle). `kulisse explain pod` reads them.",
+    },
+    SpanInfo {
         name: "scheduler.bind",
         stage: "scheduler",
         station: 4,
@@ -959,6 +979,8 @@ pub const STATIONS: &[Station] = &[
             m("core/src/scheduler/plugins.rs", "the filter and score plugins"),
             m("core/src/scheduler/spread.rs", "PodTopologySpread: spreading replicas"),
             m("core/src/client/leaderelection.rs", "several schedulers: only the leader of a Lease binds"),
+            m("core/src/scheduler/explain.rs", "each plugin's verdict, recorded as a span"),
+            m("cli/src/commands/why/pod.rs", "`kulisse explain pod NAME`: why a pod is where it is"),
         ],
     },
     Station {
@@ -1237,6 +1259,13 @@ pub const ATTRIBUTES: &[Attribute] = &[
     a("scheduler.nodes.to_find", "How many feasible nodes are enough to stop filtering (percentageOfNodesToScore)."),
     a("scheduler.nodes.total", "The nodes the scheduler knows."),
     a("scheduler.plugins", "The plugins that ran, in order."),
+    a("scheduler.plugin.extension_point", "Where in the cycle the plugin ran: `Filter` or `Score` (upstream's extension points)."),
+    a(attrs::SCHEDULER_PLUGIN_NAME, "The plugin, under its upstream name, e.g. `NodeResourcesFit`."),
+    a(attrs::SCHEDULER_PLUGIN_NODE, "The node the plugin judged."),
+    a(attrs::SCHEDULER_PLUGIN_POINTS, "A score plugin's points for the node, 0 to 100, before its weight."),
+    a(attrs::SCHEDULER_PLUGIN_REASON, "Why: a filter's reason for saying no (`Insufficient cpu`), or what a score is made of."),
+    a(attrs::SCHEDULER_PLUGIN_VERDICT, "A filter plugin's verdict in upstream's status words: `Success` or `Unschedulable`."),
+    a("scheduler.plugin.weight", "The score plugin's weight in the default profile (its points count that many times)."),
     a(attrs::SCHEDULER_POD, "The pod being scheduled, `namespace/name`."),
     a("scheduler.rejections", "Why nodes did not fit, counted per reason (`0/3 nodes are available: ...`)."),
     a("scheduler.result", "The attempt's result: `scheduled`, `unschedulable` or `bind failed`."),
@@ -1327,6 +1356,16 @@ pub mod attrs {
     pub const SCHEDULER_NODE: &str = "scheduler.node";
     /// `scheduler.*`: how many nodes passed the filters.
     pub const SCHEDULER_FEASIBLE_NODES: &str = "scheduler.nodes.feasible";
+    /// `scheduler.plugin`: the plugin's upstream name.
+    pub const SCHEDULER_PLUGIN_NAME: &str = "scheduler.plugin.name";
+    /// `scheduler.plugin`: the node the plugin judged.
+    pub const SCHEDULER_PLUGIN_NODE: &str = "scheduler.plugin.node";
+    /// `scheduler.plugin`: a filter's verdict, `Success` or `Unschedulable`.
+    pub const SCHEDULER_PLUGIN_VERDICT: &str = "scheduler.plugin.verdict";
+    /// `scheduler.plugin`: a score plugin's points (0-100, before the weight).
+    pub const SCHEDULER_PLUGIN_POINTS: &str = "scheduler.plugin.points";
+    /// `scheduler.plugin`: the reason for the verdict, or what the points are made of.
+    pub const SCHEDULER_PLUGIN_REASON: &str = "scheduler.plugin.reason";
     /// `scheduler.*`: the chosen node's score.
     pub const SCHEDULER_SCORE: &str = "scheduler.score";
     /// `kubelet.*`: the node the kubelet runs for.

@@ -8,7 +8,9 @@
 //! items of arrays, and prints what it finds in kubectl's layout: KIND and VERSION, the
 //! FIELD with its type, its DESCRIPTION, and the FIELDS below it.
 //!
-//! Where kulisse differs: no `--recursive` and no `--output=plaintext-openapiv2`.
+//! Where kulisse differs: no `--recursive` and no `--output=plaintext-openapiv2`; and a
+//! second word, an object's name (`kulisse explain pod web-1`), asks *why* that object is
+//! as it is instead ([`super::why`]), which kubectl does not have.
 
 use std::process::ExitCode;
 
@@ -23,12 +25,36 @@ use super::client;
 use crate::{GlobalArgs, builder};
 
 #[derive(Args, Debug)]
+#[command(after_help = "Two modes:
+  kulisse explain TYPE[.FIELD...]
+      the documentation of a kind or field, as kubectl explain prints it
+  kulisse explain TYPE NAME
+      why that object is as it is (kulisse only): why a pod is on its node
+      or Pending (each scheduler plugin's verdict), why a replicaset has
+      its pods, why a pod is in a service's endpoints, where a rollout is
+
+Examples:
+  kulisse explain deployment.spec.strategy
+  kulisse explain pod web-6dc9c4df99-x2k4p
+  kulisse explain svc web")]
 pub struct ExplainArgs {
     /// `TYPE` or `TYPE.FIELD.FIELD...`, e.g. `pods`, `deployment.spec.template`.
     pub path: String,
+    /// An object's name: explain why it is as it is instead (pod, replicaset, service, deployment).
+    pub name: Option<String>,
 }
 
 pub async fn run(global: &GlobalArgs, args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.name {
+        if args.path.contains('.') {
+            anyhow::bail!(
+                "kulisse explain {} {name}: give a kind and a name (pod web-1), or a field path alone (pod.spec)",
+                args.path
+            );
+        }
+        let info = builder::resource(&args.path).map_err(|e| crate::output::Bare(e.to_string()))?;
+        return super::why::run(global, info, name).await;
+    }
     let mut parts = args.path.split('.');
     let first = parts.next().unwrap_or("");
     let fields: Vec<&str> = parts.filter(|p| !p.is_empty()).collect();

@@ -33,6 +33,7 @@ pub mod trace_jaeger;
 pub mod up;
 pub mod version;
 pub mod wait;
+pub mod why;
 
 use anyhow::Context as _;
 use kulisse_core::client::{Client, kubeconfig};

@@ -25,6 +25,7 @@
 //! - [`cache`]: the per-node totals, kept up to date one informer event at a time.
 //! - [`queue`]: activeQ / backoffQ / unschedulable pods, and when pods move between them.
 //! - [`plugins`]: the filter and score plugins, under their upstream names.
+//! - [`explain`]: each plugin's verdict as a `scheduler.plugin` span, for `kulisse explain`.
 //! - [`spread`]: PodTopologySpread, the plugin that spreads a Deployment's replicas (and a
 //!   Service's pods) over nodes and zones.
 //!
@@ -43,7 +44,8 @@
 //! **Traces.** Every attempt is a `scheduler.schedule_pod` span in the pod's trace (it
 //! continues the `kulisse.dev/traceparent` annotation), with children `scheduler.filter`
 //! (an event per node that was ruled out, and why), `scheduler.score` (an event per node with
-//! its points per plugin) and `scheduler.bind`.
+//! its points per plugin) and `scheduler.bind`. Below the first two, a `scheduler.plugin` span
+//! per plugin and node keeps each verdict and its reason ([`explain`]).
 //!
 //! **Several schedulers.** A cluster with several masters runs a scheduler on each, but only
 //! one may act: they elect a leader through the Lease `kube-system/kube-scheduler`
@@ -54,6 +56,7 @@
 //! its caches while it stands by, kulisse starts [`run`] only once it leads.
 
 pub mod cache;
+pub mod explain;
 pub mod plugins;
 pub mod queue;
 pub mod spread;
@@ -401,7 +404,11 @@ impl Scheduler {
             out.evaluated += 1;
             let Some(info) = cache.node(name) else { continue };
             let Some(view) = info.node.as_ref() else { continue };
-            let verdict = plugins::filter(pod, info, view, spread.as_ref());
+            let verdict = if out.evaluated <= explain::MAX_PLUGIN_SPAN_NODES {
+                explain::filter_recorded(&fspan, pod, info, view, spread.as_ref())
+            } else {
+                plugins::filter(pod, info, view, spread.as_ref())
+            };
             if out.evaluated <= MAX_NODE_EVENTS {
                 match &verdict {
                     Ok(()) => {
@@ -473,6 +480,7 @@ impl Scheduler {
             None
         };
         let scored = plugins::score_nodes(pod, cache, feasible, default_selector.as_ref());
+        explain::record_scores(&sspan, pod, cache, &scored);
         for (name, s) in scored.iter().take(MAX_NODE_EVENTS) {
             tracing::info!(
                 parent: &sspan,

@@ -91,13 +91,33 @@ pub fn filter(
     view: &NodeView,
     spread: Option<&spread::FilterState>,
 ) -> Result<(), Rejection> {
-    node_unschedulable(pod, view)?;
-    node_name(pod, view)?;
-    taint_toleration(pod, view)?;
-    node_affinity(pod, view)?;
-    node_ports(pod, node)?;
-    node_resources_fit(pod, node, view)?;
-    spread.map_or(Ok(()), |s| s.check(pod, view))
+    filter_observed(pod, node, view, spread, |_, _| {})
+}
+
+/// [`filter`], telling `seen` each plugin's verdict as it comes (the plugin's name, then
+/// `Ok` or its rejection); the plugins after a veto do not run. `PodTopologySpread` runs
+/// only for a pod with hard spread constraints (upstream's PreFilter says `Skip` otherwise).
+pub fn filter_observed(
+    pod: &PodInfo,
+    node: &NodeInfo,
+    view: &NodeView,
+    spread: Option<&spread::FilterState>,
+    mut seen: impl FnMut(&'static str, &Result<(), Rejection>),
+) -> Result<(), Rejection> {
+    let mut run = |plugin: &'static str, verdict: Result<(), Rejection>| {
+        seen(plugin, &verdict);
+        verdict
+    };
+    run("NodeUnschedulable", node_unschedulable(pod, view))?;
+    run("NodeName", node_name(pod, view))?;
+    run("TaintToleration", taint_toleration(pod, view))?;
+    run("NodeAffinity", node_affinity(pod, view))?;
+    run("NodePorts", node_ports(pod, node))?;
+    run("NodeResourcesFit", node_resources_fit(pod, node, view))?;
+    match spread {
+        Some(s) => run("PodTopologySpread", s.check(pod, view)),
+        None => Ok(()),
+    }
 }
 
 /// `NodeUnschedulable`: a cordoned node takes only pods that tolerate
