@@ -132,7 +132,10 @@ fn parse_sizes(text: &str) -> anyhow::Result<Vec<(u32, u32)>> {
     }
     text.split(',')
         .map(|s| {
-            let (a, b) = s.trim().split_once('x').with_context(|| format!("{s:?} is not NxM (e.g. 50x2000)"))?;
+            let (a, b) = s
+                .trim()
+                .split_once('x')
+                .with_context(|| format!("{s:?} is not NxM (e.g. 50x2000)"))?;
             let a: u32 = a.parse().with_context(|| format!("{a:?} in {s:?} is not a number"))?;
             let b: u32 = b.parse().with_context(|| format!("{b:?} in {s:?} is not a number"))?;
             Ok((a, b))
@@ -200,7 +203,10 @@ impl Proc {
                 libc::kill(pid as i32, libc::SIGTERM);
             }
         }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }
@@ -243,7 +249,9 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             // The kubeconfig is written (in this fresh data dir) once the API server listens.
-            let Ok(client) = Client::from_kubeconfig(&kubeconfig) else { continue };
+            let Ok(client) = Client::from_kubeconfig(&kubeconfig) else {
+                continue;
+            };
             if client.list(ns, None, &ListParams::default()).await.is_ok() {
                 return Ok(Server {
                     proc,
@@ -256,7 +264,9 @@ impl Server {
     }
 
     fn store_bytes(&self) -> u64 {
-        std::fs::metadata(self.data_dir.join("store.redb")).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(self.data_dir.join("store.redb"))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 }
 
@@ -318,7 +328,14 @@ async fn cluster_case(nodes: u32, replicas: u32, timeout: Duration, report: &mut
     let nodes_arg = nodes.to_string();
     let server = Server::start(dir.path(), &["--nodes", &nodes_arg, "--runtime", "mock"]).await?;
     let api_up = started.elapsed();
-    report.figure("cluster", &size, "API server answering", api_up.as_secs_f64(), &format!("{:.1} s", api_up.as_secs_f64()), "");
+    report.figure(
+        "cluster",
+        &size,
+        "API server answering",
+        api_up.as_secs_f64(),
+        &format!("{:.1} s", api_up.as_secs_f64()),
+        "",
+    );
 
     let ready = wait_nodes_ready(&server.client, nodes, started, timeout).await?;
     match ready {
@@ -331,7 +348,11 @@ async fn cluster_case(nodes: u32, replicas: u32, timeout: Duration, report: &mut
             ANCHOR_NODES,
         ),
         None => {
-            report.unfinished("cluster", &size, &format!("not every node Ready within {} s", timeout.as_secs()));
+            report.unfinished(
+                "cluster",
+                &size,
+                &format!("not every node Ready within {} s", timeout.as_secs()),
+            );
             server.proc.stop().await;
             return Ok(());
         }
@@ -358,8 +379,13 @@ async fn cluster_case(nodes: u32, replicas: u32, timeout: Duration, report: &mut
             break None;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(d) = server.client.get(deployments, Some("default"), "bench").await else { continue };
-        let available = d.pointer("/status/availableReplicas").and_then(Value::as_u64).unwrap_or(0);
+        let Ok(d) = server.client.get(deployments, Some("default"), "bench").await else {
+            continue;
+        };
+        let available = d
+            .pointer("/status/availableReplicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         if available >= u64::from(replicas) {
             break Some(created.elapsed());
         }
@@ -375,14 +401,39 @@ async fn cluster_case(nodes: u32, replicas: u32, timeout: Duration, report: &mut
     match done {
         Some(t) => {
             let secs = t.as_secs_f64();
-            report.figure("cluster", &size, "all replicas available", secs, &format!("{secs:.1} s"), ANCHOR_TARGET_CLUSTER);
+            report.figure(
+                "cluster",
+                &size,
+                "all replicas available",
+                secs,
+                &format!("{secs:.1} s"),
+                ANCHOR_TARGET_CLUSTER,
+            );
             let rate = f64::from(replicas) / secs;
-            report.figure("cluster", &size, "pods/s", rate, &format!("{rate:.0} pods/s"), ANCHOR_CL2_PODS_PER_S);
+            report.figure(
+                "cluster",
+                &size,
+                "pods/s",
+                rate,
+                &format!("{rate:.0} pods/s"),
+                ANCHOR_CL2_PODS_PER_S,
+            );
         }
-        None => report.unfinished("cluster", &size, &format!("not every replica available within {} s", timeout.as_secs())),
+        None => report.unfinished(
+            "cluster",
+            &size,
+            &format!("not every replica available within {} s", timeout.as_secs()),
+        ),
     }
     let rss = server.proc.peak_rss().unwrap_or(0);
-    report.figure("cluster", &size, "peak RSS", rss as f64, &mib(rss), "issue target: <= 2 GiB at 5,000 nodes / 150,000 pods");
+    report.figure(
+        "cluster",
+        &size,
+        "peak RSS",
+        rss as f64,
+        &mib(rss),
+        "issue target: <= 2 GiB at 5,000 nodes / 150,000 pods",
+    );
     let store = server.store_bytes();
     report.figure("cluster", &size, "store file", store as f64, &mib(store), "");
     server.proc.stop().await;
@@ -390,7 +441,12 @@ async fn cluster_case(nodes: u32, replicas: u32, timeout: Duration, report: &mut
 }
 
 /// Poll the nodes until `want` of them are `Ready`; the time since `since`, or `None`.
-async fn wait_nodes_ready(client: &Client, want: u32, since: Instant, timeout: Duration) -> anyhow::Result<Option<Duration>> {
+async fn wait_nodes_ready(
+    client: &Client,
+    want: u32,
+    since: Instant,
+    timeout: Duration,
+) -> anyhow::Result<Option<Duration>> {
     let nodes = info("nodes")?;
     let mut last_print = Instant::now();
     loop {
@@ -406,14 +462,21 @@ async fn wait_nodes_ready(client: &Client, want: u32, since: Instant, timeout: D
         }
         if last_print.elapsed() > Duration::from_secs(15) {
             last_print = Instant::now();
-            println!("  ... {ready}/{want} nodes Ready after {:.0} s", since.elapsed().as_secs_f64());
+            println!(
+                "  ... {ready}/{want} nodes Ready after {:.0} s",
+                since.elapsed().as_secs_f64()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
 fn count_ready(list: &Value) -> usize {
-    let items = list.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let items = list
+        .get("items")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     items
         .iter()
         .filter(|n| {
@@ -429,7 +492,9 @@ fn count_ready(list: &Value) -> usize {
 async fn scheduler_case(nodes: u32, pods: u32, timeout: Duration, report: &mut Report) -> anyhow::Result<()> {
     let size = format!("{nodes}x{pods}");
     println!();
-    println!("scheduler alone: {nodes} Node objects, {pods} pending pods (cpu 100m, memory 500Mi), then kulisse scheduler");
+    println!(
+        "scheduler alone: {nodes} Node objects, {pods} pending pods (cpu 100m, memory 500Mi), then kulisse scheduler"
+    );
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path(), &["--nodes", "0", "--components", "apiserver"]).await?;
     let node_info = info("nodes")?;
@@ -448,10 +513,20 @@ async fn scheduler_case(nodes: u32, pods: u32, timeout: Duration, report: &mut R
         .await
         .context("creating the pending pods")?;
     let list = client.list(pod_info, Some("default"), &ListParams::default()).await?;
-    let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("0").to_string();
-    let mut watch = client.watch(pod_info, Some("default"), &ListParams::default(), Some(&rv)).await?;
+    let rv = list
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("0")
+        .to_string();
+    let mut watch = client
+        .watch(pod_info, Some("default"), &ListParams::default(), Some(&rv))
+        .await?;
 
-    let sched_args = vec!["scheduler".to_string(), "--kubeconfig".into(), server.kubeconfig.display().to_string()];
+    let sched_args = vec![
+        "scheduler".to_string(),
+        "--kubeconfig".into(),
+        server.kubeconfig.display().to_string(),
+    ];
     let started = Instant::now();
     let scheduler = Proc::spawn(exe(), &sched_args, dir.path().join("scheduler.log"))?;
     let mut bound: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -464,7 +539,10 @@ async fn scheduler_case(nodes: u32, pods: u32, timeout: Duration, report: &mut R
             Ok(None) => {
                 // The watch ended (timeout on the server): watch again from the newest list.
                 let list = client.list(pod_info, Some("default"), &ListParams::default()).await?;
-                let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("0");
+                let rv = list
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("0");
                 for p in list.get("items").and_then(Value::as_array).into_iter().flatten() {
                     if p.pointer("/spec/nodeName").is_some_and(|n| n.is_string())
                         && bound.insert(kulisse_core::objects::name(p).unwrap_or("").to_string())
@@ -472,7 +550,9 @@ async fn scheduler_case(nodes: u32, pods: u32, timeout: Duration, report: &mut R
                         latencies.push(started.elapsed());
                     }
                 }
-                watch = client.watch(pod_info, Some("default"), &ListParams::default(), Some(rv)).await?;
+                watch = client
+                    .watch(pod_info, Some("default"), &ListParams::default(), Some(rv))
+                    .await?;
                 continue;
             }
             Err(_) => break,
@@ -488,21 +568,61 @@ async fn scheduler_case(nodes: u32, pods: u32, timeout: Duration, report: &mut R
         report.unfinished(
             "scheduler",
             &size,
-            &format!("{} of {pods} pods bound within {} s\n{}", bound.len(), timeout.as_secs(), scheduler.tail()),
+            &format!(
+                "{} of {pods} pods bound within {} s\n{}",
+                bound.len(),
+                timeout.as_secs(),
+                scheduler.tail()
+            ),
         );
     } else {
         latencies.sort();
         let first = latencies[0];
         let last = latencies[latencies.len() - 1];
         let since_start = f64::from(pods) / last.as_secs_f64();
-        report.figure("scheduler", &size, "pods/s (start to last bind)", since_start, &format!("{since_start:.0} pods/s"), ANCHOR_SCHEDULER);
+        report.figure(
+            "scheduler",
+            &size,
+            "pods/s (start to last bind)",
+            since_start,
+            &format!("{since_start:.0} pods/s"),
+            ANCHOR_SCHEDULER,
+        );
         let span = (last - first).as_secs_f64().max(1e-3);
         let binds = f64::from(pods - 1) / span;
-        report.figure("scheduler", &size, "pods/s (first to last bind)", binds, &format!("{binds:.0} pods/s"), "");
-        report.figure("scheduler", &size, "first bind after", first.as_secs_f64(), &format!("{:.2} s", first.as_secs_f64()), "");
+        report.figure(
+            "scheduler",
+            &size,
+            "pods/s (first to last bind)",
+            binds,
+            &format!("{binds:.0} pods/s"),
+            "",
+        );
+        report.figure(
+            "scheduler",
+            &size,
+            "first bind after",
+            first.as_secs_f64(),
+            &format!("{:.2} s", first.as_secs_f64()),
+            "",
+        );
         let (p50, p99) = (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99));
-        report.figure("scheduler", &size, "queue -> bind p50", p50, &format!("{p50:.0} ms"), "all pods queue when the scheduler starts");
-        report.figure("scheduler", &size, "queue -> bind p99", p99, &format!("{p99:.0} ms"), "");
+        report.figure(
+            "scheduler",
+            &size,
+            "queue -> bind p50",
+            p50,
+            &format!("{p50:.0} ms"),
+            "all pods queue when the scheduler starts",
+        );
+        report.figure(
+            "scheduler",
+            &size,
+            "queue -> bind p99",
+            p99,
+            &format!("{p99:.0} ms"),
+            "",
+        );
     }
     report.figure("scheduler", &size, "scheduler peak RSS", rss as f64, &mib(rss), "");
     scheduler.stop().await;
@@ -561,9 +681,20 @@ async fn writes_case(
     let dir = tempfile::tempdir()?;
     match start_etcd(etcd, dir.path()).await {
         Ok((etcd_proc, url)) => {
-            let server =
-                Server::start(dir.path(), &["--nodes", "0", "--components", "apiserver", "--store", "etcd", "--etcd-endpoints", &url])
-                    .await?;
+            let server = Server::start(
+                dir.path(),
+                &[
+                    "--nodes",
+                    "0",
+                    "--components",
+                    "apiserver",
+                    "--store",
+                    "etcd",
+                    "--etcd-endpoints",
+                    &url,
+                ],
+            )
+            .await?;
             for &c in clients {
                 etcd_results.push(create_load(&server.client, writes, c, "etcd", timeout).await?);
             }
@@ -577,15 +708,45 @@ async fn writes_case(
         let e = &embedded[i];
         let anchor = etcd_results.get(i);
         let vs = |f: fn(&Load) -> f64, unit: &str| {
-            anchor.map(|a| format!("etcd in this run: {:.1}{unit}", f(a))).unwrap_or_else(|| "etcd: not run".into())
+            anchor
+                .map(|a| format!("etcd in this run: {:.1}{unit}", f(a)))
+                .unwrap_or_else(|| "etcd: not run".into())
         };
         println!("  {c} client(s):");
-        report.figure("writes", &size, "creates/s (embedded)", e.per_s, &format!("{:.0}/s", e.per_s), &vs(|l| l.per_s, "/s"));
-        report.figure("writes", &size, "p50 ms (embedded)", e.p50, &format!("{:.1} ms", e.p50), &vs(|l| l.p50, " ms"));
-        report.figure("writes", &size, "p99 ms (embedded)", e.p99, &format!("{:.1} ms", e.p99), &vs(|l| l.p99, " ms"));
+        report.figure(
+            "writes",
+            &size,
+            "creates/s (embedded)",
+            e.per_s,
+            &format!("{:.0}/s", e.per_s),
+            &vs(|l| l.per_s, "/s"),
+        );
+        report.figure(
+            "writes",
+            &size,
+            "p50 ms (embedded)",
+            e.p50,
+            &format!("{:.1} ms", e.p50),
+            &vs(|l| l.p50, " ms"),
+        );
+        report.figure(
+            "writes",
+            &size,
+            "p99 ms (embedded)",
+            e.p99,
+            &format!("{:.1} ms", e.p99),
+            &vs(|l| l.p99, " ms"),
+        );
         if let Some(a) = anchor {
             let ratio = e.per_s / a.per_s;
-            report.figure("writes", &size, "embedded / etcd", ratio, &format!("{ratio:.2}x"), "issue target at 64 clients: >= 1.0x");
+            report.figure(
+                "writes",
+                &size,
+                "embedded / etcd",
+                ratio,
+                &format!("{ratio:.2}x"),
+                "issue target at 64 clients: >= 1.0x",
+            );
             let _ = writeln!(report.tsv, "writes\t{size}\tcreates/s (etcd)\t{}", a.per_s);
             let _ = writeln!(report.tsv, "writes\t{size}\tp99 ms (etcd)\t{}", a.p99);
         }
@@ -600,7 +761,13 @@ struct Load {
 }
 
 /// `writes` creates spread over `clients` concurrent writers; latency of each.
-async fn create_load(client: &Client, writes: usize, clients: usize, tag: &str, timeout: Duration) -> anyhow::Result<Load> {
+async fn create_load(
+    client: &Client,
+    writes: usize,
+    clients: usize,
+    tag: &str,
+    timeout: Duration,
+) -> anyhow::Result<Load> {
     let cm = info("configmaps")?;
     let started = Instant::now();
     let per_client = writes.div_ceil(clients);
