@@ -50,6 +50,8 @@ pub struct GlobalArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Measure how far kulisse scales here: whole clusters, the scheduler, durable writes.
+    Bench(commands::bench::BenchArgs),
     /// Start a throwaway cluster, apply an example app and show every step behind the scenes.
     Demo(commands::demo::DemoArgs),
     /// Run the control plane (API server + store) in the foreground.
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
     let long_running = matches!(
         cli.command,
         Command::Up(_)
+            | Command::Bench(_)
             | Command::Demo(_)
             | Command::ControllerManager(_)
             | Command::Scheduler(_)
@@ -143,6 +146,7 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Bench(args) => commands::bench::run(args).await,
             Command::Demo(args) => commands::demo::run(&cli.global, args).await,
             Command::Up(args) if args.masters != 1 => commands::masters::run(args).await,
             Command::Up(args) => commands::up::run(args).await,

@@ -941,6 +941,7 @@ pub const STATIONS: &[Station] = &[
             m("core/src/store.rs", "the store's contract: keys, revisions, transactions, watches"),
             m("core/src/apiserver/storage.rs", "objects to keys and revisions, and back"),
             m("core/src/apiserver/watch.rs", "watches served to clients, from a revision on"),
+            m("core/src/apiserver/cacher.rs", "the watch cache: one store watch per resource, decoded once, indexed by node"),
             m("backends/src/store/embedded.rs", "etcd's job, done by one redb file"),
             m("backends/src/store/etcd.rs", "the same contract on a real etcd"),
         ],

@@ -3,6 +3,7 @@
 
 pub mod annotate;
 pub mod apply;
+pub mod bench;
 pub mod cluster_info;
 pub mod components;
 pub mod cordon;

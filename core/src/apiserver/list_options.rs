@@ -27,8 +27,8 @@
 //! holds them for a list or a watch and rejects a malformed one up front.
 //!
 //! Invalid combinations answer `422 Invalid` on the kind `ListOptions.meta.k8s.io`, with
-//! upstream's words. kulisse has no watch cache, so it behaves like kube-apiserver with
-//! `--watch-cache=false`: "any" is served from the store too.
+//! upstream's words. kulisse's watch cache ([`super::cacher`]) serves watches only, so
+//! lists behave like kube-apiserver's with `--watch-cache=false`: "any" is served from the store too.
 
 use std::time::Duration;
 

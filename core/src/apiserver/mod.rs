@@ -36,6 +36,7 @@
 pub mod allocator;
 pub mod auth;
 pub mod binding;
+pub mod cacher;
 pub mod certs;
 pub mod create;
 pub mod delete;
@@ -113,6 +114,8 @@ pub struct ApiServer {
     pub storage: Storage,
     /// Settings, fixed at start.
     pub config: Config,
+    /// The watch caches: one store watch per resource, shared by every API watch ([`cacher`]).
+    pub watch_cache: Arc<cacher::WatchCache>,
     /// Service ClusterIPs and node ports in use, built from the stored Services on first
     /// use. An async mutex: allocation reads the store once, while holding it.
     services: tokio::sync::Mutex<Option<allocator::ServiceAllocator>>,
@@ -165,7 +168,10 @@ impl Ctx<'_> {
 impl ApiServer {
     /// A server over `store`, checking `config.token`.
     pub fn new(store: Arc<dyn Store>, config: Config) -> Arc<Self> {
+        // The caches' store watches report progress often enough for the shortest bookmark.
+        let progress = (config.bookmark_interval / 4).max(Duration::from_millis(10));
         Arc::new(ApiServer {
+            watch_cache: cacher::WatchCache::new(store.clone(), progress),
             storage: Storage::new(store),
             inflight: limits::InFlight::new(&config.limits),
             config,

@@ -43,12 +43,13 @@ use hyper::body::Frame;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::cacher::{self, CacheMessage, CacheStream, CachedEvent};
 use super::list_options::{self, Filter, INITIAL_EVENTS_END, ListOptions};
-use super::storage::{Storage, decode, store_error};
+use super::storage::{Storage, store_error};
 use super::table::{IncludeObject, wants_table};
 use super::{Body, Ctx};
 use crate::objects::{ApiError, ResourceInfo};
-use crate::store::{EventType, ProgressStream, Revision, WatchMessage};
+use crate::store::{EventType, Revision, list_prefix};
 
 /// How long a watch lasts when the client does not say (Kubernetes picks 30–60 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -86,7 +87,7 @@ pub async fn handle(
     // The store's progress notifications keep the bookmarks' revision current.
     let progress = bookmarks.map(|every| (every / 4).max(Duration::from_millis(10)));
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
-    let events = match storage.watch(info, ns, Some(start.from), progress).await {
+    let events = match open_events(ctx, info, ns, start.from, progress).await {
         Ok(stream) => Some(stream),
         Err(e) if e.code == 410 => {
             let _ = tx.try_send(event_line("ERROR", &e.to_status_json()));
@@ -115,6 +116,29 @@ pub async fn handle(
         .header(header::CACHE_CONTROL, "no-cache, private")
         .body(body)
         .unwrap_or_else(|_| Response::new(http_body_util::Full::new(Bytes::new()).boxed())))
+}
+
+/// The changes from revision `from` on: from the watch cache ([`super::cacher`]) when it
+/// reaches back that far, else straight from the store.
+async fn open_events(
+    ctx: &Ctx<'_>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    from: Revision,
+    progress: Option<Duration>,
+) -> Result<CacheStream, ApiError> {
+    let prefix = list_prefix(info.plural, if info.namespaced { ns } else { None });
+    let node = cacher::node_index(info.plural, ctx.param("fieldSelector"));
+    let cache = &ctx.server.watch_cache;
+    if let Some(stream) = cache
+        .subscribe(info.plural, prefix, from, node)
+        .await
+        .map_err(store_error)?
+    {
+        return Ok(stream);
+    }
+    let stream = ctx.server.storage.watch(info, ns, Some(from), progress).await?;
+    Ok(cacher::from_store_stream(stream))
 }
 
 /// Where a watch starts: the initial `ADDED` events (if any) and the first revision whose
@@ -190,7 +214,7 @@ struct Streamer {
 }
 
 impl Streamer {
-    async fn run(mut self, start: Start, events: Option<ProgressStream>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    async fn run(mut self, start: Start, events: Option<CacheStream>, mut stop: tokio::sync::watch::Receiver<bool>) {
         for line in start.initial {
             if self.tx.send(line).await.is_err() {
                 return;
@@ -223,12 +247,12 @@ impl Streamer {
             };
             let line = match message {
                 None => return,
-                Some(Ok(WatchMessage::Progress(revision))) => {
+                Some(Ok(CacheMessage::Progress(revision))) => {
                     self.resume = self.resume.max(revision);
                     continue;
                 }
-                Some(Ok(WatchMessage::Event(event))) => {
-                    self.resume = self.resume.max(event.revision());
+                Some(Ok(CacheMessage::Event(event))) => {
+                    self.resume = self.resume.max(event.revision);
                     match translate(&event, &self.filter, self.shape) {
                         Some(line) => line,
                         None => continue,
@@ -274,27 +298,33 @@ impl Streamer {
     }
 }
 
-/// Turn a store event into a watch line, applying the selectors' ADDED/DELETED rules.
-fn translate(event: &crate::store::WatchEvent, filter: &Filter, shape: Shape) -> Option<Bytes> {
-    let prev = event.prev_kv.as_ref().and_then(|kv| decode(kv).ok()).map(|s| s.object);
-    let prev_matches = prev.as_ref().is_some_and(|p| filter.matches(p).unwrap_or(false));
-    match event.kind {
-        EventType::Delete => {
-            let mut obj = prev?;
-            super::storage::set_resource_version(&mut obj, event.kv.mod_revision);
-            prev_matches.then(|| shape.line("DELETED", &obj))
+/// Turn a decoded store event into a watch line, applying the selectors' ADDED/DELETED rules.
+fn translate(event: &CachedEvent, filter: &Filter, shape: Shape) -> Option<Bytes> {
+    let prev_matches = event.prev.as_ref().is_some_and(|p| filter.matches(p).unwrap_or(false));
+    let object = event.object.as_ref()?;
+    let kind = match event.kind {
+        EventType::Delete => prev_matches.then_some("DELETED")?,
+        EventType::Put => match (prev_matches, filter.matches(object).unwrap_or(false)) {
+            (false, true) => "ADDED",
+            (true, true) => "MODIFIED",
+            (true, false) => "DELETED",
+            (false, false) => return None,
+        },
+    };
+    Some(match shape.table {
+        Some(_) => shape.line(kind, object),
+        // The object's JSON is made once per event and shared by every watch that sends it.
+        None => {
+            let json = event.object_json();
+            let mut line = Vec::with_capacity(json.len() + 32);
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            line.extend_from_slice(json);
+            line.extend_from_slice(b"}\n");
+            Bytes::from(line)
         }
-        EventType::Put => {
-            let obj = decode(&event.kv).ok()?.object;
-            let now_matches = filter.matches(&obj).unwrap_or(false);
-            match (prev.is_some() && prev_matches, now_matches) {
-                (false, true) => Some(shape.line("ADDED", &obj)),
-                (true, true) => Some(shape.line("MODIFIED", &obj)),
-                (true, false) => Some(shape.line("DELETED", &obj)),
-                (false, false) => None,
-            }
-        }
-    }
+    })
 }
 
 /// What the events carry: the objects, or one-row `Table`s of them.
