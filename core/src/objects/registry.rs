@@ -546,7 +546,10 @@ mod tests {
             .map(|r| r.kind)
             .collect();
         // RBAC objects have no spec, so no generation to count (as upstream).
-        assert_eq!(untracked, ["Secret", "ClusterRoleBinding", "ClusterRole", "RoleBinding", "Role"]);
+        assert_eq!(
+            untracked,
+            ["Secret", "ClusterRoleBinding", "ClusterRole", "RoleBinding", "Role"]
+        );
         assert_eq!(Subresource::Finalize.name(), "finalize");
     }
 
