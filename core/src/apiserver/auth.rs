@@ -175,7 +175,7 @@ fn identify(
             Ok((Method::BearerToken, UserInfo::admin()))
         }
         Some(_) => Err(Method::BearerToken),
-        None if headers.contains_key(header::AUTHORIZATION) => Err(Method::BearerToken),
+        // Not a bearer token (empty, `Basic ...`): no credential this server reads.
         None if anonymous_ok => Ok((Method::Anonymous, UserInfo::anonymous())),
         None => Err(Method::Anonymous),
     }
@@ -204,7 +204,8 @@ mod tests {
         assert_eq!(admin.name, "kubernetes-admin");
         assert_eq!(admin.groups, ["system:masters", "system:authenticated"]);
         h.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
-        assert!(authenticate(&h, None, "s3cret", true).is_err());
+        assert!(authenticate(&h, None, "s3cret", false).is_err());
+        assert_eq!(authenticate(&h, None, "s3cret", true).unwrap().name, "system:anonymous");
     }
 
     #[test]
