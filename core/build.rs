@@ -9,6 +9,9 @@ fn main() {
         "k8s.io/api/apps/v1/generated.proto",
         "k8s.io/api/coordination/v1/generated.proto",
         "k8s.io/api/discovery/v1/generated.proto",
+        "k8s.io/api/rbac/v1/generated.proto",
+        "k8s.io/api/authentication/v1/generated.proto",
+        "k8s.io/api/authorization/v1/generated.proto",
         "k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto",
         "k8s.io/apimachinery/pkg/runtime/generated.proto",
     ];

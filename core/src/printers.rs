@@ -147,6 +147,22 @@ const SECRET_COLUMNS: &[Column] = &[
 
 const LEASE_COLUMNS: &[Column] = &[NAME, col("Holder", "string", 0, "Who holds the lease."), AGE];
 
+const ROLE_COLUMNS: &[Column] = &[NAME, col("Created At", "date", 0, "When the role was created.")];
+
+const BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col("Role", "string", 0, "The role the binding grants, as Kind/name."),
+    AGE,
+    col("Users", "string", 1, "The users the role is granted to."),
+    col("Groups", "string", 1, "The groups the role is granted to."),
+    col(
+        "ServiceAccounts",
+        "string",
+        1,
+        "The service accounts (namespace:name) the role is granted to.",
+    ),
+];
+
 /// The cells of one row: `(column, object, now) -> cell`.
 type CellFn = fn(&str, &Value, Now) -> Value;
 
@@ -166,6 +182,8 @@ fn printer(kind: &str) -> (&'static [Column], CellFn) {
         "ConfigMap" => (CONFIGMAP_COLUMNS, configmap_cell),
         "Secret" => (SECRET_COLUMNS, secret_cell),
         "Lease" => (LEASE_COLUMNS, lease_cell),
+        "Role" | "ClusterRole" => (ROLE_COLUMNS, role_cell),
+        "RoleBinding" | "ClusterRoleBinding" => (BINDING_COLUMNS, binding_cell),
         _ => (&[NAME, AGE], no_cell),
     }
 }
@@ -410,6 +428,47 @@ fn secret_cell(column: &str, obj: &Value, _: Now) -> Value {
 }
 
 /// `printLease`.
+fn role_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Created At" => obj.pointer("/metadata/creationTimestamp").cloned().unwrap_or(json!("")),
+        _ => json!(""),
+    }
+}
+
+fn binding_cell(column: &str, obj: &Value, _: Now) -> Value {
+    let subjects = |kind: &str| -> String {
+        let names: Vec<String> = obj
+            .get("subjects")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
+            .map(|s| {
+                let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+                match s.get("namespace").and_then(Value::as_str) {
+                    Some(ns) if kind == "ServiceAccount" => format!("{ns}:{name}"),
+                    _ => name.to_string(),
+                }
+            })
+            .collect();
+        names.join(", ")
+    };
+    match column {
+        "Role" => {
+            let r = |k: &str| {
+                obj.pointer(&format!("/roleRef/{k}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            };
+            json!(format!("{}/{}", r("kind"), r("name")))
+        }
+        "Users" => json!(subjects("User")),
+        "Groups" => json!(subjects("Group")),
+        "ServiceAccounts" => json!(subjects("ServiceAccount")),
+        _ => json!(""),
+    }
+}
+
 fn lease_cell(column: &str, obj: &Value, _: Now) -> Value {
     match column {
         "Holder" => json!(s(obj, "/spec/holderIdentity")),

@@ -138,9 +138,27 @@ pub const SPANS: &[SpanInfo] = &[
         station: 1,
         modules: &["core/src/apiserver/auth.rs"],
         chapter: "apply.md",
-        attributes: &["auth.method", "auth.result"],
+        attributes: &["auth.groups", "auth.method", "auth.result", "auth.user"],
         what: "Finding out who sent the request (authentication), as the kube-apiserver does \
                before anything else.",
+    },
+    SpanInfo {
+        name: "apiserver.authorize",
+        stage: "apiserver",
+        station: 1,
+        modules: &["core/src/apiserver/authz/mod.rs"],
+        chapter: "apply.md",
+        attributes: &[
+            "authz.authorizer",
+            "authz.decision",
+            "authz.namespace",
+            "authz.reason",
+            "authz.resource",
+            "authz.user",
+            "authz.verb",
+        ],
+        what: "Deciding whether the user may do what the request asks (authorization: \
+               system:masters, the Node authorizer, RBAC); a refusal is a 403 Forbidden.",
     },
     SpanInfo {
         name: "apiserver.decode",
@@ -921,7 +939,8 @@ pub const STATIONS: &[Station] = &[
             m("core/src/client/mod.rs", "the HTTP client; it puts the current span in the `traceparent` header"),
             m("core/src/apiserver/mod.rs", "the request pipeline: routing, the request span, errors as a Status"),
             m("core/src/apiserver/routes.rs", "how a URL names a resource, a namespace and an object"),
-            m("core/src/apiserver/auth.rs", "who is asking: the bearer token"),
+            m("core/src/apiserver/auth.rs", "who is asking: client certificates and bearer tokens"),
+            m("core/src/apiserver/authz/", "may they? the authorizers and the 403 in upstream's words"),
             m("core/src/apiserver/protobuf.rs", "content negotiation: protobuf bodies and answers"),
             m("core/src/apiserver/patch.rs", "PATCH and server-side apply: decode, compare, write"),
             m("core/src/apiserver/create.rs", "POST: defaulting, validation, create"),
@@ -1159,8 +1178,17 @@ const fn a(key: &'static str, meaning: &'static str) -> Attribute {
 /// entry uses that constant.
 #[rustfmt::skip]
 pub const ATTRIBUTES: &[Attribute] = &[
-    a("auth.method", "How the API server authenticated the request: `bearer-token`."),
+    a("auth.groups", "The groups of the authenticated user, comma-separated (`system:nodes,system:authenticated`)."),
+    a("auth.method", "How the API server authenticated the request: `x509` (client certificate), `bearer-token` or `anonymous`."),
     a("auth.result", "`authenticated`, or `rejected` (the answer is then 401 Unauthorized)."),
+    a("auth.user", "The authenticated user name (`kubernetes-admin`, `system:node:node-1`)."),
+    a("authz.authorizer", "Which authorizer decided: `system:masters`, `Node`, `RBAC`, or `none` (nobody allowed it)."),
+    a("authz.decision", "`allow`, or `deny` (the answer is then 403 Forbidden)."),
+    a("authz.namespace", "The namespace of the request, empty at the cluster scope."),
+    a("authz.reason", "Why, when the authorizer said why (the Node authorizer does, RBAC rarely)."),
+    a("authz.resource", "The resource asked for (`pods`, `nodes/status`, `deployments.apps`) or the path (`/healthz`)."),
+    a("authz.user", "The user the decision is about."),
+    a("authz.verb", "The verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ..."),
     a("cli.dry_run", "Whether the apply only asked the API server what it would do (`--dry-run=server`)."),
     a("cli.files", "The manifest files (or `-` for standard input) the apply read."),
     a("cli.objects", "How many objects the manifests hold, each sent in its own request."),

@@ -10,9 +10,12 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -83,6 +86,9 @@ func main() {
 	_ = appsv1.AddToScheme(s)
 	_ = coordinationv1.AddToScheme(s)
 	_ = discoveryv1.AddToScheme(s)
+	_ = rbacv1.AddToScheme(s)
+	_ = authenticationv1.AddToScheme(s)
+	_ = authorizationv1.AddToScheme(s)
 	metav1.AddToGroupVersion(s, metav1.SchemeGroupVersion)
 	for _, t := range s.AllKnownTypes() {
 		walk(t)

@@ -1,38 +1,188 @@
-//! # Authentication (mirrors kube-apiserver's bearer-token authenticator)
+//! # Authentication (mirrors kube-apiserver's authenticators and `user.Info`)
 //!
-//! The first thing the API server asks is *who are you?* A real cluster has many
-//! answers (client certificates, OIDC, service-account tokens). kulisse has one: the
-//! random token that `kulisse up` writes into the kubeconfig (mode 0600). A request must
-//! carry it as `Authorization: Bearer <token>`, or it gets `401 Unauthorized` and
-//! nothing else happens. (Authorization, the *may you?* question that RBAC answers in
-//! Kubernetes, is out of scope: whoever holds the token is the cluster admin.)
+//! The first thing the API server asks is *who are you?* The answer is a **user**: a name,
+//! a uid and a list of groups (upstream's `k8s.io/apiserver/pkg/authentication/user.Info`).
+//! Kubernetes has no user objects: a user is whatever a trusted credential says. Like
+//! kube-apiserver, kulisse tries its authenticators in turn and takes the first answer:
+//!
+//! 1. **x509 client certificates** (upstream's `--client-ca-file`): the TLS handshake has
+//!    already proved that the client holds the key of a certificate signed by the cluster
+//!    CA; the certificate's Common Name is the user name and each Organization is a group.
+//!    This is how every component of the cluster logs in (`CN=system:node:node-1,
+//!    O=system:nodes` is the kubelet of node-1), as kubeadm sets it up.
+//! 2. **bearer tokens** (`Authorization: Bearer <token>`): the cluster's admin token that
+//!    `kulisse up` writes into the admin kubeconfig (upstream's static token file); it
+//!    stands for `kubernetes-admin` in the group `system:masters`.
+//!
+//! Every authenticated user also gets the group `system:authenticated`, as upstream adds
+//! it. A request with a credential that does not check out gets `401 Unauthorized` and
+//! nothing else happens. A request with no credential at all is `system:anonymous`
+//! (group `system:unauthenticated`); kulisse lets anonymous requests reach only
+//! `/version`, `/healthz`, `/livez` and `/readyz` (upstream's anonymous authentication
+//! restricted to those endpoints), every other anonymous request is a 401.
+//!
+//! *May you?* is the next station's question: [`super::authz`].
 
 use http::{HeaderMap, header};
 use tracing::info_span;
 
 use crate::objects::ApiError;
 
-/// Check the request's bearer token against the cluster's token.
-pub fn authenticate(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+/// The group whose members may do anything, checked before any role (upstream's
+/// `user.SystemPrivilegedGroup`).
+pub const SYSTEM_MASTERS: &str = "system:masters";
+/// Every authenticated user is in this group.
+pub const SYSTEM_AUTHENTICATED: &str = "system:authenticated";
+/// The group of `system:anonymous`.
+pub const SYSTEM_UNAUTHENTICATED: &str = "system:unauthenticated";
+/// The user of a request without credentials.
+pub const ANONYMOUS: &str = "system:anonymous";
+/// The user the admin token stands for (kubeadm's admin kubeconfig user).
+pub const ADMIN_USER: &str = "kubernetes-admin";
+
+/// Who sent a request: upstream's `user.Info`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct UserInfo {
+    /// The user name, e.g. `kubernetes-admin`, `system:node:node-1`,
+    /// `system:serviceaccount:default:default`.
+    pub name: String,
+    /// A unique id, where the credential carries one (service accounts); else empty.
+    pub uid: String,
+    /// The groups, e.g. `system:masters`, `system:nodes`, `system:authenticated`.
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    /// A user with these groups, plus `system:authenticated` (as every authenticator's
+    /// answer gets it upstream).
+    pub fn authenticated(name: impl Into<String>, groups: impl IntoIterator<Item = String>) -> UserInfo {
+        let mut groups: Vec<String> = groups.into_iter().collect();
+        if !groups.iter().any(|g| g == SYSTEM_AUTHENTICATED) {
+            groups.push(SYSTEM_AUTHENTICATED.to_string());
+        }
+        UserInfo {
+            name: name.into(),
+            uid: String::new(),
+            groups,
+        }
+    }
+
+    /// `system:anonymous` in `system:unauthenticated`.
+    pub fn anonymous() -> UserInfo {
+        UserInfo {
+            name: ANONYMOUS.to_string(),
+            uid: String::new(),
+            groups: vec![SYSTEM_UNAUTHENTICATED.to_string()],
+        }
+    }
+
+    /// The admin token's user.
+    pub fn admin() -> UserInfo {
+        UserInfo::authenticated(ADMIN_USER, [SYSTEM_MASTERS.to_string()])
+    }
+
+    /// Is the user in `group`?
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// The user a verified client certificate names: Common Name → user, each Organization →
+/// a group (upstream's `CommonNameUserConversion`). `None` when `der` is not a certificate
+/// or has no Common Name. The caller has verified the certificate against the cluster CA.
+pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    if name.is_empty() {
+        return None;
+    }
+    let groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Some(UserInfo::authenticated(name, groups))
+}
+
+/// How a request proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    ClientCertificate,
+    BearerToken,
+    Anonymous,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::ClientCertificate => "x509",
+            Method::BearerToken => "bearer-token",
+            Method::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Find out who sent the request: the client certificate the TLS handshake verified
+/// (`peer`), else the bearer token, else anonymous when `anonymous_ok` (the public
+/// endpoints). `admin_token` is the cluster's admin token.
+pub fn authenticate(
+    headers: &HeaderMap,
+    peer: Option<&UserInfo>,
+    admin_token: &str,
+    anonymous_ok: bool,
+) -> Result<UserInfo, ApiError> {
     let span = info_span!(
         "apiserver.authenticate",
         "kulisse.stage" = "apiserver",
-        "auth.method" = "bearer-token",
-        "auth.result" = tracing::field::Empty
+        "auth.method" = tracing::field::Empty,
+        "auth.result" = tracing::field::Empty,
+        "auth.user" = tracing::field::Empty,
+        "auth.groups" = tracing::field::Empty,
     );
     let _enter = span.enter();
+    let result = identify(headers, peer, admin_token, anonymous_ok);
+    match &result {
+        Ok((method, user)) => {
+            span.record("auth.method", method.name());
+            span.record("auth.result", "authenticated");
+            span.record("auth.user", user.name.as_str());
+            span.record("auth.groups", user.groups.join(",").as_str());
+        }
+        Err(method) => {
+            span.record("auth.method", method.name());
+            span.record("auth.result", "rejected");
+        }
+    }
+    result.map(|(_, user)| user).map_err(|_| ApiError::unauthorized())
+}
+
+fn identify(
+    headers: &HeaderMap,
+    peer: Option<&UserInfo>,
+    admin_token: &str,
+    anonymous_ok: bool,
+) -> Result<(Method, UserInfo), Method> {
+    if let Some(user) = peer {
+        return Ok((Method::ClientCertificate, user.clone()));
+    }
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
-    span.record("auth.result", if ok { "authenticated" } else { "rejected" });
-    if ok { Ok(()) } else { Err(ApiError::unauthorized()) }
+    match presented {
+        Some(p) if !admin_token.is_empty() && constant_time_eq(p.as_bytes(), admin_token.as_bytes()) => {
+            Ok((Method::BearerToken, UserInfo::admin()))
+        }
+        Some(_) => Err(Method::BearerToken),
+        // Not a bearer token (empty, `Basic ...`): no credential this server reads.
+        None if anonymous_ok => Ok((Method::Anonymous, UserInfo::anonymous())),
+        None => Err(Method::Anonymous),
+    }
 }
 
 /// Compare without leaking, through timing, how many leading bytes matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -46,12 +196,44 @@ mod tests {
     #[test]
     fn bearer_tokens() {
         let mut h = HeaderMap::new();
-        assert_eq!(authenticate(&h, "s3cret").unwrap_err().code, 401);
+        assert_eq!(authenticate(&h, None, "s3cret", false).unwrap_err().code, 401);
         h.insert(header::AUTHORIZATION, "Bearer wrong".parse().unwrap());
-        assert_eq!(authenticate(&h, "s3cret").unwrap_err().code, 401);
+        assert_eq!(authenticate(&h, None, "s3cret", true).unwrap_err().code, 401);
         h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
-        assert!(authenticate(&h, "s3cret").is_ok());
+        let admin = authenticate(&h, None, "s3cret", false).unwrap();
+        assert_eq!(admin.name, "kubernetes-admin");
+        assert_eq!(admin.groups, ["system:masters", "system:authenticated"]);
         h.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
-        assert!(authenticate(&h, "s3cret").is_err());
+        assert!(authenticate(&h, None, "s3cret", false).is_err());
+        assert_eq!(authenticate(&h, None, "s3cret", true).unwrap().name, "system:anonymous");
+    }
+
+    #[test]
+    fn anonymous_only_where_allowed() {
+        let h = HeaderMap::new();
+        let anon = authenticate(&h, None, "s3cret", true).unwrap();
+        assert_eq!(anon.name, "system:anonymous");
+        assert_eq!(anon.groups, ["system:unauthenticated"]);
+    }
+
+    #[test]
+    fn a_certificate_names_user_and_groups() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:node-1");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        let cert = params.self_signed(&key).unwrap();
+        let user = user_from_certificate(cert.der()).unwrap();
+        assert_eq!(user.name, "system:node:node-1");
+        assert_eq!(user.groups, ["system:nodes", "system:authenticated"]);
+        // A certificate beats a token: it was verified in the handshake.
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert_eq!(authenticate(&h, Some(&user), "s3cret", false).unwrap(), user);
+        assert!(user_from_certificate(b"not a certificate").is_none());
     }
 }

@@ -12,6 +12,9 @@
 //! The kubeconfig carries the CA (`certificate-authority-data`), so clients can check that
 //! they talk to *this* API server, and only then send the token. Private keys are written
 //! with mode 0600.
+//!
+//! The same CA signs one **client certificate** per component ([`client_identity`]), with
+//! kubeadm's names: the Common Name is the user, the Organization its group.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -34,8 +37,9 @@ fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("{what}: {e}"))
 }
 
-/// Load the CA from `dir` (or create it), and issue a serving certificate for `listen_ip`.
-pub fn ensure(dir: &Path, listen_ip: IpAddr) -> std::io::Result<ClusterCerts> {
+/// The CA certificate (PEM) and an issuer for certificates it signs, from `dir` (created
+/// there the first time).
+fn load_ca(dir: &Path) -> std::io::Result<(String, Issuer<'static, KeyPair>)> {
     let ca_crt = dir.join("ca.crt");
     let ca_key = dir.join("ca.key");
     let (ca_pem, ca_key_pem) = match (std::fs::read_to_string(&ca_crt), std::fs::read_to_string(&ca_key)) {
@@ -53,7 +57,12 @@ pub fn ensure(dir: &Path, listen_ip: IpAddr) -> std::io::Result<ClusterCerts> {
     };
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| err("reading ca.key", e))?;
     // The issuer is the CA's subject and key: the same parameters the CA was made with.
-    let issuer = Issuer::new(ca_params()?, ca_key);
+    Ok((ca_pem, Issuer::new(ca_params()?, ca_key)))
+}
+
+/// Load the CA from `dir` (or create it), and issue a serving certificate for `listen_ip`.
+pub fn ensure(dir: &Path, listen_ip: IpAddr) -> std::io::Result<ClusterCerts> {
+    let (ca_pem, issuer) = load_ca(dir)?;
 
     let key = KeyPair::generate().map_err(|e| err("generating the API server key", e))?;
     let mut params = CertificateParams::new(vec![
@@ -83,6 +92,53 @@ pub fn ensure(dir: &Path, listen_ip: IpAddr) -> std::io::Result<ClusterCerts> {
     })
 }
 
+/// A client certificate for the user `cn` in the group `org`, signed by the cluster CA
+/// in `dir`: kept in `<dir>/pki/<stem>.crt` and `.key` (mode 0600) and reused at the next
+/// start, as kubeadm keeps `/etc/kubernetes/pki`. A component logs in with it: the API
+/// server reads the user from the Common Name and the group from the Organization.
+///
+/// `serving_ip`: also valid as a TLS *server* certificate for that address (kulisse's
+/// kubelets serve their API with their own certificate; upstream gives them a separate one).
+pub fn client_identity(
+    dir: &Path,
+    stem: &str,
+    cn: &str,
+    org: Option<&str>,
+    serving_ip: Option<IpAddr>,
+) -> std::io::Result<crate::client::tls::Identity> {
+    let crt = dir.join("pki").join(format!("{stem}.crt"));
+    let key_path = dir.join("pki").join(format!("{stem}.key"));
+    if let (Ok(cert_pem), Ok(key_pem)) = (std::fs::read(&crt), std::fs::read(&key_path)) {
+        return Ok(crate::client::tls::Identity { cert_pem, key_pem });
+    }
+    let (_, issuer) = load_ca(dir)?;
+    let key = KeyPair::generate().map_err(|e| err("generating a client key", e))?;
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| err("client certificate parameters", e))?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(org) = org {
+        params.distinguished_name.push(DnType::OrganizationName, org);
+    }
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    if let Some(ip) = serving_ip {
+        params
+            .extended_key_usages
+            .push(rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+        params.subject_alt_names.push(SanType::IpAddress(ip));
+    }
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|e| err("signing a client certificate", e))?;
+    let identity = crate::client::tls::Identity {
+        cert_pem: cert.pem().into_bytes(),
+        key_pem: key.serialize_pem().into_bytes(),
+    };
+    crate::client::kubeconfig::write_private(&key_path, &identity.key_pem)?;
+    crate::client::kubeconfig::write_private(&crt, &identity.cert_pem)?;
+    Ok(identity)
+}
+
 /// The CA's parameters: a self-signed authority named `kulisse-ca`.
 fn ca_params() -> std::io::Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err("CA parameters", e))?;
@@ -102,10 +158,21 @@ pub fn server_config(certs: &ClusterCerts) -> std::io::Result<Arc<rustls::Server
     let chain: Vec<_> = rustls_pemfile::certs(&mut certs.serving_chain_pem.as_bytes()).collect::<Result<_, _>>()?;
     let key = rustls_pemfile::private_key(&mut certs.serving_key_pem.as_bytes())?
         .ok_or_else(|| err("apiserver.key", "no private key in it"))?;
+    // Clients may present a certificate signed by the cluster CA (every component does; it
+    // names the user), or none (kubectl with the admin token): upstream's
+    // `--client-ca-file`, which asks for a certificate but does not demand one.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut certs.ca_pem.as_bytes()) {
+        roots.add(cert?).map_err(|e| err("the cluster CA certificate", e))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| err("the client certificate verifier", e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| err("TLS versions", e))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| err("the API server certificate", e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -35,6 +35,7 @@
 
 pub mod allocator;
 pub mod auth;
+pub mod authz;
 pub mod binding;
 pub mod cacher;
 pub mod certs;
@@ -116,6 +117,8 @@ pub struct ApiServer {
     pub config: Config,
     /// The watch caches: one store watch per resource, shared by every API watch ([`cacher`]).
     pub watch_cache: Arc<cacher::WatchCache>,
+    /// Who may do what ([`authz`]).
+    pub authorizer: authz::Authorizer,
     /// Service ClusterIPs and node ports in use, built from the stored Services on first
     /// use. An async mutex: allocation reads the store once, while holding it.
     services: tokio::sync::Mutex<Option<allocator::ServiceAllocator>>,
@@ -175,6 +178,7 @@ impl ApiServer {
             storage: Storage::new(store),
             inflight: limits::InFlight::new(&config.limits),
             config,
+            authorizer: authz::Authorizer::new(),
             services: tokio::sync::Mutex::new(None),
         })
     }
@@ -225,7 +229,38 @@ impl ApiServer {
             info_span!("apiserver.bootstrap", "kulisse.stage" = "apiserver")
         };
         openapi::warm();
-        self.bootstrap_namespaces().instrument(span).await
+        async {
+            self.bootstrap_namespaces().await?;
+            self.bootstrap_policy().await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Create the bootstrap roles and bindings ([`authz::bootstrap`]) that are missing, as
+    /// kube-apiserver's `rbac/bootstrap-roles` post-start hook does.
+    async fn bootstrap_policy(&self) -> Result<(), ApiError> {
+        use authz::bootstrap;
+        let objects = bootstrap::cluster_roles()
+            .into_iter()
+            .chain(bootstrap::cluster_role_bindings())
+            .chain(bootstrap::role_bindings());
+        for mut obj in objects {
+            let kind = obj["kind"].as_str().unwrap_or("").to_string();
+            let info = crate::objects::by_gvk("rbac.authorization.k8s.io/v1", &kind).expect("RBAC kinds are built in");
+            let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+            if self.storage.get(info, ns.as_deref(), &name).await?.is_none() {
+                meta::prepare_create(info, &mut obj, ns.as_deref());
+                match self.storage.create(info, ns.as_deref(), &name, &obj).await {
+                    Ok(_) => {}
+                    Err(e) if e.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.authorizer.rbac.invalidate();
+        Ok(())
     }
 
     async fn bootstrap_namespaces(&self) -> Result<(), ApiError> {
@@ -279,11 +314,14 @@ impl ApiServer {
                             // The TLS handshake happens here, off the accept loop, within the
                             // read-header timeout (as Go's http.Server bounds it).
                             Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                                Ok(Ok(tls_stream)) => serve_connection(server, tls_stream, stop_rx, watcher).await,
+                                Ok(Ok(tls_stream)) => {
+                                    let peer = peer_user(&tls_stream);
+                                    serve_connection(server, tls_stream, peer, stop_rx, watcher).await
+                                }
                                 Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             },
-                            None => serve_connection(server, stream, stop_rx, watcher).await,
+                            None => serve_connection(server, stream, None, stop_rx, watcher).await,
                         }
                     });
                 }
@@ -298,7 +336,12 @@ impl ApiServer {
 
     /// Handle one HTTP request: the whole pipeline of the module doc, inside an
     /// `apiserver.request` span that continues the caller's trace (W3C `traceparent`).
-    pub async fn handle(&self, req: Request<Incoming>, stop: tokio::sync::watch::Receiver<bool>) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: Option<&auth::UserInfo>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         // Which requests are traced: those that carry a `traceparent` (they are part of a
@@ -340,7 +383,7 @@ impl ApiServer {
             kulisse_traces::propagation::set_parent(&span, remote);
         }
         let response = async {
-            let routed = self.route(&parts.method, &parts.uri, &parts.headers, body, stop);
+            let routed = self.route(&parts.method, &parts.uri, &parts.headers, peer, body, stop);
             let response = match answer_panics(routed).await {
                 Ok(resp) => resp,
                 Err(err) => error_response(&err),
@@ -364,24 +407,35 @@ impl ApiServer {
         method: &Method,
         uri: &http::Uri,
         headers: &HeaderMap,
+        peer: Option<&auth::UserInfo>,
         body: Incoming,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Response<Body>, ApiError> {
         if traces::is_trace_path(uri.path()) {
-            auth::authenticate(headers, &self.config.token)?;
+            // kulisse's own trace endpoints: any authenticated user (every component
+            // sends its spans here), no further authorization.
+            auth::authenticate(headers, peer, &self.config.token, false)?;
             let body = read_body(headers, body).await?;
             return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
         }
         let route = routes::parse(uri.path())?;
-        if !matches!(route, Route::Version | Route::Health | Route::Ready) {
-            auth::authenticate(headers, &self.config.token)?;
-        }
+        let query = parse_query(uri.query());
+        let public = matches!(route, Route::Version | Route::Health | Route::Ready);
+        let user = auth::authenticate(headers, peer, &self.config.token, public)?;
         // The max-in-flight filter, after authentication as upstream's ([`limits`]).
         let _inflight = match self.inflight.admit(method, uri) {
             Ok(permit) => permit,
             Err(too_many) => return Ok(*too_many),
         };
-        let query = parse_query(uri.query());
+        let attrs = authz::attributes(user, method, uri.path(), &route, &query);
+        // The public endpoints answer everyone without consulting RBAC (what upstream's
+        // system:public-info-viewer grants), so health checks work while the store is down.
+        if !public {
+            self.authorizer.authorize(&self.storage, &attrs).await?;
+        }
+        let rbac_write = attrs.resource_request
+            && attrs.api_group == authz::rbac::GROUP
+            && !matches!(attrs.verb.as_str(), "get" | "list" | "watch");
         let body = read_body(headers, body).await?;
         // A protobuf body becomes JSON here; the handlers only ever see JSON.
         let decoded_headers;
@@ -392,6 +446,8 @@ impl ApiServer {
                 (&decoded_headers, body)
             }
         };
+        // NodeRestriction: what a kubelet may not do, now that the body is known.
+        authz::node::admit(&self.storage, &attrs, &body).await?;
         let ctx = Ctx {
             server: self,
             query,
@@ -400,6 +456,10 @@ impl ApiServer {
             warnings: std::sync::Mutex::new(Vec::new()),
         };
         let result = self.dispatch(&ctx, route, method, stop).await;
+        if rbac_write {
+            // A Role, ClusterRole or binding changed who may do what: read them anew.
+            self.authorizer.rbac.invalidate();
+        }
         let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
         result.map(|mut resp| {
             for w in warnings {
@@ -560,10 +620,19 @@ impl ApiServer {
     }
 }
 
+/// The user the client certificate of a TLS connection names (verified against the
+/// cluster CA during the handshake), if the client presented one.
+fn peer_user(tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Option<Arc<auth::UserInfo>> {
+    let (_, conn) = tls.get_ref();
+    let leaf = conn.peer_certificates()?.first()?;
+    auth::user_from_certificate(leaf.as_ref()).map(Arc::new)
+}
+
 /// Serve HTTP/1.1 on one connection (plain or TLS) until it ends or the server shuts down.
 async fn serve_connection<IO>(
     server: Arc<ApiServer>,
     io: IO,
+    peer: Option<Arc<auth::UserInfo>>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
@@ -576,8 +645,9 @@ async fn serve_connection<IO>(
         let server = server.clone();
         let stop_rx = stop_rx.clone();
         let busy = service_clock.request_started();
+        let peer = peer.clone();
         async move {
-            let resp = server.handle(req, stop_rx).await;
+            let resp = server.handle(req, peer.as_deref(), stop_rx).await;
             Ok::<_, Infallible>(resp.map(|body| limits::ConnectionClock::track_response(busy, body)))
         }
     });

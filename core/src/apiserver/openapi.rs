@@ -87,7 +87,7 @@ const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
 fn generate_schemas() -> Map<String, Value> {
     use k8s_openapi::api::{
         apps::v1 as apps, autoscaling::v1 as autoscaling, coordination::v1 as coordination, core::v1 as core,
-        discovery::v1 as discovery,
+        discovery::v1 as discovery, rbac::v1 as rbac,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
     let mut generator = SchemaGenerator::new(SchemaSettings::openapi3());
@@ -110,6 +110,10 @@ fn generate_schemas() -> Map<String, Value> {
         apps::ReplicaSet,
         coordination::Lease,
         discovery::EndpointSlice,
+        rbac::Role,
+        rbac::ClusterRole,
+        rbac::RoleBinding,
+        rbac::ClusterRoleBinding,
         autoscaling::Scale,
         meta::Status,
         meta::DeleteOptions,

@@ -1,7 +1,8 @@
 //! # kubeconfig (mirrors client-go's `clientcmd`)
 //!
 //! A kubeconfig file tells a client *where* the API server is and *who* it is:
-//! `clusters` (server URLs), `users` (credentials: here a bearer token), and `contexts`
+//! `clusters` (server URLs), `users` (credentials: a bearer token, or a client certificate
+//! and its key), and `contexts`
 //! that pair a cluster with a user and a default namespace; `current-context` picks one.
 //! `kulisse up` writes one to `<data-dir>/kubeconfig` with mode 0600 (it holds the
 //! cluster's only credential), and the same file works unchanged with `kubectl`.
@@ -59,6 +60,12 @@ pub struct NamedUser {
 pub struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The user's client certificate (PEM), base64-encoded: who it is, vouched for by the CA.
+    #[serde(rename = "client-certificate-data", default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_data: Option<String>,
+    /// The certificate's private key (PEM), base64-encoded.
+    #[serde(rename = "client-key-data", default, skip_serializing_if = "Option::is_none")]
+    pub client_key_data: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +90,8 @@ pub struct Connection {
     pub namespace: String,
     /// The cluster CA (PEM) to verify an `https://` server with.
     pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate and key, when the user logs in with one.
+    pub identity: Option<super::tls::Identity>,
 }
 
 /// The name kulisse uses for its cluster, user and context entries.
@@ -108,6 +117,7 @@ impl Kubeconfig {
                 name: NAME.into(),
                 user: User {
                     token: Some(token.into()),
+                    ..User::default()
                 },
             }],
             contexts: vec![NamedContext {
@@ -120,6 +130,20 @@ impl Kubeconfig {
             }],
             current_context: NAME.into(),
         }
+    }
+
+    /// A kubeconfig for one kulisse cluster whose user logs in with a client certificate
+    /// (what `kulisse up` writes for each component).
+    pub fn for_identity(server: &str, ca_pem: &str, identity: &super::tls::Identity) -> Self {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut k = Kubeconfig::for_cluster(server, "", Some(ca_pem));
+        k.users[0].user = User {
+            token: None,
+            client_certificate_data: Some(b64(&identity.cert_pem)),
+            client_key_data: Some(b64(&identity.key_pem)),
+        };
+        k
     }
 
     /// Read and parse a kubeconfig file.
@@ -179,8 +203,35 @@ impl Kubeconfig {
             }
             (None, None) => None,
         };
+        let decode = |what: &str, data: &Option<String>| -> Result<Option<Vec<u8>>, String> {
+            use base64::Engine as _;
+            data.as_ref()
+                .map(|d| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(d.trim())
+                        .map_err(|e| format!("{what} of user {:?} is not base64: {e}", ctx.context.user))
+                })
+                .transpose()
+        };
+        let identity = match user {
+            Some(u) => match (
+                decode("client-certificate-data", &u.user.client_certificate_data)?,
+                decode("client-key-data", &u.user.client_key_data)?,
+            ) {
+                (Some(cert_pem), Some(key_pem)) => Some(super::tls::Identity { cert_pem, key_pem }),
+                (None, None) => None,
+                _ => {
+                    return Err(format!(
+                        "user {:?} needs both client-certificate-data and client-key-data",
+                        u.name
+                    ));
+                }
+            },
+            None => None,
+        };
         Ok(Connection {
             server: cluster.cluster.server.clone(),
+            identity,
             token: user.and_then(|u| u.user.token.clone()).unwrap_or_default(),
             namespace: ctx.context.namespace.clone().unwrap_or_else(|| "default".into()),
             ca_pem,

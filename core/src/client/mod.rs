@@ -105,14 +105,25 @@ impl Client {
     /// `ca_pem` (the cluster CA from the kubeconfig), and nothing else: the token is only
     /// sent to the API server that CA vouches for.
     pub fn with_ca(server: &str, token: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+        Client::with_identity(server, token, ca_pem, None)
+    }
+
+    /// A client for `server` that logs in with a client certificate (`identity`) and/or a
+    /// bearer token (`token`, empty for none), trusting only `ca_pem`.
+    pub fn with_identity(
+        server: &str,
+        token: &str,
+        ca_pem: Option<&[u8]>,
+        identity: Option<&tls::Identity>,
+    ) -> Result<Self, ClientError> {
         let uri: http::Uri = server
             .parse()
             .map_err(|e| ClientError::Protocol(format!("server URL {server:?} is not valid: {e}")))?;
         let tls = match (uri.scheme_str(), ca_pem) {
             (Some("http"), _) => None,
-            (Some("https"), Some(ca)) => Some(
-                tls::client_config(ca).map_err(|e| ClientError::Protocol(format!("cannot use the cluster CA: {e}")))?,
-            ),
+            (Some("https"), Some(ca)) => Some(tls::client_config_as(ca, identity).map_err(|e| {
+                ClientError::Protocol(format!("cannot use the cluster CA or the client certificate: {e}"))
+            })?),
             (Some("https"), None) => {
                 return Err(ClientError::Protocol(format!(
                     "server URL {server:?} is https, but the kubeconfig has no certificate-authority-data to check it with"
@@ -162,7 +173,12 @@ impl Client {
         let conn = Kubeconfig::load(path)
             .and_then(|k| k.connection())
             .map_err(ClientError::Protocol)?;
-        let mut client = Client::with_ca(&conn.server, &conn.token, conn.ca_pem.as_deref())?;
+        let mut client = Client::with_identity(
+            &conn.server,
+            &conn.token,
+            conn.ca_pem.as_deref(),
+            conn.identity.as_ref(),
+        )?;
         client.default_namespace = conn.namespace;
         Ok(client)
     }

@@ -17,8 +17,34 @@ fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("{what}: {e}"))
 }
 
+/// A client's own certificate and key (PEM), signed by the cluster CA: who it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
 /// A rustls client configuration trusting only `ca_pem` (the cluster's CA).
 pub fn client_config(ca_pem: &[u8]) -> std::io::Result<rustls::ClientConfig> {
+    client_config_as(ca_pem, None)
+}
+
+/// The certificate chain and key of `identity`, as rustls wants them.
+pub fn identity_parts(
+    identity: &Identity,
+) -> std::io::Result<(
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+)> {
+    let chain: Vec<_> = rustls_pemfile::certs(&mut &identity.cert_pem[..]).collect::<Result<_, _>>()?;
+    let key = rustls_pemfile::private_key(&mut &identity.key_pem[..])?
+        .ok_or_else(|| err("the client key", "no private key in client-key-data"))?;
+    Ok((chain, key))
+}
+
+/// A rustls client configuration trusting only `ca_pem`, and presenting `identity`'s
+/// client certificate when there is one (how every component logs in).
+pub fn client_config_as(ca_pem: &[u8], identity: Option<&Identity>) -> std::io::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
         roots.add(cert?).map_err(|e| err("the cluster CA certificate", e))?;
@@ -29,9 +55,17 @@ pub fn client_config(ca_pem: &[u8]) -> std::io::Result<rustls::ClientConfig> {
             "no certificate found in certificate-authority-data",
         ));
     }
-    Ok(rustls::ClientConfig::builder_with_provider(crypto_provider())
+    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| err("TLS versions", e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some(id) => {
+            let (chain, key) = identity_parts(id)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| err("the client certificate", e))
+        }
+    }
 }

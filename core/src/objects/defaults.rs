@@ -184,12 +184,30 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
         ("", "Service") => default_service(root),
         ("", "Secret") => super::secret::apply_defaults(root),
         ("discovery.k8s.io", "EndpointSlice") => default_endpoint_slice(root),
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => default_subjects(root),
         _ => {}
     }
 }
 
 /// An EndpointSlice port without a protocol is TCP, without a name `""`
 /// (upstream's `SetDefaults_EndpointPort`).
+/// `SetDefaults_Subject`: a User or Group subject is in the RBAC API group, a
+/// ServiceAccount in the core group.
+fn default_subjects(root: &mut Map<String, Value>) {
+    if let Some(Value::Array(subjects)) = root.get_mut("subjects") {
+        for subject in subjects.iter_mut().filter_map(Value::as_object_mut) {
+            let group = match subject.get("kind").and_then(Value::as_str) {
+                Some("User" | "Group") => "rbac.authorization.k8s.io",
+                Some("ServiceAccount") => "",
+                _ => continue,
+            };
+            if subject.get("apiGroup").and_then(Value::as_str).unwrap_or("").is_empty() {
+                subject.insert("apiGroup".to_string(), Value::from(group));
+            }
+        }
+    }
+}
+
 fn default_endpoint_slice(root: &mut Map<String, Value>) {
     let ports = root.get_mut("ports").and_then(Value::as_array_mut);
     for port in ports.into_iter().flatten().filter_map(Value::as_object_mut) {

@@ -294,6 +294,58 @@ pub static RESOURCES: &[ResourceInfo] = &[
         owns_dependents: false,
         categories: &[],
     },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        short_names: &[],
+        namespaced: false,
+        subresources: &[],
+        tracks_generation: false,
+        owns_dependents: false,
+        categories: &[],
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        short_names: &[],
+        namespaced: false,
+        subresources: &[],
+        tracks_generation: false,
+        owns_dependents: false,
+        categories: &[],
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        short_names: &[],
+        namespaced: true,
+        subresources: &[],
+        tracks_generation: false,
+        owns_dependents: false,
+        categories: &[],
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "Role",
+        plural: "roles",
+        singular: "role",
+        short_names: &[],
+        namespaced: true,
+        subresources: &[],
+        tracks_generation: false,
+        owns_dependents: false,
+        categories: &[],
+    },
 ];
 
 /// Find the resource for a manifest's `apiVersion` and `kind` (exact, case-sensitive, as
@@ -473,7 +525,7 @@ mod tests {
     #[test]
     fn scopes() {
         let cluster: Vec<&str> = RESOURCES.iter().filter(|r| !r.namespaced).map(|r| r.kind).collect();
-        assert_eq!(cluster, ["Namespace", "Node"]);
+        assert_eq!(cluster, ["Namespace", "Node", "ClusterRoleBinding", "ClusterRole"]);
     }
 
     #[test]
@@ -493,7 +545,11 @@ mod tests {
             .filter(|r| !r.tracks_generation)
             .map(|r| r.kind)
             .collect();
-        assert_eq!(untracked, ["Secret"]);
+        // RBAC objects have no spec, so no generation to count (as upstream).
+        assert_eq!(
+            untracked,
+            ["Secret", "ClusterRoleBinding", "ClusterRole", "RoleBinding", "Role"]
+        );
         assert_eq!(Subresource::Finalize.name(), "finalize");
     }
 

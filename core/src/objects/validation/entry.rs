@@ -77,6 +77,7 @@ pub fn field_errors(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
         ("", "ConfigMap") => validate_config_map(obj, &mut errs),
         ("", "Secret") => errs.extend(super::super::secret::validate(obj)),
         ("coordination.k8s.io", "Lease") => validate_lease(obj, &mut errs),
+        ("rbac.authorization.k8s.io", kind) => super::rbac::validate(kind, obj, &mut errs),
         _ => {}
     }
     // The typed decoder rejects a wrong apiVersion/kind itself; only type-check when those
@@ -182,6 +183,16 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Result<
             }
         }
         ("", "Pod") => validate_pod_spec_update(old, new, &mut errs),
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            // upstream: a binding's role cannot change; delete and re-create it instead
+            if get(old, "roleRef") != get(new, "roleRef") {
+                errs.push(FieldError::invalid(
+                    "roleRef",
+                    get(new, "roleRef").unwrap_or(&Value::Null),
+                    "cannot change roleRef",
+                ));
+            }
+        }
         ("", "Secret") => errs.extend(super::super::secret::validate_update(old, new)),
         _ => {}
     }

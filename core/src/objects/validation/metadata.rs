@@ -10,6 +10,7 @@ fn name_rule(info: &ResourceInfo) -> fn(&str) -> Vec<String> {
     match (info.group, info.kind) {
         ("", "Namespace") => is_dns1123_label,
         ("", "Service") => is_dns1035_label,
+        ("rbac.authorization.k8s.io", _) => is_path_segment_name,
         _ => is_dns1123_subdomain,
     }
 }

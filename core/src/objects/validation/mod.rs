@@ -45,7 +45,8 @@
 //! raw JSON), [`metadata`], [`selectors`], [`pods`] (pods, pod templates, Deployments and
 //! ReplicaSets), [`volumes`] (pod volumes and volume mounts), [`env`] (containers'
 //! environment), [`services`] (Services, Endpoints, EndpointSlices, Events, ConfigMaps,
-//! Leases), [`types`] (the type check) and [`entry`] (which rules apply to which kind, and
+//! Leases), [`rbac`] (Roles, ClusterRoles and their bindings), [`types`] (the type check)
+//! and [`entry`] (which rules apply to which kind, and
 //! on update). This file holds what they all report: [`FieldError`].
 
 mod entry;
@@ -54,6 +55,7 @@ mod json;
 mod metadata;
 mod names;
 mod pods;
+mod rbac;
 mod selectors;
 mod services;
 mod types;
@@ -65,6 +67,7 @@ use json::*;
 pub use metadata::*;
 pub use names::*;
 use pods::*;
+pub use rbac::is_path_segment_name;
 use selectors::*;
 use services::*;
 use types::*;

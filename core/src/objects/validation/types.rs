@@ -121,7 +121,7 @@ pub(super) fn truncate(mut s: String, max: usize) -> String {
 }
 
 pub(super) fn type_check(info: &ResourceInfo, obj: &Value) -> Option<FieldError> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, rbac::v1 as rbac};
     match (info.group, info.kind) {
         ("", "Pod") => type_check_as::<core::Pod>(obj),
         ("", "Service") => type_check_as::<core::Service>(obj),
@@ -135,6 +135,10 @@ pub(super) fn type_check(info: &ResourceInfo, obj: &Value) -> Option<FieldError>
         ("apps", "Deployment") => type_check_as::<apps::Deployment>(obj),
         ("apps", "ReplicaSet") => type_check_as::<apps::ReplicaSet>(obj),
         ("coordination.k8s.io", "Lease") => type_check_as::<coord::Lease>(obj),
+        ("rbac.authorization.k8s.io", "Role") => type_check_as::<rbac::Role>(obj),
+        ("rbac.authorization.k8s.io", "ClusterRole") => type_check_as::<rbac::ClusterRole>(obj),
+        ("rbac.authorization.k8s.io", "RoleBinding") => type_check_as::<rbac::RoleBinding>(obj),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => type_check_as::<rbac::ClusterRoleBinding>(obj),
         _ => None,
     }
 }
