@@ -120,12 +120,24 @@ pub fn node_rules() -> Vec<Value> {
     ]
 }
 
-/// The ClusterRoles kulisse creates at start.
+/// The labels by which `admin`, `edit` and `view` gather the rules of other ClusterRoles.
+const TO_ADMIN: [(&str, &str); 1] = [("rbac.authorization.k8s.io/aggregate-to-admin", "true")];
+const TO_EDIT: [(&str, &str); 1] = [("rbac.authorization.k8s.io/aggregate-to-edit", "true")];
+const TO_VIEW: [(&str, &str); 1] = [("rbac.authorization.k8s.io/aggregate-to-view", "true")];
+
+/// The ClusterRoles kulisse creates at start: discovery, the user-facing roles, the
+/// components' roles and the controllers' roles.
 pub fn cluster_roles() -> Vec<Value> {
-    let to_admin = [("rbac.authorization.k8s.io/aggregate-to-admin", "true")];
-    let to_edit = [("rbac.authorization.k8s.io/aggregate-to-edit", "true")];
-    let to_view = [("rbac.authorization.k8s.io/aggregate-to-view", "true")];
-    let mut roles = vec![
+    let mut roles = discovery_roles();
+    roles.extend(user_facing_roles());
+    roles.extend(component_roles());
+    roles.extend(controller_roles());
+    roles
+}
+
+/// `cluster-admin` and the roles everyone gets: discovery, self-reviews, public info.
+fn discovery_roles() -> Vec<Value> {
+    vec![
         cluster_role(
             "cluster-admin",
             &[],
@@ -171,12 +183,26 @@ pub fn cluster_roles() -> Vec<Value> {
                 &["/livez", "/readyz", "/healthz", "/version", "/version/"],
             )],
         ),
+    ]
+}
+
+/// `admin`, `edit` and `view`, aggregated from the `system:aggregate-to-*` roles.
+fn user_facing_roles() -> Vec<Value> {
+    let mut roles = vec![
         aggregated("admin", &[], "admin", vec![]),
-        aggregated("edit", &to_admin, "edit", vec![]),
-        aggregated("view", &to_edit, "view", vec![]),
+        aggregated("edit", &TO_ADMIN, "edit", vec![]),
+        aggregated("view", &TO_EDIT, "view", vec![]),
+    ];
+    roles.extend(aggregated_rules());
+    roles
+}
+
+/// The `system:aggregate-to-*` roles whose rules `admin`, `edit` and `view` gather.
+fn aggregated_rules() -> Vec<Value> {
+    vec![
         cluster_role(
             "system:aggregate-to-admin",
-            &to_admin,
+            &TO_ADMIN,
             vec![
                 rule(&["create"], &["authorization.k8s.io"], &["localsubjectaccessreviews"]),
                 rule(READ_WRITE, &["rbac.authorization.k8s.io"], &["roles", "rolebindings"]),
@@ -184,7 +210,7 @@ pub fn cluster_roles() -> Vec<Value> {
         ),
         cluster_role(
             "system:aggregate-to-edit",
-            &to_edit,
+            &TO_EDIT,
             vec![
                 rule(READ, &[CORE], &["secrets"]),
                 rule(&["impersonate"], &[CORE], &["serviceaccounts"]),
@@ -212,7 +238,7 @@ pub fn cluster_roles() -> Vec<Value> {
         ),
         cluster_role(
             "system:aggregate-to-view",
-            &to_view,
+            &TO_VIEW,
             vec![
                 rule(
                     READ,
@@ -247,6 +273,13 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+    ]
+}
+
+/// The roles of the system components: kubelets, kube-proxy, the scheduler, the
+/// controller manager.
+fn component_roles() -> Vec<Value> {
+    vec![
         cluster_role("system:node", &[], node_rules()),
         cluster_role(
             "system:node-proxier",
@@ -316,14 +349,19 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["create"], &[CORE], &["serviceaccounts/token"]),
             ],
         ),
-    ];
-    roles.extend(controller_roles());
-    roles
+    ]
 }
 
 /// The `system:controller:*` roles of the controllers kulisse runs (upstream's
 /// `controller_policy.go`, trimmed to the kulisse groups).
 fn controller_roles() -> Vec<Value> {
+    let mut roles = workload_controller_roles();
+    roles.extend(infra_controller_roles());
+    roles
+}
+
+/// The Deployment and ReplicaSet controllers' roles.
+fn workload_controller_roles() -> Vec<Value> {
     let c = |name: &str, rules: Vec<Value>| cluster_role(&format!("system:controller:{name}"), &[], rules);
     vec![
         c(
@@ -359,6 +397,13 @@ fn controller_roles() -> Vec<Value> {
                 events(),
             ],
         ),
+    ]
+}
+
+/// The roles of the endpoints, garbage-collector, namespace and node controllers.
+fn infra_controller_roles() -> Vec<Value> {
+    let c = |name: &str, rules: Vec<Value>| cluster_role(&format!("system:controller:{name}"), &[], rules);
+    vec![
         c(
             "endpoint-controller",
             vec![

@@ -221,6 +221,17 @@ async fn used_by_pod_on(storage: &Storage, node: &str, a: &Attributes) -> Result
         .any(|p| p.object.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && uses(&p.object)))
 }
 
+/// The `metadata.name` of a request body (JSON or YAML), or `""`.
+fn body_name(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body)
+        .or_else(|_| serde_saphyr::from_slice(body))
+        .unwrap_or(Value::Null);
+    v.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
 /// NodeRestriction: once the request's body is known, what a node may still not do.
 /// `body` is the decoded request body (JSON), for creates.
 pub async fn admit(storage: &Storage, a: &Attributes, body: &[u8]) -> Result<(), ApiError> {
@@ -231,15 +242,7 @@ pub async fn admit(storage: &Storage, a: &Attributes, body: &[u8]) -> Result<(),
         return Ok(());
     }
     let writes = matches!(a.verb.as_str(), "create" | "update" | "patch" | "delete");
-    let body_name = || -> String {
-        let v: Value = serde_json::from_slice(body)
-            .or_else(|_| serde_saphyr::from_slice(body))
-            .unwrap_or(Value::Null);
-        v.pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
+    let body_name = || body_name(body);
     let forbid = |a: &Attributes, name: String, detail: String| {
         let mut target = a.clone();
         target.name = name;
