@@ -703,40 +703,30 @@ async fn writes_case(
         }
         Err(e) => println!("  (no etcd comparison: {e:#})"),
     }
+    report_writes(clients, &embedded, &etcd_results, report);
+    Ok(())
+}
+
+/// Print the write figures per client count, each beside etcd's from the same run.
+fn report_writes(clients: &[usize], embedded: &[Load], etcd: &[Load], report: &mut Report) {
+    type Pick = fn(&Load) -> f64;
+    let rows: [(&str, Pick, &str, usize); 3] = [
+        ("creates/s (embedded)", |l| l.per_s, "/s", 0),
+        ("p50 ms (embedded)", |l| l.p50, " ms", 1),
+        ("p99 ms (embedded)", |l| l.p99, " ms", 1),
+    ];
     for (i, &c) in clients.iter().enumerate() {
         let size = format!("{c}clients");
         let e = &embedded[i];
-        let anchor = etcd_results.get(i);
-        let vs = |f: fn(&Load) -> f64, unit: &str| {
-            anchor
-                .map(|a| format!("etcd in this run: {:.1}{unit}", f(a)))
-                .unwrap_or_else(|| "etcd: not run".into())
-        };
+        let anchor = etcd.get(i);
         println!("  {c} client(s):");
-        report.figure(
-            "writes",
-            &size,
-            "creates/s (embedded)",
-            e.per_s,
-            &format!("{:.0}/s", e.per_s),
-            &vs(|l| l.per_s, "/s"),
-        );
-        report.figure(
-            "writes",
-            &size,
-            "p50 ms (embedded)",
-            e.p50,
-            &format!("{:.1} ms", e.p50),
-            &vs(|l| l.p50, " ms"),
-        );
-        report.figure(
-            "writes",
-            &size,
-            "p99 ms (embedded)",
-            e.p99,
-            &format!("{:.1} ms", e.p99),
-            &vs(|l| l.p99, " ms"),
-        );
+        for (name, pick, unit, decimals) in rows {
+            let vs = anchor
+                .map(|a| format!("etcd in this run: {:.1}{unit}", pick(a)))
+                .unwrap_or_else(|| "etcd: not run".into());
+            let shown = format!("{:.*}{unit}", decimals, pick(e));
+            report.figure("writes", &size, name, pick(e), &shown, &vs);
+        }
         if let Some(a) = anchor {
             let ratio = e.per_s / a.per_s;
             report.figure(
@@ -751,7 +741,6 @@ async fn writes_case(
             let _ = writeln!(report.tsv, "writes\t{size}\tp99 ms (etcd)\t{}", a.p99);
         }
     }
-    Ok(())
 }
 
 struct Load {

@@ -1,4 +1,4 @@
-//! Station ① · chapter "Who may do what" (book/src/security.md) · span `apiserver.authorize`
+//! Station ① · chapter "apply: from the CLI to the API server" (book/src/apply.md; a chapter of its own, "Who may do what", is still to come) · span `apiserver.authorize`
 //!
 //! # Authorization (mirrors kube-apiserver's `WithAuthorization` filter and its authorizers)
 //!
