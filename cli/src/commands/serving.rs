@@ -6,9 +6,13 @@
 //! `http.Server` fields `ReadHeaderTimeout` and `IdleTimeout`); `--max-connections` has no
 //! upstream counterpart. kulisse makes all of them flags so labs and tests can shrink them.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
+use kulisse_core::apiserver::audit::{self, AuditLog};
 use kulisse_core::apiserver::limits::{self, Limits};
 
 use super::components::parse_duration;
@@ -36,6 +40,15 @@ pub struct ServingArgs {
     /// answered 429 TooManyRequests. 0: no limit.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT, value_name = "N")]
     pub max_mutating_requests_inflight: usize,
+    /// The audit log: one `audit.k8s.io/v1` Event (level Metadata) per stored write, naming
+    /// its user; `kulisse history` reads it. Default `<data-dir>/audit.log` (upstream: off
+    /// unless set); `none` turns it off.
+    #[arg(long, value_name = "PATH")]
+    pub audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many megabytes, keeping one old file
+    /// (`audit.log.1`). 0: never.
+    #[arg(long, default_value_t = audit::DEFAULT_MAX_SIZE_MB, value_name = "MB")]
+    pub audit_log_maxsize: u64,
 }
 
 impl Default for ServingArgs {
@@ -47,6 +60,8 @@ impl Default for ServingArgs {
             max_connections: l.max_connections,
             max_requests_inflight: l.max_requests_inflight,
             max_mutating_requests_inflight: l.max_mutating_requests_inflight,
+            audit_log_path: None,
+            audit_log_maxsize: audit::DEFAULT_MAX_SIZE_MB,
         }
     }
 }
@@ -56,6 +71,20 @@ impl Default for ServingArgs {
 const RESERVED_FDS: u64 = 256;
 
 impl ServingArgs {
+    /// The audit log this API server writes, opened (`None` with `--audit-log-path none`).
+    pub fn audit_log(&self, data_dir: &Path) -> anyhow::Result<Option<Arc<AuditLog>>> {
+        let path = self
+            .audit_log_path
+            .clone()
+            .unwrap_or_else(|| data_dir.join("audit.log"));
+        if path == Path::new("none") {
+            return Ok(None);
+        }
+        let log = AuditLog::open(&path, self.audit_log_maxsize)
+            .with_context(|| format!("opening the audit log {}", path.display()))?;
+        Ok(Some(Arc::new(log)))
+    }
+
     /// The limits, after raising this process's soft file-descriptor limit to its hard
     /// limit (as every Go program, kube-apiserver included, does at start) and fitting the
     /// connection cap under it: a cap the kernel cannot honour would fail as `accept`

@@ -208,6 +208,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             service_cidr: args.service_cidr,
             bookmark_interval: apiserver::watch::DEFAULT_BOOKMARK_INTERVAL,
             limits: args.serving.limits(),
+            audit_log: args.serving.audit_log(data_dir)?,
         },
     );
     server

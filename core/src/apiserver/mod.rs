@@ -34,6 +34,7 @@
 //! `429 TooManyRequests` when too many requests are already being served.
 
 pub mod allocator;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod binding;
@@ -103,6 +104,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Timeouts, the connection cap and the in-flight limits ([`limits`]).
     pub limits: limits::Limits,
+    /// The audit log every successful write is recorded in ([`audit`]); `None`: no log.
+    pub audit_log: Option<Arc<audit::AuditLog>>,
 }
 
 /// What every handler gets: the storage layer and the server's settings.
@@ -175,7 +178,7 @@ impl ApiServer {
         let progress = (config.bookmark_interval / 4).max(Duration::from_millis(10));
         Arc::new(ApiServer {
             watch_cache: cacher::WatchCache::new(store.clone(), progress),
-            storage: Storage::new(store),
+            storage: Storage::new(store).with_audit(config.audit_log.clone()),
             inflight: limits::InFlight::new(&config.limits),
             config,
             authorizer: authz::Authorizer::new(),
@@ -418,6 +421,7 @@ impl ApiServer {
             let body = read_body(headers, body).await?;
             return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
         }
+        let received = chrono::Utc::now();
         let route = routes::parse(uri.path())?;
         let query = parse_query(uri.query());
         let public = matches!(route, Route::Version | Route::Health | Route::Ready);
@@ -455,7 +459,17 @@ impl ApiServer {
             body,
             warnings: std::sync::Mutex::new(Vec::new()),
         };
-        let result = self.dispatch(&ctx, route, method, stop).await;
+        // The storage layer's audit lines name this request's user and verb ([`audit`]).
+        let request = audit::RequestInfo {
+            user: attrs.user.clone(),
+            verb: attrs.verb.clone(),
+            subresource: attrs.subresource.clone(),
+            request_uri: uri.to_string(),
+            received,
+        };
+        let result = audit::REQUEST
+            .scope(request, self.dispatch(&ctx, route, method, stop))
+            .await;
         if rbac_write {
             // A Role, ClusterRole or binding changed who may do what: read them anew.
             self.authorizer.rbac.invalidate();

@@ -44,11 +44,24 @@ pub struct Listed {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn Store>,
+    /// Where every successful write is recorded with its writer ([`super::audit`]), if on.
+    audit: Option<Arc<super::audit::AuditLog>>,
 }
 
 impl Storage {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Storage { store }
+        Storage { store, audit: None }
+    }
+
+    /// The same storage, recording every successful write in `audit`.
+    pub fn with_audit(self, audit: Option<Arc<super::audit::AuditLog>>) -> Self {
+        Storage { audit, ..self }
+    }
+
+    fn audit(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, outcome: &TxnOutcome, code: u16) {
+        if let (Some(log), TxnOutcome::Succeeded { kv }) = (&self.audit, outcome) {
+            log.record(info, ns, name, kv.mod_revision, code);
+        }
     }
 
     /// The underlying store (for the watch handler and for tests).
@@ -115,6 +128,7 @@ impl Storage {
             .await
             .map_err(store_error)?;
         record_outcome(&span, &outcome);
+        self.audit(info, ns, name, &outcome, 201);
         match outcome {
             TxnOutcome::Succeeded { kv } => decode(&kv),
             TxnOutcome::Conflict { .. } => Err(ApiError::already_exists(info, name)),
@@ -141,6 +155,7 @@ impl Storage {
             .await
             .map_err(store_error)?;
         record_outcome(&span, &outcome);
+        self.audit(info, ns, name, &outcome, 200);
         match outcome {
             TxnOutcome::Succeeded { kv } => decode(&kv),
             TxnOutcome::Conflict { current } => match current {
@@ -175,6 +190,7 @@ impl Storage {
             .await
             .map_err(store_error)?;
         record_outcome(&span, &outcome);
+        self.audit(info, ns, name, &outcome, 200);
         match outcome {
             TxnOutcome::Succeeded { kv } => {
                 // The store reports a delete with the delete's revision: the deleted object's
