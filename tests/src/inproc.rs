@@ -94,6 +94,7 @@ impl ApiServerFixture {
                 service_cidr: apiserver::allocator::DEFAULT_SERVICE_CIDR,
                 bookmark_interval,
                 limits: apiserver::limits::Limits::default(),
+                retention: apiserver::Retention::default(),
             },
         );
         server.bootstrap().await.expect("bootstrap namespaces");

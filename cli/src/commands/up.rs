@@ -93,6 +93,8 @@ pub struct UpArgs {
     pub size: super::components::NodeSizeArgs,
     #[command(flatten)]
     pub serving: super::serving::ServingArgs,
+    #[command(flatten)]
+    pub retention: super::serving::RetentionArgs,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -208,6 +210,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             service_cidr: args.service_cidr,
             bookmark_interval: apiserver::watch::DEFAULT_BOOKMARK_INTERVAL,
             limits: args.serving.limits(),
+            retention: args.retention.retention(),
         },
     );
     server
