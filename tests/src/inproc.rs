@@ -95,6 +95,7 @@ impl ApiServerFixture {
                 bookmark_interval,
                 limits: apiserver::limits::Limits::default(),
                 audit_log: None,
+                retention: apiserver::Retention::default(),
             },
         );
         server.bootstrap().await.expect("bootstrap namespaces");

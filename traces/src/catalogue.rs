@@ -232,6 +232,17 @@ pub const SPANS: &[SpanInfo] = &[
                'create if absent' or 'update if unchanged since revision N'.",
     },
     SpanInfo {
+        name: "store.compact",
+        stage: "store",
+        station: 2,
+        modules: &["core/src/apiserver/compactor.rs"],
+        chapter: "store.md",
+        attributes: &["store.backend", "store.revision"],
+        what: "The API server's compactor forgetting the store's history before a revision, \
+               every --etcd-compaction-interval. Background work, so only recorded with \
+               KULISSE_TRACE_BACKGROUND=1.",
+    },
+    SpanInfo {
         name: "controller.reconcile",
         stage: "controller",
         station: 3,
@@ -961,6 +972,7 @@ pub const STATIONS: &[Station] = &[
             m("core/src/apiserver/storage.rs", "objects to keys and revisions, and back"),
             m("core/src/apiserver/watch.rs", "watches served to clients, from a revision on"),
             m("core/src/apiserver/cacher.rs", "the watch cache: one store watch per resource, decoded once, indexed by node"),
+            m("core/src/apiserver/compactor.rs", "compaction every five minutes, one interval of history kept"),
             m("backends/src/store/embedded.rs", "etcd's job, done by one redb file"),
             m("backends/src/store/etcd.rs", "the same contract on a real etcd"),
         ],

@@ -275,6 +275,7 @@ async fn start_apiservers(run: &mut Running, args: &UpArgs, data_dir: &Path, lay
         cmd.args(["--listen", &listen, "--store", "etcd", "--etcd-endpoints", &endpoints]);
         cmd.args(["--components", "apiserver", "--nodes", "0"]);
         cmd.args(["--service-cidr", &args.service_cidr.to_string()]);
+        cmd.args(args.retention.to_args());
         cmd.env("OTEL_RESOURCE_ATTRIBUTES", resource_attributes(&name));
         spawn(
             run,

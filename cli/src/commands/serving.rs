@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use kulisse_core::apiserver::audit::{self, AuditLog};
 use kulisse_core::apiserver::limits::{self, Limits};
+use kulisse_core::apiserver::Retention;
 
 use super::components::parse_duration;
 
@@ -105,5 +106,45 @@ impl ServingArgs {
             max_requests_inflight: self.max_requests_inflight,
             max_mutating_requests_inflight: self.max_mutating_requests_inflight,
         }
+    }
+}
+
+/// How long the store keeps history and Events: kube-apiserver's flags of the same names,
+/// with its defaults.
+#[derive(Args, Debug, Clone)]
+pub struct RetentionArgs {
+    /// How often the API server compacts the store's history (keeping one interval of it;
+    /// older resourceVersions then get 410 Gone). 0 turns compaction off.
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+    pub etcd_compaction_interval: Duration,
+    /// How long an Event is kept after its last write. 0 keeps Events for ever.
+    #[arg(long, value_parser = parse_duration, default_value = "1h", value_name = "DURATION")]
+    pub event_ttl: Duration,
+}
+
+impl Default for RetentionArgs {
+    fn default() -> Self {
+        let r = Retention::default();
+        RetentionArgs {
+            etcd_compaction_interval: r.compaction_interval,
+            event_ttl: r.event_ttl,
+        }
+    }
+}
+
+impl RetentionArgs {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            compaction_interval: self.etcd_compaction_interval,
+            event_ttl: self.event_ttl,
+        }
+    }
+
+    /// The flags again, for a child process (`kulisse up --masters N` starts API servers).
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("--etcd-compaction-interval={}ms", self.etcd_compaction_interval.as_millis()),
+            format!("--event-ttl={}ms", self.event_ttl.as_millis()),
+        ]
     }
 }

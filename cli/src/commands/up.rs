@@ -93,6 +93,8 @@ pub struct UpArgs {
     pub size: super::components::NodeSizeArgs,
     #[command(flatten)]
     pub serving: super::serving::ServingArgs,
+    #[command(flatten)]
+    pub retention: super::serving::RetentionArgs,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -209,6 +211,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             bookmark_interval: apiserver::watch::DEFAULT_BOOKMARK_INTERVAL,
             limits: args.serving.limits(),
             audit_log: args.serving.audit_log(data_dir)?,
+            retention: args.retention.retention(),
         },
     );
     server

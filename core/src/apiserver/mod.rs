@@ -40,6 +40,7 @@ pub mod authz;
 pub mod binding;
 pub mod cacher;
 pub mod certs;
+pub mod compactor;
 pub mod create;
 pub mod delete;
 pub mod discovery;
@@ -106,6 +107,30 @@ pub struct Config {
     pub limits: limits::Limits,
     /// The audit log every successful write is recorded in ([`audit`]); `None`: no log.
     pub audit_log: Option<Arc<audit::AuditLog>>,
+    /// How often history is compacted ([`compactor`]) and how long Events live.
+    pub retention: Retention,
+}
+
+/// How long the store keeps what: kube-apiserver's `--etcd-compaction-interval` and
+/// `--event-ttl`, with their defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Compact the store's history this often (zero: never) ([`compactor`]).
+    pub compaction_interval: Duration,
+    /// Delete each Event this long after its last write (a TTL in the store).
+    pub event_ttl: Duration,
+}
+
+/// kube-apiserver's `--event-ttl` default.
+pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(60 * 60);
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            compaction_interval: compactor::DEFAULT_INTERVAL,
+            event_ttl: DEFAULT_EVENT_TTL,
+        }
+    }
 }
 
 /// What every handler gets: the storage layer and the server's settings.
@@ -178,7 +203,9 @@ impl ApiServer {
         let progress = (config.bookmark_interval / 4).max(Duration::from_millis(10));
         Arc::new(ApiServer {
             watch_cache: cacher::WatchCache::new(store.clone(), progress),
-            storage: Storage::new(store).with_audit(config.audit_log.clone()),
+            storage: Storage::new(store)
+                .with_audit(config.audit_log.clone())
+                .with_event_ttl(config.retention.event_ttl),
             inflight: limits::InFlight::new(&config.limits),
             config,
             authorizer: authz::Authorizer::new(),
@@ -291,6 +318,14 @@ impl ApiServer {
     ) -> std::io::Result<()> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut compactor_stop = stop_rx.clone();
+        tokio::spawn(compactor::run(
+            self.storage.store().clone(),
+            self.config.retention.compaction_interval,
+            async move {
+                let _ = compactor_stop.wait_for(|s| *s).await;
+            },
+        ));
         tokio::pin!(shutdown);
         let cap = limits::ConnectionCap::new(&self.config.limits);
         let handshake_timeout = self.config.limits.read_header_timeout;

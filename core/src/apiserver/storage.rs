@@ -13,6 +13,10 @@
 //!   revision of its last change, and a conditional write ("update if still at
 //!   revision R") is exactly how `409 Conflict` arises.
 //!
+//! Events get a time to live: the store deletes each one [`Storage::with_event_ttl`] after its
+//! last write (kube-apiserver's `--event-ttl`, an hour; in etcd, a lease), so the busiest
+//! kind of object does not pile up for ever.
+//!
 //! Every call is wrapped in a `store.*` span (stage `store`) with the key and revision
 //! as attributes, so a trace shows the moment the desired state became durable.
 
@@ -46,11 +50,13 @@ pub struct Storage {
     store: Arc<dyn Store>,
     /// Where every successful write is recorded with its writer ([`super::audit`]), if on.
     audit: Option<Arc<super::audit::AuditLog>>,
+    /// How long an Event lives after its last write (`None`: for ever).
+    event_ttl: Option<std::time::Duration>,
 }
 
 impl Storage {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Storage { store, audit: None }
+        Storage { store, audit: None, event_ttl: None }
     }
 
     /// The same storage, recording every successful write in `audit`.
@@ -62,6 +68,18 @@ impl Storage {
         if let (Some(log), TxnOutcome::Succeeded { kv }) = (&self.audit, outcome) {
             log.record(info, ns, name, kv.mod_revision, code);
         }
+    }
+
+    /// Let the store delete Events `ttl` after their last write (zero: keep them).
+    pub fn with_event_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.event_ttl = (!ttl.is_zero()).then_some(ttl);
+        self
+    }
+
+    /// The TTL of objects of `info`'s kind: Events have one (upstream's events registry sets
+    /// a `TTLFunc`), nothing else does.
+    fn ttl_of(&self, info: &ResourceInfo) -> Option<std::time::Duration> {
+        self.event_ttl.filter(|_| info.plural == "events")
     }
 
     /// The underlying store (for the watch handler and for tests).
@@ -121,9 +139,13 @@ impl Storage {
         let key = store::object_key(info.plural, ns, name);
         let value = encode(object)?;
         let span = txn_span("create", &key, self.store.name(), None);
-        let outcome = self
-            .store
-            .create(&key, value)
+        let write = async {
+            match self.ttl_of(info) {
+                Some(ttl) => self.store.create_with_ttl(&key, value, ttl).await,
+                None => self.store.create(&key, value).await,
+            }
+        };
+        let outcome = write
             .instrument(span.clone())
             .await
             .map_err(store_error)?;
@@ -148,9 +170,13 @@ impl Storage {
         let key = store::object_key(info.plural, ns, name);
         let value = encode(object)?;
         let span = txn_span("update", &key, self.store.name(), Some(expected));
-        let outcome = self
-            .store
-            .update(&key, value, expected)
+        let write = async {
+            match self.ttl_of(info) {
+                Some(ttl) => self.store.update_with_ttl(&key, value, expected, ttl).await,
+                None => self.store.update(&key, value, expected).await,
+            }
+        };
+        let outcome = write
             .instrument(span.clone())
             .await
             .map_err(store_error)?;
