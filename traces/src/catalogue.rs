@@ -136,7 +136,7 @@ pub const SPANS: &[SpanInfo] = &[
         name: "apiserver.authenticate",
         stage: "apiserver",
         station: 1,
-        modules: &["core/src/apiserver/auth.rs", "core/src/apiserver/impersonation.rs"],
+        modules: &["core/src/apiserver/auth.rs"],
         chapter: "apply.md",
         attributes: &["auth.groups", "auth.impersonator", "auth.method", "auth.result", "auth.user"],
         what: "Finding out who sent the request (authentication), as the kube-apiserver does \
