@@ -138,7 +138,7 @@ pub const SPANS: &[SpanInfo] = &[
         station: 1,
         modules: &["core/src/apiserver/auth.rs"],
         chapter: "apply.md",
-        attributes: &["auth.groups", "auth.method", "auth.result", "auth.user"],
+        attributes: &["auth.groups", "auth.impersonator", "auth.method", "auth.result", "auth.user"],
         what: "Finding out who sent the request (authentication), as the kube-apiserver does \
                before anything else.",
     },
@@ -1191,6 +1191,7 @@ const fn a(key: &'static str, meaning: &'static str) -> Attribute {
 #[rustfmt::skip]
 pub const ATTRIBUTES: &[Attribute] = &[
     a("auth.groups", "The groups of the authenticated user, comma-separated (`system:nodes,system:authenticated`)."),
+    a("auth.impersonator", "The real user when the request impersonates another (`kubectl --as`); `auth.user` is then the impersonated one."),
     a("auth.method", "How the API server authenticated the request: `x509` (client certificate), `bearer-token` or `anonymous`."),
     a("auth.result", "`authenticated`, or `rejected` (the answer is then 401 Unauthorized)."),
     a("auth.user", "The authenticated user name (`kubernetes-admin`, `system:node:node-1`)."),

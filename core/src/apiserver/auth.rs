@@ -131,14 +131,30 @@ pub fn authenticate(
     admin_token: &str,
     anonymous_ok: bool,
 ) -> Result<UserInfo, ApiError> {
-    let span = info_span!(
+    authenticate_in(&span(), headers, peer, admin_token, anonymous_ok)
+}
+
+/// The `apiserver.authenticate` span (impersonation records on it too).
+pub fn span() -> tracing::Span {
+    info_span!(
         "apiserver.authenticate",
         "kulisse.stage" = "apiserver",
         "auth.method" = tracing::field::Empty,
         "auth.result" = tracing::field::Empty,
         "auth.user" = tracing::field::Empty,
         "auth.groups" = tracing::field::Empty,
-    );
+        "auth.impersonator" = tracing::field::Empty,
+    )
+}
+
+/// [`authenticate`], recording on `span`.
+pub fn authenticate_in(
+    span: &tracing::Span,
+    headers: &HeaderMap,
+    peer: Option<&UserInfo>,
+    admin_token: &str,
+    anonymous_ok: bool,
+) -> Result<UserInfo, ApiError> {
     let _enter = span.enter();
     let result = identify(headers, peer, admin_token, anonymous_ok);
     match &result {

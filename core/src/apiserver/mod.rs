@@ -46,6 +46,7 @@ pub mod delete;
 pub mod discovery;
 pub mod get;
 pub mod health;
+pub mod impersonation;
 pub mod limits;
 pub mod list_options;
 pub mod logs;
@@ -53,6 +54,7 @@ pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod reviews;
 pub mod routes;
 pub mod scale;
 pub mod storage;
@@ -456,11 +458,14 @@ impl ApiServer {
             let body = read_body(headers, body).await?;
             return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
         }
+        if let Some(review) = reviews::parse(uri.path()) {
+            return self.review(review, method, uri, headers, peer, body).await;
+        }
         let received = chrono::Utc::now();
         let route = routes::parse(uri.path())?;
         let query = parse_query(uri.query());
         let public = matches!(route, Route::Version | Route::Health | Route::Ready);
-        let user = auth::authenticate(headers, peer, &self.config.token, public)?;
+        let user = self.identify(headers, peer, public).await?;
         // The max-in-flight filter, after authentication as upstream's ([`limits`]).
         let _inflight = match self.inflight.admit(method, uri) {
             Ok(permit) => permit,
@@ -519,6 +524,45 @@ impl ApiServer {
             }
             resp
         })
+    }
+
+    /// Who the request acts as: authentication, then impersonation ([`impersonation`]),
+    /// both recorded on one `apiserver.authenticate` span.
+    async fn identify(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&auth::UserInfo>,
+        public: bool,
+    ) -> Result<auth::UserInfo, ApiError> {
+        let span = auth::span();
+        let user = auth::authenticate_in(&span, headers, peer, &self.config.token, public)?;
+        impersonation::impersonate(self, headers, user, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    /// A review ([`reviews`]): authenticate, authorize `create` on it, answer it.
+    async fn review(
+        &self,
+        review: &'static reviews::Review,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        peer: Option<&auth::UserInfo>,
+        body: Incoming,
+    ) -> Result<Response<Body>, ApiError> {
+        let user = self.identify(headers, peer, false).await?;
+        let _inflight = match self.inflight.admit(method, uri) {
+            Ok(permit) => permit,
+            Err(too_many) => return Ok(*too_many),
+        };
+        let attrs = reviews::create_attributes(user, review, uri.path());
+        self.authorizer.authorize(&self.storage, &attrs).await?;
+        let body = read_body(headers, body).await?;
+        let body = match protobuf::decode_request(headers, body)? {
+            protobuf::RequestBody::Unchanged(body) | protobuf::RequestBody::Decoded(_, body) => body,
+        };
+        reviews::handle(self, review, method, &attrs.user, &body).await
     }
 
     async fn dispatch(
