@@ -103,6 +103,11 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Timeouts, the connection cap and the in-flight limits ([`limits`]).
     pub limits: limits::Limits,
+    /// How the API server calls kubelets ([`logs`]): trusting only the cluster CA and
+    /// presenting its `kube-apiserver-kubelet-client` certificate (upstream's
+    /// `--kubelet-certificate-authority`, `--kubelet-client-certificate`). `None`: it cannot
+    /// reach kubelets (`kubectl logs` answers 503).
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What every handler gets: the storage layer and the server's settings.
