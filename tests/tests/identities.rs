@@ -83,6 +83,8 @@ fn components_log_in_as_themselves_and_the_kubelet_api_takes_only_the_api_server
         (p.len() >= 2).then_some(p)
     });
 
+    authenticated_writers(&c, d);
+
     // Logs through the API server, which logs in to the kubelet with its own certificate.
     let pod = s(&pods[0], "/metadata/name").to_string();
     let logs = c.ok(&["logs", &pod]);
@@ -102,4 +104,72 @@ fn components_log_in_as_themselves_and_the_kubelet_api_takes_only_the_api_server
     let bearer = format!("Bearer {}", c.token());
     let (code, body) = http_with_ca(&server, Some(&ca), "GET", &path, &[("Authorization", &bearer)], b"");
     assert_eq!(code, 401, "the admin token is no credential at the kubelet: {body}");
+}
+
+/// An OTLP JSON attribute's string value.
+fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
+    span.get("attributes")?
+        .as_array()?
+        .iter()
+        .find(|a| a.get("key").and_then(Value::as_str) == Some(key))?
+        .pointer("/value/stringValue")?
+        .as_str()
+}
+
+/// In the apply's trace, every `apiserver.authenticate` span under a component's work
+/// names that component's user; `kubernetes-admin` only ever stands for the CLI.
+fn authenticated_writers(c: &Cluster, d: &std::path::Path) {
+    let file = d.join("trace.json");
+    let users = wait_for(30, "the components' requests in the apply's trace", || {
+        c.ok(&["trace", "last", "--export", file.to_str().expect("path")]);
+        let trace: Value = serde_json::from_slice(&std::fs::read(&file).ok()?).ok()?;
+        let spans: Vec<Value> = trace
+            .pointer("/resourceSpans")?
+            .as_array()?
+            .iter()
+            .flat_map(|r| {
+                r.get("scopeSpans")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .flat_map(|s| s.get("spans").and_then(Value::as_array).cloned().unwrap_or_default())
+            .collect();
+        let by_id = |id: &str| {
+            spans
+                .iter()
+                .find(|s| s.get("spanId").and_then(Value::as_str) == Some(id))
+        };
+        // The stage of the nearest caller outside the API server and the store.
+        let caller_stage = |span: &Value| -> Option<String> {
+            let mut cur = by_id(span.get("parentSpanId")?.as_str()?)?;
+            loop {
+                match attr(cur, "kulisse.stage") {
+                    Some("apiserver") | Some("store") | None => {}
+                    Some(stage) => return Some(stage.to_string()),
+                }
+                cur = by_id(cur.get("parentSpanId")?.as_str()?)?;
+            }
+        };
+        let mut users = std::collections::BTreeMap::<String, String>::new();
+        for span in spans
+            .iter()
+            .filter(|s| s.get("name").and_then(Value::as_str) == Some("apiserver.authenticate"))
+        {
+            let (Some(user), Some(stage)) = (attr(span, "auth.user"), caller_stage(span)) else {
+                continue;
+            };
+            if user == "kubernetes-admin" {
+                assert_eq!(stage, "cli", "only the CLI logs in as the admin");
+            }
+            users.insert(stage, user.to_string());
+        }
+        (["controller", "scheduler", "kubelet"]
+            .iter()
+            .all(|s| users.contains_key(*s)))
+        .then_some(users)
+    });
+    assert_eq!(users["controller"], "system:kube-controller-manager", "{users:?}");
+    assert_eq!(users["scheduler"], "system:kube-scheduler", "{users:?}");
+    assert!(users["kubelet"].starts_with("system:node:node-"), "{users:?}");
 }
