@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Empty};
 use kulisse_backends::runtime::mock::{MockOptions, MockRuntime};
 use kulisse_core::client::{Client, ListParams};
 use kulisse_core::kubelet::{Kubelet, KubeletOptions};
@@ -30,7 +29,7 @@ async fn start(name: &str) -> Node {
     let fx = ApiServerFixture::start().await;
     let runtime = MockRuntime::new(MockOptions::default());
     let mut options = KubeletOptions::fast(name);
-    options.token = fx.token.clone();
+    options.tls = Some(fx.kubelet_tls(name));
     let kubelet = Kubelet::new(fx.client.clone(), Arc::new(runtime.clone()), options);
     let shutdown = fx.shutdown_rx();
     tokio::spawn(async move {
@@ -130,19 +129,27 @@ fn httpd() -> Value {
 }
 
 /// GET `url` (a kubelet URL on loopback) with an optional bearer token.
-async fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let mut req = http::Request::get(url);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
+/// GET `url` from a kubelet over HTTPS (its certificate checked against the fixture's CA),
+/// presenting `identity`'s client certificate and/or `token`.
+async fn get_text(
+    fx: &ApiServerFixture,
+    url: &str,
+    identity: Option<&kulisse_core::client::tls::Identity>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let ca_pem = fx.kubelet_tls("node-7").ca_pem;
+    let split = url
+        .match_indices('/')
+        .nth(2)
+        .map(|(i, _)| i)
+        .expect("a URL with a path");
+    let (server, path) = url.split_at(split);
+    let client = Client::with_identity(server, token.unwrap_or(""), Some(&ca_pem), identity).expect("client");
     let resp = client
-        .request(req.body(Empty::<bytes::Bytes>::new()).unwrap())
+        .request(http::Method::GET, path, &[], None)
         .await
         .expect("kubelet answers");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let (status, body) = (resp.status.as_u16(), resp.body);
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -188,7 +195,7 @@ async fn node_registers_ready_and_renews_its_lease() {
         .and_then(Value::as_u64)
         .unwrap();
     assert!(port > 0);
-    let (code, body) = get_text(&format!("http://127.0.0.1:{port}/healthz"), None).await;
+    let (code, body) = get_text(&node.fx, &format!("https://127.0.0.1:{port}/healthz"), None, None).await;
     assert_eq!((code, body.trim()), (200, "ok"));
 
     let lease_info = kind("coordination.k8s.io/v1", "Lease");
@@ -328,26 +335,43 @@ async fn a_pod_runs_with_a_loopback_ip_and_its_logs_are_served() {
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}/containerLogs/default/web/httpd");
-    let (code, body) = get_text(&base, Some(&node.fx.token)).await;
+    let base = format!("https://127.0.0.1:{port}/containerLogs/default/web/httpd");
+    let fx = &node.fx;
+    let apiserver = fx.identity(
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        Some("system:masters"),
+    );
+    let me = Some(&apiserver);
+    let (code, body) = get_text(fx, &base, me, None).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("[mock] httpd starting on port 8080"), "{body}");
-    let (code, body) = get_text(&format!("{base}?tailLines=1"), Some(&node.fx.token)).await;
+    let (code, body) = get_text(fx, &format!("{base}?tailLines=1"), me, None).await;
     assert_eq!((code, body.lines().count()), (200, 1), "{body}");
-    let (code, body) = get_text(&format!("{base}?timestamps=true"), Some(&node.fx.token)).await;
+    let (code, body) = get_text(fx, &format!("{base}?timestamps=true"), me, None).await;
     assert!(
         code == 200 && body.lines().all(|l| l.starts_with("20") && l.contains("Z [mock]")),
         "{body}"
     );
-    let (code, _) = get_text(&base, None).await;
-    assert_eq!(code, 401, "the log endpoint demands the token");
-    let (code, _) = get_text(&base, Some("wrong")).await;
-    assert_eq!(code, 401);
-    let (code, body) = get_text(&format!("{base}?previous=true"), Some(&node.fx.token)).await;
+    // Only the API server's client certificate reads logs; no bearer token is read at all.
+    let (code, _) = get_text(fx, &base, None, None).await;
+    assert_eq!(code, 401, "the log endpoint demands a client certificate");
+    let (code, _) = get_text(fx, &base, None, Some(&fx.token)).await;
+    assert_eq!(code, 401, "the admin token is no credential here");
+    let admin = fx.identity("admin", "kubernetes-admin", Some("system:masters"));
+    let (code, body) = get_text(fx, &base, Some(&admin), None).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body.trim(),
+        "Forbidden (user=kubernetes-admin, verb=get, resource=nodes, subresource=proxy)"
+    );
+    let (code, body) = get_text(fx, &format!("{base}?previous=true"), me, None).await;
     assert_eq!(code, 400, "no previous container yet: {body}");
     let (code, _) = get_text(
-        &format!("http://127.0.0.1:{port}/containerLogs/default/missing/httpd"),
-        Some(&node.fx.token),
+        fx,
+        &format!("https://127.0.0.1:{port}/containerLogs/default/missing/httpd"),
+        me,
+        None,
     )
     .await;
     assert_eq!(code, 404);

@@ -18,6 +18,7 @@ pub mod explain;
 pub mod follow;
 pub mod get;
 pub mod history;
+pub mod identities;
 pub mod label;
 pub mod logs;
 pub mod masters;

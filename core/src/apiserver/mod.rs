@@ -111,6 +111,11 @@ pub struct Config {
     pub audit_log: Option<Arc<audit::AuditLog>>,
     /// How often history is compacted ([`compactor`]) and how long Events live.
     pub retention: Retention,
+    /// How the API server calls kubelets ([`logs`]): trusting only the cluster CA and
+    /// presenting its `kube-apiserver-kubelet-client` certificate (upstream's
+    /// `--kubelet-certificate-authority`, `--kubelet-client-certificate`). `None`: it cannot
+    /// reach kubelets (`kubectl logs` answers 503).
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How long the store keeps what: kube-apiserver's `--etcd-compaction-interval` and
