@@ -866,7 +866,8 @@ impl Store for EtcdStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{prefix_range, prefix_range_bytes};
+    use super::{LeaseReuse, prefix_range, prefix_range_bytes};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn a_lease_is_reused_within_its_window_only() {
