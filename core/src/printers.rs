@@ -528,7 +528,10 @@ fn pod_status_and_restarts(pod: &Value) -> (String, i64) {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .any(|c| c.get("type").and_then(Value::as_str) == Some("Initialized") && c.get("status").and_then(Value::as_str) == Some("True"));
+        .any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Initialized")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        });
     let mut restarts = 0;
     match init_status(pod) {
         Some((init_reason, init_restarts)) if !initialized => {

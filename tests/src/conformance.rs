@@ -1102,7 +1102,9 @@ pub async fn keys_with_a_ttl_expire_as_deletes(store: Arc<dyn Store>) {
             deleted.insert(e.kv.key.clone());
         }
     }
-    let expected: HashSet<String> = ["/registry/events/t/a", "/registry/events/t/d"].map(String::from).into();
+    let expected: HashSet<String> = ["/registry/events/t/a", "/registry/events/t/d"]
+        .map(String::from)
+        .into();
     assert_eq!(deleted, expected, "exactly the keys still on a TTL expire");
     let now = store.range(p, None, None).await.expect("range after expiry");
     assert_eq!(now.kvs, vec![b2, c], "keys without a TTL (any more) stay");

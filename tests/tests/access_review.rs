@@ -95,13 +95,21 @@ fn can_i_answers_as_upstreams_authorizers_would() {
         (node1, &["list", "secrets", "-n", "default"], false),
         (node1, &["create", "clusterroles.rbac.authorization.k8s.io"], false),
         (node1, &["impersonate", "users"], false),
-        (sched, &["create", "pods", "--subresource", "binding", "-n", "default"], true),
+        (
+            sched,
+            &["create", "pods", "--subresource", "binding", "-n", "default"],
+            true,
+        ),
         (sched, &["list", "nodes"], true),
         (sched, &["watch", "pods", "--all-namespaces"], true),
         (sched, &["delete", "nodes"], false),
         (sched, &["create", "secrets", "-n", "default"], false),
         (proxy, &["list", "services", "--all-namespaces"], true),
-        (proxy, &["watch", "endpointslices.discovery.k8s.io", "--all-namespaces"], true),
+        (
+            proxy,
+            &["watch", "endpointslices.discovery.k8s.io", "--all-namespaces"],
+            true,
+        ),
         (proxy, &["create", "pods", "-n", "default"], false),
         (proxy, &["get", "secrets", "-n", "default"], false),
         (bob, &["get", "/healthz"], true),
@@ -116,7 +124,11 @@ fn can_i_answers_as_upstreams_authorizers_would() {
         (alice, &["get", "pods", "-n", "kube-system"], false),
         (alice, &["get", "secrets", "-n", "default"], false),
         (alice, &["get", "/api"], true),
-        (alice, &["create", "selfsubjectaccessreviews.authorization.k8s.io"], true),
+        (
+            alice,
+            &["create", "selfsubjectaccessreviews.authorization.k8s.io"],
+            true,
+        ),
         (alice, &["impersonate", "users"], false),
         (bob, &["get", "pods", "-n", "default"], false),
         (bob, &["list", "namespaces"], false),
@@ -129,7 +141,13 @@ fn can_i_answers_as_upstreams_authorizers_would() {
             wrong.push(format!("{who:?} can-i {what:?}: got {got}, expected {expected}"));
         }
     }
-    assert!(wrong.is_empty(), "{} of {} answers differ:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers differ:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -145,8 +163,20 @@ fn whoami_list_and_an_impersonated_kubelet_refused() {
     let list = k.ok(&["auth", "can-i", "--list"]);
     assert!(list.lines().any(|l| l.starts_with("*.*")), "{list}");
     // A kubelet's list is incomplete: the Node authorizer has no rules to list.
-    let out = k.run(&["--as", "system:node:node-1", "--as-group", "system:nodes", "auth", "can-i", "--list"]);
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = k.run(&[
+        "--as",
+        "system:node:node-1",
+        "--as-group",
+        "system:nodes",
+        "auth",
+        "can-i",
+        "--list",
+    ]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(all.contains("selfsubjectaccessreviews"), "{all}");
     // Anonymous may not even ask: system:basic-user is bound to system:authenticated only.
     let err = k.fails(&["--as", "system:anonymous", "auth", "can-i", "get", "pods"]);
@@ -156,8 +186,14 @@ fn whoami_list_and_an_impersonated_kubelet_refused() {
     );
     // A kubelet changing another node: the Node authorizer's 403, in upstream's words.
     let err = k.fails(&[
-        "--as", "system:node:node-1", "--as-group", "system:nodes",
-        "label", "node", "node-2", "stolen=yes",
+        "--as",
+        "system:node:node-1",
+        "--as-group",
+        "system:nodes",
+        "label",
+        "node",
+        "node-2",
+        "stolen=yes",
     ]);
     assert!(
         err.contains("nodes \"node-2\" is forbidden: User \"system:node:node-1\" cannot ")

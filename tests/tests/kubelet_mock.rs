@@ -1174,7 +1174,11 @@ async fn init_containers_run_in_order_before_the_app_containers() {
     // In order: each one starts after the one before finished.
     let time = |c: &Value, p: &str| c.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
     let (fetch, render) = (init_status(&pod, "fetch"), init_status(&pod, "render"));
-    assert_eq!(fetch.pointer("/state/terminated/reason"), Some(&json!("Completed")), "{fetch}");
+    assert_eq!(
+        fetch.pointer("/state/terminated/reason"),
+        Some(&json!("Completed")),
+        "{fetch}"
+    );
     assert!(time(render, "/state/terminated/startedAt") >= time(fetch, "/state/terminated/finishedAt"));
     let app = container_status(&pod, "app").unwrap();
     assert!(time(app, "/state/running/startedAt") >= time(render, "/state/terminated/finishedAt"));
@@ -1187,7 +1191,8 @@ async fn a_failed_init_container_fails_the_pod_with_never_and_backs_off_otherwis
     let node = start("node-init-fail").await;
     let failing = json!({"mock.kulisse.dev/exit-after.setup": "100ms", "mock.kulisse.dev/exit-code.setup": "3"});
     let inits = json!([{"name": "setup", "image": "busybox:1.36"}, {"name": "later", "image": "busybox:1.36"}]);
-    node.create_pod_with_inits("once", failing.clone(), inits.clone(), "Never").await;
+    node.create_pod_with_inits("once", failing.clone(), inits.clone(), "Never")
+        .await;
     node.create_pod_with_inits("again", failing, inits, "Always").await;
     let (seen, pod) = node
         .statuses_until("once", |p| p.pointer("/status/phase") == Some(&json!("Failed")))
@@ -1197,23 +1202,35 @@ async fn a_failed_init_container_fails_the_pod_with_never_and_backs_off_otherwis
     let initialized = init.iter().find(|c| c["type"] == "Initialized").unwrap();
     assert_eq!(initialized["status"], "False");
     assert_eq!(initialized["reason"], "ContainersNotInitialized");
-    assert_eq!(initialized["message"], "containers with incomplete status: [setup later]");
+    assert_eq!(
+        initialized["message"],
+        "containers with incomplete status: [setup later]"
+    );
     assert_eq!(
         container_status(&pod, "app").and_then(|c| c.pointer("/state/waiting/reason")),
         Some(&json!("PodInitializing"))
     );
-    assert_eq!(init_status(&pod, "setup").pointer("/state/terminated/exitCode"), Some(&json!(3)));
+    assert_eq!(
+        init_status(&pod, "setup").pointer("/state/terminated/exitCode"),
+        Some(&json!(3))
+    );
 
     let (seen, pod) = node
         .statuses_until("again", |p| {
-            p.pointer("/status/initContainerStatuses/0/restartCount").and_then(Value::as_u64) >= Some(2)
+            p.pointer("/status/initContainerStatuses/0/restartCount")
+                .and_then(Value::as_u64)
+                >= Some(2)
                 && kulisse_core::printers::pod_status(p) == "Init:CrashLoopBackOff"
         })
         .await;
     assert!(seen.contains(&"Init:Error".to_string()) || seen.contains(&"Init:CrashLoopBackOff".to_string()));
     assert_eq!(pod.pointer("/status/phase"), Some(&json!("Pending")));
     let setup = init_status(&pod, "setup");
-    assert_eq!(setup.pointer("/lastState/terminated/exitCode"), Some(&json!(3)), "{setup}");
+    assert_eq!(
+        setup.pointer("/lastState/terminated/exitCode"),
+        Some(&json!(3)),
+        "{setup}"
+    );
     // The app container never ran, nor did the second init container.
     assert_eq!(
         init_status(&pod, "later").pointer("/state/waiting/reason"),

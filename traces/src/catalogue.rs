@@ -138,7 +138,13 @@ pub const SPANS: &[SpanInfo] = &[
         station: 1,
         modules: &["core/src/apiserver/auth.rs"],
         chapter: "apply.md",
-        attributes: &["auth.groups", "auth.impersonator", "auth.method", "auth.result", "auth.user"],
+        attributes: &[
+            "auth.groups",
+            "auth.impersonator",
+            "auth.method",
+            "auth.result",
+            "auth.user",
+        ],
         what: "Finding out who sent the request (authentication), as the kube-apiserver does \
                before anything else.",
     },

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use kulisse_core::apiserver::Retention;
 use kulisse_core::apiserver::audit::{self, AuditLog};
 use kulisse_core::apiserver::limits::{self, Limits};
-use kulisse_core::apiserver::Retention;
 
 use super::components::parse_duration;
 
@@ -143,7 +143,10 @@ impl RetentionArgs {
     /// The flags again, for a child process (`kulisse up --masters N` starts API servers).
     pub fn to_args(&self) -> Vec<String> {
         vec![
-            format!("--etcd-compaction-interval={}ms", self.etcd_compaction_interval.as_millis()),
+            format!(
+                "--etcd-compaction-interval={}ms",
+                self.etcd_compaction_interval.as_millis()
+            ),
             format!("--event-ttl={}ms", self.event_ttl.as_millis()),
         ]
     }

@@ -145,9 +145,7 @@ pub fn client_identity(
     Ok(identity)
 }
 
-/// The user of the API server's client certificate for kubelets (kubeadm's
-/// `apiserver-kubelet-client.crt`, `O=system:masters`): the only user a kubelet's API serves.
-pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+pub use crate::client::tls::{KUBELET_CLIENT_USER, client_verifier, kubelet_serving_config};
 
 /// The API server's TLS client configuration for kubelets: trust the cluster CA in `dir`,
 /// present `pki/apiserver-kubelet-client.crt` (`kube-apiserver-kubelet-client`,
@@ -170,40 +168,6 @@ pub fn kubelet_client_config(dir: &Path, ca_pem: &str) -> std::io::Result<Arc<ru
 pub fn identity_user(identity: &crate::client::tls::Identity) -> Option<super::auth::UserInfo> {
     let der = rustls_pemfile::certs(&mut &identity.cert_pem[..]).next()?.ok()?;
     super::auth::user_from_certificate(der.as_ref())
-}
-
-/// A kubelet's TLS server configuration: its own certificate (`identity`, which names
-/// its loopback address), and a client certificate signed by the cluster CA asked of every
-/// caller. A caller without one still completes the handshake, so the kubelet can answer
-/// `401 Unauthorized` in HTTP (as upstream's kubelet with anonymous auth off does) instead of
-/// breaking the connection.
-pub fn kubelet_serving_config(
-    identity: &crate::client::tls::Identity,
-    ca_pem: &[u8],
-) -> std::io::Result<Arc<rustls::ServerConfig>> {
-    let (chain, key) = crate::client::tls::identity_parts(identity)?;
-    let verifier = client_verifier(ca_pem)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err("TLS versions", e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| err("the kubelet's serving certificate", e))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Checks client certificates against the cluster CA, and lets clients without one in
-/// (the server then decides what they may do: upstream's `--client-ca-file`).
-fn client_verifier(ca_pem: &[u8]) -> std::io::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        roots.add(cert?).map_err(|e| err("the cluster CA certificate", e))?;
-    }
-    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| err("the client certificate verifier", e))
 }
 
 /// The CA's parameters: a self-signed authority named `kulisse-ca`.

@@ -116,7 +116,10 @@ fn plan(real: &UserInfo, w: Wanted) -> Result<Option<(Vec<Attributes>, UserInfo)
     if let Some(sa) = name.strip_prefix("system:serviceaccount:") {
         let (ns, sa_name) = sa.split_once(':').unwrap_or(("", sa));
         questions.push(question(real, "", "serviceaccounts", "", ns, sa_name));
-        for g in ["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")] {
+        for g in [
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{ns}"),
+        ] {
             if !groups.contains(&g) {
                 groups.push(g);
             }
@@ -181,10 +184,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         h
     }
@@ -224,12 +224,20 @@ mod tests {
         let h = headers(&[("Impersonate-User", "system:serviceaccount:dev:ci")]);
         let (questions, user) = plan(&bob, wanted(&h).unwrap()).unwrap().unwrap();
         assert_eq!(
-            (questions[0].resource.as_str(), questions[0].namespace.as_str(), questions[0].name.as_str()),
+            (
+                questions[0].resource.as_str(),
+                questions[0].namespace.as_str(),
+                questions[0].name.as_str()
+            ),
             ("serviceaccounts", "dev", "ci")
         );
         assert_eq!(
             user.groups,
-            ["system:serviceaccounts", "system:serviceaccounts:dev", "system:authenticated"]
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:dev",
+                "system:authenticated"
+            ]
         );
         let h = headers(&[("Impersonate-User", "system:anonymous")]);
         let (_, user) = plan(&bob, wanted(&h).unwrap()).unwrap().unwrap();

@@ -289,7 +289,11 @@ mod tests {
             "namespace": "dev", "name": "web"}});
         let a = attributes_of(bob.clone(), &spec).unwrap();
         assert_eq!(
-            (a.verb.as_str(), a.resource_and_subresource().as_str(), a.namespace.as_str()),
+            (
+                a.verb.as_str(),
+                a.resource_and_subresource().as_str(),
+                a.namespace.as_str()
+            ),
             ("get", "pods/log", "dev")
         );
         let spec = json!({"nonResourceAttributes": {"verb": "get", "path": "/healthz"}});
@@ -298,6 +302,9 @@ mod tests {
         assert_eq!(a.path, "/healthz");
         assert_eq!(attributes_of(bob, &json!({})).unwrap_err().code, 422);
         assert_eq!(subject_of(&json!({})).unwrap_err().code, 422);
-        assert_eq!(subject_of(&json!({"user": "x", "groups": ["g"]})).unwrap().groups, ["g"]);
+        assert_eq!(
+            subject_of(&json!({"user": "x", "groups": ["g"]})).unwrap().groups,
+            ["g"]
+        );
     }
 }

@@ -56,7 +56,11 @@ pub struct Storage {
 
 impl Storage {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Storage { store, audit: None, event_ttl: None }
+        Storage {
+            store,
+            audit: None,
+            event_ttl: None,
+        }
     }
 
     /// The same storage, recording every successful write in `audit`.
@@ -145,10 +149,7 @@ impl Storage {
                 None => self.store.create(&key, value).await,
             }
         };
-        let outcome = write
-            .instrument(span.clone())
-            .await
-            .map_err(store_error)?;
+        let outcome = write.instrument(span.clone()).await.map_err(store_error)?;
         record_outcome(&span, &outcome);
         self.audit(info, ns, name, &outcome, 201);
         match outcome {
@@ -176,10 +177,7 @@ impl Storage {
                 None => self.store.update(&key, value, expected).await,
             }
         };
-        let outcome = write
-            .instrument(span.clone())
-            .await
-            .map_err(store_error)?;
+        let outcome = write.instrument(span.clone()).await.map_err(store_error)?;
         record_outcome(&span, &outcome);
         self.audit(info, ns, name, &outcome, 200);
         match outcome {

@@ -564,7 +564,13 @@ impl Worker {
                 steps.extend(plan_container(index, rec, image, policy, opts, now));
             }
         } else {
-            steps.extend(plan_init(&mut self.containers[..self.init_count], spec, policy, opts, now));
+            steps.extend(plan_init(
+                &mut self.containers[..self.init_count],
+                spec,
+                policy,
+                opts,
+                now,
+            ));
         }
         if !volumes_ready && !self.volumes.ready(pod) {
             steps.retain(|s| !matches!(s, Step::Start { .. } | Step::RunSandbox));

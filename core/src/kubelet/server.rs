@@ -40,9 +40,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::apiserver::auth::{self, UserInfo};
-pub use crate::apiserver::certs::KUBELET_CLIENT_USER;
+pub use crate::client::tls::KUBELET_CLIENT_USER;
 use crate::objects;
+use crate::objects::user::{self as auth, UserInfo};
 use crate::runtime::{ContainerInfo, ContainerState, LABEL_CONTAINER_NAME, LABEL_POD_UID, LogOptions};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -69,7 +69,7 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 
 /// The rustls configuration of `tls` (checked before the kubelet registers its node).
 pub(crate) fn tls_config(tls: Option<&ServingTls>) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
-    tls.map(|t| crate::apiserver::certs::kubelet_serving_config(&t.identity, &t.ca_pem))
+    tls.map(|t| crate::client::tls::kubelet_serving_config(&t.identity, &t.ca_pem))
         .transpose()
         .map_err(|e| anyhow::anyhow!("the kubelet's serving certificate: {e}"))
 }

@@ -147,7 +147,11 @@ fn container_statuses(
     facts: &PodFacts,
     has_init: bool,
 ) -> Vec<Converted> {
-    let default_reason = if has_init { "PodInitializing" } else { "ContainerCreating" };
+    let default_reason = if has_init {
+        "PodInitializing"
+    } else {
+        "ContainerCreating"
+    };
     let images: Vec<String> = pod
         .get("spec")
         .and_then(|s| s.get(list))
@@ -320,12 +324,26 @@ fn initialized_condition(old: &Value, now: &str, init: &Init, terminal: bool) ->
         return pod_condition(old, now, "Initialized", true, Some("PodCompleted"), None);
     }
     let message = format!("containers with incomplete status: [{}]", init.incomplete.join(" "));
-    pod_condition(old, now, "Initialized", false, Some("ContainersNotInitialized"), Some(message))
+    pod_condition(
+        old,
+        now,
+        "Initialized",
+        false,
+        Some("ContainersNotInitialized"),
+        Some(message),
+    )
 }
 
 /// The kubelet's conditions, in the order it writes them; `PodScheduled` is the
 /// scheduler's and kept as it is.
-fn conditions(old: &Value, facts: &PodFacts, unready: &[&str], total: usize, terminal: bool, init: &Init) -> Vec<Value> {
+fn conditions(
+    old: &Value,
+    facts: &PodFacts,
+    unready: &[&str],
+    total: usize,
+    terminal: bool,
+    init: &Init,
+) -> Vec<Value> {
     let now = facts.now;
     let all_ready = unready.is_empty() && total > 0 && !terminal;
     let (ready_reason, ready_message) = if all_ready {
