@@ -47,6 +47,11 @@ pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
 /// Label on containers: the container's name in the pod spec.
 pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+/// The container annotation by which the kulisse kubelet marks an init container that is
+/// meant to run to completion (not a sidecar with `restartPolicy: Always`). The CRI has no
+/// such field (a real runtime simply runs the command, which exits); the mock runtime, which
+/// runs nothing, reads it to let the container complete.
+pub const ANNOTATION_RUN_TO_COMPLETION: &str = "kulisse.dev/run-to-completion";
 
 /// What can go wrong in a runtime call. Messages are shown to users in pod statuses and
 /// events, so they say what was expected and where.

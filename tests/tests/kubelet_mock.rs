@@ -1186,6 +1186,31 @@ async fn init_containers_run_in_order_before_the_app_containers() {
     assert_eq!(fetch["restartCount"], 0);
 }
 
+/// Init containers with no mock annotation complete by themselves, in order (as their
+/// commands would), and the app starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unannotated_init_containers_complete_by_themselves() {
+    let node = start("node-init-plain").await;
+    node.create_pod_with_inits(
+        "plain",
+        json!({}),
+        json!([{"name": "setup", "image": "busybox:1.36"},
+               {"name": "migrate", "image": "busybox:1.36"}]),
+        "Always",
+    )
+    .await;
+    let (seen, pod) = node
+        .statuses_until("plain", |p| p.pointer("/status/phase") == Some(&json!("Running")))
+        .await;
+    assert!(seen.contains(&"Init:0/2".to_string()), "{seen:?}");
+    let setup = init_status(&pod, "setup");
+    assert_eq!(setup.pointer("/state/terminated/exitCode"), Some(&json!(0)), "{setup}");
+    let migrate = init_status(&pod, "migrate");
+    assert_eq!(migrate.pointer("/state/terminated/exitCode"), Some(&json!(0)), "{migrate}");
+    assert!(container_status(&pod, "app").unwrap().pointer("/state/running").is_some());
+    assert_eq!(condition(&pod, "Initialized"), Some("True"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_init_container_fails_the_pod_with_never_and_backs_off_otherwise() {
     let node = start("node-init-fail").await;

@@ -26,6 +26,7 @@
 //! | `mock.kulisse.dev/start.<container>: fail` | starting the container fails ("executable file not found") |
 //! | `mock.kulisse.dev/exit-after.<container>: 2s` | the container exits 2 s after each start (`500ms`, `2s`, `1m`) |
 //! | `mock.kulisse.dev/exit-code.<container>: "1"` | ... with this exit code (default `0`) |
+//! | (none: an init container) | it exits 0 after 300 ms of running, as an init container's command would; `exit-after` / `exit-code` override |
 //! | `mock.kulisse.dev/readiness.<container>: fail` | its readiness probe fails |
 //! | `mock.kulisse.dev/readiness.<container>: fail-after=5s` | ... once the container has run 5 s (the same form works for liveness and startup) |
 //! | `mock.kulisse.dev/liveness.<container>: fail` | its liveness probe fails |
@@ -52,9 +53,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use kulisse_core::runtime::{
-    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus, EnvVar, Ipv4Cidr, LogOptions,
-    LogStream, Mount, PodSandboxConfig, ProbeAction, ProbeResult, ProbeSpec, RuntimeError, Sandbox, SandboxInfo,
-    SandboxState,
+    ANNOTATION_RUN_TO_COMPLETION, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus,
+    EnvVar, Ipv4Cidr, LogOptions, LogStream, Mount, PodSandboxConfig, ProbeAction, ProbeResult, ProbeSpec,
+    RuntimeError, Sandbox, SandboxInfo, SandboxState,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -62,6 +63,11 @@ use tokio::sync::Notify;
 
 /// The annotation prefix of the mock's failure injection.
 pub const ANNOTATION_PREFIX: &str = "mock.kulisse.dev/";
+
+/// How long an init container "runs" before it exits 0, unless annotated otherwise. The
+/// kubelet marks init containers with [`ANNOTATION_RUN_TO_COMPLETION`]; sidecars
+/// (`restartPolicy: Always`) run on like any container.
+const INIT_RUN_TIME: Duration = Duration::from_millis(300);
 
 /// The mock's settings. Latencies are jittered by ±`jitter` (a fraction) with a generator
 /// seeded by `seed`, so two runs with the same seed and the same calls see the same ids.
@@ -576,6 +582,8 @@ impl ContainerRuntime for MockRuntime {
                 };
                 Some((after, code))
             }
+            // An init container completes by itself: it "runs" briefly, then exits 0.
+            None if config.annotations.contains_key(ANNOTATION_RUN_TO_COMPLETION) => Some((INIT_RUN_TIME, 0)),
             None => None,
         };
         let start_fails = annotation(annotations, &format!("start.{name}")) == Some("fail");

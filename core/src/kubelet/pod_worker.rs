@@ -47,9 +47,9 @@ use super::{KubeletOptions, Shared};
 use crate::events::EventType;
 use crate::objects;
 use crate::runtime::{
-    ContainerConfig, ContainerState, ContainerStatus, EnvVar, LABEL_CONTAINER_NAME, LABEL_POD_NAME,
-    LABEL_POD_NAMESPACE, LABEL_POD_UID, Mount, PodSandboxConfig, PortMapping, ProbeKind, ProbeResult, Resources,
-    RuntimeError, Sandbox, SandboxState,
+    ANNOTATION_RUN_TO_COMPLETION, ContainerConfig, ContainerState, ContainerStatus, EnvVar, LABEL_CONTAINER_NAME,
+    LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, Mount, PodSandboxConfig, PortMapping, ProbeKind, ProbeResult,
+    Resources, RuntimeError, Sandbox, SandboxState,
 };
 
 /// What the dispatcher tells a worker.
@@ -974,7 +974,12 @@ impl Worker {
             return;
         }
         let attempt = self.containers[index].restart_count;
-        let config = self.container_config(c, attempt, env, mounts);
+        let mut config = self.container_config(c, attempt, env, mounts);
+        if index < self.init_count && c.get("restartPolicy").and_then(Value::as_str) != Some("Always") {
+            config
+                .annotations
+                .insert(ANNOTATION_RUN_TO_COMPLETION.to_string(), "true".to_string());
+        }
         let name = config.name.clone();
         let Some(id) = self.create_container(index, &config, cfg, &sandbox).await else {
             return;
