@@ -15,6 +15,7 @@ pub mod drain;
 pub mod election;
 pub mod events;
 pub mod explain;
+pub mod step;
 pub mod follow;
 pub mod get;
 pub mod label;

@@ -57,6 +57,7 @@ pub mod storage;
 pub mod table;
 pub mod traces;
 pub mod update;
+pub mod step;
 pub mod watch;
 pub mod write;
 
@@ -124,6 +125,8 @@ pub struct ApiServer {
     services: tokio::sync::Mutex<Option<allocator::ServiceAllocator>>,
     /// The max-in-flight filter ([`limits::InFlight`]).
     inflight: limits::InFlight,
+    /// Step mode's gate, which holds writes while paused or at a breakpoint ([`step`]).
+    pub step: step::StepGate,
 }
 
 /// A parsed request, as the handlers see it.
@@ -135,6 +138,8 @@ pub struct Ctx<'a> {
     /// Warnings for the client, sent as `Warning: 299 - "..."` response headers (kubectl
     /// prints them as `Warning: ...`).
     pub warnings: std::sync::Mutex<Vec<String>>,
+    /// Which component sent the request, and its instance ([`step::component_of`]).
+    pub component: (String, String),
 }
 
 impl Ctx<'_> {
@@ -177,6 +182,7 @@ impl ApiServer {
             watch_cache: cacher::WatchCache::new(store.clone(), progress),
             storage: Storage::new(store),
             inflight: limits::InFlight::new(&config.limits),
+            step: step::StepGate::new(false),
             config,
             authorizer: authz::Authorizer::new(),
             services: tokio::sync::Mutex::new(None),
@@ -418,6 +424,12 @@ impl ApiServer {
             let body = read_body(headers, body).await?;
             return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
         }
+        if uri.path() == step::STEP_PATH {
+            // Step mode's gate: any authenticated user may look, system:masters may drive.
+            let user = auth::authenticate(headers, peer, &self.config.token, false)?;
+            let body = read_body(headers, body).await?;
+            return self.step.handle(method, &user, body).await;
+        }
         let route = routes::parse(uri.path())?;
         let query = parse_query(uri.query());
         let public = matches!(route, Route::Version | Route::Health | Route::Ready);
@@ -454,6 +466,7 @@ impl ApiServer {
             headers,
             body,
             warnings: std::sync::Mutex::new(Vec::new()),
+            component: step::component_of(headers, &attrs.user.name),
         };
         let result = self.dispatch(&ctx, route, method, stop).await;
         if rbac_write {
