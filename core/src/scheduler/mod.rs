@@ -778,13 +778,12 @@ fn owner_informers(client: &Client) -> anyhow::Result<(spread::Owners, Vec<Infor
 
 /// Run the scheduler until `shutdown` turns true.
 pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let client = client.for_component("scheduler", "");
     let node_kind = objects::by_gvk("v1", "Node").ok_or_else(|| anyhow::anyhow!("Node is not a known kind"))?;
     let mut pods_informer = Informer::new(client.clone(), pod_info_kind(), None);
     let mut nodes_informer = Informer::new(client.clone(), node_kind, None);
     let (owners, owner_informers) = owner_informers(&client)?;
     let sched = Arc::new(Scheduler {
-        client: client.clone(),
+        client: client.for_component("scheduler", ""), // named: step mode's gate reads it
         queue: SchedulingQueue::new(options.pod_initial_backoff, options.pod_max_backoff),
         cache: Mutex::new(SchedulerCache::default()),
         pods: pods_informer.cache(),
