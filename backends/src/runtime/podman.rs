@@ -39,7 +39,7 @@
 //!
 //! Every simulated node's kubelet shares the machine's podman. Everything this runtime
 //! creates carries the labels `kulisse.dev/node=<node>` and `kulisse.dev/cluster=<id>`
-//! ([`cluster_id_from_token`]), and every list call filters on them: a kubelet sees and
+//! ([`cluster_id_from_ca`]), and every list call filters on them: a kubelet sees and
 //! cleans up only its own pods, so a restarted kubelet (even after `kill -9`) finds exactly
 //! its pods again and adopts or removes them. The Kubernetes labels
 //! (`io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`,
@@ -108,13 +108,14 @@ pub fn default_socket() -> PathBuf {
     PathBuf::from(ROOTFUL_SOCKET)
 }
 
-/// A short, stable id for a cluster, derived from its API token (which stays the same
-/// across restarts on the same data dir and differs between clusters). Only a hash is
-/// stored in labels, never the token.
-pub fn cluster_id_from_token(token: &str) -> String {
+/// A short, stable id for a cluster, derived from its CA certificate (`ca.crt`, PEM): it
+/// stays the same across restarts on the same data dir, differs between clusters, and is
+/// public (every kubeconfig carries it), so no credential is needed to compute it. A
+/// fingerprint of the certificate's text, whitespace ignored.
+pub fn cluster_id_from_ca(ca_pem: &str) -> String {
     // FNV-1a, 64 bits: stable across runs and platforms.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in token.bytes() {
+    for b in ca_pem.bytes().filter(|b| !b.is_ascii_whitespace()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -128,7 +129,7 @@ pub struct PodmanOptions {
     pub socket: PathBuf,
     /// The node whose kubelet uses this runtime (the `kulisse.dev/node` label).
     pub node_name: String,
-    /// The cluster (the `kulisse.dev/cluster` label), see [`cluster_id_from_token`].
+    /// The cluster (the `kulisse.dev/cluster` label), see [`cluster_id_from_ca`].
     pub cluster_id: String,
     /// Allow pulls from registries that are not on loopback. Off: kulisse only ever talks
     /// to this machine.
@@ -1241,9 +1242,9 @@ mod tests {
         assert_eq!(repository_of("localhost/busybox:latest"), "localhost/busybox");
         assert_eq!(repository_of("localhost:5000/busybox"), "localhost:5000/busybox");
         assert_eq!(repository_of("x/y@sha256:abc"), "x/y");
-        assert_eq!(cluster_id_from_token("a"), cluster_id_from_token("a"));
-        assert_ne!(cluster_id_from_token("a"), cluster_id_from_token("b"));
-        assert_eq!(cluster_id_from_token("a").len(), 16);
+        assert_eq!(cluster_id_from_ca("a\n"), cluster_id_from_ca("a"));
+        assert_ne!(cluster_id_from_ca("a"), cluster_id_from_ca("b"));
+        assert_eq!(cluster_id_from_ca("a").len(), 16);
     }
 
     #[test]

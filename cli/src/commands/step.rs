@@ -55,13 +55,15 @@ pub enum StepAction {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Components: apiserver, controller-manager, scheduler, kubelet, kube-proxy.
+#[command(
+    after_help = "Components: apiserver, controller-manager, scheduler, kubelet, kube-proxy.
 
 Examples:
   kulisse break scheduler              hold every bind (and the scheduler's other writes)
   kulisse break kubelet pod/web-*      hold the kubelets' writes of pods named web-*
   kulisse break --list
-  kulisse break --clear")]
+  kulisse break --clear"
+)]
 pub struct BreakArgs {
     /// The component whose writes to hold.
     #[arg(required_unless_present_any = ["list", "clear"])]
@@ -166,7 +168,11 @@ async fn show(client: &Client) -> anyhow::Result<()> {
     };
     println!("{} waiting, oldest first:", waiting.len());
     println!();
-    println!("1. {} (waiting {:.0}s)", describe(first), first["waitingSeconds"].as_f64().unwrap_or(0.0));
+    println!(
+        "1. {} (waiting {:.0}s)",
+        describe(first),
+        first["waitingSeconds"].as_f64().unwrap_or(0.0)
+    );
     let stored_rv = first
         .pointer("/stored/metadata/resourceVersion")
         .and_then(Value::as_str)
@@ -213,7 +219,10 @@ fn describe(w: &Value) -> String {
         "" | "binding" => String::new(),
         sub => format!(" ({sub})"),
     };
-    let node = match (s("verb").as_str(), w.pointer("/proposed/spec/nodeName").and_then(Value::as_str)) {
+    let node = match (
+        s("verb").as_str(),
+        w.pointer("/proposed/spec/nodeName").and_then(Value::as_str),
+    ) {
         ("bind", Some(n)) => format!(" to {n}"),
         _ => String::new(),
     };
@@ -282,7 +291,11 @@ fn flatten(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
         Value::Null if path.is_empty() => {}
         Value::Object(map) if !map.is_empty() => {
             for (k, child) in map {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 flatten(child, &p, out);
             }
         }
@@ -311,7 +324,10 @@ mod tests {
     fn diff_shows_added_changed_and_removed_leaves() {
         let old = json!({"metadata": {"name": "p", "resourceVersion": "5"}, "spec": {"a": 1, "b": [1]}});
         let new = json!({"metadata": {"name": "p", "resourceVersion": "6"}, "spec": {"a": 2, "c": "x"}});
-        assert_eq!(diff(&old, &new), vec!["~ spec.a: 1 -> 2", "+ spec.c: \"x\"", "- spec.b[0]: 1"]);
+        assert_eq!(
+            diff(&old, &new),
+            vec!["~ spec.a: 1 -> 2", "+ spec.c: \"x\"", "- spec.b[0]: 1"]
+        );
         assert_eq!(diff(&Value::Null, &json!({"a": 1})), vec!["+ a: 1"]);
         assert_eq!(diff(&old, &old), vec!["(no difference)"]);
     }

@@ -82,9 +82,19 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
         if ctx.dry_run() {
             return Ok(bound());
         }
-        let target = step::Target { info, verb: "bind", ns: Some(ns), name, sub: Some("binding") };
+        let target = step::Target {
+            info,
+            verb: "bind",
+            ns: Some(ns),
+            name,
+            sub: Some("binding"),
+        };
         let passage = step::hold(ctx, target, &pod, Some(&stored.object)).await;
-        let written = ctx.server.storage.update(info, Some(ns), name, &pod, stored.revision).await;
+        let written = ctx
+            .server
+            .storage
+            .update(info, Some(ns), name, &pod, stored.revision)
+            .await;
         passage.done(&written, |w| write::revision_of(&w.object));
         match written {
             Ok(_) => return Ok(bound()),

@@ -5,6 +5,12 @@
 //! the pod, finds that node's kubelet endpoint (`status.daemonEndpoints.kubeletEndpoint`),
 //! and streams the kubelet's `/containerLogs/<ns>/<pod>/<container>` answer back to you.
 //! It is one of the few places where the control plane calls *into* a node.
+//!
+//! That call is HTTPS both ways, as kubeadm sets it up: the API server checks the kubelet's
+//! serving certificate against the cluster CA (for the node's address), and logs in with its
+//! own client certificate, `CN=kube-apiserver-kubelet-client`
+//! ([`Config::kubelet_client`](super::Config::kubelet_client)). No bearer token travels to a
+//! kubelet.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -60,10 +66,11 @@ async fn log_location(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<LogLocation
         .object;
     let (address, port) = kubelet_endpoint(&node, node_name)?;
     let query = log_query(ctx);
+    let endpoint = std::net::SocketAddr::new(address, port).to_string();
     Ok(LogLocation {
-        url: format!("http://{address}:{port}/containerLogs/{ns}/{name}/{container}?{query}"),
+        url: format!("https://{}/containerLogs/{ns}/{name}/{container}?{query}", endpoint),
         node_name: node_name.to_string(),
-        endpoint: format!("{address}:{port}"),
+        endpoint,
     })
 }
 
@@ -91,10 +98,11 @@ fn container_of(ctx: &Ctx<'_>, pod: &Value, name: &str) -> Result<String, ApiErr
 
 /// The node's kubelet address and port, from its status. Only ever loopback: kulisse's
 /// kubelets listen on 127.0.0.0/8.
-fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(std::net::IpAddr, u64), ApiError> {
+fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(std::net::IpAddr, u16), ApiError> {
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p > 0)
         .ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -138,10 +146,20 @@ fn log_query(ctx: &Ctx<'_>) -> String {
 
 /// Ask the kubelet and stream its answer back as it comes.
 async fn stream_from_kubelet(ctx: &Ctx<'_>, location: &LogLocation) -> Result<Response<Body>, ApiError> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let tls = ctx.server.config.kubelet_client.clone().ok_or_else(|| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "this API server has no client certificate for kubelets, so it cannot fetch logs".to_string(),
+        )
+    })?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
     let req = http::Request::get(&location.url)
-        .header(header::AUTHORIZATION, format!("Bearer {}", ctx.server.config.token))
         .body(Empty::<Bytes>::new())
         .map_err(|e| ApiError::internal(format!("could not build the kubelet request: {e}")))?;
     let resp = client.request(req).await.map_err(|e| {

@@ -25,11 +25,13 @@
 //! the `apiserver.request` that the component's own span (`scheduler.bind`,
 //! `controller.reconcile`, ...) is the parent of.
 //!
-//! Which component wrote is read from the request: kulisse's components say it in their
-//! `User-Agent` (`kulisse/0.1.0 (scheduler)`, as upstream's components put their name in
-//! theirs), and the user name tells for the others (`system:node:*` is a kubelet,
-//! `system:kube-scheduler` the scheduler, ...). Everything else is a client, whose write
-//! the API server itself makes: the component `apiserver`.
+//! Which component wrote is read from the request's **authenticated user**: every component
+//! logs in with its own client certificate, as upstream's do (`system:kube-scheduler`,
+//! `system:kube-controller-manager`, `system:kube-proxy`, `system:node:<node>` for a
+//! kubelet). Everything else (`kubernetes-admin` with kubectl, any other user) is a client,
+//! whose write the API server itself makes: the component `apiserver`. The `User-Agent`
+//! (`kulisse/0.1.0 (scheduler)`, as upstream's components name themselves in theirs) is
+//! only what a client claims, so it never decides; it only names a kube-proxy's node.
 //!
 //! ## What is never held, and why nothing times out falsely
 //!
@@ -230,7 +232,12 @@ impl StepGate {
     }
 
     /// Serve `GET` / `POST` on [`STEP_PATH`] for `user` (only `system:masters` may drive it).
-    pub async fn handle(&self, method: &Method, user: &UserInfo, body: Bytes) -> Result<http::Response<Body>, ApiError> {
+    pub async fn handle(
+        &self,
+        method: &Method,
+        user: &UserInfo,
+        body: Bytes,
+    ) -> Result<http::Response<Body>, ApiError> {
         match *method {
             Method::GET => Ok(json_response(StatusCode::OK, &self.status())),
             Method::POST => {
@@ -246,7 +253,11 @@ impl StepGate {
                 let answer = self.act(&req).await?;
                 Ok(json_response(StatusCode::OK, &answer))
             }
-            _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported here"))),
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{method} is not supported here"),
+            )),
         }
     }
 
@@ -410,36 +421,32 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     true
 }
 
-/// Which component sent a request: what a kulisse component says in its `User-Agent`
-/// (`kulisse/0.1.0 (kubelet/node-1)`), else what the user name tells, else `apiserver` (a
-/// client's write, which the API server makes). Returns (component, instance).
+/// Which component sent a request, from the **authenticated user** (after impersonation):
+/// `system:kube-controller-manager`, `system:kube-scheduler`, `system:kube-proxy`,
+/// `system:node:<node>` (a kubelet); anyone else is a client, whose write the API server
+/// makes (`apiserver`). The user is what the API server trusts (a certificate or token it
+/// checked); the `User-Agent` is whatever the client says, so it only adds the instance of
+/// a kube-proxy (whose user is shared by every node): `kulisse/0.1.0 (kube-proxy/node-1)`.
+/// Returns (component, instance).
 pub fn component_of(headers: &HeaderMap, user: &str) -> (String, String) {
-    let ua = headers
+    let component = match user {
+        "system:kube-controller-manager" => "controller-manager",
+        "system:kube-scheduler" => "scheduler",
+        "system:kube-proxy" => "kube-proxy",
+        _ => match user.strip_prefix("system:node:") {
+            Some(node) => return ("kubelet".to_string(), node.to_string()),
+            None => return ("apiserver".to_string(), String::new()),
+        },
+    };
+    let said = headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if let Some(inner) = ua
-        .strip_prefix("kulisse/")
+        .and_then(|ua| ua.strip_prefix("kulisse/"))
         .and_then(|rest| rest.split_once('(').map(|(_, c)| c.trim_end_matches(')')))
-    {
-        let (component, instance) = inner.split_once('/').unwrap_or((inner, ""));
-        if COMPONENTS.contains(&component) {
-            return (component.to_string(), instance.to_string());
-        }
-    }
-    let by_user = match user {
-        "system:kube-controller-manager" => Some("controller-manager"),
-        "system:kube-scheduler" => Some("scheduler"),
-        "system:kube-proxy" => Some("kube-proxy"),
-        _ => None,
-    };
-    if let Some(c) = by_user {
-        return (c.to_string(), String::new());
-    }
-    if let Some(node) = user.strip_prefix("system:node:") {
-        return ("kubelet".to_string(), node.to_string());
-    }
-    ("apiserver".to_string(), String::new())
+        .and_then(|inner| inner.split_once('/'))
+        .filter(|(c, _)| *c == component)
+        .map(|(_, instance)| instance.to_string());
+    (component.to_string(), said.unwrap_or_default())
 }
 
 /// What a gated write is about to write.
@@ -517,10 +524,29 @@ mod tests {
     }
 
     #[test]
-    fn components_come_from_the_user_agent_or_the_user() {
+    fn components_come_from_the_user_not_the_user_agent() {
         let mut h = HeaderMap::new();
-        h.insert(http::header::USER_AGENT, "kulisse/0.1.0 (kubelet/node-2)".parse().unwrap());
-        assert_eq!(component_of(&h, "admin"), ("kubelet".into(), "node-2".into()));
+        h.insert(
+            http::header::USER_AGENT,
+            "kulisse/0.1.0 (kubelet/node-2)".parse().unwrap(),
+        );
+        // An admin who claims to be a kubelet is still a client.
+        assert_eq!(
+            component_of(&h, "kubernetes-admin"),
+            ("apiserver".into(), String::new())
+        );
+        assert_eq!(
+            component_of(&h, "system:node:node-1"),
+            ("kubelet".into(), "node-1".into())
+        );
+        h.insert(
+            http::header::USER_AGENT,
+            "kulisse/0.1.0 (kube-proxy/node-2)".parse().unwrap(),
+        );
+        assert_eq!(
+            component_of(&h, "system:kube-proxy"),
+            ("kube-proxy".into(), "node-2".into())
+        );
         let h = HeaderMap::new();
         assert_eq!(component_of(&h, "system:kube-scheduler").0, "scheduler");
         assert_eq!(component_of(&h, "system:node:n1"), ("kubelet".into(), "n1".into()));
@@ -542,7 +568,9 @@ mod tests {
         assert_eq!(gate.status()["waiting"].as_array().unwrap().len(), 0);
         // Running with a breakpoint: only matching writes wait.
         gate.act(&json!({"action": "continue"})).await.unwrap();
-        gate.act(&json!({"action": "break", "component": "kubelet"})).await.unwrap();
+        gate.act(&json!({"action": "break", "component": "kubelet"}))
+            .await
+            .unwrap();
         gate.pass(write("scheduler", "Pod", "web-2")).await;
         let g = gate.clone();
         let held = tokio::spawn(async move { g.pass(write("kubelet", "Pod", "web-2")).await.outcome.is_none() });

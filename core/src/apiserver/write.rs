@@ -116,7 +116,13 @@ pub async fn create(
         Ok(obj.clone())
     } else {
         let name = objects::name(obj).unwrap_or(name).to_string();
-        let target = step::Target { info, verb: "create", ns, name: &name, sub: None };
+        let target = step::Target {
+            info,
+            verb: "create",
+            ns,
+            name: &name,
+            sub: None,
+        };
         let passage = step::hold(ctx, target, obj, None).await;
         let result = ctx.server.storage.create(info, ns, &name, obj).await.map(|s| s.object);
         passage.done(&result, revision_of);
@@ -177,7 +183,13 @@ pub async fn write(
     } else {
         None
     };
-    let target = step::Target { info, verb: "update", ns, name, sub };
+    let target = step::Target {
+        info,
+        verb: "update",
+        ns,
+        name,
+        sub,
+    };
     let result = validate_and_store(ctx, target, stored, new, &span).await;
     // A dry run, or an update that failed, keeps nothing it allocated.
     if let Some(taken) = allocated.filter(|_| ctx.dry_run() || result.is_err()) {

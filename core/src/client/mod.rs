@@ -86,6 +86,10 @@ pub struct ListParams {
     pub field_selector: Option<String>,
     pub limit: Option<usize>,
     pub continue_token: Option<String>,
+    /// A list at this store revision (with `resource_version_match`), e.g. an object's past.
+    pub resource_version: Option<String>,
+    /// `Exact`: the list as it was at `resource_version`; `NotOlderThan`: at least that new.
+    pub resource_version_match: Option<String>,
 }
 
 /// A client for one API server. Cheap to clone: connections are pooled and shared.
@@ -192,8 +196,8 @@ impl Client {
 
     /// This client, saying in its `User-Agent` that `component` (`scheduler`, `kubelet`, ...)
     /// sends its requests, and which instance (`instance`: the node of a kubelet, or empty).
-    /// Upstream's components do the same (`kube-scheduler/v1.33.0 ...`); kulisse's API server
-    /// reads it to tell who writes (step mode's gate, `kulisse step`).
+    /// Upstream's components do the same (`kube-scheduler/v1.33.0 ...`). It is informative
+    /// only: the API server tells who writes from the authenticated user, not from this.
     pub fn for_component(&self, component: &str, instance: &str) -> Client {
         let who = if instance.is_empty() {
             component.to_string()
@@ -667,6 +671,12 @@ fn with_query(base: &str, params: &ListParams, extra: &[(&str, String)]) -> Stri
     }
     if let Some(c) = &params.continue_token {
         q.append_pair("continue", c);
+    }
+    if let Some(rv) = &params.resource_version {
+        q.append_pair("resourceVersion", rv);
+    }
+    if let Some(m) = &params.resource_version_match {
+        q.append_pair("resourceVersionMatch", m);
     }
     for (k, v) in extra {
         q.append_pair(k, v);
