@@ -12,23 +12,6 @@ use kulisse_tests::flows::{items, json, s, wait_for};
 use kulisse_tests::kubectl::Kubectl;
 use serde_json::Value;
 
-const WEB: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: web
-        image: busybox
-";
-
 /// `kulisse step next`'s line: (what was let through, its revision if it was written; a
 /// held update can fail with a conflict when another write changed the object meanwhile).
 fn next(c: &Cluster) -> (String, Option<u64>) {
@@ -86,8 +69,8 @@ fn step_mode_holds_each_write_in_causal_order_and_breakpoints_hold_only_theirs()
     let Some(kubectl) = Kubectl::for_cluster(&c) else {
         return; // not under CI and no kubectl: find_kubectl said why
     };
-    let manifest = kubectl.work_dir().join("web.yaml");
-    std::fs::write(&manifest, WEB).unwrap();
+    // The book's example: a Deployment of two replicas and a Service in front of them.
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/web.yaml");
     let mut apply = kubectl.spawn(&["apply", "-f", manifest.to_str().unwrap()]);
 
     // kubectl's create waits at the gate: the API server's own write of a client's request.
@@ -101,8 +84,14 @@ fn step_mode_holds_each_write_in_causal_order_and_breakpoints_hold_only_theirs()
     // Let the writes through one at a time until both pods reported their status.
     let mut log = Vec::new();
     let mut last_rev = 0;
-    while log.iter().filter(|l: &&String| l.starts_with("kubelet node-")).count() < 2 {
-        assert!(log.len() < 60, "no kubelet status after 60 writes:\n{}", log.join("\n"));
+    // ... until kube-proxy published rules with the ready pods behind the Service.
+    let published = |log: &[String]| {
+        let after = log.iter().rposition(|l| l.starts_with("kubelet node-"));
+        after.is_some_and(|i| log[i..].iter().any(|l| l.starts_with("kube-proxy node-")))
+            && log.iter().filter(|l| l.starts_with("kubelet node-")).count() >= 2
+    };
+    while !published(&log) {
+        assert!(log.len() < 80, "no rules after 80 writes:\n{}", log.join("\n"));
         let (what, rev) = next(&c);
         if let Some(rev) = rev {
             assert!(
@@ -114,14 +103,29 @@ fn step_mode_holds_each_write_in_causal_order_and_breakpoints_hold_only_theirs()
         log.push(what);
     }
     let out = apply.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deployment.apps/web created"));
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("deployment.apps/web created\nservice/web created"),
+        "{out}"
+    );
     let deployment = position(&log, "apiserver: create Deployment default/web");
     let replicaset = position(&log, "controller-manager: create ReplicaSet default/web-");
     let pod = position(&log, "controller-manager: create Pod default/web-");
     let bind = position(&log, "scheduler: bind Pod default/web-");
     let status = position(&log, "kubelet node-");
+    let service = position(&log, "apiserver: create Service default/web");
+    let endpoints = position(&log, "controller-manager: update Endpoints default/web");
+    let rules = log.len() - 1;
+    assert!(
+        log[rules].contains("update ConfigMap kube-system/kube-proxy-rules-"),
+        "{log:#?}"
+    );
     assert!(
         deployment < replicaset && replicaset < pod && pod < bind && bind < status,
+        "{log:#?}"
+    );
+    assert!(
+        deployment < service && status < endpoints && endpoints < rules,
         "{log:#?}"
     );
     for line in log.iter().filter(|l| l.starts_with("kubelet node-")) {

@@ -1164,6 +1164,12 @@ pub const CHAPTERS: &[Chapter] = &[
         component: "kubectl, OpenTelemetry",
     },
     Chapter {
+        file: "step.md",
+        title: "Stepping through the control loop",
+        about: "hold every write, let it through one at a time, breakpoints",
+        component: "kube-apiserver's write path (kulisse only)",
+    },
+    Chapter {
         file: "failure-labs.md",
         title: "Failure labs",
         about: "break things and watch the cluster heal",

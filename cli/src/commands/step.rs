@@ -241,14 +241,15 @@ fn breakpoint_table(status: &Value) -> String {
     if points.is_empty() {
         return "No breakpoints.\n".to_string();
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header(vec!["COMPONENT", "OBJECT"]);
+    let mut rows = vec![vec!["COMPONENT".to_string(), "OBJECT".to_string()]];
     for b in &points {
         let object = b["object"].as_str().filter(|o| !o.is_empty()).unwrap_or("*");
-        t.add_row(vec![b["component"].as_str().unwrap_or(""), object]);
+        rows.push(vec![
+            b["component"].as_str().unwrap_or("").to_string(),
+            object.to_string(),
+        ]);
     }
-    format!("{}\n", t.trim_fmt())
+    crate::format::columns_text(&rows)
 }
 
 /// The leaves that differ between `old` and `new` (`null` for a create), one line each:
