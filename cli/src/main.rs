@@ -104,6 +104,10 @@ pub enum Command {
     Create(commands::create::CreateArgs),
     /// Wait until objects meet a condition, or are deleted.
     Wait(commands::wait::WaitArgs),
+    /// Step mode: show the writes that wait, let one through (next), run (continue), or stop (pause).
+    Step(commands::step::StepArgs),
+    /// Step mode's breakpoints: hold only the writes of one component (and object).
+    Break(commands::step::BreakArgs),
     /// Mark a node unschedulable.
     Cordon(commands::cordon::CordonArgs),
     /// Mark a node schedulable again.
@@ -179,6 +183,8 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Cordon(args) => commands::cordon::run(&cli.global, args, true).await,
             Command::Uncordon(args) => commands::cordon::run(&cli.global, args, false).await,
             Command::Drain(args) => commands::drain::run(&cli.global, args).await,
+            Command::Step(args) => commands::step::step(&cli.global, args).await,
+            Command::Break(args) => commands::step::breakpoint(&cli.global, args).await,
         }
     })
 }

@@ -186,6 +186,16 @@ pub const SPANS: &[SpanInfo] = &[
                kube-apiserver's defaulting and validation stages.",
     },
     SpanInfo {
+        name: "apiserver.step_pause",
+        stage: "apiserver",
+        station: 1,
+        modules: &["core/src/apiserver/step.rs"],
+        chapter: "apply.md",
+        attributes: &["k8s.kind", "k8s.name", "kulisse.step.component", "kulisse.step.verb"],
+        what: "Step mode (kulisse only): how long a component's write waited at the API server's \
+               gate, paused or at a breakpoint, until `kulisse step next` or `continue` let it through.",
+    },
+    SpanInfo {
         name: "apiserver.compare",
         stage: "apiserver",
         station: 1,
@@ -963,6 +973,7 @@ pub const STATIONS: &[Station] = &[
             m("core/src/apiserver/create.rs", "POST: defaulting, validation, create"),
             m("core/src/apiserver/update.rs", "PUT: validation and the conditional update"),
             m("core/src/apiserver/write.rs", "what every write shares: decode, validate, the conditional write"),
+            m("core/src/apiserver/step.rs", "step mode's gate: writes held before the store write (kulisse only)"),
             m("core/src/objects/", "the API machinery: parsing, defaulting, validation, selectors"),
             m("core/src/apiserver/meta.rs", "server-owned metadata, and the trace context stamped on every write"),
         ],
@@ -1153,6 +1164,12 @@ pub const CHAPTERS: &[Chapter] = &[
         component: "kubectl, OpenTelemetry",
     },
     Chapter {
+        file: "step.md",
+        title: "Stepping through the control loop",
+        about: "hold every write, let it through one at a time, breakpoints",
+        component: "kube-apiserver's write path (kulisse only)",
+    },
+    Chapter {
         file: "failure-labs.md",
         title: "Failure labs",
         about: "break things and watch the cluster heal",
@@ -1264,6 +1281,8 @@ pub const ATTRIBUTES: &[Attribute] = &[
     a("kubelet.volumes", "The volumes a mount step set up or updated, each with its source kind: `conf (configMap), data (emptyDir)`."),
     a(attrs::OUTCOME, "What the step did, in a few words, when it is not a request's `k8s.outcome`."),
     a(STAGE_KEY, "The component that emitted the span (one of the stages); it also picks the `service.name` the span reports under."),
+    a("kulisse.step.component", "Step mode: the component whose write waited at the gate (`scheduler`, `kubelet`, `apiserver`, ...)."),
+    a("kulisse.step.verb", "Step mode: the write that waited: `create`, `update` or `bind`."),
     a("leaderelection.holder", "Who holds the lease after the change (`hostname_uuid`; empty once released)."),
     a("leaderelection.identity", "The candidate that emitted the span: this process's identity in the election."),
     a("leaderelection.lease", "The Lease the candidates elect their leader with, `namespace/name`."),

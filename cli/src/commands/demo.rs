@@ -51,6 +51,7 @@ pub async fn run(_global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<ExitCod
         allow_remote_pulls: false,
         components: vec![Component::Apiserver, Component::ControllerManager, Component::Scheduler],
         fast_failover: true,
+        step: false,
         crashloop_backoff: Duration::from_secs(10),
         trace_style: args.trace_style,
         service_cidr: kulisse_core::apiserver::allocator::DEFAULT_SERVICE_CIDR,

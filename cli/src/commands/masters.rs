@@ -476,6 +476,7 @@ async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
 
 /// `kulisse up --masters N`.
 pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
+    super::step::check_up(args.step, args.masters)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let mut running = start(&mut args, &data_dir).await?;
     let m = args.masters;

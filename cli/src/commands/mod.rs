@@ -31,6 +31,7 @@ pub mod rollout_pause;
 pub mod rollout_undo;
 pub mod scale;
 pub mod serving;
+pub mod step;
 pub mod trace;
 pub mod trace_jaeger;
 pub mod up;

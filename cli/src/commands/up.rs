@@ -82,6 +82,10 @@ pub struct UpArgs {
     /// after 4 s and its pods are evicted 2 s later (upstream: 10 s, 50 s, 300 s).
     #[arg(long)]
     pub fast_failover: bool,
+    /// Step mode: start with every component's writes held at the API server until
+    /// `kulisse step next` (or `continue`) lets them through (kulisse only).
+    #[arg(long)]
+    pub step: bool,
     /// First CrashLoopBackOff delay of the in-process kubelets (doubles up to 5 minutes).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub crashloop_backoff: Duration,
@@ -156,6 +160,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let fast = if args.fast_failover { ", fast failover" } else { "" };
     println!("  nodes:       {} ({runtime} runtime{fast})", args.nodes);
+    if args.step {
+        println!("  step mode:   paused; every write waits (kulisse step, kulisse step next)");
+    }
     println!();
     println!("In another terminal:");
     println!("  export KULISSE_KUBECONFIG={}", cluster.kubeconfig.display());
@@ -221,6 +228,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             kubelet_client: Some(kubelet_client),
         },
     );
+    server.step.set_paused(args.step);
     server
         .bootstrap()
         .await

@@ -17,7 +17,7 @@
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Body, Ctx, json_response, meta, write};
+use super::{Body, Ctx, json_response, meta, step, write};
 use crate::objects::{self, ApiError};
 
 /// How often a bind re-reads the pod when a concurrent write (a status update) wins the
@@ -82,12 +82,21 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
         if ctx.dry_run() {
             return Ok(bound());
         }
-        match ctx
+        let target = step::Target {
+            info,
+            verb: "bind",
+            ns: Some(ns),
+            name,
+            sub: Some("binding"),
+        };
+        let passage = step::hold(ctx, target, &pod, Some(&stored.object)).await;
+        let written = ctx
             .server
             .storage
             .update(info, Some(ns), name, &pod, stored.revision)
-            .await
-        {
+            .await;
+        passage.done(&written, |w| write::revision_of(&w.object));
+        match written {
             Ok(_) => return Ok(bound()),
             // A status update got in between: read again and retry.
             Err(e) if e.reason == "Conflict" => last_conflict = Some(e),

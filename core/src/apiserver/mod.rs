@@ -57,6 +57,7 @@ pub mod protobuf;
 pub mod reviews;
 pub mod routes;
 pub mod scale;
+pub mod step;
 pub mod storage;
 pub mod table;
 pub mod traces;
@@ -159,6 +160,8 @@ pub struct ApiServer {
     services: tokio::sync::Mutex<Option<allocator::ServiceAllocator>>,
     /// The max-in-flight filter ([`limits::InFlight`]).
     inflight: limits::InFlight,
+    /// Step mode's gate, which holds writes while paused or at a breakpoint ([`step`]).
+    pub step: step::StepGate,
 }
 
 /// A parsed request, as the handlers see it.
@@ -170,6 +173,8 @@ pub struct Ctx<'a> {
     /// Warnings for the client, sent as `Warning: 299 - "..."` response headers (kubectl
     /// prints them as `Warning: ...`).
     pub warnings: std::sync::Mutex<Vec<String>>,
+    /// Which component sent the request, and its instance ([`step::component_of`]).
+    pub component: (String, String),
 }
 
 impl Ctx<'_> {
@@ -214,6 +219,7 @@ impl ApiServer {
                 .with_audit(config.audit_log.clone())
                 .with_event_ttl(config.retention.event_ttl),
             inflight: limits::InFlight::new(&config.limits),
+            step: step::StepGate::new(false),
             config,
             authorizer: authz::Authorizer::new(),
             services: tokio::sync::Mutex::new(None),
@@ -456,12 +462,8 @@ impl ApiServer {
         body: Incoming,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Response<Body>, ApiError> {
-        if traces::is_trace_path(uri.path()) {
-            // kulisse's own trace endpoints: any authenticated user (every component
-            // sends its spans here), no further authorization.
-            auth::authenticate(headers, peer, &self.config.token, false)?;
-            let body = read_body(headers, body).await?;
-            return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
+        if traces::is_trace_path(uri.path()) || uri.path() == step::STEP_PATH {
+            return self.kulisse_endpoint(method, uri, headers, peer, body).await;
         }
         if let Some(review) = reviews::parse(uri.path()) {
             return self.review(review, method, uri, headers, peer, body).await;
@@ -503,6 +505,7 @@ impl ApiServer {
             headers,
             body,
             warnings: std::sync::Mutex::new(Vec::new()),
+            component: step::component_of(headers, &attrs.user.name),
         };
         // The storage layer's audit lines name this request's user and verb ([`audit`]).
         let request = audit::RequestInfo {
@@ -529,6 +532,25 @@ impl ApiServer {
             }
             resp
         })
+    }
+
+    /// kulisse's own endpoints, outside Kubernetes' API: the trace store (any authenticated
+    /// user: every component sends its spans there) and step mode's gate (any authenticated
+    /// user may look, `system:masters` may drive it). No RBAC.
+    async fn kulisse_endpoint(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        peer: Option<&auth::UserInfo>,
+        body: Incoming,
+    ) -> Result<Response<Body>, ApiError> {
+        let user = auth::authenticate(headers, peer, &self.config.token, false)?;
+        let body = read_body(headers, body).await?;
+        if uri.path() == step::STEP_PATH {
+            return self.step.handle(method, &user, body).await;
+        }
+        traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body)
     }
 
     /// Who the request acts as: authentication, then impersonation ([`impersonation`]),

@@ -28,7 +28,7 @@ use serde_json::Value;
 use tracing::{Instrument, info_span};
 
 use super::storage::Stored;
-use super::{Ctx, meta, openapi};
+use super::{Ctx, meta, openapi, step};
 use crate::objects::{self, ApiError, ResourceInfo};
 
 /// Decode the request body as an object, in an `apiserver.decode` span.
@@ -115,7 +115,18 @@ pub async fn create(
     let result = if ctx.dry_run() {
         Ok(obj.clone())
     } else {
-        ctx.server.storage.create(info, ns, name, obj).await.map(|s| s.object)
+        let name = objects::name(obj).unwrap_or(name).to_string();
+        let target = step::Target {
+            info,
+            verb: "create",
+            ns,
+            name: &name,
+            sub: None,
+        };
+        let passage = step::hold(ctx, target, obj, None).await;
+        let result = ctx.server.storage.create(info, ns, &name, obj).await.map(|s| s.object);
+        passage.done(&result, revision_of);
+        result
     };
     // A dry run, or a create that failed, keeps nothing it allocated.
     if let Some(taken) = allocated.filter(|_| ctx.dry_run() || result.is_err()) {
@@ -172,7 +183,14 @@ pub async fn write(
     } else {
         None
     };
-    let result = validate_and_store(ctx, info, ns, name, stored, new, &span).await;
+    let target = step::Target {
+        info,
+        verb: "update",
+        ns,
+        name,
+        sub,
+    };
+    let result = validate_and_store(ctx, target, stored, new, &span).await;
     // A dry run, or an update that failed, keeps nothing it allocated.
     if let Some(taken) = allocated.filter(|_| ctx.dry_run() || result.is_err()) {
         ctx.server.revert_service_addresses(taken).await;
@@ -235,13 +253,12 @@ fn json_type(v: &Value) -> &'static str {
 /// The rest of [`write`]: validation, the "anything changed?" check, and the write.
 async fn validate_and_store(
     ctx: &Ctx<'_>,
-    info: &'static ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
+    target: step::Target<'_>,
     stored: &Stored,
     mut new: Value,
     span: &tracing::Span,
 ) -> Result<(Value, Vec<String>), ApiError> {
+    let (info, ns, name) = (target.info, target.ns, target.name);
     span.in_scope(|| {
         objects::validate(info, &new)?;
         objects::validate_update(info, &stored.object, &new)
@@ -259,8 +276,15 @@ async fn validate_and_store(
         return Ok((deleted.object, changed));
     }
     meta::stamp_traceparent(&mut new);
-    let written = ctx.server.storage.update(info, ns, name, &new, stored.revision).await?;
-    Ok((written.object, changed))
+    let passage = step::hold(ctx, target, &new, Some(&stored.object)).await;
+    let written = ctx.server.storage.update(info, ns, name, &new, stored.revision).await;
+    passage.done(&written, |w| revision_of(&w.object));
+    Ok((written?.object, changed))
+}
+
+/// "revision N" of a stored object, for step mode's answer.
+pub fn revision_of(obj: &Value) -> String {
+    format!("revision {}", objects::resource_version(obj).unwrap_or("?"))
 }
 
 /// A terminating object whose last finalizer was just removed. A namespace also waits for

@@ -33,6 +33,9 @@ pub use kubeconfig::{Connection, Kubeconfig};
 /// The `Accept` header that asks the server for a `Table` (what `kubectl get` sends).
 pub const ACCEPT_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
 
+/// The `User-Agent` of kulisse's clients (the CLI's).
+const USER_AGENT: &str = concat!("kulisse/", env!("CARGO_PKG_VERSION"));
+
 /// What can go wrong talking to the API server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -97,6 +100,9 @@ pub struct Client {
     http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// The namespace used when a command does not name one.
     pub default_namespace: String,
+    /// The `User-Agent` sent: `kulisse/VERSION`, with the component for the control plane's
+    /// own components (`kulisse/0.1.0 (scheduler)`, [`Client::for_component`]).
+    user_agent: HeaderValue,
 }
 
 impl Client {
@@ -169,6 +175,7 @@ impl Client {
             token: token.to_string(),
             http,
             default_namespace: "default".into(),
+            user_agent: HeaderValue::from_static(USER_AGENT),
         })
     }
 
@@ -185,6 +192,23 @@ impl Client {
         )?;
         client.default_namespace = conn.namespace;
         Ok(client)
+    }
+
+    /// This client, saying in its `User-Agent` that `component` (`scheduler`, `kubelet`, ...)
+    /// sends its requests, and which instance (`instance`: the node of a kubelet, or empty).
+    /// Upstream's components do the same (`kube-scheduler/v1.33.0 ...`). It is informative
+    /// only: the API server tells who writes from the authenticated user, not from this.
+    pub fn for_component(&self, component: &str, instance: &str) -> Client {
+        let who = if instance.is_empty() {
+            component.to_string()
+        } else {
+            format!("{component}/{instance}")
+        };
+        let mut client = self.clone();
+        if let Ok(ua) = HeaderValue::from_str(&format!("{USER_AGENT} ({who})")) {
+            client.user_agent = ua;
+        }
+        client
     }
 
     /// The server URL.
@@ -235,10 +259,7 @@ impl Client {
                 .map_err(|_| ClientError::Protocol("the token contains characters not allowed in a header".into()))?;
             hm.insert(header::AUTHORIZATION, value);
         }
-        hm.insert(
-            header::USER_AGENT,
-            HeaderValue::from_static(concat!("kulisse/", env!("CARGO_PKG_VERSION"))),
-        );
+        hm.insert(header::USER_AGENT, self.user_agent.clone());
         for (k, v) in headers {
             if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 hm.insert(k, v);

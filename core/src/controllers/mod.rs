@@ -207,6 +207,7 @@ pub struct Ctx {
 
 /// Run every controller until `shutdown` turns true.
 pub async fn run(client: Client, options: Options, shutdown: watch::Receiver<bool>) {
+    let client = client.for_component("controller-manager", "");
     let mut informers = SharedInformers::new(&client, options.resync);
     let ctx = Arc::new(Ctx {
         client: client.clone(),

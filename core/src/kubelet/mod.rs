@@ -183,7 +183,7 @@ enum Dispatch {
 impl Kubelet {
     pub fn new(client: Client, runtime: Arc<dyn ContainerRuntime>, options: KubeletOptions) -> Self {
         Kubelet {
-            client,
+            client: client.for_component("kubelet", &options.node_name),
             runtime,
             options,
         }

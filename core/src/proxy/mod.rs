@@ -110,6 +110,7 @@ fn enqueue(queue: &SyncQueue, ev: &InformerEvent, service_key: fn(&Value) -> Opt
 /// Run kube-proxy for `options.node_name` until `shutdown` turns true, keeping `rules`
 /// current and published.
 pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver<bool>, rules: RuleTable) {
+    let client = client.for_component("kube-proxy", &options.node_name);
     let svc_info = objects::by_gvk("v1", "Service").expect("Service is a built-in kind");
     let slice_info = crate::controllers::endpointslice::slice_info();
     let data_path = options

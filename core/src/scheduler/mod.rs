@@ -783,7 +783,7 @@ pub async fn run(client: Client, options: Options, mut shutdown: watch::Receiver
     let mut nodes_informer = Informer::new(client.clone(), node_kind, None);
     let (owners, owner_informers) = owner_informers(&client)?;
     let sched = Arc::new(Scheduler {
-        client: client.clone(),
+        client: client.for_component("scheduler", ""),
         queue: SchedulingQueue::new(options.pod_initial_backoff, options.pod_max_backoff),
         cache: Mutex::new(SchedulerCache::default()),
         pods: pods_informer.cache(),
