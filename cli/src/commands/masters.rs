@@ -430,6 +430,10 @@ async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
     let token = up::load_or_create_token(data_dir)?;
     let certs = kulisse_core::apiserver::certs::ensure(data_dir, args.listen.ip())
         .context("creating the cluster certificates")?;
+    // One service-account key for every API server, made before any starts (each would
+    // otherwise make its own, and one's tokens would not check out at the others).
+    kulisse_core::apiserver::serviceaccount::ServiceAccountTokens::load_or_create(data_dir)
+        .context("creating the service-account key")?;
     let mut run = Running {
         table: Vec::new(),
         children: Vec::new(),

@@ -57,8 +57,10 @@ pub mod protobuf;
 pub mod reviews;
 pub mod routes;
 pub mod scale;
+pub mod serviceaccount;
 pub mod storage;
 pub mod table;
+pub mod token;
 pub mod traces;
 pub mod update;
 pub mod watch;
@@ -116,6 +118,11 @@ pub struct Config {
     /// `--kubelet-certificate-authority`, `--kubelet-client-certificate`). `None`: it cannot
     /// reach kubelets (`kubectl logs` answers 503).
     pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
+    /// The cluster's service-account key ([`serviceaccount`], kube-apiserver's
+    /// `--service-account-signing-key-file` and `--service-account-key-file`): signs the
+    /// tokens of `serviceaccounts/token` ([`token`]) and checks them when they come back.
+    /// `None`: no tokens are issued or accepted.
+    pub service_accounts: Option<Arc<serviceaccount::ServiceAccountTokens>>,
 }
 
 /// How long the store keeps what: kube-apiserver's `--etcd-compaction-interval` and
@@ -457,11 +464,7 @@ impl ApiServer {
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Response<Body>, ApiError> {
         if traces::is_trace_path(uri.path()) {
-            // kulisse's own trace endpoints: any authenticated user (every component
-            // sends its spans here), no further authorization.
-            auth::authenticate(headers, peer, &self.config.token, false)?;
-            let body = read_body(headers, body).await?;
-            return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
+            return self.trace_endpoint(method, uri, headers, peer, body).await;
         }
         if let Some(review) = reviews::parse(uri.path()) {
             return self.review(review, method, uri, headers, peer, body).await;
@@ -540,10 +543,34 @@ impl ApiServer {
         public: bool,
     ) -> Result<auth::UserInfo, ApiError> {
         let span = auth::span();
-        let user = auth::authenticate_in(&span, headers, peer, &self.config.token, public)?;
+        let user = auth::authenticate_in(&span, headers, peer, &self.credentials(), public).await?;
         impersonation::impersonate(self, headers, user, &span)
             .instrument(span.clone())
             .await
+    }
+
+    /// kulisse's own trace endpoints: any authenticated user (every component sends its
+    /// spans here), no further authorization.
+    async fn trace_endpoint(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        peer: Option<&auth::UserInfo>,
+        body: Incoming,
+    ) -> Result<Response<Body>, ApiError> {
+        auth::authenticate(headers, peer, &self.credentials(), false).await?;
+        let body = read_body(headers, body).await?;
+        traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body)
+    }
+
+    /// What bearer tokens this server accepts ([`auth::Credentials`]).
+    fn credentials(&self) -> auth::Credentials<'_> {
+        auth::Credentials {
+            admin_token: &self.config.token,
+            service_accounts: self.config.service_accounts.as_deref(),
+            storage: Some(&self.storage),
+        }
     }
 
     /// A review ([`reviews`]): authenticate, authorize `create` on it, answer it.
@@ -688,6 +715,10 @@ impl ApiServer {
             (Method::POST, _) if serves(Subresource::Binding) => {
                 span.record("k8s.verb", "create");
                 binding::handle(ctx, ns.unwrap_or("default"), name).await
+            }
+            (Method::POST, _) if serves(Subresource::Token) => {
+                span.record("k8s.verb", "create");
+                token::handle(ctx, ns.unwrap_or("default"), name).await
             }
             (Method::GET | Method::PUT | Method::PATCH, _) if serves(Subresource::Scale) => {
                 span.record("k8s.verb", if *m == Method::GET { "get" } else { "update" });

@@ -105,6 +105,7 @@ fn generate_schemas() -> Map<String, Value> {
         core::Pod,
         core::Secret,
         core::Service,
+        core::ServiceAccount,
         core::Binding,
         apps::Deployment,
         apps::ReplicaSet,
