@@ -71,6 +71,7 @@ chapters! {
     console_07_kubelet => "kubelet.md",
     console_08_proxy => "proxy.md",
     console_09_traces => "traces.md",
+    console_09a_security => "security.md",
     console_10_failure_labs => "failure-labs.md",
     console_10a_masters => "masters.md",
     console_11_going_further => "going-further.md",
