@@ -1157,6 +1157,12 @@ pub const CHAPTERS: &[Chapter] = &[
         component: "kubectl, OpenTelemetry",
     },
     Chapter {
+        file: "security.md",
+        title: "Who may do what",
+        about: "identities, RBAC, the Node authorizer, ServiceAccount tokens, the 403",
+        component: "kube-apiserver",
+    },
+    Chapter {
         file: "failure-labs.md",
         title: "Failure labs",
         about: "break things and watch the cluster heal",
