@@ -7,9 +7,11 @@
 //! to the store. A request passes the same stations every time, and each one is a span
 //! in the trace:
 //!
-//! 1. **authenticate** ([`auth`]): who is asking? kulisse accepts one bearer token, the one
-//!    written into the kubeconfig by `kulisse up`. `/version`, `/healthz` and `/readyz`
-//!    are open, as in Kubernetes.
+//! 1. **authenticate** ([`auth`]): who is asking? A client certificate signed by the
+//!    cluster CA, the admin token written into the kubeconfig by `kulisse up`, or a
+//!    ServiceAccount token the server signed itself ([`serviceaccount`]). `/version`,
+//!    `/healthz` and `/readyz` are open, as in Kubernetes. Then **authorize** ([`authz`]):
+//!    may they?
 //! 2. **route** ([`routes`]): which group, version, resource, namespace, name?
 //! 3. **decode** the body (JSON, YAML or Kubernetes protobuf, see [`protobuf`]) within size
 //!    and nesting budgets;
