@@ -145,6 +145,17 @@ const SECRET_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+const SERVICEACCOUNT_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Secrets",
+        "string",
+        0,
+        "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+    ),
+    AGE,
+];
+
 const LEASE_COLUMNS: &[Column] = &[NAME, col("Holder", "string", 0, "Who holds the lease."), AGE];
 
 const ROLE_COLUMNS: &[Column] = &[NAME, col("Created At", "date", 0, "When the role was created.")];
@@ -181,6 +192,7 @@ fn printer(kind: &str) -> (&'static [Column], CellFn) {
         "Event" => (EVENT_COLUMNS, event_cell),
         "ConfigMap" => (CONFIGMAP_COLUMNS, configmap_cell),
         "Secret" => (SECRET_COLUMNS, secret_cell),
+        "ServiceAccount" => (SERVICEACCOUNT_COLUMNS, serviceaccount_cell),
         "Lease" => (LEASE_COLUMNS, lease_cell),
         "Role" | "ClusterRole" => (ROLE_COLUMNS, role_cell),
         "RoleBinding" | "ClusterRoleBinding" => (BINDING_COLUMNS, binding_cell),
@@ -416,6 +428,14 @@ fn secret_cell(column: &str, obj: &Value, _: Now) -> Value {
     match column {
         "Type" => json!(s(obj, "/type")),
         "Data" => json!(obj.get("data").and_then(Value::as_object).map_or(0, |m| m.len())),
+        _ => json!(""),
+    }
+}
+
+/// `printServiceAccount`: how many Secrets the account lists.
+fn serviceaccount_cell(column: &str, obj: &Value, _: Now) -> Value {
+    match column {
+        "Secrets" => json!(obj.get("secrets").and_then(Value::as_array).map_or(0, Vec::len)),
         _ => json!(""),
     }
 }

@@ -101,6 +101,10 @@ impl ApiServerFixture {
                 audit_log: None,
                 retention: apiserver::Retention::default(),
                 kubelet_client: Some(kubelet_client),
+                service_accounts: Some(std::sync::Arc::new(
+                    apiserver::serviceaccount::ServiceAccountTokens::load_or_create(dir.path())
+                        .expect("service-account key"),
+                )),
             },
         );
         server.bootstrap().await.expect("bootstrap namespaces");

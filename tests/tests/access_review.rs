@@ -2,7 +2,8 @@
 //! (`kulisse up --nodes 2`, mock runtime): `kubectl auth can-i` (SelfSubjectAccessReview,
 //! with `--as`/`--as-group` impersonation), `kubectl auth can-i --list`
 //! (SelfSubjectRulesReview), `kubectl auth whoami` (SelfSubjectReview), and a request that
-//! impersonates a kubelet and meets the Node authorizer's 403.
+//! impersonates a kubelet and meets the Node authorizer's 403; then the same rules with the
+//! components' own client certificates (their kubeconfigs in the data dir).
 //!
 //! Each row of the table is one (identity, verb, resource) question answered yes or no as
 //! upstream's RBAC (with its bootstrap policy) and Node authorizer answer it.
@@ -200,4 +201,66 @@ fn whoami_list_and_an_impersonated_kubelet_refused() {
             && err.contains("node 'node-1' cannot"),
         "{err}"
     );
+}
+
+/// The same rules with real credentials: each component's own kubeconfig in the data dir
+/// (its client certificate, no token), not impersonation.
+#[test]
+fn components_own_certificates_meet_the_same_rules() {
+    let Some((dir, _cluster, k)) = start() else { return };
+    let conf = |name: &str| format!("--kubeconfig={}", dir.path().join(name).display());
+    let kubelet = conf("kubelet-node-1.conf");
+    let who = k.ok(&[&kubelet, "auth", "whoami"]);
+    assert!(
+        who.contains("system:node:node-1") && who.contains("[system:nodes system:authenticated]"),
+        "{who}"
+    );
+    // A kubelet reads and changes its own Node, never another (and may not list them all:
+    // upstream's Node authorizer with selectors, on by default since v1.32).
+    assert!(k.ok(&[&kubelet, "get", "node", "node-1"]).contains("node-1"));
+    let err = k.fails(&[&kubelet, "get", "nodes"]);
+    assert!(
+        err.contains("node 'node-1' cannot read all nodes, only its own Node object"),
+        "{err}"
+    );
+    k.ok(&[&kubelet, "label", "node", "node-1", "mine=yes"]);
+    // kubectl patch reads the node first, and already that is refused.
+    let err = k.fails(&[
+        &kubelet,
+        "patch",
+        "node",
+        "node-2",
+        "-p",
+        r#"{"metadata":{"labels":{"stolen":"yes"}}}"#,
+    ]);
+    assert!(
+        err.contains(
+            "Error from server (Forbidden): nodes \"node-2\" is forbidden: User \"system:node:node-1\" cannot get resource \"nodes\" in API group \"\" at the cluster scope: node 'node-1' cannot read 'node-2', only its own Node object"
+        ),
+        "{err}"
+    );
+    // can-i asks only the authorizers, which let kubelets patch nodes; which node is
+    // NodeRestriction's (admission) to decide, once the request comes.
+    assert!(can_i(&k, &[&kubelet], &["patch", "nodes/node-2"]));
+    assert!(!can_i(&k, &[&kubelet], &["delete", "nodes/node-2"]));
+    // kube-proxy reads Services, not Secrets; the scheduler binds pods, creates no Deployments.
+    let proxy = conf("kube-proxy.conf");
+    assert!(can_i(&k, &[&proxy], &["list", "services"]));
+    let err = k.fails(&[&proxy, "get", "secrets"]);
+    assert!(
+        err.contains("secrets is forbidden: User \"system:kube-proxy\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""),
+        "{err}"
+    );
+    let scheduler = conf("scheduler.conf");
+    assert!(can_i(
+        &k,
+        &[&scheduler],
+        &["create", "pods", "--subresource", "binding"]
+    ));
+    assert!(!can_i(&k, &[&scheduler], &["create", "deployments.apps"]));
+    // The controller manager reads ServiceAccounts everywhere and may create them.
+    let cm = conf("controller-manager.conf");
+    assert!(k.ok(&[&cm, "get", "serviceaccounts", "-A"]).contains("kube-system"));
+    assert!(can_i(&k, &[&cm], &["create", "serviceaccounts", "-n", "kube-public"]));
+    assert!(!can_i(&k, &[&cm], &["create", "clusterrolebindings"]));
 }

@@ -72,6 +72,7 @@ chapters! {
     console_08_proxy => "proxy.md",
     console_09_traces => "traces.md",
     console_09a_step => "step.md",
+    console_09b_security => "security.md",
     console_10_failure_labs => "failure-labs.md",
     console_10a_masters => "masters.md",
     console_11_going_further => "going-further.md",

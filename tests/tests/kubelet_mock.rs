@@ -1206,8 +1206,17 @@ async fn unannotated_init_containers_complete_by_themselves() {
     let setup = init_status(&pod, "setup");
     assert_eq!(setup.pointer("/state/terminated/exitCode"), Some(&json!(0)), "{setup}");
     let migrate = init_status(&pod, "migrate");
-    assert_eq!(migrate.pointer("/state/terminated/exitCode"), Some(&json!(0)), "{migrate}");
-    assert!(container_status(&pod, "app").unwrap().pointer("/state/running").is_some());
+    assert_eq!(
+        migrate.pointer("/state/terminated/exitCode"),
+        Some(&json!(0)),
+        "{migrate}"
+    );
+    assert!(
+        container_status(&pod, "app")
+            .unwrap()
+            .pointer("/state/running")
+            .is_some()
+    );
     assert_eq!(condition(&pod, "Initialized"), Some("True"));
 }
 

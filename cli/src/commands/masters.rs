@@ -254,11 +254,12 @@ async fn start_etcd(run: &mut Running, data_dir: &Path, layout: &Layout) -> anyh
     Ok(())
 }
 
-/// Each API server gets its own directory with the cluster's token and CA (it makes its own
-/// serving certificate, signed by that CA, and a kubeconfig of its own that no one uses).
+/// Each API server gets its own directory with the cluster's token, CA and service-account
+/// key (it makes its own serving certificate, signed by that CA, and a kubeconfig of its own
+/// that no one uses). One key for all: a token one API server signs checks out at the others.
 fn apiserver_dir(data_dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join(format!("apiserver-{n}"));
-    for file in ["token", "ca.crt", "ca.key"] {
+    for file in ["token", "ca.crt", "ca.key", "pki/sa.key", "pki/sa.pub"] {
         let bytes = std::fs::read(data_dir.join(file)).with_context(|| format!("reading {file}"))?;
         write_private(&dir.join(file), &bytes)?;
     }
@@ -430,6 +431,10 @@ async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
     let token = up::load_or_create_token(data_dir)?;
     let certs = kulisse_core::apiserver::certs::ensure(data_dir, args.listen.ip())
         .context("creating the cluster certificates")?;
+    // One service-account key for every API server, made before any starts (each would
+    // otherwise make its own, and one's tokens would not check out at the others).
+    kulisse_core::apiserver::serviceaccount::ServiceAccountTokens::load_or_create(data_dir)
+        .context("creating the service-account key")?;
     let mut run = Running {
         table: Vec::new(),
         children: Vec::new(),

@@ -215,6 +215,9 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
     let tls = apiserver::certs::server_config(&certs).context("loading the API server certificate")?;
     let kubelet_client = apiserver::certs::kubelet_client_config(data_dir, &certs.ca_pem)
         .context("issuing the API server's client certificate for kubelets")?;
+    // The service-account key (kubeadm's pki/sa.key): signs and checks ServiceAccount tokens.
+    let service_accounts = apiserver::serviceaccount::ServiceAccountTokens::load_or_create(data_dir)
+        .context("loading the service-account key")?;
     let server = ApiServer::new(
         store,
         apiserver::Config {
@@ -226,6 +229,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             audit_log: args.serving.audit_log(data_dir)?,
             retention: args.retention.retention(),
             kubelet_client: Some(kubelet_client),
+            service_accounts: Some(Arc::new(service_accounts)),
         },
     );
     server.step.set_paused(args.step);

@@ -139,6 +139,12 @@ pub fn resources(group: &str, version: &str) -> Result<Response<Body>, ApiError>
         if r.has(Subresource::Log) {
             list.push(sub("log", "Pod", &["get"]));
         }
+        if r.has(Subresource::Token) {
+            let mut token = sub("token", "TokenRequest", &["create"]);
+            token["group"] = json!("authentication.k8s.io");
+            token["version"] = json!("v1");
+            list.push(token);
+        }
     }
     list.extend(super::reviews::discovery_entries(group, version));
     let gv = if group.is_empty() {

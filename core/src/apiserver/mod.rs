@@ -7,9 +7,11 @@
 //! to the store. A request passes the same stations every time, and each one is a span
 //! in the trace:
 //!
-//! 1. **authenticate** ([`auth`]): who is asking? kulisse accepts one bearer token, the one
-//!    written into the kubeconfig by `kulisse up`. `/version`, `/healthz` and `/readyz`
-//!    are open, as in Kubernetes.
+//! 1. **authenticate** ([`auth`]): who is asking? A client certificate signed by the
+//!    cluster CA, the admin token written into the kubeconfig by `kulisse up`, or a
+//!    ServiceAccount token the server signed itself ([`serviceaccount`]). `/version`,
+//!    `/healthz` and `/readyz` are open, as in Kubernetes. Then **authorize** ([`authz`]):
+//!    may they?
 //! 2. **route** ([`routes`]): which group, version, resource, namespace, name?
 //! 3. **decode** the body (JSON, YAML or Kubernetes protobuf, see [`protobuf`]) within size
 //!    and nesting budgets;
@@ -57,9 +59,11 @@ pub mod protobuf;
 pub mod reviews;
 pub mod routes;
 pub mod scale;
+pub mod serviceaccount;
 pub mod step;
 pub mod storage;
 pub mod table;
+pub mod token;
 pub mod traces;
 pub mod update;
 pub mod watch;
@@ -117,6 +121,11 @@ pub struct Config {
     /// `--kubelet-certificate-authority`, `--kubelet-client-certificate`). `None`: it cannot
     /// reach kubelets (`kubectl logs` answers 503).
     pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
+    /// The cluster's service-account key ([`serviceaccount`], kube-apiserver's
+    /// `--service-account-signing-key-file` and `--service-account-key-file`): signs the
+    /// tokens of `serviceaccounts/token` ([`token`]) and checks them when they come back.
+    /// `None`: no tokens are issued or accepted.
+    pub service_accounts: Option<Arc<serviceaccount::ServiceAccountTokens>>,
 }
 
 /// How long the store keeps what: kube-apiserver's `--etcd-compaction-interval` and
@@ -545,7 +554,7 @@ impl ApiServer {
         peer: Option<&auth::UserInfo>,
         body: Incoming,
     ) -> Result<Response<Body>, ApiError> {
-        let user = auth::authenticate(headers, peer, &self.config.token, false)?;
+        let user = auth::authenticate(headers, peer, &self.credentials(), false).await?;
         let body = read_body(headers, body).await?;
         if uri.path() == step::STEP_PATH {
             return self.step.handle(method, &user, body).await;
@@ -562,10 +571,34 @@ impl ApiServer {
         public: bool,
     ) -> Result<auth::UserInfo, ApiError> {
         let span = auth::span();
-        let user = auth::authenticate_in(&span, headers, peer, &self.config.token, public)?;
+        let user = auth::authenticate_in(&span, headers, peer, &self.credentials(), public).await?;
         impersonation::impersonate(self, headers, user, &span)
             .instrument(span.clone())
             .await
+    }
+
+    /// kulisse's own trace endpoints: any authenticated user (every component sends its
+    /// spans here), no further authorization.
+    async fn trace_endpoint(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        peer: Option<&auth::UserInfo>,
+        body: Incoming,
+    ) -> Result<Response<Body>, ApiError> {
+        auth::authenticate(headers, peer, &self.credentials(), false).await?;
+        let body = read_body(headers, body).await?;
+        traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body)
+    }
+
+    /// What bearer tokens this server accepts ([`auth::Credentials`]).
+    fn credentials(&self) -> auth::Credentials<'_> {
+        auth::Credentials {
+            admin_token: &self.config.token,
+            service_accounts: self.config.service_accounts.as_deref(),
+            storage: Some(&self.storage),
+        }
     }
 
     /// A review ([`reviews`]): authenticate, authorize `create` on it, answer it.
@@ -710,6 +743,10 @@ impl ApiServer {
             (Method::POST, _) if serves(Subresource::Binding) => {
                 span.record("k8s.verb", "create");
                 binding::handle(ctx, ns.unwrap_or("default"), name).await
+            }
+            (Method::POST, _) if serves(Subresource::Token) => {
+                span.record("k8s.verb", "create");
+                token::handle(ctx, ns.unwrap_or("default"), name).await
             }
             (Method::GET | Method::PUT | Method::PATCH, _) if serves(Subresource::Scale) => {
                 span.record("k8s.verb", if *m == Method::GET { "get" } else { "update" });

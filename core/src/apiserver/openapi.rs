@@ -105,7 +105,9 @@ fn generate_schemas() -> Map<String, Value> {
         core::Pod,
         core::Secret,
         core::Service,
+        core::ServiceAccount,
         core::Binding,
+        k8s_openapi::api::authentication::v1::TokenRequest,
         apps::Deployment,
         apps::ReplicaSet,
         coordination::Lease,
@@ -329,6 +331,9 @@ fn resource_paths(r: &ResourceInfo, paths: &mut Map<String, Value>) {
     if r.has(Subresource::Log) {
         p.log(paths);
     }
+    if r.has(Subresource::Token) {
+        p.token(paths);
+    }
 }
 
 /// What the paths of one resource have in common: its URL prefix, schema names and
@@ -448,13 +453,35 @@ impl<'a> ResourcePaths<'a> {
     }
 
     fn binding(&self, paths: &mut Map<String, Value>) {
-        let bgvk = json!({"group": "", "version": "v1", "kind": "Binding"});
-        let binding = schema_name("", "v1", "Binding");
+        let binding = ("", "Binding", "createNamespacedPodBinding", "create binding of a Pod");
+        self.create_only(paths, "binding", binding);
+    }
+
+    fn token(&self, paths: &mut Map<String, Value>) {
+        let request = (
+            "authentication.k8s.io",
+            "TokenRequest",
+            "createNamespacedServiceAccountToken",
+            "create token of a ServiceAccount",
+        );
+        self.create_only(paths, "token", request);
+    }
+
+    /// A subresource that only answers POST with a v1 object of its own kind (`pods/binding`,
+    /// `serviceaccounts/token`): (group, kind, operation id, description).
+    fn create_only(
+        &self,
+        paths: &mut Map<String, Value>,
+        sub: &str,
+        (group, kind, op_id, what): (&str, &str, &str, &str),
+    ) {
+        let gvk = json!({"group": group, "version": "v1", "kind": kind});
+        let schema = schema_name(group, "v1", kind);
         paths.insert(
-            format!("{}/binding", self.object),
+            format!("{}/{sub}", self.object),
             json!({
                 "parameters": self.scope(vec![self.name_param()]),
-                "post": operation("post", "createNamespacedPodBinding".into(), "create binding of a Pod".into(), &bgvk, write_params(), Some(json_content(&binding)), &binding),
+                "post": operation("post", op_id.into(), what.into(), &gvk, write_params(), Some(json_content(&schema)), &schema),
             }),
         );
     }

@@ -15,6 +15,7 @@
 //! - [`namespace`]: empties a terminating Namespace through the API, then finalizes it.
 //! - [`garbagecollector`]: deletes objects whose owners are gone (ownerReferences).
 //! - [`nodelifecycle`]: marks silent nodes NotReady and evicts their Pods.
+//! - [`serviceaccounts`]: gives every namespace its `default` ServiceAccount.
 //!
 //! [`run`] starts them all; `kulisse controller-manager` and `kulisse up` call it.
 //!
@@ -35,6 +36,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod reconciler;
 pub mod replicaset;
+pub mod serviceaccounts;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +61,7 @@ pub struct SharedInformers {
     pub nodes: Informer,
     pub leases: Informer,
     pub namespaces: Informer,
+    pub serviceaccounts: Informer,
 }
 
 /// Read handles on the shared informers' caches. Cheap to clone.
@@ -73,6 +76,7 @@ pub struct Caches {
     pub nodes: Cache,
     pub leases: Cache,
     pub namespaces: Cache,
+    pub serviceaccounts: Cache,
 }
 
 /// The Lease in `kube-system` the controller managers elect their leader with.
@@ -114,6 +118,7 @@ impl SharedInformers {
                 Some("kube-node-lease".into()),
             ),
             namespaces: make("v1", "Namespace"),
+            serviceaccounts: make("v1", "ServiceAccount"),
         }
     }
 
@@ -129,6 +134,7 @@ impl SharedInformers {
             nodes: self.nodes.cache(),
             leases: self.leases.cache(),
             namespaces: self.namespaces.cache(),
+            serviceaccounts: self.serviceaccounts.cache(),
         }
     }
 
@@ -144,6 +150,7 @@ impl SharedInformers {
             self.nodes,
             self.leases,
             self.namespaces,
+            self.serviceaccounts,
         ];
         let mut synced = Vec::new();
         for informer in all {
@@ -222,6 +229,7 @@ pub async fn run(client: Client, options: Options, shutdown: watch::Receiver<boo
     let (ns, ns_q) = namespace::setup(&mut informers, ctx.clone());
     let (gc, gc_q) = garbagecollector::setup(&mut informers, ctx.clone());
     let (nl, nl_q) = nodelifecycle::setup(&mut informers, ctx.clone());
+    let (sa, sa_q) = serviceaccounts::setup(&mut informers, ctx.clone());
     informers.start(shutdown.clone()).await;
     let w = options.workers;
     tokio::join!(
@@ -232,5 +240,6 @@ pub async fn run(client: Client, options: Options, shutdown: watch::Receiver<boo
         reconciler::run(ns, ns_q, w, shutdown.clone()),
         reconciler::run(gc, gc_q, w, shutdown.clone()),
         reconciler::run(nl, nl_q, 1, shutdown.clone()),
+        reconciler::run(sa, sa_q, 1, shutdown.clone()),
     );
 }

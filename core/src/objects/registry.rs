@@ -69,6 +69,8 @@ pub enum Subresource {
     Log,
     /// `namespaces/finalize`: how the namespace controller removes `spec.finalizers`.
     Finalize,
+    /// `serviceaccounts/token`: a `TokenRequest` answers a signed token for the account.
+    Token,
 }
 
 impl Subresource {
@@ -80,6 +82,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::Finalize => "finalize",
+            Subresource::Token => "token",
         }
     }
 }
@@ -225,6 +228,19 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &[],
         namespaced: true,
         subresources: &[],
+        tracks_generation: false,
+        owns_dependents: false,
+        categories: &[],
+    },
+    ResourceInfo {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        short_names: &["sa"],
+        namespaced: true,
+        subresources: &[Subresource::Token],
         tracks_generation: false,
         owns_dependents: false,
         categories: &[],
@@ -490,6 +506,7 @@ mod tests {
         assert_eq!(lookup("cm").map(|r| r.kind), Some("ConfigMap"));
         assert_eq!(lookup("secrets").map(|r| r.kind), Some("Secret"));
         assert_eq!(lookup("secret").map(|r| r.kind), Some("Secret"));
+        assert_eq!(lookup("sa").map(|r| r.kind), Some("ServiceAccount"));
         assert_eq!(lookup("leases").map(|r| r.kind), Some("Lease"));
         assert_eq!(lookup("leases.coordination.k8s.io").map(|r| r.kind), Some("Lease"));
         assert_eq!(lookup("lease.v1.coordination.k8s.io").map(|r| r.kind), Some("Lease"));
@@ -536,6 +553,7 @@ mod tests {
         assert_eq!(with(Subresource::Binding), ["pods"]);
         assert_eq!(with(Subresource::Log), ["pods"]);
         assert_eq!(with(Subresource::Finalize), ["namespaces"]);
+        assert_eq!(with(Subresource::Token), ["serviceaccounts"]);
         assert_eq!(
             with(Subresource::Status),
             ["namespaces", "nodes", "pods", "services", "deployments", "replicasets"]
@@ -548,7 +566,14 @@ mod tests {
         // RBAC objects have no spec, so no generation to count (as upstream).
         assert_eq!(
             untracked,
-            ["Secret", "ClusterRoleBinding", "ClusterRole", "RoleBinding", "Role"]
+            [
+                "Secret",
+                "ServiceAccount",
+                "ClusterRoleBinding",
+                "ClusterRole",
+                "RoleBinding",
+                "Role"
+            ]
         );
         assert_eq!(Subresource::Finalize.name(), "finalize");
     }

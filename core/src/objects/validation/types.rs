@@ -132,6 +132,7 @@ pub(super) fn type_check(info: &ResourceInfo, obj: &Value) -> Option<FieldError>
         ("", "Event") => type_check_as::<core::Event>(obj),
         ("", "ConfigMap") => type_check_as::<core::ConfigMap>(obj),
         ("", "Secret") => type_check_as::<core::Secret>(obj),
+        ("", "ServiceAccount") => type_check_as::<core::ServiceAccount>(obj),
         ("apps", "Deployment") => type_check_as::<apps::Deployment>(obj),
         ("apps", "ReplicaSet") => type_check_as::<apps::ReplicaSet>(obj),
         ("coordination.k8s.io", "Lease") => type_check_as::<coord::Lease>(obj),
