@@ -134,6 +134,10 @@ pub fn resources(group: &str, version: &str) -> Result<Response<Body>, ApiError>
         if r.has(Subresource::Log) {
             list.push(sub("log", "Pod", &["get"]));
         }
+        if r.has(Subresource::Exec) {
+            list.push(sub("exec", "PodExecOptions", &["create", "get"]));
+            list.push(sub("attach", "PodAttachOptions", &["create", "get"]));
+        }
     }
     let gv = if group.is_empty() {
         version.to_string()

@@ -32,6 +32,31 @@ struct LogLocation {
 /// Resolve the container, the node and its kubelet endpoint, as upstream's pod
 /// `LogLocation` does (`pkg/registry/core/pod/strategy.go`).
 async fn log_location(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<LogLocation, ApiError> {
+    let (pod, kubelet) = pod_kubelet(ctx, ns, name, "logs").await?;
+    let container = container_of(ctx, &pod, name)?;
+    let query = log_query(ctx);
+    Ok(LogLocation {
+        url: format!("{}/containerLogs/{ns}/{name}/{container}?{query}", kubelet.base_url),
+        node_name: kubelet.node_name,
+        endpoint: kubelet.endpoint,
+    })
+}
+
+/// The kubelet that runs a pod: where to reach it (`http://address:port`).
+pub(crate) struct PodKubelet {
+    pub base_url: String,
+    pub node_name: String,
+    pub endpoint: String,
+}
+
+/// The pod and its node's kubelet: the one "connect to this pod's kubelet" lookup that
+/// logs, exec, attach and port-forward share. `what` names the request in errors.
+pub(crate) async fn pod_kubelet(
+    ctx: &Ctx<'_>,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<(Value, PodKubelet), ApiError> {
     let pods = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
     let nodes = objects::by_gvk("v1", "Node").expect("Node is a built-in kind");
     let pod = ctx
@@ -41,34 +66,41 @@ async fn log_location(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<LogLocation
         .await?
         .ok_or_else(|| ApiError::not_found(pods, name))?
         .object;
-    let container = container_of(ctx, &pod, name)?;
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "pod {name} has not been scheduled to a node yet, so it has no logs"
+                "pod {name} has not been scheduled to a node yet, so it has no {what}"
             ))
-        })?;
+        })?
+        .to_string();
     let node = ctx
         .server
         .storage
-        .get(nodes, None, node_name)
+        .get(nodes, None, &node_name)
         .await?
-        .ok_or_else(|| ApiError::not_found(nodes, node_name))?
+        .ok_or_else(|| ApiError::not_found(nodes, &node_name))?
         .object;
-    let (address, port) = kubelet_endpoint(&node, node_name)?;
-    let query = log_query(ctx);
-    Ok(LogLocation {
-        url: format!("http://{address}:{port}/containerLogs/{ns}/{name}/{container}?{query}"),
-        node_name: node_name.to_string(),
+    let (address, port) = kubelet_endpoint(&node, &node_name)?;
+    let kubelet = PodKubelet {
+        base_url: format!("http://{address}:{port}"),
+        node_name,
         endpoint: format!("{address}:{port}"),
-    })
+    };
+    Ok((pod, kubelet))
+}
+
+/// The HTTP client the API server calls kubelets with (upgrades included).
+pub(crate) fn kubelet_client()
+-> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new())
 }
 
 /// The container the request names, or the pod's only one.
-fn container_of(ctx: &Ctx<'_>, pod: &Value, name: &str) -> Result<String, ApiError> {
+pub(crate) fn container_of(ctx: &Ctx<'_>, pod: &Value, name: &str) -> Result<String, ApiError> {
     let containers: Vec<String> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -138,8 +170,7 @@ fn log_query(ctx: &Ctx<'_>) -> String {
 
 /// Ask the kubelet and stream its answer back as it comes.
 async fn stream_from_kubelet(ctx: &Ctx<'_>, location: &LogLocation) -> Result<Response<Body>, ApiError> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let client = kubelet_client();
     let req = http::Request::get(&location.url)
         .header(header::AUTHORIZATION, format!("Bearer {}", ctx.server.config.token))
         .body(Empty::<Bytes>::new())

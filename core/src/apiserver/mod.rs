@@ -54,6 +54,7 @@ pub mod protobuf;
 pub mod routes;
 pub mod scale;
 pub mod storage;
+pub mod streaming;
 pub mod table;
 pub mod traces;
 pub mod update;
@@ -135,6 +136,11 @@ pub struct Ctx<'a> {
     /// Warnings for the client, sent as `Warning: 299 - "..."` response headers (kubectl
     /// prints them as `Warning: ...`).
     pub warnings: std::sync::Mutex<Vec<String>>,
+    /// The client's side of a connection upgrade (`pods/exec`, `pods/attach`), taken by
+    /// the handler that serves it ([`streaming`]).
+    pub upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
+    /// The query string as sent (repeated `command=` parameters intact).
+    pub raw_query: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -342,7 +348,8 @@ impl ApiServer {
         peer: Option<&auth::UserInfo>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Response<Body> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let path = parts.uri.path().to_string();
         // Which requests are traced: those that carry a `traceparent` (they are part of a
         // trace, e.g. a `kulisse apply`), and writes from clients outside kulisse (kubectl
@@ -383,7 +390,7 @@ impl ApiServer {
             kulisse_traces::propagation::set_parent(&span, remote);
         }
         let response = async {
-            let routed = self.route(&parts.method, &parts.uri, &parts.headers, peer, body, stop);
+            let routed = self.route(&parts.method, &parts.uri, &parts.headers, peer, (body, upgrade), stop);
             let response = match answer_panics(routed).await {
                 Ok(resp) => resp,
                 Err(err) => error_response(&err),
@@ -408,7 +415,7 @@ impl ApiServer {
         uri: &http::Uri,
         headers: &HeaderMap,
         peer: Option<&auth::UserInfo>,
-        body: Incoming,
+        (body, upgrade): (Incoming, Option<hyper::upgrade::OnUpgrade>),
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Response<Body>, ApiError> {
         if traces::is_trace_path(uri.path()) {
@@ -454,6 +461,8 @@ impl ApiServer {
             headers,
             body,
             warnings: std::sync::Mutex::new(Vec::new()),
+            upgrade: std::sync::Mutex::new(upgrade),
+            raw_query: uri.query().map(str::to_string),
         };
         let result = self.dispatch(&ctx, route, method, stop).await;
         if rbac_write {
@@ -595,6 +604,10 @@ impl ApiServer {
                 span.record("k8s.verb", if *m == Method::GET { "get" } else { "update" });
                 scale::handle(ctx, info, ns, name, m).await
             }
+            (Method::GET | Method::POST, Some(s @ ("exec" | "attach"))) if info.has(Subresource::Exec) => {
+                span.record("k8s.verb", "create");
+                streaming::handle(ctx, ns.unwrap_or("default"), name, s).await
+            }
             (Method::GET, _) if serves(Subresource::Log) => {
                 span.record("k8s.verb", "get");
                 logs::handle(ctx, ns.unwrap_or("default"), name).await
@@ -652,7 +665,10 @@ async fn serve_connection<IO>(
         }
     });
     let io = limits::Clocked::new(io, clock.clone());
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    let conn = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .http1_only()
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
     tokio::select! {
         served = watcher.watch(conn) => {
             if let Err(e) = served {

@@ -43,6 +43,7 @@ pub mod probes;
 pub mod server;
 mod sources;
 mod status;
+mod streaming;
 mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -10,6 +10,8 @@
 //! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&timestamps=&previous=`:
 //!   the container's log as `text/plain`, streamed while `follow=true`. It demands the
 //!   cluster's bearer token, like the API server.
+//! - `GET|POST /exec/{namespace}/{pod}/{container}?command=...&stdin=&stdout=&stderr=&tty=`
+//!   and `/attach/...`: a WebSocket session (see [`super::streaming`]).
 //! - `GET /healthz`: `ok` (no token needed, like the kubelet's healthz port).
 
 use std::collections::BTreeMap;
@@ -30,9 +32,9 @@ use super::Shared;
 use crate::objects;
 use crate::runtime::{ContainerInfo, ContainerState, LABEL_CONTAINER_NAME, LABEL_POD_UID, LogOptions};
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut body = message.into();
     body.push('\n');
     Response::builder()
@@ -57,7 +59,10 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdo
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(handle(&shared, req).await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .http1_only()
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -93,10 +98,16 @@ fn flag(params: &BTreeMap<String, String>, key: &str) -> bool {
     params.get(key).is_some_and(|v| v == "true" || v == "1")
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
+    }
+    if path.starts_with("/exec/") || path.starts_with("/attach/") {
+        if !authorized(&req, &shared.options.token) {
+            return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+        }
+        return super::streaming::handle(shared, req).await;
     }
     if req.method() != http::Method::GET {
         return text(

@@ -67,6 +67,8 @@ pub enum Subresource {
     Binding,
     /// `pods/log`: the container log, proxied from the kubelet.
     Log,
+    /// `pods/exec` and `pods/attach`: a WebSocket to the container, proxied to the kubelet.
+    Exec,
     /// `namespaces/finalize`: how the namespace controller removes `spec.finalizers`.
     Finalize,
 }
@@ -79,6 +81,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::Exec => "exec",
             Subresource::Finalize => "finalize",
         }
     }
@@ -211,7 +214,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "pod",
         short_names: &["po"],
         namespaced: true,
-        subresources: &[Subresource::Status, Subresource::Binding, Subresource::Log],
+        subresources: &[Subresource::Status, Subresource::Binding, Subresource::Log, Subresource::Exec],
         tracks_generation: true,
         owns_dependents: true,
         categories: &["all"],

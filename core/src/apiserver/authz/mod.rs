@@ -156,6 +156,11 @@ pub fn attributes(
         _ => namespace.unwrap_or_default(),
     };
     a.name = name.clone().unwrap_or_default();
+    // The streaming subresources are `create` whatever the method (see apiserver/streaming.rs).
+    if matches!(a.subresource.as_str(), "exec" | "attach" | "portforward") {
+        a.verb = "create".to_string();
+        return a;
+    }
     a.verb = match (method, name.is_some()) {
         (&Method::GET | &Method::HEAD, _) if watch => "watch",
         (&Method::GET | &Method::HEAD, true) => "get",
