@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tracing::Instrument;
 
 use super::Shared;
 use super::server::{Body, text};
@@ -141,14 +140,6 @@ pub(crate) async fn handle(shared: &Arc<Shared>, mut req: Request<Incoming>) -> 
     };
     let upgrade = hyper::upgrade::on(&mut req);
     let shared = shared.clone();
-    let span = tracing::info_span!(
-        "kubelet.exec",
-        "kulisse.stage" = "kubelet",
-        "k8s.namespace" = %r.namespace,
-        "k8s.name" = %r.pod,
-        "k8s.container" = %r.container,
-        "process.exit_code" = tracing::field::Empty,
-    );
     tokio::spawn(
         async move {
             match upgrade.await {
@@ -158,8 +149,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, mut req: Request<Incoming>) -> 
                 }
                 Err(e) => tracing::debug!("exec: the upgrade failed: {e}"),
             }
-        }
-        .instrument(span),
+        },
     );
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     Response::builder()
@@ -239,10 +229,7 @@ async fn session(shared: &Shared, id: &str, r: StreamRequest, ws: Ws, v5: bool) 
     };
     let (result, mut sink) = tokio::join!(run, forward);
     let status = match &result {
-        Ok(code) => {
-            tracing::Span::current().record("process.exit_code", code);
-            remotecommand::exit_status(*code, &r.command)
-        }
+        Ok(code) => remotecommand::exit_status(*code, &r.command),
         Err(e) => remotecommand::error_status(&e.to_string()),
     };
     let mut message = vec![ERROR];
