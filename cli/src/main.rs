@@ -98,6 +98,8 @@ pub enum Command {
     ClusterInfo(commands::cluster_info::ClusterInfoArgs),
     /// Print the documentation of a kind or field (from the server's OpenAPI), or, given a name, why an object is as it is.
     Explain(commands::explain::ExplainArgs),
+    /// List every stored revision of an object: when, who wrote it, what changed, its trace.
+    History(commands::history::HistoryArgs),
     /// Create a Deployment, ConfigMap, Secret or Namespace from flags.
     Create(commands::create::CreateArgs),
     /// Wait until objects meet a condition, or are deleted.
@@ -171,6 +173,7 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Version(args) => commands::version::run(&cli.global, args).await,
             Command::ClusterInfo(args) => commands::cluster_info::run(&cli.global, args).await,
             Command::Explain(args) => commands::explain::run(&cli.global, args).await,
+            Command::History(args) => commands::history::run(&cli.global, args).await,
             Command::Create(args) => commands::create::run(&cli.global, args).await,
             Command::Wait(args) => commands::wait::run(&cli.global, args).await,
             Command::Cordon(args) => commands::cordon::run(&cli.global, args, true).await,

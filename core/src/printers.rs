@@ -254,14 +254,7 @@ fn pod_cell(column: &str, obj: &Value, _: Now) -> Value {
             json!(format!("{ready}/{total}"))
         }
         "Status" => json!(pod_status(obj)),
-        "Restarts" => {
-            let restarts: i64 = statuses.map_or(0, |st| {
-                st.iter()
-                    .map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0))
-                    .sum()
-            });
-            json!(restarts.to_string())
-        }
+        "Restarts" => json!(pod_status_and_restarts(obj).1.to_string()),
         "IP" => or_none(s(obj, "/status/podIP").to_string()),
         "Node" => or_none(s(obj, "/spec/nodeName").to_string()),
         "Nominated Node" => or_none(s(obj, "/status/nominatedNodeName").to_string()),
@@ -476,37 +469,95 @@ fn lease_cell(column: &str, obj: &Value, _: Now) -> Value {
     }
 }
 
-/// The STATUS column of a pod, as kubectl computes it: the phase, overridden by the reason
-/// a container is waiting or terminated (`ContainerCreating`, `CrashLoopBackOff`,
-/// `ErrImagePull`, `Completed`, ...), and `Terminating` once deletion started.
+/// The STATUS column of a pod, as kubectl's printer (`printPod`) computes it: the phase,
+/// overridden by an init container that has not succeeded (`Init:1/2`, `Init:Error`,
+/// `Init:CrashLoopBackOff`), else by the reason a container is waiting or terminated
+/// (`PodInitializing`, `ContainerCreating`, `CrashLoopBackOff`, `ErrImagePull`,
+/// `Completed`, ...), and `Terminating` once deletion started.
 pub fn pod_status(pod: &Value) -> String {
+    pod_status_and_restarts(pod).0
+}
+
+/// `Signal:N` / `ExitCode:N` of a terminated state without a reason.
+fn terminated_reason(t: &Value) -> String {
+    match t.get("reason").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+        Some(r) => r.to_string(),
+        None => match t.get("signal").and_then(Value::as_i64).filter(|s| *s != 0) {
+            Some(sig) => format!("Signal:{sig}"),
+            None => format!("ExitCode:{}", t.get("exitCode").and_then(Value::as_i64).unwrap_or(0)),
+        },
+    }
+}
+
+/// The init container that holds the pod back, as `Init:...`, with the restarts counted
+/// up to it; `None` when every init container succeeded.
+fn init_status(pod: &Value) -> Option<(String, i64)> {
+    let statuses = pod.pointer("/status/initContainerStatuses").and_then(Value::as_array)?;
+    let total = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let mut restarts = 0;
+    for (i, c) in statuses.iter().enumerate() {
+        restarts += c.get("restartCount").and_then(Value::as_i64).unwrap_or(0);
+        let terminated = c.pointer("/state/terminated");
+        let waiting = c
+            .pointer("/state/waiting/reason")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty() && *r != "PodInitializing");
+        match (terminated, waiting) {
+            (Some(t), _) if t.get("exitCode").and_then(Value::as_i64) == Some(0) => continue,
+            (Some(t), _) => return Some((format!("Init:{}", terminated_reason(t)), restarts)),
+            (None, Some(w)) => return Some((format!("Init:{w}"), restarts)),
+            (None, None) => return Some((format!("Init:{i}/{total}"), restarts)),
+        }
+    }
+    None
+}
+
+/// STATUS and RESTARTS of a pod (`printPod`): while an init container holds the pod back
+/// (and it was never `Initialized`), its state and the init containers' restarts;
+/// else the app containers'.
+fn pod_status_and_restarts(pod: &Value) -> (String, i64) {
     let mut reason = s(pod, "/status/phase").to_string();
     if !s(pod, "/status/reason").is_empty() {
         reason = s(pod, "/status/reason").to_string();
     }
-    if let Some(statuses) = pod.pointer("/status/containerStatuses").and_then(Value::as_array) {
-        for c in statuses.iter().rev() {
-            if let Some(r) = c
-                .pointer("/state/waiting/reason")
-                .and_then(Value::as_str)
-                .filter(|r| !r.is_empty())
-            {
-                reason = r.to_string();
-            } else if let Some(t) = c.pointer("/state/terminated") {
-                reason = match t.get("reason").and_then(Value::as_str).filter(|r| !r.is_empty()) {
-                    Some(r) => r.to_string(),
-                    None => match t.get("signal").and_then(Value::as_i64).filter(|s| *s != 0) {
-                        Some(sig) => format!("Signal:{sig}"),
-                        None => format!("ExitCode:{}", t.get("exitCode").and_then(Value::as_i64).unwrap_or(0)),
-                    },
-                };
+    let initialized = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Initialized")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        });
+    let mut restarts = 0;
+    match init_status(pod) {
+        Some((init_reason, init_restarts)) if !initialized => {
+            reason = init_reason;
+            restarts = init_restarts;
+        }
+        _ => {
+            let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array);
+            for c in statuses.into_iter().flatten().rev() {
+                restarts += c.get("restartCount").and_then(Value::as_i64).unwrap_or(0);
+                if let Some(r) = c
+                    .pointer("/state/waiting/reason")
+                    .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty())
+                {
+                    reason = r.to_string();
+                } else if let Some(t) = c.pointer("/state/terminated") {
+                    reason = terminated_reason(t);
+                }
             }
         }
     }
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         reason = "Terminating".into();
     }
-    reason
+    (reason, restarts)
 }
 
 fn node_status(node: &Value) -> String {
@@ -715,5 +766,32 @@ mod tests {
         assert_eq!(pod_status(&pod), "CrashLoopBackOff");
         let term = json!({"status": {"phase": "Running"}, "metadata": {"deletionTimestamp": "x"}});
         assert_eq!(pod_status(&term), "Terminating");
+    }
+
+    #[test]
+    fn pod_status_shows_init_containers_as_kubectl_does() {
+        let pod = |inits: Value, conds: Value| {
+            json!({
+                "spec": {"initContainers": [{"name": "a"}, {"name": "b"}]},
+                "status": {"phase": "Pending", "conditions": conds, "initContainerStatuses": inits,
+                    "containerStatuses": [{"restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]},
+            })
+        };
+        let waiting = json!({"restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}});
+        let done = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}});
+        let running = json!({"restartCount": 0, "state": {"running": {}}});
+        let failed = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}});
+        let crashing = json!({"restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}});
+        let no = json!([{"type": "Initialized", "status": "False"}]);
+        let yes = json!([{"type": "Initialized", "status": "True"}]);
+        assert_eq!(pod_status(&pod(json!([waiting, waiting]), no.clone())), "Init:0/2");
+        assert_eq!(pod_status(&pod(json!([done, running]), no.clone())), "Init:1/2");
+        assert_eq!(pod_status(&pod(json!([failed, waiting]), no.clone())), "Init:Error");
+        let p = pod(json!([done, crashing]), no);
+        assert_eq!(pod_status_and_restarts(&p), ("Init:CrashLoopBackOff".to_string(), 3));
+        assert_eq!(pod_status(&pod(json!([done, done]), yes)), "PodInitializing");
+        let signal = json!({"state": {"terminated": {"exitCode": 137, "signal": 9}}});
+        let p = pod(json!([signal, waiting]), json!([]));
+        assert_eq!(pod_status(&p), "Init:Signal:9");
     }
 }

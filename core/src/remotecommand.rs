@@ -110,6 +110,9 @@ mod tests {
         let cmd = vec!["sh".to_string(), "-c".into(), "exit 3".into()];
         assert_eq!(exit_code_of(&exit_status(3, &cmd)), Ok(3));
         assert_eq!(exit_code_of(&exit_status(0, &cmd)), Ok(0));
-        assert_eq!(exit_code_of(&error_status("no such container")), Err("no such container".into()));
+        assert_eq!(
+            exit_code_of(&error_status("no such container")),
+            Err("no such container".into())
+        );
     }
 }

@@ -31,7 +31,11 @@
 //!   from a revision older than R fails with [`StoreError::Compacted`]; the API server turns
 //!   that into `410 Gone` (reason `Expired`) and clients list again. etcd refuses a watch
 //!   from R itself too: its compaction removed the keys deleted at R, so their DELETE events
-//!   would never come, and a watch must never skip a change.
+//!   would never come, and a watch must never skip a change. Nobody compacts by itself:
+//!   the API server's compactor (`apiserver::compactor`) does, every five minutes.
+//! - **Time to live.** A key written with a TTL ([`Store::create_with_ttl`]) is deleted by
+//!   the store once the TTL has passed, as an ordinary delete that watchers see. etcd does
+//!   it with *leases*; the API server gives every Event one, so Events expire after an hour.
 
 use std::fmt;
 use std::pin::Pin;
@@ -177,6 +181,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replace `key` only if its `mod_revision` is still `expected`.
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> StoreResult<TxnOutcome>;
+
+    /// [`Store::create`], and delete the key once `ttl` has passed (etcd: a put attached to a
+    /// lease). The deletion is an ordinary delete: it gets a revision and watchers see it.
+    /// The default ignores the TTL (for test doubles); both real stores honour it.
+    async fn create_with_ttl(&self, key: &str, value: Vec<u8>, ttl: std::time::Duration) -> StoreResult<TxnOutcome> {
+        let _ = ttl;
+        self.create(key, value).await
+    }
+
+    /// [`Store::update`], and delete the key once `ttl` has passed from now (the TTL starts
+    /// again, as an update of an Event in Kubernetes gets a fresh lease).
+    async fn update_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        ttl: std::time::Duration,
+    ) -> StoreResult<TxnOutcome> {
+        let _ = ttl;
+        self.update(key, value, expected).await
+    }
 
     /// Delete `key` only if its `mod_revision` is `expected` (or unconditionally when
     /// `expected` is `None`, as long as the key exists).

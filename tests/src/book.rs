@@ -438,7 +438,7 @@ pub struct Session {
     ports: Vec<(u16, u16)>,
     cluster: Option<Child>,
     cluster_stderr: Option<PathBuf>,
-    /// The token file of a cluster with podman nodes, and its podman socket.
+    /// The CA certificate of a cluster with podman nodes (its cluster id), and its podman socket.
     cluster_podman: Option<PathBuf>,
     cluster_podman_socket: Option<String>,
     jobs: Vec<Option<Job>>,
@@ -917,7 +917,7 @@ impl Session {
         self.cluster = Some(child);
         self.cluster_stderr = Some(stderr_log.clone());
         if args.windows(2).any(|w| w[0] == "--runtime" && w[1] == "podman") {
-            self.cluster_podman = Some(data_dir.join("token"));
+            self.cluster_podman = Some(data_dir.join("ca.crt"));
             self.cluster_podman_socket = args
                 .windows(2)
                 .find(|w| w[0] == "--podman-socket")
@@ -997,9 +997,9 @@ impl Session {
         }
         // Podman keeps containers running without the kubelet: remove what this cluster's
         // podman nodes left (a chapter that failed halfway), by the cluster label.
-        if let Some(token_file) = self.cluster_podman.take() {
-            let token = std::fs::read_to_string(token_file).unwrap_or_default();
-            let id = kulisse_backends::runtime::podman::cluster_id_from_token(token.trim());
+        if let Some(ca_file) = self.cluster_podman.take() {
+            let ca = std::fs::read_to_string(ca_file).unwrap_or_default();
+            let id = kulisse_backends::runtime::podman::cluster_id_from_ca(&ca);
             let sock = self.cluster_podman_socket.take();
             remove_podman_pods(&id, sock.as_deref());
         }

@@ -55,6 +55,8 @@ macro_rules! __store_conformance_cases {
             watch_slow_reader_misses_nothing,
             watch_progress_covers_quiet_prefixes,
             compact_then_old_revisions_are_gone,
+            compactors_agree_and_keep_one_interval,
+            keys_with_a_ttl_expire_as_deletes,
             concurrent_conflicting_updates,
             concurrent_creates_of_one_key,
             concurrent_writers_distinct_keys,
@@ -1004,4 +1006,107 @@ pub async fn concurrent_writers_distinct_keys(store: Arc<dyn Store>) {
         listed.kvs.iter().all(|kv| kv.value == b"y"),
         "every key holds its last value"
     );
+}
+
+/// The API server's compactor ([`kulisse_core::apiserver::compactor`]): each tick compacts
+/// at the revision of the tick before, and two compactors on one store take turns through
+/// `compact_rev_key` instead of both compacting.
+pub async fn compactors_agree_and_keep_one_interval(store: Arc<dyn Store>) {
+    use kulisse_core::apiserver::compactor::{Compactor, Tick};
+    async fn tick(c: &mut Compactor, store: &Arc<dyn Store>) -> Tick {
+        c.tick(store.as_ref())
+            .await
+            .unwrap_or_else(|e| panic!("compactor tick: store error: {e}"))
+    }
+    let (mut one, mut two) = (Compactor::default(), Compactor::default());
+    assert_eq!(
+        tick(&mut one, &store).await,
+        Tick::Started,
+        "the first tick has no earlier revision to compact at"
+    );
+    let first = current(&store).await;
+    let a1 = create_ok(&store, "/registry/pods/k/a", "a1").await;
+    let a2 = update_ok(&store, "/registry/pods/k/a", "a2", a1.mod_revision).await;
+
+    assert_eq!(
+        tick(&mut two, &store).await,
+        Tick::OtherCompacted,
+        "a second compactor must find the key taken"
+    );
+    assert_eq!(
+        tick(&mut one, &store).await,
+        Tick::Compacted { revision: first },
+        "the second tick compacts at the revision of the first"
+    );
+    match store.range("/registry/pods/k/", Some(first - 1), None).await {
+        Err(StoreError::Compacted { .. }) => {}
+        other => panic!("history before the compaction point {first} must be gone, got {other:?}"),
+    }
+    let kept = store
+        .range("/registry/pods/k/", Some(a1.mod_revision), None)
+        .await
+        .expect("the last interval's history is kept");
+    assert_eq!(kept.kvs, vec![a1.clone()], "state one interval ago");
+
+    // The second compactor saw the key before the first rewrote it: it loses once, learns,
+    // and then takes its turn.
+    assert_eq!(
+        tick(&mut two, &store).await,
+        Tick::OtherCompacted,
+        "a compactor with a stale view of the key must lose"
+    );
+    let t = tick(&mut two, &store).await;
+    assert!(
+        matches!(t, Tick::Compacted { revision } if revision > first),
+        "the compactor that caught up compacts next, later than {first}: {t:?}"
+    );
+    let now = store.range("/registry/pods/k/", None, None).await.expect("range now");
+    assert_eq!(now.kvs, vec![a2], "compaction never loses current values");
+}
+
+/// A key written with a TTL is deleted by the store once it runs out, as an ordinary delete
+/// that watchers see (etcd: a lease expiring). A later write without a TTL keeps the key
+/// (etcd: a put without a lease detaches it), and keys without one are never touched.
+pub async fn keys_with_a_ttl_expire_as_deletes(store: Arc<dyn Store>) {
+    let p = "/registry/events/t/";
+    let ttl = Duration::from_secs(2);
+    let mut events = watch(&store, p, None).await;
+    let with_ttl = |key: &'static str| {
+        let store = store.clone();
+        async move {
+            let outcome = store
+                .create_with_ttl(key, b"e".to_vec(), ttl)
+                .await
+                .unwrap_or_else(|e| panic!("create {key} with a TTL: store error: {e}"));
+            outcome_kv(outcome, &format!("create {key} with a TTL"))
+        }
+    };
+    let a = with_ttl("/registry/events/t/a").await;
+    let b = with_ttl("/registry/events/t/b").await;
+    let b2 = update_ok(&store, "/registry/events/t/b", "kept", b.mod_revision).await;
+    let c = create_ok(&store, "/registry/events/t/c", "c").await;
+    let d = with_ttl("/registry/events/t/d").await;
+    let d2 = store
+        .update_with_ttl("/registry/events/t/d", b"again".to_vec(), d.mod_revision, ttl)
+        .await
+        .expect("update with a TTL");
+    let d2 = outcome_kv(d2, "update /registry/events/t/d with a TTL");
+
+    let mut deleted = HashSet::new();
+    let mut last = d2.mod_revision;
+    while deleted.len() < 2 {
+        let e = next_event(&mut events, "the TTL deletes of a and d").await;
+        if e.kind == EventType::Delete {
+            assert!(e.revision() > last, "an expiry is a new revision after the last write");
+            last = e.revision();
+            deleted.insert(e.kv.key.clone());
+        }
+    }
+    let expected: HashSet<String> = ["/registry/events/t/a", "/registry/events/t/d"]
+        .map(String::from)
+        .into();
+    assert_eq!(deleted, expected, "exactly the keys still on a TTL expire");
+    let now = store.range(p, None, None).await.expect("range after expiry");
+    assert_eq!(now.kvs, vec![b2, c], "keys without a TTL (any more) stay");
+    let _ = a;
 }

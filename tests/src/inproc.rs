@@ -80,8 +80,12 @@ impl ApiServerFixture {
         bookmark_interval: std::time::Duration,
     ) -> ApiServerFixture {
         let token = "test-token".to_string();
-        let certs =
-            tls.then(|| apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().expect("ip")).expect("certificates"));
+        // The CA always exists: the API server logs in to kubelets with a certificate from it.
+        let cluster_certs =
+            apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().expect("ip")).expect("certificates");
+        let kubelet_client = apiserver::certs::kubelet_client_config(dir.path(), &cluster_certs.ca_pem)
+            .expect("kubelet client certificate");
+        let certs = tls.then_some(cluster_certs);
         let tls_config = certs
             .as_ref()
             .map(|c| apiserver::certs::server_config(c).expect("TLS config"));
@@ -94,6 +98,9 @@ impl ApiServerFixture {
                 service_cidr: apiserver::allocator::DEFAULT_SERVICE_CIDR,
                 bookmark_interval,
                 limits: apiserver::limits::Limits::default(),
+                audit_log: None,
+                retention: apiserver::Retention::default(),
+                kubelet_client: Some(kubelet_client),
             },
         );
         server.bootstrap().await.expect("bootstrap namespaces");
@@ -118,6 +125,27 @@ impl ApiServerFixture {
             _dir: dir,
             stop: Some(stop),
         }
+    }
+
+    /// The serving certificate (issued from this fixture's CA) of the kubelet of `node`, and
+    /// the CA its callers must be signed by.
+    pub fn kubelet_tls(&self, node: &str) -> kulisse_core::kubelet::server::ServingTls {
+        let dir = self._dir.path();
+        let identity = apiserver::certs::client_identity(
+            dir,
+            &format!("kubelet-{node}"),
+            &format!("system:node:{node}"),
+            Some("system:nodes"),
+            Some("127.0.0.1".parse().expect("ip")),
+        )
+        .expect("kubelet certificate");
+        let ca_pem = std::fs::read(dir.join("ca.crt")).expect("ca.crt");
+        kulisse_core::kubelet::server::ServingTls { identity, ca_pem }
+    }
+
+    /// A client identity `user` (in `group`) signed by this fixture's CA.
+    pub fn identity(&self, stem: &str, user: &str, group: Option<&str>) -> kulisse_core::client::tls::Identity {
+        apiserver::certs::client_identity(self._dir.path(), stem, user, group, None).expect("client certificate")
     }
 
     /// A receiver for components' shutdown signal.

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Empty};
 use kulisse_backends::runtime::mock::{MockOptions, MockRuntime};
 use kulisse_core::client::{Client, ListParams};
 use kulisse_core::kubelet::{Kubelet, KubeletOptions};
@@ -30,7 +29,7 @@ async fn start(name: &str) -> Node {
     let fx = ApiServerFixture::start().await;
     let runtime = MockRuntime::new(MockOptions::default());
     let mut options = KubeletOptions::fast(name);
-    options.token = fx.token.clone();
+    options.tls = Some(fx.kubelet_tls(name));
     let kubelet = Kubelet::new(fx.client.clone(), Arc::new(runtime.clone()), options);
     let shutdown = fx.shutdown_rx();
     tokio::spawn(async move {
@@ -130,19 +129,27 @@ fn httpd() -> Value {
 }
 
 /// GET `url` (a kubelet URL on loopback) with an optional bearer token.
-async fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let mut req = http::Request::get(url);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
+/// GET `url` from a kubelet over HTTPS (its certificate checked against the fixture's CA),
+/// presenting `identity`'s client certificate and/or `token`.
+async fn get_text(
+    fx: &ApiServerFixture,
+    url: &str,
+    identity: Option<&kulisse_core::client::tls::Identity>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let ca_pem = fx.kubelet_tls("node-7").ca_pem;
+    let split = url
+        .match_indices('/')
+        .nth(2)
+        .map(|(i, _)| i)
+        .expect("a URL with a path");
+    let (server, path) = url.split_at(split);
+    let client = Client::with_identity(server, token.unwrap_or(""), Some(&ca_pem), identity).expect("client");
     let resp = client
-        .request(req.body(Empty::<bytes::Bytes>::new()).unwrap())
+        .request(http::Method::GET, path, &[], None)
         .await
         .expect("kubelet answers");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let (status, body) = (resp.status.as_u16(), resp.body);
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -188,7 +195,7 @@ async fn node_registers_ready_and_renews_its_lease() {
         .and_then(Value::as_u64)
         .unwrap();
     assert!(port > 0);
-    let (code, body) = get_text(&format!("http://127.0.0.1:{port}/healthz"), None).await;
+    let (code, body) = get_text(&node.fx, &format!("https://127.0.0.1:{port}/healthz"), None, None).await;
     assert_eq!((code, body.trim()), (200, "ok"));
 
     let lease_info = kind("coordination.k8s.io/v1", "Lease");
@@ -328,26 +335,43 @@ async fn a_pod_runs_with_a_loopback_ip_and_its_logs_are_served() {
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}/containerLogs/default/web/httpd");
-    let (code, body) = get_text(&base, Some(&node.fx.token)).await;
+    let base = format!("https://127.0.0.1:{port}/containerLogs/default/web/httpd");
+    let fx = &node.fx;
+    let apiserver = fx.identity(
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        Some("system:masters"),
+    );
+    let me = Some(&apiserver);
+    let (code, body) = get_text(fx, &base, me, None).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("[mock] httpd starting on port 8080"), "{body}");
-    let (code, body) = get_text(&format!("{base}?tailLines=1"), Some(&node.fx.token)).await;
+    let (code, body) = get_text(fx, &format!("{base}?tailLines=1"), me, None).await;
     assert_eq!((code, body.lines().count()), (200, 1), "{body}");
-    let (code, body) = get_text(&format!("{base}?timestamps=true"), Some(&node.fx.token)).await;
+    let (code, body) = get_text(fx, &format!("{base}?timestamps=true"), me, None).await;
     assert!(
         code == 200 && body.lines().all(|l| l.starts_with("20") && l.contains("Z [mock]")),
         "{body}"
     );
-    let (code, _) = get_text(&base, None).await;
-    assert_eq!(code, 401, "the log endpoint demands the token");
-    let (code, _) = get_text(&base, Some("wrong")).await;
-    assert_eq!(code, 401);
-    let (code, body) = get_text(&format!("{base}?previous=true"), Some(&node.fx.token)).await;
+    // Only the API server's client certificate reads logs; no bearer token is read at all.
+    let (code, _) = get_text(fx, &base, None, None).await;
+    assert_eq!(code, 401, "the log endpoint demands a client certificate");
+    let (code, _) = get_text(fx, &base, None, Some(&fx.token)).await;
+    assert_eq!(code, 401, "the admin token is no credential here");
+    let admin = fx.identity("admin", "kubernetes-admin", Some("system:masters"));
+    let (code, body) = get_text(fx, &base, Some(&admin), None).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body.trim(),
+        "Forbidden (user=kubernetes-admin, verb=get, resource=nodes, subresource=proxy)"
+    );
+    let (code, body) = get_text(fx, &format!("{base}?previous=true"), me, None).await;
     assert_eq!(code, 400, "no previous container yet: {body}");
     let (code, _) = get_text(
-        &format!("http://127.0.0.1:{port}/containerLogs/default/missing/httpd"),
-        Some(&node.fx.token),
+        fx,
+        &format!("https://127.0.0.1:{port}/containerLogs/default/missing/httpd"),
+        me,
+        None,
     )
     .await;
     assert_eq!(code, 404);
@@ -1084,4 +1108,133 @@ async fn env_from_config_maps_secrets_and_the_downward_api_waits_for_a_missing_k
     assert_eq!(get("TIER"), Some("web"));
     assert_eq!(get("MEM_MB"), Some("32"));
     assert_eq!(get("MAYBE"), None, "an optional missing secret sets nothing");
+}
+
+impl Node {
+    async fn create_pod_with_inits(&self, name: &str, annotations: Value, inits: Value, policy: &str) -> Value {
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": {"nodeName": self.name, "restartPolicy": policy, "initContainers": inits,
+                     "containers": [{"name": "app", "image": "busybox:1.36"}]},
+        });
+        self.client()
+            .create(kind("v1", "Pod"), Some("default"), &pod)
+            .await
+            .expect("create pod")
+    }
+
+    /// Watch the pod's STATUS column (as `kubectl get pods` prints it) until `until`
+    /// accepts the pod; returns the distinct columns seen, in order, and the last pod.
+    async fn statuses_until(&self, name: &str, until: impl Fn(&Value) -> bool) -> (Vec<String>, Value) {
+        let mut seen: Vec<String> = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(pod) = self.client().get(kind("v1", "Pod"), Some("default"), name).await {
+                let column = kulisse_core::printers::pod_status(&pod);
+                if pod.get("status").is_some() && seen.last() != Some(&column) {
+                    seen.push(column);
+                }
+                if until(&pod) {
+                    return (seen, pod);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("pod {name} did not reach the expected state; STATUS went {seen:?}");
+    }
+}
+
+fn init_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod.pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array)
+        .and_then(|l| l.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("an initContainerStatus for {name}: {pod}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_in_order_before_the_app_containers() {
+    let node = start("node-init").await;
+    node.create_pod_with_inits(
+        "web",
+        json!({"mock.kulisse.dev/exit-after.fetch": "300ms", "mock.kulisse.dev/exit-after.render": "300ms"}),
+        json!([{"name": "fetch", "image": "busybox:1.36"}, {"name": "render", "image": "busybox:1.36"}]),
+        "Always",
+    )
+    .await;
+    let (seen, pod) = node
+        .statuses_until("web", |p| p.pointer("/status/phase") == Some(&json!("Running")))
+        .await;
+    assert!(seen.contains(&"Init:0/2".to_string()), "{seen:?}");
+    assert!(seen.contains(&"Init:1/2".to_string()), "{seen:?}");
+    let pos = |s: &str| seen.iter().position(|x| x == s);
+    assert!(pos("Init:0/2") < pos("Init:1/2"), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("Running"), "{seen:?}");
+    // In order: each one starts after the one before finished.
+    let time = |c: &Value, p: &str| c.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let (fetch, render) = (init_status(&pod, "fetch"), init_status(&pod, "render"));
+    assert_eq!(
+        fetch.pointer("/state/terminated/reason"),
+        Some(&json!("Completed")),
+        "{fetch}"
+    );
+    assert!(time(render, "/state/terminated/startedAt") >= time(fetch, "/state/terminated/finishedAt"));
+    let app = container_status(&pod, "app").unwrap();
+    assert!(time(app, "/state/running/startedAt") >= time(render, "/state/terminated/finishedAt"));
+    assert_eq!(condition(&pod, "Initialized"), Some("True"));
+    assert_eq!(fetch["restartCount"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_init_container_fails_the_pod_with_never_and_backs_off_otherwise() {
+    let node = start("node-init-fail").await;
+    let failing = json!({"mock.kulisse.dev/exit-after.setup": "100ms", "mock.kulisse.dev/exit-code.setup": "3"});
+    let inits = json!([{"name": "setup", "image": "busybox:1.36"}, {"name": "later", "image": "busybox:1.36"}]);
+    node.create_pod_with_inits("once", failing.clone(), inits.clone(), "Never")
+        .await;
+    node.create_pod_with_inits("again", failing, inits, "Always").await;
+    let (seen, pod) = node
+        .statuses_until("once", |p| p.pointer("/status/phase") == Some(&json!("Failed")))
+        .await;
+    assert_eq!(seen.last().map(String::as_str), Some("Init:Error"), "{seen:?}");
+    let init = pod.pointer("/status/conditions").and_then(Value::as_array).unwrap();
+    let initialized = init.iter().find(|c| c["type"] == "Initialized").unwrap();
+    assert_eq!(initialized["status"], "False");
+    assert_eq!(initialized["reason"], "ContainersNotInitialized");
+    assert_eq!(
+        initialized["message"],
+        "containers with incomplete status: [setup later]"
+    );
+    assert_eq!(
+        container_status(&pod, "app").and_then(|c| c.pointer("/state/waiting/reason")),
+        Some(&json!("PodInitializing"))
+    );
+    assert_eq!(
+        init_status(&pod, "setup").pointer("/state/terminated/exitCode"),
+        Some(&json!(3))
+    );
+
+    let (seen, pod) = node
+        .statuses_until("again", |p| {
+            p.pointer("/status/initContainerStatuses/0/restartCount")
+                .and_then(Value::as_u64)
+                >= Some(2)
+                && kulisse_core::printers::pod_status(p) == "Init:CrashLoopBackOff"
+        })
+        .await;
+    assert!(seen.contains(&"Init:Error".to_string()) || seen.contains(&"Init:CrashLoopBackOff".to_string()));
+    assert_eq!(pod.pointer("/status/phase"), Some(&json!("Pending")));
+    let setup = init_status(&pod, "setup");
+    assert_eq!(
+        setup.pointer("/lastState/terminated/exitCode"),
+        Some(&json!(3)),
+        "{setup}"
+    );
+    // The app container never ran, nor did the second init container.
+    assert_eq!(
+        init_status(&pod, "later").pointer("/state/waiting/reason"),
+        Some(&json!("PodInitializing"))
+    );
+    assert!(container_status(&pod, "app").unwrap().get("containerID").is_none());
 }

@@ -338,7 +338,7 @@ async fn runtime_runs_pods_on_their_own_loopback_ips() {
 // End to end: the real `kulisse up --runtime podman`.
 // ---------------------------------------------------------------------------------------
 
-use kulisse_backends::runtime::podman::cluster_id_from_token;
+use kulisse_backends::runtime::podman::cluster_id_from_ca;
 use kulisse_tests::cluster::Cluster;
 use kulisse_tests::flows::{is_ready, items, json, s, wait_for};
 use serde_json::Value;
@@ -377,7 +377,7 @@ struct PodmanCluster {
 
 fn podman_up(svc: &PodmanService, dir: &std::path::Path) -> PodmanCluster {
     let c = podman_up_again(svc, dir);
-    let cluster_id = cluster_id_from_token(&c.token());
+    let cluster_id = cluster_id_from_ca(&std::fs::read_to_string(c.data_dir.join("ca.crt")).expect("the cluster CA"));
     PodmanCluster {
         c,
         _cleanup: CleanupLabel::new(LABEL_CLUSTER, &cluster_id),

@@ -138,7 +138,13 @@ pub const SPANS: &[SpanInfo] = &[
         station: 1,
         modules: &["core/src/apiserver/auth.rs"],
         chapter: "apply.md",
-        attributes: &["auth.groups", "auth.method", "auth.result", "auth.user"],
+        attributes: &[
+            "auth.groups",
+            "auth.impersonator",
+            "auth.method",
+            "auth.result",
+            "auth.user",
+        ],
         what: "Finding out who sent the request (authentication), as the kube-apiserver does \
                before anything else.",
     },
@@ -230,6 +236,17 @@ pub const SPANS: &[SpanInfo] = &[
         ],
         what: "An atomic compare-and-swap transaction on the store (an etcd Txn), e.g. \
                'create if absent' or 'update if unchanged since revision N'.",
+    },
+    SpanInfo {
+        name: "store.compact",
+        stage: "store",
+        station: 2,
+        modules: &["core/src/apiserver/compactor.rs"],
+        chapter: "store.md",
+        attributes: &["store.backend", "store.revision"],
+        what: "The API server's compactor forgetting the store's history before a revision, \
+               every --etcd-compaction-interval. Background work, so only recorded with \
+               KULISSE_TRACE_BACKGROUND=1.",
     },
     SpanInfo {
         name: "controller.reconcile",
@@ -961,6 +978,7 @@ pub const STATIONS: &[Station] = &[
             m("core/src/apiserver/storage.rs", "objects to keys and revisions, and back"),
             m("core/src/apiserver/watch.rs", "watches served to clients, from a revision on"),
             m("core/src/apiserver/cacher.rs", "the watch cache: one store watch per resource, decoded once, indexed by node"),
+            m("core/src/apiserver/compactor.rs", "compaction every five minutes, one interval of history kept"),
             m("backends/src/store/embedded.rs", "etcd's job, done by one redb file"),
             m("backends/src/store/etcd.rs", "the same contract on a real etcd"),
         ],
@@ -1179,6 +1197,7 @@ const fn a(key: &'static str, meaning: &'static str) -> Attribute {
 #[rustfmt::skip]
 pub const ATTRIBUTES: &[Attribute] = &[
     a("auth.groups", "The groups of the authenticated user, comma-separated (`system:nodes,system:authenticated`)."),
+    a("auth.impersonator", "The real user when the request impersonates another (`kubectl --as`); `auth.user` is then the impersonated one."),
     a("auth.method", "How the API server authenticated the request: `x509` (client certificate), `bearer-token` or `anonymous`."),
     a("auth.result", "`authenticated`, or `rejected` (the answer is then 401 Unauthorized)."),
     a("auth.user", "The authenticated user name (`kubernetes-admin`, `system:node:node-1`)."),

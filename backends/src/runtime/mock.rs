@@ -60,8 +60,8 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use kulisse_core::runtime::{
     ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus, EnvVar, Ipv4Cidr, LogOptions,
-    LogStream, Mount, PodSandboxConfig, StreamIo, ProbeAction, ProbeResult, ProbeSpec, RuntimeError, Sandbox, SandboxInfo,
-    SandboxState,
+    LogStream, Mount, PodSandboxConfig, ProbeAction, ProbeResult, ProbeSpec, RuntimeError, Sandbox, SandboxInfo,
+    SandboxState, StreamIo,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -819,11 +819,19 @@ impl ContainerRuntime for MockRuntime {
                 .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?}")))?;
             c.refresh(Instant::now());
             if c.state != ContainerState::Running {
-                return Err(RuntimeError::Backend(format!("container {:?} is not running; cannot exec in it", c.name)));
+                return Err(RuntimeError::Backend(format!(
+                    "container {:?} is not running; cannot exec in it",
+                    c.name
+                )));
             }
             (c.mounts.clone(), c.env.clone())
         };
-        let StreamIo { mut stdin, stdout, stderr, .. } = io;
+        let StreamIo {
+            mut stdin,
+            stdout,
+            stderr,
+            ..
+        } = io;
         let mut input = Vec::new();
         if let Some(rx) = stdin.as_mut() {
             while let Some(chunk) = rx.recv().await {
@@ -936,14 +944,35 @@ fn mock_shell(argv: &[String], mounts: &[Mount], env: &[EnvVar], stdin: &[u8]) -
     let program = name.rsplit('/').next().unwrap_or(name);
     match program {
         "sh" if args.first() == Some(&"-c") => {
-            let words: Vec<String> = args.get(1).unwrap_or(&"").split_whitespace().map(str::to_string).collect();
-            mock_shell(&words, mounts, env, stdin)
+            // `a; b; exit 3`: each `;`-separated command in turn, until an `exit`.
+            let (mut code, mut out, mut err) = (0, Vec::new(), Vec::new());
+            for part in args.get(1).unwrap_or(&"").split(';') {
+                let words: Vec<String> = part.split_whitespace().map(str::to_string).collect();
+                if words.is_empty() {
+                    continue;
+                }
+                let (c, o, e) = mock_shell(&words, mounts, env, stdin);
+                code = c;
+                out.extend(o);
+                err.extend(e);
+                if words[0] == "exit" {
+                    break;
+                }
+            }
+            (code, out, err)
         }
         "exit" => (args.first().and_then(|c| c.parse().ok()).unwrap_or(0), vec![], vec![]),
         "true" => (0, vec![], vec![]),
         "false" => (1, vec![], vec![]),
         "echo" => (0, format!("{}\n", args.join(" ")).into_bytes(), vec![]),
-        "env" => (0, env.iter().map(|e| format!("{}={}\n", e.name, e.value)).collect::<String>().into_bytes(), vec![]),
+        "env" => (
+            0,
+            env.iter()
+                .map(|e| format!("{}={}\n", e.name, e.value))
+                .collect::<String>()
+                .into_bytes(),
+            vec![],
+        ),
         "cat" if args.is_empty() => (0, stdin.to_vec(), vec![]),
         "cat" => {
             let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), 0);
@@ -967,9 +996,17 @@ fn mock_shell(argv: &[String], mounts: &[Mount], env: &[EnvVar], stdin: &[u8]) -
                         .filter(|n| !n.starts_with('.'))
                         .collect();
                     names.sort();
-                    (0, names.iter().map(|n| format!("{n}\n")).collect::<String>().into_bytes(), vec![])
+                    (
+                        0,
+                        names.iter().map(|n| format!("{n}\n")).collect::<String>().into_bytes(),
+                        vec![],
+                    )
                 }
-                None => (1, vec![], format!("ls: {dir}: No such file or directory\n").into_bytes()),
+                None => (
+                    1,
+                    vec![],
+                    format!("ls: {dir}: No such file or directory\n").into_bytes(),
+                ),
             }
         }
         _ => (127, vec![], format!("sh: {name}: not found\n").into_bytes()),

@@ -40,7 +40,7 @@
 //!
 //! Every simulated node's kubelet shares the machine's podman. Everything this runtime
 //! creates carries the labels `kulisse.dev/node=<node>` and `kulisse.dev/cluster=<id>`
-//! ([`cluster_id_from_token`]), and every list call filters on them: a kubelet sees and
+//! ([`cluster_id_from_ca`]), and every list call filters on them: a kubelet sees and
 //! cleans up only its own pods, so a restarted kubelet (even after `kill -9`) finds exactly
 //! its pods again and adopts or removes them. The Kubernetes labels
 //! (`io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.pod.uid`,
@@ -73,10 +73,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::StreamExt;
 use kulisse_core::runtime::{
-    StreamIo,
     ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus, Ipv4Cidr, LABEL_CONTAINER_NAME,
     LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, LogOptions, LogStream, PodSandboxConfig, RuntimeError, Sandbox,
-    SandboxInfo, SandboxState,
+    SandboxInfo, SandboxState, StreamIo,
 };
 use podman_api::Podman;
 use podman_api::conn::TtyChunk;
@@ -110,13 +109,14 @@ pub fn default_socket() -> PathBuf {
     PathBuf::from(ROOTFUL_SOCKET)
 }
 
-/// A short, stable id for a cluster, derived from its API token (which stays the same
-/// across restarts on the same data dir and differs between clusters). Only a hash is
-/// stored in labels, never the token.
-pub fn cluster_id_from_token(token: &str) -> String {
+/// A short, stable id for a cluster, derived from its CA certificate (`ca.crt`, PEM): it
+/// stays the same across restarts on the same data dir, differs between clusters, and is
+/// public (every kubeconfig carries it), so no credential is needed to compute it. A
+/// fingerprint of the certificate's text, whitespace ignored.
+pub fn cluster_id_from_ca(ca_pem: &str) -> String {
     // FNV-1a, 64 bits: stable across runs and platforms.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in token.bytes() {
+    for b in ca_pem.bytes().filter(|b| !b.is_ascii_whitespace()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -130,7 +130,7 @@ pub struct PodmanOptions {
     pub socket: PathBuf,
     /// The node whose kubelet uses this runtime (the `kulisse.dev/node` label).
     pub node_name: String,
-    /// The cluster (the `kulisse.dev/cluster` label), see [`cluster_id_from_token`].
+    /// The cluster (the `kulisse.dev/cluster` label), see [`cluster_id_from_ca`].
     pub cluster_id: String,
     /// Allow pulls from registries that are not on loopback. Off: kulisse only ever talks
     /// to this machine.
@@ -352,6 +352,27 @@ fn runtime_error(version: &str, socket: &Path, doing: &str, e: podman_api::Error
 }
 
 impl PodmanRuntime {
+    /// An exec session's exit code. podman records it a moment after the output ends, so
+    /// wait (up to 2 s) while the session still reads as running.
+    async fn exec_exit_code(&self, exec: &podman_api::api::Exec) -> Result<i32, RuntimeError> {
+        let mut info = serde_json::Value::Null;
+        for _ in 0..40 {
+            info = exec
+                .inspect()
+                .await
+                .map_err(|e| self.error("inspecting the exec session", e))?;
+            if info.get("Running").and_then(serde_json::Value::as_bool) != Some(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(info
+            .get("ExitCode")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|c| i32::try_from(c).ok())
+            .unwrap_or(-1))
+    }
+
     /// Connect to podman at `options.socket` and ask its version (`GET /version`).
     pub async fn connect(options: PodmanOptions) -> Result<PodmanRuntime, RuntimeError> {
         let socket = options.socket.clone();
@@ -1161,7 +1182,13 @@ impl ContainerRuntime for PodmanRuntime {
     }
 
     async fn exec(&self, id: &str, command: &[String], io: StreamIo) -> Result<i32, RuntimeError> {
-        let StreamIo { stdin, stdout, stderr, resize, tty } = io;
+        let StreamIo {
+            stdin,
+            stdout,
+            stderr,
+            resize,
+            tty,
+        } = io;
         let exec = self
             .podman
             .containers()
@@ -1222,20 +1249,7 @@ impl ContainerRuntime for PodmanRuntime {
                 _ = futures::future::join(&mut feed, &mut resizes) => {}
             }
         }
-        // The session's exit code is recorded a moment after its output ends.
-        let mut info = exec.inspect().await.map_err(|e| self.error("inspecting the exec session", e))?;
-        for _ in 0..40 {
-            if info.get("Running").and_then(serde_json::Value::as_bool) != Some(true) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            info = exec.inspect().await.map_err(|e| self.error("inspecting the exec session", e))?;
-        }
-        Ok(info
-            .get("ExitCode")
-            .and_then(serde_json::Value::as_i64)
-            .and_then(|c| i32::try_from(c).ok())
-            .unwrap_or(-1))
+        self.exec_exit_code(&exec).await
     }
 
     async fn exec_sync(&self, id: &str, command: &[String], timeout: Duration) -> Result<(i32, Vec<u8>), RuntimeError> {
@@ -1275,16 +1289,7 @@ impl ContainerRuntime for PodmanRuntime {
                     }
                 }
             }
-            let info = exec
-                .inspect()
-                .await
-                .map_err(|e| self.error("inspecting the exec session", e))?;
-            let code = info
-                .get("ExitCode")
-                .and_then(serde_json::Value::as_i64)
-                .and_then(|c| i32::try_from(c).ok())
-                .unwrap_or(-1);
-            Ok((code, output))
+            Ok((self.exec_exit_code(&exec).await?, output))
         };
         match tokio::time::timeout(timeout.max(Duration::from_secs(1)), run).await {
             Ok(r) => r,
@@ -1321,9 +1326,9 @@ mod tests {
         assert_eq!(repository_of("localhost/busybox:latest"), "localhost/busybox");
         assert_eq!(repository_of("localhost:5000/busybox"), "localhost:5000/busybox");
         assert_eq!(repository_of("x/y@sha256:abc"), "x/y");
-        assert_eq!(cluster_id_from_token("a"), cluster_id_from_token("a"));
-        assert_ne!(cluster_id_from_token("a"), cluster_id_from_token("b"));
-        assert_eq!(cluster_id_from_token("a").len(), 16);
+        assert_eq!(cluster_id_from_ca("a\n"), cluster_id_from_ca("a"));
+        assert_ne!(cluster_id_from_ca("a"), cluster_id_from_ca("b"));
+        assert_eq!(cluster_id_from_ca("a").len(), 16);
     }
 
     #[test]

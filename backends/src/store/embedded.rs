@@ -15,6 +15,8 @@
 //! | `kv`   | key (`/registry/...`) | `(create_revision, mod_revision, value)`             | the key index + latest |
 //! | `log`  | revision           | `(key, put/delete, value, create_revision, prev kv)`    | the revision history   |
 //! | `meta` | `"revision"`, `"compacted"` | the current and the compacted revision         | `meta` bucket          |
+//! | `ttl`  | key                | when it expires (Unix milliseconds)                     | the key's lease        |
+//! | `expiry` | (when, key)      | nothing: the same, in the order they expire             | the lease heap         |
 //!
 //! The log is what makes **watch** and **reads at an older revision** possible: a watch
 //! from revision R replays log entries ≥ R and then switches to live events; a range at
@@ -22,6 +24,16 @@
 //! the previous key-value, etcd's `prev_kv`). [`Store::compact`] deletes log entries older
 //! than R, after which such reads fail with [`StoreError::Compacted`] (the API server's
 //! `410 Gone`).
+//!
+//! ## Keys that expire (etcd's leases)
+//!
+//! etcd deletes a key when the lease it is attached to runs out; the API server attaches
+//! every Event to one, so Events disappear after an hour. Here a key written with a TTL gets
+//! a deadline in `ttl` and `expiry`; a later write without a TTL (or a delete) removes it,
+//! as a put without a lease detaches etcd's. The writer thread looks at the front of
+//! `expiry` about once a second and deletes what is due, in an ordinary batch: each delete
+//! gets its revision and watchers see it, as they see etcd's lease expiry. The deadline is
+//! wall-clock time stored in the file, so it survives a restart.
 //!
 //! ## Durability and group commit
 //!
@@ -76,6 +88,10 @@ const KV: TableDefinition<&str, StoredKv<'static>> = TableDefinition::new("kv");
 const LOG: TableDefinition<i64, LogEntry<'static>> = TableDefinition::new("log");
 /// `meta`: "revision" and "compacted".
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+/// `ttl`: key -> the Unix time (ms) it expires at.
+const TTL: TableDefinition<&str, i64> = TableDefinition::new("ttl");
+/// `expiry`: (expires at, key) -> (), the keys with a TTL in the order they expire.
+const EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiry");
 
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
@@ -90,6 +106,10 @@ const MAX_BATCH: usize = 1024;
 const WATCH_BUFFER: usize = 1024;
 /// How many log entries a catching-up watcher reads per read transaction.
 const CATCH_UP_CHUNK: usize = 1024;
+/// How often the writer looks for expired keys (etcd's lessor checks every 500 ms).
+const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most this many expired keys are deleted in one batch.
+const EXPIRY_BATCH: usize = 1024;
 
 /// Counters that show group commit at work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,14 +181,17 @@ struct LiveWatcher {
 }
 
 enum WriteOp {
+    /// `expires`: the Unix time (ms) to delete the key at, if it has a TTL.
     Create {
         key: String,
         value: Vec<u8>,
+        expires: Option<i64>,
     },
     Update {
         key: String,
         value: Vec<u8>,
         expected: Revision,
+        expires: Option<i64>,
     },
     Delete {
         key: String,
@@ -177,11 +200,17 @@ enum WriteOp {
     Compact {
         revision: Revision,
     },
+    /// Delete the keys whose TTL ran out before `now` (Unix ms).
+    Expire {
+        now: i64,
+    },
 }
 
 enum Answer {
     Txn(TxnOutcome),
     Compacted,
+    /// How many keys an expiry sweep deleted.
+    Expired,
 }
 
 struct Request {
@@ -384,8 +413,19 @@ impl Shared {
     // ----- the writer ----------------------------------------------------------------------
 
     fn writer_loop(self: Arc<Self>, requests: std_mpsc::Receiver<Request>) {
-        // `recv` fails once every sender is gone: the store was dropped.
-        while let Ok(first) = requests.recv() {
+        let mut next_check = std::time::Instant::now();
+        loop {
+            if std::time::Instant::now() >= next_check {
+                self.expire_due();
+                next_check = std::time::Instant::now() + EXPIRY_CHECK;
+            }
+            let wait = next_check.saturating_duration_since(std::time::Instant::now());
+            let first = match requests.recv_timeout(wait) {
+                Ok(first) => first,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
+                // Every sender is gone: the store was dropped.
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match requests.try_recv() {
@@ -394,6 +434,31 @@ impl Shared {
                 }
             }
             self.apply_batch(batch);
+        }
+    }
+
+    /// Delete the keys whose TTL has run out, if any (a read first: usually none is due).
+    fn expire_due(&self) {
+        let now = unix_millis();
+        let due = || -> Result<bool, Fail> {
+            let txn = self.db.begin_read()?;
+            let expiry = txn.open_table(EXPIRY)?;
+            Ok(expiry.first()?.is_some_and(|(k, _)| k.value().0 <= now))
+        };
+        match due() {
+            Ok(true) => {
+                // Nobody waits for the answer: the deletes reach watchers as events.
+                let (reply, _) = oneshot::channel();
+                self.apply_batch(vec![Request {
+                    op: WriteOp::Expire { now },
+                    reply,
+                }]);
+            }
+            Ok(false) => {}
+            Err(fail) => {
+                let e = self.fail("looking for expired keys", fail);
+                tracing::warn!(path = %self.path.display(), error = %e, "embedded store: expiry check failed");
+            }
         }
     }
 
@@ -438,6 +503,8 @@ impl Shared {
             let mut w = BatchWriter {
                 kv: txn.open_table(KV)?,
                 log: txn.open_table(LOG)?,
+                ttl: txn.open_table(TTL)?,
+                expiry: txn.open_table(EXPIRY)?,
                 meta,
                 rev,
                 events: Vec::new(),
@@ -445,9 +512,15 @@ impl Shared {
             };
             for request in batch {
                 let answer = match &request.op {
-                    WriteOp::Create { key, value } => w.create(key, value)?,
-                    WriteOp::Update { key, value, expected } => w.update(key, value, *expected)?,
+                    WriteOp::Create { key, value, expires } => w.create(key, value, *expires)?,
+                    WriteOp::Update {
+                        key,
+                        value,
+                        expected,
+                        expires,
+                    } => w.update(key, value, *expected, *expires)?,
                     WriteOp::Delete { key, expected } => w.delete(key, *expected)?,
+                    WriteOp::Expire { now } => w.expire(*now)?,
                     WriteOp::Compact { revision } => {
                         let compacted_now = self.meta_value(&w.meta, META_COMPACTED)?;
                         w.compact(*revision, compacted_now)?
@@ -513,6 +586,8 @@ impl Shared {
 struct BatchWriter<'txn> {
     kv: redb::Table<'txn, &'static str, StoredKv<'static>>,
     log: redb::Table<'txn, i64, LogEntry<'static>>,
+    ttl: redb::Table<'txn, &'static str, i64>,
+    expiry: redb::Table<'txn, (i64, &'static str), ()>,
     meta: redb::Table<'txn, &'static str, i64>,
     rev: Revision,
     events: Vec<WatchEvent>,
@@ -522,7 +597,7 @@ struct BatchWriter<'txn> {
 
 impl BatchWriter<'_> {
     /// Create `key` if it does not exist (etcd: a txn comparing `create_revision == 0`).
-    fn create(&mut self, key: &str, value: &[u8]) -> Result<StoreResult<Answer>, Fail> {
+    fn create(&mut self, key: &str, value: &[u8], expires: Option<i64>) -> Result<StoreResult<Answer>, Fail> {
         if let Some(current) = read_kv(&self.kv, key)? {
             return Ok(Ok(Answer::Txn(TxnOutcome::Conflict { current: Some(current) })));
         }
@@ -536,6 +611,7 @@ impl BatchWriter<'_> {
         };
         self.kv.insert(key, (rev, rev, value))?;
         self.log.insert(rev, (key, OP_PUT, value, rev, None))?;
+        self.set_expiry(key, expires)?;
         self.events.push(WatchEvent {
             kind: EventType::Put,
             kv: new.clone(),
@@ -546,7 +622,13 @@ impl BatchWriter<'_> {
     }
 
     /// Replace `key` if its `mod_revision` is still `expected`.
-    fn update(&mut self, key: &str, value: &[u8], expected: Revision) -> Result<StoreResult<Answer>, Fail> {
+    fn update(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        expected: Revision,
+        expires: Option<i64>,
+    ) -> Result<StoreResult<Answer>, Fail> {
         let current = match read_kv(&self.kv, key)? {
             Some(current) if current.mod_revision == expected => current,
             current => return Ok(Ok(Answer::Txn(TxnOutcome::Conflict { current }))),
@@ -560,6 +642,7 @@ impl BatchWriter<'_> {
             mod_revision: rev,
         };
         self.kv.insert(key, (current.create_revision, rev, value))?;
+        self.set_expiry(key, expires)?;
         self.log.insert(
             rev,
             (
@@ -588,6 +671,7 @@ impl BatchWriter<'_> {
         self.rev += 1;
         let rev = self.rev;
         self.kv.remove(key)?;
+        self.set_expiry(key, None)?;
         self.log.insert(
             rev,
             (
@@ -607,6 +691,41 @@ impl BatchWriter<'_> {
         });
         self.dirty = true;
         Ok(Ok(Answer::Txn(TxnOutcome::Succeeded { kv: gone })))
+    }
+
+    /// Give `key` a new deadline, or none (etcd: attach the key to another lease, or detach it).
+    fn set_expiry(&mut self, key: &str, expires: Option<i64>) -> Result<(), Fail> {
+        let old = self.ttl.remove(key)?.map(|v| v.value());
+        if let Some(old) = old {
+            self.expiry.remove((old, key))?;
+        }
+        if let Some(at) = expires {
+            self.ttl.insert(key, at)?;
+            self.expiry.insert((at, key), ())?;
+        }
+        Ok(())
+    }
+
+    /// Delete the keys whose deadline is before `now` (etcd: revoke the expired leases, which
+    /// deletes their keys). Each delete is an ordinary one, with its revision and event.
+    fn expire(&mut self, now: i64) -> Result<StoreResult<Answer>, Fail> {
+        let mut due = Vec::new();
+        for entry in self.expiry.range(..(now, ""))? {
+            let (k, _) = entry?;
+            due.push(k.value().1.to_string());
+            if due.len() >= EXPIRY_BATCH {
+                break;
+            }
+        }
+        for key in &due {
+            if let Err(e) = self.delete(key, None)? {
+                return Ok(Err(e));
+            }
+        }
+        if !due.is_empty() {
+            tracing::debug!(expired = due.len(), "embedded store: deleted keys whose TTL ran out");
+        }
+        Ok(Ok(Answer::Expired))
     }
 
     /// Forget the log before `target` (`compacted_now`: the revision compacted so far).
@@ -717,6 +836,8 @@ impl EmbeddedStore {
             {
                 txn.open_table(KV)?;
                 txn.open_table(LOG)?;
+                txn.open_table(TTL)?;
+                txn.open_table(EXPIRY)?;
                 let mut meta = txn.open_table(META)?;
                 let stored = meta.get(META_REVISION)?.map(|v| v.value());
                 revision = match stored {
@@ -802,7 +923,7 @@ impl EmbeddedStore {
     async fn txn(&self, op: WriteOp) -> StoreResult<TxnOutcome> {
         match self.submit(op).await? {
             Answer::Txn(outcome) => Ok(outcome),
-            Answer::Compacted => Err(StoreError::Backend(
+            Answer::Compacted | Answer::Expired => Err(StoreError::Backend(
                 "internal error: the writer answered a write with a compaction result".into(),
             )),
         }
@@ -829,6 +950,19 @@ impl Drop for EmbeddedStore {
             let _ = writer.join();
         }
     }
+}
+
+/// Now, as Unix milliseconds (the unit of the `ttl` and `expiry` tables).
+fn unix_millis() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// When a key written now with `ttl` expires, in Unix milliseconds.
+fn deadline(ttl: std::time::Duration) -> i64 {
+    unix_millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn check_key(key: &str) -> StoreResult<()> {
@@ -862,6 +996,17 @@ impl Store for EmbeddedStore {
         self.txn(WriteOp::Create {
             key: key.to_string(),
             value,
+            expires: None,
+        })
+        .await
+    }
+
+    async fn create_with_ttl(&self, key: &str, value: Vec<u8>, ttl: std::time::Duration) -> StoreResult<TxnOutcome> {
+        check_key(key)?;
+        self.txn(WriteOp::Create {
+            key: key.to_string(),
+            value,
+            expires: Some(deadline(ttl)),
         })
         .await
     }
@@ -872,6 +1017,24 @@ impl Store for EmbeddedStore {
             key: key.to_string(),
             value,
             expected,
+            expires: None,
+        })
+        .await
+    }
+
+    async fn update_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        ttl: std::time::Duration,
+    ) -> StoreResult<TxnOutcome> {
+        check_key(key)?;
+        self.txn(WriteOp::Update {
+            key: key.to_string(),
+            value,
+            expected,
+            expires: Some(deadline(ttl)),
         })
         .await
     }
@@ -936,7 +1099,7 @@ impl Store for EmbeddedStore {
     async fn compact(&self, revision: Revision) -> StoreResult<()> {
         match self.submit(WriteOp::Compact { revision }).await? {
             Answer::Compacted => Ok(()),
-            Answer::Txn(_) => Err(StoreError::Backend(
+            Answer::Txn(_) | Answer::Expired => Err(StoreError::Backend(
                 "internal error: the writer answered a compaction with a write result".into(),
             )),
         }

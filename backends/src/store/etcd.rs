@@ -17,6 +17,7 @@
 //! | `delete`             | `Txn`: if `mod_revision(key) == R` then `DeleteRange` else `Range` |
 //! | `watch`              | `Watch` with `start_revision` and `prev_kv` (and `progress_notify`) |
 //! | `compact`            | `Compact`                                                          |
+//! | `create_with_ttl`, `update_with_ttl` | `LeaseGrant` (shared, see below), then the `Txn` with the `Put` on that lease |
 //! | `current_revision`   | a tiny `Range` (`count_only`); every answer carries the revision   |
 //!
 //! The `Txn` ("transaction") is how etcd does *optimistic concurrency*: the compare and the
@@ -24,6 +25,13 @@
 //! cannot both win. The `else` branch reads the key, so a loser learns what is there now
 //! without a second round trip: that is exactly what the API server does to produce
 //! `409 Conflict`.
+//!
+//! ## Keys that expire: leases, shared
+//! etcd deletes a key when its *lease* runs out. One lease per Event would mean one
+//! `LeaseGrant` per Event write and thousands of leases for etcd to track, so the API server
+//! (`storage/etcd3/lease_manager.go`) reuses a lease for every key written within a short
+//! window, and grants it that much longer: a key then lives between its TTL and its TTL plus
+//! the window. The window is 5 % of the TTL, at most a minute. [`LeaseReuse`] does the same.
 //!
 //! ## Keys are kept exactly as given
 //! kulisse writes `/registry/pods/default/web` as that very key, just like the API server
@@ -44,12 +52,12 @@
 //!   named in the message.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, PutOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions, WatchResponse,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, LeaseClient,
+    PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions, WatchResponse,
 };
 use futures::StreamExt;
 use kulisse_core::store::{
@@ -90,6 +98,9 @@ pub struct EtcdStore {
     _client: Client,
     kv: KvClient,
     watch: WatchClient,
+    lease: LeaseClient,
+    /// The lease the last keys with a TTL were attached to ([`LeaseReuse`]).
+    leases: Mutex<LeaseReuse>,
     /// The endpoints as given, for error messages ("could not reach etcd at ...").
     endpoints: String,
 }
@@ -125,6 +136,8 @@ impl EtcdStore {
         let store = EtcdStore {
             kv: client.kv_client(),
             watch: client.watch_client(),
+            lease: client.lease_client(),
+            leases: Mutex::new(LeaseReuse::default()),
             endpoints: shown.clone(),
             _client: client,
         };
@@ -267,6 +280,109 @@ impl EtcdStore {
         Ok(None)
     }
 
+    /// A lease that keeps a key alive for at least `ttl`: the last one granted if it lasts
+    /// long enough, else a new one ([`LeaseReuse`]).
+    async fn lease_for(&self, ttl: Duration) -> StoreResult<i64> {
+        let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let now = Instant::now();
+        if let Some(id) = self.leases().reusable(now, ttl_secs) {
+            return Ok(id);
+        }
+        let granted = ttl_secs.saturating_add(LeaseReuse::window(ttl_secs));
+        let resp = self
+            .call("lease grant", None, || {
+                let mut lease = self.lease.clone();
+                async move { lease.grant(granted, None).await }
+            })
+            .await?;
+        self.leases().remember(resp.id(), now, granted);
+        Ok(resp.id())
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, LeaseReuse> {
+        self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `create`, with the put attached to `lease` if given.
+    async fn create_leased(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> StoreResult<TxnOutcome> {
+        let put = lease.map(|id| PutOptions::new().with_lease(id));
+        let (resp, rev) = self
+            .conditional(
+                key,
+                vec![Compare::create_revision(key, CompareOp::Equal, 0)],
+                TxnOp::put(key, value.clone(), put),
+            )
+            .await?;
+        if !resp.succeeded() {
+            return Ok(TxnOutcome::Conflict {
+                current: self.current_from_else(&resp)?,
+            });
+        }
+        let rev = self.revision_of(rev)?;
+        Ok(TxnOutcome::Succeeded {
+            kv: KeyValue {
+                key: key.to_string(),
+                value,
+                create_revision: rev,
+                mod_revision: rev,
+            },
+        })
+    }
+
+    /// `update`, with the put attached to `lease` if given (without one, a put detaches the
+    /// key from any lease it had, as in etcd).
+    async fn update_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        lease: Option<i64>,
+    ) -> StoreResult<TxnOutcome> {
+        let mut put = PutOptions::new().with_prev_key();
+        if let Some(id) = lease {
+            put = put.with_lease(id);
+        }
+        // A missing key compares as mod_revision 0 in etcd, so also demand that the key exists:
+        // an update must never create.
+        let (resp, rev) = self
+            .conditional(
+                key,
+                vec![
+                    Compare::create_revision(key, CompareOp::Greater, 0),
+                    Compare::mod_revision(key, CompareOp::Equal, expected),
+                ],
+                TxnOp::put(key, value.clone(), Some(put)),
+            )
+            .await?;
+        if !resp.succeeded() {
+            return Ok(TxnOutcome::Conflict {
+                current: self.current_from_else(&resp)?,
+            });
+        }
+        let rev = self.revision_of(rev)?;
+        let create_revision = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Put(put) => put.prev_key().map(|p| p.create_revision()),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                StoreError::Backend(format!(
+                    "etcd at {} did not return the previous value of {key} after an update",
+                    self.endpoints
+                ))
+            })?;
+        Ok(TxnOutcome::Succeeded {
+            kv: KeyValue {
+                key: key.to_string(),
+                value,
+                create_revision,
+                mod_revision: rev,
+            },
+        })
+    }
+
     /// Run a conditional write: `when` compares, `then` writes, `else` reads the key back.
     async fn conditional(
         &self,
@@ -286,6 +402,34 @@ impl EtcdStore {
             .await?;
         let rev = resp.header().map(|h| h.revision());
         Ok((resp, rev))
+    }
+}
+
+/// The lease last granted for keys with a TTL, and until when it lives: the API server's
+/// lease manager. A key with TTL `t` may reuse it when the lease outlives `t` from now, and
+/// not by more than the reuse window (else keys would live far longer than asked).
+#[derive(Debug, Default)]
+struct LeaseReuse {
+    last: Option<(i64, Instant)>,
+}
+
+impl LeaseReuse {
+    /// The reuse window for a TTL: 5 % of it, at most 60 s (upstream's defaults).
+    fn window(ttl_secs: i64) -> i64 {
+        (ttl_secs / 20).min(60)
+    }
+
+    fn reusable(&self, now: Instant, ttl_secs: i64) -> Option<i64> {
+        let (id, expires) = self.last?;
+        let ttl = Duration::from_secs(ttl_secs.unsigned_abs());
+        let window = Duration::from_secs(Self::window(ttl_secs).unsigned_abs());
+        let outlives = now + ttl < expires;
+        let not_too_long = now + ttl + window >= expires;
+        (outlives && not_too_long).then_some(id)
+    }
+
+    fn remember(&mut self, id: i64, granted_at: Instant, granted_secs: i64) {
+        self.last = Some((id, granted_at + Duration::from_secs(granted_secs.unsigned_abs())));
     }
 }
 
@@ -556,69 +700,27 @@ impl Store for EtcdStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> StoreResult<TxnOutcome> {
-        let (resp, rev) = self
-            .conditional(
-                key,
-                vec![Compare::create_revision(key, CompareOp::Equal, 0)],
-                TxnOp::put(key, value.clone(), None),
-            )
-            .await?;
-        if !resp.succeeded() {
-            return Ok(TxnOutcome::Conflict {
-                current: self.current_from_else(&resp)?,
-            });
-        }
-        let rev = self.revision_of(rev)?;
-        Ok(TxnOutcome::Succeeded {
-            kv: KeyValue {
-                key: key.to_string(),
-                value,
-                create_revision: rev,
-                mod_revision: rev,
-            },
-        })
+        self.create_leased(key, value, None).await
+    }
+
+    async fn create_with_ttl(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreResult<TxnOutcome> {
+        let lease = self.lease_for(ttl).await?;
+        self.create_leased(key, value, Some(lease)).await
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> StoreResult<TxnOutcome> {
-        // A missing key compares as mod_revision 0 in etcd, so also demand that the key exists:
-        // an update must never create.
-        let (resp, rev) = self
-            .conditional(
-                key,
-                vec![
-                    Compare::create_revision(key, CompareOp::Greater, 0),
-                    Compare::mod_revision(key, CompareOp::Equal, expected),
-                ],
-                TxnOp::put(key, value.clone(), Some(PutOptions::new().with_prev_key())),
-            )
-            .await?;
-        if !resp.succeeded() {
-            return Ok(TxnOutcome::Conflict {
-                current: self.current_from_else(&resp)?,
-            });
-        }
-        let rev = self.revision_of(rev)?;
-        let create_revision = resp
-            .op_responses()
-            .into_iter()
-            .find_map(|op| match op {
-                TxnOpResponse::Put(put) => put.prev_key().map(|p| p.create_revision()),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                StoreError::Backend(format!(
-                    "etcd at {} did not return the previous value of {key} after an update",
-                    self.endpoints
-                ))
-            })?;
-        Ok(TxnOutcome::Succeeded {
-            kv: KeyValue {
-                key: key.to_string(),
-                value,
-                create_revision,
-                mod_revision: rev,
-            },
-        })
+        self.update_leased(key, value, expected, None).await
+    }
+
+    async fn update_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        ttl: Duration,
+    ) -> StoreResult<TxnOutcome> {
+        let lease = self.lease_for(ttl).await?;
+        self.update_leased(key, value, expected, Some(lease)).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> StoreResult<TxnOutcome> {
@@ -764,7 +866,22 @@ impl Store for EtcdStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{prefix_range, prefix_range_bytes};
+    use super::{LeaseReuse, prefix_range, prefix_range_bytes};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_lease_is_reused_within_its_window_only() {
+        let mut leases = LeaseReuse::default();
+        let t0 = Instant::now();
+        // An hour's TTL: a window of 60 s, so the lease is granted for 3,660 s.
+        leases.remember(7, t0, 3600 + LeaseReuse::window(3600));
+        assert_eq!(leases.reusable(t0 + Duration::from_secs(30), 3600), Some(7));
+        // 61 s later the lease would end before the new key's hour is up.
+        assert_eq!(leases.reusable(t0 + Duration::from_secs(61), 3600), None);
+        // A key with a much shorter TTL would live far too long on it.
+        assert_eq!(leases.reusable(t0, 60), None);
+        assert_eq!(LeaseReuse::window(10), 0);
+    }
 
     #[test]
     fn prefix_end_increments_the_last_byte() {

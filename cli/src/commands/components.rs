@@ -7,8 +7,9 @@
 //! - `kulisse proxy --node-name NAME [--data-path]` (kube-proxy of one node; `--data-path`
 //!   on one proxy per machine makes it forward Service traffic)
 //!
-//! Each is only a client of the API server, found through the kubeconfig: they never talk
-//! to each other or to the store. Ctrl-C (or SIGTERM) stops them.
+//! Each is only a client of the API server, found through its own kubeconfig (its own
+//! identity, [`super::identities`]): they never talk to each other or to the store. Given
+//! the admin's kubeconfig, each takes its own from beside it. Ctrl-C (or SIGTERM) stops them.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,9 +21,10 @@ use kulisse_core::client::Client;
 use kulisse_core::client::leaderelection::Timing;
 use kulisse_core::runtime::ContainerRuntime;
 
-use super::client;
+use super::identities::{Who, own_client};
 use crate::GlobalArgs;
 use crate::signals::shutdown_on_signal;
+use kulisse_core::kubelet::server::ServingTls;
 
 #[derive(Args, Debug, Clone)]
 pub struct ControllerManagerArgs {
@@ -272,7 +274,7 @@ pub fn controller_options(fast: bool) -> kulisse_core::controllers::Options {
 
 pub async fn controller_manager(global: &GlobalArgs, args: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
     let timing = args.leader_election.timing(args.fast_failover)?;
-    let client = client(global)?;
+    let (client, _) = own_client(global.kubeconfig.as_deref(), &Who::ControllerManager)?;
     let _tracing = component_tracing("kulisse-controller-manager", &client)?;
     eprintln!(
         "controller manager running against {} (Ctrl-C stops it)",
@@ -296,7 +298,7 @@ pub async fn controller_manager(global: &GlobalArgs, args: ControllerManagerArgs
 
 pub async fn scheduler(global: &GlobalArgs, args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let timing = args.leader_election.timing(args.fast_failover)?;
-    let client = client(global)?;
+    let (client, _) = own_client(global.kubeconfig.as_deref(), &Who::Scheduler)?;
     let _tracing = component_tracing("kulisse-scheduler", &client)?;
     eprintln!("scheduler running against {} (Ctrl-C stops it)", client.server());
     let c = client.clone();
@@ -322,7 +324,7 @@ pub async fn run_scheduler(client: Client, stop: tokio::sync::watch::Receiver<bo
 pub fn mock_kubelet(
     client: Client,
     node: &str,
-    token: &str,
+    tls: ServingTls,
     fast: bool,
     crashloop: Duration,
     size: &NodeSizeArgs,
@@ -335,7 +337,7 @@ pub fn mock_kubelet(
         ..MockOptions::default()
     }));
     let mut opts = kulisse_core::kubelet::KubeletOptions::new(node);
-    opts.token = token.to_string();
+    opts.tls = Some(tls);
     opts.backoff_base = crashloop;
     if fast {
         opts.lease_renew_interval = Duration::from_secs(1);
@@ -348,11 +350,12 @@ pub fn mock_kubelet(
 
 /// Build a kubelet for `node` with the podman runtime on `socket` (`None`: podman's default
 /// socket). Everything it creates in podman is labelled with the node and with a cluster id
-/// derived from the cluster's token, so several nodes (and clusters) can share one podman.
+/// derived from the cluster's CA certificate, so several nodes (and clusters) can share one
+/// podman.
 pub async fn podman_kubelet(
     client: Client,
     node: &str,
-    token: &str,
+    tls: ServingTls,
     fast: bool,
     crashloop: Duration,
     socket: Option<&std::path::Path>,
@@ -360,16 +363,17 @@ pub async fn podman_kubelet(
     size: &NodeSizeArgs,
     root_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<kulisse_core::kubelet::Kubelet> {
-    use kulisse_backends::runtime::podman::{PodmanOptions, PodmanRuntime, cluster_id_from_token, default_socket};
+    use kulisse_backends::runtime::podman::{PodmanOptions, PodmanRuntime, cluster_id_from_ca, default_socket};
     let socket = socket.map(std::path::Path::to_path_buf).unwrap_or_else(default_socket);
-    let mut podman = PodmanOptions::new(socket, node, &cluster_id_from_token(token));
+    let cluster_id = cluster_id_from_ca(&String::from_utf8_lossy(&tls.ca_pem));
+    let mut podman = PodmanOptions::new(socket, node, &cluster_id);
     podman.allow_remote_registries = allow_remote_pulls;
     let runtime = PodmanRuntime::connect(podman)
         .await
         .map_err(|e| anyhow::anyhow!("the podman runtime of {node}: {e}"))?;
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(runtime);
     let mut opts = kulisse_core::kubelet::KubeletOptions::new(node);
-    opts.token = token.to_string();
+    opts.tls = Some(tls);
     opts.backoff_base = crashloop;
     if fast {
         opts.lease_renew_interval = Duration::from_secs(1);
@@ -381,9 +385,10 @@ pub async fn podman_kubelet(
 }
 
 pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<ExitCode> {
-    let client = client(global)?;
+    let who = Who::Kubelet(args.node_name.clone());
+    let (client, kubeconfig) = own_client(global.kubeconfig.as_deref(), &who)?;
     let _tracing = component_tracing("kulisse-kubelet", &client)?;
-    let token = client.token().to_string();
+    let tls = serving_tls(&kubeconfig)?;
     eprintln!(
         "kubelet {} running against {} (Ctrl-C stops it)",
         args.node_name,
@@ -393,7 +398,7 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
         RuntimeKind::Mock => mock_kubelet(
             client,
             &args.node_name,
-            &token,
+            tls,
             args.fast_failover,
             args.crashloop_backoff,
             &args.size,
@@ -403,7 +408,7 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
             podman_kubelet(
                 client,
                 &args.node_name,
-                &token,
+                tls,
                 args.fast_failover,
                 args.crashloop_backoff,
                 args.podman_socket.as_deref(),
@@ -418,8 +423,23 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// The kubelet API's certificate: the kubelet's own, from its kubeconfig (issued valid for
+/// serving too), and the cluster CA its callers must be signed by.
+fn serving_tls(kubeconfig: &std::path::Path) -> anyhow::Result<ServingTls> {
+    let conn = kulisse_core::client::kubeconfig::Kubeconfig::load(kubeconfig)
+        .and_then(|k| k.connection())
+        .map_err(anyhow::Error::msg)?;
+    match (conn.identity, conn.ca_pem) {
+        (Some(identity), Some(ca_pem)) => Ok(ServingTls { identity, ca_pem }),
+        _ => anyhow::bail!(
+            "{} has no client certificate and cluster CA for the kubelet to serve its API with",
+            kubeconfig.display()
+        ),
+    }
+}
+
 pub async fn proxy(global: &GlobalArgs, args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    let client = client(global)?;
+    let (client, _) = own_client(global.kubeconfig.as_deref(), &Who::Proxy)?;
     let _tracing = component_tracing("kulisse-proxy", &client)?;
     eprintln!(
         "kube-proxy for {} running against {} (Ctrl-C stops it)",

@@ -56,6 +56,7 @@ pub async fn run(_global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<ExitCod
         service_cidr: kulisse_core::apiserver::allocator::DEFAULT_SERVICE_CIDR,
         size: Default::default(),
         serving: Default::default(),
+        retention: Default::default(),
     };
     println!("== 1. A throwaway cluster, all in this process ==");
     let cluster = super::up::start(&up, dir.path()).await?;

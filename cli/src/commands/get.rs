@@ -49,6 +49,10 @@ pub struct GetArgs {
     /// Name objects `kind/name` (on by itself when several kinds are shown).
     #[arg(long)]
     pub show_kind: bool,
+    /// Show the object as it was at this store revision (one object: TYPE/NAME), while the
+    /// store still holds it (`kulisse history TYPE/NAME` lists the revisions). kulisse only.
+    #[arg(long, value_name = "N")]
+    pub revision: Option<u64>,
 }
 
 /// kubectl's answer to a bare `get`.
@@ -67,7 +71,7 @@ pub async fn run(global: &GlobalArgs, args: GetArgs) -> anyhow::Result<ExitCode>
         print!("{}", proxy_rules(&client, args.args.get(1).map(String::as_str)).await?);
         return Ok(ExitCode::SUCCESS);
     }
-    let sel = builder::parse(&args.args)?;
+    let mut sel = builder::parse(&args.args)?;
     let format = Format::parse(args.output.as_deref())?;
     sel.check_selector(args.selector.as_deref(), false)?;
     if args.watch && sel.requests.len() > 1 {
@@ -75,11 +79,14 @@ pub async fn run(global: &GlobalArgs, args: GetArgs) -> anyhow::Result<ExitCode>
     }
     let client = client(global)?;
     let ns = namespace(global, &client);
-    let params = ListParams {
+    let mut params = ListParams {
         label_selector: args.selector.clone(),
         field_selector: args.field_selector.clone(),
         ..Default::default()
     };
+    if let Some(revision) = args.revision {
+        past(&mut sel, &mut params, revision)?;
+    }
     let req = Request {
         client: &client,
         sel: &sel,
@@ -93,6 +100,23 @@ pub async fn run(global: &GlobalArgs, args: GetArgs) -> anyhow::Result<ExitCode>
         other => objects(&req, other).await?,
     };
     Ok(super::finish(&errors))
+}
+
+/// `--revision N`: the one named object becomes a list of the objects with that name as
+/// the store held them at revision N (`resourceVersion=N&resourceVersionMatch=Exact`).
+fn past(sel: &mut Selection, params: &mut ListParams, revision: u64) -> anyhow::Result<()> {
+    if !sel.single_object() {
+        anyhow::bail!("--revision needs exactly one object: TYPE/NAME");
+    }
+    let name = sel.requests[0].names.remove(0);
+    let by_name = format!("metadata.name={name}");
+    params.field_selector = Some(match params.field_selector.take() {
+        Some(f) => format!("{f},{by_name}"),
+        None => by_name,
+    });
+    params.resource_version = Some(revision.to_string());
+    params.resource_version_match = Some("Exact".into());
+    Ok(())
 }
 
 /// What one `get` asks for, handed to the printers.
@@ -134,6 +158,9 @@ async fn tables(req: &Request<'_>, wide: bool) -> anyhow::Result<Vec<anyhow::Err
             output::render_table(&t.table, wide, namespace_column, args.no_headers)
         );
         printed += 1;
+    }
+    if let (Some(revision), 0) = (args.revision, printed) {
+        anyhow::bail!("no such object at revision {revision} (it did not exist then)");
     }
     if printed == 0 && errors.is_empty() {
         match builder::scope(sel.requests[0].info, ns, global.all_namespaces, sel.has_names()) {
@@ -261,7 +288,10 @@ async fn objects(req: &Request<'_>, format: &Format) -> anyhow::Result<Vec<anyho
             }
         }
     }
-    let single = sel.single_object() && objects.len() == 1;
+    let single = (sel.single_object() || args.revision.is_some()) && objects.len() == 1;
+    if let (Some(revision), true) = (args.revision, objects.is_empty()) {
+        anyhow::bail!("no such object at revision {revision} (it did not exist then)");
+    }
     let plain: Vec<Value> = objects.iter().map(|(_, o)| o.clone()).collect();
     let doc = if single {
         plain[0].clone()

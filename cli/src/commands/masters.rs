@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use super::components::RuntimeKind;
+use super::identities::Who;
 use super::processes::{self, Process};
 use super::up::{self, Component, UpArgs};
 
@@ -275,6 +276,7 @@ async fn start_apiservers(run: &mut Running, args: &UpArgs, data_dir: &Path, lay
         cmd.args(["--listen", &listen, "--store", "etcd", "--etcd-endpoints", &endpoints]);
         cmd.args(["--components", "apiserver", "--nodes", "0"]);
         cmd.args(["--service-cidr", &args.service_cidr.to_string()]);
+        cmd.args(args.retention.to_args());
         cmd.env("OTEL_RESOURCE_ATTRIBUTES", resource_attributes(&name));
         spawn(
             run,
@@ -344,8 +346,14 @@ async fn start_haproxy(run: &mut Running, args: &UpArgs, data_dir: &Path, layout
 fn elected(run: &mut Running, data_dir: &Path, args: &UpArgs, role: &str, n: u32) -> anyhow::Result<()> {
     let name = format!("{role}-{n}");
     let identity = kulisse_core::client::leaderelection::identity();
+    let who = match role {
+        "scheduler" => Who::Scheduler,
+        _ => Who::ControllerManager,
+    };
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg(role).arg("--kubeconfig").arg(data_dir.join("kubeconfig"));
+    cmd.arg(role)
+        .arg("--kubeconfig")
+        .arg(data_dir.join(who.kubeconfig_name()));
     if args.fast_failover {
         cmd.arg("--fast-failover");
     }
@@ -359,7 +367,6 @@ fn elected(run: &mut Running, data_dir: &Path, args: &UpArgs, role: &str, n: u32
 fn node(run: &mut Running, data_dir: &Path, args: &UpArgs, i: u32) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let name = format!("node-{i}");
-    let kubeconfig = data_dir.join("kubeconfig");
     let mut kubelet = Command::new(&exe);
     kubelet.args(["kubelet", "--node-name", &name, "--runtime"]);
     kubelet.arg(match args.runtime {
@@ -372,7 +379,9 @@ fn node(run: &mut Running, data_dir: &Path, args: &UpArgs, i: u32) -> anyhow::Re
     if args.fast_failover {
         kubelet.arg("--fast-failover");
     }
-    kubelet.arg("--kubeconfig").arg(&kubeconfig);
+    kubelet
+        .arg("--kubeconfig")
+        .arg(data_dir.join(Who::Kubelet(name.clone()).kubeconfig_name()));
     spawn(
         run,
         data_dir,
@@ -384,7 +393,9 @@ fn node(run: &mut Running, data_dir: &Path, args: &UpArgs, i: u32) -> anyhow::Re
     if i == 1 {
         proxy.arg("--data-path");
     }
-    proxy.arg("--kubeconfig").arg(&kubeconfig);
+    proxy
+        .arg("--kubeconfig")
+        .arg(data_dir.join(Who::Proxy.kubeconfig_name()));
     spawn(run, data_dir, proxy, process(&format!("proxy-{name}"), "proxy", "-"))
 }
 
@@ -447,6 +458,10 @@ async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
         answers(&client, "/readyz")
     })
     .await?;
+    // Every component's certificate and kubeconfig, issued here once, before any of them
+    // starts (kubeadm's "certs" and "kubeconfig" phases): three schedulers issuing their
+    // shared identity at the same moment would race on the same files.
+    super::identities::issue_all(data_dir, &url, &certs.ca_pem, args.nodes)?;
     for role in ["controller-manager", "scheduler"] {
         for n in 1..=args.masters {
             elected(&mut run, data_dir, args, role, n)?;

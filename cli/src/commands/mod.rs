@@ -17,6 +17,8 @@ pub mod events;
 pub mod explain;
 pub mod follow;
 pub mod get;
+pub mod history;
+pub mod identities;
 pub mod label;
 pub mod logs;
 pub mod masters;

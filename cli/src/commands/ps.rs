@@ -51,7 +51,7 @@ pub struct KillArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-fn data_dir(global: &GlobalArgs, explicit: &Option<PathBuf>) -> PathBuf {
+pub(crate) fn data_dir(global: &GlobalArgs, explicit: &Option<PathBuf>) -> PathBuf {
     if let Some(dir) = explicit {
         return dir.clone();
     }

@@ -6,9 +6,14 @@
 //! `http.Server` fields `ReadHeaderTimeout` and `IdleTimeout`); `--max-connections` has no
 //! upstream counterpart. kulisse makes all of them flags so labs and tests can shrink them.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
+use kulisse_core::apiserver::Retention;
+use kulisse_core::apiserver::audit::{self, AuditLog};
 use kulisse_core::apiserver::limits::{self, Limits};
 
 use super::components::parse_duration;
@@ -36,6 +41,15 @@ pub struct ServingArgs {
     /// answered 429 TooManyRequests. 0: no limit.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT, value_name = "N")]
     pub max_mutating_requests_inflight: usize,
+    /// The audit log: one `audit.k8s.io/v1` Event (level Metadata) per stored write, naming
+    /// its user; `kulisse history` reads it. Default `<data-dir>/audit.log` (upstream: off
+    /// unless set); `none` turns it off.
+    #[arg(long, value_name = "PATH")]
+    pub audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many megabytes, keeping one old file
+    /// (`audit.log.1`). 0: never.
+    #[arg(long, default_value_t = audit::DEFAULT_MAX_SIZE_MB, value_name = "MB")]
+    pub audit_log_maxsize: u64,
 }
 
 impl Default for ServingArgs {
@@ -47,6 +61,8 @@ impl Default for ServingArgs {
             max_connections: l.max_connections,
             max_requests_inflight: l.max_requests_inflight,
             max_mutating_requests_inflight: l.max_mutating_requests_inflight,
+            audit_log_path: None,
+            audit_log_maxsize: audit::DEFAULT_MAX_SIZE_MB,
         }
     }
 }
@@ -56,6 +72,20 @@ impl Default for ServingArgs {
 const RESERVED_FDS: u64 = 256;
 
 impl ServingArgs {
+    /// The audit log this API server writes, opened (`None` with `--audit-log-path none`).
+    pub fn audit_log(&self, data_dir: &Path) -> anyhow::Result<Option<Arc<AuditLog>>> {
+        let path = self
+            .audit_log_path
+            .clone()
+            .unwrap_or_else(|| data_dir.join("audit.log"));
+        if path == Path::new("none") {
+            return Ok(None);
+        }
+        let log = AuditLog::open(&path, self.audit_log_maxsize)
+            .with_context(|| format!("opening the audit log {}", path.display()))?;
+        Ok(Some(Arc::new(log)))
+    }
+
     /// The limits, after raising this process's soft file-descriptor limit to its hard
     /// limit (as every Go program, kube-apiserver included, does at start) and fitting the
     /// connection cap under it: a cap the kernel cannot honour would fail as `accept`
@@ -76,5 +106,48 @@ impl ServingArgs {
             max_requests_inflight: self.max_requests_inflight,
             max_mutating_requests_inflight: self.max_mutating_requests_inflight,
         }
+    }
+}
+
+/// How long the store keeps history and Events: kube-apiserver's flags of the same names,
+/// with its defaults.
+#[derive(Args, Debug, Clone)]
+pub struct RetentionArgs {
+    /// How often the API server compacts the store's history (keeping one interval of it;
+    /// older resourceVersions then get 410 Gone). 0 turns compaction off.
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+    pub etcd_compaction_interval: Duration,
+    /// How long an Event is kept after its last write. 0 keeps Events for ever.
+    #[arg(long, value_parser = parse_duration, default_value = "1h", value_name = "DURATION")]
+    pub event_ttl: Duration,
+}
+
+impl Default for RetentionArgs {
+    fn default() -> Self {
+        let r = Retention::default();
+        RetentionArgs {
+            etcd_compaction_interval: r.compaction_interval,
+            event_ttl: r.event_ttl,
+        }
+    }
+}
+
+impl RetentionArgs {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            compaction_interval: self.etcd_compaction_interval,
+            event_ttl: self.event_ttl,
+        }
+    }
+
+    /// The flags again, for a child process (`kulisse up --masters N` starts API servers).
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            format!(
+                "--etcd-compaction-interval={}ms",
+                self.etcd_compaction_interval.as_millis()
+            ),
+            format!("--event-ttl={}ms", self.event_ttl.as_millis()),
+        ]
     }
 }

@@ -3,8 +3,12 @@
 //!
 //! It opens the store (an embedded redb file in the data dir, or a real etcd), makes sure
 //! the system namespaces exist, listens on loopback, and writes `<data-dir>/kubeconfig`
-//! (mode 0600) with a random token that every client must present. Restarting on the same
-//! data dir keeps the objects, the token and the kubeconfig. Ctrl-C stops it cleanly.
+//! (mode 0600) with a random admin token for you and kubectl. Every component gets an
+//! identity of its own instead ([`super::identities`]): a certificate and a kubeconfig
+//! (`controller-manager.conf`, `scheduler.conf`, `kube-proxy.conf`, `kubelet-node-N.conf`),
+//! and the in-process components log in with those, never with the token. Restarting on the
+//! same data dir keeps the objects, the token, the certificates and the kubeconfigs. Ctrl-C
+//! stops it cleanly.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -93,6 +97,8 @@ pub struct UpArgs {
     pub size: super::components::NodeSizeArgs,
     #[command(flatten)]
     pub serving: super::serving::ServingArgs,
+    #[command(flatten)]
+    pub retention: super::serving::RetentionArgs,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -200,6 +206,8 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
     // The cluster CA and the API server's certificate (kubectl sends its token only over TLS).
     let certs = apiserver::certs::ensure(data_dir, args.listen.ip()).context("creating the cluster certificates")?;
     let tls = apiserver::certs::server_config(&certs).context("loading the API server certificate")?;
+    let kubelet_client = apiserver::certs::kubelet_client_config(data_dir, &certs.ca_pem)
+        .context("issuing the API server's client certificate for kubelets")?;
     let server = ApiServer::new(
         store,
         apiserver::Config {
@@ -208,6 +216,9 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             service_cidr: args.service_cidr,
             bookmark_interval: apiserver::watch::DEFAULT_BOOKMARK_INTERVAL,
             limits: args.serving.limits(),
+            audit_log: args.serving.audit_log(data_dir)?,
+            retention: args.retention.retention(),
+            kubelet_client: Some(kubelet_client),
         },
     );
     server
@@ -221,6 +232,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
     Kubeconfig::for_cluster(&url, &token, Some(&certs.ca_pem))
         .write(&kubeconfig_path)
         .with_context(|| format!("writing {}", kubeconfig_path.display()))?;
+    let issued = super::identities::issue_all(data_dir, &url, &certs.ca_pem, args.nodes)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_rx = stop_rx.clone();
@@ -238,10 +250,15 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
         log: None,
     };
     super::processes::write(data_dir, &[me])?;
-    let mut tasks = Vec::new();
-    tasks.extend(start_elected_components(args, data_dir, &client, &stop_rx));
-    for i in 1..=args.nodes {
-        tasks.extend(start_node(args, data_dir, i, &client, &token, &stop_rx).await?);
+    let mut tasks = start_elected_components(args, data_dir, &url, &certs.ca_pem, &issued, &stop_rx)?;
+    for (i, kubelet) in (1..=args.nodes).zip(&issued.kubelets) {
+        let kubelet = super::identities::client_as(&url, &certs.ca_pem, kubelet)?;
+        let proxy = super::identities::client_as(&url, &certs.ca_pem, &issued.proxy)?;
+        let tls = kulisse_core::kubelet::server::ServingTls {
+            identity: issued.kubelets[i as usize - 1].clone(),
+            ca_pem: certs.ca_pem.clone().into_bytes(),
+        };
+        tasks.extend(start_node(args, data_dir, i, (kubelet, proxy), tls, &stop_rx).await?);
     }
     Ok(RunningCluster {
         url,
@@ -254,19 +271,23 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
 }
 
 /// The controller manager and the scheduler `args.components` asks for, each leader-elected
-/// (so a `kulisse scheduler` started beside this process stands by instead of acting too).
+/// (so a `kulisse scheduler` started beside this process stands by instead of acting too),
+/// each logged in as itself.
 fn start_elected_components(
     args: &UpArgs,
     data_dir: &Path,
-    client: &Client,
+    url: &str,
+    ca_pem: &str,
+    issued: &super::identities::Issued,
     stop_rx: &tokio::sync::watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let timing = Timing::for_profile(args.fast_failover);
     let mut tasks = Vec::new();
     if args.components.contains(&Component::ControllerManager) {
         let opts = super::components::controller_options(args.fast_failover);
         let identity = election::in_process_identity("controller-manager", data_dir, &args.listen);
-        let (c, rx) = (client.clone(), stop_rx.clone());
+        let client = super::identities::client_as(url, ca_pem, &issued.controller_manager)?;
+        let (c, rx) = (client, stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             let lead = |stop| kulisse_core::controllers::run(c.clone(), opts.clone(), stop);
             let (lease, span) = (
@@ -278,7 +299,8 @@ fn start_elected_components(
     }
     if args.components.contains(&Component::Scheduler) {
         let identity = election::in_process_identity("scheduler", data_dir, &args.listen);
-        let (c, rx) = (client.clone(), stop_rx.clone());
+        let client = super::identities::client_as(url, ca_pem, &issued.scheduler)?;
+        let (c, rx) = (client, stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             let lead = |stop| super::components::run_scheduler(c.clone(), stop);
             let (lease, span) = (
@@ -288,7 +310,7 @@ fn start_elected_components(
             election::run_in_process(&c, lease, span, identity, timing, rx, lead).await;
         }));
     }
-    tasks
+    Ok(tasks)
 }
 
 /// The store `args.store` names: the redb file in the data dir, or etcd.
@@ -305,13 +327,14 @@ async fn open_store(args: &UpArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn St
     Ok(store)
 }
 
-/// Node `i` (`node-i`): its kubelet and its kube-proxy, running until `stop_rx` flips.
+/// Node `i` (`node-i`): its kubelet and its kube-proxy (`clients`, each logged in as
+/// itself), running until `stop_rx` flips. `tls`: the kubelet API's certificate.
 async fn start_node(
     args: &UpArgs,
     data_dir: &Path,
     i: u32,
-    client: &Client,
-    token: &str,
+    (kubelet_client, proxy_client): (Client, Client),
+    tls: kulisse_core::kubelet::server::ServingTls,
     stop_rx: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut spawned = Vec::new();
@@ -320,9 +343,9 @@ async fn start_node(
     let root_dir = data_dir.join("kubelet").join(&node);
     let kubelet = match args.runtime {
         RuntimeKind::Mock => super::components::mock_kubelet(
-            client.clone(),
+            kubelet_client,
             &node,
-            token,
+            tls,
             args.fast_failover,
             args.crashloop_backoff,
             &args.size,
@@ -330,9 +353,9 @@ async fn start_node(
         )?,
         RuntimeKind::Podman => {
             super::components::podman_kubelet(
-                client.clone(),
+                kubelet_client,
                 &node,
-                token,
+                tls,
                 args.fast_failover,
                 args.crashloop_backoff,
                 args.podman_socket.as_deref(),
@@ -350,7 +373,7 @@ async fn start_node(
             eprintln!("error: the kubelet of {name} stopped: {e:#}");
         }
     }));
-    let (c, rx) = (client.clone(), stop_rx.clone());
+    let (c, rx) = (proxy_client, stop_rx.clone());
     spawned.push(tokio::spawn(async move {
         let opts = kulisse_core::proxy::Options {
             node_name: node.clone(),

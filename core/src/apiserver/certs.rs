@@ -14,7 +14,13 @@
 //! with mode 0600.
 //!
 //! The same CA signs one **client certificate** per component ([`client_identity`]), with
-//! kubeadm's names: the Common Name is the user, the Organization its group.
+//! kubeadm's names: the Common Name is the user, the Organization its group. `kulisse up`
+//! issues them all into `<data-dir>/pki` (kubeadm: `/etc/kubernetes/pki`) and writes a
+//! kubeconfig for each component beside it (`admin.conf`, `controller-manager.conf`,
+//! `scheduler.conf`, `kube-proxy.conf`, `kubelet-<node>.conf`), so that no component
+//! holds the admin token. One of them is the API server's own client certificate for
+//! talking to kubelets ([`KUBELET_CLIENT_USER`]); each kubelet demands exactly that one on
+//! its API ([`kubelet_serving_config`]).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -139,6 +145,31 @@ pub fn client_identity(
     Ok(identity)
 }
 
+pub use crate::client::tls::{KUBELET_CLIENT_USER, client_verifier, kubelet_serving_config};
+
+/// The API server's TLS client configuration for kubelets: trust the cluster CA in `dir`,
+/// present `pki/apiserver-kubelet-client.crt` (`kube-apiserver-kubelet-client`,
+/// `O=system:masters`, as kubeadm issues it; made the first time).
+pub fn kubelet_client_config(dir: &Path, ca_pem: &str) -> std::io::Result<Arc<rustls::ClientConfig>> {
+    let identity = client_identity(
+        dir,
+        "apiserver-kubelet-client",
+        KUBELET_CLIENT_USER,
+        Some(super::auth::SYSTEM_MASTERS),
+        None,
+    )?;
+    Ok(Arc::new(crate::client::tls::client_config_as(
+        ca_pem.as_bytes(),
+        Some(&identity),
+    )?))
+}
+
+/// The user a client identity's certificate names (Common Name, Organizations).
+pub fn identity_user(identity: &crate::client::tls::Identity) -> Option<super::auth::UserInfo> {
+    let der = rustls_pemfile::certs(&mut &identity.cert_pem[..]).next()?.ok()?;
+    super::auth::user_from_certificate(der.as_ref())
+}
+
 /// The CA's parameters: a self-signed authority named `kulisse-ca`.
 fn ca_params() -> std::io::Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err("CA parameters", e))?;
@@ -161,14 +192,7 @@ pub fn server_config(certs: &ClusterCerts) -> std::io::Result<Arc<rustls::Server
     // Clients may present a certificate signed by the cluster CA (every component does; it
     // names the user), or none (kubectl with the admin token): upstream's
     // `--client-ca-file`, which asks for a certificate but does not demand one.
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut certs.ca_pem.as_bytes()) {
-        roots.add(cert?).map_err(|e| err("the cluster CA certificate", e))?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| err("the client certificate verifier", e))?;
+    let verifier = client_verifier(certs.ca_pem.as_bytes())?;
     let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| err("TLS versions", e))?

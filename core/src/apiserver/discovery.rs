@@ -43,7 +43,12 @@ pub fn core_versions() -> Result<Response<Body>, ApiError> {
 }
 
 fn group_names() -> Vec<&'static str> {
-    let mut groups: Vec<&str> = RESOURCES.iter().map(|r| r.group).filter(|g| !g.is_empty()).collect();
+    let mut groups: Vec<&str> = RESOURCES
+        .iter()
+        .map(|r| r.group)
+        .chain(super::reviews::REVIEWS.iter().map(|r| r.group))
+        .filter(|g| !g.is_empty())
+        .collect();
     groups.dedup();
     groups.sort();
     groups.dedup();
@@ -139,6 +144,7 @@ pub fn resources(group: &str, version: &str) -> Result<Response<Body>, ApiError>
             list.push(sub("attach", "PodAttachOptions", &["create", "get"]));
         }
     }
+    list.extend(super::reviews::discovery_entries(group, version));
     let gv = if group.is_empty() {
         version.to_string()
     } else {

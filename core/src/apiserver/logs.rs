@@ -5,6 +5,12 @@
 //! the pod, finds that node's kubelet endpoint (`status.daemonEndpoints.kubeletEndpoint`),
 //! and streams the kubelet's `/containerLogs/<ns>/<pod>/<container>` answer back to you.
 //! It is one of the few places where the control plane calls *into* a node.
+//!
+//! That call is HTTPS both ways, as kubeadm sets it up: the API server checks the kubelet's
+//! serving certificate against the cluster CA (for the node's address), and logs in with its
+//! own client certificate, `CN=kube-apiserver-kubelet-client`
+//! ([`Config::kubelet_client`](super::Config::kubelet_client)). No bearer token travels to a
+//! kubelet.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -25,8 +31,7 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
 /// Where a pod's container log is served: the kubelet URL and the node it runs on.
 struct LogLocation {
     url: String,
-    node_name: String,
-    endpoint: String,
+    kubelet: PodKubelet,
 }
 
 /// Resolve the container, the node and its kubelet endpoint, as upstream's pod
@@ -37,12 +42,11 @@ async fn log_location(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<LogLocation
     let query = log_query(ctx);
     Ok(LogLocation {
         url: format!("{}/containerLogs/{ns}/{name}/{container}?{query}", kubelet.base_url),
-        node_name: kubelet.node_name,
-        endpoint: kubelet.endpoint,
+        kubelet,
     })
 }
 
-/// The kubelet that runs a pod: where to reach it (`http://address:port`).
+/// The kubelet that runs a pod: where to reach it (`https://address:port`).
 pub(crate) struct PodKubelet {
     pub base_url: String,
     pub node_name: String,
@@ -84,19 +88,81 @@ pub(crate) async fn pod_kubelet(
         .ok_or_else(|| ApiError::not_found(nodes, &node_name))?
         .object;
     let (address, port) = kubelet_endpoint(&node, &node_name)?;
+    let endpoint = std::net::SocketAddr::new(address, port).to_string();
     let kubelet = PodKubelet {
-        base_url: format!("http://{address}:{port}"),
+        base_url: format!("https://{endpoint}"),
         node_name,
-        endpoint: format!("{address}:{port}"),
+        endpoint,
     };
     Ok((pod, kubelet))
 }
 
-/// The HTTP client the API server calls kubelets with (upgrades included).
-pub(crate) fn kubelet_client()
--> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>> {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new())
+/// The HTTPS client the API server calls kubelets with (upgrades included): it checks the
+/// kubelet's certificate against the cluster CA and logs in as `kube-apiserver-kubelet-client`.
+/// `what` names the request in the error when this API server has no such certificate.
+fn kubelet_client(
+    ctx: &Ctx<'_>,
+    what: &str,
+) -> Result<
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Empty<Bytes>,
+    >,
+    ApiError,
+> {
+    let tls = ctx.server.config.kubelet_client.clone().ok_or_else(|| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("this API server has no client certificate for kubelets, so it cannot {what}"),
+        )
+    })?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_only()
+        .enable_http1()
+        .build();
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
+}
+
+/// Send `req` to a pod's kubelet over [`kubelet_client`]. An answer `accepted` does not
+/// admit comes back as the error it carries (the kubelet's own words); `what` names the
+/// request in errors.
+pub(crate) async fn call_kubelet(
+    ctx: &Ctx<'_>,
+    kubelet: &PodKubelet,
+    req: http::request::Builder,
+    what: &str,
+    accepted: impl Fn(&StatusCode) -> bool,
+) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(format!("could not build the kubelet request: {e}")))?;
+    let resp = kubelet_client(ctx, what)?.request(req).await.map_err(|e| {
+        ApiError::new(
+            502,
+            "ServiceUnavailable",
+            format!(
+                "could not reach the kubelet of node {} at {}: {e}",
+                kubelet.node_name, kubelet.endpoint
+            ),
+        )
+    })?;
+    if accepted(&resp.status()) {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Err(ApiError::new(
+        status,
+        "BadRequest",
+        String::from_utf8_lossy(&body).trim().to_string(),
+    ))
 }
 
 /// The container the request names, or the pod's only one.
@@ -123,10 +189,11 @@ pub(crate) fn container_of(ctx: &Ctx<'_>, pod: &Value, name: &str) -> Result<Str
 
 /// The node's kubelet address and port, from its status. Only ever loopback: kulisse's
 /// kubelets listen on 127.0.0.0/8.
-fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(std::net::IpAddr, u64), ApiError> {
+fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(std::net::IpAddr, u16), ApiError> {
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p > 0)
         .ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -170,35 +237,8 @@ fn log_query(ctx: &Ctx<'_>) -> String {
 
 /// Ask the kubelet and stream its answer back as it comes.
 async fn stream_from_kubelet(ctx: &Ctx<'_>, location: &LogLocation) -> Result<Response<Body>, ApiError> {
-    let client = kubelet_client();
-    let req = http::Request::get(&location.url)
-        .header(header::AUTHORIZATION, format!("Bearer {}", ctx.server.config.token))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ApiError::internal(format!("could not build the kubelet request: {e}")))?;
-    let resp = client.request(req).await.map_err(|e| {
-        ApiError::new(
-            502,
-            "ServiceUnavailable",
-            format!(
-                "could not reach the kubelet of node {} at {}: {e}",
-                location.node_name, location.endpoint
-            ),
-        )
-    })?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Err(ApiError::new(
-            status.as_u16(),
-            "BadRequest",
-            String::from_utf8_lossy(&body).trim().to_string(),
-        ));
-    }
+    let req = http::Request::get(&location.url);
+    let resp = call_kubelet(ctx, &location.kubelet, req, "fetch logs", StatusCode::is_success).await?;
     let stream = resp
         .into_body()
         .into_data_stream()

@@ -34,16 +34,19 @@
 //! `429 TooManyRequests` when too many requests are already being served.
 
 pub mod allocator;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod binding;
 pub mod cacher;
 pub mod certs;
+pub mod compactor;
 pub mod create;
 pub mod delete;
 pub mod discovery;
 pub mod get;
 pub mod health;
+pub mod impersonation;
 pub mod limits;
 pub mod list_options;
 pub mod logs;
@@ -51,6 +54,7 @@ pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod reviews;
 pub mod routes;
 pub mod scale;
 pub mod storage;
@@ -104,6 +108,37 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Timeouts, the connection cap and the in-flight limits ([`limits`]).
     pub limits: limits::Limits,
+    /// The audit log every successful write is recorded in ([`audit`]); `None`: no log.
+    pub audit_log: Option<Arc<audit::AuditLog>>,
+    /// How often history is compacted ([`compactor`]) and how long Events live.
+    pub retention: Retention,
+    /// How the API server calls kubelets ([`logs`]): trusting only the cluster CA and
+    /// presenting its `kube-apiserver-kubelet-client` certificate (upstream's
+    /// `--kubelet-certificate-authority`, `--kubelet-client-certificate`). `None`: it cannot
+    /// reach kubelets (`kubectl logs` answers 503).
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// How long the store keeps what: kube-apiserver's `--etcd-compaction-interval` and
+/// `--event-ttl`, with their defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Compact the store's history this often (zero: never) ([`compactor`]).
+    pub compaction_interval: Duration,
+    /// Delete each Event this long after its last write (a TTL in the store).
+    pub event_ttl: Duration,
+}
+
+/// kube-apiserver's `--event-ttl` default.
+pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(60 * 60);
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            compaction_interval: compactor::DEFAULT_INTERVAL,
+            event_ttl: DEFAULT_EVENT_TTL,
+        }
+    }
 }
 
 /// What every handler gets: the storage layer and the server's settings.
@@ -181,7 +216,9 @@ impl ApiServer {
         let progress = (config.bookmark_interval / 4).max(Duration::from_millis(10));
         Arc::new(ApiServer {
             watch_cache: cacher::WatchCache::new(store.clone(), progress),
-            storage: Storage::new(store),
+            storage: Storage::new(store)
+                .with_audit(config.audit_log.clone())
+                .with_event_ttl(config.retention.event_ttl),
             inflight: limits::InFlight::new(&config.limits),
             config,
             authorizer: authz::Authorizer::new(),
@@ -294,6 +331,14 @@ impl ApiServer {
     ) -> std::io::Result<()> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut compactor_stop = stop_rx.clone();
+        tokio::spawn(compactor::run(
+            self.storage.store().clone(),
+            self.config.retention.compaction_interval,
+            async move {
+                let _ = compactor_stop.wait_for(|s| *s).await;
+            },
+        ));
         tokio::pin!(shutdown);
         let cap = limits::ConnectionCap::new(&self.config.limits);
         let handshake_timeout = self.config.limits.read_header_timeout;
@@ -425,10 +470,14 @@ impl ApiServer {
             let body = read_body(headers, body).await?;
             return traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body);
         }
+        if let Some(review) = reviews::parse(uri.path()) {
+            return self.review(review, method, uri, headers, peer, body).await;
+        }
+        let received = chrono::Utc::now();
         let route = routes::parse(uri.path())?;
         let query = parse_query(uri.query());
         let public = matches!(route, Route::Version | Route::Health | Route::Ready);
-        let user = auth::authenticate(headers, peer, &self.config.token, public)?;
+        let user = self.identify(headers, peer, public).await?;
         // The max-in-flight filter, after authentication as upstream's ([`limits`]).
         let _inflight = match self.inflight.admit(method, uri) {
             Ok(permit) => permit,
@@ -464,21 +513,62 @@ impl ApiServer {
             upgrade: std::sync::Mutex::new(upgrade),
             raw_query: uri.query().map(str::to_string),
         };
-        let result = self.dispatch(&ctx, route, method, stop).await;
+        // The storage layer's audit lines name this request's user and verb ([`audit`]).
+        let request = audit::RequestInfo {
+            user: attrs.user.clone(),
+            verb: attrs.verb.clone(),
+            subresource: attrs.subresource.clone(),
+            request_uri: uri.to_string(),
+            received,
+        };
+        let result = audit::REQUEST
+            .scope(request, self.dispatch(&ctx, route, method, stop))
+            .await;
         if rbac_write {
             // A Role, ClusterRole or binding changed who may do what: read them anew.
             self.authorizer.rbac.invalidate();
         }
         let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
-        result.map(|mut resp| {
-            for w in warnings {
-                let text = format!("299 - {}", serde_json::Value::String(w));
-                if let Ok(v) = http::HeaderValue::from_str(&text) {
-                    resp.headers_mut().append(header::WARNING, v);
-                }
-            }
-            resp
-        })
+        result.map(|resp| with_warnings(resp, warnings))
+    }
+
+    /// Who the request acts as: authentication, then impersonation ([`impersonation`]),
+    /// both recorded on one `apiserver.authenticate` span.
+    async fn identify(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&auth::UserInfo>,
+        public: bool,
+    ) -> Result<auth::UserInfo, ApiError> {
+        let span = auth::span();
+        let user = auth::authenticate_in(&span, headers, peer, &self.config.token, public)?;
+        impersonation::impersonate(self, headers, user, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    /// A review ([`reviews`]): authenticate, authorize `create` on it, answer it.
+    async fn review(
+        &self,
+        review: &'static reviews::Review,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        peer: Option<&auth::UserInfo>,
+        body: Incoming,
+    ) -> Result<Response<Body>, ApiError> {
+        let user = self.identify(headers, peer, false).await?;
+        let _inflight = match self.inflight.admit(method, uri) {
+            Ok(permit) => permit,
+            Err(too_many) => return Ok(*too_many),
+        };
+        let attrs = reviews::create_attributes(user, review, uri.path());
+        self.authorizer.authorize(&self.storage, &attrs).await?;
+        let body = read_body(headers, body).await?;
+        let body = match protobuf::decode_request(headers, body)? {
+            protobuf::RequestBody::Unchanged(body) | protobuf::RequestBody::Decoded(_, body) => body,
+        };
+        reviews::handle(self, review, method, &attrs.user, &body).await
     }
 
     async fn dispatch(
@@ -639,6 +729,17 @@ fn peer_user(tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Op
     let (_, conn) = tls.get_ref();
     let leaf = conn.peer_certificates()?.first()?;
     auth::user_from_certificate(leaf.as_ref()).map(Arc::new)
+}
+
+/// The request's warnings as `Warning: 299 - "..."` headers (kubectl prints them).
+fn with_warnings(mut resp: Response<Body>, warnings: Vec<String>) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::Value::String(w));
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
 /// Serve HTTP/1.1 on one connection (plain or TLS) until it ends or the server shuts down.

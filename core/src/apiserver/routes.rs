@@ -76,6 +76,7 @@ fn resources(group: &str, version: &str) -> Result<Route, ApiError> {
     if objects::RESOURCES
         .iter()
         .any(|r| r.group == group && r.version == version)
+        || super::reviews::serves(group, version)
     {
         Ok(Route::Resources {
             group: group.to_string(),

@@ -13,6 +13,10 @@
 //!   revision of its last change, and a conditional write ("update if still at
 //!   revision R") is exactly how `409 Conflict` arises.
 //!
+//! Events get a time to live: the store deletes each one [`Storage::with_event_ttl`] after its
+//! last write (kube-apiserver's `--event-ttl`, an hour; in etcd, a lease), so the busiest
+//! kind of object does not pile up for ever.
+//!
 //! Every call is wrapped in a `store.*` span (stage `store`) with the key and revision
 //! as attributes, so a trace shows the moment the desired state became durable.
 
@@ -44,11 +48,42 @@ pub struct Listed {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn Store>,
+    /// Where every successful write is recorded with its writer ([`super::audit`]), if on.
+    audit: Option<Arc<super::audit::AuditLog>>,
+    /// How long an Event lives after its last write (`None`: for ever).
+    event_ttl: Option<std::time::Duration>,
 }
 
 impl Storage {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Storage { store }
+        Storage {
+            store,
+            audit: None,
+            event_ttl: None,
+        }
+    }
+
+    /// The same storage, recording every successful write in `audit`.
+    pub fn with_audit(self, audit: Option<Arc<super::audit::AuditLog>>) -> Self {
+        Storage { audit, ..self }
+    }
+
+    fn audit(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, outcome: &TxnOutcome, code: u16) {
+        if let (Some(log), TxnOutcome::Succeeded { kv }) = (&self.audit, outcome) {
+            log.record(info, ns, name, kv.mod_revision, code);
+        }
+    }
+
+    /// Let the store delete Events `ttl` after their last write (zero: keep them).
+    pub fn with_event_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.event_ttl = (!ttl.is_zero()).then_some(ttl);
+        self
+    }
+
+    /// The TTL of objects of `info`'s kind: Events have one (upstream's events registry sets
+    /// a `TTLFunc`), nothing else does.
+    fn ttl_of(&self, info: &ResourceInfo) -> Option<std::time::Duration> {
+        self.event_ttl.filter(|_| info.plural == "events")
     }
 
     /// The underlying store (for the watch handler and for tests).
@@ -108,13 +143,15 @@ impl Storage {
         let key = store::object_key(info.plural, ns, name);
         let value = encode(object)?;
         let span = txn_span("create", &key, self.store.name(), None);
-        let outcome = self
-            .store
-            .create(&key, value)
-            .instrument(span.clone())
-            .await
-            .map_err(store_error)?;
+        let write = async {
+            match self.ttl_of(info) {
+                Some(ttl) => self.store.create_with_ttl(&key, value, ttl).await,
+                None => self.store.create(&key, value).await,
+            }
+        };
+        let outcome = write.instrument(span.clone()).await.map_err(store_error)?;
         record_outcome(&span, &outcome);
+        self.audit(info, ns, name, &outcome, 201);
         match outcome {
             TxnOutcome::Succeeded { kv } => decode(&kv),
             TxnOutcome::Conflict { .. } => Err(ApiError::already_exists(info, name)),
@@ -134,13 +171,15 @@ impl Storage {
         let key = store::object_key(info.plural, ns, name);
         let value = encode(object)?;
         let span = txn_span("update", &key, self.store.name(), Some(expected));
-        let outcome = self
-            .store
-            .update(&key, value, expected)
-            .instrument(span.clone())
-            .await
-            .map_err(store_error)?;
+        let write = async {
+            match self.ttl_of(info) {
+                Some(ttl) => self.store.update_with_ttl(&key, value, expected, ttl).await,
+                None => self.store.update(&key, value, expected).await,
+            }
+        };
+        let outcome = write.instrument(span.clone()).await.map_err(store_error)?;
         record_outcome(&span, &outcome);
+        self.audit(info, ns, name, &outcome, 200);
         match outcome {
             TxnOutcome::Succeeded { kv } => decode(&kv),
             TxnOutcome::Conflict { current } => match current {
@@ -175,6 +214,7 @@ impl Storage {
             .await
             .map_err(store_error)?;
         record_outcome(&span, &outcome);
+        self.audit(info, ns, name, &outcome, 200);
         match outcome {
             TxnOutcome::Succeeded { kv } => {
                 // The store reports a delete with the delete's revision: the deleted object's

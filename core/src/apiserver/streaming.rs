@@ -7,6 +7,9 @@
 //! `/exec/{ns}/{pod}/{container}`, and when the kubelet answers `101 Switching Protocols`
 //! it answers the client the same and splices the two connections together, byte for byte.
 //! The WebSocket itself is between kubectl and the kubelet ([`crate::kubelet`]).
+//! The call to the kubelet goes the way logs go: HTTPS, the API server logging in with its
+//! kubelet client certificate ([`super::logs::call_kubelet`]), which is the only user the
+//! kubelet lets exec.
 //!
 //! Authorization: both subresources need verb `create` (`create pods/exec`), whatever the
 //! method. kubectl's WebSocket upgrade is a GET, which kube-apiserver 1.32 still checked as
@@ -15,7 +18,7 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
@@ -51,45 +54,22 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str, sub: &str) -> Result<Re
         )));
     }
     let container = super::logs::container_of(ctx, &pod, name)?;
-    let on_upgrade = ctx
-        .upgrade
-        .lock()
-        .ok()
-        .and_then(|mut u| u.take())
-        .ok_or_else(|| ApiError::bad_request(format!("pods/{sub} needs an upgraded connection (Upgrade: websocket)")))?;
+    let on_upgrade = ctx.upgrade.lock().ok().and_then(|mut u| u.take()).ok_or_else(|| {
+        ApiError::bad_request(format!("pods/{sub} needs an upgraded connection (Upgrade: websocket)"))
+    })?;
     let url = format!(
         "{}/{sub}/{ns}/{name}/{container}?{}",
         kubelet.base_url,
         ctx.raw_query.as_deref().unwrap_or("")
     );
-    let mut req = http::Request::get(&url).header(
-        http::header::AUTHORIZATION,
-        format!("Bearer {}", ctx.server.config.token),
-    );
+    let mut req = http::Request::get(&url);
     for h in UPGRADE_HEADERS {
         if let Some(v) = ctx.headers.get(h) {
             req = req.header(h, v);
         }
     }
-    let req = req
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ApiError::internal(format!("could not build the kubelet request: {e}")))?;
-    let mut resp = super::logs::kubelet_client().request(req).await.map_err(|e| {
-        ApiError::new(
-            502,
-            "ServiceUnavailable",
-            format!("could not reach the kubelet of node {} at {}: {e}", kubelet.node_name, kubelet.endpoint),
-        )
-    })?;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        return Err(ApiError::new(
-            status,
-            "BadRequest",
-            String::from_utf8_lossy(&body).trim().to_string(),
-        ));
-    }
+    let switched = |s: &StatusCode| *s == StatusCode::SWITCHING_PROTOCOLS;
+    let mut resp = super::logs::call_kubelet(ctx, &kubelet, req, sub, switched).await?;
     let mut answer = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
     for h in ANSWER_HEADERS {
         if let Some(v) = resp.headers().get(h) {

@@ -255,7 +255,13 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         }
     }
-    let tmp = path.with_extension("tmp");
+    // A temporary name of this process's own: two processes writing the same file at once
+    // each rename a whole file into place, and the last one wins.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".{}.{seq}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -83,6 +83,10 @@ pub struct ListParams {
     pub field_selector: Option<String>,
     pub limit: Option<usize>,
     pub continue_token: Option<String>,
+    /// A list at this store revision (with `resource_version_match`), e.g. an object's past.
+    pub resource_version: Option<String>,
+    /// `Exact`: the list as it was at `resource_version`; `NotOlderThan`: at least that new.
+    pub resource_version_match: Option<String>,
 }
 
 /// A client for one API server. Cheap to clone: connections are pooled and shared.
@@ -646,6 +650,12 @@ fn with_query(base: &str, params: &ListParams, extra: &[(&str, String)]) -> Stri
     }
     if let Some(c) = &params.continue_token {
         q.append_pair("continue", c);
+    }
+    if let Some(rv) = &params.resource_version {
+        q.append_pair("resourceVersion", rv);
+    }
+    if let Some(m) = &params.resource_version_match {
+        q.append_pair("resourceVersionMatch", m);
     }
     for (k, v) in extra {
         q.append_pair(k, v);

@@ -25,8 +25,8 @@
 //! 4. **Graceful termination**: a deleted pod first gets a `deletionTimestamp`; the
 //!    kubelet stops its containers within the grace period, removes the sandbox, and then
 //!    deletes the Pod object for good (`gracePeriodSeconds: 0`).
-//! 5. **Its own HTTP server** ([`server`]): `GET /containerLogs/...`, which the API server
-//!    proxies `kubectl logs` to.
+//! 5. **Its own HTTPS server** ([`server`]): `GET /containerLogs/...`, which the API server
+//!    proxies `kubectl logs` to; only the API server's client certificate may read there.
 //!
 //! Where upstream's kubelet has a PLEG (pod lifecycle event generator) that relists the
 //! runtime every second, each kulisse pod worker looks at its own containers every
@@ -40,6 +40,7 @@ pub mod machine;
 pub mod node;
 pub mod pod_worker;
 pub mod probes;
+mod reply;
 pub mod server;
 mod sources;
 mod status;
@@ -102,9 +103,10 @@ pub struct KubeletOptions {
     pub backoff_reset_after: Duration,
     /// The port of the kubelet's HTTP server on `node_ip` (0: any free port).
     pub server_port: u16,
-    /// The bearer token the kubelet's HTTP server demands (the API server's token). Empty:
-    /// the server refuses every log request (only `/healthz` answers).
-    pub token: String,
+    /// The kubelet API's certificate and the CA its callers must be signed by
+    /// ([`server`]). `None`: plain HTTP that refuses every log request (only `/healthz`
+    /// answers).
+    pub tls: Option<server::ServingTls>,
     /// Where the kubelet keeps its pods' volumes (upstream's `--root-dir`,
     /// `/var/lib/kubelet`). `None`: a directory of its own under the system's temp dir,
     /// removed when the kubelet stops.
@@ -132,7 +134,7 @@ impl KubeletOptions {
             backoff_max: Duration::from_secs(300),
             backoff_reset_after: Duration::from_secs(600),
             server_port: 0,
-            token: String::new(),
+            tls: None,
             root_dir: None,
         }
     }
@@ -195,6 +197,7 @@ impl Kubelet {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let options = self.options;
         let (node_ip, pod_cidr) = prepare_network(&options, self.runtime.as_ref()).await?;
+        let tls = server::tls_config(options.tls.as_ref())?;
 
         let listener = tokio::net::TcpListener::bind((node_ip, options.server_port))
             .await
@@ -239,7 +242,7 @@ impl Kubelet {
                 pod_cidr.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone())),
+            tokio::spawn(server::serve(listener, shared.clone(), tls, shutdown.clone())),
             tokio::spawn(informer.run(shutdown.clone())),
         ];
 

@@ -14,7 +14,12 @@
 //!    ran → pull its image (per `imagePullPolicy`), create and start it; a container
 //!    exited → restart it if `restartPolicy` says so, but only after the
 //!    `CrashLoopBackOff` delay (10 s, then 20 s, 40 s, ... up to 5 min; reset once a
-//!    container ran for 10 min); a liveness probe failed → kill it;
+//!    container ran for 10 min); a liveness probe failed → kill it. **Init containers**
+//!    come first (upstream's `computeInitContainerActions`): until each has exited 0, in
+//!    spec order, only the first one that has not is started, waited for, or restarted
+//!    after a failure (`restartPolicy: Never` fails the pod instead); the app containers
+//!    wait (`PodInitializing`). Once initialized, a pod stays so. kulisse does not run
+//!    sidecars (`restartPolicy: Always` on an init container is refused at validation);
 //! 4. *act and report*: do the plan through the CRI, then write the pod's `status` if it
 //!    differs from what the API server has.
 //!
@@ -130,7 +135,14 @@ pub(super) struct Worker {
     involved: Value,
     pub sandbox: Option<Sandbox>,
     sandbox_attempt: u32,
+    /// One record per container of the spec: the init containers first (`init_count` of
+    /// them, in spec order), then the app containers.
     pub containers: Vec<ContainerRec>,
+    pub init_count: usize,
+    /// Every init container succeeded once (or an app container ran): the app containers
+    /// may run, and the init containers do not run again (upstream reruns them only in a
+    /// new sandbox).
+    pub initialized: bool,
     /// The pod's volumes that are set up on the node.
     volumes: PodVolumes,
     pub start_time: Option<String>,
@@ -193,6 +205,28 @@ fn spec_containers(pod: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+fn spec_init_containers(pod: &Value) -> Vec<Value> {
+    pod.pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The init containers, then the app containers: the order of the worker's records.
+fn all_containers(pod: &Value) -> Vec<Value> {
+    let mut all = spec_init_containers(pod);
+    all.extend(spec_containers(pod));
+    all
+}
+
+/// An init container is done once its current instance exited 0.
+fn init_succeeded(rec: &ContainerRec) -> bool {
+    rec.current
+        .as_ref()
+        .and_then(|i| i.status.as_ref())
+        .is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == Some(0))
+}
+
 fn container_ports(c: &Value) -> Vec<PortMapping> {
     c.get("ports")
         .and_then(Value::as_array)
@@ -240,6 +274,8 @@ impl Worker {
             sandbox: None,
             sandbox_attempt: 0,
             containers: Vec::new(),
+            init_count: 0,
+            initialized: false,
             volumes: PodVolumes::default(),
             start_time: Some(
                 pod.pointer("/status/startTime")
@@ -275,6 +311,8 @@ impl Worker {
             host_ip: &self.shared.options.node_ip,
             start_time: self.start_time.as_deref(),
             runtime: self.shared.runtime.name(),
+            init_count: self.init_count,
+            initialized: self.initialized,
         };
         status::build(pod, &self.containers, &facts)
     }
@@ -512,9 +550,27 @@ impl Worker {
         let now = Instant::now();
         let policy = objects::pod::restart_policy(pod);
         let opts = &self.shared.options;
-        for (index, rec) in self.containers.iter_mut().enumerate() {
-            let image = spec[index].get("image").and_then(Value::as_str).unwrap_or("");
-            steps.extend(plan_container(index, rec, image, policy, opts, now));
+        // Initialized: every init container succeeded, or an app container ran already
+        // (e.g. one adopted from an earlier kubelet, whose init containers may be gone).
+        let (inits, apps) = self.containers.split_at(self.init_count);
+        if !self.initialized
+            && (inits.iter().all(init_succeeded) || apps.iter().any(|r| r.current.is_some() || r.previous.is_some()))
+        {
+            self.initialized = true;
+        }
+        if self.initialized {
+            for (index, rec) in self.containers.iter_mut().enumerate().skip(self.init_count) {
+                let image = spec[index].get("image").and_then(Value::as_str).unwrap_or("");
+                steps.extend(plan_container(index, rec, image, policy, opts, now));
+            }
+        } else {
+            steps.extend(plan_init(
+                &mut self.containers[..self.init_count],
+                spec,
+                policy,
+                opts,
+                now,
+            ));
         }
         if !volumes_ready && !self.volumes.ready(pod) {
             steps.retain(|s| !matches!(s, Step::Start { .. } | Step::RunSandbox));
@@ -607,7 +663,8 @@ impl Worker {
 
     /// One sync. Returns when to look again.
     async fn sync(&mut self, pod: &Arc<Value>) -> Instant {
-        let spec = spec_containers(pod);
+        let spec = all_containers(pod);
+        self.init_count = spec_init_containers(pod).len();
         self.ensure_records(&spec);
         self.observe().await;
         let probes_changed = self.run_probes(pod, &spec).await;
@@ -908,7 +965,7 @@ impl Worker {
     /// Upstream's `startContainer`: pull the image, create the container, start it.
     async fn start_container(&mut self, index: usize, pod: &Value, cfg: &PodSandboxConfig, restart: bool) {
         let Some(sandbox) = self.sandbox.clone() else { return };
-        let c = &spec_containers(pod)[index];
+        let c = &all_containers(pod)[index];
         let Some((env, mounts)) = self.container_inputs(index, pod, c).await else {
             return;
         };
@@ -1162,7 +1219,8 @@ impl Worker {
         span.record("kulisse.outcome", "terminate");
         let grace = Self::grace_of(pod);
         async {
-            self.ensure_records(&spec_containers(pod));
+            self.init_count = spec_init_containers(pod).len();
+            self.ensure_records(&all_containers(pod));
             self.kill_pod(grace, true).await;
             // Every container is terminated now: the pod has reached its end.
             let all_ok = self.containers.iter().all(|r| {
@@ -1297,6 +1355,23 @@ impl Worker {
             }
         }
     }
+}
+
+/// Upstream's `computeInitContainerActions`: the first init container that has not
+/// succeeded is started, waited for, or restarted after a failure (on the pod's
+/// `restartPolicy`, where `Always` means `OnFailure`: an init container that exited 0 is
+/// done). With `Never`, a failed init container fails the pod (see the status).
+fn plan_init(
+    inits: &mut [ContainerRec],
+    spec: &[Value],
+    policy: &str,
+    opts: &KubeletOptions,
+    now: Instant,
+) -> Option<Step> {
+    let policy = if policy == "Never" { "Never" } else { "OnFailure" };
+    let index = inits.iter().position(|r| !init_succeeded(r))?;
+    let image = spec[index].get("image").and_then(Value::as_str).unwrap_or("");
+    plan_container(index, &mut inits[index], image, policy, opts, now)
 }
 
 /// The step for one container: start it, kill it, restart it, or wait out a back-off.

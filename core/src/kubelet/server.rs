@@ -1,18 +1,31 @@
-//! # The kubelet's HTTP server (mirrors the kubelet API on port 10250)
+//! # The kubelet's API server (mirrors the kubelet API on port 10250)
 //!
 //! Some things only the node knows, above all a container's output. A real kubelet serves
 //! them on its own HTTPS port (10250); `kubectl logs` asks the API server, which proxies
 //! the request to the kubelet of the pod's node, found through the Node's
 //! `status.daemonEndpoints.kubeletEndpoint.Port`.
 //!
-//! kulisse's kubelet serves, on loopback only:
+//! kulisse's kubelet serves, on loopback only, over **HTTPS** with its own certificate
+//! (signed by the cluster CA, naming the node's loopback address: the API server checks it
+//! as upstream's `--kubelet-certificate-authority` makes it):
 //!
 //! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&timestamps=&previous=`:
-//!   the container's log as `text/plain`, streamed while `follow=true`. It demands the
-//!   cluster's bearer token, like the API server.
+//!   the container's log as `text/plain`, streamed while `follow=true`. The caller must log
+//!   in with a client certificate signed by the cluster CA (upstream's kubelet
+//!   `--client-ca-file`): without one the answer is `401 Unauthorized` (a bearer token is not
+//!   read at all), and any user but the API server's own ([`KUBELET_CLIENT_USER`],
+//!   `kube-apiserver-kubelet-client`) gets `403 Forbidden`.
 //! - `GET|POST /exec/{namespace}/{pod}/{container}?command=...&stdin=&stdout=&stderr=&tty=`
-//!   and `/attach/...`: a WebSocket session (see [`super::streaming`]).
-//! - `GET /healthz`: `ok` (no token needed, like the kubelet's healthz port).
+//!   and `/attach/...`: a WebSocket session (see [`super::streaming`]), authorized like logs.
+//! - `GET /healthz`: `ok` (no credential needed, like the kubelet's healthz port).
+//!
+//! Where kulisse differs: upstream's kubelet authorizes each caller with a
+//! SubjectAccessReview to the API server (kubeadm binds `system:kubelet-api-admin` to
+//! `kube-apiserver-kubelet-client`); kulisse's kubelet knows that one user by name. Upstream
+//! gives a kubelet a serving certificate separate from its client certificate; kulisse's
+//! kubelet serves with its client certificate, which `kulisse up` issues valid for both.
+//! Without a certificate ([`KubeletOptions::tls`](super::KubeletOptions::tls) empty) the
+//! kubelet serves plain HTTP and refuses every log request.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,31 +35,45 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Shared;
+use super::reply::{Body, text};
+pub use crate::client::tls::KUBELET_CLIENT_USER;
 use crate::objects;
+use crate::objects::user::{self as auth, UserInfo};
 use crate::runtime::{ContainerInfo, ContainerState, LABEL_CONTAINER_NAME, LABEL_POD_UID, LogOptions};
 
-pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    let mut body = message.into();
-    body.push('\n');
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)).boxed_unsync())
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+/// The kubelet API's TLS: the kubelet's certificate and key, and the cluster CA its
+/// callers' client certificates must chain to.
+#[derive(Clone, Debug)]
+pub struct ServingTls {
+    /// The kubelet's certificate (naming its node IP) and key.
+    pub identity: crate::client::tls::Identity,
+    /// The cluster CA (PEM).
+    pub ca_pem: Vec<u8>,
 }
 
-/// Serve until `shutdown` turns true.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// The rustls configuration of `tls` (checked before the kubelet registers its node).
+pub(crate) fn tls_config(tls: Option<&ServingTls>) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    tls.map(|t| crate::client::tls::kubelet_serving_config(&t.identity, &t.ca_pem))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("the kubelet's serving certificate: {e}"))
+}
+
+/// Serve until `shutdown` turns true: HTTPS with `tls`, else plain HTTP.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -54,18 +81,18 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdo
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let shared = shared.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(&shared, req).await) }
-                });
-                let conn = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .http1_only()
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let (shared, acceptor, watcher) = (shared.clone(), acceptor.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    match acceptor {
+                        None => serve_connection(shared, stream, None, watcher).await,
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                            if let Ok(Ok(tls_stream)) = handshake.await {
+                                let peer = peer_user(&tls_stream);
+                                serve_connection(shared, tls_stream, Some(peer), watcher).await;
+                            }
+                        }
+                    }
                 });
             }
             _ = shutdown.changed() => break,
@@ -75,37 +102,66 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdo
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
 }
 
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    if token.is_empty() {
-        return false;
+/// The user the verified client certificate of a TLS connection names, if any.
+fn peer_user(tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Option<UserInfo> {
+    let leaf = tls.get_ref().1.peer_certificates()?.first()?;
+    auth::user_from_certificate(leaf.as_ref())
+}
+
+/// Serve one connection. `peer`: `None` on plain HTTP, `Some(user or None)` over TLS.
+async fn serve_connection<IO>(
+    shared: Arc<Shared>,
+    io: IO,
+    peer: Option<Option<UserInfo>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = Arc::new(peer);
+    let service = hyper::service::service_fn(move |req| {
+        let (shared, peer) = (shared.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(handle(&shared, req, &peer).await) }
+    });
+    // HTTP/1 with upgrades: exec and attach switch the connection to WebSocket.
+    let conn = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .http1_only()
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let _ = watcher.watch(conn).await;
+}
+
+/// May `peer` read logs or exec into pods? `401` without a client certificate, `403` for any user but the
+/// API server's (in the words of upstream's kubelet authorizer).
+fn authorize(peer: &Option<Option<UserInfo>>) -> Result<(), Response<Body>> {
+    match peer {
+        None => Err(text(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: this kubelet has no serving certificate, so it serves no logs and no exec",
+        )),
+        Some(None) => Err(text(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        Some(Some(user)) if user.name == KUBELET_CLIENT_USER => Ok(()),
+        Some(Some(user)) => Err(text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Forbidden (user={}, verb=get, resource=nodes, subresource=proxy)",
+                user.name
+            ),
+        )),
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    presented.len() == token.len()
-        && presented
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 fn flag(params: &BTreeMap<String, String>, key: &str) -> bool {
     params.get(key).is_some_and(|v| v == "true" || v == "1")
 }
 
-async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, peer: &Option<Option<UserInfo>>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
     }
     if path.starts_with("/exec/") || path.starts_with("/attach/") {
-        if !authorized(&req, &shared.options.token) {
-            return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+        if let Err(refused) = authorize(peer) {
+            return refused;
         }
         return super::streaming::handle(shared, req).await;
     }
@@ -121,11 +177,8 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
             format!("{path} not found; the kubelet serves /containerLogs/{{namespace}}/{{pod}}/{{container}}"),
         );
     };
-    if !authorized(&req, &shared.options.token) {
-        return text(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized: the kubelet expects the cluster's token as `Authorization: Bearer <token>`",
-        );
+    if let Err(refused) = authorize(peer) {
+        return refused;
     }
     match container_logs(shared, &path, rest, req.uri().query().unwrap_or("")).await {
         Ok(response) | Err(response) => response,

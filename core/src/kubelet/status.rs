@@ -10,12 +10,16 @@
 //! below. It goes in upstream's steps:
 //!
 //! 1. **container statuses** (`convertToAPIContainerStatuses`): each record becomes
-//!    `state` + `lastState`;
+//!    `state` + `lastState`, in `initContainerStatuses` for init containers; one that has
+//!    not run yet waits with `PodInitializing` in a pod with init containers (else
+//!    `ContainerCreating`);
 //! 2. **phase** (`getPhase`), a summary of the containers: any container still waiting for
 //!    its first run → `Pending`; any running → `Running`; all exited → `Succeeded` if all
 //!    exited 0 and nothing will restart them, `Failed` if one failed and
-//!    `restartPolicy: Never`, else `Running` (they are being restarted);
-//! 3. **conditions** (`GeneratePodReadyCondition` and its siblings), each keeping its
+//!    `restartPolicy: Never`, else `Running` (they are being restarted); an init container
+//!    that failed under `restartPolicy: Never` fails the pod;
+//! 3. **conditions** (`GeneratePodReadyCondition` and its siblings; `Initialized` is false
+//!    with the init containers that have not succeeded), each keeping its
 //!    `lastTransitionTime` while its status stays the same ([`crate::objects::pod`]);
 //! 4. IPs and `startTime`.
 
@@ -43,6 +47,11 @@ pub(super) struct PodFacts<'a> {
     pub start_time: Option<&'a str>,
     /// The runtime's name: the scheme of container IDs in a pod status (`mock://<id>`).
     pub runtime: &'a str,
+    /// How many of the container records are init containers (they come first).
+    pub init_count: usize,
+    /// The pod was initialized once (every init container succeeded, or an app container
+    /// started): it stays so, as upstream's `HasAnyRegularContainerStarted`.
+    pub initialized: bool,
 }
 
 impl PodFacts<'_> {
@@ -51,17 +60,40 @@ impl PodFacts<'_> {
     }
 }
 
-/// The status the kubelet would write for `pod` now.
+/// The status the kubelet would write for `pod` now. `containers` holds the init
+/// containers' records first (`facts.init_count` of them), then the app containers'.
 pub(super) fn build(pod: &Value, containers: &[ContainerRec], facts: &PodFacts) -> Value {
     let existing = facts.base.cloned().unwrap_or_else(|| json!({}));
     let mut status: Map<String, Value> = existing.as_object().cloned().unwrap_or_default();
-    let statuses = container_statuses(pod, containers, facts);
+    let split = facts.init_count.min(containers.len());
+    let (init_recs, app_recs) = containers.split_at(split);
+    let has_init = !init_recs.is_empty();
+    let init_statuses = container_statuses(pod, "initContainers", init_recs, facts, has_init);
+    let statuses = container_statuses(pod, "containers", app_recs, facts, has_init);
     let tallies: Vec<Tally> = statuses.iter().map(|s| s.tally).collect();
-    let phase = facts.terminal.unwrap_or_else(|| phase(&tallies, restart_policy(pod)));
+    let init_failed = init_statuses.iter().any(|s| s.tally == Tally::Stopped);
+    let policy = restart_policy(pod);
+    let phase = facts.terminal.unwrap_or_else(|| {
+        if init_failed && policy == "Never" && !facts.initialized {
+            "Failed"
+        } else {
+            phase(&tallies, policy)
+        }
+    });
     let terminal = matches!(phase, "Succeeded" | "Failed");
     let unready: Vec<&str> = statuses.iter().filter(|s| !s.ready).map(|s| s.name.as_str()).collect();
+    let incomplete: Vec<&str> = init_statuses
+        .iter()
+        .filter(|s| s.tally != Tally::Succeeded)
+        .map(|s| s.name.as_str())
+        .collect();
+    let init = Init {
+        has_init,
+        initialized: facts.initialized || statuses.iter().any(|s| s.tally != Tally::Waiting),
+        incomplete: &incomplete,
+    };
     let old = existing.get("conditions").cloned().unwrap_or(Value::Null);
-    let conditions = conditions(&old, facts, &unready, containers.len(), terminal);
+    let conditions = conditions(&old, facts, &unready, app_recs.len(), terminal, &init);
 
     status.insert("phase".into(), json!(phase));
     status.insert("conditions".into(), Value::Array(conditions));
@@ -72,6 +104,10 @@ pub(super) fn build(pod: &Value, containers: &[ContainerRec], facts: &PodFacts) 
         .or_else(|| facts.start_time.map(|t| json!(t)))
         .unwrap_or_else(|| json!(facts.now));
     status.insert("startTime".into(), start_time);
+    if has_init {
+        let init_statuses = init_statuses.into_iter().map(|s| s.status).collect();
+        status.insert("initContainerStatuses".into(), Value::Array(init_statuses));
+    }
     let statuses = statuses.into_iter().map(|s| s.status).collect();
     status.insert("containerStatuses".into(), Value::Array(statuses));
     Value::Object(status)
@@ -101,9 +137,24 @@ struct Converted {
     status: Value,
 }
 
-fn container_statuses(pod: &Value, containers: &[ContainerRec], facts: &PodFacts) -> Vec<Converted> {
+/// The statuses of the records of one list of the spec (`containers`, `initContainers`).
+/// A container that has not run yet waits with `PodInitializing` in a pod with init
+/// containers, with `ContainerCreating` otherwise (as upstream's default waiting state).
+fn container_statuses(
+    pod: &Value,
+    list: &str,
+    containers: &[ContainerRec],
+    facts: &PodFacts,
+    has_init: bool,
+) -> Vec<Converted> {
+    let default_reason = if has_init {
+        "PodInitializing"
+    } else {
+        "ContainerCreating"
+    };
     let images: Vec<String> = pod
-        .pointer("/spec/containers")
+        .get("spec")
+        .and_then(|s| s.get(list))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -112,12 +163,12 @@ fn container_statuses(pod: &Value, containers: &[ContainerRec], facts: &PodFacts
     containers
         .iter()
         .enumerate()
-        .map(|(i, rec)| convert(rec, images.get(i).cloned().unwrap_or_default(), facts))
+        .map(|(i, rec)| convert(rec, images.get(i).cloned().unwrap_or_default(), facts, default_reason))
         .collect()
 }
 
-fn convert(rec: &ContainerRec, image: String, facts: &PodFacts) -> Converted {
-    let (state, last_state, exit_code) = container_state(rec, facts);
+fn convert(rec: &ContainerRec, image: String, facts: &PodFacts, default_reason: &str) -> Converted {
+    let (state, last_state, exit_code) = container_state(rec, facts, default_reason);
     let tally = if state.get("running").is_some() {
         Tally::Running
     } else if state.get("terminated").is_some() {
@@ -155,7 +206,7 @@ fn convert(rec: &ContainerRec, image: String, facts: &PodFacts) -> Converted {
 }
 
 /// `state`, `lastState`, and the exit code of a terminated `state` (1 when unknown).
-fn container_state(rec: &ContainerRec, facts: &PodFacts) -> (Value, Option<Value>, Option<i32>) {
+fn container_state(rec: &ContainerRec, facts: &PodFacts, default_reason: &str) -> (Value, Option<Value>, Option<i32>) {
     let current = rec.current.as_ref().filter(|c| c.status.is_some());
     let previous = || rec.previous.as_ref().and_then(|p| terminated(p, facts));
     let waiting = |reason: &str, message: &str| json!({"waiting": {"reason": reason, "message": message}});
@@ -177,7 +228,7 @@ fn container_state(rec: &ContainerRec, facts: &PodFacts) -> (Value, Option<Value
             (t, previous(), s.exit_code.or(Some(1)))
         }
         (_, Some((reason, message))) => (waiting(reason, message), previous(), None),
-        (_, None) => (json!({"waiting": {"reason": "ContainerCreating"}}), previous(), None),
+        (_, None) => (json!({"waiting": {"reason": default_reason}}), previous(), None),
     }
 }
 
@@ -250,9 +301,49 @@ fn pod_condition(old: &Value, now: &str, ty: &str, ok: bool, reason: Option<&str
     c
 }
 
+/// What the `Initialized` condition depends on.
+struct Init<'a> {
+    has_init: bool,
+    /// An app container has run (or the worker saw the pod initialized before).
+    initialized: bool,
+    /// Init containers that have not exited 0.
+    incomplete: &'a [&'a str],
+}
+
+/// `Initialized` (upstream's `GeneratePodInitializedCondition`): true once an app
+/// container started; else true (`PodCompleted`) when every init container exited 0; else
+/// false, naming the init containers that have not.
+fn initialized_condition(old: &Value, now: &str, init: &Init, terminal: bool) -> Value {
+    if !init.has_init {
+        return pod_condition(old, now, "Initialized", true, terminal.then_some("PodCompleted"), None);
+    }
+    if init.initialized {
+        return pod_condition(old, now, "Initialized", true, None, None);
+    }
+    if init.incomplete.is_empty() {
+        return pod_condition(old, now, "Initialized", true, Some("PodCompleted"), None);
+    }
+    let message = format!("containers with incomplete status: [{}]", init.incomplete.join(" "));
+    pod_condition(
+        old,
+        now,
+        "Initialized",
+        false,
+        Some("ContainersNotInitialized"),
+        Some(message),
+    )
+}
+
 /// The kubelet's conditions, in the order it writes them; `PodScheduled` is the
 /// scheduler's and kept as it is.
-fn conditions(old: &Value, facts: &PodFacts, unready: &[&str], total: usize, terminal: bool) -> Vec<Value> {
+fn conditions(
+    old: &Value,
+    facts: &PodFacts,
+    unready: &[&str],
+    total: usize,
+    terminal: bool,
+    init: &Init,
+) -> Vec<Value> {
     let now = facts.now;
     let all_ready = unready.is_empty() && total > 0 && !terminal;
     let (ready_reason, ready_message) = if all_ready {
@@ -271,7 +362,7 @@ fn conditions(old: &Value, facts: &PodFacts, unready: &[&str], total: usize, ter
     let sandbox_ready = facts.sandbox_ip.is_some() && !terminal;
     vec![
         pod_condition(old, now, "PodReadyToStartContainers", sandbox_ready, None, None),
-        pod_condition(old, now, "Initialized", true, terminal.then_some("PodCompleted"), None),
+        initialized_condition(old, now, init, terminal),
         pod_condition(old, now, "Ready", all_ready, ready_reason, ready_message.clone()),
         pod_condition(old, now, "ContainersReady", all_ready, ready_reason, ready_message),
         scheduled,
@@ -317,6 +408,8 @@ mod tests {
             host_ip: "127.0.0.1",
             start_time: Some("2026-01-02T03:00:00Z"),
             runtime: "fake",
+            init_count: 0,
+            initialized: false,
         }
     }
 

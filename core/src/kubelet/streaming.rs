@@ -21,9 +21,11 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Shared;
-use super::server::{Body, text};
+use super::reply::{Body, text};
 use crate::objects;
 use crate::remotecommand::{self, CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT};
 use crate::runtime::{ContainerState, LABEL_CONTAINER_NAME, LABEL_POD_UID, StreamIo, TerminalSize};
@@ -49,7 +51,9 @@ fn parse(path: &str, query: &str) -> Result<StreamRequest, String> {
     };
     let parts: Vec<&str> = rest.split('/').collect();
     let [namespace, pod, container] = parts.as_slice() else {
-        return Err(format!("expected /exec/{{namespace}}/{{pod}}/{{container}}, got {path}"));
+        return Err(format!(
+            "expected /exec/{{namespace}}/{{pod}}/{{container}}, got {path}"
+        ));
     };
     let mut r = StreamRequest {
         attach,
@@ -89,7 +93,10 @@ async fn running_container(shared: &Shared, r: &StreamRequest) -> Result<String,
     let Some(pod) = shared.pods.get(&format!("{}/{}", r.namespace, r.pod)) else {
         return Err(text(
             StatusCode::NOT_FOUND,
-            format!("pod \"{}\" in namespace \"{}\" is not running on this node", r.pod, r.namespace),
+            format!(
+                "pod \"{}\" in namespace \"{}\" is not running on this node",
+                r.pod, r.namespace
+            ),
         ));
     };
     let mut filter = BTreeMap::new();
@@ -120,7 +127,18 @@ pub(crate) async fn handle(shared: &Arc<Shared>, mut req: Request<Incoming>) -> 
         Ok(r) => r,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
-    let header_of = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // The pod and container first: kubectl retries a refused WebSocket upgrade over SPDY,
+    // and prints only that second answer, so both must carry the reason that matters.
+    let id = match running_container(shared, &r).await {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let header_of = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let websocket = header_of("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     let (Some(key), true) = (header_of("sec-websocket-key"), websocket) else {
         return text(
@@ -131,26 +149,23 @@ pub(crate) async fn handle(shared: &Arc<Shared>, mut req: Request<Incoming>) -> 
     let Some(protocol) = remotecommand::negotiate(&header_of("sec-websocket-protocol").unwrap_or_default()) else {
         return text(
             StatusCode::BAD_REQUEST,
-            format!("no supported subprotocol offered; kulisse speaks {}", remotecommand::PROTOCOLS.join(", ")),
+            format!(
+                "no supported subprotocol offered; kulisse speaks {}",
+                remotecommand::PROTOCOLS.join(", ")
+            ),
         );
-    };
-    let id = match running_container(shared, &r).await {
-        Ok(id) => id,
-        Err(resp) => return resp,
     };
     let upgrade = hyper::upgrade::on(&mut req);
     let shared = shared.clone();
-    tokio::spawn(
-        async move {
-            match upgrade.await {
-                Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-                    session(&shared, &id, r, ws, protocol == remotecommand::V5).await;
-                }
-                Err(e) => tracing::debug!("exec: the upgrade failed: {e}"),
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                session(&shared, &id, r, ws, protocol == remotecommand::V5).await;
             }
-        },
-    );
+            Err(e) => tracing::debug!("exec: the upgrade failed: {e}"),
+        }
+    });
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -164,10 +179,39 @@ pub(crate) async fn handle(shared: &Arc<Shared>, mut req: Request<Incoming>) -> 
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// The client's side of a session: stdin, resizes, and (v5) the close of stdin.
+async fn read_client(
+    mut source: futures::stream::SplitStream<Ws>,
+    stdin_tx: mpsc::Sender<Vec<u8>>,
+    resize_tx: mpsc::Sender<TerminalSize>,
+    v5: bool,
+) {
+    let mut stdin = Some(stdin_tx);
+    while let Some(Ok(msg)) = source.next().await {
+        let data = match msg {
+            Message::Binary(b) => b.to_vec(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        match (data.first().copied(), &stdin) {
+            (Some(STDIN), Some(tx)) if data.len() > 1 => {
+                let _ = tx.send(data[1..].to_vec()).await;
+            }
+            (Some(RESIZE), _) => {
+                if let Ok(size) = serde_json::from_slice::<TerminalSize>(&data[1..]) {
+                    let _ = resize_tx.send(size).await;
+                }
+            }
+            (Some(CLOSE), _) if v5 && data.get(1) == Some(&STDIN) => stdin = None,
+            _ => {}
+        }
+    }
+}
+
 /// One session: client messages become stdin and resizes; the runtime's output becomes
 /// stdout/stderr messages; the end becomes the status on the error channel.
 async fn session(shared: &Shared, id: &str, r: StreamRequest, ws: Ws, v5: bool) {
-    let (mut sink, mut source) = ws.split();
+    let (mut sink, source) = ws.split();
     let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>(16);
     let (resize_tx, resize_rx) = mpsc::channel::<TerminalSize>(4);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(16);
@@ -179,29 +223,7 @@ async fn session(shared: &Shared, id: &str, r: StreamRequest, ws: Ws, v5: bool) 
         resize: r.tty.then_some(resize_rx),
         tty: r.tty,
     };
-    // The client's side: stdin, resizes, and (v5) the close of stdin.
-    let reader = tokio::spawn(async move {
-        let mut stdin = Some(stdin_tx);
-        while let Some(Ok(msg)) = source.next().await {
-            let data = match msg {
-                Message::Binary(b) => b.to_vec(),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            match (data.first().copied(), &stdin) {
-                (Some(STDIN), Some(tx)) if data.len() > 1 => {
-                    let _ = tx.send(data[1..].to_vec()).await;
-                }
-                (Some(RESIZE), _) => {
-                    if let Ok(size) = serde_json::from_slice::<TerminalSize>(&data[1..]) {
-                        let _ = resize_tx.send(size).await;
-                    }
-                }
-                (Some(CLOSE), _) if v5 && data.get(1) == Some(&STDIN) => stdin = None,
-                _ => {}
-            }
-        }
-    });
+    let reader = tokio::spawn(read_client(source, stdin_tx, resize_tx, v5));
     let run = async {
         if r.attach {
             shared.runtime.attach(id, io).await.map(|code| code.unwrap_or(0))
@@ -217,7 +239,11 @@ async fn session(shared: &Shared, id: &str, r: StreamRequest, ws: Ws, v5: bool) 
                 c = err_rx.recv(), if err_open => (STDERR, c),
             };
             let Some(mut chunk) = chunk else {
-                if channel == STDOUT { out_open = false } else { err_open = false }
+                if channel == STDOUT {
+                    out_open = false
+                } else {
+                    err_open = false
+                }
                 continue;
             };
             chunk.insert(0, channel);
@@ -235,6 +261,13 @@ async fn session(shared: &Shared, id: &str, r: StreamRequest, ws: Ws, v5: bool) 
     let mut message = vec![ERROR];
     message.extend(serde_json::to_vec(&status).unwrap_or_default());
     let _ = sink.send(Message::Binary(message.into())).await;
+    // A normal close (1000): client-go treats any other close, even one without a code, as
+    // a broken stream and drops what the error channel said.
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
     let _ = sink.close().await;
     reader.abort();
 }

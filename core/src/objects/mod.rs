@@ -62,6 +62,7 @@ pub mod selectors;
 pub mod status;
 pub mod strategic;
 pub mod time;
+pub mod user;
 pub mod validation;
 
 pub use defaults::apply_defaults;

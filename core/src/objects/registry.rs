@@ -214,7 +214,12 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "pod",
         short_names: &["po"],
         namespaced: true,
-        subresources: &[Subresource::Status, Subresource::Binding, Subresource::Log, Subresource::Exec],
+        subresources: &[
+            Subresource::Status,
+            Subresource::Binding,
+            Subresource::Log,
+            Subresource::Exec,
+        ],
         tracks_generation: true,
         owns_dependents: true,
         categories: &["all"],

@@ -1,4 +1,4 @@
-//! Station ① · chapter "apply: from the CLI to the API server" (book/src/apply.md; a chapter of its own, "Who may do what", is still to come) · span `apiserver.authorize`
+//! Station ① · chapter "apply: from the CLI to the API server" (book/src/apply.md) · span `apiserver.authorize`
 //!
 //! # Authorization (mirrors kube-apiserver's `WithAuthorization` filter and its authorizers)
 //!
@@ -27,6 +27,10 @@
 //!
 //! Every decision is a span, `apiserver.authorize`, with the verb, the resource, the
 //! decision, the reason and the authorizer that decided.
+//!
+//! The same chain answers the questions clients ask about themselves
+//! ([`super::reviews`]: `kubectl auth can-i`) and decides who may act as someone else
+//! ([`super::impersonation`]: `kubectl --as`).
 
 pub mod bootstrap;
 pub mod node;

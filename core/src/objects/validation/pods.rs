@@ -92,6 +92,35 @@ fn validate_containers(
     }
 }
 
+/// What upstream's `validateInitContainers` adds for init containers: they run to
+/// completion, so no probes and no lifecycle hooks. A container `restartPolicy` may only be
+/// `Always` (a sidecar), which kulisse's kubelet does not run: refused with a clear error.
+fn validate_init_only_fields(inits: &[Value], path: &str, errs: &mut Errs) {
+    const WITHOUT_ALWAYS: &str = "may not be set for init containers without restartPolicy=Always";
+    for (i, c) in inits.iter().enumerate() {
+        let p = index(path, i);
+        match get(c, "restartPolicy") {
+            None => {}
+            Some(Value::String(rp)) if rp == "Always" => errs.push(FieldError::forbidden(
+                child(&p, "restartPolicy"),
+                "sidecar containers (restartPolicy: Always) are not supported by kulisse's kubelet",
+            )),
+            Some(v) => errs.push(FieldError::not_supported(child(&p, "restartPolicy"), v, &["Always"])),
+        }
+        for field in ["lifecycle", "livenessProbe", "startupProbe"] {
+            if get(c, field).is_some() {
+                errs.push(FieldError::forbidden(child(&p, field), WITHOUT_ALWAYS));
+            }
+        }
+        if get(c, "readinessProbe").is_some() {
+            errs.push(FieldError::forbidden(
+                child(&p, "readinessProbe"),
+                "may not be set for init containers",
+            ));
+        }
+    }
+}
+
 /// Rules for a `PodSpec` at `path` (`spec` for a Pod, `spec.template.spec` for a template).
 pub(super) fn validate_pod_spec(spec: &Value, path: &str, in_template: bool, errs: &mut Errs) {
     let containers = get_arr(spec, "containers");
@@ -109,6 +138,16 @@ pub(super) fn validate_pod_spec(spec: &Value, path: &str, in_template: bool, err
         &volumes,
         errs,
     );
+    validate_init_only_fields(get_arr(spec, "initContainers"), &child(path, "initContainers"), errs);
+    for (i, c) in containers.iter().enumerate() {
+        if get(c, "restartPolicy").is_some() {
+            let p = index(&child(path, "containers"), i);
+            errs.push(FieldError::forbidden(
+                child(&p, "restartPolicy"),
+                "may not be set for non-init containers",
+            ));
+        }
+    }
     if let Some(rp) = get_str(spec, "restartPolicy") {
         if in_template {
             if rp != "Always" {

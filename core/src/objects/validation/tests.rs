@@ -1044,3 +1044,58 @@ fn env_sources_as_upstream() {
         assert!(has(&causes, needle), "missing {needle:?} in {causes:#?}");
     }
 }
+
+#[test]
+fn init_containers_as_upstream_validates_them() {
+    let mut p = pod();
+    p["spec"]["initContainers"] = json!([{"name": "setup", "image": "busybox"}]);
+    validate(info("v1", "Pod"), &p).expect("an init container");
+    // Names are unique across init and app containers.
+    p["spec"]["initContainers"][0]["name"] = json!("c");
+    let (_, causes) = errors("v1", "Pod", &p);
+    assert!(
+        has(&causes, "spec.initContainers[0].name: Duplicate value: \"c\""),
+        "{causes:?}"
+    );
+    p["spec"]["initContainers"] = json!([{"name": "setup", "image": "busybox",
+        "readinessProbe": {"exec": {"command": ["true"]}},
+        "livenessProbe": {"exec": {"command": ["true"]}},
+        "lifecycle": {"postStart": {"exec": {"command": ["true"]}}},
+        "restartPolicy": "OnFailure"}]);
+    let (_, causes) = errors("v1", "Pod", &p);
+    assert!(
+        has(
+            &causes,
+            "spec.initContainers[0].readinessProbe: Forbidden: may not be set for init containers"
+        ),
+        "{causes:?}"
+    );
+    assert!(
+        has(
+            &causes,
+            "spec.initContainers[0].livenessProbe: Forbidden: may not be set for init containers without restartPolicy=Always"
+        ),
+        "{causes:?}"
+    );
+    assert!(
+        has(&causes, "spec.initContainers[0].lifecycle: Forbidden"),
+        "{causes:?}"
+    );
+    assert!(
+        has(
+            &causes,
+            "spec.initContainers[0].restartPolicy: Unsupported value: \"OnFailure\""
+        ),
+        "{causes:?}"
+    );
+    let mut p = pod();
+    p["spec"]["containers"][0]["restartPolicy"] = json!("Always");
+    let (_, causes) = errors("v1", "Pod", &p);
+    assert!(
+        has(
+            &causes,
+            "spec.containers[0].restartPolicy: Forbidden: may not be set for non-init containers"
+        ),
+        "{causes:?}"
+    );
+}
