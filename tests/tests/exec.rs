@@ -1,0 +1,129 @@
+//! `kubectl exec` end to end with the real kubectl (WebSocket `v5.channel.k8s.io` through
+//! the API server's upgrade proxy to the kubelet's HTTPS API), on the mock runtime.
+//!
+//! The mock runtime's exec answers from what it recorded: `cat` reads the files of the
+//! pod's volumes on the node, `env` prints the container's environment, `sh -c 'exit N'`
+//! exits N, `cat` with no file echoes stdin.
+
+use std::process::Output;
+
+use kulisse_tests::cluster::{Cluster, text};
+use kulisse_tests::flows::{items, s, wait_for};
+use kulisse_tests::kubectl::Kubectl;
+
+const PODS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: box
+  labels: {app: box, tier: demo}
+spec:
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    command: ["sleep", "3600"]
+    env: [{name: COLOR, value: blue}]
+    volumeMounts: [{name: info, mountPath: /etc/podinfo}]
+  - name: side
+    image: localhost/busybox:latest
+    command: ["sleep", "3600"]
+    env: [{name: COLOR, value: green}]
+  volumes:
+  - name: info
+    downwardAPI:
+      items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nowhere}
+spec:
+  nodeSelector: {kulisse.dev/no-such-node: "true"}
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+"#;
+
+fn start() -> Option<(Cluster, Kubectl)> {
+    let cluster = Cluster::start();
+    let kubectl = Kubectl::for_cluster(&cluster)?;
+    Some((cluster, kubectl))
+}
+
+fn fails_with(out: &Output) -> (Option<i32>, String) {
+    assert!(!out.status.success(), "should have failed: {}", text(&out.stdout));
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn kubectl_exec_runs_commands_with_stdin_exit_codes_containers_and_rbac() {
+    let Some((_cluster, k)) = start() else { return };
+    let manifest = k.work_dir().join("pods.yaml");
+    std::fs::write(&manifest, PODS).expect("write the manifest");
+    k.ok(&["apply", "-f", manifest.to_str().expect("utf-8 path")]);
+    wait_for(60, "pod box Running", || {
+        let pods: serde_json::Value = serde_json::from_str(&k.ok(&["get", "pods", "-o", "json"])).ok()?;
+        items(&pods)
+            .iter()
+            .any(|p| s(p, "/metadata/name") == "box" && s(p, "/status/phase") == "Running")
+            .then_some(())
+    });
+
+    // A file of the pod's volume, read through exec.
+    let labels = k.ok(&["exec", "box", "-c", "main", "--", "cat", "/etc/podinfo/labels"]);
+    assert!(
+        labels.contains("app=\"box\"") && labels.contains("tier=\"demo\""),
+        "{labels}"
+    );
+
+    // The exit code travels on the error channel and becomes kubectl's.
+    let (code, stderr) = fails_with(&k.run(&["exec", "box", "-c", "main", "--", "sh", "-c", "exit 3"]));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("command terminated with exit code 3"), "{stderr}");
+
+    // stdin, piped in with -i, comes back from cat.
+    let out = k.run_stdin(
+        &["exec", "-i", "box", "-c", "main", "--", "cat"],
+        Some(b"through stdin\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "through stdin\n");
+
+    // -c picks the container; without it kubectl picks the first and says so.
+    assert_eq!(
+        k.ok(&["exec", "box", "-c", "side", "--", "env"])
+            .lines()
+            .find(|l| l.starts_with("COLOR=")),
+        Some("COLOR=green")
+    );
+    let out = k.run(&["exec", "box", "--", "env"]);
+    assert!(text(&out.stdout).contains("COLOR=blue"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("Defaulted container \"main\" out of: main, side"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Errors: an unknown container, a pod with no node yet, a user without `create pods/exec`.
+    let (_, stderr) = fails_with(&k.run(&["exec", "box", "-c", "nope", "--", "true"]));
+    assert!(stderr.contains("container nope is not valid for pod box"), "{stderr}");
+    let (_, stderr) = fails_with(&k.run(&["exec", "nowhere", "--", "true"]));
+    assert!(
+        stderr.contains("pod nowhere has not been scheduled to a node yet"),
+        "{stderr}"
+    );
+    // jane may read pods (kubectl gets the pod first), not exec into them.
+    k.ok(&["create", "role", "pod-reader", "--verb=get,list", "--resource=pods"]);
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "jane-reads",
+        "--role=pod-reader",
+        "--user=jane",
+    ]);
+    let (_, stderr) = fails_with(&k.run(&["exec", "box", "--as", "jane", "--", "true"]));
+    assert!(
+        stderr.contains(
+            "User \"jane\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"default\""
+        ),
+        "{stderr}"
+    );
+}
