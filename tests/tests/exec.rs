@@ -12,6 +12,11 @@ use kulisse_tests::flows::{items, s, wait_for};
 use kulisse_tests::kubectl::Kubectl;
 
 const PODS: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {greeting: "hello from the configmap"}
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: box
@@ -22,12 +27,14 @@ spec:
     image: localhost/busybox:latest
     command: ["sleep", "3600"]
     env: [{name: COLOR, value: blue}]
-    volumeMounts: [{name: info, mountPath: /etc/podinfo}]
+    volumeMounts: [{name: info, mountPath: /etc/podinfo}, {name: cfg, mountPath: /etc/cfg}]
   - name: side
     image: localhost/busybox:latest
     command: ["sleep", "3600"]
     env: [{name: COLOR, value: green}]
   volumes:
+  - name: cfg
+    configMap: {name: cfg}
   - name: info
     downwardAPI:
       items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
@@ -73,6 +80,16 @@ fn kubectl_exec_runs_commands_with_stdin_exit_codes_containers_and_rbac() {
         labels.contains("app=\"box\"") && labels.contains("tier=\"demo\""),
         "{labels}"
     );
+
+    // A ConfigMap's file, and the same file once the ConfigMap changed (the kubelet's sync).
+    assert_eq!(
+        k.ok(&["exec", "box", "--", "cat", "/etc/cfg/greeting"]),
+        "hello from the configmap"
+    );
+    k.ok(&["patch", "configmap", "cfg", "-p", r#"{"data":{"greeting":"changed"}}"#]);
+    wait_for(60, "the changed ConfigMap in the pod", || {
+        (k.ok(&["exec", "box", "--", "cat", "/etc/cfg/greeting"]) == "changed").then_some(())
+    });
 
     // The exit code travels on the error channel and becomes kubectl's.
     let (code, stderr) = fails_with(&k.run(&["exec", "box", "-c", "main", "--", "sh", "-c", "exit 3"]));
