@@ -144,3 +144,86 @@ fn kubectl_exec_runs_commands_with_stdin_exit_codes_containers_and_rbac() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The same with podman: real processes in real containers, and `kubectl cp` (tar over exec).
+// ---------------------------------------------------------------------------------------
+
+use kulisse_backends::runtime::podman::{LABEL_CLUSTER, cluster_id_from_ca};
+use kulisse_tests::podman::{CleanupLabel, PodmanService};
+
+const PODMAN_POD: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {greeting: "hello from the configmap"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: box}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: cfg, mountPath: /etc/cfg}]
+  - name: side
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo side > /tmp/who; exec sleep 3600"]
+  volumes: [{name: cfg, configMap: {name: cfg}}]
+"#;
+
+#[test]
+fn kubectl_exec_and_cp_with_podman() {
+    let Some(svc) = PodmanService::start() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = svc.socket_str();
+    let cluster = Cluster::start_in(dir.path(), &["--runtime", "podman", "--podman-socket", &socket]);
+    let ca = std::fs::read_to_string(cluster.data_dir.join("ca.crt")).expect("the cluster CA");
+    // Dropped before the cluster's data dir goes: removes whatever the cluster left in podman.
+    let _cleanup = CleanupLabel::new(LABEL_CLUSTER, &cluster_id_from_ca(&ca));
+    let Some(k) = Kubectl::for_cluster(&cluster) else {
+        return;
+    };
+    let manifest = k.work_dir().join("pod.yaml");
+    std::fs::write(&manifest, PODMAN_POD).expect("write the manifest");
+    k.ok(&["apply", "-f", manifest.to_str().expect("utf-8 path")]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/box", "--timeout=120s"]);
+
+    // Real commands: the ConfigMap's file, its change, exit codes, stdin, the other container.
+    assert_eq!(
+        k.ok(&["exec", "box", "-c", "main", "--", "cat", "/etc/cfg/greeting"]),
+        "hello from the configmap"
+    );
+    k.ok(&["patch", "configmap", "cfg", "-p", r#"{"data":{"greeting":"changed"}}"#]);
+    wait_for(90, "the changed ConfigMap in the container", || {
+        (k.ok(&["exec", "box", "-c", "main", "--", "cat", "/etc/cfg/greeting"]) == "changed").then_some(())
+    });
+    let (code, stderr) = fails_with(&k.run(&["exec", "box", "-c", "main", "--", "sh", "-c", "echo oops >&2; exit 3"]));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("oops"), "{stderr}");
+    let out = k.run_stdin(
+        &["exec", "-i", "box", "-c", "main", "--", "sh", "-c", "tr a-z A-Z"],
+        Some(b"shout\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "SHOUT\n");
+    assert_eq!(k.ok(&["exec", "box", "-c", "side", "--", "cat", "/tmp/who"]), "side\n");
+
+    // kubectl cp in and out: tar through exec.
+    let local = k.work_dir().join("note.txt");
+    std::fs::write(&local, "copied in\n").expect("write the local file");
+    k.ok(&["cp", local.to_str().expect("utf-8"), "box:/tmp/note.txt", "-c", "main"]);
+    assert_eq!(
+        k.ok(&["exec", "box", "-c", "main", "--", "cat", "/tmp/note.txt"]),
+        "copied in\n"
+    );
+    let back = k.work_dir().join("back.txt");
+    k.ok(&["cp", "box:/tmp/note.txt", back.to_str().expect("utf-8"), "-c", "main"]);
+    assert_eq!(
+        std::fs::read_to_string(&back).expect("the copied-out file"),
+        "copied in\n"
+    );
+}
