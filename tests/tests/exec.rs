@@ -11,12 +11,13 @@ use kulisse_tests::cluster::{Cluster, text};
 use kulisse_tests::flows::{items, s, wait_for};
 use kulisse_tests::kubectl::Kubectl;
 
-const PODS: &str = r#"apiVersion: v1
+/// The ConfigMap both tests mount.
+const CONFIG_MAP: &str = r#"apiVersion: v1
 kind: ConfigMap
 metadata: {name: cfg}
-data: {greeting: "hello from the configmap"}
----
-apiVersion: v1
+data: {greeting: "hello from the configmap"}"#;
+
+const PODS: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
   name: box
@@ -55,6 +56,13 @@ fn start() -> Option<(Cluster, Kubectl)> {
     Some((cluster, kubectl))
 }
 
+/// `kubectl apply` the ConfigMap and `manifest`.
+fn apply(k: &Kubectl, manifest: &str) {
+    let path = k.work_dir().join("manifest.yaml");
+    std::fs::write(&path, format!("{CONFIG_MAP}\n---\n{manifest}")).expect("write the manifest");
+    k.ok(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+}
+
 fn fails_with(out: &Output) -> (Option<i32>, String) {
     assert!(!out.status.success(), "should have failed: {}", text(&out.stdout));
     (out.status.code(), text(&out.stderr))
@@ -63,9 +71,7 @@ fn fails_with(out: &Output) -> (Option<i32>, String) {
 #[test]
 fn kubectl_exec_runs_commands_with_stdin_exit_codes_containers_and_rbac() {
     let Some((_cluster, k)) = start() else { return };
-    let manifest = k.work_dir().join("pods.yaml");
-    std::fs::write(&manifest, PODS).expect("write the manifest");
-    k.ok(&["apply", "-f", manifest.to_str().expect("utf-8 path")]);
+    apply(&k, PODS);
     wait_for(60, "pod box Running", || {
         let pods: serde_json::Value = serde_json::from_str(&k.ok(&["get", "pods", "-o", "json"])).ok()?;
         items(&pods)
@@ -153,11 +159,6 @@ use kulisse_backends::runtime::podman::{LABEL_CLUSTER, cluster_id_from_ca};
 use kulisse_tests::podman::{CleanupLabel, PodmanService};
 
 const PODMAN_POD: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata: {name: cfg}
-data: {greeting: "hello from the configmap"}
----
-apiVersion: v1
 kind: Pod
 metadata: {name: box}
 spec:
@@ -187,9 +188,7 @@ fn kubectl_exec_and_cp_with_podman() {
     let Some(k) = Kubectl::for_cluster(&cluster) else {
         return;
     };
-    let manifest = k.work_dir().join("pod.yaml");
-    std::fs::write(&manifest, PODMAN_POD).expect("write the manifest");
-    k.ok(&["apply", "-f", manifest.to_str().expect("utf-8 path")]);
+    apply(&k, PODMAN_POD);
     k.ok(&["wait", "--for=condition=Ready", "pod/box", "--timeout=120s"]);
 
     // Real commands: the ConfigMap's file, its change, exit codes, stdin, the other container.
