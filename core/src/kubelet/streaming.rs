@@ -9,6 +9,14 @@
 //! The connection is a WebSocket with the `v5.channel.k8s.io` (or `v4`) subprotocol; see
 //! [`crate::remotecommand`] for the channels. kulisse does not serve the older SPDY
 //! transport for exec (kubectl ≥ 1.31 uses WebSocket), nor port-forward yet.
+//!
+//! Only the API server may open a session: the request arrives over the kubelet's HTTPS port
+//! and passes the same check as `/containerLogs` (a client certificate naming
+//! `kube-apiserver-kubelet-client`, see [`super::server`]); whether the *user* may exec was
+//! decided by the API server (`create pods/exec`). The pod and container are checked before
+//! the protocol, because kubectl retries a refused WebSocket upgrade over SPDY and prints
+//! only that second answer. The session ends with the status on channel 3 and a normal
+//! WebSocket close (1000): client-go treats any other close as a broken stream.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
