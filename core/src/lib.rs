@@ -17,6 +17,7 @@
 //! | ④ | [`scheduler`] | filter, score, bind | kube-scheduler |
 //! | ⑤ | [`kubelet`] | running pods on a node | the kubelet |
 //! | ⑤ | [`runtime`] | the container runtime interface | the CRI (containerd, CRI-O) |
+//! | — | [`remotecommand`] | exec's channels over WebSocket, its exit status | apimachinery's `remotecommand` and `wsstream` |
 //! | ⑥ | [`proxy`] | Services → forwarding rules | kube-proxy |
 //!
 //! Architecture invariant: core knows nothing of clap, redb, etcd or podman. Stores and
@@ -30,6 +31,7 @@ pub mod kubelet;
 pub mod objects;
 pub mod printers;
 pub mod proxy;
+pub mod remotecommand;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;

@@ -250,6 +250,35 @@ pub struct LogOptions {
 /// A stream of log bytes (whole lines).
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, RuntimeError>> + Send>>;
 
+/// A terminal's size, as the `resize` channel of `kubectl exec -t` sends it
+/// (`{"Width":80,"Height":24}`, upstream's `remotecommand.TerminalSize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct TerminalSize {
+    #[serde(rename = "Width")]
+    pub width: u16,
+    #[serde(rename = "Height")]
+    pub height: u16,
+}
+
+/// The streams of an exec or attach session (the CRI's `ExecRequest` / `AttachRequest`
+/// streams, as channels). A stream the client did not ask for is `None`. Closing `stdin`'s
+/// sender is end-of-file; a runtime drops `stdout`/`stderr` when the process ends.
+#[derive(Debug, Default)]
+pub struct StreamIo {
+    pub stdin: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+    pub stdout: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    /// Always `None` with a TTY: a terminal has one output stream.
+    pub stderr: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    /// Terminal size changes (only with `tty`).
+    pub resize: Option<tokio::sync::mpsc::Receiver<TerminalSize>>,
+    /// Run the command on a pseudo-terminal.
+    pub tty: bool,
+}
+
+/// Anything that reads and writes bytes: a port-forward connection into a pod.
+pub trait PortStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PortStream for T {}
+
 /// Which probe a [`ProbeSpec`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeKind {
@@ -378,6 +407,27 @@ pub trait ContainerRuntime: Send + Sync {
     async fn exec_sync(&self, id: &str, command: &[String], timeout: Duration) -> Result<(i32, Vec<u8>), RuntimeError> {
         let _ = (id, command, timeout);
         Err(RuntimeError::Unsupported(format!("exec ({})", self.name())))
+    }
+
+    /// Run a command in a running container with its streams attached (the CRI's `Exec`,
+    /// behind `kubectl exec`); returns its exit code once it ends. Optional.
+    async fn exec(&self, id: &str, command: &[String], io: StreamIo) -> Result<i32, RuntimeError> {
+        let _ = (id, command, io);
+        Err(RuntimeError::Unsupported(format!("exec ({})", self.name())))
+    }
+
+    /// Attach to the main process of a running container (the CRI's `Attach`, behind
+    /// `kubectl attach`); returns its exit code if it ended while attached. Optional.
+    async fn attach(&self, id: &str, io: StreamIo) -> Result<Option<i32>, RuntimeError> {
+        let _ = (id, io);
+        Err(RuntimeError::Unsupported(format!("attach ({})", self.name())))
+    }
+
+    /// A connection to `port` of the sandbox's network (the CRI's `PortForward`, behind
+    /// `kubectl port-forward`): as if dialled from inside the pod to `localhost:port`. Optional.
+    async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<Box<dyn PortStream>, RuntimeError> {
+        let _ = (sandbox_id, port);
+        Err(RuntimeError::Unsupported(format!("port-forward ({})", self.name())))
     }
 
     /// A simulated probe. `None` (the default) means "probe for real": the kubelet then

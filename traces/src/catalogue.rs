@@ -1054,6 +1054,8 @@ pub const STATIONS: &[Station] = &[
             m("core/src/kubelet/volumes.rs", "the pod's volumes on the node: emptyDir, configMap, secret, downwardAPI, projected, hostPath"),
             m("core/src/kubelet/atomic_writer.rs", "rewriting a volume's files atomically (the `..data` symlink swap)"),
             m("core/src/kubelet/env.rs", "a container's environment: env, valueFrom, envFrom"),
+            m("core/src/kubelet/streaming.rs", "`kubectl exec` and `attach` on the node: the WebSocket session"),
+            m("core/src/remotecommand.rs", "the exec channels (stdin, stdout, stderr, status, resize) and the exit code"),
         ],
     },
     Station {

@@ -42,6 +42,13 @@
 //! does not exist (as a bind mount would fail) and records them: [`MockRuntime::mounts`]
 //! (and each container's environment: [`MockRuntime::env`]).
 //!
+//! ## exec
+//!
+//! `kubectl exec` into a mock container runs a tiny shell ([`mock_shell`]): `cat` reads the
+//! kubelet's volume files through the recorded mounts, `env` prints the recorded
+//! environment, `ls`, `echo`, `true`, `false`, `exit N` and `sh -c '...'` work, anything
+//! else exits 127 (`sh: X: not found`). Port-forward is not supported by the mock.
+//!
 //! ## Logs
 //!
 //! Each start writes a few lines, e.g. `[mock] httpd starting on port 8080`; an exit and a
@@ -55,7 +62,7 @@ use async_trait::async_trait;
 use kulisse_core::runtime::{
     ANNOTATION_RUN_TO_COMPLETION, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus,
     EnvVar, Ipv4Cidr, LogOptions, LogStream, Mount, PodSandboxConfig, ProbeAction, ProbeResult, ProbeSpec,
-    RuntimeError, Sandbox, SandboxInfo, SandboxState,
+    RuntimeError, Sandbox, SandboxInfo, SandboxState, StreamIo,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -811,6 +818,47 @@ impl ContainerRuntime for MockRuntime {
         Ok(Box::pin(stream))
     }
 
+    async fn exec(&self, id: &str, command: &[String], io: StreamIo) -> Result<i32, RuntimeError> {
+        let (mounts, env) = {
+            let mut s = self.state();
+            let c = s
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?}")))?;
+            c.refresh(Instant::now());
+            if c.state != ContainerState::Running {
+                return Err(RuntimeError::Backend(format!(
+                    "container {:?} is not running; cannot exec in it",
+                    c.name
+                )));
+            }
+            (c.mounts.clone(), c.env.clone())
+        };
+        let StreamIo {
+            mut stdin,
+            stdout,
+            stderr,
+            ..
+        } = io;
+        let mut input = Vec::new();
+        if let Some(rx) = stdin.as_mut() {
+            while let Some(chunk) = rx.recv().await {
+                input.extend(chunk);
+            }
+        }
+        let (code, out, err) = mock_shell(command, &mounts, &env, &input);
+        if let Some(tx) = stdout.as_ref() {
+            let _ = tx.send(out).await;
+        }
+        match (stderr.as_ref(), stdout.as_ref()) {
+            (Some(tx), _) | (None, Some(tx)) if !err.is_empty() => {
+                let _ = tx.send(err).await;
+            }
+            _ => {}
+        }
+        Ok(code)
+    }
+
     async fn exec_sync(&self, id: &str, command: &[String], timeout: Duration) -> Result<(i32, Vec<u8>), RuntimeError> {
         let _ = timeout;
         let mut s = self.state();
@@ -879,6 +927,97 @@ impl ContainerRuntime for MockRuntime {
             }
         };
         Some(ProbeResult::Failure(output))
+    }
+}
+
+/// Where a path inside a mock container lives on the node: under the mount whose
+/// `mountPath` holds it (the mock has no image file system, only the kubelet's volumes).
+fn node_path(mounts: &[Mount], path: &str) -> Option<std::path::PathBuf> {
+    mounts
+        .iter()
+        .filter_map(|m| {
+            let rest = path.strip_prefix(m.container_path.trim_end_matches('/'))?;
+            (rest.is_empty() || rest.starts_with('/'))
+                .then(|| std::path::Path::new(&m.host_path).join(rest.trim_start_matches('/')))
+        })
+        .next()
+}
+
+/// The mock's tiny shell: `cat`, `ls`, `env`, `echo`, `true`, `false`, `exit N` and
+/// `sh -c '...'` (words split on spaces), answered from the recorded mounts and env.
+/// Anything else is exit 127, as a shell says it. Returns (exit code, stdout, stderr).
+fn mock_shell(argv: &[String], mounts: &[Mount], env: &[EnvVar], stdin: &[u8]) -> (i32, Vec<u8>, Vec<u8>) {
+    let args: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    let name = argv.first().map(String::as_str).unwrap_or("");
+    let program = name.rsplit('/').next().unwrap_or(name);
+    match program {
+        "sh" if args.first() == Some(&"-c") => {
+            // `a; b; exit 3`: each `;`-separated command in turn, until an `exit`.
+            let (mut code, mut out, mut err) = (0, Vec::new(), Vec::new());
+            for part in args.get(1).unwrap_or(&"").split(';') {
+                let words: Vec<String> = part.split_whitespace().map(str::to_string).collect();
+                if words.is_empty() {
+                    continue;
+                }
+                let (c, o, e) = mock_shell(&words, mounts, env, stdin);
+                code = c;
+                out.extend(o);
+                err.extend(e);
+                if words[0] == "exit" {
+                    break;
+                }
+            }
+            (code, out, err)
+        }
+        "exit" => (args.first().and_then(|c| c.parse().ok()).unwrap_or(0), vec![], vec![]),
+        "true" => (0, vec![], vec![]),
+        "false" => (1, vec![], vec![]),
+        "echo" => (0, format!("{}\n", args.join(" ")).into_bytes(), vec![]),
+        "env" => (
+            0,
+            env.iter()
+                .map(|e| format!("{}={}\n", e.name, e.value))
+                .collect::<String>()
+                .into_bytes(),
+            vec![],
+        ),
+        "cat" if args.is_empty() => (0, stdin.to_vec(), vec![]),
+        "cat" => {
+            let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), 0);
+            for file in args {
+                match node_path(mounts, file).and_then(|p| std::fs::read(p).ok()) {
+                    Some(bytes) => out.extend(bytes),
+                    None => {
+                        err.extend(format!("cat: can't open '{file}': No such file or directory\n").into_bytes());
+                        code = 1;
+                    }
+                }
+            }
+            (code, out, err)
+        }
+        "ls" => {
+            let dir = args.first().copied().unwrap_or("/");
+            match node_path(mounts, dir).and_then(|p| std::fs::read_dir(p).ok()) {
+                Some(entries) => {
+                    let mut names: Vec<String> = entries
+                        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .filter(|n| !n.starts_with('.'))
+                        .collect();
+                    names.sort();
+                    (
+                        0,
+                        names.iter().map(|n| format!("{n}\n")).collect::<String>().into_bytes(),
+                        vec![],
+                    )
+                }
+                None => (
+                    1,
+                    vec![],
+                    format!("ls: {dir}: No such file or directory\n").into_bytes(),
+                ),
+            }
+        }
+        _ => (127, vec![], format!("sh: {name}: not found\n").into_bytes()),
     }
 }
 

@@ -16,6 +16,7 @@
 //! | `ContainerStatus`      | `podman inspect`                                              |
 //! | `ListPodSandbox` / `ListContainers` | `podman pod ps` / `podman ps -a` with label filters |
 //! | `ExecSync`             | `podman exec` (for `exec` probes)                             |
+//! | `Exec`                 | `POST /libpod/containers/{id}/exec` + `/libpod/exec/{id}/start` (an upgraded stream: stdin in, multiplexed stdout/stderr out), `/resize` for `-t`, then the exit code from `/libpod/exec/{id}/json` |
 //! | `StopPodSandbox` / `RemovePodSandbox` | `podman pod stop` / `podman pod rm -f`         |
 //!
 //! ## Pod IPs on loopback
@@ -74,7 +75,7 @@ use futures::StreamExt;
 use kulisse_core::runtime::{
     ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus, Ipv4Cidr, LABEL_CONTAINER_NAME,
     LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, LogOptions, LogStream, PodSandboxConfig, RuntimeError, Sandbox,
-    SandboxInfo, SandboxState,
+    SandboxInfo, SandboxState, StreamIo,
 };
 use podman_api::Podman;
 use podman_api::conn::TtyChunk;
@@ -351,6 +352,27 @@ fn runtime_error(version: &str, socket: &Path, doing: &str, e: podman_api::Error
 }
 
 impl PodmanRuntime {
+    /// An exec session's exit code. podman records it a moment after the output ends, so
+    /// wait (up to 2 s) while the session still reads as running.
+    async fn exec_exit_code(&self, exec: &podman_api::api::Exec) -> Result<i32, RuntimeError> {
+        let mut info = serde_json::Value::Null;
+        for _ in 0..40 {
+            info = exec
+                .inspect()
+                .await
+                .map_err(|e| self.error("inspecting the exec session", e))?;
+            if info.get("Running").and_then(serde_json::Value::as_bool) != Some(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(info
+            .get("ExitCode")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|c| i32::try_from(c).ok())
+            .unwrap_or(-1))
+    }
+
     /// Connect to podman at `options.socket` and ask its version (`GET /version`).
     pub async fn connect(options: PodmanOptions) -> Result<PodmanRuntime, RuntimeError> {
         let socket = options.socket.clone();
@@ -1159,6 +1181,77 @@ impl ContainerRuntime for PodmanRuntime {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
+    async fn exec(&self, id: &str, command: &[String], io: StreamIo) -> Result<i32, RuntimeError> {
+        let StreamIo {
+            stdin,
+            stdout,
+            stderr,
+            resize,
+            tty,
+        } = io;
+        let exec = self
+            .podman
+            .containers()
+            .get(id)
+            .create_exec(
+                &opts::ExecCreateOpts::builder()
+                    .command(command)
+                    .attach_stdin(stdin.is_some())
+                    .attach_stdout(stdout.is_some())
+                    .attach_stderr(stderr.is_some())
+                    .tty(tty)
+                    .build(),
+            )
+            .await
+            .map_err(|e| self.error(&format!("creating an exec session in container {id}"), e))?;
+        let mux = exec
+            .start(&opts::ExecStartOpts::builder().tty(tty).build())
+            .await
+            .map_err(|e| self.error(&format!("running {:?} in container {id}", command.join(" ")), e))?;
+        if let Some(mux) = mux {
+            let (mut output, mut input) = mux.split();
+            let feed = async move {
+                if let Some(mut stdin) = stdin {
+                    use futures::AsyncWriteExt;
+                    while let Some(chunk) = stdin.recv().await {
+                        if input.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = input.close().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let resizes = async {
+                if let Some(mut resize) = resize {
+                    while let Some(size) = resize.recv().await {
+                        let _ = exec.resize(usize::from(size.width), usize::from(size.height)).await;
+                    }
+                }
+                std::future::pending::<()>().await;
+            };
+            let drain = async {
+                while let Some(Ok(chunk)) = output.next().await {
+                    let (to, bytes) = match chunk {
+                        TtyChunk::StdOut(b) => (stdout.as_ref(), b),
+                        TtyChunk::StdErr(b) => (stderr.as_ref().or(stdout.as_ref()), b),
+                        TtyChunk::StdIn(_) => continue,
+                    };
+                    if let Some(to) = to {
+                        let _ = to.send(bytes).await;
+                    }
+                }
+            };
+            tokio::pin!(feed, resizes);
+            tokio::select! {
+                _ = drain => {}
+                _ = futures::future::join(&mut feed, &mut resizes) => {}
+            }
+        }
+        self.exec_exit_code(&exec).await
+    }
+
     async fn exec_sync(&self, id: &str, command: &[String], timeout: Duration) -> Result<(i32, Vec<u8>), RuntimeError> {
         if command.is_empty() {
             return Err(RuntimeError::Backend("exec: the command is empty".into()));
@@ -1196,16 +1289,7 @@ impl ContainerRuntime for PodmanRuntime {
                     }
                 }
             }
-            let info = exec
-                .inspect()
-                .await
-                .map_err(|e| self.error("inspecting the exec session", e))?;
-            let code = info
-                .get("ExitCode")
-                .and_then(serde_json::Value::as_i64)
-                .and_then(|c| i32::try_from(c).ok())
-                .unwrap_or(-1);
-            Ok((code, output))
+            Ok((self.exec_exit_code(&exec).await?, output))
         };
         match tokio::time::timeout(timeout.max(Duration::from_secs(1)), run).await {
             Ok(r) => r,

@@ -145,6 +145,10 @@ pub fn resources(group: &str, version: &str) -> Result<Response<Body>, ApiError>
             token["version"] = json!("v1");
             list.push(token);
         }
+        if r.has(Subresource::Exec) {
+            list.push(sub("exec", "PodExecOptions", &["create", "get"]));
+            list.push(sub("attach", "PodAttachOptions", &["create", "get"]));
+        }
     }
     list.extend(super::reviews::discovery_entries(group, version));
     let gv = if group.is_empty() {

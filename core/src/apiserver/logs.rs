@@ -31,13 +31,36 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body
 /// Where a pod's container log is served: the kubelet URL and the node it runs on.
 struct LogLocation {
     url: String,
-    node_name: String,
-    endpoint: String,
+    kubelet: PodKubelet,
 }
 
 /// Resolve the container, the node and its kubelet endpoint, as upstream's pod
 /// `LogLocation` does (`pkg/registry/core/pod/strategy.go`).
 async fn log_location(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<LogLocation, ApiError> {
+    let (pod, kubelet) = pod_kubelet(ctx, ns, name, "logs").await?;
+    let container = container_of(ctx, &pod, name)?;
+    let query = log_query(ctx);
+    Ok(LogLocation {
+        url: format!("{}/containerLogs/{ns}/{name}/{container}?{query}", kubelet.base_url),
+        kubelet,
+    })
+}
+
+/// The kubelet that runs a pod: where to reach it (`https://address:port`).
+pub(crate) struct PodKubelet {
+    pub base_url: String,
+    pub node_name: String,
+    pub endpoint: String,
+}
+
+/// The pod and its node's kubelet: the one "connect to this pod's kubelet" lookup that
+/// logs, exec, attach and port-forward share. `what` names the request in errors.
+pub(crate) async fn pod_kubelet(
+    ctx: &Ctx<'_>,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<(Value, PodKubelet), ApiError> {
     let pods = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
     let nodes = objects::by_gvk("v1", "Node").expect("Node is a built-in kind");
     let pod = ctx
@@ -47,35 +70,103 @@ async fn log_location(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<LogLocation
         .await?
         .ok_or_else(|| ApiError::not_found(pods, name))?
         .object;
-    let container = container_of(ctx, &pod, name)?;
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "pod {name} has not been scheduled to a node yet, so it has no logs"
+                "pod {name} has not been scheduled to a node yet, so it has no {what}"
             ))
-        })?;
+        })?
+        .to_string();
     let node = ctx
         .server
         .storage
-        .get(nodes, None, node_name)
+        .get(nodes, None, &node_name)
         .await?
-        .ok_or_else(|| ApiError::not_found(nodes, node_name))?
+        .ok_or_else(|| ApiError::not_found(nodes, &node_name))?
         .object;
-    let (address, port) = kubelet_endpoint(&node, node_name)?;
-    let query = log_query(ctx);
+    let (address, port) = kubelet_endpoint(&node, &node_name)?;
     let endpoint = std::net::SocketAddr::new(address, port).to_string();
-    Ok(LogLocation {
-        url: format!("https://{}/containerLogs/{ns}/{name}/{container}?{query}", endpoint),
-        node_name: node_name.to_string(),
+    let kubelet = PodKubelet {
+        base_url: format!("https://{endpoint}"),
+        node_name,
         endpoint,
-    })
+    };
+    Ok((pod, kubelet))
+}
+
+/// The HTTPS client the API server calls kubelets with (upgrades included): it checks the
+/// kubelet's certificate against the cluster CA and logs in as `kube-apiserver-kubelet-client`.
+/// `what` names the request in the error when this API server has no such certificate.
+fn kubelet_client(
+    ctx: &Ctx<'_>,
+    what: &str,
+) -> Result<
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Empty<Bytes>,
+    >,
+    ApiError,
+> {
+    let tls = ctx.server.config.kubelet_client.clone().ok_or_else(|| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("this API server has no client certificate for kubelets, so it cannot {what}"),
+        )
+    })?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_only()
+        .enable_http1()
+        .build();
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
+}
+
+/// Send `req` to a pod's kubelet over [`kubelet_client`]. An answer `accepted` does not
+/// admit comes back as the error it carries (the kubelet's own words); `what` names the
+/// request in errors.
+pub(crate) async fn call_kubelet(
+    ctx: &Ctx<'_>,
+    kubelet: &PodKubelet,
+    req: http::request::Builder,
+    what: &str,
+    accepted: impl Fn(&StatusCode) -> bool,
+) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(format!("could not build the kubelet request: {e}")))?;
+    let resp = kubelet_client(ctx, what)?.request(req).await.map_err(|e| {
+        ApiError::new(
+            502,
+            "ServiceUnavailable",
+            format!(
+                "could not reach the kubelet of node {} at {}: {e}",
+                kubelet.node_name, kubelet.endpoint
+            ),
+        )
+    })?;
+    if accepted(&resp.status()) {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Err(ApiError::new(
+        status,
+        "BadRequest",
+        String::from_utf8_lossy(&body).trim().to_string(),
+    ))
 }
 
 /// The container the request names, or the pod's only one.
-fn container_of(ctx: &Ctx<'_>, pod: &Value, name: &str) -> Result<String, ApiError> {
+pub(crate) fn container_of(ctx: &Ctx<'_>, pod: &Value, name: &str) -> Result<String, ApiError> {
     let containers: Vec<String> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -146,46 +237,8 @@ fn log_query(ctx: &Ctx<'_>) -> String {
 
 /// Ask the kubelet and stream its answer back as it comes.
 async fn stream_from_kubelet(ctx: &Ctx<'_>, location: &LogLocation) -> Result<Response<Body>, ApiError> {
-    let tls = ctx.server.config.kubelet_client.clone().ok_or_else(|| {
-        ApiError::new(
-            503,
-            "ServiceUnavailable",
-            "this API server has no client certificate for kubelets, so it cannot fetch logs".to_string(),
-        )
-    })?;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_only()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let req = http::Request::get(&location.url)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ApiError::internal(format!("could not build the kubelet request: {e}")))?;
-    let resp = client.request(req).await.map_err(|e| {
-        ApiError::new(
-            502,
-            "ServiceUnavailable",
-            format!(
-                "could not reach the kubelet of node {} at {}: {e}",
-                location.node_name, location.endpoint
-            ),
-        )
-    })?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Err(ApiError::new(
-            status.as_u16(),
-            "BadRequest",
-            String::from_utf8_lossy(&body).trim().to_string(),
-        ));
-    }
+    let req = http::Request::get(&location.url);
+    let resp = call_kubelet(ctx, &location.kubelet, req, "fetch logs", StatusCode::is_success).await?;
     let stream = resp
         .into_body()
         .into_data_stream()

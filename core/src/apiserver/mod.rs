@@ -62,6 +62,7 @@ pub mod scale;
 pub mod serviceaccount;
 pub mod step;
 pub mod storage;
+pub mod streaming;
 pub mod table;
 pub mod token;
 pub mod traces;
@@ -184,6 +185,11 @@ pub struct Ctx<'a> {
     pub warnings: std::sync::Mutex<Vec<String>>,
     /// Which component sent the request, and its instance ([`step::component_of`]).
     pub component: (String, String),
+    /// The client's side of a connection upgrade (`pods/exec`, `pods/attach`), taken by
+    /// the handler that serves it ([`streaming`]).
+    pub upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
+    /// The query string as sent (repeated `command=` parameters intact).
+    pub raw_query: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -402,7 +408,8 @@ impl ApiServer {
         peer: Option<&auth::UserInfo>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Response<Body> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let path = parts.uri.path().to_string();
         // Which requests are traced: those that carry a `traceparent` (they are part of a
         // trace, e.g. a `kulisse apply`), and writes from clients outside kulisse (kubectl
@@ -443,7 +450,7 @@ impl ApiServer {
             kulisse_traces::propagation::set_parent(&span, remote);
         }
         let response = async {
-            let routed = self.route(&parts.method, &parts.uri, &parts.headers, peer, body, stop);
+            let routed = self.route(&parts.method, &parts.uri, &parts.headers, peer, (body, upgrade), stop);
             let response = match answer_panics(routed).await {
                 Ok(resp) => resp,
                 Err(err) => error_response(&err),
@@ -468,7 +475,7 @@ impl ApiServer {
         uri: &http::Uri,
         headers: &HeaderMap,
         peer: Option<&auth::UserInfo>,
-        body: Incoming,
+        (body, upgrade): (Incoming, Option<hyper::upgrade::OnUpgrade>),
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Response<Body>, ApiError> {
         if traces::is_trace_path(uri.path()) || uri.path() == step::STEP_PATH {
@@ -515,6 +522,8 @@ impl ApiServer {
             body,
             warnings: std::sync::Mutex::new(Vec::new()),
             component: step::component_of(headers, &attrs.user.name),
+            upgrade: std::sync::Mutex::new(upgrade),
+            raw_query: uri.query().map(str::to_string),
         };
         // The storage layer's audit lines name this request's user and verb ([`audit`]).
         let request = audit::RequestInfo {
@@ -532,15 +541,7 @@ impl ApiServer {
             self.authorizer.rbac.invalidate();
         }
         let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
-        result.map(|mut resp| {
-            for w in warnings {
-                let text = format!("299 - {}", serde_json::Value::String(w));
-                if let Ok(v) = http::HeaderValue::from_str(&text) {
-                    resp.headers_mut().append(header::WARNING, v);
-                }
-            }
-            resp
-        })
+        result.map(|resp| with_warnings(resp, warnings))
     }
 
     /// kulisse's own endpoints, outside Kubernetes' API: the trace store (any authenticated
@@ -575,21 +576,6 @@ impl ApiServer {
         impersonation::impersonate(self, headers, user, &span)
             .instrument(span.clone())
             .await
-    }
-
-    /// kulisse's own trace endpoints: any authenticated user (every component sends its
-    /// spans here), no further authorization.
-    async fn trace_endpoint(
-        &self,
-        method: &Method,
-        uri: &http::Uri,
-        headers: &HeaderMap,
-        peer: Option<&auth::UserInfo>,
-        body: Incoming,
-    ) -> Result<Response<Body>, ApiError> {
-        auth::authenticate(headers, peer, &self.credentials(), false).await?;
-        let body = read_body(headers, body).await?;
-        traces::handle(method, uri.path(), &parse_query(uri.query()), headers, body)
     }
 
     /// What bearer tokens this server accepts ([`auth::Credentials`]).
@@ -752,6 +738,10 @@ impl ApiServer {
                 span.record("k8s.verb", if *m == Method::GET { "get" } else { "update" });
                 scale::handle(ctx, info, ns, name, m).await
             }
+            (Method::GET | Method::POST, Some(s @ ("exec" | "attach"))) if info.has(Subresource::Exec) => {
+                span.record("k8s.verb", "create");
+                streaming::handle(ctx, ns.unwrap_or("default"), name, s).await
+            }
             (Method::GET, _) if serves(Subresource::Log) => {
                 span.record("k8s.verb", "get");
                 logs::handle(ctx, ns.unwrap_or("default"), name).await
@@ -785,6 +775,17 @@ fn peer_user(tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Op
     auth::user_from_certificate(leaf.as_ref()).map(Arc::new)
 }
 
+/// The request's warnings as `Warning: 299 - "..."` headers (kubectl prints them).
+fn with_warnings(mut resp: Response<Body>, warnings: Vec<String>) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::Value::String(w));
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
 /// Serve HTTP/1.1 on one connection (plain or TLS) until it ends or the server shuts down.
 async fn serve_connection<IO>(
     server: Arc<ApiServer>,
@@ -809,7 +810,10 @@ async fn serve_connection<IO>(
         }
     });
     let io = limits::Clocked::new(io, clock.clone());
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    let conn = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .http1_only()
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
     tokio::select! {
         served = watcher.watch(conn) => {
             if let Err(e) = served {

@@ -40,9 +40,11 @@ pub mod machine;
 pub mod node;
 pub mod pod_worker;
 pub mod probes;
+mod reply;
 pub mod server;
 mod sources;
 mod status;
+mod streaming;
 mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

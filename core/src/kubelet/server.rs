@@ -15,6 +15,8 @@
 //!   `--client-ca-file`): without one the answer is `401 Unauthorized` (a bearer token is not
 //!   read at all), and any user but the API server's own ([`KUBELET_CLIENT_USER`],
 //!   `kube-apiserver-kubelet-client`) gets `403 Forbidden`.
+//! - `GET|POST /exec/{namespace}/{pod}/{container}?command=...&stdin=&stdout=&stderr=&tty=`
+//!   and `/attach/...`: a WebSocket session (see [`super::streaming`]), authorized like logs.
 //! - `GET /healthz`: `ok` (no credential needed, like the kubelet's healthz port).
 //!
 //! Where kulisse differs: upstream's kubelet authorizes each caller with a
@@ -33,19 +35,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Shared;
+use super::reply::{Body, text};
 pub use crate::client::tls::KUBELET_CLIENT_USER;
 use crate::objects;
 use crate::objects::user::{self as auth, UserInfo};
 use crate::runtime::{ContainerInfo, ContainerState, LABEL_CONTAINER_NAME, LABEL_POD_UID, LogOptions};
-
-type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The kubelet API's TLS: the kubelet's certificate and key, and the cluster CA its
 /// callers' client certificates must chain to.
@@ -55,16 +56,6 @@ pub struct ServingTls {
     pub identity: crate::client::tls::Identity,
     /// The cluster CA (PEM).
     pub ca_pem: Vec<u8>,
-}
-
-fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    let mut body = message.into();
-    body.push('\n');
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)).boxed_unsync())
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
 }
 
 /// The rustls configuration of `tls` (checked before the kubelet registers its node).
@@ -131,17 +122,21 @@ async fn serve_connection<IO>(
         let (shared, peer) = (shared.clone(), peer.clone());
         async move { Ok::<_, Infallible>(handle(&shared, req, &peer).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    // HTTP/1 with upgrades: exec and attach switch the connection to WebSocket.
+    let conn = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .http1_only()
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
     let _ = watcher.watch(conn).await;
 }
 
-/// May `peer` read logs? `401` without a client certificate, `403` for any user but the
+/// May `peer` read logs or exec into pods? `401` without a client certificate, `403` for any user but the
 /// API server's (in the words of upstream's kubelet authorizer).
 fn authorize(peer: &Option<Option<UserInfo>>) -> Result<(), Response<Body>> {
     match peer {
         None => Err(text(
             StatusCode::UNAUTHORIZED,
-            "Unauthorized: this kubelet has no serving certificate, so it serves no logs",
+            "Unauthorized: this kubelet has no serving certificate, so it serves no logs and no exec",
         )),
         Some(None) => Err(text(StatusCode::UNAUTHORIZED, "Unauthorized")),
         Some(Some(user)) if user.name == KUBELET_CLIENT_USER => Ok(()),
@@ -159,10 +154,16 @@ fn flag(params: &BTreeMap<String, String>, key: &str) -> bool {
     params.get(key).is_some_and(|v| v == "true" || v == "1")
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>, peer: &Option<Option<UserInfo>>) -> Response<Body> {
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, peer: &Option<Option<UserInfo>>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
+    }
+    if path.starts_with("/exec/") || path.starts_with("/attach/") {
+        if let Err(refused) = authorize(peer) {
+            return refused;
+        }
+        return super::streaming::handle(shared, req).await;
     }
     if req.method() != http::Method::GET {
         return text(

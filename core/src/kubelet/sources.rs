@@ -7,22 +7,24 @@
 //! (`configMapAndSecretChangeDetectionStrategy: Watch`), and the API server's Node
 //! authorizer lets it read only those.
 //!
-//! kulisse keeps it simpler: the first time one of its pods needs a ConfigMap (or a Secret),
-//! the kubelet starts one informer on all ConfigMaps (or Secrets) of the cluster, and reads
-//! from its cache from then on. A kubelet whose pods need neither never watches them, so
+//! kulisse does the same: the first time one of its pods needs a ConfigMap (or a Secret),
+//! the kubelet starts an informer on that one object (`fieldSelector=metadata.name=X` in its
+//! namespace, which the Node authorizer allows for an object a pod of the node uses), and
+//! reads from its cache from then on. A kubelet whose pods need none never watches any, so
 //! thousands of simulated nodes cost nothing extra. Pod workers look at the cache on every
 //! sync, so a change reaches the pod's files within a relist period.
 //!
-//! Where kulisse differs: the kubelet can read every ConfigMap and Secret of the cluster
-//! (kulisse has no Node authorizer), and it watches them all instead of one by one.
+//! Where kulisse differs: an object's informer runs until the kubelet stops, even once no
+//! pod uses it any more (upstream stops watching an object no pod references).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::client::Client;
 use crate::client::informer::{Cache, Informer};
+use crate::client::{Client, ListParams};
 use crate::objects;
 
 /// The answer of a lookup.
@@ -44,8 +46,8 @@ struct Watched {
 pub(crate) struct ConfigSources {
     client: Client,
     shutdown: watch::Receiver<bool>,
-    config_maps: OnceLock<Watched>,
-    secrets: OnceLock<Watched>,
+    /// One informer per object, by `Kind/namespace/name`.
+    watched: Mutex<HashMap<String, Arc<Watched>>>,
 }
 
 impl ConfigSources {
@@ -53,20 +55,31 @@ impl ConfigSources {
         ConfigSources {
             client,
             shutdown,
-            config_maps: OnceLock::new(),
-            secrets: OnceLock::new(),
+            watched: Mutex::new(HashMap::new()),
         }
     }
 
-    fn start(&self, kind: &str) -> Watched {
+    fn start(&self, kind: &str, namespace: &str, name: &str) -> Watched {
         let info = objects::by_gvk("v1", kind).expect("a built-in kind");
-        let informer = Informer::new(self.client.clone(), info, None);
+        let params = ListParams {
+            field_selector: Some(format!("metadata.name={name}")),
+            ..ListParams::default()
+        };
+        let informer = Informer::new(self.client.clone(), info, Some(namespace.to_string())).with_params(params);
         let watched = Watched {
             cache: informer.cache(),
             synced: informer.synced(),
         };
         tokio::spawn(informer.run(self.shutdown.clone()));
         watched
+    }
+
+    /// The cache of `kind` `namespace/name`, its informer started on first use.
+    fn watched(&self, kind: &str, namespace: &str, name: &str) -> Arc<Watched> {
+        let mut all = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(format!("{kind}/{namespace}/{name}"))
+            .or_insert_with(|| Arc::new(self.start(kind, namespace, name)))
+            .clone()
     }
 
     fn lookup(watched: &Watched, namespace: &str, name: &str) -> Lookup {
@@ -81,14 +94,12 @@ impl ConfigSources {
 
     /// The ConfigMap `namespace/name`.
     pub fn config_map(&self, namespace: &str, name: &str) -> Lookup {
-        let watched = self.config_maps.get_or_init(|| self.start("ConfigMap"));
-        Self::lookup(watched, namespace, name)
+        Self::lookup(&self.watched("ConfigMap", namespace, name), namespace, name)
     }
 
     /// The Secret `namespace/name`.
     pub fn secret(&self, namespace: &str, name: &str) -> Lookup {
-        let watched = self.secrets.get_or_init(|| self.start("Secret"));
-        Self::lookup(watched, namespace, name)
+        Self::lookup(&self.watched("Secret", namespace, name), namespace, name)
     }
 }
 

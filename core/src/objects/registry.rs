@@ -67,6 +67,8 @@ pub enum Subresource {
     Binding,
     /// `pods/log`: the container log, proxied from the kubelet.
     Log,
+    /// `pods/exec` and `pods/attach`: a WebSocket to the container, proxied to the kubelet.
+    Exec,
     /// `namespaces/finalize`: how the namespace controller removes `spec.finalizers`.
     Finalize,
     /// `serviceaccounts/token`: a `TokenRequest` answers a signed token for the account.
@@ -81,6 +83,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::Exec => "exec",
             Subresource::Finalize => "finalize",
             Subresource::Token => "token",
         }
@@ -214,7 +217,12 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "pod",
         short_names: &["po"],
         namespaced: true,
-        subresources: &[Subresource::Status, Subresource::Binding, Subresource::Log],
+        subresources: &[
+            Subresource::Status,
+            Subresource::Binding,
+            Subresource::Log,
+            Subresource::Exec,
+        ],
         tracks_generation: true,
         owns_dependents: true,
         categories: &["all"],

@@ -160,6 +160,11 @@ pub fn attributes(
         _ => namespace.unwrap_or_default(),
     };
     a.name = name.clone().unwrap_or_default();
+    // The streaming subresources are `create` whatever the method (see apiserver/streaming.rs).
+    if matches!(a.subresource.as_str(), "exec" | "attach" | "portforward") {
+        a.verb = "create".to_string();
+        return a;
+    }
     a.verb = match (method, name.is_some()) {
         (&Method::GET | &Method::HEAD, _) if watch => "watch",
         (&Method::GET | &Method::HEAD, true) => "get",
@@ -177,7 +182,21 @@ pub fn attributes(
         }
     }
     .to_string();
+    // A list or watch of one object by `fieldSelector=metadata.name=X` names it, as
+    // upstream's RequestInfoFactory does (how a kubelet watches the ConfigMaps it may read).
+    if a.name.is_empty() && matches!(a.verb.as_str(), "list" | "watch") {
+        a.name = exact_name(&a.field_selector).unwrap_or_default();
+    }
     a
+}
+
+/// `X` of a field selector that requires `metadata.name=X` (or `==X`), if a valid name.
+fn exact_name(selector: &str) -> Option<String> {
+    selector.split(',').find_map(|term| {
+        let value = term.trim().strip_prefix("metadata.name")?;
+        let value = value.strip_prefix("==").or_else(|| value.strip_prefix('='))?;
+        (!value.is_empty() && !value.contains(['/', '%']) && value != "." && value != "..").then(|| value.to_string())
+    })
 }
 
 /// The chain of authorizers, in order.
@@ -317,6 +336,15 @@ mod tests {
 
     fn node1() -> UserInfo {
         UserInfo::authenticated("system:node:node-1", ["system:nodes".to_string()])
+    }
+
+    #[test]
+    fn a_list_by_metadata_name_names_its_object() {
+        assert_eq!(exact_name("metadata.name=cfg"), Some("cfg".into()));
+        assert_eq!(exact_name("spec.x=1,metadata.name==cfg"), Some("cfg".into()));
+        assert_eq!(exact_name("metadata.name!=cfg"), None);
+        assert_eq!(exact_name("metadata.name=a/b"), None);
+        assert_eq!(exact_name(""), None);
     }
 
     #[test]

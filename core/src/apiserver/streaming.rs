@@ -1,0 +1,92 @@
+//! # exec and attach (mirrors the `pods/exec` and `pods/attach` subresources)
+//!
+//! `kubectl exec` opens `GET /api/v1/namespaces/{ns}/pods/{name}/exec?command=...` with an
+//! `Upgrade: websocket` header. The API server does not run anything: like upstream's
+//! `UpgradeAwareHandler`, it finds the pod's kubelet (the same lookup as `pods/log`,
+//! [`super::logs::pod_kubelet`]), repeats the upgrade request to the kubelet's
+//! `/exec/{ns}/{pod}/{container}`, and when the kubelet answers `101 Switching Protocols`
+//! it answers the client the same and splices the two connections together, byte for byte.
+//! The WebSocket itself is between kubectl and the kubelet ([`crate::kubelet`]).
+//! The call to the kubelet goes the way logs go: HTTPS, the API server logging in with its
+//! kubelet client certificate ([`super::logs::call_kubelet`]), which is the only user the
+//! kubelet lets exec.
+//!
+//! Authorization: both subresources need verb `create` (`create pods/exec`), whatever the
+//! method. kubectl's WebSocket upgrade is a GET, which kube-apiserver 1.32 still checked as
+//! `get`; upstream closed that gap in 1.35 (`AuthorizePodWebsocketUpgradeCreatePermission`),
+//! and kulisse does what 1.35 does.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use super::{Body, Ctx};
+use crate::objects::ApiError;
+
+/// The request headers that make up an upgrade, passed on to the kubelet.
+const UPGRADE_HEADERS: [&str; 6] = [
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// The answer headers passed back to the client.
+const ANSWER_HEADERS: [&str; 5] = [
+    "upgrade",
+    "connection",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// `GET|POST .../pods/{name}/exec` and `/attach`: proxy the upgrade to the kubelet.
+pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str, sub: &str) -> Result<Response<Body>, ApiError> {
+    let (pod, kubelet) = super::logs::pod_kubelet(ctx, ns, name, "containers to exec into").await?;
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    if phase == "Succeeded" || phase == "Failed" {
+        return Err(ApiError::bad_request(format!(
+            "cannot {sub} into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let container = super::logs::container_of(ctx, &pod, name)?;
+    let on_upgrade = ctx.upgrade.lock().ok().and_then(|mut u| u.take()).ok_or_else(|| {
+        ApiError::bad_request(format!("pods/{sub} needs an upgraded connection (Upgrade: websocket)"))
+    })?;
+    let url = format!(
+        "{}/{sub}/{ns}/{name}/{container}?{}",
+        kubelet.base_url,
+        ctx.raw_query.as_deref().unwrap_or("")
+    );
+    let mut req = http::Request::get(&url);
+    for h in UPGRADE_HEADERS {
+        if let Some(v) = ctx.headers.get(h) {
+            req = req.header(h, v);
+        }
+    }
+    let switched = |s: &StatusCode| *s == StatusCode::SWITCHING_PROTOCOLS;
+    let mut resp = super::logs::call_kubelet(ctx, &kubelet, req, sub, switched).await?;
+    let mut answer = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for h in ANSWER_HEADERS {
+        if let Some(v) = resp.headers().get(h) {
+            answer = answer.header(h, v);
+        }
+    }
+    let kubelet_side = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        match tokio::try_join!(on_upgrade, kubelet_side) {
+            Ok((client, kubelet)) => {
+                let (mut client, mut kubelet) = (TokioIo::new(client), TokioIo::new(kubelet));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
+            }
+            Err(e) => tracing::debug!("exec: an upgrade failed: {e}"),
+        }
+    });
+    answer
+        .body(BodyExt::boxed(http_body_util::Full::new(Bytes::new())))
+        .map_err(|e| ApiError::internal(format!("could not build the upgrade answer: {e}")))
+}

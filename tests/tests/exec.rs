@@ -1,0 +1,228 @@
+//! `kubectl exec` end to end with the real kubectl (WebSocket `v5.channel.k8s.io` through
+//! the API server's upgrade proxy to the kubelet's HTTPS API), on the mock runtime.
+//!
+//! The mock runtime's exec answers from what it recorded: `cat` reads the files of the
+//! pod's volumes on the node, `env` prints the container's environment, `sh -c 'exit N'`
+//! exits N, `cat` with no file echoes stdin.
+
+use std::process::Output;
+
+use kulisse_tests::cluster::{Cluster, text};
+use kulisse_tests::flows::{items, s, wait_for};
+use kulisse_tests::kubectl::Kubectl;
+
+/// The ConfigMap both tests mount.
+const CONFIG_MAP: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {greeting: "hello from the configmap"}"#;
+
+const PODS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: box
+  labels: {app: box, tier: demo}
+spec:
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    command: ["sleep", "3600"]
+    env: [{name: COLOR, value: blue}]
+    volumeMounts: [{name: info, mountPath: /etc/podinfo}, {name: cfg, mountPath: /etc/cfg}]
+  - name: side
+    image: localhost/busybox:latest
+    command: ["sleep", "3600"]
+    env: [{name: COLOR, value: green}]
+  volumes:
+  - name: cfg
+    configMap: {name: cfg}
+  - name: info
+    downwardAPI:
+      items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nowhere}
+spec:
+  nodeSelector: {kulisse.dev/no-such-node: "true"}
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+"#;
+
+fn start() -> Option<(Cluster, Kubectl)> {
+    let cluster = Cluster::start();
+    let kubectl = Kubectl::for_cluster(&cluster)?;
+    Some((cluster, kubectl))
+}
+
+/// `kubectl apply` the ConfigMap and `manifest`.
+fn apply(k: &Kubectl, manifest: &str) {
+    let path = k.work_dir().join("manifest.yaml");
+    std::fs::write(&path, format!("{CONFIG_MAP}\n---\n{manifest}")).expect("write the manifest");
+    k.ok(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+}
+
+fn fails_with(out: &Output) -> (Option<i32>, String) {
+    assert!(!out.status.success(), "should have failed: {}", text(&out.stdout));
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn kubectl_exec_runs_commands_with_stdin_exit_codes_containers_and_rbac() {
+    let Some((_cluster, k)) = start() else { return };
+    apply(&k, PODS);
+    wait_for(60, "pod box Running", || {
+        let pods: serde_json::Value = serde_json::from_str(&k.ok(&["get", "pods", "-o", "json"])).ok()?;
+        items(&pods)
+            .iter()
+            .any(|p| s(p, "/metadata/name") == "box" && s(p, "/status/phase") == "Running")
+            .then_some(())
+    });
+
+    // A file of the pod's volume, read through exec.
+    let labels = k.ok(&["exec", "box", "-c", "main", "--", "cat", "/etc/podinfo/labels"]);
+    assert!(
+        labels.contains("app=\"box\"") && labels.contains("tier=\"demo\""),
+        "{labels}"
+    );
+
+    // A ConfigMap's file, and the same file once the ConfigMap changed (the kubelet's sync).
+    assert_eq!(
+        k.ok(&["exec", "box", "--", "cat", "/etc/cfg/greeting"]),
+        "hello from the configmap"
+    );
+    k.ok(&["patch", "configmap", "cfg", "-p", r#"{"data":{"greeting":"changed"}}"#]);
+    wait_for(60, "the changed ConfigMap in the pod", || {
+        (k.ok(&["exec", "box", "--", "cat", "/etc/cfg/greeting"]) == "changed").then_some(())
+    });
+
+    // The exit code travels on the error channel and becomes kubectl's.
+    let (code, stderr) = fails_with(&k.run(&["exec", "box", "-c", "main", "--", "sh", "-c", "exit 3"]));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("command terminated with exit code 3"), "{stderr}");
+
+    // stdin, piped in with -i, comes back from cat.
+    let out = k.run_stdin(
+        &["exec", "-i", "box", "-c", "main", "--", "cat"],
+        Some(b"through stdin\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "through stdin\n");
+
+    // -c picks the container; without it kubectl picks the first and says so.
+    assert_eq!(
+        k.ok(&["exec", "box", "-c", "side", "--", "env"])
+            .lines()
+            .find(|l| l.starts_with("COLOR=")),
+        Some("COLOR=green")
+    );
+    let out = k.run(&["exec", "box", "--", "env"]);
+    assert!(text(&out.stdout).contains("COLOR=blue"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("Defaulted container \"main\" out of: main, side"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Errors: an unknown container, a pod with no node yet, a user without `create pods/exec`.
+    let (_, stderr) = fails_with(&k.run(&["exec", "box", "-c", "nope", "--", "true"]));
+    assert!(stderr.contains("container nope is not valid for pod box"), "{stderr}");
+    let (_, stderr) = fails_with(&k.run(&["exec", "nowhere", "--", "true"]));
+    assert!(
+        stderr.contains("pod nowhere has not been scheduled to a node yet"),
+        "{stderr}"
+    );
+    // jane may read pods (kubectl gets the pod first), not exec into them.
+    k.ok(&["create", "role", "pod-reader", "--verb=get,list", "--resource=pods"]);
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "jane-reads",
+        "--role=pod-reader",
+        "--user=jane",
+    ]);
+    let (_, stderr) = fails_with(&k.run(&["exec", "box", "--as", "jane", "--", "true"]));
+    assert!(
+        stderr.contains(
+            "User \"jane\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"default\""
+        ),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The same with podman: real processes in real containers, and `kubectl cp` (tar over exec).
+// ---------------------------------------------------------------------------------------
+
+use kulisse_backends::runtime::podman::{LABEL_CLUSTER, cluster_id_from_ca};
+use kulisse_tests::podman::{CleanupLabel, PodmanService};
+
+const PODMAN_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: box}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: cfg, mountPath: /etc/cfg}]
+  - name: side
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo side > /tmp/who; exec sleep 3600"]
+  volumes: [{name: cfg, configMap: {name: cfg}}]
+"#;
+
+#[test]
+fn kubectl_exec_and_cp_with_podman() {
+    let Some(svc) = PodmanService::start() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = svc.socket_str();
+    let cluster = Cluster::start_in(dir.path(), &["--runtime", "podman", "--podman-socket", &socket]);
+    let ca = std::fs::read_to_string(cluster.data_dir.join("ca.crt")).expect("the cluster CA");
+    // Dropped before the cluster's data dir goes: removes whatever the cluster left in podman.
+    let _cleanup = CleanupLabel::new(LABEL_CLUSTER, &cluster_id_from_ca(&ca));
+    let Some(k) = Kubectl::for_cluster(&cluster) else {
+        return;
+    };
+    apply(&k, PODMAN_POD);
+    k.ok(&["wait", "--for=condition=Ready", "pod/box", "--timeout=120s"]);
+
+    // Real commands: the ConfigMap's file, its change, exit codes, stdin, the other container.
+    assert_eq!(
+        k.ok(&["exec", "box", "-c", "main", "--", "cat", "/etc/cfg/greeting"]),
+        "hello from the configmap"
+    );
+    k.ok(&["patch", "configmap", "cfg", "-p", r#"{"data":{"greeting":"changed"}}"#]);
+    wait_for(90, "the changed ConfigMap in the container", || {
+        (k.ok(&["exec", "box", "-c", "main", "--", "cat", "/etc/cfg/greeting"]) == "changed").then_some(())
+    });
+    let (code, stderr) = fails_with(&k.run(&["exec", "box", "-c", "main", "--", "sh", "-c", "echo oops >&2; exit 3"]));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("oops"), "{stderr}");
+    let out = k.run_stdin(
+        &["exec", "-i", "box", "-c", "main", "--", "sh", "-c", "tr a-z A-Z"],
+        Some(b"shout\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "SHOUT\n");
+    assert_eq!(k.ok(&["exec", "box", "-c", "side", "--", "cat", "/tmp/who"]), "side\n");
+
+    // kubectl cp in and out: tar through exec.
+    let local = k.work_dir().join("note.txt");
+    std::fs::write(&local, "copied in\n").expect("write the local file");
+    k.ok(&["cp", local.to_str().expect("utf-8"), "box:/tmp/note.txt", "-c", "main"]);
+    assert_eq!(
+        k.ok(&["exec", "box", "-c", "main", "--", "cat", "/tmp/note.txt"]),
+        "copied in\n"
+    );
+    let back = k.work_dir().join("back.txt");
+    k.ok(&["cp", "box:/tmp/note.txt", back.to_str().expect("utf-8"), "-c", "main"]);
+    assert_eq!(
+        std::fs::read_to_string(&back).expect("the copied-out file"),
+        "copied in\n"
+    );
+}
