@@ -58,6 +58,21 @@ fn waits(c: &Cluster, what: &str) -> String {
     })
 }
 
+/// Wait until `what` is the oldest held write, letting through (`step next`) the writes
+/// held before it: the tail of earlier work (an EndpointSlice turning ready, a status)
+/// may still be on its way when the cluster pauses.
+fn waits_first(c: &Cluster, what: &str) -> String {
+    wait_for(30, what, || {
+        let out = c.ok(&["step"]);
+        let first = out.lines().find(|l| l.starts_with("1. "))?;
+        if first.contains(what) {
+            return Some(out);
+        }
+        c.ok(&["step", "next"]);
+        None
+    })
+}
+
 fn finished(child: &mut Child) -> bool {
     child.try_wait().expect("kubectl's status").is_some()
 }
@@ -151,7 +166,7 @@ fn step_mode_holds_each_write_in_causal_order_and_breakpoints_hold_only_theirs()
     // node goes NotReady, as heartbeats (Leases, Node status) are never held.
     assert!(c.ok(&["step", "pause"]).starts_with("paused"));
     let mut scale = kubectl.spawn(&["scale", "deployment/web", "--replicas=3"]);
-    let shown = waits(&c, "apiserver: update Deployment default/web");
+    let shown = waits_first(&c, "apiserver: update Deployment default/web");
     let trace_id = shown
         .split("trace ")
         .nth(1)
