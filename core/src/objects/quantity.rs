@@ -281,8 +281,8 @@ impl fmt::Display for Quantity {
     /// A canonical spelling: whole units when exact, else millis, else nanos (rounded up).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.value(), self.milli_value()) {
-            (Some(v), Some(m)) if m == v.saturating_mul(1000) => write!(f, "{v}"),
-            (_, Some(m)) if self.scaled(9).is_none_or(|n| n == m.saturating_mul(1_000_000)) => write!(f, "{m}m"),
+            (Some(v), Some(m)) if v.checked_mul(1000) == Some(m) => write!(f, "{v}"),
+            (_, Some(m)) if self.scaled(9).is_none_or(|n| m.checked_mul(1_000_000) == Some(n)) => write!(f, "{m}m"),
             _ => match self.scaled(9) {
                 Some(n) => write!(f, "{n}n"),
                 None => write!(
@@ -312,6 +312,15 @@ mod tests {
     }
     fn units(s: &str) -> i64 {
         Quantity::parse(s).unwrap().value().unwrap()
+    }
+
+    /// Found by the fuzzer: near `i64::MAX` millis, whole units times 1000 saturated to the
+    /// same number, so the quantity printed as rounded units (and read back as another).
+    #[test]
+    fn a_quantity_near_the_limit_prints_as_what_it_is() {
+        let q = Quantity::parse("09223372036854775806.4m").unwrap();
+        let again = Quantity::parse(&q.to_string()).unwrap();
+        assert_eq!(again.milli_value(), q.milli_value(), "printed as {q}");
     }
 
     #[test]
