@@ -107,7 +107,9 @@ impl Cluster {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A guard against a hang, not a timing: `kulisse up --masters 3` on a busy 2-core
+        // machine waits for three etcd members and three API servers before its address.
+        let deadline = Instant::now() + crate::book::START_TIMEOUT;
         let mut banner = Vec::new();
         let mut server = None;
         while server.is_none() {
@@ -124,7 +126,10 @@ impl Cluster {
                 }
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("kulisse up did not print its address within 30s; it printed: {banner:?}");
+                    panic!(
+                        "kulisse up did not print its address within {:?}; it printed: {banner:?}",
+                        crate::book::START_TIMEOUT
+                    );
                 }
             }
         }

@@ -18,8 +18,15 @@ use kulisse_tests::etcd::find_binary;
 use kulisse_tests::flows::{create_pod, items, json, s, wait_for};
 use serde_json::Value;
 
+/// One three-master cluster at a time: four of them (twelve etcd members and API servers,
+/// two dozen components) starting at once on a 2-core CI machine took longer than a minute
+/// to come up, and every test here measures how fast something recovers.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A cluster of three masters and two nodes, or `None` (skipped) without etcd or haproxy.
-fn three_masters() -> Option<(Cluster, tempfile::TempDir)> {
+/// Bound in this order, the cluster is dropped (stopped) first, then its directory, then the
+/// guard that keeps the other tests of this file waiting.
+fn three_masters() -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Cluster)> {
     for (binary, package) in [("etcd", "etcd-server"), ("haproxy", "haproxy")] {
         if find_binary(binary, &[&format!("/usr/bin/{binary}"), &format!("/usr/sbin/{binary}")]).is_none() {
             return kulisse_tests::require::missing(&format!(
@@ -27,6 +34,8 @@ fn three_masters() -> Option<(Cluster, tempfile::TempDir)> {
             ));
         }
     }
+    // A test that failed while it held the lock poisons it; the next one may still run.
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start_in(dir.path(), &["--masters", "3", "--nodes", "2", "--fast-failover"]);
     wait_for(60, "both nodes Ready", || {
@@ -40,7 +49,7 @@ fn three_masters() -> Option<(Cluster, tempfile::TempDir)> {
             .count();
         (ready == 2).then_some(())
     });
-    Some((c, dir))
+    Some((guard, dir, c))
 }
 
 /// `kulisse ps` as rows of columns.
@@ -68,7 +77,7 @@ fn running_on_a_node(c: &Cluster, pod: &str) -> Option<String> {
 
 #[test]
 fn ps_lists_every_process_and_who_leads() {
-    let Some((c, _dir)) = three_masters() else { return };
+    let Some((_one, _dir, c)) = three_masters() else { return };
     let rows = ps(&c);
     let count = |role: &str| rows.iter().filter(|r| r[1] == role).count();
     assert_eq!(count("etcd"), 3, "{rows:?}");
@@ -91,7 +100,7 @@ fn ps_lists_every_process_and_who_leads() {
 
 #[test]
 fn killing_the_leading_scheduler_hands_over_to_a_standby() {
-    let Some((c, _dir)) = three_masters() else { return };
+    let Some((_one, _dir, c)) = three_masters() else { return };
     create_pod(&c, "before");
     wait_for(60, "a pod runs", || running_on_a_node(&c, "before"));
     let old = leader(&c, "scheduler").expect("a scheduler leads");
@@ -119,7 +128,7 @@ fn killing_the_leading_scheduler_hands_over_to_a_standby() {
 /// kubectl through HAProxy while two of the three API servers die, one after the other.
 #[test]
 fn api_servers_die_under_a_watch_and_kubectl_keeps_working() {
-    let Some((c, _dir)) = three_masters() else { return };
+    let Some((_one, _dir, c)) = three_masters() else { return };
     let Some(kubectl) = kulisse_tests::kubectl::Kubectl::for_cluster(&c) else {
         return;
     };
@@ -177,7 +186,7 @@ fn restart(c: &Cluster, name: &str) -> Restarted {
 
 #[test]
 fn etcd_keeps_writing_with_one_member_down_and_refuses_clearly_with_two() {
-    let Some((c, _dir)) = three_masters() else { return };
+    let Some((_one, _dir, c)) = three_masters() else { return };
     let followers: Vec<String> = ps(&c)
         .into_iter()
         .filter(|r| r[1] == "etcd" && r.last().unwrap() != "leader")

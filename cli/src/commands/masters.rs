@@ -439,7 +439,12 @@ async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
         table: Vec::new(),
         children: Vec::new(),
     };
+    // One line per phase as it completes, with the time since the start (kubeadm prints its
+    // phases the same way): on a busy machine the wait is visible, not a silent minute.
+    let started = std::time::Instant::now();
+    let phase = |name: &str, what: String| println!("[{name}] {what} ({:.1}s)", started.elapsed().as_secs_f64());
     start_etcd(&mut run, data_dir, &layout).await?;
+    phase("etcd", format!("{} members answer /health", layout.etcd.len()));
     start_apiservers(&mut run, args, data_dir, &layout).await?;
     for port in &layout.apiservers {
         let client = Client::with_ca(
@@ -452,6 +457,10 @@ async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
         })
         .await?;
     }
+    phase(
+        "apiserver",
+        format!("{} API servers answer /readyz", layout.apiservers.len()),
+    );
     start_haproxy(&mut run, args, data_dir, &layout).await?;
     let url = format!("https://{}", args.listen);
     let kubeconfig = data_dir.join("kubeconfig");
@@ -463,6 +472,7 @@ async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
         answers(&client, "/readyz")
     })
     .await?;
+    phase("haproxy", format!("{} passes requests to the API servers", args.listen));
     // Every component's certificate and kubeconfig, issued here once, before any of them
     // starts (kubeadm's "certs" and "kubeconfig" phases): three schedulers issuing their
     // shared identity at the same moment would race on the same files.
@@ -475,6 +485,14 @@ async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
     for i in 1..=args.nodes {
         node(&mut run, data_dir, args, i)?;
     }
+    phase(
+        "components",
+        format!(
+            "{m} controller managers, {m} schedulers and {} nodes started",
+            args.nodes,
+            m = args.masters
+        ),
+    );
     processes::write(data_dir, &run.table)?;
     Ok(run)
 }
