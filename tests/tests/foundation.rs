@@ -370,3 +370,47 @@ fn apply_and_get_with_a_real_etcd() {
     );
     assert!(keys.iter().any(|k| k == "/registry/namespaces/default"), "{keys:?}");
 }
+
+/// `kulisse up --nodes N` says on stderr when every node is Ready. Twelve nodes' certificates
+/// are issued by several workers at once; each kubelet must get its own (a kubelet logged in
+/// as another node would be refused by the Node authorizer and never turn Ready).
+#[test]
+fn up_reports_when_all_its_nodes_are_ready() {
+    use std::io::BufRead as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(kulisse_tests::cluster::kulisse_bin())
+        .args(["up", "--nodes", "12", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path())
+        .args(["--service-cidr", &kulisse_tests::cluster::unique_service_cidr()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kulisse up");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + kulisse_tests::book::START_TIMEOUT;
+    let mut seen = Vec::new();
+    let done = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(line) if line.starts_with("[nodes] all 12 nodes Ready (") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done, "no '[nodes] all 12 nodes Ready' line; stderr was: {seen:#?}");
+    // Twelve kubeconfigs, each with a certificate of its own.
+    let certificates: BTreeSet<String> = (1..=12)
+        .map(|i| std::fs::read_to_string(tmp.path().join(format!("kubelet-node-{i}.conf"))).unwrap())
+        .collect();
+    assert_eq!(certificates.len(), 12);
+}

@@ -479,11 +479,7 @@ fn count_ready(list: &Value) -> usize {
         .unwrap_or(&[]);
     items
         .iter()
-        .filter(|n| {
-            n.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-        })
+        .filter(|n| kulisse_core::objects::condition_is_true(n, "Ready"))
         .count()
 }
 

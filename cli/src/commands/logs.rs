@@ -224,10 +224,7 @@ fn logging_order(pod: &Value) -> (bool, u8, bool, i64, String) {
         "Pending" => 2,
         _ => 3,
     };
-    let ready = pod
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    let ready = kulisse_core::objects::condition_is_true(pod, "Ready");
     let restarts: i64 = pod
         .pointer("/status/containerStatuses")
         .and_then(Value::as_array)

@@ -127,7 +127,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .trace_style(args.trace_style.into()),
     )?;
     let data_dir = args.data_dir.clone().unwrap_or_else(kubeconfig::default_data_dir);
+    let started = std::time::Instant::now();
     let cluster = start(&args, &data_dir).await?;
+    // In step mode the nodes' registrations wait for `kulisse step`: no progress to report.
+    let progress =
+        (args.nodes > 0 && !args.step).then(|| tokio::spawn(report_nodes(cluster.client.clone(), args.nodes, started)));
 
     println!("kulisse control plane is up");
     println!(
@@ -174,9 +178,52 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!();
     println!("Press Ctrl-C to stop.");
     crate::signals::shutdown_signal().await;
+    if let Some(p) = progress {
+        p.abort();
+    }
     cluster.stop().await;
     println!("kulisse control plane stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the nodes come up, on stderr (the banner on stdout stays what it is): how many have
+/// registered their Node and how many are `Ready`, at most every two seconds while that
+/// changes, then one line when all `want` are Ready. With `--nodes 5000` registering takes
+/// a while, and this is what it waits for (kubeadm and kind print their waits the same way).
+/// It is a Node informer, like any client's: one list, then a watch, no polling.
+async fn report_nodes(client: Client, want: u32, started: std::time::Instant) {
+    use kulisse_core::client::informer::Informer;
+    let Some(nodes) = kulisse_core::objects::by_gvk("v1", "Node") else {
+        return;
+    };
+    let informer = Informer::new(client, nodes, None);
+    let cache = informer.cache();
+    let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    let progress = async {
+        let mut last = None;
+        let mut printed: Option<std::time::Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let registered = cache.len();
+            let ready = cache
+                .filter(|n| kulisse_core::objects::condition_is_true(n, "Ready"))
+                .len();
+            let secs = started.elapsed().as_secs_f64();
+            if ready >= want as usize {
+                eprintln!("[nodes] all {want} nodes Ready ({secs:.1}s)");
+                return;
+            }
+            let due = printed.is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
+            if due && last != Some((registered, ready)) {
+                eprintln!("[nodes] {registered}/{want} registered, {ready} Ready ({secs:.1}s)");
+                (last, printed) = (Some((registered, ready)), Some(std::time::Instant::now()));
+            }
+        }
+    };
+    tokio::select! {
+        _ = informer.run(shutdown) => {}
+        _ = progress => {}
+    }
 }
 
 /// A control plane (and nodes) running inside this process.

@@ -183,6 +183,14 @@ pub fn annotations(obj: &Value) -> BTreeMap<String, String> {
     string_map(meta(obj).and_then(|m| m.get("annotations")))
 }
 
+/// Whether `status.conditions` holds a condition of `type_` with status `"True"` (a Node or
+/// Pod that is `Ready`, a Deployment that is `Available`).
+pub fn condition_is_true(obj: &Value, type_: &str) -> bool {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == type_ && c["status"] == "True"))
+}
+
 /// `metadata.ownerReferences` (the controller that owns this object, for garbage
 /// collection and for controllers to find "their" objects).
 pub fn owner_references(obj: &Value) -> &[Value] {
