@@ -14,7 +14,8 @@
 //! - `kulisse step continue` lets everything through and runs; `kulisse step pause` stops
 //!   again.
 //! - `kulisse break COMPONENT [KIND/NAME-GLOB]` holds only matching writes while running;
-//!   `--list` shows the breakpoints, `--clear` removes them all.
+//!   `--list` shows the breakpoints, `--clear` removes them all (and, while running, lets
+//!   through the writes they held).
 
 use std::process::ExitCode;
 
@@ -106,7 +107,13 @@ pub async fn breakpoint(global: &GlobalArgs, args: BreakArgs) -> anyhow::Result<
     let client = client(global)?;
     if args.clear {
         let answer = act(&client, json!({"action": "clear"})).await?;
-        println!("cleared {} breakpoints", answer["cleared"]);
+        match answer["released"].as_u64() {
+            Some(n) if n > 0 => println!(
+                "cleared {} breakpoints; let {n} waiting writes through",
+                answer["cleared"]
+            ),
+            _ => println!("cleared {} breakpoints", answer["cleared"]),
+        }
     } else if args.list {
         let (status, _) = client.json(Method::GET, STEP_PATH, None, None).await?;
         print!("{}", breakpoint_table(&status));

@@ -290,7 +290,15 @@ impl StepGate {
                 let mut st = self.lock();
                 let n = st.breakpoints.len();
                 st.breakpoints.clear();
-                Ok(json!({"cleared": n}))
+                // Running, a write waits only because a breakpoint held it: with none left,
+                // nothing holds it any more (paused, everything waits anyway).
+                let released = if st.paused { 0 } else { st.waiting.len() };
+                if !st.paused {
+                    for w in st.waiting.drain(..) {
+                        let _ = w.release.send(None);
+                    }
+                }
+                Ok(json!({"cleared": n, "released": released}))
             }
             other => Err(ApiError::bad_request(&format!(
                 "unknown step action {other:?}: expected next, continue, pause, break or clear"
