@@ -301,6 +301,49 @@ fn terminal_views_trace_follow_and_export() {
     assert!(services.len() >= 6, "one resource per component: {services:?}");
 }
 
+/// A user's write that brings no trace (here `kulisse scale`, as `kubectl scale`) starts a
+/// trace of its own at the API server, and what the cluster does about it is in that
+/// trace: not appended to the last apply's, whose `kulisse.dev/traceparent` annotation the
+/// Deployment still carried.
+#[test]
+fn a_scale_is_a_trace_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_in(dir.path(), &["--nodes", "2"]);
+    c.ok(&["apply", "-f", WEB]);
+    c.ok(&["rollout", "status", "deployment/web"]);
+    let first = c.ok(&["trace", "last"]);
+    let apply_id = first.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(
+        c.ok(&["scale", "deployment/web", "--replicas=3"]).trim(),
+        "deployment.apps/web scaled"
+    );
+    c.ok(&["rollout", "status", "deployment/web"]);
+    let scale_id = kulisse_tests::flows::wait_for(30, "a trace of the scale that reaches a kubelet", || {
+        c.ok(&["trace", "--list"]).lines().skip(1).find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1) == Some(&"apiserver.request") && cols[0] != apply_id && l.contains("kubelet"))
+                .then(|| cols[0].to_string())
+        })
+    });
+    let waterfall = c.ok(&["trace", &scale_id, "--width", "220"]);
+    for name in [
+        "apiserver.request",
+        "controller.reconcile",
+        "scheduler.schedule_pod",
+        "kubelet.sync_pod",
+    ] {
+        let start = &name[..name.len().min(12)];
+        assert!(
+            waterfall.contains(start),
+            "the scale's trace shows {name}:\n{waterfall}"
+        );
+    }
+    assert!(
+        waterfall.contains("scale"),
+        "the root is the scale request:\n{waterfall}"
+    );
+}
+
 #[test]
 fn demo_runs_every_stage_and_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();

@@ -249,7 +249,9 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             // The kubeconfig is written (in this fresh data dir) once the API server listens.
-            let Ok(client) = Client::from_kubeconfig(&kubeconfig) else {
+            // A load generator, like upstream's scheduler_perf: its thousands of creates
+            // are background writes (a component's User-Agent), not a trace each.
+            let Ok(client) = Client::from_kubeconfig(&kubeconfig).map(|c| c.for_component("bench", "")) else {
                 continue;
             };
             if client.list(ns, None, &ListParams::default()).await.is_ok() {

@@ -412,11 +412,13 @@ impl ApiServer {
         let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let path = parts.uri.path().to_string();
         // Which requests are traced: those that carry a `traceparent` (they are part of a
-        // trace, e.g. a `kulisse apply`), and writes from clients outside kulisse (kubectl
-        // without tracing starts a trace here). Heartbeats, status polls and the traffic of
-        // the trace endpoints themselves are background work: not traced unless
-        // KULISSE_TRACE_BACKGROUND=1.
-        let trace_path = traces::is_trace_path(&path);
+        // trace, e.g. a `kulisse apply`), and the writes of users, from any client (kubectl,
+        // or `kulisse scale` without a trace of its own, starts a trace here). The writes of
+        // the components (a `User-Agent` of `kulisse/VERSION (component)`, see
+        // `Client::for_component`) that carry no trace are background work, as are reads,
+        // heartbeats, step mode's controls and the trace endpoints themselves: not traced
+        // unless KULISSE_TRACE_BACKGROUND=1.
+        let trace_path = traces::is_trace_path(&path) || path == step::STEP_PATH;
         let remote = kulisse_traces::propagation::extract(&parts.headers);
         let continued = !trace_path
             && opentelemetry::trace::TraceContextExt::span(&remote)
@@ -427,7 +429,7 @@ impl ApiServer {
                 .headers
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|ua| ua.starts_with("kulisse/"));
+                .is_some_and(crate::client::is_component_user_agent);
         let traced =
             !trace_path && (continued || foreign_write || kulisse_traces::propagation::background_tracing_enabled());
         let span = {

@@ -323,7 +323,8 @@ pub struct ApiLeaseLock {
 impl ApiLeaseLock {
     pub fn new(client: Client, namespace: &str, name: &str) -> ApiLeaseLock {
         ApiLeaseLock {
-            client,
+            // Renewals are a component's background writes, not a user's.
+            client: client.for_component("leader-election", name),
             namespace: namespace.to_string(),
             name: name.to_string(),
             last: Mutex::new(None),

@@ -36,6 +36,15 @@ pub const ACCEPT_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,app
 /// The `User-Agent` of kulisse's clients (the CLI's).
 const USER_AGENT: &str = concat!("kulisse/", env!("CARGO_PKG_VERSION"));
 
+/// Whether `ua` is the `User-Agent` of one of kulisse's components
+/// (`kulisse/VERSION (scheduler)`, from [`Client::for_component`]) rather than of a user's
+/// client (`kulisse/VERSION` of the CLI, kubectl's, ...). The API server traces the writes
+/// of users even when they bring no trace, and leaves the components' untraced writes
+/// (leases, heartbeats) in the background.
+pub fn is_component_user_agent(ua: &str) -> bool {
+    ua.strip_prefix("kulisse/").is_some_and(|rest| rest.contains(" ("))
+}
+
 /// What can go wrong talking to the API server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
