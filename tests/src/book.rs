@@ -82,8 +82,8 @@ use crate::etcd::find_binary;
 /// How long one foreground command may run before the harness calls it hung.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long a background job may take to print the lines the book expects from it, and
-/// `kulisse up` to print its banner.
-pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// `kulisse up` to print its banner (the same wait as the tests' clusters).
+pub use crate::cluster::START_TIMEOUT;
 /// Ports a book may name that the harness replaces by free ones (API server, etcd client
 /// and peer, the second API server of the failure labs' control-plane-down lab, and Jaeger's:
 /// OTLP over gRPC and HTTP, its query service over HTTP and gRPC).

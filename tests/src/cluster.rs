@@ -14,6 +14,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `kulisse` binary under test.
+/// How long `kulisse up` may take to print its address (a guard against a hang, not a
+/// timing: `--masters 3` on a busy 2-core machine waits for three etcd members and three
+/// API servers first).
+pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+
 pub fn kulisse_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("KULISSE_BIN") {
         return PathBuf::from(p);
@@ -109,7 +114,7 @@ impl Cluster {
         });
         // A guard against a hang, not a timing: `kulisse up --masters 3` on a busy 2-core
         // machine waits for three etcd members and three API servers before its address.
-        let deadline = Instant::now() + crate::book::START_TIMEOUT;
+        let deadline = Instant::now() + START_TIMEOUT;
         let mut banner = Vec::new();
         let mut server = None;
         while server.is_none() {
@@ -128,7 +133,7 @@ impl Cluster {
                     let _ = child.kill();
                     panic!(
                         "kulisse up did not print its address within {:?}; it printed: {banner:?}",
-                        crate::book::START_TIMEOUT
+                        START_TIMEOUT
                     );
                 }
             }

@@ -396,7 +396,7 @@ fn up_reports_when_all_its_nodes_are_ready() {
             }
         }
     });
-    let deadline = std::time::Instant::now() + kulisse_tests::book::START_TIMEOUT;
+    let deadline = std::time::Instant::now() + kulisse_tests::cluster::START_TIMEOUT;
     let mut seen = Vec::new();
     let done = loop {
         match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
