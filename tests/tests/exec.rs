@@ -169,6 +169,8 @@ spec:
     imagePullPolicy: IfNotPresent
     command: ["sleep", "3600"]
     volumeMounts: [{name: cfg, mountPath: /etc/cfg}]
+    lifecycle:
+      postStart: {exec: {command: ["sh", "-c", "echo written by the postStart hook > /tmp/hooked"]}}
   - name: side
     image: localhost/busybox:latest
     imagePullPolicy: IfNotPresent
@@ -191,6 +193,11 @@ fn kubectl_exec_and_cp_with_podman() {
     apply(&k, PODMAN_POD);
     k.ok(&["wait", "--for=condition=Ready", "pod/box", "--timeout=120s"]);
 
+    // The postStart hook ran in the container (podman exec), before the pod was Ready.
+    assert_eq!(
+        k.ok(&["exec", "box", "-c", "main", "--", "cat", "/tmp/hooked"]),
+        "written by the postStart hook\n"
+    );
     // Real commands: the ConfigMap's file, its change, exit codes, stdin, the other container.
     assert_eq!(
         k.ok(&["exec", "box", "-c", "main", "--", "cat", "/etc/cfg/greeting"]),

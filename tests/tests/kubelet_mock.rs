@@ -1272,3 +1272,76 @@ async fn a_failed_init_container_fails_the_pod_with_never_and_backs_off_otherwis
     );
     assert!(container_status(&pod, "app").unwrap().get("containerID").is_none());
 }
+
+/// Lifecycle hooks: a postStart that succeeds leaves the container alone; one that fails
+/// is an event `FailedPostStartHook` in upstream's words, the container is killed and the
+/// restart policy restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_post_start_hook_kills_the_container_and_it_restarts() {
+    let node = start("node-13").await;
+    let hooked = |cmd: &str| {
+        json!([{"name": "app", "image": "busybox:1.36",
+            "lifecycle": {"postStart": {"exec": {"command": [cmd]}}}}])
+    };
+    node.create_pod("good-hook", json!({}), hooked("true"), "Always").await;
+    node.create_pod("bad-hook", json!({}), hooked("false"), "Always").await;
+    node.pod_until("bad-hook", "the container restarted after its hook failed", |p| {
+        container_status(p, "app")
+            .and_then(|c| c["restartCount"].as_u64())
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    let events = node.events("bad-hook").await;
+    assert!(
+        events.iter().any(|(r, m, _, _)| r == "FailedPostStartHook"
+            && m.starts_with("Exec lifecycle hook ([false]) for Container \"app\" in Pod \"bad-hook_default(")
+            && m.contains("failed - error: ")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(r, m, _, _)| r == "Killing" && m == "FailedPostStartHook"),
+        "{events:?}"
+    );
+    let good = node
+        .pod_until("good-hook", "pod good-hook Running", |p| {
+            p.pointer("/status/phase") == Some(&json!("Running"))
+        })
+        .await;
+    assert_eq!(container_status(&good, "app").unwrap()["restartCount"], 0, "{good}");
+    let events = node.events("good-hook").await;
+    assert!(!events.iter().any(|(r, _, _, _)| r.starts_with("Failed")), "{events:?}");
+}
+
+/// A preStop hook runs before the container is stopped when its pod is deleted; one that
+/// fails is reported (`FailedPreStopHook`) and the pod goes anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_stop_hook_runs_before_the_stop_and_a_failure_is_reported() {
+    let node = start("node-14").await;
+    let containers = json!([{"name": "app", "image": "busybox:1.36",
+        "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "exit 3"]}}}}]);
+    node.create_pod("draining", json!({}), containers, "Always").await;
+    node.pod_until("draining", "pod draining Running", |p| {
+        p.pointer("/status/phase") == Some(&json!("Running"))
+    })
+    .await;
+    node.client()
+        .delete(kind("v1", "Pod"), Some("default"), "draining", None)
+        .await
+        .expect("delete pod");
+    eventually(30, "the pod to be gone from the API server", || async {
+        match node.client().get(kind("v1", "Pod"), Some("default"), "draining").await {
+            Err(e) if e.code() == Some(404) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    let events = node.events("draining").await;
+    assert!(
+        events.iter().any(|(r, m, _, _)| r == "FailedPreStopHook"
+            && m.starts_with("Exec lifecycle hook ([sh -c exit 3]) for Container \"app\" in Pod \"draining_default(")),
+        "{events:?}"
+    );
+}

@@ -1051,6 +1051,7 @@ pub const STATIONS: &[Station] = &[
             m("backends/src/runtime/podman.rs", "real containers, through podman"),
             m("core/src/kubelet/status.rs", "the pod status the kubelet reports"),
             m("core/src/kubelet/probes.rs", "liveness, readiness and startup probes"),
+            m("core/src/kubelet/lifecycle.rs", "postStart and preStop hooks"),
             m("core/src/kubelet/volumes.rs", "the pod's volumes on the node: emptyDir, configMap, secret, downwardAPI, projected, hostPath"),
             m("core/src/kubelet/atomic_writer.rs", "rewriting a volume's files atomically (the `..data` symlink swap)"),
             m("core/src/kubelet/env.rs", "a container's environment: env, valueFrom, envFrom"),

@@ -270,6 +270,23 @@ impl Default for MockRuntime {
 }
 
 impl MockRuntime {
+    /// The mounts and environment of running container `id`, which an exec answers from.
+    fn exec_inputs(&self, id: &str) -> Result<(Vec<Mount>, Vec<EnvVar>), RuntimeError> {
+        let mut s = self.state();
+        let c = s
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?}")))?;
+        c.refresh(Instant::now());
+        if c.state != ContainerState::Running {
+            return Err(RuntimeError::Backend(format!(
+                "container {:?} is not running; cannot exec in it",
+                c.name
+            )));
+        }
+        Ok((c.mounts.clone(), c.env.clone()))
+    }
+
     pub fn new(options: MockOptions) -> Self {
         let cidr = Ipv4Cidr::parse_loopback("127.64.0.0/24").expect("the default pod CIDR is valid");
         let rng = StdRng::seed_from_u64(options.seed);
@@ -819,21 +836,7 @@ impl ContainerRuntime for MockRuntime {
     }
 
     async fn exec(&self, id: &str, command: &[String], io: StreamIo) -> Result<i32, RuntimeError> {
-        let (mounts, env) = {
-            let mut s = self.state();
-            let c = s
-                .containers
-                .get_mut(id)
-                .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?}")))?;
-            c.refresh(Instant::now());
-            if c.state != ContainerState::Running {
-                return Err(RuntimeError::Backend(format!(
-                    "container {:?} is not running; cannot exec in it",
-                    c.name
-                )));
-            }
-            (c.mounts.clone(), c.env.clone())
-        };
+        let (mounts, env) = self.exec_inputs(id)?;
         let StreamIo {
             mut stdin,
             stdout,
@@ -859,21 +862,14 @@ impl ContainerRuntime for MockRuntime {
         Ok(code)
     }
 
+    /// The same tiny shell as [`exec`](Self::exec) (lifecycle hooks use this), its stdout
+    /// and stderr together as the CRI's `ExecSync` answers them.
     async fn exec_sync(&self, id: &str, command: &[String], timeout: Duration) -> Result<(i32, Vec<u8>), RuntimeError> {
         let _ = timeout;
-        let mut s = self.state();
-        let c = s
-            .containers
-            .get_mut(id)
-            .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?}")))?;
-        c.refresh(Instant::now());
-        if c.state != ContainerState::Running {
-            return Err(RuntimeError::Backend(format!(
-                "container {:?} is not running; cannot exec in it",
-                c.name
-            )));
-        }
-        Ok((0, format!("[mock] exec {}\n", command.join(" ")).into_bytes()))
+        let (mounts, env) = self.exec_inputs(id)?;
+        let (code, mut out, err) = mock_shell(command, &mounts, &env, &[]);
+        out.extend(err);
+        Ok((code, out))
     }
 
     async fn probe(&self, container_id: &str, probe: &ProbeSpec) -> Option<ProbeResult> {

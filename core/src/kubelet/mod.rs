@@ -36,6 +36,7 @@ mod atomic_writer;
 mod container;
 mod downward;
 mod env;
+pub mod lifecycle;
 pub mod machine;
 pub mod node;
 pub mod pod_worker;

@@ -40,6 +40,7 @@ use tracing::{Instrument, Span, field::Empty, info_span};
 use super::container::{Backoff, ContainerRec, Instance};
 use super::downward;
 use super::env;
+use super::lifecycle::{self, Hook};
 use super::probes::{self, ProbeState};
 use super::status::{self, PodFacts};
 use super::volumes::{self, PodVolumes};
@@ -757,6 +758,7 @@ impl Worker {
                     rec.kill = None;
                     rec.killed_by_probe = true;
                     if let Some(inst) = rec.current.clone() {
+                        let grace = self.pre_stop(pod, &[(index, inst.id.clone())], grace).await;
                         self.stop_container(index, &inst.id, grace).await;
                     }
                     again = true;
@@ -1002,6 +1004,7 @@ impl Worker {
                 rec.probes = probe_states(c, Instant::now());
                 self.event(EventType::Normal, "Started", &format!("Started container {name}"))
                     .await;
+                self.post_start(index, pod, c, &id, &sandbox.ip).instrument(span).await;
             }
             Err(e) => {
                 record_error(&span, &e);
@@ -1013,6 +1016,57 @@ impl Worker {
                 .await;
             }
         }
+    }
+
+    /// The container's postStart hook, if it has one; when it fails, the container is killed
+    /// (and restarted per the pod's restartPolicy), as upstream's kubelet does.
+    async fn post_start(&mut self, index: usize, pod: &Value, c: &Value, id: &str, pod_ip: &str) {
+        let Some(handler) = lifecycle::handler(c, Hook::PostStart) else {
+            return;
+        };
+        let name = self.containers[index].name.clone();
+        let limit = Duration::from_secs(u64::try_from(Self::grace_of(pod)).unwrap_or(0).max(1));
+        let who = (self.pod_ref(), name.clone());
+        let ran = lifecycle::run(&*self.shared.runtime, id, pod_ip, (&who.0, &who.1), &handler, limit).await;
+        tracing::info!(hook = "postStart", container = %name, ok = ran.is_ok(), "lifecycle hook");
+        if let Err(msg) = ran {
+            self.event(EventType::Warning, Hook::PostStart.failed_reason(), &msg)
+                .await;
+            // Upstream's killContainer is given the message "FailedPostStartHook".
+            self.event(EventType::Normal, "Killing", Hook::PostStart.failed_reason())
+                .await;
+            self.stop_container(index, id, Self::grace_of(pod)).await;
+        }
+    }
+
+    /// The preStop hooks of the running containers `running` (index, id) that have one, all
+    /// at once, within `grace` seconds; returns the grace left for the stop itself (at least
+    /// 2 s, as upstream keeps).
+    async fn pre_stop(&self, pod: &Value, running: &[(usize, String)], grace: i64) -> i64 {
+        let specs = all_containers(pod);
+        let pod_ip = self.sandbox.as_ref().map(|s| s.ip.clone()).unwrap_or_default();
+        let pod_ref = self.pod_ref();
+        let limit = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let started = Instant::now();
+        let hooks = running.iter().filter_map(|(i, id)| {
+            let spec = specs.get(*i)?;
+            let handler = lifecycle::handler(spec, Hook::PreStop)?;
+            let name = self.containers[*i].name.clone();
+            let (runtime, pod_ip, pod_ref, id) =
+                (self.shared.runtime.clone(), pod_ip.clone(), pod_ref.clone(), id.clone());
+            Some(async move {
+                let ran = lifecycle::run(&*runtime, &id, &pod_ip, (&pod_ref, &name), &handler, limit).await;
+                tracing::info!(hook = "preStop", container = %name, ok = ran.is_ok(), "lifecycle hook");
+                ran.err()
+            })
+        });
+        let failures: Vec<String> = futures::future::join_all(hooks).await.into_iter().flatten().collect();
+        for msg in failures {
+            self.event(EventType::Warning, Hook::PreStop.failed_reason(), &msg)
+                .await;
+        }
+        let spent = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+        grace.saturating_sub(spent).max(2.min(grace))
     }
 
     /// Before a (re)start: a restart makes the current instance the previous one (removing
@@ -1120,7 +1174,7 @@ impl Worker {
     }
 
     /// Stop every running container (in parallel, each with `grace`) and remove the sandbox.
-    async fn kill_pod(&mut self, grace: i64, announce: bool) {
+    async fn kill_pod(&mut self, pod: &Value, grace: i64, announce: bool) {
         self.observe().await;
         let running: Vec<(usize, String)> = self
             .containers
@@ -1138,6 +1192,7 @@ impl Worker {
                 self.event(EventType::Normal, "Killing", &msg).await;
             }
         }
+        let grace = self.pre_stop(pod, &running, grace).await;
         let timeout = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
         let stops = running.iter().map(|(i, id)| {
             let span = runtime_span!("runtime.stop_container", self);
@@ -1226,7 +1281,7 @@ impl Worker {
         async {
             self.init_count = spec_init_containers(pod).len();
             self.ensure_records(&all_containers(pod));
-            self.kill_pod(grace, true).await;
+            self.kill_pod(pod, grace, true).await;
             // Every container is terminated now: the pod has reached its end.
             let all_ok = self.containers.iter().all(|r| {
                 r.current
@@ -1294,7 +1349,7 @@ impl Worker {
         );
         let grace = Self::grace_of(last);
         async {
-            self.kill_pod(grace, true).await;
+            self.kill_pod(last, grace, true).await;
             self.remove_sandbox().await;
             self.remove_leftovers().await;
             self.shared.volume_dirs.remove_pod(&self.uid);

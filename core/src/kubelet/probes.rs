@@ -80,7 +80,26 @@ pub fn parse(container: &Value, kind: ProbeKind) -> Option<Result<ProbeConfig, S
     };
     let p = container.get(key).filter(|v| v.is_object())?;
     let name = container.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-    let action = if let Some(h) = p.get("httpGet") {
+    let action = action_of(container, p, key);
+    Some(action.map(|action| ProbeConfig {
+        spec: ProbeSpec {
+            kind,
+            container_name: name,
+            action,
+            timeout: Duration::from_secs(field_u64(p, "timeoutSeconds", 1).max(1)),
+        },
+        initial_delay: Duration::from_secs(field_u64(p, "initialDelaySeconds", 0)),
+        period: Duration::from_secs(field_u64(p, "periodSeconds", 10).max(1)),
+        success_threshold: field_u64(p, "successThreshold", 1).clamp(1, u64::from(u32::MAX)) as u32,
+        failure_threshold: field_u64(p, "failureThreshold", 3).clamp(1, u64::from(u32::MAX)) as u32,
+        termination_grace_seconds: p.get("terminationGracePeriodSeconds").and_then(Value::as_i64),
+    }))
+}
+
+/// What a check of `container` does, from `p` (a probe, or a lifecycle hook's handler):
+/// `httpGet`, `tcpSocket`, `exec` or `grpc`. `key` names `p` in the error.
+pub fn action_of(container: &Value, p: &Value, key: &str) -> Result<ProbeAction, String> {
+    if let Some(h) = p.get("httpGet") {
         resolve_port(container, h.get("port")).map(|port| ProbeAction::Http {
             scheme: h.get("scheme").and_then(Value::as_str).unwrap_or("HTTP").to_string(),
             host: h
@@ -128,23 +147,11 @@ pub fn parse(container: &Value, kind: ProbeKind) -> Option<Result<ProbeConfig, S
             service: g.get("service").and_then(Value::as_str).map(str::to_string),
         })
     } else {
+        let name = container.get("name").and_then(Value::as_str).unwrap_or("");
         Err(format!(
             "the {key} of container {name:?} has no httpGet, tcpSocket, exec or grpc"
         ))
-    };
-    Some(action.map(|action| ProbeConfig {
-        spec: ProbeSpec {
-            kind,
-            container_name: name,
-            action,
-            timeout: Duration::from_secs(field_u64(p, "timeoutSeconds", 1).max(1)),
-        },
-        initial_delay: Duration::from_secs(field_u64(p, "initialDelaySeconds", 0)),
-        period: Duration::from_secs(field_u64(p, "periodSeconds", 10).max(1)),
-        success_threshold: field_u64(p, "successThreshold", 1).clamp(1, u64::from(u32::MAX)) as u32,
-        failure_threshold: field_u64(p, "failureThreshold", 3).clamp(1, u64::from(u32::MAX)) as u32,
-        termination_grace_seconds: p.get("terminationGracePeriodSeconds").and_then(Value::as_i64),
-    }))
+    }
 }
 
 /// A probe of one running container instance: when it runs next, and its current verdict.
@@ -222,8 +229,19 @@ pub async fn run(
     if let Some(result) = runtime.probe(container_id, &config.spec).await {
         return result;
     }
-    let timeout = config.spec.timeout;
-    match &config.spec.action {
+    check(runtime, container_id, pod_ip, &config.spec.action, config.spec.timeout).await
+}
+
+/// Run one check for real against a container whose pod has `pod_ip`: an `exec` through
+/// the runtime, or a connection towards loopback. Probes and lifecycle hooks both use it.
+pub async fn check(
+    runtime: &dyn ContainerRuntime,
+    container_id: &str,
+    pod_ip: &str,
+    action: &ProbeAction,
+    timeout: Duration,
+) -> ProbeResult {
+    match action {
         ProbeAction::Exec { command } => match runtime.exec_sync(container_id, command, timeout).await {
             Ok((0, _)) => ProbeResult::Success,
             Ok((code, out)) => ProbeResult::Failure(format!(
