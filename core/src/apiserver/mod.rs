@@ -151,6 +151,12 @@ impl Default for Retention {
     }
 }
 
+/// kulisse's own endpoints, outside Kubernetes' API: the trace store and step mode's gate.
+/// They are served apart from the API's routes, and their traffic is never traced.
+fn is_kulisse_path(path: &str) -> bool {
+    traces::is_trace_path(path) || path == step::STEP_PATH
+}
+
 /// What every handler gets: the storage layer and the server's settings.
 ///
 /// Concurrency: the server is shared by every connection task through an `Arc`. It holds
@@ -418,7 +424,7 @@ impl ApiServer {
         // `Client::for_component`) that carry no trace are background work, as are reads,
         // heartbeats, step mode's controls and the trace endpoints themselves: not traced
         // unless KULISSE_TRACE_BACKGROUND=1.
-        let trace_path = traces::is_trace_path(&path) || path == step::STEP_PATH;
+        let trace_path = is_kulisse_path(&path);
         let remote = kulisse_traces::propagation::extract(&parts.headers);
         let continued = !trace_path
             && opentelemetry::trace::TraceContextExt::span(&remote)
@@ -480,7 +486,7 @@ impl ApiServer {
         (body, upgrade): (Incoming, Option<hyper::upgrade::OnUpgrade>),
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Response<Body>, ApiError> {
-        if traces::is_trace_path(uri.path()) || uri.path() == step::STEP_PATH {
+        if is_kulisse_path(uri.path()) {
             return self.kulisse_endpoint(method, uri, headers, peer, body).await;
         }
         if let Some(review) = reviews::parse(uri.path()) {

@@ -21,7 +21,10 @@
 //!
 //! Where kulisse differs: upstream keeps the container's state `Waiting` until its
 //! postStart hook has finished; kulisse reports it running as soon as the runtime says so
-//! and runs the hook right after, within the same pass of the pod worker.
+//! and runs the hook right after, within the same pass of the pod worker. And upstream
+//! waits for an exec postStart hook as long as it runs; kulisse gives it the pod's
+//! termination grace period (30 s by default), so a hook that hangs cannot stall the pod's
+//! worker for good, and counts one that runs longer as failed.
 
 use std::time::Duration;
 

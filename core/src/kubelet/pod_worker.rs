@@ -1025,9 +1025,17 @@ impl Worker {
             return;
         };
         let name = self.containers[index].name.clone();
-        let limit = Duration::from_secs(u64::try_from(Self::grace_of(pod)).unwrap_or(0).max(1));
-        let who = (self.pod_ref(), name.clone());
-        let ran = lifecycle::run(&*self.shared.runtime, id, pod_ip, (&who.0, &who.1), &handler, limit).await;
+        let grace = Self::grace_of(pod);
+        let limit = Duration::from_secs(u64::try_from(grace).unwrap_or(0).max(1));
+        let ran = lifecycle::run(
+            &*self.shared.runtime,
+            id,
+            pod_ip,
+            (&self.pod_ref(), &name),
+            &handler,
+            limit,
+        )
+        .await;
         tracing::info!(hook = "postStart", container = %name, ok = ran.is_ok(), "lifecycle hook");
         if let Err(msg) = ran {
             self.event(EventType::Warning, Hook::PostStart.failed_reason(), &msg)
@@ -1035,7 +1043,7 @@ impl Worker {
             // Upstream's killContainer is given the message "FailedPostStartHook".
             self.event(EventType::Normal, "Killing", Hook::PostStart.failed_reason())
                 .await;
-            self.stop_container(index, id, Self::grace_of(pod)).await;
+            self.stop_container(index, id, grace).await;
         }
     }
 
