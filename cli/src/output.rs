@@ -4,6 +4,8 @@
 use kulisse_core::client::ClientError;
 use serde_json::Value;
 
+use crate::format::Format;
+
 /// Render a server-printed `Table` the way kubectl does: upper-case headers, columns
 /// separated by three spaces, no borders. `wide` shows the priority-1 columns too;
 /// `namespace_column` prepends NAMESPACE (for `-A`).
@@ -79,6 +81,32 @@ pub fn json(value: &Value) -> String {
 /// YAML, as `-o yaml` prints it.
 pub fn yaml(value: &Value) -> String {
     serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# could not render YAML: {e}\n{}", json(value)))
+}
+
+/// `doc` (one object, or a [`list`]) as the printers that print whole documents print it:
+/// `json`, `yaml` and `jsonpath=...`. `None` for the printers that print rows (the table,
+/// `name`, `custom-columns`).
+pub fn document(format: &Format, doc: &Value) -> Option<String> {
+    match format {
+        Format::Json => Some(format!("{}\n", json(doc))),
+        Format::Yaml => Some(yaml(doc)),
+        Format::JsonPath(t) => Some(t.render(doc)),
+        Format::Table { .. } | Format::Name | Format::CustomColumns(_) => None,
+    }
+}
+
+/// Several objects as one document, the `List` kubectl's `get -o json|yaml` prints for
+/// more than one object (or for a query that could return more than one).
+pub fn list(items: Vec<Value>) -> Value {
+    serde_json::json!({"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}})
+}
+
+/// Drop `metadata.managedFields`, as kubectl's `-o json|yaml` does unless
+/// `--show-managed-fields`: server-side apply's bookkeeping, long and rarely what you look for.
+pub fn hide_managed_fields(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
 }
 
 /// An error kubectl prints as it is, without its `error: ` prefix (several errors of one

@@ -3,7 +3,10 @@
 //! the write is let through), then every write of the control loop comes through one at a
 //! time in causal order; `continue` lets the Deployment converge, `pause` stops it again
 //! while node heartbeats go on; breakpoints hold only the writes they name; and every pause
-//! is an `apiserver.step_pause` span, with its duration, in the write's trace.
+//! is an `apiserver.step_pause` span, with its duration, in the write's trace. While
+//! kubectl's writes wait, `kulisse step show N -o yaml|json` and `kulisse step -o json` show
+//! the whole objects they propose (kubectl's create as the store will hold it, its scale
+//! with the new replicas while the store still says the old).
 
 use std::process::Child;
 
@@ -73,6 +76,63 @@ fn waits_first(c: &Cluster, what: &str) -> String {
     })
 }
 
+/// The number `kulisse step` gives the waiting write whose line contains `what`.
+fn number_of(shown: &str, what: &str) -> usize {
+    waiting(shown)
+        .iter()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.split_once(". "))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{what:?} among the waiting writes:\n{shown}"))
+}
+
+/// While kubectl's create of the Deployment waits (write `n`): the whole object it proposes,
+/// as one object (`step show N -o json|yaml`) and in the List of every waiting write's
+/// (`step -o json`), the write in full (`step show N`), and a number nothing has.
+fn proposed_objects_of_kubectls_create(c: &Cluster, n: usize) {
+    let shown = n.to_string();
+    let one: Value = serde_json::from_str(&c.ok(&["step", "show", &shown, "-o", "json"])).unwrap();
+    assert_eq!((s(&one, "/kind"), s(&one, "/metadata/name")), ("Deployment", "web"));
+    assert_eq!(one["spec"]["replicas"], 2, "{one}");
+    // What the API server added: defaults, the trace, and kubectl's own annotation.
+    assert_eq!(s(&one, "/spec/strategy/type"), "RollingUpdate", "{one}");
+    assert!(!s(&one, "/metadata/uid").is_empty(), "{one}");
+    let annotations = &one["metadata"]["annotations"];
+    assert!(annotations["kulisse.dev/traceparent"].is_string(), "{one}");
+    assert!(
+        annotations["kubectl.kubernetes.io/last-applied-configuration"].is_string(),
+        "kubectl's client-side apply: {one}"
+    );
+    // A create: no revision yet; managedFields hidden, as kubectl's -o hides them.
+    assert!(one.pointer("/metadata/resourceVersion").is_none(), "{one}");
+    assert!(one.pointer("/metadata/managedFields").is_none(), "{one}");
+    let yaml = c.ok(&["step", "show", &shown, "-o", "yaml"]);
+    assert!(
+        yaml.starts_with("apiVersion: apps/v1\nkind: Deployment\n") && yaml.contains("\n  name: web\n"),
+        "{yaml}"
+    );
+    let all: Value = serde_json::from_str(&c.ok(&["step", "-o", "json"])).unwrap();
+    assert_eq!(s(&all, "/kind"), "List", "{all}");
+    let listed = items(&all);
+    assert!(listed.len() >= n, "{all}");
+    assert_eq!(listed[n - 1], one, "the List holds the same object at the same place");
+    let full = c.ok(&["step", "show", &shown]);
+    assert!(
+        full.starts_with(&format!("{n}. apiserver: create Deployment default/web (waiting ")),
+        "{full}"
+    );
+    assert!(
+        full.contains("diff against the store (which holds nothing: a create)"),
+        "{full}"
+    );
+    let none = c.kulisse(&["step", "show", "999"]);
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("there is no waiting write 999: "),
+        "{none:?}"
+    );
+}
+
 fn finished(child: &mut Child) -> bool {
     child.try_wait().expect("kubectl's status").is_some()
 }
@@ -95,6 +155,7 @@ fn step_mode_holds_each_write_in_causal_order_and_breakpoints_hold_only_theirs()
         !finished(&mut apply),
         "kubectl returned before its write was let through"
     );
+    proposed_objects_of_kubectls_create(&c, number_of(&shown, "apiserver: create Deployment default/web"));
 
     // Let the writes through one at a time until both pods reported their status.
     let mut log = Vec::new();
@@ -174,6 +235,22 @@ fn step_mode_holds_each_write_in_causal_order_and_breakpoints_hold_only_theirs()
         .map(|t| t.trim_end_matches(':').to_string())
         .unwrap_or_else(|| panic!("the write's trace id: {shown}"));
     assert!(shown.contains("~ spec.replicas: 2 -> 3"), "{shown}");
+    // The whole object kubectl's scale proposes, replicas 3, over the revision the store
+    // holds (which still says 2).
+    let proposed = c.ok(&[
+        "step",
+        "show",
+        "1",
+        "-o",
+        "jsonpath={.spec.replicas} {.metadata.resourceVersion}",
+    ]);
+    let stored = json(&c, &["get", "deployment", "web"]);
+    assert_eq!(stored["spec"]["replicas"], 2);
+    assert_eq!(
+        proposed,
+        format!("3 {}", s(&stored, "/metadata/resourceVersion")),
+        "{stored}"
+    );
     wait_for(30, "the scale held for 6 s", || {
         let out = c.ok(&["step"]);
         let secs: f64 = out.split("(waiting ").nth(1)?.split('s').next()?.parse().ok()?;

@@ -283,9 +283,7 @@ async fn objects(req: &Request<'_>, format: &Format) -> anyhow::Result<Vec<anyho
     }
     if !args.show_managed_fields {
         for (_, o) in &mut objects {
-            if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("managedFields");
-            }
+            output::hide_managed_fields(o);
         }
     }
     let single = (sel.single_object() || args.revision.is_some()) && objects.len() == 1;
@@ -296,14 +294,16 @@ async fn objects(req: &Request<'_>, format: &Format) -> anyhow::Result<Vec<anyho
     let doc = if single {
         plain[0].clone()
     } else {
-        json!({"apiVersion": "v1", "items": plain, "kind": "List", "metadata": {"resourceVersion": ""}})
+        output::list(plain.clone())
     };
     if objects.is_empty() && errors.is_empty() && !single && matches!(format, Format::Name | Format::CustomColumns(_)) {
         eprintln!("No resources found");
     }
+    if let Some(text) = output::document(format, &doc) {
+        print!("{text}");
+        return Ok(errors);
+    }
     match format {
-        Format::Json => println!("{}", output::json(&doc)),
-        Format::Yaml => print!("{}", output::yaml(&doc)),
         Format::Name => {
             for (info, o) in &objects {
                 println!(
@@ -312,11 +312,10 @@ async fn objects(req: &Request<'_>, format: &Format) -> anyhow::Result<Vec<anyho
                 );
             }
         }
-        Format::JsonPath(t) => print!("{}", t.render(&doc)),
         Format::CustomColumns(cols) if !objects.is_empty() => {
             print!("{}", format::custom_column_rows(cols, &plain, args.no_headers))
         }
-        Format::CustomColumns(_) | Format::Table { .. } => {}
+        _ => {}
     }
     Ok(errors)
 }

@@ -9,6 +9,16 @@
 //!
 //! - `kulisse step` shows what waits: the component, the object, the diff against what the
 //!   store holds, and the trace so far (drawn as `kulisse trace` draws it).
+//! - `kulisse step show N` shows the N-th waiting write (as `kulisse step` numbers them,
+//!   oldest first) the same way. A diff shows only what changes; to see the **whole object**
+//!   a write proposes, as `kubectl get -o yaml` prints a stored one, add `-o yaml` (or `-o
+//!   json`, `-o jsonpath=...`): `kulisse step show N -o yaml` prints that one object,
+//!   `kulisse step -o yaml` every waiting write's object as one `List`, oldest first, the
+//!   shapes of `kubectl get pod NAME -o yaml` and `kubectl get pods -o yaml`. The object is
+//!   the one the store will hold if the write is let through, with what the API server
+//!   added (defaults, `uid`, the `kulisse.dev/traceparent` annotation); only its
+//!   `resourceVersion` is still the revision it replaces (none for a create), since the
+//!   store numbers a write when it makes it. `managedFields` are hidden, as kubectl hides them.
 //! - `kulisse step next` lets exactly one write through (the oldest; it waits up to 20 s for
 //!   one to arrive) and prints how it went once it is written.
 //! - `kulisse step continue` lets everything through and runs; `kulisse step pause` stops
@@ -26,7 +36,8 @@ use kulisse_core::client::Client;
 use serde_json::{Value, json};
 
 use super::client;
-use crate::{GlobalArgs, builder};
+use crate::format::Format;
+use crate::{GlobalArgs, builder, output};
 
 const STEP_PATH: &str = kulisse_core::apiserver::step::STEP_PATH;
 
@@ -34,19 +45,39 @@ const STEP_PATH: &str = kulisse_core::apiserver::step::STEP_PATH;
 const DIFF_LINES: usize = 40;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:
-  kulisse up --step          start a cluster that holds every write
-  kulisse step               what waits, its diff and its trace so far
-  kulisse step next          let exactly one write through
-  kulisse step continue      let everything run
-  kulisse step pause         hold every write again")]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:
+  kulisse up --step            start a cluster that holds every write
+  kulisse step                 what waits, its diff and its trace so far
+  kulisse step show 2          the second waiting write in full
+  kulisse step show 1 -o yaml  the whole object the oldest waiting write proposes
+  kulisse step -o yaml         every waiting write's object, as one List
+  kulisse step next            let exactly one write through
+  kulisse step continue        let everything run
+  kulisse step pause           hold every write again"
+)]
 pub struct StepArgs {
     #[command(subcommand)]
     pub action: Option<StepAction>,
+    /// Print the objects the waiting writes propose, oldest first, as one List: json, yaml
+    /// or jsonpath=TEMPLATE (as kubectl get -o prints objects).
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum StepAction {
+    /// Show the N-th waiting write in full (numbered as `kulisse step` lists them), or with
+    /// -o the whole object it proposes.
+    Show {
+        /// Which waiting write: 1 is the oldest.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+        n: u32,
+        /// Print the object the write proposes: json, yaml or jsonpath=TEMPLATE.
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+    },
     /// Let exactly one waiting write through (the oldest) and print how it went.
     Next,
     /// Let every waiting write through and run (breakpoints still hold).
@@ -82,7 +113,12 @@ pub struct BreakArgs {
 pub async fn step(global: &GlobalArgs, args: StepArgs) -> anyhow::Result<ExitCode> {
     let client = client(global)?;
     match args.action {
-        None => show(&client).await?,
+        None => match args.output.as_deref() {
+            None => overview(&client).await?,
+            Some(o) => print_objects(&client, None, o).await?,
+        },
+        Some(StepAction::Show { n, output: None }) => show_one(&client, n as usize).await?,
+        Some(StepAction::Show { n, output: Some(o) }) => print_objects(&client, Some(n as usize), &o).await?,
         Some(StepAction::Next) => {
             let answer = act(&client, json!({"action": "next"})).await?;
             println!(
@@ -148,10 +184,56 @@ async fn act(client: &Client, body: Value) -> anyhow::Result<Value> {
         .0)
 }
 
-/// Print the gate's state, the oldest waiting write in full, and the others in a line each.
-async fn show(client: &Client) -> anyhow::Result<()> {
+/// The gate's state: `paused`, the breakpoints and the waiting writes, oldest first.
+async fn gate_status(client: &Client) -> anyhow::Result<(Value, Vec<Value>)> {
     let (status, _) = client.json(Method::GET, STEP_PATH, None, None).await?;
     let waiting = status["waiting"].as_array().cloned().unwrap_or_default();
+    Ok((status, waiting))
+}
+
+/// The `n`-th waiting write (1 is the oldest), or an error that says how many wait.
+fn nth(waiting: &[Value], n: usize) -> anyhow::Result<&Value> {
+    match waiting.get(n.wrapping_sub(1)) {
+        Some(w) => Ok(w),
+        None if waiting.is_empty() => bail!("nothing waits at the gate"),
+        None => bail!(
+            "there is no waiting write {n}: {} wait (kulisse step lists them)",
+            waiting.len()
+        ),
+    }
+}
+
+/// `-o`: the object the `n`-th waiting write proposes, or (no `n`) every waiting write's,
+/// as one `List`.
+async fn print_objects(client: &Client, n: Option<usize>, flag: &str) -> anyhow::Result<()> {
+    let format = Format::parse(Some(flag))?;
+    let proposed = |w: &Value| {
+        let mut o = w["proposed"].clone();
+        output::hide_managed_fields(&mut o);
+        o
+    };
+    let (_, waiting) = gate_status(client).await?;
+    let doc = match n {
+        Some(n) => proposed(nth(&waiting, n)?),
+        None => output::list(waiting.iter().map(proposed).collect()),
+    };
+    match output::document(&format, &doc) {
+        Some(text) => print!("{text}"),
+        None => bail!("kulisse step prints whole objects: -o json, -o yaml or -o jsonpath=TEMPLATE"),
+    }
+    Ok(())
+}
+
+/// `kulisse step show N`: one waiting write in full.
+async fn show_one(client: &Client, n: usize) -> anyhow::Result<()> {
+    let (_, waiting) = gate_status(client).await?;
+    detail(client, n, nth(&waiting, n)?).await;
+    Ok(())
+}
+
+/// Print the gate's state, the oldest waiting write in full, and the others in a line each.
+async fn overview(client: &Client) -> anyhow::Result<()> {
+    let (status, waiting) = gate_status(client).await?;
     let mode = if status["paused"] == json!(true) {
         "paused"
     } else {
@@ -175,24 +257,29 @@ async fn show(client: &Client) -> anyhow::Result<()> {
     };
     println!("{} waiting, oldest first:", waiting.len());
     println!();
-    println!(
-        "1. {} (waiting {:.0}s)",
-        describe(first),
-        first["waitingSeconds"].as_f64().unwrap_or(0.0)
-    );
-    let stored_rv = first
-        .pointer("/stored/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .map_or("nothing: a create".to_string(), |rv| format!("revision {rv}"));
-    println!("   diff against the store (which holds {stored_rv}):");
-    for line in diff(&first["stored"], &first["proposed"]) {
-        println!("     {line}");
-    }
-    print_trace(client, first["traceId"].as_str().unwrap_or("")).await;
+    detail(client, 1, first).await;
     for (i, w) in waiting.iter().enumerate().skip(1) {
         println!("{}. {}", i + 1, describe(w));
     }
     Ok(())
+}
+
+/// Waiting write `n` in full: who writes what, the diff against the store, the trace so far.
+async fn detail(client: &Client, n: usize, w: &Value) {
+    println!(
+        "{n}. {} (waiting {:.0}s)",
+        describe(w),
+        w["waitingSeconds"].as_f64().unwrap_or(0.0)
+    );
+    let stored_rv = w
+        .pointer("/stored/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map_or("nothing: a create".to_string(), |rv| format!("revision {rv}"));
+    println!("   diff against the store (which holds {stored_rv}):");
+    for line in diff(&w["stored"], &w["proposed"]) {
+        println!("     {line}");
+    }
+    print_trace(client, w["traceId"].as_str().unwrap_or("")).await;
 }
 
 async fn print_trace(client: &Client, trace_id: &str) {
