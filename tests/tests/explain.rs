@@ -1,8 +1,10 @@
 //! `kulisse explain KIND NAME` against a real `kulisse up` (three nodes, mock runtime): why a
 //! pod is Pending or on its node (from the scheduler's `scheduler.plugin` spans in the trace
 //! store), why a pod is not in a Service's endpoints, what a ReplicaSet would delete first,
-//! and why a rollout is stuck. The documentation mode (`kulisse explain pod.spec`) keeps
-//! working beside it.
+//! and why a rollout is stuck. The real kubectl's writes are explained too: a pod it runs
+//! (from the trace the API server starts for kubectl's untraced request), and a pod it
+//! annotates (the newest attempt, in whichever trace). The documentation mode (`kulisse
+//! explain pod.spec`) keeps working beside it.
 
 use kulisse_tests::cluster::Cluster;
 use kulisse_tests::flows::{items, json, s, wait_for};
@@ -128,6 +130,9 @@ fn a_pod_that_fits_nowhere_and_a_pod_on_a_tainted_cluster() {
     }
     let again = c.ok(&["explain", "pod", "big"]);
     assert!(again.contains("node-1: NodeResourcesFit: Insufficient cpu"), "{again}");
+    if let Some(k) = &writer {
+        a_pod_kubectl_runs(&c, k);
+    }
 
     // Taint every node; a pod without a toleration fits nowhere, one with it fits anywhere.
     for node in ["node-1", "node-2", "node-3"] {
@@ -167,17 +172,8 @@ spec:
         plain.contains("node-2: TaintToleration: node(s) had untolerated taint {dedicated: gpu}"),
         "{plain}"
     );
-    let tolerant = explain_until(&c, &["pod", "tolerant"], &["scheduled on node-"]);
-    let tolerant_pod = json(&c, &["get", "pod", "tolerant"]);
-    let node = s(&tolerant_pod, "/spec/nodeName");
-    assert!(tolerant.contains(&format!("Winner: {node} with ")), "{tolerant}");
     // all three nodes passed every filter that ran and were scored by all five plugins
-    let score_rows = tolerant
-        .lines()
-        .skip_while(|l| !l.starts_with("Score:"))
-        .filter(|l| l.trim_start().starts_with("node-"))
-        .count();
-    assert_eq!(score_rows, 3, "{tolerant}");
+    let tolerant = explained_winner_of_three(&c, "tolerant");
     assert!(tolerant.contains("TaintToleration×3"), "{tolerant}");
 
     // the documentation mode still works, and bad input changes nothing
@@ -196,6 +192,32 @@ spec:
     );
     let configmap = c.kulisse(&["explain", "configmap", "x"]);
     assert!(String::from_utf8_lossy(&configmap.stderr).contains("there is no \"why\" for ConfigMap"));
+}
+
+/// A pod the real kubectl creates (`kubectl run`): its request brings no trace, the API
+/// server starts one, and the scheduler's attempt continues it, so explain finds where the
+/// pod went and why: every node feasible, scored, and the winner the pod is bound to.
+fn a_pod_kubectl_runs(c: &Cluster, kubectl: &Kubectl) {
+    assert_eq!(
+        kubectl.ok(&["run", "kc", "--image=localhost/busybox:latest"]).trim(),
+        "pod/kc created"
+    );
+    explained_winner_of_three(c, "kc");
+}
+
+/// `kulisse explain pod NAME` once the pod is scheduled: the winner it names is the pod's
+/// node, and all three nodes were feasible and scored. Returns the explanation.
+fn explained_winner_of_three(c: &Cluster, pod: &str) -> String {
+    let out = explain_until(c, &["pod", pod], &["scheduled on node-"]);
+    let node = s(&json(c, &["get", "pod", pod]), "/spec/nodeName").to_string();
+    assert!(out.contains(&format!("Winner: {node} with ")), "{out}");
+    let score_rows = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Score:"))
+        .filter(|l| l.trim_start().starts_with("node-"))
+        .count();
+    assert_eq!(score_rows, 3, "three feasible nodes, each scored:\n{out}");
+    out
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! kubectl: its write waits at the API server's gate (kubectl waits with it, and returns once
 //! the write is let through), then every write of the control loop comes through one at a
 //! time in causal order; `continue` lets the Deployment converge, `pause` stops it again
-//! while node heartbeats go on; breakpoints hold only the writes they name; and every pause
+//! while node heartbeats go on; breakpoints hold only the writes they name (the
+//! components' writes that follow kubectl's, and kubectl's own create of a ConfigMap whose
+//! name matches, while another of its creates goes through); and every pause
 //! is an `apiserver.step_pause` span, with its duration, in the write's trace. While
 //! kubectl's writes wait, `kulisse step show N -o yaml|json` and `kulisse step -o json` show
 //! the whole objects they propose (kubectl's create as the store will hold it, its scale
@@ -337,4 +339,55 @@ fn step_mode_holds_each_write_in_causal_order_and_breakpoints_hold_only_theirs()
             .collect();
         (p.len() == 4 && p.iter().all(|p| s(p, "/status/phase") == "Running")).then_some(())
     });
+    a_breakpoint_holds_kubectls_own_write(&c, &kubectl);
+}
+
+/// Running, a breakpoint on the API server's writes of ConfigMaps named `settings-*` holds
+/// kubectl's create of one (kubectl waits with it, and nothing reads it yet) while kubectl's
+/// create of another ConfigMap goes through; clearing the breakpoint lets it through.
+fn a_breakpoint_holds_kubectls_own_write(c: &Cluster, kubectl: &Kubectl) {
+    assert_eq!(
+        c.ok(&["break", "apiserver", "configmap/settings-*"]).trim(),
+        "breakpoint set: apiserver configmap/settings-*"
+    );
+    let mut held = kubectl.spawn(&["create", "configmap", "settings-1", "--from-literal=colour=blue"]);
+    let shown = waits(c, "apiserver: create ConfigMap default/settings-1");
+    assert_eq!(
+        kubectl
+            .ok(&["create", "configmap", "other", "--from-literal=colour=red"])
+            .trim(),
+        "configmap/other created"
+    );
+    let n = number_of(&shown, "apiserver: create ConfigMap default/settings-1").to_string();
+    assert_eq!(
+        c.ok(&[
+            "step",
+            "show",
+            &n,
+            "-o",
+            "jsonpath={.kind}/{.metadata.name}: {.data.colour}"
+        ]),
+        "ConfigMap/settings-1: blue"
+    );
+    let missing = kubectl.run(&["get", "configmap", "settings-1"]);
+    assert!(!missing.status.success(), "a held create is not in the store yet");
+    assert!(
+        !finished(&mut held),
+        "kubectl returned before its write was let through"
+    );
+    assert_eq!(
+        c.ok(&["break", "--clear"]).trim(),
+        "cleared 1 breakpoints; let 1 waiting writes through"
+    );
+    let out = held.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "configmap/settings-1 created"
+    );
+    assert!(
+        kubectl
+            .ok(&["get", "configmap", "settings-1", "-o", "name"])
+            .contains("configmap/settings-1")
+    );
 }
