@@ -59,20 +59,39 @@ impl EventRecorder {
 
     /// Record an event about `involved`. Never fails; problems are logged.
     pub async fn record(&self, involved: &Value, kind: EventType, reason: &str, message: &str) {
-        if let Err(e) = self.try_record(involved, kind, reason, message).await {
+        self.record_at(chrono::Utc::now(), involved, kind, reason, message)
+            .await;
+    }
+
+    /// Record an event that happened at `at`, which may be a moment before it is recorded.
+    /// The scheduler stamps its `Scheduled` event with the time it sent the binding: it
+    /// records the event only once the bind has returned, and by then the node's kubelet may
+    /// already have seen the binding and recorded its own `Pulling`; stamped at the bind,
+    /// the two events keep the order in which things happened (events are named, and so
+    /// listed, by their time).
+    pub async fn record_at(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        involved: &Value,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        if let Err(e) = self.try_record(at, involved, kind, reason, message).await {
             tracing::debug!("could not record event {reason} ({message}): {e}");
         }
     }
 
     async fn try_record(
         &self,
+        at: chrono::DateTime<chrono::Utc>,
         involved: &Value,
         kind: EventType,
         reason: &str,
         message: &str,
     ) -> Result<(), crate::client::ClientError> {
         let info = objects::by_gvk("v1", "Event").expect("Event is a built-in kind");
-        let now = crate::objects::time::now();
+        let now = crate::objects::time::time(at);
         let uid = involved
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
@@ -104,7 +123,7 @@ impl EventRecorder {
             .filter(|n| !n.is_empty())
             .unwrap_or("default")
             .to_string();
-        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let nanos = at.timestamp_nanos_opt().unwrap_or(0);
         let name = format!("{involved_name}.{nanos:x}");
         let mut source = json!({"component": self.component});
         if let Some(h) = &self.host {

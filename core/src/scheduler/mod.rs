@@ -607,13 +607,15 @@ impl Scheduler {
             "otel.status_code" = tracing::field::Empty,
             "otel.status_description" = tracing::field::Empty,
         );
+        let sent = chrono::Utc::now();
         let result = self.client.bind(&ns, &name, &node).instrument(span.clone()).await;
         match result {
             Ok(()) => {
                 let ttl = self.options.assumed_pod_ttl;
                 self.lock_cache().finish_binding(&key, std::time::Instant::now(), ttl);
                 self.recorder
-                    .record(
+                    .record_at(
+                        sent,
                         &pod,
                         EventType::Normal,
                         "Scheduled",

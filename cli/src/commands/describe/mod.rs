@@ -103,7 +103,12 @@ async fn events_of(client: &Client, info: &ResourceInfo, obj: &Value) -> anyhow:
             },
         )
         .await?;
-    Ok(list.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
+    let mut items = list.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+    // kubectl's SortableEvents: oldest `lastTimestamp` first (an event without one, as the
+    // newer events API writes them, first of all); equal times keep the list's order, which
+    // is the order of the events' names, and so of their times to the nanosecond.
+    items.sort_by(|a, b| s(a, "/lastTimestamp").cmp(s(b, "/lastTimestamp")));
+    Ok(items)
 }
 
 /// The string at JSON pointer `p`, or `""`.
