@@ -82,6 +82,10 @@ pub enum Command {
     Scale(commands::scale::ScaleArgs),
     /// Print a container's logs.
     Logs(commands::logs::LogsArgs),
+    /// Run a command in a pod's container, through the API server and its kubelet.
+    Exec(commands::exec::ExecArgs),
+    /// Forward local ports to a pod's ports, through the API server and its kubelet.
+    PortForward(commands::port_forward::PortForwardArgs),
     /// Follow a Deployment's rollout.
     Rollout(commands::rollout::RolloutArgs),
     /// Draw a trace (default: the last apply) as a waterfall, or export it for Jaeger.
@@ -169,6 +173,8 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Patch(args) => commands::patch::run(&cli.global, args).await,
             Command::Scale(args) => commands::scale::run(&cli.global, args).await,
             Command::Logs(args) => commands::logs::run(&cli.global, args).await,
+            Command::Exec(args) => commands::exec::run(&cli.global, args).await,
+            Command::PortForward(args) => commands::port_forward::run(&cli.global, args).await,
             Command::Rollout(args) => commands::rollout::run(&cli.global, args).await,
             Command::Trace(args) => commands::trace::run(&cli.global, args).await,
             Command::Label(args) => commands::label::run(&cli.global, args).await,

@@ -58,6 +58,11 @@ impl Kubectl {
         self.kubeconfig.clone()
     }
 
+    /// The kubectl program (for tests that must run it through another program).
+    pub fn program(&self) -> &Path {
+        &self.bin
+    }
+
     /// A directory for manifests and other files of the test.
     pub fn work_dir(&self) -> &Path {
         self.dir.path()

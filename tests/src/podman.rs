@@ -233,6 +233,20 @@ impl Drop for CleanupLabel {
     }
 }
 
+/// `kulisse up --runtime podman` on `svc` with its data in `dir` (and `extra` arguments),
+/// and the guard that removes, when dropped, every podman pod and container the cluster made
+/// (drop it before the data dir goes).
+pub fn podman_cluster(svc: &PodmanService, dir: &Path, extra: &[&str]) -> (crate::cluster::Cluster, CleanupLabel) {
+    use kulisse_backends::runtime::podman::{LABEL_CLUSTER, cluster_id_from_ca};
+    let socket = svc.socket_str();
+    let mut args = vec!["--runtime", "podman", "--podman-socket", &socket];
+    args.extend_from_slice(extra);
+    let cluster = crate::cluster::Cluster::start_in(dir, &args);
+    let ca = std::fs::read_to_string(cluster.data_dir.join("ca.crt")).expect("the cluster CA");
+    let cleanup = CleanupLabel::new(LABEL_CLUSTER, &cluster_id_from_ca(&ca));
+    (cluster, cleanup)
+}
+
 /// A plain HTTP GET to a loopback address; returns (status code, body). Refuses anything
 /// that is not loopback.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {

@@ -70,7 +70,7 @@ fn fails_with(out: &Output) -> (Option<i32>, String) {
 
 #[test]
 fn kubectl_exec_runs_commands_with_stdin_exit_codes_containers_and_rbac() {
-    let Some((_cluster, k)) = start() else { return };
+    let Some((cluster, k)) = start() else { return };
     apply(&k, PODS);
     wait_for(60, "pod box Running", || {
         let pods: serde_json::Value = serde_json::from_str(&k.ok(&["get", "pods", "-o", "json"])).ok()?;
@@ -125,6 +125,39 @@ fn kubectl_exec_runs_commands_with_stdin_exit_codes_containers_and_rbac() {
         text(&out.stderr)
     );
 
+    // kulisse's own exec speaks the same protocol and answers as kubectl does.
+    assert_eq!(
+        cluster.ok(&["exec", "box", "-c", "main", "--", "cat", "/etc/cfg/greeting"]),
+        "changed"
+    );
+    let out = cluster.kulisse(&["exec", "box", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Defaulted container \"main\" out of: main, side")
+            && text(&out.stderr).contains("command terminated with exit code 3"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cluster.kulisse_stdin(
+        &["exec", "-i", "box", "-c", "side", "--", "cat"],
+        Some(b"kulisse stdin\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "kulisse stdin\n");
+    let out = cluster.kulisse(&["exec", "box", "-c", "nope", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Error from server (BadRequest): container nope is not valid for pod box"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cluster.kulisse(&["exec", "nowhere", "--", "true"]);
+    assert!(
+        text(&out.stderr).contains("pod nowhere has not been scheduled to a node yet"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Errors: an unknown container, a pod with no node yet, a user without `create pods/exec`.
     let (_, stderr) = fails_with(&k.run(&["exec", "box", "-c", "nope", "--", "true"]));
     assert!(stderr.contains("container nope is not valid for pod box"), "{stderr}");
@@ -155,8 +188,7 @@ fn kubectl_exec_runs_commands_with_stdin_exit_codes_containers_and_rbac() {
 // The same with podman: real processes in real containers, and `kubectl cp` (tar over exec).
 // ---------------------------------------------------------------------------------------
 
-use kulisse_backends::runtime::podman::{LABEL_CLUSTER, cluster_id_from_ca};
-use kulisse_tests::podman::{CleanupLabel, PodmanService};
+use kulisse_tests::podman::{PodmanService, podman_cluster};
 
 const PODMAN_POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -182,11 +214,9 @@ spec:
 fn kubectl_exec_and_cp_with_podman() {
     let Some(svc) = PodmanService::start() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let socket = svc.socket_str();
-    let cluster = Cluster::start_in(dir.path(), &["--runtime", "podman", "--podman-socket", &socket]);
-    let ca = std::fs::read_to_string(cluster.data_dir.join("ca.crt")).expect("the cluster CA");
-    // Dropped before the cluster's data dir goes: removes whatever the cluster left in podman.
-    let _cleanup = CleanupLabel::new(LABEL_CLUSTER, &cluster_id_from_ca(&ca));
+    // The guard is dropped before the cluster's data dir goes: it removes what the cluster
+    // left in podman.
+    let (cluster, _cleanup) = podman_cluster(&svc, dir.path(), &[]);
     let Some(k) = Kubectl::for_cluster(&cluster) else {
         return;
     };
@@ -217,6 +247,51 @@ fn kubectl_exec_and_cp_with_podman() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "SHOUT\n");
     assert_eq!(k.ok(&["exec", "box", "-c", "side", "--", "cat", "/tmp/who"]), "side\n");
+
+    // kulisse exec: stdout and stderr apart, the exit code; then `-it` under a pseudo-terminal
+    // (util-linux's `script`): the command runs on a terminal of its own, sized as ours.
+    let out = cluster.kulisse(&[
+        "exec",
+        "box",
+        "-c",
+        "main",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(
+        text(&out.stderr).starts_with("err\ncommand terminated with exit code 4"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The real kubectl's `exec -it` the same way.
+    for client in [
+        format!("{} --kubeconfig", kulisse_tests::cluster::kulisse_bin().display()),
+        format!("{} --kubeconfig", k.program().display()),
+    ] {
+        let exec_it = format!(
+            "stty cols 97 rows 31; {client} {} exec -it box -c main -- sh -c 'tty; stty size; exit 5'",
+            cluster.kubeconfig().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &exec_it, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script (util-linux)");
+        let shown = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(5), "{client}: {shown}");
+        assert!(
+            shown.contains("/dev/pts/"),
+            "{client}: the command had no terminal: {shown}"
+        );
+        assert!(
+            shown.contains("31 97"),
+            "{client}: the terminal's size did not travel: {shown}"
+        );
+    }
 
     // kubectl cp in and out: tar through exec.
     let local = k.work_dir().join("note.txt");

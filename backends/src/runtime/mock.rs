@@ -47,7 +47,14 @@
 //! `kubectl exec` into a mock container runs a tiny shell ([`mock_shell`]): `cat` reads the
 //! kubelet's volume files through the recorded mounts, `env` prints the recorded
 //! environment, `ls`, `echo`, `true`, `false`, `exit N` and `sh -c '...'` work, anything
-//! else exits 127 (`sh: X: not found`). Port-forward is not supported by the mock.
+//! else exits 127 (`sh: X: not found`).
+//!
+//! ## port-forward
+//!
+//! A running container "listens" on each port it declares (`containerPort`): a
+//! port-forwarded connection there gets one HTTP answer naming the container and pod
+//! (`mock container httpd of pod web-1 answers on port 8080`). Any other port is refused,
+//! as a port nobody listens on would be.
 //!
 //! ## Logs
 //!
@@ -870,6 +877,60 @@ impl ContainerRuntime for MockRuntime {
         let (code, mut out, err) = mock_shell(command, &mounts, &env, &[]);
         out.extend(err);
         Ok((code, out))
+    }
+
+    /// A simulated server: a running container that declares `port` answers one HTTP
+    /// request on it, naming itself; any other port refuses, as an empty port would.
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<Box<dyn kulisse_core::runtime::PortStream>, RuntimeError> {
+        let server = {
+            let mut s = self.state();
+            let now = Instant::now();
+            let pod = s
+                .sandboxes
+                .get(sandbox_id)
+                .map(|sb| sb.info.name.clone())
+                .ok_or_else(|| RuntimeError::NotFound(format!("pod sandbox {sandbox_id}")))?;
+            s.containers
+                .values_mut()
+                .filter(|c| c.sandbox_id == sandbox_id && c.ports.contains(&port))
+                .find_map(|c| {
+                    c.refresh(now);
+                    (c.state == ContainerState::Running).then(|| (c.name.clone(), pod.clone()))
+                })
+        };
+        let Some((container, pod)) = server else {
+            return Err(RuntimeError::Backend(format!(
+                "failed to connect to localhost:{port} inside the pod's network namespace: connection refused \
+                 (the mock runtime answers only the declared ports of running containers)"
+            )));
+        };
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 64 * 1024 {
+                match far.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            if request.is_empty() {
+                return;
+            }
+            let body = format!("mock container {container} of pod {pod} answers on port {port}\n");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = far.write_all(answer.as_bytes()).await;
+            let _ = far.shutdown().await;
+        });
+        Ok(Box::new(near))
     }
 
     async fn probe(&self, container_id: &str, probe: &ProbeSpec) -> Option<ProbeResult> {

@@ -18,6 +18,7 @@
 //! | `ExecSync`             | `podman exec` (for `exec` probes)                             |
 //! | `Exec`                 | `POST /libpod/containers/{id}/exec` + `/libpod/exec/{id}/start` (an upgraded stream: stdin in, multiplexed stdout/stderr out), `/resize` for `-t`, then the exit code from `/libpod/exec/{id}/json` |
 //! | `StopPodSandbox` / `RemovePodSandbox` | `podman pod stop` / `podman pod rm -f`         |
+//! | `PortForward`          | `setns` into the infra container's network namespace (`/proc/<pid>/ns/net`) and dial `localhost:port` there, as containerd does; needs root |
 //!
 //! ## Pod IPs on loopback
 //!
@@ -286,6 +287,32 @@ fn bind_mounts(config: &ContainerConfig) -> Vec<models::ContainerMount> {
             gid_mappings: None,
         })
         .collect()
+}
+
+/// Connect to `localhost:port` inside the network namespace of process `pid` (IPv4, then
+/// IPv6, as containerd does). Runs on the calling thread, which it moves into that namespace:
+/// call it on a thread that ends afterwards.
+fn dial_in_netns(pid: i64, port: u16) -> Result<std::net::TcpStream, String> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/{pid}/ns/net");
+    let ns = std::fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
+    // SAFETY: setns with a valid, open namespace fd; it only changes this thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!(
+            "entering the pod's network namespace ({path}): {e}; port-forward with podman needs root"
+        ));
+    }
+    let timeout = Duration::from_secs(5);
+    let v4 = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let stream = std::net::TcpStream::connect_timeout(&v4, timeout).or_else(|e4| {
+        std::net::TcpStream::connect_timeout(&v6, timeout).map_err(|e6| {
+            format!("failed to connect to localhost:{port} inside the pod's network namespace, IPv4: {e4} IPv6: {e6}")
+        })
+    })?;
+    stream.set_nonblocking(true).map_err(|e| format!("port-forward: {e}"))?;
+    Ok(stream)
 }
 
 /// The registry part of an image reference, if it names one (`localhost`,
@@ -580,19 +607,27 @@ impl PodmanRuntime {
         })
     }
 
+    /// `podman ps -a --filter ...`: the containers, running or not, that `filter` selects.
+    async fn list_containers(
+        &self,
+        filter: opts::ContainerListFilter,
+        doing: &str,
+    ) -> Result<Vec<models::ListContainer>, RuntimeError> {
+        self.podman
+            .containers()
+            .list(&opts::ContainerListOpts::builder().all(true).filter([filter]).build())
+            .await
+            .map_err(|e| self.error(doing, e))
+    }
+
     /// `ContainerStatus` from `podman ps -a` (fallback when `inspect` does not decode).
     async fn listed_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let list = self
-            .podman
-            .containers()
-            .list(
-                &opts::ContainerListOpts::builder()
-                    .all(true)
-                    .filter([opts::ContainerListFilter::Id(id.into())])
-                    .build(),
+            .list_containers(
+                opts::ContainerListFilter::Id(id.into()),
+                &format!("listing container {id}"),
             )
-            .await
-            .map_err(|e| self.error(&format!("listing container {id}"), e))?;
+            .await?;
         let c = list
             .into_iter()
             .find(|c| c.id.as_deref().is_some_and(|cid| cid.starts_with(id)))
@@ -1186,9 +1221,18 @@ impl ContainerRuntime for PodmanRuntime {
             stdin,
             stdout,
             stderr,
-            resize,
+            mut resize,
             tty,
         } = io;
+        // A terminal starts with the client's size: kubectl sends it first thing, and a
+        // command that asks for the size before podman's later resize lands would fail
+        // (busybox's `stty size` does). A client that sends none is not waited for long.
+        let mut start = opts::ExecStartOpts::builder().tty(tty);
+        if let Some(resize) = resize.as_mut().filter(|_| tty)
+            && let Ok(Some(size)) = tokio::time::timeout(Duration::from_secs(1), resize.recv()).await
+        {
+            start = start.height(usize::from(size.height)).width(usize::from(size.width));
+        }
         let exec = self
             .podman
             .containers()
@@ -1205,7 +1249,7 @@ impl ContainerRuntime for PodmanRuntime {
             .await
             .map_err(|e| self.error(&format!("creating an exec session in container {id}"), e))?;
         let mux = exec
-            .start(&opts::ExecStartOpts::builder().tty(tty).build())
+            .start(&start.build())
             .await
             .map_err(|e| self.error(&format!("running {:?} in container {id}", command.join(" ")), e))?;
         if let Some(mux) = mux {
@@ -1250,6 +1294,41 @@ impl ContainerRuntime for PodmanRuntime {
             }
         }
         self.exec_exit_code(&exec).await
+    }
+
+    /// The CRI's `PortForward`, as containerd and CRI-O do it: find the pid of the pod's
+    /// infra container, enter its network namespace on a thread of its own, dial
+    /// `localhost:port` there, and hand the connected socket back (a socket stays in the
+    /// namespace it was made in). Needs root (`CAP_SYS_ADMIN` for `setns`).
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<Box<dyn kulisse_core::runtime::PortStream>, RuntimeError> {
+        let list = self
+            .list_containers(
+                opts::ContainerListFilter::Pod(sandbox_id.to_string()),
+                "finding the pod's infra container",
+            )
+            .await?;
+        let pid = list
+            .iter()
+            .find(|c| c.is_infra == Some(true))
+            .and_then(|c| c.pid)
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| RuntimeError::Backend(format!("pod sandbox {sandbox_id} has no running infra container")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A thread of its own: setns changes the calling thread, which then ends.
+        std::thread::spawn(move || {
+            let _ = tx.send(dial_in_netns(pid, port));
+        });
+        let stream = rx
+            .await
+            .map_err(|_| RuntimeError::Backend("the port-forward dialer thread died".into()))?
+            .map_err(RuntimeError::Backend)?;
+        let stream =
+            tokio::net::TcpStream::from_std(stream).map_err(|e| RuntimeError::Backend(format!("port-forward: {e}")))?;
+        Ok(Box::new(stream))
     }
 
     async fn exec_sync(&self, id: &str, command: &[String], timeout: Duration) -> Result<(i32, Vec<u8>), RuntimeError> {

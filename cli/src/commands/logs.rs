@@ -82,7 +82,7 @@ pub async fn run(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<ExitCode
     let container = args.container.clone().or(args.container_arg.clone());
     let mut streams = Vec::new();
     for pod in &pods {
-        let c = container.clone().or_else(|| first_container(pod));
+        let c = container.clone().or_else(|| first_container(pod, false));
         let path = log_path(&args, &ns, objects::name(pod).unwrap_or(""), c.as_deref(), tail);
         let prefix = args
             .prefix
@@ -139,8 +139,8 @@ fn log_path(args: &LogsArgs, ns: &str, pod: &str, container: Option<&str>, tail:
 
 /// The container to read when none was named, as kubectl chooses it: the pod's
 /// `kubectl.kubernetes.io/default-container` annotation, else the first; kubectl says so
-/// when there was a choice.
-fn first_container(pod: &Value) -> Option<String> {
+/// when there was a choice (unless `quiet`).
+pub(crate) fn first_container(pod: &Value, quiet: bool) -> Option<String> {
     let names: Vec<&str> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -149,14 +149,14 @@ fn first_container(pod: &Value) -> Option<String> {
     let chosen = objects::annotations(pod)
         .remove("kubectl.kubernetes.io/default-container")
         .or_else(|| names.first().map(|n| n.to_string()))?;
-    if names.len() > 1 {
+    if names.len() > 1 && !quiet {
         eprintln!("Defaulted container \"{chosen}\" out of: {}", names.join(", "));
     }
     Some(chosen)
 }
 
 /// The pod a target names: `web-1`, `pod/web-1`, or one pod of `deploy/web`'s selector.
-async fn pod_of(client: &Client, ns: &str, target: &str) -> anyhow::Result<Value> {
+pub(crate) async fn pod_of(client: &Client, ns: &str, target: &str) -> anyhow::Result<Value> {
     let pod_info = objects::by_gvk("v1", "Pod").expect("Pod is a built-in kind");
     let (info, name): (&ResourceInfo, String) = if target.contains('/') {
         builder::one(&[target.to_string()])?

@@ -148,6 +148,7 @@ pub fn resources(group: &str, version: &str) -> Result<Response<Body>, ApiError>
         if r.has(Subresource::Exec) {
             list.push(sub("exec", "PodExecOptions", &["create", "get"]));
             list.push(sub("attach", "PodAttachOptions", &["create", "get"]));
+            list.push(sub("portforward", "PodPortForwardOptions", &["create", "get"]));
         }
     }
     list.extend(super::reviews::discovery_entries(group, version));

@@ -750,6 +750,10 @@ impl ApiServer {
                 span.record("k8s.verb", "create");
                 streaming::handle(ctx, ns.unwrap_or("default"), name, s).await
             }
+            (Method::GET | Method::POST, Some("portforward")) if info.has(Subresource::Exec) => {
+                span.record("k8s.verb", "create");
+                streaming::port_forward(ctx, ns.unwrap_or("default"), name).await
+            }
             (Method::GET, _) if serves(Subresource::Log) => {
                 span.record("k8s.verb", "get");
                 logs::handle(ctx, ns.unwrap_or("default"), name).await

@@ -1,4 +1,4 @@
-//! # exec and attach (mirrors the `pods/exec` and `pods/attach` subresources)
+//! # exec, attach and port-forward (mirrors the `pods/exec`, `pods/attach` and `pods/portforward` subresources)
 //!
 //! `kubectl exec` opens `GET /api/v1/namespaces/{ns}/pods/{name}/exec?command=...` with an
 //! `Upgrade: websocket` header. The API server does not run anything: like upstream's
@@ -11,7 +11,15 @@
 //! kubelet client certificate ([`super::logs::call_kubelet`]), which is the only user the
 //! kubelet lets exec.
 //!
-//! Authorization: both subresources need verb `create` (`create pods/exec`), whatever the
+//! `kubectl port-forward` opens `GET .../pods/{name}/portforward` as a WebSocket with the
+//! subprotocol `SPDY/3.1+portforward.k8s.io`: a tunnel whose binary messages carry a SPDY
+//! connection ([`crate::portforward`]). Here the API server does what upstream's
+//! `TunnelingHandler` does: it opens a plain SPDY upgrade to the kubelet's
+//! `/portForward/{ns}/{pod}`, answers the client's WebSocket itself and pumps the tunnel's
+//! bytes to the kubelet and back ([`crate::portforward::tunnel`]). A client that asks for
+//! SPDY directly (kubectl before 1.31, or its fallback) is spliced byte for byte, as exec is.
+//!
+//! Authorization: the three subresources need verb `create` (`create pods/exec`), whatever the
 //! method. kubectl's WebSocket upgrade is a GET, which kube-apiserver 1.32 still checked as
 //! `get`; upstream closed that gap in 1.35 (`AuthorizePodWebsocketUpgradeCreatePermission`),
 //! and kulisse does what 1.35 does.
@@ -24,6 +32,7 @@ use serde_json::Value;
 
 use super::{Body, Ctx};
 use crate::objects::ApiError;
+use crate::portforward::{self, PROTOCOL, SPDY_UPGRADE, TUNNELING_PROTOCOL};
 
 /// The request headers that make up an upgrade, passed on to the kubelet.
 const UPGRADE_HEADERS: [&str; 6] = [
@@ -84,6 +93,81 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str, sub: &str) -> Result<Re
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
             }
             Err(e) => tracing::debug!("exec: an upgrade failed: {e}"),
+        }
+    });
+    answer
+        .body(BodyExt::boxed(http_body_util::Full::new(Bytes::new())))
+        .map_err(|e| ApiError::internal(format!("could not build the upgrade answer: {e}")))
+}
+
+/// `GET|POST .../pods/{name}/portforward`: open a SPDY connection to the pod's kubelet and
+/// join it to the client, unwrapping the client's WebSocket tunnel if it sent one.
+pub async fn port_forward(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body>, ApiError> {
+    let (pod, kubelet) = super::logs::pod_kubelet(ctx, ns, name, "ports to forward").await?;
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    if phase == "Succeeded" || phase == "Failed" {
+        return Err(ApiError::bad_request(format!(
+            "cannot forward ports to a completed pod; current phase is {phase}"
+        )));
+    }
+    let header_of = |h: &str| ctx.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let websocket = header_of("upgrade").eq_ignore_ascii_case("websocket");
+    if websocket
+        && !header_of("sec-websocket-protocol")
+            .split(',')
+            .any(|p| p.trim() == TUNNELING_PROTOCOL)
+    {
+        return Err(ApiError::bad_request(format!(
+            "port-forward over WebSocket needs the subprotocol {TUNNELING_PROTOCOL}"
+        )));
+    }
+    if !websocket && !header_of("upgrade").eq_ignore_ascii_case(SPDY_UPGRADE) {
+        return Err(ApiError::bad_request(format!(
+            "pods/portforward needs an upgraded connection (Upgrade: websocket with {TUNNELING_PROTOCOL}, or {SPDY_UPGRADE})"
+        )));
+    }
+    let key = header_of("sec-websocket-key").to_string();
+    let on_upgrade = ctx
+        .upgrade
+        .lock()
+        .ok()
+        .and_then(|mut u| u.take())
+        .ok_or_else(|| ApiError::bad_request("pods/portforward needs an upgraded connection".to_string()))?;
+    let req = http::Request::get(format!("{}/portForward/{ns}/{name}", kubelet.base_url))
+        .header("connection", "Upgrade")
+        .header("upgrade", SPDY_UPGRADE)
+        .header("x-stream-protocol-version", PROTOCOL);
+    let switched = |s: &StatusCode| *s == StatusCode::SWITCHING_PROTOCOLS;
+    let mut resp = super::logs::call_kubelet(ctx, &kubelet, req, "portforward", switched).await?;
+    let kubelet_side = hyper::upgrade::on(&mut resp);
+    let answer = if websocket {
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", accept)
+            .header("sec-websocket-protocol", TUNNELING_PROTOCOL)
+    } else {
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", SPDY_UPGRADE)
+            .header("connection", "Upgrade")
+            .header("x-stream-protocol-version", PROTOCOL)
+    };
+    tokio::spawn(async move {
+        let (client, kubelet) = match tokio::try_join!(on_upgrade, kubelet_side) {
+            Ok(both) => both,
+            Err(e) => return tracing::debug!("portforward: an upgrade failed: {e}"),
+        };
+        let (client, mut kubelet) = (TokioIo::new(client), TokioIo::new(kubelet));
+        if websocket {
+            use tokio_tungstenite::tungstenite::protocol::Role;
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Server, None).await;
+            portforward::tunnel(ws, kubelet).await;
+        } else {
+            let mut client = client;
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
         }
     });
     answer

@@ -284,6 +284,65 @@ impl Client {
         })
     }
 
+    /// Open an upgraded connection (`GET path` with `Connection: Upgrade` and `headers`,
+    /// e.g. a WebSocket's): the raw connection once the server answers `101 Switching
+    /// Protocols`, with the answer's headers; any other answer becomes `ClientError::Api`.
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, HeaderMap), ClientError> {
+        let mut all = vec![("connection", "Upgrade")];
+        all.extend_from_slice(headers);
+        let mut resp = self.send(Method::GET, path, &all, None).await?;
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(refusal(resp, |status| format!("the server answered {status}, not 101")).await);
+        }
+        let headers = resp.headers().clone();
+        let upgraded = hyper::upgrade::on(&mut resp)
+            .await
+            .map_err(|e| ClientError::Protocol(format!("the upgrade failed: {e}")))?;
+        Ok((hyper_util::rt::TokioIo::new(upgraded), headers))
+    }
+
+    /// Open a WebSocket on `path` (a `pods/exec`, `attach` or `portforward` URL) offering
+    /// `protocols` as subprotocols, best first: the client end of the socket and the
+    /// subprotocol the server chose (empty when it chose none).
+    pub async fn websocket(&self, path: &str, protocols: &[&str]) -> Result<(WebSocket, String), ClientError> {
+        use tokio_tungstenite::tungstenite::handshake;
+        let key = handshake::client::generate_key();
+        let offered = protocols.join(", ");
+        let (io, headers) = self
+            .upgrade(
+                path,
+                &[
+                    ("upgrade", "websocket"),
+                    ("sec-websocket-version", "13"),
+                    ("sec-websocket-key", &key),
+                    ("sec-websocket-protocol", &offered),
+                ],
+            )
+            .await?;
+        let accept = headers.get("sec-websocket-accept").and_then(|v| v.to_str().ok());
+        if accept != Some(handshake::derive_accept_key(key.as_bytes()).as_str()) {
+            return Err(ClientError::Protocol(
+                "the server's WebSocket answer does not match the key sent".into(),
+            ));
+        }
+        let chosen = headers
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        Ok((ws, chosen))
+    }
+
     /// Send spans to the API server's OTLP/HTTP receiver: `POST /v1/traces` with an OTLP
     /// `ExportTraceServiceRequest` in protobuf (`body`), over this client's transport and with
     /// its bearer token. A non-2xx answer becomes `ClientError::Api`.
@@ -333,17 +392,7 @@ impl Client {
             .send(method, path, &[("accept", "text/plain, application/json")], None)
             .await?;
         if !resp.status().is_success() {
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            return Err(parse_answer(&RawResponse { status, headers, body })
-                .err()
-                .unwrap_or_else(|| ClientError::Protocol(format!("the server answered {status}"))));
+            return Err(refusal(resp, |status| format!("the server answered {status}")).await);
         }
         let body = resp.into_body().into_data_stream();
         Ok(Box::pin(body.map(|r| {
@@ -535,17 +584,7 @@ impl Client {
             .send(Method::GET, &url, &[("accept", "application/json")], None)
             .await?;
         if !resp.status().is_success() {
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            return Err(parse_answer(&RawResponse { status, headers, body })
-                .err()
-                .unwrap_or_else(|| ClientError::Protocol(format!("watch answered {status}"))));
+            return Err(refusal(resp, |status| format!("watch answered {status}")).await);
         }
         let body = resp.into_body().into_data_stream();
         let stream = watch_lines(body);
@@ -610,6 +649,28 @@ where
             }
         },
     )
+}
+
+/// The client end of a WebSocket to the API server ([`Client::websocket`]).
+pub type WebSocket = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The error a streamed answer that is not the one asked for carries: the server's Status
+/// when the body is one, else `plain(status code)`.
+async fn refusal(
+    resp: http::Response<hyper::body::Incoming>,
+    plain: impl FnOnce(http::StatusCode) -> String,
+) -> ClientError {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    parse_answer(&RawResponse { status, headers, body })
+        .err()
+        .unwrap_or_else(|| ClientError::Protocol(plain(status)))
 }
 
 fn parse_answer(resp: &RawResponse) -> Result<Value, ClientError> {

@@ -40,6 +40,7 @@ pub mod lifecycle;
 pub mod machine;
 pub mod node;
 pub mod pod_worker;
+mod portforward;
 pub mod probes;
 mod reply;
 pub mod server;

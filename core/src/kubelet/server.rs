@@ -17,6 +17,8 @@
 //!   `kube-apiserver-kubelet-client`) gets `403 Forbidden`.
 //! - `GET|POST /exec/{namespace}/{pod}/{container}?command=...&stdin=&stdout=&stderr=&tty=`
 //!   and `/attach/...`: a WebSocket session (see [`super::streaming`]), authorized like logs.
+//! - `GET|POST /portForward/{namespace}/{pod}`: a SPDY/3.1 session of port-forward stream
+//!   pairs (see [`super::portforward`]), authorized like logs.
 //! - `GET /healthz`: `ok` (no credential needed, like the kubelet's healthz port).
 //!
 //! Where kulisse differs: upstream's kubelet authorizes each caller with a
@@ -164,6 +166,12 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, peer: &Option<Opti
             return refused;
         }
         return super::streaming::handle(shared, req).await;
+    }
+    if path.starts_with("/portForward/") {
+        if let Err(refused) = authorize(peer) {
+            return refused;
+        }
+        return super::portforward::handle(shared, req).await;
     }
     if req.method() != http::Method::GET {
         return text(

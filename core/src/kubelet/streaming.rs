@@ -8,7 +8,8 @@
 //!
 //! The connection is a WebSocket with the `v5.channel.k8s.io` (or `v4`) subprotocol; see
 //! [`crate::remotecommand`] for the channels. kulisse does not serve the older SPDY
-//! transport for exec (kubectl ≥ 1.31 uses WebSocket), nor port-forward yet.
+//! transport for exec (kubectl ≥ 1.31 uses WebSocket); port-forward, which speaks SPDY, is in
+//! [`super::portforward`].
 //!
 //! Only the API server may open a session: the request arrives over the kubelet's HTTPS port
 //! and passes the same check as `/containerLogs` (a client certificate naming
