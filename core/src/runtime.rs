@@ -156,6 +156,12 @@ pub struct ContainerConfig {
     pub mounts: Vec<Mount>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// Keep the main process' stdin open for `kubectl attach -i` (`stdin` in the pod spec).
+    pub stdin: bool,
+    /// Close that stdin after the first attach ends (`stdinOnce`).
+    pub stdin_once: bool,
+    /// Give the main process a terminal (`tty`).
+    pub tty: bool,
 }
 
 /// The answer to `RunPodSandbox`: its id and the pod's IP address.

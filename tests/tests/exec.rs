@@ -208,6 +208,19 @@ spec:
     imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "echo side > /tmp/who; exec sleep 3600"]
   volumes: [{name: cfg, configMap: {name: cfg}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    stdin: true
+    command: ["sh", "-c", "read line; echo \"heard: $line\"; echo done >&2"]
 "#;
 
 #[test]
@@ -292,6 +305,14 @@ fn kubectl_exec_and_cp_with_podman() {
             "{client}: the terminal's size did not travel: {shown}"
         );
     }
+
+    // kubectl attach -i: the main process' own stdin (the container has `stdin: true`) and
+    // output; it reads one line, answers and exits, which ends the attach.
+    k.ok(&["wait", "--for=condition=Ready", "pod/talker", "--timeout=120s"]);
+    let out = k.run_stdin(&["attach", "-i", "talker"], Some(b"over the attach\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "heard: over the attach\n");
+    assert!(text(&out.stderr).contains("done"), "{}", text(&out.stderr));
 
     // kubectl cp in and out: tar through exec.
     let local = k.work_dir().join("note.txt");

@@ -17,6 +17,7 @@
 //! | `ListPodSandbox` / `ListContainers` | `podman pod ps` / `podman ps -a` with label filters |
 //! | `ExecSync`             | `podman exec` (for `exec` probes)                             |
 //! | `Exec`                 | `POST /libpod/containers/{id}/exec` + `/libpod/exec/{id}/start` (an upgraded stream: stdin in, multiplexed stdout/stderr out), `/resize` for `-t`, then the exit code from `/libpod/exec/{id}/json` |
+//! | `Attach`               | `POST /libpod/containers/{id}/attach` (the main process' stdin, if created with `stdin: true`, and its output) |
 //! | `StopPodSandbox` / `RemovePodSandbox` | `podman pod stop` / `podman pod rm -f`         |
 //! | `PortForward`          | `setns` into the infra container's network namespace (`/proc/<pid>/ns/net`) and dial `localhost:port` there, as containerd does; needs root |
 //!
@@ -56,6 +57,19 @@
 //! [`PodmanOptions::allow_remote_registries`] is set. Offline, put images into podman
 //! yourself (`scripts/build-busybox-image.sh` builds `localhost/busybox:latest`) and use
 //! `imagePullPolicy: IfNotPresent`.
+//!
+//! ## OOM kills
+//!
+//! A container over its memory limit (`resources.limits.memory`, podman's `--memory`, the
+//! cgroup's limit) is killed by the kernel, and the kubelet reports
+//! `terminated.reason: OOMKilled`. Podman says so in `State.OOMKilled`, but podman 4 (checked
+//! with 4.3.1 and conmon 2.1.6) misses it: conmon writes its `oom` marker file into its
+//! working directory, which is the podman service's, while podman looks for it in the
+//! container's bundle directory (containers/conmon#504; podman 5 passes `--persist-dir`).
+//! So when podman reports an exit without an OOM kill, this runtime asks the kernel, as
+//! cAdvisor's OOM watcher does for the real kubelet: the kernel log (`/dev/kmsg`, readable
+//! by root) has an `oom-kill:...,task_memcg=/.../libpod-<container id>,...` line for every
+//! process the OOM killer took out of a memory cgroup ([`kernel_log_oom_kill`]).
 //!
 //! ## Podman versions
 //!
@@ -169,6 +183,9 @@ pub struct PodmanRuntime {
     /// Containers whose start failed: (message, when). Podman leaves them `created` with no
     /// error recorded; the CRI reports them as terminated (`StartError`, exit code 128).
     start_failures: Arc<Mutex<HashMap<String, (String, SystemTime)>>>,
+    /// Exited containers podman did not report as OOM-killed: whether the kernel log says
+    /// the OOM killer struck in their memory cgroup (asked once per container).
+    oom_kills: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 /// `(status code, message)` of a podman error answer.
@@ -272,6 +289,55 @@ fn linux_resources(config: &ContainerConfig) -> Option<models::LinuxResources> {
     serde_json::from_value::<models::LinuxResources>(serde_json::Value::Object(resources)).ok()
 }
 
+/// Whether the kernel log (`/dev/kmsg`, root only where `kernel.dmesg_restrict` is set) records
+/// an OOM kill in the memory cgroup of container `id` (its full id): the kernel's one-line
+/// summary of each kill, `oom-kill:constraint=CONSTRAINT_MEMCG,...,task_memcg=<cgroup>,...`
+/// (Linux 4.19 and later), whose cgroup podman names `libpod-<id>` (`.scope` with systemd).
+/// False when the log cannot be read.
+fn kernel_log_oom_kill(id: &str) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    if id.len() < 12 {
+        return false;
+    }
+    // Non-blocking: read the records there are, from the oldest kept, and stop.
+    let Ok(mut kmsg) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return false;
+    };
+    // One record per read; records are at most a few KiB.
+    let mut record = vec![0u8; 16 * 1024];
+    loop {
+        match kmsg.read(&mut record) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if oom_kill_record_names(&String::from_utf8_lossy(&record[..n]), id) {
+                    return true;
+                }
+            }
+            // EPIPE: records were overwritten while reading; go on with the next ones.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false, // EAGAIN: the end of the log
+        }
+    }
+}
+
+/// Whether a `/dev/kmsg` record (`prio,seq,usec,flags;message`) is the kernel's summary of an
+/// OOM kill in the cgroup of container `id`.
+fn oom_kill_record_names(record: &str, id: &str) -> bool {
+    let message = record.split_once(';').map_or(record, |(_, m)| m);
+    let Some(fields) = message.lines().next().and_then(|l| l.strip_prefix("oom-kill:")) else {
+        return false;
+    };
+    fields
+        .split(',')
+        .filter_map(|f| f.strip_prefix("task_memcg="))
+        .any(|cgroup| cgroup.split('/').any(|part| part.contains(id)))
+}
+
 /// The kubelet's mounts as podman bind mounts (`podman create --mount
 /// type=bind,src=...,dst=...,ro`): the source is a directory or file the kubelet prepared.
 fn bind_mounts(config: &ContainerConfig) -> Vec<models::ContainerMount> {
@@ -287,6 +353,49 @@ fn bind_mounts(config: &ContainerConfig) -> Vec<models::ContainerMount> {
             gid_mappings: None,
         })
         .collect()
+}
+
+/// Copy one attached podman stream (an exec session's or a container's): `stdin` in, stdout
+/// and stderr out (stderr into stdout when only that was asked for), `resizes` alongside;
+/// returns when the output ends.
+async fn pump(
+    mux: podman_api::conn::Multiplexer,
+    stdin: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+    stdout: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    stderr: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    resizes: impl std::future::Future<Output = ()>,
+) {
+    let (mut output, mut input) = mux.split();
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
+            use futures::AsyncWriteExt;
+            while let Some(chunk) = stdin.recv().await {
+                if input.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = input.close().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let drain = async {
+        while let Some(Ok(chunk)) = output.next().await {
+            let (to, bytes) = match chunk {
+                TtyChunk::StdOut(b) => (stdout.as_ref(), b),
+                TtyChunk::StdErr(b) => (stderr.as_ref().or(stdout.as_ref()), b),
+                TtyChunk::StdIn(_) => continue,
+            };
+            if let Some(to) = to {
+                let _ = to.send(bytes).await;
+            }
+        }
+    };
+    tokio::pin!(feed, resizes);
+    tokio::select! {
+        _ = drain => {}
+        _ = futures::future::join(&mut feed, &mut resizes) => {}
+    }
 }
 
 /// Connect to `localhost:port` inside the network namespace of process `pid` (IPv4, then
@@ -439,6 +548,7 @@ impl PodmanRuntime {
             alloc: Arc::new(Mutex::new(Alloc { cidr, cursor: 0 })),
             sandbox_lock: Arc::new(tokio::sync::Mutex::new(())),
             start_failures: Arc::new(Mutex::new(HashMap::new())),
+            oom_kills: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -464,6 +574,29 @@ impl PodmanRuntime {
     fn forget_start_failure(&self, id: &str) {
         let mut failures = self.start_failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(id);
+        let mut oom_kills = self.oom_kills.lock().unwrap_or_else(|p| p.into_inner());
+        oom_kills.remove(id);
+    }
+
+    /// Whether the OOM killer struck in the memory cgroup of exited container `id` (its full
+    /// id), by the kernel log; remembered, since an exited container's past does not change.
+    async fn oom_killed_by_kernel_log(&self, id: &str) -> bool {
+        let known = self
+            .oom_kills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied();
+        if let Some(known) = known {
+            return known;
+        }
+        let full_id = id.to_string();
+        let killed = tokio::task::spawn_blocking(move || kernel_log_oom_kill(&full_id))
+            .await
+            .unwrap_or(false);
+        let mut oom_kills = self.oom_kills.lock().unwrap_or_else(|p| p.into_inner());
+        oom_kills.insert(id.to_string(), killed);
+        killed
     }
 
     /// The labels that mark this runtime's objects.
@@ -565,7 +698,14 @@ impl PodmanRuntime {
             finished_at = Some(when);
         }
         if st == ContainerState::Exited && reason.is_none() {
-            reason = Some(if state.and_then(|s| s.oom_killed) == Some(true) {
+            // Podman 4 misses OOM kills (see the module's docs): then the kernel log tells.
+            let oom_killed = state.and_then(|s| s.oom_killed) == Some(true)
+                || (exit_code != Some(0)
+                    && match data.id.as_deref() {
+                        Some(full_id) => self.oom_killed_by_kernel_log(full_id).await,
+                        None => false,
+                    });
+            reason = Some(if oom_killed {
                 "OOMKilled".to_string()
             } else if exit_code == Some(0) {
                 "Completed".to_string()
@@ -948,6 +1088,14 @@ impl ContainerRuntime for PodmanRuntime {
             if !config.mounts.is_empty() {
                 b = b.mounts(bind_mounts(config));
             }
+            // `stdin`/`tty` in the pod spec: what `kubectl attach -i` (and `-t`) attaches to.
+            // (`stdinOnce` is the kubelet's to honour; podman keeps stdin open.)
+            if config.stdin {
+                b = b.stdin(true);
+            }
+            if config.tty {
+                b = b.terminal(true);
+            }
             b.build()
         };
         let containers = self.podman.containers();
@@ -1253,20 +1401,6 @@ impl ContainerRuntime for PodmanRuntime {
             .await
             .map_err(|e| self.error(&format!("running {:?} in container {id}", command.join(" ")), e))?;
         if let Some(mux) = mux {
-            let (mut output, mut input) = mux.split();
-            let feed = async move {
-                if let Some(mut stdin) = stdin {
-                    use futures::AsyncWriteExt;
-                    while let Some(chunk) = stdin.recv().await {
-                        if input.write_all(&chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = input.close().await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            };
             let resizes = async {
                 if let Some(mut resize) = resize {
                     while let Some(size) = resize.recv().await {
@@ -1275,25 +1409,45 @@ impl ContainerRuntime for PodmanRuntime {
                 }
                 std::future::pending::<()>().await;
             };
-            let drain = async {
-                while let Some(Ok(chunk)) = output.next().await {
-                    let (to, bytes) = match chunk {
-                        TtyChunk::StdOut(b) => (stdout.as_ref(), b),
-                        TtyChunk::StdErr(b) => (stderr.as_ref().or(stdout.as_ref()), b),
-                        TtyChunk::StdIn(_) => continue,
-                    };
-                    if let Some(to) = to {
-                        let _ = to.send(bytes).await;
-                    }
-                }
-            };
-            tokio::pin!(feed, resizes);
-            tokio::select! {
-                _ = drain => {}
-                _ = futures::future::join(&mut feed, &mut resizes) => {}
-            }
+            pump(mux, stdin, stdout, stderr, resizes).await;
         }
         self.exec_exit_code(&exec).await
+    }
+
+    /// The CRI's `Attach`: podman's attach to the container's main process (stdin only
+    /// if the container was made with `stdin: true`); the exit code if it ended meanwhile.
+    async fn attach(&self, id: &str, io: StreamIo) -> Result<Option<i32>, RuntimeError> {
+        let StreamIo {
+            stdin,
+            stdout,
+            stderr,
+            resize,
+            tty: _,
+        } = io;
+        let container = self.podman.containers().get(id);
+        let mux = container
+            .attach(
+                &opts::ContainerAttachOpts::builder()
+                    .stdin(stdin.is_some())
+                    .stdout(stdout.is_some())
+                    .stderr(stderr.is_some())
+                    .build(),
+            )
+            .await
+            .map_err(|e| self.error(&format!("attaching to container {id}"), e))?;
+        let resizes = async {
+            if let Some(mut resize) = resize {
+                while let Some(size) = resize.recv().await {
+                    let _ = container
+                        .resize(usize::from(size.width), usize::from(size.height))
+                        .await;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        pump(mux, stdin, stdout, stderr, resizes).await;
+        let status = self.container_status(id).await?;
+        Ok(status.exit_code.filter(|_| status.state == ContainerState::Exited))
     }
 
     /// The CRI's `PortForward`, as containerd and CRI-O do it: find the pid of the pod's
@@ -1439,5 +1593,25 @@ mod tests {
         assert_eq!(take_lines(&mut buf), Some(b"one\ntwo\n".to_vec()));
         assert_eq!(buf, b"thr");
         assert_eq!(take_lines(&mut buf), None);
+    }
+
+    #[test]
+    fn oom_kills_in_the_kernel_log() {
+        let id = "65186d6bba08312ff53c92c79cbf8ceb94970d77d06e7ba52b020ce20f29f020";
+        // As Linux 6.x writes it to /dev/kmsg for a container of a podman pod (cgroupfs).
+        let record = format!(
+            "4,4711,61689272980,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=libpod-{id},\
+             mems_allowed=0,oom_memcg=/libpod_parent/16ad30a6/libpod-{id},task_memcg=/libpod_parent/16ad30a6/libpod-{id},\
+             task=tail,pid=11615,uid=0\n"
+        );
+        assert!(oom_kill_record_names(&record, id));
+        assert!(!oom_kill_record_names(&record, &id.replace('6', "7")));
+        // systemd's cgroup names
+        let systemd =
+            format!("6,1,2,-;oom-kill:constraint=CONSTRAINT_MEMCG,task_memcg=/machine.slice/libpod-{id}.scope,task=x");
+        assert!(oom_kill_record_names(&systemd, id));
+        // Other lines that name the container are no OOM kill of it.
+        let other = format!("6,3,4,-;Memory cgroup stats for /libpod_parent/libpod-{id}:");
+        assert!(!oom_kill_record_names(&other, id));
     }
 }

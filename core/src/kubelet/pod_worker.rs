@@ -634,6 +634,9 @@ impl Worker {
             mounts,
             labels,
             annotations,
+            stdin: c.get("stdin").and_then(Value::as_bool).unwrap_or(false),
+            stdin_once: c.get("stdinOnce").and_then(Value::as_bool).unwrap_or(false),
+            tty: c.get("tty").and_then(Value::as_bool).unwrap_or(false),
         }
     }
 
