@@ -100,6 +100,27 @@ pub struct PodSandboxConfig {
     pub port_mappings: Vec<PortMapping>,
 }
 
+/// Credentials for an image's registry (the CRI's `AuthConfig`), found by the kubelet in
+/// one of the pod's `imagePullSecrets`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The registry the credentials are for, as the secret names it (`127.0.0.1:5000`).
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    /// Never prints the password (spans and logs show this struct).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// An environment variable of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvVar {
@@ -364,8 +385,15 @@ pub trait ContainerRuntime: Send + Sync {
         Ok(())
     }
 
-    /// Pull an image; returns the image reference (`imageID`).
-    async fn pull_image(&self, image: &str, sandbox: &PodSandboxConfig) -> Result<String, RuntimeError>;
+    /// Pull an image, logging in to its registry with `auth` if given (the CRI's
+    /// `PullImageRequest.auth`, from the pod's `imagePullSecrets`); returns the image
+    /// reference (`imageID`).
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&AuthConfig>,
+        sandbox: &PodSandboxConfig,
+    ) -> Result<String, RuntimeError>;
 
     /// The image reference if the image is present on the node, `None` if not.
     async fn image_status(&self, image: &str) -> Result<Option<String>, RuntimeError>;

@@ -125,7 +125,7 @@ async fn runtime_runs_pods_on_their_own_loopback_ips() {
         None
     );
     let plain = sandbox_config("web-a", "uid-a");
-    match rt.pull_image("docker.io/library/busybox:1.36", &plain).await {
+    match rt.pull_image("docker.io/library/busybox:1.36", None, &plain).await {
         Err(RuntimeError::ImagePullFailed { reason, .. }) => {
             assert!(
                 reason.contains("only pulls from registries on this machine"),
@@ -135,7 +135,7 @@ async fn runtime_runs_pods_on_their_own_loopback_ips() {
         other => panic!("a remote pull must be refused, got {other:?}"),
     }
     // A registry on loopback that does not exist: podman's own message comes back.
-    match rt.pull_image("localhost/kulisse-no-such-image:1", &plain).await {
+    match rt.pull_image("localhost/kulisse-no-such-image:1", None, &plain).await {
         Err(RuntimeError::ImagePullFailed { reason, .. }) => assert!(!reason.is_empty()),
         other => panic!("pulling from a registry that is not there must fail, got {other:?}"),
     }

@@ -67,9 +67,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use kulisse_core::runtime::{
-    ANNOTATION_RUN_TO_COMPLETION, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus,
-    EnvVar, Ipv4Cidr, LogOptions, LogStream, Mount, PodSandboxConfig, ProbeAction, ProbeResult, ProbeSpec,
-    RuntimeError, Sandbox, SandboxInfo, SandboxState, StreamIo,
+    ANNOTATION_RUN_TO_COMPLETION, AuthConfig, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState,
+    ContainerStatus, EnvVar, Ipv4Cidr, LogOptions, LogStream, Mount, PodSandboxConfig, ProbeAction, ProbeResult,
+    ProbeSpec, RuntimeError, Sandbox, SandboxInfo, SandboxState, StreamIo,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -472,7 +472,15 @@ impl ContainerRuntime for MockRuntime {
         Ok(())
     }
 
-    async fn pull_image(&self, image: &str, sandbox: &PodSandboxConfig) -> Result<String, RuntimeError> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&AuthConfig>,
+        sandbox: &PodSandboxConfig,
+    ) -> Result<String, RuntimeError> {
+        // No registry to log in to: the mock ignores them (the kubelet's pull span names the
+        // secret they came from).
+        let _ = auth;
         self.delay(self.inner.options.pull_latency).await;
         let normalized = normalize_image(image);
         if image.trim().is_empty() {
@@ -1115,7 +1123,7 @@ mod tests {
         let rt = fast();
         rt.update_runtime_config("127.64.7.0/24").await.unwrap();
         let cfg = sandbox_config(&[]);
-        let image_ref = rt.pull_image("nginx:1.27", &cfg).await.unwrap();
+        let image_ref = rt.pull_image("nginx:1.27", None, &cfg).await.unwrap();
         assert!(image_ref.starts_with("docker.io/library/nginx@sha256:"), "{image_ref}");
         assert_eq!(rt.image_status("nginx:1.27").await.unwrap(), Some(image_ref));
         let sb = rt.run_pod_sandbox(&cfg).await.unwrap();
@@ -1162,11 +1170,11 @@ mod tests {
     async fn injected_failures() {
         let rt = fast();
         let plain = sandbox_config(&[]);
-        let err = rt.pull_image("example/nonexistent:1", &plain).await.unwrap_err();
+        let err = rt.pull_image("example/nonexistent:1", None, &plain).await.unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
         let failing = sandbox_config(&[("mock.kulisse.dev/pull", "fail")]);
         assert!(matches!(
-            rt.pull_image("nginx", &failing).await,
+            rt.pull_image("nginx", None, &failing).await,
             Err(RuntimeError::ImagePullFailed { .. })
         ));
 

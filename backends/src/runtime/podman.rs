@@ -88,9 +88,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::StreamExt;
 use kulisse_core::runtime::{
-    ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus, Ipv4Cidr, LABEL_CONTAINER_NAME,
-    LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, LogOptions, LogStream, PodSandboxConfig, RuntimeError, Sandbox,
-    SandboxInfo, SandboxState, StreamIo,
+    AuthConfig, ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, ContainerStatus, Ipv4Cidr,
+    LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, LogOptions, LogStream, PodSandboxConfig,
+    RuntimeError, Sandbox, SandboxInfo, SandboxState, StreamIo,
 };
 use podman_api::Podman;
 use podman_api::conn::TtyChunk;
@@ -876,7 +876,12 @@ impl ContainerRuntime for PodmanRuntime {
         Ok(())
     }
 
-    async fn pull_image(&self, image: &str, sandbox: &PodSandboxConfig) -> Result<String, RuntimeError> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&AuthConfig>,
+        sandbox: &PodSandboxConfig,
+    ) -> Result<String, RuntimeError> {
         let _ = sandbox;
         if image.trim().is_empty() {
             return Err(RuntimeError::ImagePullFailed {
@@ -903,11 +908,24 @@ impl ContainerRuntime for PodmanRuntime {
             });
         }
         let images = self.podman.images();
-        let pull_opts = opts::PullOpts::builder()
-            .reference(image)
-            .policy(opts::PullPolicy::Always)
-            .quiet(true)
-            .build();
+        let mut pull_opts = opts::PullOpts::builder();
+        pull_opts = pull_opts.reference(image).policy(opts::PullPolicy::Always).quiet(true);
+        // A registry on this machine may well speak plain HTTP (`registry:2` on
+        // 127.0.0.1:5000): podman then tries HTTPS without verifying, and falls back to HTTP.
+        if registry.is_some_and(is_loopback_registry) {
+            pull_opts = pull_opts.tls_verify(false);
+        }
+        // The pod's imagePullSecrets: podman sends them as `X-Registry-Auth`.
+        if let Some(auth) = auth {
+            pull_opts.auth(
+                podman_api::opts::RegistryAuth::builder()
+                    .username(&auth.username)
+                    .password(&auth.password)
+                    .server_address(&auth.server)
+                    .build(),
+            );
+        }
+        let pull_opts = pull_opts.build();
         let mut stream = images.pull(&pull_opts);
         let mut failure: Option<String> = None;
         while let Some(report) = stream.next().await {

@@ -15,7 +15,8 @@
 //!    pod asks for with what the container runtime reports, and closes the gap through the
 //!    CRI ([`crate::runtime::ContainerRuntime`]): set up the pod's volumes on the node
 //!    (`volumes.rs`, with the ConfigMaps and Secrets of `sources.rs`), make each container's
-//!    environment (`env.rs`), pull images, run the pod sandbox, create
+//!    environment (`env.rs`), pull images (with a login from the pod's `imagePullSecrets`,
+//!    `pull_secrets.rs`), run the pod sandbox, create
 //!    and start containers, restart crashed ones with the `CrashLoopBackOff` delay (10 s,
 //!    doubling to 5 min), kill containers whose liveness probe fails ([`probes`]). Then it
 //!    writes what it sees back as the pod's `status` (phase, conditions, container
@@ -42,6 +43,7 @@ pub mod node;
 pub mod pod_worker;
 mod portforward;
 pub mod probes;
+mod pull_secrets;
 mod reply;
 pub mod server;
 mod sources;

@@ -174,6 +174,7 @@ macro_rules! runtime_span {
             "k8s.name" = %$w.name,
             "runtime.name" = %$w.shared.runtime.name(),
             "runtime.image" = Empty,
+            "runtime.image_pull_secret" = Empty,
             "runtime.container_name" = Empty,
             "runtime.container_id" = Empty,
             "runtime.sandbox_id" = Empty,
@@ -866,7 +867,7 @@ impl Worker {
 
     /// Make sure the image is there, honouring `imagePullPolicy`. Returns false (with the
     /// container's waiting reason set) when it is not.
-    async fn ensure_image(&mut self, index: usize, c: &Value, cfg: &PodSandboxConfig) -> bool {
+    async fn ensure_image(&mut self, index: usize, pod: &Value, c: &Value, cfg: &PodSandboxConfig) -> bool {
         let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
         let policy = c
             .get("imagePullPolicy")
@@ -878,7 +879,7 @@ impl Worker {
         {
             return present;
         }
-        self.pull_image(index, &image, cfg).await
+        self.pull_image(index, pod, &image, cfg).await
     }
 
     /// `IfNotPresent` / `Never`: `Some(true)` when the image is on the node, `Some(false)`
@@ -906,18 +907,55 @@ impl Worker {
         }
     }
 
+    /// The login for `image` from the pod's `imagePullSecrets` ([`super::pull_secrets`]),
+    /// and the secret it came from. A secret that cannot be read is skipped, as upstream
+    /// does; the first read of each waits (briefly) for the kubelet's Secret cache.
+    async fn pull_credentials(&self, pod: &Value, image: &str) -> Option<(crate::runtime::AuthConfig, String)> {
+        use super::sources::Lookup;
+        let names: Vec<&str> = pod
+            .pointer("/spec/imagePullSecrets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("name").and_then(Value::as_str))
+            .collect();
+        let mut secrets = Vec::new();
+        for name in names {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match self.shared.sources.secret(&self.namespace, name) {
+                    Lookup::Found(secret) => secrets.push((*secret).clone()),
+                    Lookup::NotYet if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Lookup::NotYet | Lookup::Missing => tracing::info!(
+                        "unable to retrieve pull secret {}/{name}, the image pull may not succeed",
+                        self.namespace
+                    ),
+                }
+                break;
+            }
+        }
+        super::pull_secrets::credentials_for(image, &secrets)
+    }
+
     /// Pull the image; on failure start (or double) the pull back-off.
-    async fn pull_image(&mut self, index: usize, image: &str, cfg: &PodSandboxConfig) -> bool {
+    async fn pull_image(&mut self, index: usize, pod: &Value, image: &str, cfg: &PodSandboxConfig) -> bool {
         self.event(EventType::Normal, "Pulling", &format!("Pulling image \"{image}\""))
             .await;
         let span = runtime_span!("runtime.pull_image", self);
         span.record("runtime.image", image);
         span.record("runtime.container_name", self.containers[index].name.as_str());
+        let login = self.pull_credentials(pod, image).await;
+        if let Some((_, secret)) = &login {
+            span.record("runtime.image_pull_secret", secret.as_str());
+        }
         let started = Instant::now();
         let result = self
             .shared
             .runtime
-            .pull_image(image, cfg)
+            .pull_image(image, login.as_ref().map(|(auth, _)| auth), cfg)
             .instrument(span.clone())
             .await;
         match result {
@@ -975,7 +1013,7 @@ impl Worker {
             return;
         };
         self.prepare_start(index, restart).await;
-        if !self.ensure_image(index, c, cfg).await {
+        if !self.ensure_image(index, pod, c, cfg).await {
             return;
         }
         let attempt = self.containers[index].restart_count;
