@@ -69,6 +69,9 @@ impl PodmanService {
             .arg("service")
             .arg("--time=0")
             .arg(format!("unix://{}", self.socket.display()))
+            // conmon (podman 4) drops an `oom` file into the service's working directory
+            // when a container is OOM-killed: keep it in the temp dir, not in the repository.
+            .current_dir(&self._dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -4,7 +4,9 @@
 //!   on their own loopback pod IP, HTTP answers there; exec, logs, statuses, exit codes,
 //!   node isolation, and nothing left behind after stop/remove;
 //! - end to end: the real `kulisse up --runtime podman` with a Deployment, a Service,
-//!   probes, logs, crash loops, deletion, `kill -9` and restart, and the trace.
+//!   probes, logs, crash loops, deletion, `kill -9` and restart, and the trace; an image
+//!   that cannot be pulled (the pull back-off grows) and a container killed for going over
+//!   its memory limit (`OOMKilled`).
 //!
 //! Requests only ever go to 127.0.0.0/8. Without podman the tests skip (fail with CI=true).
 
@@ -842,6 +844,13 @@ spec:
   - name: site
     configMap:
       name: site
+  # Runs to completion before the others start: what it writes is there for them.
+  initContainers:
+  - name: prepare
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo prepared by the init container on $HOSTNAME > /out/init.html"]
+    volumeMounts: [{name: shared, mountPath: /out}]
   containers:
   # Serves the ConfigMap's files, mounted read-only by the kubelet.
   - name: site
@@ -906,6 +915,16 @@ fn podman_pods_share_an_empty_dir_and_see_config_map_updates() {
         "/ro.txt",
         "the writer could not write into the ConfigMap volume",
         |b| b.contains("read-only"),
+    );
+    // The init container ran first, and the main container serves what it wrote.
+    get_until(&addr, "/init.html", "the init container's file served", |b| {
+        b.contains("prepared by the init container on vols")
+    });
+    let pod = json(&pc.c, &["get", "pod", "vols"]);
+    assert_eq!(
+        s(&pod, "/status/initContainerStatuses/0/state/terminated/reason"),
+        "Completed",
+        "{pod:#}"
     );
     // An update of the ConfigMap reaches the running container's file.
     std::fs::write(&manifest, VOLUMES.replace("version one", "version two")).unwrap();
@@ -987,4 +1006,362 @@ fn podman_env_from_a_secret_waits_for_a_missing_config_map() {
     get_until(&format!("{ip}:8080"), "/index.html", "the environment served", |b| {
         b.contains("s3cret blue envy")
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// The kubelet's whole job: images it cannot pull, containers over their memory limit.
+// ---------------------------------------------------------------------------------------
+
+/// An image on a registry on this machine that refuses every connection: nothing listens on
+/// port 9 of 127.0.0.1 (the old "discard" port), so each pull fails at once, on loopback.
+const UNPULLABLE_IMAGE: &str = "127.0.0.1:9/kulisse-test/nothing:v1";
+
+fn unpullable_pod() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: puller
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {UNPULLABLE_IMAGE}
+    imagePullPolicy: Always
+    command: ["sh", "-c", "sleep 3600"]
+"#
+    )
+}
+
+/// `kulisse up --runtime podman` (its default nodes) with the kubelets' back-off base at 1 s;
+/// dropping it kills `kulisse up` before it removes the cluster's podman pods (the fields'
+/// drop order).
+fn one_node_with_fast_back_off(svc: &PodmanService, dir: &std::path::Path) -> PodmanCluster {
+    let (c, cleanup) = kulisse_tests::podman::podman_cluster(svc, dir, &["--crashloop-backoff", "1s"]);
+    PodmanCluster {
+        cluster_id: cleanup.value.clone(),
+        c,
+        _cleanup: cleanup,
+    }
+}
+
+/// `GET path` on the cluster's API server with its token, parsed.
+fn api_get(c: &Cluster, path: &str) -> Value {
+    let auth = format!("Bearer {}", c.token());
+    let (code, body) = c.http("GET", path, &[("Authorization", auth.as_str())], b"");
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// The summed `count` of the Events of `events` with this reason whose message starts so.
+fn event_count(events: &[Value], reason: &str, message_start: &str) -> i64 {
+    events
+        .iter()
+        .filter(|e| s(e, "/reason") == reason && s(e, "/message").starts_with(message_start))
+        .map(|e| e.pointer("/count").and_then(Value::as_i64).unwrap_or(1))
+        .sum()
+}
+
+/// Kills a process this test started (a `kubectl get -w`) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `(reason, message)` pairs, as a watch collects them.
+type ReasonLog = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// Every waiting reason (and its message) that a `kubectl get pod NAME -w -o json` shows for
+/// the pod's first container, in order, consecutive repeats folded.
+fn watch_waiting_reasons(kubectl: &kulisse_tests::kubectl::Kubectl, pod: &str) -> (KillOnDrop, ReasonLog) {
+    let mut child = kubectl.spawn(&["get", "pod", pod, "-w", "-o", "json"]);
+    let stdout = child.stdout.take().expect("kubectl's stdout");
+    let seen = ReasonLog::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for p in serde_json::Deserializer::from_reader(stdout).into_iter::<Value>() {
+            let Ok(p) = p else { break };
+            let reason = s(&p, "/status/containerStatuses/0/state/waiting/reason").to_string();
+            let message = s(&p, "/status/containerStatuses/0/state/waiting/message").to_string();
+            let mut log = log.lock().unwrap();
+            if !reason.is_empty() && log.last().map(|(r, _)| r) != Some(&reason) {
+                log.push((reason, message));
+            }
+        }
+    });
+    (KillOnDrop(child), seen)
+}
+
+/// Upstream's image pull back-off, with `--crashloop-backoff 1s` (the kubelet's back-off
+/// base, for restarts and pulls alike; upstream: 10 s doubling to 300 s): a pull that fails
+/// shows `ErrImagePull`, then `ImagePullBackOff` while the kubelet waits 1 s, 2 s, 4 s, 8 s
+/// before the next attempts. The test watches the kubelet's Events (a `Pulling` event when an
+/// attempt starts, `Failed` when it ends; each repeat bumps the event's `count`), polling the
+/// API server every 10 ms or so, and measures each wait from the end of one attempt to the
+/// start of the next; `kubectl get pod -w` shows the container's waiting reasons in order.
+/// Podman is only ever asked to pull from 127.0.0.1:9, where nothing listens.
+#[test]
+fn podman_image_pull_back_off_grows() {
+    let Some(svc) = PodmanService::start() else { return };
+    // Nothing may answer on the "registry": the pulls must fail on loopback, at once.
+    let registry: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert!(UNPULLABLE_IMAGE.starts_with("127.0.0.1:9/"));
+    assert!(
+        std::net::TcpStream::connect_timeout(&registry, Duration::from_secs(1)).is_err(),
+        "something listens on {registry}: this test needs a port that refuses connections"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pc = one_node_with_fast_back_off(&svc, dir.path());
+    let c = &pc.c;
+    let Some(kubectl) = kulisse_tests::kubectl::Kubectl::for_cluster(c) else {
+        return;
+    };
+    let manifest = dir.path().join("puller.yaml");
+    std::fs::write(&manifest, unpullable_pod()).unwrap();
+    kubectl.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let (_watch, reasons) = watch_waiting_reasons(&kubectl, "puller");
+
+    // When each attempt starts (`Pulling` count goes up) and ends (`Failed to pull` count
+    // goes up): each moment is known to lie between the previous poll (when the event was not
+    // there yet) and this one's answer.
+    const WAITS: usize = 4;
+    let events_path = "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=puller";
+    let mut starts: Vec<(Instant, Instant)> = Vec::new();
+    let mut ends: Vec<(Instant, Instant)> = Vec::new();
+    let began = Instant::now();
+    let mut previous_poll = began;
+    let deadline = began + Duration::from_secs(180);
+    while starts.len() < WAITS + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {} pull attempts; saw {} starts, {} failures, reasons {:?}",
+            WAITS + 1,
+            starts.len(),
+            ends.len(),
+            reasons.lock().unwrap()
+        );
+        let poll = Instant::now();
+        let events = items(&api_get(c, events_path));
+        let answered = Instant::now();
+        let pulling = event_count(&events, "Pulling", &format!("Pulling image \"{UNPULLABLE_IMAGE}\""));
+        let failed = event_count(&events, "Failed", "Failed to pull image");
+        for (seen, count) in [(&mut starts, pulling), (&mut ends, failed)] {
+            while (seen.len() as i64) < count {
+                seen.push((previous_poll, answered));
+            }
+        }
+        previous_poll = poll;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
+    // Each wait, from the end of attempt k to the start of attempt k+1: at least `low`, at
+    // most `high`.
+    let waits: Vec<(Duration, Duration)> = (0..WAITS)
+        .map(|k| {
+            let (start_after, start_by) = starts[k + 1];
+            let (end_after, end_by) = ends[k];
+            (
+                start_after.saturating_duration_since(end_by),
+                start_by.duration_since(end_after),
+            )
+        })
+        .collect();
+    let middle = |(low, high): (Duration, Duration)| (low + high) / 2;
+    println!(
+        "pull attempts started at (from the first): {:?}",
+        starts
+            .iter()
+            .map(|t| secs(middle((
+                t.0.duration_since(starts[0].0),
+                t.1.duration_since(starts[0].0)
+            ))))
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "each failed pull took (podman's own retries included): {:?}",
+        starts
+            .iter()
+            .zip(&ends)
+            .map(|(s, e)| secs(middle((e.0.saturating_duration_since(s.1), e.1.duration_since(s.0)))))
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "back-off waits between a failed pull and the next attempt: {:?} (each within {:?})",
+        waits.iter().map(|w| secs(middle(*w))).collect::<Vec<_>>(),
+        waits
+            .iter()
+            .map(|(low, high)| format!("{}..{}", secs(*low), secs(*high)))
+            .collect::<Vec<_>>()
+    );
+
+    // The back-off doubles: the k-th wait lasts 2^k s (the kubelet never pulls earlier; the
+    // slack covers the `Failed` event being recorded a moment after the back-off started),
+    // and each wait is surely longer than the one before.
+    for (k, (_, high)) in waits.iter().enumerate() {
+        let nominal = Duration::from_secs(1 << k);
+        assert!(
+            *high + Duration::from_millis(400) >= nominal,
+            "wait {k} lasted at most {} but the back-off then is {}: {waits:?}",
+            secs(*high),
+            secs(nominal)
+        );
+    }
+    for pair in waits.windows(2) {
+        assert!(pair[1].0 > pair[0].1, "the back-off must grow: {waits:?}");
+    }
+
+    // What the pod said, as kubectl watched it: after each failed attempt ErrImagePull
+    // (podman's own error), then ImagePullBackOff while the kubelet waits.
+    let pull_reasons = wait_for(30, "kubectl -w showing the 4th ImagePullBackOff", || {
+        let log = reasons.lock().unwrap().clone();
+        let pull: Vec<(String, String)> = log
+            .into_iter()
+            .filter(|(r, _)| r == "ErrImagePull" || r == "ImagePullBackOff")
+            .collect();
+        (pull.iter().filter(|(r, _)| r == "ImagePullBackOff").count() >= WAITS).then_some(pull)
+    });
+    let order: Vec<&str> = pull_reasons.iter().map(|(r, _)| r.as_str()).collect();
+    println!("waiting reasons kubectl -w showed, in order: {order:?}");
+    for (k, reason) in order.iter().enumerate() {
+        let want = if k % 2 == 0 { "ErrImagePull" } else { "ImagePullBackOff" };
+        assert_eq!(
+            *reason, want,
+            "ErrImagePull, then ImagePullBackOff, each time: {order:?}"
+        );
+    }
+    let (_, err_message) = &pull_reasons[0];
+    let (_, backoff_message) = &pull_reasons[1];
+    println!("  ErrImagePull: {err_message}\n  ImagePullBackOff: {backoff_message}");
+    assert!(err_message.contains("127.0.0.1:9"), "{err_message}");
+    assert_eq!(
+        backoff_message,
+        &format!("Back-off pulling image \"{UNPULLABLE_IMAGE}\": ErrImagePull: {err_message}")
+    );
+    let events = items(&api_get(c, events_path));
+    let err_image_pull = event_count(&events, "Failed", "Error: ErrImagePull");
+    let backoffs = event_count(&events, "BackOff", "Back-off pulling image");
+    println!("events: Failed \"Error: ErrImagePull\" x{err_image_pull}, BackOff x{backoffs}");
+    assert!(
+        err_image_pull >= WAITS as i64,
+        "each failed attempt records ErrImagePull: {err_image_pull}"
+    );
+    assert!(
+        backoffs >= WAITS as i64,
+        "each wait records a BackOff event: {backoffs}"
+    );
+    let table = kubectl.ok(&["get", "pod", "puller"]);
+    assert!(
+        table.contains("ImagePullBackOff") || table.contains("ErrImagePull"),
+        "{table}"
+    );
+}
+
+/// Whether this host can limit a container's memory: the cgroup memory controller is there
+/// (cgroup v2: listed in `cgroup.controllers`; v1: its own hierarchy).
+fn memory_cgroup_available() -> bool {
+    match std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers") {
+        Ok(controllers) => controllers.split_whitespace().any(|c| c == "memory"),
+        Err(_) => std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists(),
+    }
+}
+
+const MEMORY_HOG: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hog
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: hog
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    # `tail` keeps the last "line" in memory, and /dev/zero has no newline: it grows until
+    # the kernel kills it.
+    command: ["sh", "-c", "echo eating memory; tail /dev/zero"]
+    resources:
+      limits: {memory: 32Mi}
+"#;
+
+/// A container over its memory limit is killed by the kernel, and the kubelet says so:
+/// `lastState.terminated.reason: OOMKilled`, exit code 137, as `kubectl get pod -o json` shows.
+#[test]
+fn podman_oom_killed() {
+    let Some(svc) = PodmanService::start() else { return };
+    if !memory_cgroup_available() {
+        eprintln!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! SKIPPING podman_oom_killed: this host has no cgroup memory controller (neither\n\
+             !!! `memory` in /sys/fs/cgroup/cgroup.controllers nor /sys/fs/cgroup/memory), so no\n\
+             !!! container memory limit can be enforced and nothing is ever OOM-killed.\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pc = one_node_with_fast_back_off(&svc, dir.path());
+    let c = &pc.c;
+    let Some(kubectl) = kulisse_tests::kubectl::Kubectl::for_cluster(c) else {
+        return;
+    };
+    let manifest = dir.path().join("hog.yaml");
+    std::fs::write(&manifest, MEMORY_HOG).unwrap();
+    kubectl.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+
+    let pod = wait_for(120, "hog: a terminated last state", || {
+        let out = kubectl.ok(&["get", "pod", "hog", "-o", "json"]);
+        let p: Value = serde_json::from_str(&out).ok()?;
+        let last = p.pointer("/status/containerStatuses/0/lastState/terminated")?;
+        (!s(last, "/reason").is_empty()).then_some(p)
+    });
+    let terminated = &pod["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    println!("hog's lastState.terminated: {terminated}");
+    assert_eq!(s(terminated, "/reason"), "OOMKilled", "{pod}");
+    assert_eq!(
+        terminated.pointer("/exitCode").and_then(Value::as_i64),
+        Some(137),
+        "{pod}"
+    );
+
+    // The limit is the containers' cgroup limit in podman: 32 MiB (every instance of the
+    // container has it; the kubelet removes the older ones).
+    let (_, instances) = list_labelled(&[
+        (LABEL_CLUSTER, pc.cluster_id.as_str()),
+        ("io.kubernetes.container.name", "hog"),
+    ]);
+    let limits: Vec<String> = instances
+        .iter()
+        .filter_map(|id| {
+            let out = std::process::Command::new("podman")
+                .args(["inspect", "--format", "{{.HostConfig.Memory}}", id])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .collect();
+    println!("podman's memory limits of the hog containers: {limits:?} bytes");
+    assert!(!limits.is_empty(), "no hog container to inspect: {instances:?}");
+    assert!(
+        limits.iter().all(|l| *l == (32 * 1024 * 1024).to_string()),
+        "{limits:?}"
+    );
+
+    // restartPolicy Always: it is started again, killed again, and says so again.
+    let pod = wait_for(120, "hog restarted at least twice", || {
+        let p: Value = serde_json::from_str(&kubectl.ok(&["get", "pod", "hog", "-o", "json"])).ok()?;
+        let restarts = p.pointer("/status/containerStatuses/0/restartCount")?.as_i64()?;
+        (restarts >= 2).then_some(p)
+    });
+    assert_eq!(
+        s(&pod, "/status/containerStatuses/0/lastState/terminated/reason"),
+        "OOMKilled",
+        "{pod}"
+    );
+    let logs = kubectl.ok(&["logs", "hog", "--previous"]);
+    assert!(logs.contains("eating memory"), "{logs}");
 }
