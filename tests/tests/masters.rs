@@ -160,6 +160,17 @@ fn api_servers_die_under_a_watch_and_kubectl_keeps_working() {
     });
     ledger.write_some(10);
     c.ok(&["kill", "apiserver-3"]);
+    // Until HAProxy's health check has seen the restarted apiserver-1 come up (and
+    // apiserver-3 go), a request may find no server: wait for the balancer, as a client
+    // retries.
+    let killed = Instant::now();
+    wait_for(60, "kubectl through HAProxy with only apiserver-1 left", || {
+        kubectl.run(&["get", "pods", "first"]).status.success().then_some(())
+    });
+    println!(
+        "figure: with apiserver-1 restarted and apiserver-3 killed, kubectl through HAProxy answered again after {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
     ledger.write_some(10);
     ledger.check(30);
     // The informers of the scheduler, the controller manager and the kubelets resumed their
