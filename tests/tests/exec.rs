@@ -328,4 +328,56 @@ fn kubectl_exec_and_cp_with_podman() {
         std::fs::read_to_string(&back).expect("the copied-out file"),
         "copied in\n"
     );
+
+    // The other volume kinds, mounted by podman and read with kubectl exec: a hostPath, a
+    // projected volume (a ConfigMap and the downward API), a ConfigMap key by subPath, and a
+    // memory-backed emptyDir.
+    let host = tempfile::tempdir().expect("a host directory");
+    std::fs::write(host.path().join("host.txt"), "from the node\n").expect("write the host file");
+    // (Not with `apply`, which would set the ConfigMap back to its first value.)
+    let path = k.work_dir().join("kinds.yaml");
+    std::fs::write(
+        &path,
+        KINDS_POD.replace("HOST_DIR", host.path().to_str().expect("utf-8 path")),
+    )
+    .expect("write the manifest");
+    k.ok(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/kinds", "--timeout=120s"]);
+    let cat = |path: &str| k.ok(&["exec", "kinds", "--", "cat", path]);
+    assert_eq!(cat("/host/host.txt"), "from the node\n");
+    assert_eq!(cat("/all/greeting"), "changed");
+    assert!(cat("/all/labels").contains("app=\"kinds\""), "{}", cat("/all/labels"));
+    assert_eq!(cat("/etc/greeting.txt"), "changed");
+    let ram = k.ok(&["exec", "kinds", "--", "sh", "-c", "grep ' /ram ' /proc/mounts"]);
+    assert!(ram.contains("tmpfs"), "the Memory emptyDir is not tmpfs: {ram}");
 }
+
+/// One pod with the volume kinds the first pod does not have (`HOST_DIR` is replaced).
+const KINDS_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: kinds, labels: {app: kinds}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: host, mountPath: /host, readOnly: true}
+    - {name: all, mountPath: /all}
+    - {name: cfg, mountPath: /etc/greeting.txt, subPath: greeting}
+    - {name: ram, mountPath: /ram}
+  volumes:
+  - name: host
+    hostPath: {path: HOST_DIR, type: Directory}
+  - name: all
+    projected:
+      sources:
+      - configMap: {name: cfg}
+      - downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+  - name: cfg
+    configMap: {name: cfg}
+  - name: ram
+    emptyDir: {medium: Memory, sizeLimit: 16Mi}
+"#;
