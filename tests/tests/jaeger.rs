@@ -39,7 +39,11 @@ struct JSpan {
     /// `FOLLOWS_FROM` references (links): (trace id, span id).
     follows: Vec<(String, String)>,
     service: String,
+    /// The process's `service.instance.id` (which copy of a component, with several masters).
+    instance: Option<String>,
     tags: BTreeMap<String, String>,
+    /// The span's events (Jaeger's logs): the `event` field of each.
+    events: Vec<String>,
     warnings: Vec<String>,
 }
 
@@ -83,6 +87,20 @@ fn jaeger_spans(trace: &Value) -> Vec<JSpan> {
                     .map(|(_, trace, span)| (trace.clone(), span.clone()))
                     .collect(),
                 service: as_text(&processes[&pid]["serviceName"]),
+                instance: processes[&pid]["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|t| t["key"] == "service.instance.id")
+                    .map(|t| as_text(&t["value"])),
+                events: s["logs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|l| l["fields"].as_array().into_iter().flatten())
+                    .filter(|f| f["key"] == "event")
+                    .map(|f| as_text(&f["value"]))
+                    .collect(),
                 tags: s["tags"]
                     .as_array()
                     .into_iter()
@@ -132,7 +150,14 @@ fn traced_apply(jaeger: &Jaeger, protocol: &str, extra: &[&str]) -> (Cluster, te
     let out = c.ok(&["apply", "-f", WEB]);
     assert!(out.contains("deployment.apps/web created"), "{out}");
     c.env.clear();
-    let id = wait_for("the cli.apply trace in Jaeger's search", || {
+    let id = the_apply_trace(jaeger);
+    (c, dir, id)
+}
+
+/// The id of the one `cli.apply` trace in Jaeger, found as a user finds it: service
+/// `kulisse-cli`, operation `cli.apply`.
+fn the_apply_trace(jaeger: &Jaeger) -> String {
+    wait_for("the cli.apply trace in Jaeger's search", || {
         let (code, body) = jaeger.get("/api/traces?service=kulisse-cli&operation=cli.apply&limit=20")?;
         let v: Value = serde_json::from_str(&body).map_err(|e| format!("{code} {e}: {body}"))?;
         let ids: Vec<String> = v["data"]
@@ -145,8 +170,7 @@ fn traced_apply(jaeger: &Jaeger, protocol: &str, extra: &[&str]) -> (Cluster, te
             [one] => Ok(one.clone()),
             _ => Err(format!("{code}: traces {ids:?}")),
         }
-    });
-    (c, dir, id)
+    })
 }
 
 /// The proxy syncs that put the pods' addresses into a rule.
@@ -491,5 +515,103 @@ fn trace_with_jaeger_draws_what_jaeger_holds_like_the_control_plane() {
         text(&bad.stderr).contains("\"nope\" is not a trace id"),
         "{}",
         text(&bad.stderr)
+    );
+}
+
+/// `kulisse ps`'s row of the process of `role` that leads now: its name.
+fn leading(c: &Cluster, role: &str) -> Option<String> {
+    c.ok(&["ps"])
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|r| r.get(1) == Some(&role) && r.last() == Some(&"leader"))
+        .map(|r| r[0].to_string())
+}
+
+/// Several masters (issue 14): an apply made right after `kulisse kill --leader scheduler`
+/// waits for the standby, and its trace shows the standby that took over binding its pods, every span says which copy made
+/// it (`service.instance.id`), and the new leader's `scheduler.leader_election` span carries
+/// the event `started leading`.
+#[test]
+fn after_a_failover_the_trace_names_the_scheduler_that_took_over() {
+    for (binary, package) in [("etcd", "etcd-server"), ("haproxy", "haproxy")] {
+        let found =
+            kulisse_tests::etcd::find_binary(binary, &[&format!("/usr/bin/{binary}"), &format!("/usr/sbin/{binary}")]);
+        if found.is_none() {
+            kulisse_tests::require::missing::<()>(&format!(
+                "{binary} is not installed (apt-get install {package}): kulisse up --masters 3 needs it"
+            ));
+            return;
+        }
+    }
+    let Some(jaeger) = Jaeger::start() else { return };
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_grpc.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start_with_env(dir.path(), &["--masters", "3", "--nodes", "2", "--fast-failover"], &env);
+    let old = wait_for("a leading scheduler", || {
+        leading(&c, "scheduler").ok_or("none yet".to_string())
+    });
+    // The apply comes while no scheduler leads: its pods wait for the standby that takes
+    // over once the killed leader's lease has run out, and the trace shows that one finish
+    // the work.
+    c.ok(&["kill", "--leader", "scheduler"]);
+    c.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let out = c.ok(&["apply", "-f", WEB]);
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+    c.env.clear();
+    let new = wait_for("a standby scheduler leading", || match leading(&c, "scheduler") {
+        Some(n) if n != old => Ok(n),
+        other => Err(format!("{other:?}")),
+    });
+    let id = the_apply_trace(&jaeger);
+    let spans = wait_for("the apply's pods bound, in the trace", || {
+        let spans = jaeger_spans(&jaeger.trace_v1(&id).ok_or("no trace yet")?);
+        let binds = spans.iter().filter(|s| s.name == "scheduler.bind").count();
+        if binds >= 2 {
+            Ok(spans)
+        } else {
+            Err(format!("{binds} scheduler.bind spans"))
+        }
+    });
+    for s in spans.iter().filter(|s| s.name.starts_with("scheduler.")) {
+        assert_eq!(
+            s.instance.as_deref(),
+            Some(new.as_str()),
+            "{} by {:?}, not the new leader {new}",
+            s.name,
+            s.instance
+        );
+    }
+    let servers: BTreeSet<&str> = spans
+        .iter()
+        .filter(|s| s.service == "kulisse-apiserver")
+        .filter_map(|s| s.instance.as_deref())
+        .collect();
+    assert!(
+        !servers.is_empty() && servers.iter().all(|i| i.starts_with("apiserver-")),
+        "the API servers' spans name their copy: {servers:?}"
+    );
+    // The change of leadership is a span of its own, found by its operation.
+    let elections = wait_for("the new leader's scheduler.leader_election span", || {
+        let v = jaeger.get_json("/api/traces?service=kulisse-scheduler&operation=scheduler.leader_election&limit=50");
+        let spans: Vec<JSpan> = v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(jaeger_spans)
+            .collect();
+        spans
+            .into_iter()
+            .find(|s| s.instance.as_deref() == Some(new.as_str()) && s.events.iter().any(|e| e == "started leading"))
+            .ok_or_else(|| "not yet".to_string())
+    });
+    println!(
+        "figure: after killing {old}, {new} led ({} in the trace; API servers {servers:?}) with the span {} and the event `started leading`",
+        spans.iter().filter(|s| s.name == "scheduler.bind").count(),
+        elections.name
     );
 }
