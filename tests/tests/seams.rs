@@ -42,8 +42,8 @@ const SKIP_DIRS: &[&str] = &["vendor", "fuzz", "target"];
 const NOT_YET_CUT: &[&str] = &[
     // `kulisse bench`'s two longest cases (merged late in one session; each is a straight run of
     // steps with a figure printed after each, to be cut into setup / measure / report).
-    "cli/src/commands/bench.rs::cluster_case",
-    "cli/src/commands/bench.rs::scheduler_case",
+    "cli/src/commands/bench/mod.rs::cluster_case",
+    "cli/src/commands/bench/mod.rs::scheduler_case",
 ];
 
 /// Sibling files that still import each other while `core/src` is being reworked, each pair

@@ -424,6 +424,76 @@ fn dial_in_netns(pid: i64, port: u16) -> Result<std::net::TcpStream, String> {
     Ok(stream)
 }
 
+/// `podman create`'s options for the container `config` describes, named `name`, in pod
+/// `sandbox_id`.
+fn create_opts(
+    name: &str,
+    sandbox_id: &str,
+    config: &ContainerConfig,
+    labels: &BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+) -> opts::ContainerCreateOpts {
+    let mut b = opts::ContainerCreateOpts::builder()
+        .name(name)
+        .image(&config.image)
+        .pod(sandbox_id)
+        .labels(labels.clone())
+        .annotations(config.annotations.clone())
+        .env(env.clone())
+        // The grace period comes with each stop; this only bounds `podman pod rm -f`.
+        .stop_timeout(10);
+    // Kubernetes: `command` replaces the image's ENTRYPOINT, `args` its CMD; a pod that sets
+    // only `command` runs it without the image's CMD.
+    match (config.command.is_empty(), config.args.is_empty()) {
+        (false, false) => b = b.entrypoint(&config.command).command(&config.args),
+        (false, true) => b = b.entrypoint(&config.command).command(Vec::<String>::new()),
+        (true, false) => b = b.command(&config.args),
+        (true, true) => {}
+    }
+    if let Some(dir) = config.working_dir.as_deref().filter(|d| !d.is_empty()) {
+        b = b.work_dir(dir).create_working_dir(true);
+    }
+    if let Some(res) = linux_resources(config) {
+        b = b.resource_limits(res);
+    }
+    if !config.mounts.is_empty() {
+        b = b.mounts(bind_mounts(config));
+    }
+    // `stdin`/`tty` in the pod spec: what `kubectl attach -i` (and `-t`) attaches to.
+    // (`stdinOnce` is the kubelet's to honour; podman keeps stdin open.)
+    if config.stdin {
+        b = b.stdin(true);
+    }
+    if config.tty {
+        b = b.terminal(true);
+    }
+    b.build()
+}
+
+/// `podman pull`'s options for `image` from `registry` (always pull: the kubelet decided).
+fn pull_opts(image: &str, registry: Option<&str>, auth: Option<&AuthConfig>) -> opts::PullOpts {
+    let mut pull_opts = opts::PullOpts::builder()
+        .reference(image)
+        .policy(opts::PullPolicy::Always)
+        .quiet(true);
+    // A registry on this machine may well speak plain HTTP (`registry:2` on 127.0.0.1:5000):
+    // podman then tries HTTPS without verifying, and falls back to HTTP.
+    if registry.is_some_and(is_loopback_registry) {
+        pull_opts = pull_opts.tls_verify(false);
+    }
+    // The pod's imagePullSecrets: podman sends them as `X-Registry-Auth`.
+    if let Some(auth) = auth {
+        pull_opts.auth(
+            podman_api::opts::RegistryAuth::builder()
+                .username(&auth.username)
+                .password(&auth.password)
+                .server_address(&auth.server)
+                .build(),
+        );
+    }
+    pull_opts.build()
+}
+
 /// The registry part of an image reference, if it names one (`localhost`,
 /// `127.0.0.1:5000`, `quay.io`); `None` means the default registry (docker.io).
 fn registry_of(image: &str) -> Option<&str> {
@@ -908,24 +978,7 @@ impl ContainerRuntime for PodmanRuntime {
             });
         }
         let images = self.podman.images();
-        let mut pull_opts = opts::PullOpts::builder();
-        pull_opts = pull_opts.reference(image).policy(opts::PullPolicy::Always).quiet(true);
-        // A registry on this machine may well speak plain HTTP (`registry:2` on
-        // 127.0.0.1:5000): podman then tries HTTPS without verifying, and falls back to HTTP.
-        if registry.is_some_and(is_loopback_registry) {
-            pull_opts = pull_opts.tls_verify(false);
-        }
-        // The pod's imagePullSecrets: podman sends them as `X-Registry-Auth`.
-        if let Some(auth) = auth {
-            pull_opts.auth(
-                podman_api::opts::RegistryAuth::builder()
-                    .username(&auth.username)
-                    .password(&auth.password)
-                    .server_address(&auth.server)
-                    .build(),
-            );
-        }
-        let pull_opts = pull_opts.build();
+        let pull_opts = pull_opts(image, registry, auth);
         let mut stream = images.pull(&pull_opts);
         let mut failure: Option<String> = None;
         while let Some(report) = stream.next().await {
@@ -1079,43 +1132,7 @@ impl ContainerRuntime for PodmanRuntime {
         labels.extend(self.own_labels());
         let env: BTreeMap<String, String> = config.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
 
-        let build = |name: &str| {
-            let mut b = opts::ContainerCreateOpts::builder()
-                .name(name)
-                .image(&config.image)
-                .pod(sandbox_id)
-                .labels(labels.clone())
-                .annotations(config.annotations.clone())
-                .env(env.clone())
-                // The grace period comes with each stop; this only bounds `podman pod rm -f`.
-                .stop_timeout(10);
-            // Kubernetes: `command` replaces the image's ENTRYPOINT, `args` its CMD; a pod
-            // that sets only `command` runs it without the image's CMD.
-            match (config.command.is_empty(), config.args.is_empty()) {
-                (false, false) => b = b.entrypoint(&config.command).command(&config.args),
-                (false, true) => b = b.entrypoint(&config.command).command(Vec::<String>::new()),
-                (true, false) => b = b.command(&config.args),
-                (true, true) => {}
-            }
-            if let Some(dir) = config.working_dir.as_deref().filter(|d| !d.is_empty()) {
-                b = b.work_dir(dir).create_working_dir(true);
-            }
-            if let Some(res) = linux_resources(config) {
-                b = b.resource_limits(res);
-            }
-            if !config.mounts.is_empty() {
-                b = b.mounts(bind_mounts(config));
-            }
-            // `stdin`/`tty` in the pod spec: what `kubectl attach -i` (and `-t`) attaches to.
-            // (`stdinOnce` is the kubelet's to honour; podman keeps stdin open.)
-            if config.stdin {
-                b = b.stdin(true);
-            }
-            if config.tty {
-                b = b.terminal(true);
-            }
-            b.build()
-        };
+        let build = |name: &str| create_opts(name, sandbox_id, config, &labels, &env);
         let containers = self.podman.containers();
         let created = match containers.create(&build(&base_name)).await {
             Ok(c) => c,

@@ -175,24 +175,8 @@ async fn session(ws: kulisse_core::client::WebSocket, protocol: &str, stdin: boo
             },
             message = stream.next() => match message {
                 Some(Ok(Message::Binary(data))) if !data.is_empty() => {
-                    let body = &data[1..];
-                    match data[0] {
-                        remotecommand::STDOUT => {
-                            let mut out = std::io::stdout().lock();
-                            out.write_all(body)?;
-                            out.flush()?;
-                        }
-                        remotecommand::STDERR => {
-                            let mut err = std::io::stderr().lock();
-                            err.write_all(body)?;
-                            err.flush()?;
-                        }
-                        remotecommand::ERROR => {
-                            status = Some(serde_json::from_slice::<Value>(body).with_context(|| {
-                                format!("the error channel did not carry a Status: {}", String::from_utf8_lossy(body))
-                            })?);
-                        }
-                        _ => {}
+                    if let Some(result) = deliver(data[0], &data[1..])? {
+                        status = Some(result);
                     }
                 }
                 Some(Ok(Message::Close(_))) | None => break,
@@ -207,6 +191,33 @@ async fn session(ws: kulisse_core::client::WebSocket, protocol: &str, stdin: boo
         }
     }
     status.context("the connection closed before the command's exit status arrived")
+}
+
+/// What arrived on `channel`: output is written out at once; the error channel's Status is
+/// the command's result, returned.
+fn deliver(channel: u8, body: &[u8]) -> anyhow::Result<Option<Value>> {
+    match channel {
+        remotecommand::STDOUT => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(body)?;
+            out.flush()?;
+        }
+        remotecommand::STDERR => {
+            let mut err = std::io::stderr().lock();
+            err.write_all(body)?;
+            err.flush()?;
+        }
+        remotecommand::ERROR => {
+            return serde_json::from_slice::<Value>(body).map(Some).with_context(|| {
+                format!(
+                    "the error channel did not carry a Status: {}",
+                    String::from_utf8_lossy(body)
+                )
+            });
+        }
+        _ => {}
+    }
+    Ok(None)
 }
 
 /// One message on `channel`: the channel byte, then the bytes.

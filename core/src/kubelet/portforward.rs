@@ -164,24 +164,9 @@ where
                 if frames.send(reply).await.is_err() {
                     break;
                 }
-                let pair = pairs.entry(request.clone()).or_default();
-                pair.port = port;
-                if kind == "error" {
-                    pair.error = Some(stream_id);
-                } else {
-                    let (tx, rx) = mpsc::channel(16);
-                    inbound.insert(stream_id, tx);
-                    pair.data = Some((stream_id, rx));
-                }
-                if pair.error.is_some() && pair.data.is_some() {
-                    let Some(Pair {
-                        port,
-                        error: Some(error_id),
-                        data: Some((data_id, rx)),
-                    }) = pairs.remove(&request)
-                    else {
-                        continue;
-                    };
+                if let Some((port, error_id, data_id, rx)) =
+                    pair_up(&mut pairs, &mut inbound, stream_id, &kind, port, request)
+                {
                     let (shared, target, frames) = (shared.clone(), target.clone(), frames.clone());
                     forwards.spawn(async move {
                         forward(&shared, &target, port, error_id, data_id, rx, frames).await;
@@ -216,6 +201,38 @@ where
     forwards.shutdown().await;
     drop(frames);
     let _ = writer.await;
+}
+
+/// Note a new stream of request `request`; once both streams of the request are there, the
+/// pair to forward: `(port, error stream, data stream, the data stream's inbound bytes)`.
+fn pair_up(
+    pairs: &mut HashMap<String, Pair>,
+    inbound: &mut HashMap<u32, mpsc::Sender<Option<Vec<u8>>>>,
+    stream_id: u32,
+    kind: &str,
+    port: u16,
+    request: String,
+) -> Option<(u16, u32, u32, mpsc::Receiver<Option<Vec<u8>>>)> {
+    let pair = pairs.entry(request.clone()).or_default();
+    pair.port = port;
+    if kind == "error" {
+        pair.error = Some(stream_id);
+    } else {
+        let (tx, rx) = mpsc::channel(16);
+        inbound.insert(stream_id, tx);
+        pair.data = Some((stream_id, rx));
+    }
+    if pair.error.is_none() || pair.data.is_none() {
+        return None;
+    }
+    match pairs.remove(&request)? {
+        Pair {
+            port,
+            error: Some(error_id),
+            data: Some((data_id, rx)),
+        } => Some((port, error_id, data_id, rx)),
+        _ => None,
+    }
 }
 
 /// `(streamtype, port, requestid)` of a new stream, if they are all there and valid.

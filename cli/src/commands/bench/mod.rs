@@ -2,7 +2,7 @@
 //!
 //! Kubernetes measures its scalability with *clusterloader2* (whole clusters, fake nodes from
 //! kubemark or kwok) and *scheduler_perf* (the scheduler alone against an in-memory API
-//! server). This command does the same three things to kulisse, each in fresh processes it
+//! server). This command does the same to kulisse, each case in fresh processes it
 //! starts itself on loopback, in a temporary directory it removes afterwards:
 //!
 //! 1. **Whole cluster** (`--cluster 50x2000,500x10000`): `kulisse up --nodes N --runtime mock`
@@ -17,6 +17,9 @@
 //! 3. **Durable writes** (`--writes 2000 --clients 1,64`): ConfigMap creates through the API
 //!    server, on the embedded store and on a real etcd this command starts for the comparison
 //!    (`--etcd`, default `etcd` from the PATH): throughput and p50/p99 latency.
+//!
+//! 4. **Watch delivery** and 5. **pod startup** (`--watch 1000x200`, `--startup 100x1000`):
+//!    the time from a create to the watchers that see it ([`latency`]).
 //!
 //! Every line prints kulisse's figure next to its anchor: a figure from the same run where
 //! one can run here (etcd), otherwise the published upstream figure. It is a benchmark, not a
@@ -39,6 +42,8 @@ use kulisse_core::client::{Client, ListParams};
 use kulisse_core::objects::{ResourceInfo, registry};
 use serde_json::{Value, json};
 
+mod latency;
+
 /// Published anchors (upstream Kubernetes and its test tools).
 const ANCHOR_CL2_PODS_PER_S: &str = "clusterloader2 gate: 100 pods/s";
 const ANCHOR_TARGET_CLUSTER: &str = "issue target: 150,000 pods in <= 120 s (1,250 pods/s), RSS <= 2 GiB";
@@ -59,13 +64,22 @@ pub struct BenchArgs {
     /// Concurrent writers, comma-separated.
     #[arg(long, default_value = "1,64", value_delimiter = ',', value_name = "N,...")]
     pub clients: Vec<usize>,
+    /// Watch delivery, WATCHERSxEVENTS: that many watches, that many creates at 100/s
+    /// (`none` skips it).
+    #[arg(long, default_value = "1000x200", value_name = "WxE")]
+    pub watch: String,
+    /// Pod startup, NODESxPODS: a cluster of that many mock nodes, pods created at 100/s
+    /// (`none` skips it).
+    #[arg(long, default_value = "100x1000", value_name = "NxP")]
+    pub startup: String,
     /// The etcd binary started for the comparison (skipped with a note if missing).
     #[arg(long, default_value = "etcd", value_name = "PATH")]
     pub etcd: PathBuf,
     /// Give up on one case after this many seconds (it is reported as unfinished).
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub timeout: u64,
-    /// A quick run: 50x2000 cluster, 500x2000 scheduler, 500 writes.
+    /// A quick run: 50x2000 cluster, 500x2000 scheduler, 500 writes, 100x100 watch,
+    /// 10x200 startup.
     #[arg(long)]
     pub quick: bool,
     /// The kulisse binary whose `up` and `scheduler` are measured (default: this one). Compare
@@ -78,13 +92,27 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let (cluster, scheduler, writes) = if args.quick {
-        ("50x2000".to_string(), "500x2000".to_string(), 500)
+    let (cluster, scheduler, writes, watch, startup) = if args.quick {
+        (
+            "50x2000".to_string(),
+            "500x2000".to_string(),
+            500,
+            "100x100".to_string(),
+            "10x200".to_string(),
+        )
     } else {
-        (args.cluster.clone(), args.scheduler.clone(), args.writes)
+        (
+            args.cluster.clone(),
+            args.scheduler.clone(),
+            args.writes,
+            args.watch.clone(),
+            args.startup.clone(),
+        )
     };
     let clusters = parse_sizes(&cluster).context("--cluster")?;
     let scheduler = parse_sizes(&scheduler).context("--scheduler")?;
+    let watch = parse_sizes(&watch).context("--watch")?;
+    let startup = parse_sizes(&startup).context("--startup")?;
     if args.clients.contains(&0) {
         bail!("--clients: every count must be at least 1");
     }
@@ -111,6 +139,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if writes > 0 {
         writes_case(writes, &args.clients, &args.etcd, timeout, &mut report).await?;
+    }
+    for (watchers, events) in watch {
+        latency::watch_case(watchers, events, timeout, &mut report).await?;
+    }
+    for (nodes, pods) in startup {
+        latency::startup_case(nodes, pods, timeout, &mut report).await?;
     }
     if let Some(out) = &args.out {
         std::fs::write(out, &report.tsv).with_context(|| format!("writing {}", out.display()))?;
