@@ -1365,3 +1365,57 @@ fn podman_oom_killed() {
     let logs = kubectl.ok(&["logs", "hog", "--previous"]);
     assert!(logs.contains("eating memory"), "{logs}");
 }
+
+/// A server that needs warning before it stops: a preStop `httpGet` hook calls its `/drain`
+/// (a busybox httpd CGI script that writes a file into a hostPath volume).
+const DRAINER: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: drainer}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes:
+  - name: shared
+    hostPath: {path: HOST_DIR, type: Directory}
+  containers:
+  - name: web
+    image: localhost/busybox:latest
+    imagePullPolicy: IfNotPresent
+    ports: [{containerPort: 8080}]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+    readinessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+    lifecycle:
+      preStop:
+        httpGet: {path: /cgi-bin/drain, port: 8080}
+    command:
+    - sh
+    - -c
+    - |
+      mkdir -p /www/cgi-bin
+      printf '#!/bin/sh\necho "drained by $REQUEST_METHOD $REQUEST_URI" > /shared/drained\nprintf "Content-Type: text/plain\\r\\n\\r\\nok\\n"\n' > /www/cgi-bin/drain
+      chmod +x /www/cgi-bin/drain
+      exec httpd -f -p 8080 -h /www
+"#;
+
+#[test]
+fn podman_pre_stop_http_hook_runs_before_the_stop() {
+    let Some(svc) = PodmanService::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pc = podman_up(&svc, dir.path());
+    let host = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("drainer.yaml");
+    std::fs::write(&manifest, DRAINER.replace("HOST_DIR", host.path().to_str().unwrap())).unwrap();
+    pc.c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    wait_for(90, "drainer Ready", || {
+        is_ready(&json(&pc.c, &["get", "pod", "drainer"])).then_some(())
+    });
+    let drained = host.path().join("drained");
+    assert!(!drained.exists(), "the hook ran before the pod was deleted");
+    pc.c.ok(&["delete", "pod", "drainer", "--wait=false"]);
+    wait_for(60, "drainer gone", || {
+        (!pc.c.kulisse(&["get", "pod", "drainer"]).status.success()).then_some(())
+    });
+    let text = std::fs::read_to_string(&drained).expect("the preStop hook's request reached the container");
+    assert_eq!(text, "drained by GET /cgi-bin/drain\n");
+}
