@@ -197,7 +197,8 @@ fn kulisse_commands_and_flags_in_the_prose_exist() {
                     // An argument (a kind, a name, a trace id).
                 }
             }
-            for w in &words[1..] {
+            // After `--` the words are the command `kulisse exec` runs, not kulisse's flags.
+            for w in words[1..].iter().take_while(|w| **w != "--") {
                 let flag = w.split('=').next().unwrap_or(w);
                 let known = if let Some(long) = flag.strip_prefix("--") {
                     let f = format!("--{long}");
