@@ -306,6 +306,20 @@ fn kubectl_exec_and_cp_with_podman() {
         );
     }
 
+    // A resize while kulisse exec -it runs (SIGWINCH) reaches the command's terminal.
+    let resize = format!(
+        "stty cols 97 rows 31; (sleep 1; stty cols 50 rows 20 < /dev/tty) & {} --kubeconfig {} exec -it box -c main -- sh -c 'sleep 4; stty size'; wait",
+        kulisse_tests::cluster::kulisse_bin().display(),
+        cluster.kubeconfig().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &resize, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    let shown = text(&out.stdout);
+    assert!(shown.contains("20 50"), "the new size did not travel: {shown}");
+
     // kubectl attach -i: the main process' own stdin (the container has `stdin: true`) and
     // output; it reads one line, answers and exits, which ends the attach.
     k.ok(&["wait", "--for=condition=Ready", "pod/talker", "--timeout=120s"]);

@@ -19,9 +19,9 @@
 //!   `kulisse exec` exits N;
 //! - a finished pod is refused before anything is sent.
 //!
-//! Where kulisse differs: the terminal size is sent once, at the start (kubectl also follows
-//! later resizes, SIGWINCH); and there is no SPDY fallback, since kulisse's API server
-//! speaks WebSocket for exec.
+//! The terminal's size is sent at the start and again on each SIGWINCH, as kubectl does.
+//! Where kulisse differs: there is no SPDY fallback, since kulisse's API server speaks
+//! WebSocket for exec.
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -127,35 +127,16 @@ fn exec_path(ns: &str, pod: &str, container: &str, command: &[String], stdin: bo
 /// Copy the streams until the command's status arrives and the server closes; the status.
 async fn session(ws: kulisse_core::client::WebSocket, protocol: &str, stdin: bool, tty: bool) -> anyhow::Result<Value> {
     let (mut sink, mut stream) = ws.split();
-    if tty && let Some((width, height)) = terminal_size() {
-        let size = serde_json::json!({"Width": width, "Height": height}).to_string();
-        sink.send(Message::binary(channel(remotecommand::RESIZE, size.as_bytes())))
-            .await?;
-    }
-    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(4);
-    if stdin {
-        // A thread of its own, not tokio's stdin: a blocking read must not keep the
-        // process alive once the command has ended.
-        std::thread::spawn(move || {
-            let mut input = std::io::stdin().lock();
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match input.read(&mut buf) {
-                    Ok(0) | Err(_) => {
-                        let _ = in_tx.blocking_send(None);
-                        return;
-                    }
-                    Ok(n) => {
-                        if in_tx.blocking_send(Some(buf[..n].to_vec())).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+    // The terminal's size goes first, and again whenever it changes (SIGWINCH).
+    let mut resized = if tty {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok()
     } else {
-        drop(in_tx);
+        None
+    };
+    if tty && let Some(message) = resize_message() {
+        sink.send(message).await?;
     }
+    let mut in_rx = read_stdin(stdin);
     let close_supported = protocol == remotecommand::V5;
     let mut input_open = stdin;
     let mut status = None;
@@ -173,6 +154,16 @@ async fn session(ws: kulisse_core::client::WebSocket, protocol: &str, stdin: boo
                     }
                 }
             },
+            Some(()) = async {
+                match resized.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(message) = resize_message() {
+                    sink.send(message).await?;
+                }
+            }
             message = stream.next() => match message {
                 Some(Ok(Message::Binary(data))) if !data.is_empty() => {
                     if let Some(result) = deliver(data[0], &data[1..])? {
@@ -191,6 +182,41 @@ async fn session(ws: kulisse_core::client::WebSocket, protocol: &str, stdin: boo
         }
     }
     status.context("the connection closed before the command's exit status arrived")
+}
+
+/// Stdin's chunks (`None` at its end), read on a thread of its own, not tokio's stdin: a
+/// blocking read must not keep the process alive once the command has ended. Without
+/// `stdin`, a channel that is closed at once.
+fn read_stdin(stdin: bool) -> tokio::sync::mpsc::Receiver<Option<Vec<u8>>> {
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(4);
+    if !stdin {
+        return in_rx;
+    }
+    std::thread::spawn(move || {
+        let mut input = std::io::stdin().lock();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = in_tx.blocking_send(None);
+                    return;
+                }
+                Ok(n) => {
+                    if in_tx.blocking_send(Some(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    in_rx
+}
+
+/// The resize channel's message with the local terminal's size, if there is a terminal.
+fn resize_message() -> Option<Message> {
+    let (width, height) = terminal_size()?;
+    let size = serde_json::json!({"Width": width, "Height": height}).to_string();
+    Some(Message::binary(channel(remotecommand::RESIZE, size.as_bytes())))
 }
 
 /// What arrived on `channel`: output is written out at once; the error channel's Status is
