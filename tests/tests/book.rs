@@ -75,6 +75,7 @@ chapters! {
     console_09b_security => "security.md",
     console_10_failure_labs => "failure-labs.md",
     console_10a_masters => "masters.md",
+    console_10b_scaling => "scaling.md",
     console_11_going_further => "going-further.md",
     console_appendix_answers => "answers.md",
     console_appendix_testing => "testing.md",

@@ -1203,6 +1203,12 @@ pub const CHAPTERS: &[Chapter] = &[
         component: "etcd, kube-apiserver, the leader-elected components",
     },
     Chapter {
+        file: "scaling.md",
+        title: "How far it scales",
+        about: "a thousand nodes; the bench's figures beside upstream's, and what limits them",
+        component: "the whole control plane",
+    },
+    Chapter {
         file: "going-further.md",
         title: "Going further",
         about: "separate processes, real etcd, real kubectl",

@@ -249,6 +249,25 @@ impl RunningCluster {
     }
 }
 
+/// Every in-process node holds a dozen connections' worth of file descriptors: make room
+/// for them, and say so plainly when the limit stays too low (nodes past it would fail to
+/// connect with "Too many open files").
+fn make_room_for_nodes(nodes: u32) {
+    use kulisse_core::apiserver::limits::{FDS_PER_IN_PROCESS_NODE, make_room_for_open_files};
+    let wanted = u64::from(nodes) * FDS_PER_IN_PROCESS_NODE + 1024;
+    if let Some(soft) = make_room_for_open_files(wanted)
+        && soft < wanted
+    {
+        eprintln!(
+            "note: {nodes} in-process nodes need about {wanted} open files ({FDS_PER_IN_PROCESS_NODE} per node: \
+             its kubelet's and kube-proxy's connections, counted at both ends), but this process may open {soft}: \
+             nodes past about {} will fail to connect (\"Too many open files\"). Raise the limit \
+             (`ulimit -n`; raising the hard limit needs root) or start fewer nodes.",
+            soft.saturating_sub(1024) / FDS_PER_IN_PROCESS_NODE
+        );
+    }
+}
+
 /// Open the store, start the API server on `args.listen`, write the kubeconfig, and start
 /// the chosen control-plane components and `args.nodes` nodes, all in this process. They
 /// talk to each other only through the API server, over loopback HTTP, exactly as separate
@@ -265,6 +284,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
     // The service-account key (kubeadm's pki/sa.key): signs and checks ServiceAccount tokens.
     let service_accounts = apiserver::serviceaccount::ServiceAccountTokens::load_or_create(data_dir)
         .context("loading the service-account key")?;
+    make_room_for_nodes(args.nodes);
     let server = ApiServer::new(
         store,
         apiserver::Config {
