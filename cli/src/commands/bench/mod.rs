@@ -21,6 +21,9 @@
 //! 4. **Watch delivery** and 5. **pod startup** (`--watch 1000x200`, `--startup 100x1000`):
 //!    the time from a create to the watchers that see it ([`latency`]).
 //!
+//! `--plot DIR` draws the figures as SVG bar charts ([`plot`]), also from an earlier run's
+//! `--out` file (`--from FILE`).
+//!
 //! Every line prints kulisse's figure next to its anchor: a figure from the same run where
 //! one can run here (etcd), otherwise the published upstream figure. It is a benchmark, not a
 //! test: nothing passes or fails on a timing; numbers on a shared machine are noisy, so compare
@@ -43,6 +46,7 @@ use kulisse_core::objects::{ResourceInfo, registry};
 use serde_json::{Value, json};
 
 mod latency;
+mod plot;
 
 /// Published anchors (upstream Kubernetes and its test tools).
 const ANCHOR_CL2_PODS_PER_S: &str = "clusterloader2 gate: 100 pods/s";
@@ -89,9 +93,23 @@ pub struct BenchArgs {
     /// Also write every figure as tab-separated lines to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Draw the figures as SVG bar charts into this directory (after the run, or from
+    /// `--from`).
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    /// Measure nothing: draw the charts of an earlier run's `--out` file (with `--plot`).
+    #[arg(long, value_name = "FILE", requires = "plot")]
+    pub from: Option<PathBuf>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(from), Some(dir)) = (&args.from, &args.plot) {
+        let tsv = std::fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
+        for file in plot::write(&tsv, dir)? {
+            println!("wrote {file}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (cluster, scheduler, writes, watch, startup) = if args.quick {
         (
             "50x2000".to_string(),
@@ -148,6 +166,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(out) = &args.out {
         std::fs::write(out, &report.tsv).with_context(|| format!("writing {}", out.display()))?;
+    }
+    if let Some(dir) = &args.plot {
+        for file in plot::write(&report.tsv, dir)? {
+            println!("wrote {file}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
