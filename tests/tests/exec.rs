@@ -344,10 +344,11 @@ fn kubectl_exec_and_cp_with_podman() {
     );
 
     // The other volume kinds, mounted by podman and read with kubectl exec: a hostPath, a
-    // projected volume (a ConfigMap and the downward API), a ConfigMap key by subPath, and a
-    // memory-backed emptyDir.
+    // projected volume (a ConfigMap and the downward API), a ConfigMap key by subPath, a
+    // memory-backed emptyDir, and a Secret with `items` and `defaultMode`.
     let host = tempfile::tempdir().expect("a host directory");
     std::fs::write(host.path().join("host.txt"), "from the node\n").expect("write the host file");
+    k.ok(&["create", "secret", "generic", "tok", "--from-literal=token=s3cret"]);
     // (Not with `apply`, which would set the ConfigMap back to its first value.)
     let path = k.work_dir().join("kinds.yaml");
     std::fs::write(
@@ -362,6 +363,12 @@ fn kubectl_exec_and_cp_with_podman() {
     assert_eq!(cat("/all/greeting"), "changed");
     assert!(cat("/all/labels").contains("app=\"kinds\""), "{}", cat("/all/labels"));
     assert_eq!(cat("/etc/greeting.txt"), "changed");
+    // A Secret's key under the path `items` gives it, with the mode `defaultMode` asks for.
+    assert_eq!(cat("/secret/api-token"), "s3cret");
+    assert_eq!(
+        k.ok(&["exec", "kinds", "--", "stat", "-L", "-c", "%a", "/secret/api-token"]),
+        "400\n"
+    );
     let ram = k.ok(&["exec", "kinds", "--", "sh", "-c", "grep ' /ram ' /proc/mounts"]);
     assert!(ram.contains("tmpfs"), "the Memory emptyDir is not tmpfs: {ram}");
 }
@@ -382,6 +389,7 @@ spec:
     - {name: all, mountPath: /all}
     - {name: cfg, mountPath: /etc/greeting.txt, subPath: greeting}
     - {name: ram, mountPath: /ram}
+    - {name: tok, mountPath: /secret}
   volumes:
   - name: host
     hostPath: {path: HOST_DIR, type: Directory}
@@ -394,4 +402,6 @@ spec:
     configMap: {name: cfg}
   - name: ram
     emptyDir: {medium: Memory, sizeLimit: 16Mi}
+  - name: tok
+    secret: {secretName: tok, defaultMode: 0400, items: [{key: token, path: api-token}]}
 "#;
