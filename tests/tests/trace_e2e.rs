@@ -301,17 +301,6 @@ fn terminal_views_trace_follow_and_export() {
     assert!(services.len() >= 6, "one resource per component: {services:?}");
 }
 
-/// A two-node cluster in `dir` with the example app applied and rolled out, and the id of
-/// the apply's trace.
-fn rolled_out_web(dir: &std::path::Path) -> (Cluster, String) {
-    let c = Cluster::start_in(dir, &["--nodes", "2"]);
-    c.ok(&["apply", "-f", WEB]);
-    c.ok(&["rollout", "status", "deployment/web"]);
-    let first = c.ok(&["trace", "last"]);
-    let apply_id = first.split_whitespace().nth(1).unwrap().to_string();
-    (c, apply_id)
-}
-
 /// A user's write that brings no trace (here `kulisse scale`, as `kubectl scale`) starts a
 /// trace of its own at the API server, and what the cluster does about it is in that
 /// trace: not appended to the last apply's, whose `kulisse.dev/traceparent` annotation the
@@ -319,7 +308,11 @@ fn rolled_out_web(dir: &std::path::Path) -> (Cluster, String) {
 #[test]
 fn a_scale_is_a_trace_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, apply_id) = rolled_out_web(dir.path());
+    let c = Cluster::start_in(dir.path(), &["--nodes", "2"]);
+    c.ok(&["apply", "-f", WEB]);
+    c.ok(&["rollout", "status", "deployment/web"]);
+    let first = c.ok(&["trace", "last"]);
+    let apply_id = first.split_whitespace().nth(1).unwrap().to_string();
     assert_eq!(
         c.ok(&["scale", "deployment/web", "--replicas=3"]).trim(),
         "deployment.apps/web scaled"
@@ -348,78 +341,6 @@ fn a_scale_is_a_trace_of_its_own() {
     assert!(
         waterfall.contains("scale"),
         "the root is the scale request:\n{waterfall}"
-    );
-}
-
-/// A component's untraced (background) write leaves no stale trace behind: the object it
-/// writes still carries the last apply's `kulisse.dev/traceparent` (a `/status` write keeps
-/// the stored metadata, an update sends the informer's copy), and the API server removes
-/// it, so the reactions to the write stay background too. Before, a background scale
-/// (as an autoscaler would make it) grew the finished apply's trace with the new pod's
-/// whole story.
-#[test]
-fn reactions_to_a_background_write_stay_out_of_the_last_trace() {
-    use kulisse_core::client::Client;
-    use kulisse_core::objects;
-    use kulisse_tests::flows::{items, json, s, wait_for};
-
-    let dir = tempfile::tempdir().unwrap();
-    let (c, apply_id) = rolled_out_web(dir.path());
-    let deployment = json(&c, &["get", "deployment", "web"]);
-    let stale = s(&deployment, "/metadata/annotations/kulisse.dev~1traceparent").to_string();
-    assert!(
-        stale.contains(&apply_id),
-        "the Deployment carries the apply's trace: {deployment}"
-    );
-    let before: Vec<String> = items(&json(&c, &["get", "pods"]))
-        .iter()
-        .map(|p| s(p, "/metadata/name").to_string())
-        .collect();
-
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    // A component's client (its User-Agent says so) that sends no trace: background work.
-    let background = Client::from_kubeconfig(&c.kubeconfig())
-        .unwrap()
-        .for_component("background-test", "");
-    let deployments = objects::by_gvk("apps/v1", "Deployment").unwrap();
-    let written = |sub: Option<&str>, patch: serde_json::Value| {
-        rt.block_on(background.merge_patch(deployments, Some("default"), "web", sub, &patch))
-            .unwrap_or_else(|e| panic!("the background write: {e}"))
-    };
-    // Through /status, which changes nothing else of the metadata: still a new revision
-    // with no trace, so the stale annotation goes.
-    let status = written(Some("status"), serde_json::json!({"status": {"collisionCount": 1}}));
-    assert_eq!(status["status"]["collisionCount"], 1, "{status}");
-    assert!(
-        status
-            .pointer("/metadata/annotations/kulisse.dev~1traceparent")
-            .is_none(),
-        "a background /status write keeps no stale trace: {status}"
-    );
-    // A scale, as an autoscaler would make it: the new pod's whole story follows from it.
-    let scaled = written(None, serde_json::json!({"spec": {"replicas": 3}}));
-    assert!(
-        scaled
-            .pointer("/metadata/annotations/kulisse.dev~1traceparent")
-            .is_none(),
-        "a background write keeps no stale trace: {scaled}"
-    );
-    c.ok(&["rollout", "status", "deployment/web"]);
-    let new_pod = wait_for(60, "the third pod Running", || {
-        items(&json(&c, &["get", "pods"])).into_iter().find_map(|p| {
-            let name = s(&p, "/metadata/name");
-            (!before.iter().any(|b| b == name) && s(&p, "/status/phase") == "Running").then(|| name.to_string())
-        })
-    });
-    let trace_path = format!("/apis/kulisse.dev/v1/traces/{apply_id}");
-    let (trace, _) = rt
-        .block_on(background.json(http::Method::GET, &trace_path, None, None))
-        .expect("the apply's trace");
-    let text = trace.to_string();
-    assert!(text.contains("cli.apply"), "the apply's trace is kept");
-    assert!(
-        !text.contains(&new_pod),
-        "the apply's trace grew with the background scale's pod {new_pod}"
     );
 }
 

@@ -9,11 +9,6 @@
 //!   (`spec`, or anything that is not metadata or status) changes. Controllers report the
 //!   generation they have acted on in `status.observedGeneration`.
 //! - `metadata.resourceVersion`: the store revision; set by [`super::storage`] on read.
-//! - the annotation `kulisse.dev/traceparent` (kulisse only): the trace of the write that
-//!   made this revision, so that whoever reacts to it continues that trace
-//!   ([`stamp_traceparent`]). Like `resourceVersion` it describes one write, not the
-//!   object, so every write sets it afresh, the writes through `/status` too: a traced
-//!   write to its own trace, an untraced one (a component's background work) to nothing.
 //!
 //! Which kinds track a generation and which have a status subresource is the resource
 //! registry's to say ([`ResourceInfo::tracks_generation`], [`Subresource::Status`]).
@@ -277,23 +272,6 @@ mod tests {
     }
 
     #[test]
-    fn an_untraced_write_drops_the_stale_traceparent() {
-        // No span is current here, as in a component's background write: the annotation
-        // an older write left (kept by a /status write, copied from an informer's cache)
-        // goes, the other annotations stay.
-        let stale = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let mut pod = json!({"metadata": {"annotations": {TRACEPARENT_ANNOTATION: stale, "team": "a"}}});
-        stamp_traceparent(&mut pod);
-        assert_eq!(pod["metadata"]["annotations"], json!({"team": "a"}));
-        let mut only = json!({"metadata": {"name": "p", "annotations": {TRACEPARENT_ANNOTATION: stale}}});
-        stamp_traceparent(&mut only);
-        assert_eq!(only, json!({"metadata": {"name": "p"}}));
-        let mut none = json!({"metadata": {"name": "p"}});
-        stamp_traceparent(&mut none);
-        assert_eq!(none, json!({"metadata": {"name": "p"}}));
-    }
-
-    #[test]
     fn generation_moves_only_with_desired_state() {
         let old = json!({"metadata": {"generation": 3, "labels": {"a": "b"}}, "spec": {"replicas": 1}});
         let relabelled = json!({"metadata": {"labels": {"a": "c"}}, "spec": {"replicas": 1}});
@@ -308,19 +286,9 @@ pub const TRACEPARENT_ANNOTATION: &str = kulisse_traces::propagation::TRACEPAREN
 
 /// Record the current span's W3C traceparent on the object (annotation
 /// `kulisse.dev/traceparent`). Whoever reacts to this write — a controller, the scheduler,
-/// a kubelet — continues the trace from here.
-///
-/// A write without a current trace (a component's background write: a resync, a requeue,
-/// the node lifecycle controller marking pods not ready) **removes** the annotation. The
-/// object it writes nearly always still carries the annotation of an older write: a
-/// component updates the copy its informer cached, a patch or a `/status` write keeps the
-/// stored metadata. Left in place, that stale annotation would make the reactions to this
-/// background write continue an old, finished trace (the last apply's, minutes later) and
-/// grow it with work that trace did not cause. So the annotation is the server's alone,
-/// like `resourceVersion`: what a client sends in it is never kept.
+/// a kubelet — continues the trace from here. Without a current trace nothing changes.
 pub fn stamp_traceparent(obj: &mut Value) {
     let Some(tp) = kulisse_traces::propagation::traceparent_of_current() else {
-        remove_traceparent(obj);
         return;
     };
     let meta = meta_mut(obj);
@@ -329,24 +297,6 @@ pub fn stamp_traceparent(obj: &mut Value) {
     }
     if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
         a.insert(TRACEPARENT_ANNOTATION.into(), Value::String(tp));
-    }
-}
-
-/// Remove the `kulisse.dev/traceparent` annotation, and the annotations map if it is then
-/// empty (an empty map and none are the same object: upstream's JSON omits empty maps).
-fn remove_traceparent(obj: &mut Value) {
-    let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let empty = match m.get_mut("annotations").and_then(Value::as_object_mut) {
-        Some(a) => {
-            a.remove(TRACEPARENT_ANNOTATION);
-            a.is_empty()
-        }
-        None => false,
-    };
-    if empty {
-        m.remove("annotations");
     }
 }
 
@@ -363,7 +313,16 @@ pub fn without_bookkeeping(v: &Value) -> Value {
                 }
             }
         }
+        let empty = match m.get_mut("annotations").and_then(Value::as_object_mut) {
+            Some(a) => {
+                a.remove(TRACEPARENT_ANNOTATION);
+                a.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            m.remove("annotations");
+        }
     }
-    remove_traceparent(&mut v);
     v
 }
