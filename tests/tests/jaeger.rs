@@ -113,6 +113,11 @@ fn jaeger_spans(trace: &Value) -> Vec<JSpan> {
         .collect()
 }
 
+/// The three-master test runs alone: its dozen processes would share the 2-core CI machine
+/// with another test's cluster, and every test here waits for a whole trace to arrive. The
+/// other tests run beside each other.
+static HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Polls `check` until it gives a value; after [`CONVERGE`] fails with `what` and the last
 /// state `check` described.
 fn wait_for<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
@@ -308,16 +313,19 @@ fn one_apply_is_one_trace_in_jaeger(protocol: &str) {
 
 #[test]
 fn an_apply_over_otlp_grpc_is_one_trace_in_jaeger() {
+    let _beside_others = HEAVY.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     one_apply_is_one_trace_in_jaeger("grpc");
 }
 
 #[test]
 fn an_apply_over_otlp_http_protobuf_is_one_trace_in_jaeger() {
+    let _beside_others = HEAVY.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     one_apply_is_one_trace_in_jaeger("http/protobuf");
 }
 
 #[test]
 fn links_style_is_a_trace_per_stage_in_jaeger_following_from_its_cause() {
+    let _beside_others = HEAVY.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(jaeger) = Jaeger::start() else { return };
     let (_cluster, _dir, apply_id) = traced_apply(&jaeger, "grpc", &["--nodes", "1", "--trace-style", "links"]);
 
@@ -437,6 +445,7 @@ fn export_complete(c: &Cluster, id: &str, file: &std::path::Path) -> Value {
 
 #[test]
 fn an_exported_trace_loads_in_jaeger_as_jaeger_received_it() {
+    let _beside_others = HEAVY.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(jaeger) = Jaeger::start() else { return };
     let (cluster, dir, id) = traced_apply(&jaeger, "grpc", &["--nodes", "1"]);
     let file = dir.path().join("trace.json");
@@ -475,6 +484,7 @@ fn an_exported_trace_loads_in_jaeger_as_jaeger_received_it() {
 
 #[test]
 fn trace_with_jaeger_draws_what_jaeger_holds_like_the_control_plane() {
+    let _beside_others = HEAVY.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(jaeger) = Jaeger::start() else { return };
     let (cluster, dir, id) = traced_apply(&jaeger, "http/protobuf", &["--nodes", "1"]);
     // The control plane's copy and Jaeger's, once both hold the whole trace.
@@ -534,6 +544,7 @@ fn leading(c: &Cluster, role: &str) -> Option<String> {
 /// the event `started leading`.
 #[test]
 fn after_a_failover_the_trace_names_the_scheduler_that_took_over() {
+    let _alone = HEAVY.write().unwrap_or_else(std::sync::PoisonError::into_inner);
     for (binary, package) in [("etcd", "etcd-server"), ("haproxy", "haproxy")] {
         let found =
             kulisse_tests::etcd::find_binary(binary, &[&format!("/usr/bin/{binary}"), &format!("/usr/sbin/{binary}")]);
