@@ -289,11 +289,7 @@ fn kubectl_exec_and_cp_with_podman() {
             "stty cols 97 rows 31; {client} {} exec -it box -c main -- sh -c 'tty; stty size; exit 5'",
             cluster.kubeconfig().display()
         );
-        let out = std::process::Command::new("script")
-            .args(["-qec", &exec_it, "/dev/null"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run script (util-linux)");
+        let out = on_a_terminal(&exec_it);
         let shown = text(&out.stdout);
         assert_eq!(out.status.code(), Some(5), "{client}: {shown}");
         assert!(
@@ -312,11 +308,7 @@ fn kubectl_exec_and_cp_with_podman() {
         kulisse_tests::cluster::kulisse_bin().display(),
         cluster.kubeconfig().display()
     );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &resize, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run script (util-linux)");
+    let out = on_a_terminal(&resize);
     let shown = text(&out.stdout);
     assert!(shown.contains("20 50"), "the new size did not travel: {shown}");
 
@@ -371,6 +363,16 @@ fn kubectl_exec_and_cp_with_podman() {
     );
     let ram = k.ok(&["exec", "kinds", "--", "sh", "-c", "grep ' /ram ' /proc/mounts"]);
     assert!(ram.contains("tmpfs"), "the Memory emptyDir is not tmpfs: {ram}");
+}
+
+/// Run a shell command line under a pseudo-terminal of its own (util-linux's `script`), as a
+/// learner at a terminal would; its output and exit status.
+fn on_a_terminal(command_line: &str) -> Output {
+    std::process::Command::new("script")
+        .args(["-qec", command_line, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script (util-linux)")
 }
 
 /// One pod with the volume kinds the first pod does not have (`HOST_DIR` is replaced).

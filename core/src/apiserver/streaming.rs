@@ -56,16 +56,12 @@ const ANSWER_HEADERS: [&str; 5] = [
 /// `GET|POST .../pods/{name}/exec` and `/attach`: proxy the upgrade to the kubelet.
 pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str, sub: &str) -> Result<Response<Body>, ApiError> {
     let (pod, kubelet) = super::logs::pod_kubelet(ctx, ns, name, "containers to exec into").await?;
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-    if phase == "Succeeded" || phase == "Failed" {
-        return Err(ApiError::bad_request(format!(
-            "cannot {sub} into a container in a completed pod; current phase is {phase}"
-        )));
-    }
+    not_completed(&pod, &format!("{sub} into a container in"))?;
     let container = super::logs::container_of(ctx, &pod, name)?;
-    let on_upgrade = ctx.upgrade.lock().ok().and_then(|mut u| u.take()).ok_or_else(|| {
-        ApiError::bad_request(format!("pods/{sub} needs an upgraded connection (Upgrade: websocket)"))
-    })?;
+    let on_upgrade = take_upgrade(
+        ctx,
+        &format!("pods/{sub} needs an upgraded connection (Upgrade: websocket)"),
+    )?;
     let url = format!(
         "{}/{sub}/{ns}/{name}/{container}?{}",
         kubelet.base_url,
@@ -95,6 +91,33 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str, sub: &str) -> Result<Re
             Err(e) => tracing::debug!("exec: an upgrade failed: {e}"),
         }
     });
+    switching(answer)
+}
+
+/// Refuse a pod that has finished: there is nothing left to `what` it (kubectl's words:
+/// "cannot exec into a container in a completed pod; current phase is Succeeded").
+fn not_completed(pod: &Value, what: &str) -> Result<(), ApiError> {
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    if phase == "Succeeded" || phase == "Failed" {
+        return Err(ApiError::bad_request(format!(
+            "cannot {what} a completed pod; current phase is {phase}"
+        )));
+    }
+    Ok(())
+}
+
+/// The client's side of the upgrade, which the server handed to this request; `missing` says
+/// what the client should have sent.
+fn take_upgrade(ctx: &Ctx<'_>, missing: &str) -> Result<hyper::upgrade::OnUpgrade, ApiError> {
+    ctx.upgrade
+        .lock()
+        .ok()
+        .and_then(|mut u| u.take())
+        .ok_or_else(|| ApiError::bad_request(missing.to_string()))
+}
+
+/// The `101 Switching Protocols` answer, headers as built.
+fn switching(answer: http::response::Builder) -> Result<Response<Body>, ApiError> {
     answer
         .body(BodyExt::boxed(http_body_util::Full::new(Bytes::new())))
         .map_err(|e| ApiError::internal(format!("could not build the upgrade answer: {e}")))
@@ -104,12 +127,7 @@ pub async fn handle(ctx: &Ctx<'_>, ns: &str, name: &str, sub: &str) -> Result<Re
 /// join it to the client, unwrapping the client's WebSocket tunnel if it sent one.
 pub async fn port_forward(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Response<Body>, ApiError> {
     let (pod, kubelet) = super::logs::pod_kubelet(ctx, ns, name, "ports to forward").await?;
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-    if phase == "Succeeded" || phase == "Failed" {
-        return Err(ApiError::bad_request(format!(
-            "cannot forward ports to a completed pod; current phase is {phase}"
-        )));
-    }
+    not_completed(&pod, "forward ports to")?;
     let header_of = |h: &str| ctx.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
     let websocket = header_of("upgrade").eq_ignore_ascii_case("websocket");
     if websocket
@@ -127,12 +145,7 @@ pub async fn port_forward(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Respons
         )));
     }
     let key = header_of("sec-websocket-key").to_string();
-    let on_upgrade = ctx
-        .upgrade
-        .lock()
-        .ok()
-        .and_then(|mut u| u.take())
-        .ok_or_else(|| ApiError::bad_request("pods/portforward needs an upgraded connection".to_string()))?;
+    let on_upgrade = take_upgrade(ctx, "pods/portforward needs an upgraded connection")?;
     let req = http::Request::get(format!("{}/portForward/{ns}/{name}", kubelet.base_url))
         .header("connection", "Upgrade")
         .header("upgrade", SPDY_UPGRADE)
@@ -170,7 +183,5 @@ pub async fn port_forward(ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Respons
             let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
         }
     });
-    answer
-        .body(BodyExt::boxed(http_body_util::Full::new(Bytes::new())))
-        .map_err(|e| ApiError::internal(format!("could not build the upgrade answer: {e}")))
+    switching(answer)
 }

@@ -240,15 +240,7 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<RawResponse, ClientError> {
         let resp = self.send(method, path, headers, body).await?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(format!("reading the answer failed: {e}")))?
-            .to_bytes();
-        Ok(RawResponse { status, headers, body })
+        read_whole(resp).await
     }
 
     async fn send(
@@ -661,16 +653,25 @@ async fn refusal(
     plain: impl FnOnce(http::StatusCode) -> String,
 ) -> ClientError {
     let status = resp.status();
+    match read_whole(resp).await {
+        Ok(raw) => parse_answer(&raw)
+            .err()
+            .unwrap_or_else(|| ClientError::Protocol(plain(status))),
+        Err(_) => ClientError::Protocol(plain(status)),
+    }
+}
+
+/// An answer with its whole body read.
+async fn read_whole(resp: http::Response<hyper::body::Incoming>) -> Result<RawResponse, ClientError> {
+    let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp
         .into_body()
         .collect()
         .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    parse_answer(&RawResponse { status, headers, body })
-        .err()
-        .unwrap_or_else(|| ClientError::Protocol(plain(status)))
+        .map_err(|e| ClientError::Protocol(format!("reading the answer failed: {e}")))?
+        .to_bytes();
+    Ok(RawResponse { status, headers, body })
 }
 
 fn parse_answer(resp: &RawResponse) -> Result<Value, ClientError> {
