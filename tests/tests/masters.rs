@@ -82,6 +82,18 @@ fn running_on_a_node(c: &Cluster, pod: &str) -> Option<String> {
 #[test]
 fn ps_lists_every_process_and_who_leads() {
     let Some((_one, _dir, c)) = three_masters() else { return };
+    // The nodes are Ready before the schedulers need have elected a leader (under load on CI
+    // the first lease came later): wait until each elected role has one.
+    wait_for(
+        60,
+        "a leader for etcd, the controller managers and the schedulers",
+        || {
+            ["etcd", "controller-manager", "scheduler"]
+                .iter()
+                .all(|role| leader(&c, role).is_some())
+                .then_some(())
+        },
+    );
     let rows = ps(&c);
     let count = |role: &str| rows.iter().filter(|r| r[1] == role).count();
     assert_eq!(count("etcd"), 3, "{rows:?}");
