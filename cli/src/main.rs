@@ -60,6 +60,10 @@ pub enum Command {
     Ps(commands::ps::PsArgs),
     /// Kill one process of the cluster with SIGKILL (for the failure labs).
     Kill(commands::ps::KillArgs),
+    /// Cut a node host off the network (its cable's hub end goes down), for the failure labs.
+    Partition(commands::hosts::LinkArgs),
+    /// Plug a partitioned node host back in.
+    Heal(commands::hosts::LinkArgs),
     /// Run the controller manager (Deployment, ReplicaSet, Endpoints, EndpointSlice, namespace, garbage collector, node lifecycle).
     ControllerManager(commands::components::ControllerManagerArgs),
     /// Run the scheduler.
@@ -162,6 +166,8 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Up(args) => commands::up::run(args).await,
             Command::Ps(args) => commands::ps::ps(&cli.global, args).await,
             Command::Kill(args) => commands::ps::kill(&cli.global, args).await,
+            Command::Partition(args) => commands::hosts::set_link(&cli.global, &args, false),
+            Command::Heal(args) => commands::hosts::set_link(&cli.global, &args, true),
             Command::ControllerManager(args) => commands::components::controller_manager(&cli.global, args).await,
             Command::Scheduler(args) => commands::components::scheduler(&cli.global, args).await,
             Command::Kubelet(args) => commands::components::kubelet(&cli.global, args).await,

@@ -17,6 +17,7 @@
 //! | ④ | [`scheduler`] | filter, score, bind | kube-scheduler |
 //! | ⑤ | [`kubelet`] | running pods on a node | the kubelet |
 //! | ⑤ | [`runtime`] | the container runtime interface | the CRI (containerd, CRI-O) |
+//! | — | [`netns`] | sockets made inside another network namespace (node hosts, a pod's port) | what a CRI runtime does with `setns` |
 //! | — | [`portforward`] | port-forward's stream pairs over SPDY/3.1, tunnelled in a WebSocket | apimachinery's `httpstream/spdy`, client-go's `tools/portforward` |
 //! | — | [`remotecommand`] | exec's channels over WebSocket, its exit status | apimachinery's `remotecommand` and `wsstream` |
 //! | ⑥ | [`proxy`] | Services → forwarding rules | kube-proxy |
@@ -29,6 +30,7 @@ pub mod client;
 pub mod controllers;
 pub mod events;
 pub mod kubelet;
+pub mod netns;
 pub mod objects;
 pub mod portforward;
 pub mod printers;

@@ -82,7 +82,7 @@ impl ApiServerFixture {
         let token = "test-token".to_string();
         // The CA always exists: the API server logs in to kubelets with a certificate from it.
         let cluster_certs =
-            apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().expect("ip")).expect("certificates");
+            apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().expect("ip"), &[]).expect("certificates");
         let kubelet_client = apiserver::certs::kubelet_client_config(dir.path(), &cluster_certs.ca_pem)
             .expect("kubelet client certificate");
         let certs = tls.then_some(cluster_certs);
@@ -101,6 +101,7 @@ impl ApiServerFixture {
                 audit_log: None,
                 retention: apiserver::Retention::default(),
                 kubelet_client: Some(kubelet_client),
+                kubelet_network: None,
                 service_accounts: Some(std::sync::Arc::new(
                     apiserver::serviceaccount::ServiceAccountTokens::load_or_create(dir.path())
                         .expect("service-account key"),
@@ -140,7 +141,7 @@ impl ApiServerFixture {
             &format!("kubelet-{node}"),
             &format!("system:node:{node}"),
             Some("system:nodes"),
-            Some("127.0.0.1".parse().expect("ip")),
+            &["127.0.0.1".parse().expect("ip")],
         )
         .expect("kubelet certificate");
         let ca_pem = std::fs::read(dir.join("ca.crt")).expect("ca.crt");
@@ -149,7 +150,7 @@ impl ApiServerFixture {
 
     /// A client identity `user` (in `group`) signed by this fixture's CA.
     pub fn identity(&self, stem: &str, user: &str, group: Option<&str>) -> kulisse_core::client::tls::Identity {
-        apiserver::certs::client_identity(self._dir.path(), stem, user, group, None).expect("client certificate")
+        apiserver::certs::client_identity(self._dir.path(), stem, user, group, &[]).expect("client certificate")
     }
 
     /// A receiver for components' shutdown signal.

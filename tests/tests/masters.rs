@@ -31,6 +31,15 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Bound in this order, the cluster is dropped (stopped) first, then its directory, then the
 /// guard that keeps the other tests of this file waiting.
 fn three_masters() -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Cluster)> {
+    three_masters_with(&["--nodes", "2"], 2)
+}
+
+/// As [`three_masters`], with `nodes` (the --nodes and --node-hosts flags) giving `ready`
+/// nodes.
+fn three_masters_with(
+    nodes: &[&str],
+    ready: usize,
+) -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Cluster)> {
     for (binary, package) in [("etcd", "etcd-server"), ("haproxy", "haproxy")] {
         if find_binary(binary, &[&format!("/usr/bin/{binary}"), &format!("/usr/sbin/{binary}")]).is_none() {
             return kulisse_tests::require::missing(&format!(
@@ -41,19 +50,26 @@ fn three_masters() -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::Temp
     // A test that failed while it held the lock poisons it; the next one may still run.
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_in(dir.path(), &["--masters", "3", "--nodes", "2", "--fast-failover"]);
-    wait_for(60, "both nodes Ready", || {
-        let ready = items(&json(&c, &["get", "nodes"]))
+    let args: Vec<&str> = ["--masters", "3", "--fast-failover"]
+        .iter()
+        .chain(nodes)
+        .copied()
+        .collect();
+    let c = Cluster::start_in(dir.path(), &args);
+    wait_for(60, &format!("{ready} nodes Ready"), || {
+        let count = items(&json(&c, &["get", "nodes"]))
             .iter()
-            .filter(|n| {
-                n.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-            })
+            .filter(|n| is_ready(n))
             .count();
-        (ready == 2).then_some(())
+        (count == ready).then_some(())
     });
     Some((guard, dir, c))
+}
+
+fn is_ready(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 /// `kulisse ps` as rows of columns.
@@ -386,4 +402,107 @@ fn etcd_keeps_writing_with_one_member_down_and_refuses_clearly_with_two() {
             "not committed"
         }
     );
+}
+
+/// The names of the pods of `app` on `node`, and how many of its pods run in all.
+fn pods_of(c: &Cluster, app: &str, node: &str) -> (Vec<String>, usize) {
+    let pods = items(&json(c, &["get", "pods", "-l", &format!("app={app}")]));
+    let running: Vec<&Value> = pods.iter().filter(|p| s(p, "/status/phase") == "Running").collect();
+    let on_node = running
+        .iter()
+        .filter(|p| s(p, "/spec/nodeName") == node)
+        .map(|p| s(p, "/metadata/name").to_string())
+        .collect();
+    (on_node, running.len())
+}
+
+/// A node on a host of its own (`--node-hosts`), cut off and plugged in again: it turns
+/// NotReady, its pods are evicted and replaced on the other nodes; healed, it is Ready again
+/// and its kubelet stops the pods it was running when it was cut off (`Killing` events).
+/// `kubectl logs` of a pod there goes from the API servers to the kubelet over the hosts'
+/// network. A clean stop removes the namespaces. Needs root (network namespaces).
+#[test]
+fn a_partitioned_node_host_loses_its_pods_and_heals() {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to this process' effective user.
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        return kulisse_tests::require::missing::<()>("root: --node-hosts creates network namespaces").unwrap_or(());
+    }
+    let Some((_one, _dir, mut c)) = three_masters_with(&["--nodes", "1", "--node-hosts", "2"], 3) else {
+        return;
+    };
+    let node2 = json(&c, &["get", "node", "node-2"]);
+    let address = node2["status"]["addresses"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(address, "10.213.0.2", "{node2}");
+    let kubelet = ps(&c)
+        .into_iter()
+        .find(|r| r[0] == "kubelet-node-2")
+        .expect("kubelet-node-2 in ps");
+    assert_eq!(kubelet[2], "10.213.0.2", "{kubelet:?}");
+
+    c.ok(&["create", "deployment", "web", "--image=nginx", "--replicas=6"]);
+    let stranded = wait_for(60, "6 pods run, some on node-2", || {
+        let (on_host, running) = pods_of(&c, "web", "node-2");
+        (running == 6 && !on_host.is_empty()).then_some(on_host)
+    });
+    let logs = c.ok(&["logs", &stranded[0]]);
+    assert!(logs.contains("nginx"), "logs from the kubelet on node-2: {logs}");
+
+    let hub = {
+        let record: Value =
+            serde_json::from_slice(&std::fs::read(c.data_dir.join("node-hosts.json")).unwrap()).unwrap();
+        s(&record, "/hub").to_string()
+    };
+    let out = c.ok(&["partition", "node-2"]);
+    assert!(out.contains(&format!("ip -n {hub} link set node-2 down")), "{out}");
+    let cut = Instant::now();
+    wait_for(60, "node-2 NotReady", || {
+        (!is_ready(&json(&c, &["get", "node", "node-2"]))).then_some(())
+    });
+    let not_ready = cut.elapsed();
+    wait_for(60, "node-2's pods evicted and 6 running elsewhere", || {
+        let (on_host, running) = pods_of(&c, "web", "node-2");
+        (on_host.is_empty() && running == 6).then_some(())
+    });
+    let replaced = cut.elapsed();
+    println!(
+        "figure: node host cut off (--fast-failover): node-2 NotReady after {:.1} s; its {} pods evicted and replaced, 6 running on the other nodes, after {:.1} s",
+        not_ready.as_secs_f64(),
+        stranded.len(),
+        replaced.as_secs_f64()
+    );
+
+    c.ok(&["heal", "node-2"]);
+    let healed = Instant::now();
+    wait_for(60, "node-2 Ready again", || {
+        is_ready(&json(&c, &["get", "node", "node-2"])).then_some(())
+    });
+    let ready_again = healed.elapsed();
+    wait_for(60, "node-2's kubelet stops the pods it had when cut off", || {
+        let events = items(&json(&c, &["get", "events"]));
+        stranded
+            .iter()
+            .all(|pod| {
+                events.iter().any(|e| {
+                    s(e, "/reason") == "Killing"
+                        && s(e, "/involvedObject/name") == pod
+                        && s(e, "/source/host") == "node-2"
+                })
+            })
+            .then_some(())
+    });
+    println!(
+        "figure: node host plugged in again: node-2 Ready after {:.1} s, its stale pods stopped after {:.1} s",
+        ready_again.as_secs_f64(),
+        healed.elapsed().as_secs_f64()
+    );
+    assert_eq!(pods_of(&c, "web", "node-2").1, 6, "still 6 pods of web");
+
+    c.stop();
+    let left =
+        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    assert!(!left.contains(&hub), "a clean stop removes the namespaces: {left}");
 }

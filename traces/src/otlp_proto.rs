@@ -66,11 +66,19 @@ pub fn spans_from_otlp(request: ExportTraceServiceRequest) -> DecodedSpans {
     let mut out = DecodedSpans::default();
     for resource_spans in request.resource_spans {
         let service_name = service_name_of(resource_spans.resource.as_ref());
+        let instance = resource_attr(resource_spans.resource.as_ref(), SERVICE_INSTANCE_KEY);
         for scope_spans in resource_spans.scope_spans {
             let scope = scope_spans.scope.map(|s| s.name).unwrap_or_default();
             for span in scope_spans.spans {
                 match stored_span(span, &service_name, &scope) {
-                    Ok(span) => out.spans.push(span),
+                    Ok(mut span) => {
+                        if let Some(instance) = &instance {
+                            span.attributes
+                                .entry(SERVICE_INSTANCE_KEY.to_string())
+                                .or_insert_with(|| instance.clone());
+                        }
+                        out.spans.push(span)
+                    }
                     Err(why) => out.reject(why),
                 }
             }
@@ -79,13 +87,22 @@ pub fn spans_from_otlp(request: ExportTraceServiceRequest) -> DecodedSpans {
     out
 }
 
+/// The resource attribute that says which copy of a component a process is (`scheduler-2`
+/// under `kulisse up --masters 3`). The trace store keeps it among each span's attributes,
+/// so that a drawing can say which copy did a step.
+pub const SERVICE_INSTANCE_KEY: &str = "service.instance.id";
+
 /// The resource's `service.name`, or `unknown_service`.
 fn service_name_of(resource: Option<&Resource>) -> String {
+    resource_attr(resource, "service.name").unwrap_or_else(|| "unknown_service".to_string())
+}
+
+/// A resource attribute as text, if present and not empty.
+fn resource_attr(resource: Option<&Resource>, key: &str) -> Option<String> {
     resource
-        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == key))
         .map(|kv| render_any(kv.value.as_ref()))
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown_service".to_string())
+        .filter(|value| !value.is_empty())
 }
 
 /// One OTLP span as the trace store keeps it, or why it is rejected (a trace or span id that

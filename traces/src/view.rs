@@ -243,14 +243,21 @@ fn row_label(row: &Row<'_>) -> String {
 }
 
 /// Who did the step: the stage, or `service/stage` when the service is not the stage's usual
-/// one, or the short service name when there is no stage.
+/// one, or the short service name when there is no stage. With several copies of a
+/// component (`kulisse up --masters 3`) the copy is named too: `scheduler-2` for the stage
+/// `scheduler`, `store@apiserver-1` for the store step of an API server.
 fn who(span: &StoredSpan) -> String {
     let short = span.service_name.strip_prefix("kulisse-").unwrap_or(&span.service_name);
-    match span.stage.as_deref() {
+    let base = match span.stage.as_deref() {
         Some(stage) if catalogue::service_for_stage(stage) == Some(span.service_name.as_str()) => stage.to_string(),
         Some(stage) if stage == short => stage.to_string(),
         Some(stage) => format!("{short}/{stage}"),
         None => short.to_string(),
+    };
+    match span.attr(crate::otlp_proto::SERVICE_INSTANCE_KEY) {
+        Some(copy) if copy.starts_with(base.as_str()) => copy.to_string(),
+        Some(copy) => format!("{base}@{copy}"),
+        None => base,
     }
 }
 
@@ -716,6 +723,20 @@ mod tests {
         reconcile.status_message = "quota exceeded".into();
         let late = span(1, 7, Some(42), "scheduler.schedule", 95, 99);
         vec![txn, apply, server, request, compare, reconcile, late]
+    }
+
+    #[test]
+    fn who_names_the_copy_of_a_component_that_did_a_step() {
+        let mut bind = span(1, 1, None, "scheduler.bind", 0, 10);
+        assert_eq!(who(&bind), "scheduler");
+        bind.attributes
+            .insert(crate::otlp_proto::SERVICE_INSTANCE_KEY.into(), "scheduler-2".into());
+        assert_eq!(who(&bind), "scheduler-2");
+        let mut txn = span(1, 2, Some(1), "store.txn", 1, 2);
+        txn.service_name = "kulisse-apiserver".into();
+        txn.attributes
+            .insert(crate::otlp_proto::SERVICE_INSTANCE_KEY.into(), "apiserver-3".into());
+        assert_eq!(who(&txn), "store@apiserver-3");
     }
 
     #[test]

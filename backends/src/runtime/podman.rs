@@ -399,29 +399,20 @@ async fn pump(
 }
 
 /// Connect to `localhost:port` inside the network namespace of process `pid` (IPv4, then
-/// IPv6, as containerd does). Runs on the calling thread, which it moves into that namespace:
-/// call it on a thread that ends afterwards.
-fn dial_in_netns(pid: i64, port: u16) -> Result<std::net::TcpStream, String> {
-    use std::os::fd::AsRawFd;
-    let path = format!("/proc/{pid}/ns/net");
-    let ns = std::fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
-    // SAFETY: setns with a valid, open namespace fd; it only changes this thread.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!(
-            "entering the pod's network namespace ({path}): {e}; port-forward with podman needs root"
-        ));
-    }
+/// IPv6, as containerd does), from sockets made in that namespace ([`kulisse_core::netns`]).
+async fn dial_in_netns(pid: i64, port: u16) -> Result<tokio::net::TcpStream, String> {
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
     let timeout = Duration::from_secs(5);
     let v4 = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
-    let stream = std::net::TcpStream::connect_timeout(&v4, timeout).or_else(|e4| {
-        std::net::TcpStream::connect_timeout(&v6, timeout).map_err(|e6| {
-            format!("failed to connect to localhost:{port} inside the pod's network namespace, IPv4: {e4} IPv6: {e6}")
-        })
-    })?;
-    stream.set_nonblocking(true).map_err(|e| format!("port-forward: {e}"))?;
-    Ok(stream)
+    match kulisse_core::netns::connect_in(&path, v4, timeout).await {
+        Ok(stream) => Ok(stream),
+        Err(e4) => kulisse_core::netns::connect_in(&path, v6, timeout).await.map_err(|e6| {
+            format!(
+                "failed to connect to localhost:{port} inside the pod's network namespace, IPv4: {e4} IPv6: {e6}; port-forward with podman needs root"
+            )
+        }),
+    }
 }
 
 /// `podman create`'s options for the container `config` describes, named `name`, in pod
@@ -1506,17 +1497,7 @@ impl ContainerRuntime for PodmanRuntime {
             .and_then(|c| c.pid)
             .filter(|pid| *pid > 0)
             .ok_or_else(|| RuntimeError::Backend(format!("pod sandbox {sandbox_id} has no running infra container")))?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // A thread of its own: setns changes the calling thread, which then ends.
-        std::thread::spawn(move || {
-            let _ = tx.send(dial_in_netns(pid, port));
-        });
-        let stream = rx
-            .await
-            .map_err(|_| RuntimeError::Backend("the port-forward dialer thread died".into()))?
-            .map_err(RuntimeError::Backend)?;
-        let stream =
-            tokio::net::TcpStream::from_std(stream).map_err(|e| RuntimeError::Backend(format!("port-forward: {e}")))?;
+        let stream = dial_in_netns(pid, port).await.map_err(RuntimeError::Backend)?;
         Ok(Box::new(stream))
     }
 

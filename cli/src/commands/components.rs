@@ -196,6 +196,10 @@ pub struct KubeletArgs {
     pub allow_remote_pulls: bool,
     #[command(flatten)]
     pub size: NodeSizeArgs,
+    /// The node's address (its InternalIP), where the kubelet's server listens: loopback, or
+    /// the address of the node host it runs on (`kulisse up --node-hosts` passes it).
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub node_ip: std::net::IpAddr,
     /// Where the kubelet keeps its pods' volumes (upstream's --root-dir). Default: a
     /// directory of its own under the temp dir, removed when it stops.
     #[arg(long, value_name = "DIR")]
@@ -419,7 +423,7 @@ pub async fn kubelet(global: &GlobalArgs, args: KubeletArgs) -> anyhow::Result<E
             .await?
         }
     };
-    kubelet.run(shutdown_on_signal()).await?;
+    kubelet.with_node_ip(args.node_ip).run(shutdown_on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -81,9 +81,16 @@ impl Who {
 /// kubeconfig for `server` there. Returns the kubeconfig's path and the identity.
 pub fn write_kubeconfig(data_dir: &Path, server: &str, ca_pem: &str, who: &Who) -> anyhow::Result<(PathBuf, Identity)> {
     let (user, group) = who.subject();
-    // A kubelet serves its own API with this certificate too: valid for its address.
-    let serving_ip = matches!(who, Who::Kubelet(_)).then_some(KUBELET_IP);
-    let identity = certs::client_identity(data_dir, &who.stem(), &user, group, serving_ip)
+    // A kubelet serves its own API with this certificate too: valid for its address, on this
+    // machine's loopback or, for `node-N`, on a node host of its own (the certificate is kept
+    // across restarts, so it names both).
+    let serving_ips: Vec<std::net::IpAddr> = match who {
+        Who::Kubelet(node) => std::iter::once(KUBELET_IP)
+            .chain(super::hosts::node_number(node).map(|n| super::hosts::host_ip(n).into()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let identity = certs::client_identity(data_dir, &who.stem(), &user, group, &serving_ips)
         .with_context(|| format!("issuing the certificate of {user}"))?;
     let path = data_dir.join(who.kubeconfig_name());
     Kubeconfig::for_identity(server, ca_pem, &identity)
@@ -243,7 +250,7 @@ mod tests {
     #[test]
     fn each_component_its_own_kubeconfig() {
         let dir = tempfile::tempdir().unwrap();
-        let certs = certs::ensure(dir.path(), "127.0.0.1".parse().unwrap()).unwrap();
+        let certs = certs::ensure(dir.path(), "127.0.0.1".parse().unwrap(), &[]).unwrap();
         let server = "https://127.0.0.1:6443";
         issue_all(dir.path(), server, &certs.ca_pem, 1).unwrap();
         let admin = dir.path().join("kubeconfig");

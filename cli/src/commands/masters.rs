@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use super::components::RuntimeKind;
+use super::hosts::{self, Host};
 use super::identities::Who;
 use super::processes::{self, Process};
 use super::up::{self, Component, UpArgs};
@@ -64,10 +65,12 @@ struct Layout {
     apiservers: Vec<u16>,
 }
 
-/// The processes started, with their handles.
+/// The processes started, with their handles, and the node hosts they run on (removed after
+/// the processes: fields drop in order).
 struct Running {
     table: Vec<Process>,
     children: Vec<Child>,
+    hosts: Option<hosts::Owned>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -268,6 +271,7 @@ fn apiserver_dir(data_dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
 
 async fn start_apiservers(run: &mut Running, args: &UpArgs, data_dir: &Path, layout: &Layout) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the kulisse binary")?;
+    let hub = run.hosts.as_ref().map(|h| h.0.hub_path());
     let endpoints = layout.etcd_endpoints().join(",");
     for (i, port) in layout.apiservers.iter().enumerate() {
         let name = format!("apiserver-{}", i + 1);
@@ -277,6 +281,13 @@ async fn start_apiservers(run: &mut Running, args: &UpArgs, data_dir: &Path, lay
         cmd.args(["--listen", &listen, "--store", "etcd", "--etcd-endpoints", &endpoints]);
         cmd.args(["--components", "apiserver", "--nodes", "0"]);
         cmd.args(["--service-cidr", &args.service_cidr.to_string()]);
+        if !args.tls_san.is_empty() {
+            let sans: Vec<String> = args.tls_san.iter().map(ToString::to_string).collect();
+            cmd.args(["--tls-san", &sans.join(",")]);
+        }
+        if let Some(hub) = &hub {
+            cmd.arg("--kubelet-network").arg(hub);
+        }
         cmd.args(args.retention.to_args());
         cmd.env("OTEL_RESOURCE_ATTRIBUTES", resource_attributes(&name));
         spawn(
@@ -307,17 +318,24 @@ fn resource_attributes(name: &str) -> String {
 /// Two additions for failure labs: a connection an API server refuses is tried on another
 /// (`retries`, `option redispatch`), and the connections of a server marked down are cut
 /// (`on-marked-down shutdown-sessions`), so watches through it reconnect at once.
-fn haproxy_config(listen: SocketAddr, layout: &Layout) -> String {
+/// With node hosts, HAProxy also listens in their hub namespace, on the same port
+/// (`bind ... namespace`, which Debian's HAProxy is built with).
+fn haproxy_config(listen: SocketAddr, layout: &Layout, hub: Option<&str>) -> String {
     let mut cfg = format!(
         "# written by kulisse up --masters {m}\n\
          global\n    maxconn 4096\n\n\
          defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    timeout tunnel 1h\n    timeout check 3s\n\
          \x20   # a connection refused by a dead API server is tried again on another one\n\
          \x20   retries 3\n    option redispatch 1\n\n\
-         frontend kube-apiserver\n    bind {listen}\n    default_backend apiservers\n\n\
+         frontend kube-apiserver\n    bind {listen}\n{hub_bind}    default_backend apiservers\n\n\
          backend apiservers\n    balance roundrobin\n    option httpchk\n    http-check connect ssl\n\
          \x20   http-check send meth GET uri /readyz?exclude=etcd\n    http-check expect status 200\n",
-        m = layout.masters
+        m = layout.masters,
+        hub_bind = hub.map_or_else(String::new, |ns| format!(
+            "    # the node hosts' way in, inside their hub namespace\n    bind {}:{} namespace {ns}\n",
+            hosts::HUB_IP,
+            listen.port()
+        )),
     );
     for (i, port) in layout.apiservers.iter().enumerate() {
         cfg.push_str(&format!(
@@ -331,7 +349,8 @@ fn haproxy_config(listen: SocketAddr, layout: &Layout) -> String {
 async fn start_haproxy(run: &mut Running, args: &UpArgs, data_dir: &Path, layout: &Layout) -> anyhow::Result<()> {
     let haproxy = program("haproxy", "haproxy")?;
     let cfg = data_dir.join("haproxy.cfg");
-    write_private(&cfg, haproxy_config(args.listen, layout).as_bytes())?;
+    let hub = run.hosts.as_ref().map(|h| h.0.hub.clone());
+    write_private(&cfg, haproxy_config(args.listen, layout, hub.as_deref()).as_bytes())?;
     let mut cmd = Command::new(haproxy);
     cmd.arg("-db").arg("-f").arg(&cfg);
     spawn(
@@ -365,10 +384,25 @@ fn elected(run: &mut Running, data_dir: &Path, args: &UpArgs, role: &str, n: u32
     spawn(run, data_dir, cmd, proc)
 }
 
-fn node(run: &mut Running, data_dir: &Path, args: &UpArgs, i: u32) -> anyhow::Result<()> {
+/// A command that runs `kulisse ARGS`: here, or on `host` (`ip netns exec NS kulisse ...`,
+/// so that `kulisse ps` shows where it runs).
+fn kulisse_on(host: Option<&Host>) -> anyhow::Result<Command> {
     let exe = std::env::current_exe()?;
+    Ok(match host {
+        Some(h) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &h.netns]).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    })
+}
+
+/// Node `node-i`'s kubelet and kube-proxy, on this machine or on its host.
+fn node(run: &mut Running, data_dir: &Path, args: &UpArgs, i: u32, host: Option<&Host>) -> anyhow::Result<()> {
     let name = format!("node-{i}");
-    let mut kubelet = Command::new(&exe);
+    let address = host.map_or_else(|| "-".to_string(), |h| h.ip.to_string());
+    let mut kubelet = kulisse_on(host)?;
     kubelet.args(["kubelet", "--node-name", &name, "--runtime"]);
     kubelet.arg(match args.runtime {
         RuntimeKind::Mock => "mock",
@@ -380,6 +414,9 @@ fn node(run: &mut Running, data_dir: &Path, args: &UpArgs, i: u32) -> anyhow::Re
     if args.fast_failover {
         kubelet.arg("--fast-failover");
     }
+    if let Some(h) = host {
+        kubelet.args(["--node-ip", &h.ip.to_string()]);
+    }
     kubelet
         .arg("--kubeconfig")
         .arg(data_dir.join(Who::Kubelet(name.clone()).kubeconfig_name()));
@@ -387,17 +424,46 @@ fn node(run: &mut Running, data_dir: &Path, args: &UpArgs, i: u32) -> anyhow::Re
         run,
         data_dir,
         kubelet,
-        process(&format!("kubelet-{name}"), "kubelet", "-"),
+        process(&format!("kubelet-{name}"), "kubelet", &address),
     )?;
-    let mut proxy = Command::new(&exe);
+    let mut proxy = kulisse_on(host)?;
     proxy.args(["proxy", "--node-name", &name]);
     if i == 1 {
         proxy.arg("--data-path");
     }
-    proxy
-        .arg("--kubeconfig")
-        .arg(data_dir.join(Who::Proxy.kubeconfig_name()));
-    spawn(run, data_dir, proxy, process(&format!("proxy-{name}"), "proxy", "-"))
+    let proxy_conf = match host {
+        Some(_) => data_dir.join(HOSTS_PROXY_KUBECONFIG),
+        None => data_dir.join(Who::Proxy.kubeconfig_name()),
+    };
+    proxy.arg("--kubeconfig").arg(proxy_conf);
+    spawn(
+        run,
+        data_dir,
+        proxy,
+        process(&format!("proxy-{name}"), "proxy", &address),
+    )
+}
+
+/// The kube-proxy kubeconfig of the node hosts: the same identity, the hub's address.
+const HOSTS_PROXY_KUBECONFIG: &str = "kube-proxy-hosts.conf";
+
+/// Point the node hosts' kubelets and kube-proxies at HAProxy's address in the hub: each
+/// host kubelet's kubeconfig is written again with that server, and kube-proxy gets one of
+/// its own for the hosts.
+fn hosts_kubeconfigs(
+    data_dir: &Path,
+    args: &UpArgs,
+    ca_pem: &str,
+    proxy: &kulisse_core::client::tls::Identity,
+) -> anyhow::Result<()> {
+    let server = format!("https://{}:{}", hosts::HUB_IP, args.listen.port());
+    for i in args.nodes + 1..=args.nodes + args.node_hosts {
+        super::identities::write_kubeconfig(data_dir, &server, ca_pem, &Who::Kubelet(format!("node-{i}")))?;
+    }
+    let path = data_dir.join(HOSTS_PROXY_KUBECONFIG);
+    Kubeconfig::for_identity(&server, ca_pem, proxy)
+        .write(&path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn check_args(args: &UpArgs) -> anyhow::Result<()> {
@@ -416,11 +482,25 @@ fn check_args(args: &UpArgs) -> anyhow::Result<()> {
     if args.store != up::StoreKind::Embedded {
         bail!("--masters starts its own etcd cluster; --store and --etcd-endpoints do not apply");
     }
+    if args.node_hosts > 0 && args.runtime != RuntimeKind::Mock {
+        bail!(
+            "--node-hosts runs mock nodes only: podman's containers would live in this machine's network, not in the host's"
+        );
+    }
     Ok(())
 }
 
-/// Start everything; on error, what was started is killed (the children are dropped).
-async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
+/// What every process of the cluster shares, made before any starts: the layout of ports,
+/// the admin token and the cluster CA (kubeadm's "certs" phase).
+struct Prepared {
+    layout: Layout,
+    token: String,
+    ca_pem: String,
+}
+
+/// Check the arguments, pick HAProxy's port, and make (or load) the layout, the token, the
+/// certificates and the service-account key.
+fn prepare(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Prepared> {
     check_args(args)?;
     if args.listen.port() == 0 {
         // HAProxy's address goes into every kubeconfig: pick the port now.
@@ -429,67 +509,135 @@ async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
     up::create_private_dir(data_dir)?;
     let layout = Layout::load_or_create(data_dir, args.masters)?;
     let token = up::load_or_create_token(data_dir)?;
-    let certs = kulisse_core::apiserver::certs::ensure(data_dir, args.listen.ip())
+    if args.node_hosts > 0 && !args.tls_san.contains(&hosts::HUB_IP.into()) {
+        // The host nodes reach the API servers at the hub's address, through HAProxy.
+        args.tls_san.push(hosts::HUB_IP.into());
+    }
+    let certs = kulisse_core::apiserver::certs::ensure(data_dir, args.listen.ip(), &args.tls_san)
         .context("creating the cluster certificates")?;
     // One service-account key for every API server, made before any starts (each would
     // otherwise make its own, and one's tokens would not check out at the others).
     kulisse_core::apiserver::serviceaccount::ServiceAccountTokens::load_or_create(data_dir)
         .context("creating the service-account key")?;
-    let mut run = Running {
-        table: Vec::new(),
-        children: Vec::new(),
+    Ok(Prepared {
+        layout,
+        token,
+        ca_pem: certs.ca_pem,
+    })
+}
+
+/// One line per phase as it completes, with the time since the start (kubeadm prints its
+/// phases the same way): on a busy machine the wait is visible, not a silent minute.
+struct Phases(std::time::Instant);
+
+impl Phases {
+    fn done(&self, name: &str, what: String) {
+        println!("[{name}] {what} ({:.1}s)", self.0.elapsed().as_secs_f64());
+    }
+}
+
+/// The node hosts, if any (before anything that binds or dials in their hub).
+fn start_hosts(run: &mut Running, args: &UpArgs, data_dir: &Path, phases: &Phases) -> anyhow::Result<()> {
+    let host_nodes: Vec<String> = (args.nodes + 1..=args.nodes + args.node_hosts)
+        .map(|i| format!("node-{i}"))
+        .collect();
+    if host_nodes.is_empty() {
+        return Ok(());
+    }
+    run.hosts = Some(hosts::Hosts::create(data_dir, &host_nodes)?);
+    let count = match host_nodes.len() {
+        1 => "1 node host".to_string(),
+        n => format!("{n} node hosts"),
     };
-    // One line per phase as it completes, with the time since the start (kubeadm prints its
-    // phases the same way): on a busy machine the wait is visible, not a silent minute.
-    let started = std::time::Instant::now();
-    let phase = |name: &str, what: String| println!("[{name}] {what} ({:.1}s)", started.elapsed().as_secs_f64());
-    start_etcd(&mut run, data_dir, &layout).await?;
-    phase("etcd", format!("{} members answer /health", layout.etcd.len()));
-    start_apiservers(&mut run, args, data_dir, &layout).await?;
+    phases.done("hosts", format!("{count} on 10.213.0.0/16, hub {}", hosts::HUB_IP));
+    Ok(())
+}
+
+/// etcd, the API servers and HAProxy, each phase waited for; writes the admin kubeconfig
+/// and returns HAProxy's URL.
+async fn start_masters(
+    run: &mut Running,
+    args: &UpArgs,
+    data_dir: &Path,
+    prep: &Prepared,
+    phases: &Phases,
+) -> anyhow::Result<String> {
+    let (layout, token, ca) = (&prep.layout, &prep.token, prep.ca_pem.as_bytes());
+    start_etcd(run, data_dir, layout).await?;
+    phases.done("etcd", format!("{} members answer /health", layout.etcd.len()));
+    start_apiservers(run, args, data_dir, layout).await?;
     for port in &layout.apiservers {
-        let client = Client::with_ca(
-            &format!("https://127.0.0.1:{port}"),
-            &token,
-            Some(certs.ca_pem.as_bytes()),
-        )?;
+        let client = Client::with_ca(&format!("https://127.0.0.1:{port}"), token, Some(ca))?;
         wait_until(60, &format!("the API server on port {port} ready"), || {
             answers(&client, "/readyz")
         })
         .await?;
     }
-    phase(
+    phases.done(
         "apiserver",
         format!("{} API servers answer /readyz", layout.apiservers.len()),
     );
-    start_haproxy(&mut run, args, data_dir, &layout).await?;
+    start_haproxy(run, args, data_dir, layout).await?;
     let url = format!("https://{}", args.listen);
     let kubeconfig = data_dir.join("kubeconfig");
-    Kubeconfig::for_cluster(&url, &token, Some(&certs.ca_pem))
+    Kubeconfig::for_cluster(&url, token, Some(&prep.ca_pem))
         .write(&kubeconfig)
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
-    let client = Client::with_ca(&url, &token, Some(certs.ca_pem.as_bytes()))?;
+    let client = Client::with_ca(&url, token, Some(ca))?;
     wait_until(30, "HAProxy passing requests to an API server", || {
         answers(&client, "/readyz")
     })
     .await?;
-    phase("haproxy", format!("{} passes requests to the API servers", args.listen));
+    phases.done("haproxy", format!("{} passes requests to the API servers", args.listen));
+    Ok(url)
+}
+
+/// Every component's identity, then the leader-elected components and the nodes.
+fn start_components(run: &mut Running, args: &UpArgs, data_dir: &Path, url: &str, ca_pem: &str) -> anyhow::Result<()> {
     // Every component's certificate and kubeconfig, issued here once, before any of them
     // starts (kubeadm's "certs" and "kubeconfig" phases): three schedulers issuing their
     // shared identity at the same moment would race on the same files.
-    super::identities::issue_all(data_dir, &url, &certs.ca_pem, args.nodes)?;
+    let issued = super::identities::issue_all(data_dir, url, ca_pem, args.nodes + args.node_hosts)?;
+    if args.node_hosts > 0 {
+        hosts_kubeconfigs(data_dir, args, ca_pem, &issued.proxy)?;
+    }
     for role in ["controller-manager", "scheduler"] {
         for n in 1..=args.masters {
-            elected(&mut run, data_dir, args, role, n)?;
+            elected(run, data_dir, args, role, n)?;
         }
     }
     for i in 1..=args.nodes {
-        node(&mut run, data_dir, args, i)?;
+        node(run, data_dir, args, i, None)?;
     }
-    phase(
+    let on_hosts: Vec<Host> = run.hosts.as_ref().map(|h| h.0.hosts.clone()).unwrap_or_default();
+    for (i, host) in (args.nodes + 1..).zip(&on_hosts) {
+        node(run, data_dir, args, i, Some(host))?;
+    }
+    Ok(())
+}
+
+/// Start everything; on error, what was started is killed (the children are dropped) and
+/// the node hosts removed.
+async fn start(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Running> {
+    let prep = prepare(args, data_dir)?;
+    let mut run = Running {
+        table: Vec::new(),
+        children: Vec::new(),
+        hosts: None,
+    };
+    let phases = Phases(std::time::Instant::now());
+    start_hosts(&mut run, args, data_dir, &phases)?;
+    let url = start_masters(&mut run, args, data_dir, &prep, &phases).await?;
+    start_components(&mut run, args, data_dir, &url, &prep.ca_pem)?;
+    let on_hosts = match args.node_hosts {
+        0 => String::new(),
+        n => format!(" ({n} on node hosts)"),
+    };
+    phases.done(
         "components",
         format!(
-            "{m} controller managers, {m} schedulers and {} nodes started",
-            args.nodes,
+            "{m} controller managers, {m} schedulers and {} nodes started{on_hosts}",
+            args.nodes + args.node_hosts,
             m = args.masters
         ),
     );
@@ -515,7 +663,17 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         RuntimeKind::Podman => "podman",
     };
     let fast = if args.fast_failover { ", fast failover" } else { "" };
-    println!("  nodes:       {} ({runtime} runtime{fast})", args.nodes);
+    println!(
+        "  nodes:       {} ({runtime} runtime{fast})",
+        args.nodes + args.node_hosts
+    );
+    if let Some(h) = &running.hosts {
+        let names: Vec<String> = h.0.hosts.iter().map(|h| format!("{} ({})", h.node, h.ip)).collect();
+        println!(
+            "  node hosts:  {} (kulisse partition NODE, kulisse heal NODE)",
+            names.join(", ")
+        );
+    }
     println!(
         "  processes:   {} (kulisse ps lists them, logs in {})",
         running.table.len(),

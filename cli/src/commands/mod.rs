@@ -19,6 +19,7 @@ pub mod explain;
 pub mod follow;
 pub mod get;
 pub mod history;
+pub mod hosts;
 pub mod identities;
 pub mod label;
 pub mod logs;

@@ -43,6 +43,14 @@ pub struct UpArgs {
     /// holds the token controls the cluster. Ports below 1024 need root.
     #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// More addresses the API server's certificate is valid for, comma-separated (kubeadm's
+    /// `certSANs`; `--node-hosts` adds the hub's address to each API server's).
+    #[arg(long, value_delimiter = ',', value_name = "IP,...")]
+    pub tls_san: Vec<std::net::IpAddr>,
+    /// The network namespace (a file, `/run/netns/NAME`) this API server reaches kubelets
+    /// from, when they run on node hosts (kulisse only; `--node-hosts` passes it).
+    #[arg(long, value_name = "PATH")]
+    pub kubelet_network: Option<PathBuf>,
     /// Which store keeps the cluster's objects.
     #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
     pub store: StoreKind,
@@ -58,6 +66,12 @@ pub struct UpArgs {
     /// node-1, node-2, ... `--nodes 0` runs none (start `kulisse kubelet` separately).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub nodes: u32,
+    /// How many more nodes to run on hosts of their own (with --masters 3): each in a network
+    /// namespace joined to a hub by a virtual cable, numbered after the --nodes ones.
+    /// `kulisse partition node-N` cuts a host off, `kulisse heal node-N` plugs it back. Needs
+    /// root; mock runtime only.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub node_hosts: u32,
     /// The container runtime of the in-process nodes.
     #[arg(long, value_enum, default_value_t = RuntimeKind::Mock)]
     pub runtime: RuntimeKind,
@@ -121,6 +135,11 @@ pub enum StoreKind {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    if args.node_hosts > 0 {
+        bail!(
+            "--node-hosts needs --masters 3: a node host reaches the control plane through HAProxy's address in the hosts' network"
+        );
+    }
     let _tracing = kulisse_traces::init_with(
         kulisse_traces::InitOptions::new("kulisse-apiserver")
             .route_by_stage(true)
@@ -277,7 +296,8 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
     let store = open_store(args, data_dir).await?;
     let token = load_or_create_token(data_dir)?;
     // The cluster CA and the API server's certificate (kubectl sends its token only over TLS).
-    let certs = apiserver::certs::ensure(data_dir, args.listen.ip()).context("creating the cluster certificates")?;
+    let certs = apiserver::certs::ensure(data_dir, args.listen.ip(), &args.tls_san)
+        .context("creating the cluster certificates")?;
     let tls = apiserver::certs::server_config(&certs).context("loading the API server certificate")?;
     let kubelet_client = apiserver::certs::kubelet_client_config(data_dir, &certs.ca_pem)
         .context("issuing the API server's client certificate for kubelets")?;
@@ -296,6 +316,7 @@ pub async fn start(args: &UpArgs, data_dir: &Path) -> anyhow::Result<RunningClus
             audit_log: args.serving.audit_log(data_dir)?,
             retention: args.retention.retention(),
             kubelet_client: Some(kubelet_client),
+            kubelet_network: args.kubelet_network.clone(),
             service_accounts: Some(Arc::new(service_accounts)),
         },
     );

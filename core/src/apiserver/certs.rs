@@ -66,8 +66,10 @@ fn load_ca(dir: &Path) -> std::io::Result<(String, Issuer<'static, KeyPair>)> {
     Ok((ca_pem, Issuer::new(ca_params()?, ca_key)))
 }
 
-/// Load the CA from `dir` (or create it), and issue a serving certificate for `listen_ip`.
-pub fn ensure(dir: &Path, listen_ip: IpAddr) -> std::io::Result<ClusterCerts> {
+/// Load the CA from `dir` (or create it), and issue a serving certificate for `listen_ip`
+/// and the `extra_ips` (kube-apiserver's certificate names every address clients use:
+/// kubeadm's `apiServer.certSANs`, k3s' `--tls-san`).
+pub fn ensure(dir: &Path, listen_ip: IpAddr, extra_ips: &[IpAddr]) -> std::io::Result<ClusterCerts> {
     let (ca_pem, issuer) = load_ca(dir)?;
 
     let key = KeyPair::generate().map_err(|e| err("generating the API server key", e))?;
@@ -79,8 +81,10 @@ pub fn ensure(dir: &Path, listen_ip: IpAddr) -> std::io::Result<ClusterCerts> {
     .map_err(|e| err("API server certificate parameters", e))?;
     params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse().expect("valid"), "::1".parse().expect("valid")];
-    if !ips.contains(&listen_ip) && !listen_ip.is_unspecified() {
-        ips.push(listen_ip);
+    for ip in std::iter::once(&listen_ip).chain(extra_ips) {
+        if !ips.contains(ip) && !ip.is_unspecified() {
+            ips.push(*ip);
+        }
     }
     params.subject_alt_names.extend(ips.into_iter().map(SanType::IpAddress));
     params.not_after = rcgen::date_time_ymd(2036, 1, 1);
@@ -103,14 +107,14 @@ pub fn ensure(dir: &Path, listen_ip: IpAddr) -> std::io::Result<ClusterCerts> {
 /// start, as kubeadm keeps `/etc/kubernetes/pki`. A component logs in with it: the API
 /// server reads the user from the Common Name and the group from the Organization.
 ///
-/// `serving_ip`: also valid as a TLS *server* certificate for that address (kulisse's
+/// `serving_ips`: also valid as a TLS *server* certificate for these addresses (kulisse's
 /// kubelets serve their API with their own certificate; upstream gives them a separate one).
 pub fn client_identity(
     dir: &Path,
     stem: &str,
     cn: &str,
     org: Option<&str>,
-    serving_ip: Option<IpAddr>,
+    serving_ips: &[IpAddr],
 ) -> std::io::Result<crate::client::tls::Identity> {
     let crt = dir.join("pki").join(format!("{stem}.crt"));
     let key_path = dir.join("pki").join(format!("{stem}.key"));
@@ -126,11 +130,13 @@ pub fn client_identity(
         params.distinguished_name.push(DnType::OrganizationName, org);
     }
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    if let Some(ip) = serving_ip {
+    if !serving_ips.is_empty() {
         params
             .extended_key_usages
             .push(rcgen::ExtendedKeyUsagePurpose::ServerAuth);
-        params.subject_alt_names.push(SanType::IpAddress(ip));
+        params
+            .subject_alt_names
+            .extend(serving_ips.iter().map(|ip| SanType::IpAddress(*ip)));
     }
     params.not_after = rcgen::date_time_ymd(2036, 1, 1);
     let cert = params
@@ -156,7 +162,7 @@ pub fn kubelet_client_config(dir: &Path, ca_pem: &str) -> std::io::Result<Arc<ru
         "apiserver-kubelet-client",
         KUBELET_CLIENT_USER,
         Some(super::auth::SYSTEM_MASTERS),
-        None,
+        &[],
     )?;
     Ok(Arc::new(crate::client::tls::client_config_as(
         ca_pem.as_bytes(),
@@ -210,8 +216,8 @@ mod tests {
     #[test]
     fn ca_is_kept_and_serving_certs_are_signed_by_it() {
         let dir = tempfile::tempdir().unwrap();
-        let a = ensure(dir.path(), "127.0.0.1".parse().unwrap()).unwrap();
-        let b = ensure(dir.path(), "127.0.0.2".parse().unwrap()).unwrap();
+        let a = ensure(dir.path(), "127.0.0.1".parse().unwrap(), &[]).unwrap();
+        let b = ensure(dir.path(), "127.0.0.2".parse().unwrap(), &[]).unwrap();
         assert_eq!(a.ca_pem, b.ca_pem, "the CA survives restarts");
         assert_ne!(
             a.serving_key_pem, b.serving_key_pem,

@@ -11,6 +11,12 @@
 //! own client certificate, `CN=kube-apiserver-kubelet-client`
 //! ([`Config::kubelet_client`](super::Config::kubelet_client)). No bearer token travels to a
 //! kubelet.
+//!
+//! A kubelet on a node host (`kulisse up --node-hosts`) listens on its host's address, inside
+//! a network namespace the machine's own namespace has no route into. The API server then
+//! makes each kubelet connection from a socket created in the hub namespace the hosts hang
+//! off ([`Config::kubelet_network`](super::Config::kubelet_network), [`crate::netns`]), as if
+//! its machine had a leg on the nodes' network.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -103,13 +109,7 @@ pub(crate) async fn pod_kubelet(
 fn kubelet_client(
     ctx: &Ctx<'_>,
     what: &str,
-) -> Result<
-    hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Empty<Bytes>,
-    >,
-    ApiError,
-> {
+) -> Result<hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<KubeletDialer>, Empty<Bytes>>, ApiError> {
     let tls = ctx.server.config.kubelet_client.clone().ok_or_else(|| {
         ApiError::new(
             503,
@@ -117,12 +117,55 @@ fn kubelet_client(
             format!("this API server has no client certificate for kubelets, so it cannot {what}"),
         )
     })?;
+    let dialer = KubeletDialer {
+        netns: ctx.server.config.kubelet_network.clone().map(std::sync::Arc::new),
+    };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config((*tls).clone())
         .https_only()
         .enable_http1()
-        .build();
+        .wrap_connector(dialer);
     Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
+}
+
+/// How long the API server waits for a kubelet to accept a connection.
+const KUBELET_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the TCP connections to kubelets, addressed by IP as Node objects give them: from
+/// this process' own network namespace, or from a socket made in `netns`.
+#[derive(Clone)]
+pub(crate) struct KubeletDialer {
+    netns: Option<std::sync::Arc<std::path::PathBuf>>,
+}
+
+impl tower_service::Service<http::Uri> for KubeletDialer {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let netns = self.netns.clone();
+        Box::pin(async move {
+            let addr = uri
+                .authority()
+                .and_then(|a| a.as_str().parse::<std::net::SocketAddr>().ok())
+                .ok_or_else(|| std::io::Error::other(format!("a kubelet is addressed by IP:port, not {uri}")))?;
+            let stream = match netns.as_deref() {
+                Some(ns) => crate::netns::connect_in(ns, addr, KUBELET_DIAL_TIMEOUT).await?,
+                None => tokio::time::timeout(KUBELET_DIAL_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {addr} timed out"))
+                    })??,
+            };
+            stream.set_nodelay(true)?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
 }
 
 /// Send `req` to a pod's kubelet over [`kubelet_client`]. An answer `accepted` does not
@@ -187,8 +230,8 @@ pub(crate) fn container_of(ctx: &Ctx<'_>, pod: &Value, name: &str) -> Result<Str
     }
 }
 
-/// The node's kubelet address and port, from its status. Only ever loopback: kulisse's
-/// kubelets listen on 127.0.0.0/8.
+/// The node's kubelet address and port, from its status: its first `InternalIP` (loopback,
+/// or a node host's address, which the API server reaches through [`KubeletDialer`]).
 fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(std::net::IpAddr, u16), ApiError> {
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
@@ -212,7 +255,7 @@ fn kubelet_endpoint(node: &Value, node_name: &str) -> Result<(std::net::IpAddr, 
                 .parse::<std::net::IpAddr>()
                 .ok()
         })
-        .find(|ip| ip.is_loopback())
+        .next()
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     Ok((address, port))
 }

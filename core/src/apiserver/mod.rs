@@ -122,6 +122,10 @@ pub struct Config {
     /// `--kubelet-certificate-authority`, `--kubelet-client-certificate`). `None`: it cannot
     /// reach kubelets (`kubectl logs` answers 503).
     pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
+    /// The network namespace kubelets are reached from (a file such as `/run/netns/NAME`),
+    /// when they live on node hosts (`kulisse up --node-hosts`, [`crate::netns`]); `None`:
+    /// this process' own namespace. kulisse only: upstream dials over the machine's network.
+    pub kubelet_network: Option<std::path::PathBuf>,
     /// The cluster's service-account key ([`serviceaccount`], kube-apiserver's
     /// `--service-account-signing-key-file` and `--service-account-key-file`): signs the
     /// tokens of `serviceaccounts/token` ([`token`]) and checks them when they come back.

@@ -74,7 +74,8 @@ pub const KUBELET_VERSION: &str = "v1.33.0-kulisse";
 pub struct KubeletOptions {
     /// The Node's name (also its hostname label).
     pub node_name: String,
-    /// The node's `InternalIP`; must be a loopback address. The kubelet's server listens on it.
+    /// The node's `InternalIP`, an address of the machine (or node host) it runs on; loopback
+    /// by default. The kubelet's server listens on it.
     pub node_ip: String,
     /// The node's pod CIDR (`127.64.N.0/24`); `None` derives it from the node name
     /// ([`crate::runtime::pod_cidr_for_node`]).
@@ -195,6 +196,13 @@ impl Kubelet {
         }
     }
 
+    /// The node's `InternalIP` (upstream's `--node-ip`), where its server listens: a loopback
+    /// address, or the address of the node host it runs on.
+    pub fn with_node_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.options.node_ip = ip.to_string();
+        self
+    }
+
     /// Register the node, then run heartbeats, the pod workers and the server until
     /// `shutdown` turns true. Containers keep running when the kubelet stops (as with a
     /// real kubelet restart); a kubelet started again adopts them.
@@ -279,7 +287,7 @@ fn volume_dirs(options: &KubeletOptions) -> (volumes::VolumeDirs, bool) {
     (volumes::VolumeDirs::new(&root, own), own)
 }
 
-/// Check the node IP (loopback only) and the pod CIDR, and hand the CIDR to the runtime.
+/// Check the node IP and the pod CIDR, and hand the CIDR to the runtime.
 async fn prepare_network(
     options: &KubeletOptions,
     runtime: &dyn ContainerRuntime,
@@ -289,8 +297,8 @@ async fn prepare_network(
         .parse()
         .with_context(|| format!("the node IP {:?} is not an IP address", options.node_ip))?;
     anyhow::ensure!(
-        node_ip.is_loopback(),
-        "the node IP {node_ip} is not a loopback address; kulisse nodes live on 127.0.0.0/8"
+        !node_ip.is_unspecified(),
+        "the node IP {node_ip} is not an address of this machine: the kubelet listens on it and the Node reports it"
     );
     let pod_cidr = options
         .pod_cidr
