@@ -10,6 +10,8 @@
 #   etcdctl  (etcd-client)       - etcd's own CLI; tests (and you) use it to look at the keys
 #   haproxy  (haproxy)           - the load balancer in front of the API servers of
 #            `kulisse up --masters 3` (tests/tests/masters.rs, the book's "Several masters")
+#   ip       (iproute2)          - the network namespaces of `kulisse up --node-hosts`
+#            (tests/tests/masters.rs, the book's "Several masters", Lab 4)
 #   podman, runc, catatonit, iptables, busybox-static - `kulisse up --runtime podman` and its
 #            tests; installed and checked by scripts/setup-podman.sh, which this script runs
 #   python3, python3-pip and the PyPI package `kubernetes` (the official Python client) -
@@ -28,7 +30,7 @@ check_only=false
 case "${1:-}" in
   --check) check_only=true ;;
   "") ;;
-  -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
   *) echo "install-deps.sh: unknown argument '$1' (expected --check or nothing)" >&2; exit 2 ;;
 esac
 
@@ -39,6 +41,7 @@ needs=(
   "etcd etcd-server"
   "etcdctl etcd-client"
   "haproxy haproxy"
+  "ip iproute2"
   "python3 python3"
   # --- later (a future issue): the container runtime and the book -------------------------
   # podman, runc, catatonit, iptables, busybox-static: not listed here but installed by
