@@ -33,17 +33,20 @@ const RATE_PER_S: u64 = 100;
 const ANCHOR_WATCH: &str = "issue target: p99 <= 5 ms with 1,000 watchers";
 const ANCHOR_STARTUP: &str = "Kubernetes SLO: p99 <= 5 s; issue target: p99 <= 50 ms";
 
-/// Sends `count` creates at [`RATE_PER_S`], each made by `make(i)`; returns when each was
-/// sent and how long each took to be acknowledged.
-async fn steady_creates(
+/// Sends `count` creates at `rate` per second, each made by `make(i)`; returns when each was
+/// sent and how long each took to be acknowledged. An open loop, as clusterloader2's load:
+/// a create is sent on its tick whether or not the earlier ones were answered, and ticks
+/// missed while the generator itself was busy are sent at once (the average rate holds).
+pub(super) async fn steady_creates(
     client: &Client,
     plural: &str,
     count: usize,
+    rate: u64,
     make: impl Fn(usize) -> Value,
 ) -> anyhow::Result<(Vec<Instant>, Vec<Duration>)> {
     let info = info(plural)?;
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_S));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut pending = futures::stream::FuturesUnordered::new();
     let mut sent = Vec::with_capacity(count);
     let mut acked = Vec::with_capacity(count);
@@ -65,7 +68,14 @@ async fn steady_creates(
 }
 
 /// Print p50 and p99 of `samples` (sorted here) as figures of `case`.
-fn percentiles(report: &mut Report, case: &str, size: &str, what: &str, samples: &mut [Duration], anchor: &str) {
+pub(super) fn percentiles(
+    report: &mut Report,
+    case: &str,
+    size: &str,
+    what: &str,
+    samples: &mut [Duration],
+    anchor: &str,
+) {
     samples.sort();
     for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
         let ms = quantile_ms(samples, q);
@@ -161,7 +171,7 @@ pub(super) async fn watch_case(
             seen.lock().unwrap_or_else(|p| p.into_inner()).extend(mine);
         }));
     }
-    let (sent, mut acked) = steady_creates(&server.client, "configmaps", events as usize, |i| {
+    let (sent, mut acked) = steady_creates(&server.client, "configmaps", events as usize, RATE_PER_S, |i| {
         json!({"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": format!("watched-{i}"), "labels": {"bench": "watch"}},
                "data": {"i": i.to_string()}})
@@ -222,7 +232,7 @@ pub(super) async fn startup_case(nodes: u32, pods: u32, timeout: Duration, repor
     let running: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
     let want = pods as usize;
     let watcher = tokio::spawn(note_running(stream, running.clone(), want));
-    let (sent, _) = steady_creates(&server.client, "pods", want, |i| {
+    let (sent, _) = steady_creates(&server.client, "pods", want, RATE_PER_S, |i| {
         json!({"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": format!("startup-{i}"), "labels": {"bench": "startup"}},
                "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}})

@@ -20,6 +20,9 @@
 //!
 //! 4. **Watch delivery** and 5. **pod startup** (`--watch 1000x200`, `--startup 100x1000`):
 //!    the time from a create to the watchers that see it ([`latency`]).
+//! 6. **Paced writes** and 7. **tracing overhead** (`--paced 1000x10`, `--tracing 4000`):
+//!    write latency at a fixed rate beside etcd's, and the throughput that exporting every
+//!    span costs ([`paced`]).
 //!
 //! `--plot DIR` draws the figures as SVG bar charts ([`plot`]), also from an earlier run's
 //! `--out` file (`--from FILE`).
@@ -46,6 +49,7 @@ use kulisse_core::objects::{ResourceInfo, registry};
 use serde_json::{Value, json};
 
 mod latency;
+mod paced;
 mod plot;
 
 /// Published anchors (upstream Kubernetes and its test tools).
@@ -76,6 +80,14 @@ pub struct BenchArgs {
     /// (`none` skips it).
     #[arg(long, default_value = "100x1000", value_name = "NxP")]
     pub startup: String,
+    /// Paced writes, RATExSECONDS: creates at that rate for that long, on the embedded store
+    /// and on etcd (`none` skips it).
+    #[arg(long, default_value = "1000x10", value_name = "RxS")]
+    pub paced: String,
+    /// Traced creates from 64 clients, once without spans and once exporting every span
+    /// (`0` skips the tracing overhead case).
+    #[arg(long, default_value_t = 4000, value_name = "N")]
+    pub tracing: usize,
     /// The etcd binary started for the comparison (skipped with a note if missing).
     #[arg(long, default_value = "etcd", value_name = "PATH")]
     pub etcd: PathBuf,
@@ -83,7 +95,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub timeout: u64,
     /// A quick run: 50x2000 cluster, 500x2000 scheduler, 500 writes, 100x100 watch,
-    /// 10x200 startup.
+    /// 10x200 startup, 200x5 paced, 1000 traced.
     #[arg(long)]
     pub quick: bool,
     /// The kulisse binary whose `up` and `scheduler` are measured (default: this one). Compare
@@ -127,6 +139,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             args.startup.clone(),
         )
     };
+    let (paced, traced) = match args.quick {
+        true => ("200x5".to_string(), 1000),
+        false => (args.paced.clone(), args.tracing),
+    };
+    let paced = parse_sizes(&paced).context("--paced")?;
     let clusters = parse_sizes(&cluster).context("--cluster")?;
     let scheduler = parse_sizes(&scheduler).context("--scheduler")?;
     let watch = parse_sizes(&watch).context("--watch")?;
@@ -163,6 +180,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     for (nodes, pods) in startup {
         latency::startup_case(nodes, pods, timeout, &mut report).await?;
+    }
+    for (rate, seconds) in paced {
+        paced::paced_case(rate, seconds, &args.etcd, timeout, &mut report).await?;
+    }
+    if traced > 0 {
+        paced::tracing_case(traced, timeout, &mut report).await?;
     }
     if let Some(out) = &args.out {
         std::fs::write(out, &report.tsv).with_context(|| format!("writing {}", out.display()))?;
@@ -232,9 +255,15 @@ struct Proc {
 
 impl Proc {
     fn spawn(program: &Path, args: &[String], log: PathBuf) -> anyhow::Result<Proc> {
+        Proc::spawn_env(program, args, &[], log)
+    }
+
+    /// As [`Proc::spawn`], with `env` added to this process' environment.
+    fn spawn_env(program: &Path, args: &[String], env: &[(&str, &str)], log: PathBuf) -> anyhow::Result<Proc> {
         let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = tokio::process::Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -286,6 +315,11 @@ struct Server {
 
 impl Server {
     async fn start(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
+        Server::start_env(dir, extra, &[]).await
+    }
+
+    /// As [`Server::start`], with `env` added to the environment of `kulisse up`.
+    async fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Server> {
         let data_dir = dir.join("data");
         let port = free_port()?;
         let mut args: Vec<String> = vec![
@@ -296,7 +330,7 @@ impl Server {
             format!("127.0.0.1:{port}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn(exe(), &args, dir.join("up.log"))?;
+        let proc = Proc::spawn_env(exe(), &args, env, dir.join("up.log"))?;
         let kubeconfig = data_dir.join("kubeconfig");
         let start = Instant::now();
         let ns = registry::lookup("namespaces").context("the registry has no namespaces")?;
