@@ -408,9 +408,7 @@ async fn dial_in_netns(pid: i64, port: u16) -> Result<tokio::net::TcpStream, Str
     match kulisse_core::netns::connect_in(&path, v4, timeout).await {
         Ok(stream) => Ok(stream),
         Err(e4) => kulisse_core::netns::connect_in(&path, v6, timeout).await.map_err(|e6| {
-            format!(
-                "failed to connect to localhost:{port} inside the pod's network namespace, IPv4: {e4} IPv6: {e6}; port-forward with podman needs root"
-            )
+            format!("failed to connect to localhost:{port} inside the pod's network namespace, IPv4: {e4} IPv6: {e6}")
         }),
     }
 }

@@ -23,6 +23,8 @@
 //! 6. **Paced writes** and 7. **tracing overhead** (`--paced 1000x10`, `--tracing 4000`):
 //!    write latency at a fixed rate beside etcd's, and the throughput that exporting every
 //!    span costs ([`paced`]).
+//! 8. **Growth over time** (`--soak 100x30`, off by default: it takes half an hour): the
+//!    store file and the memory of a cluster under churn, after compaction ([`soak`]).
 //!
 //! `--plot DIR` draws the figures as SVG bar charts ([`plot`]), also from an earlier run's
 //! `--out` file (`--from FILE`).
@@ -51,6 +53,7 @@ use serde_json::{Value, json};
 mod latency;
 mod paced;
 mod plot;
+mod soak;
 
 /// Published anchors (upstream Kubernetes and its test tools).
 const ANCHOR_CL2_PODS_PER_S: &str = "clusterloader2 gate: 100 pods/s";
@@ -88,6 +91,10 @@ pub struct BenchArgs {
     /// (`0` skips the tracing overhead case).
     #[arg(long, default_value_t = 4000, value_name = "N")]
     pub tracing: usize,
+    /// A soak, NODESxMINUTES: a cluster under churn for that long, its store file and memory
+    /// sampled every minute (`none`, the default, skips it; `scripts/bench.sh` runs 100x30).
+    #[arg(long, default_value = "none", value_name = "NxM")]
+    pub soak: String,
     /// The etcd binary started for the comparison (skipped with a note if missing).
     #[arg(long, default_value = "etcd", value_name = "PATH")]
     pub etcd: PathBuf,
@@ -144,6 +151,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         false => (args.paced.clone(), args.tracing),
     };
     let paced = parse_sizes(&paced).context("--paced")?;
+    let soak = parse_sizes(&args.soak).context("--soak")?;
     let clusters = parse_sizes(&cluster).context("--cluster")?;
     let scheduler = parse_sizes(&scheduler).context("--scheduler")?;
     let watch = parse_sizes(&watch).context("--watch")?;
@@ -186,6 +194,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if traced > 0 {
         paced::tracing_case(traced, timeout, &mut report).await?;
+    }
+    for (nodes, minutes) in soak {
+        soak::soak_case(nodes, minutes, &mut report).await?;
     }
     if let Some(out) = &args.out {
         std::fs::write(out, &report.tsv).with_context(|| format!("writing {}", out.display()))?;
@@ -275,10 +286,19 @@ impl Proc {
 
     /// Peak resident memory so far (`VmHWM`), in bytes.
     fn peak_rss(&self) -> Option<u64> {
+        self.status_kib("VmHWM:").map(|kib| kib * 1024)
+    }
+
+    /// Resident memory now (`VmRSS`), in bytes.
+    fn rss(&self) -> Option<u64> {
+        self.status_kib("VmRSS:").map(|kib| kib * 1024)
+    }
+
+    /// A `kB` line of `/proc/PID/status`.
+    fn status_kib(&self, key: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// SIGTERM, then SIGKILL if it is still there after ten seconds.
