@@ -506,3 +506,39 @@ fn a_partitioned_node_host_loses_its_pods_and_heals() {
         String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
     assert!(!left.contains(&hub), "a clean stop removes the namespaces: {left}");
 }
+
+/// Node hosts asked for where they cannot be: a clear error, and nothing started or made.
+#[test]
+fn node_hosts_refuse_clearly_where_they_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(kulisse_tests::cluster::kulisse_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "kulisse {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["up", "--node-hosts", "1", "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("--node-hosts needs --masters 3"), "{err}");
+    assert!(!dir.path().join("kubeconfig").exists(), "nothing was started");
+    let err = run(&[
+        "up",
+        "--masters",
+        "3",
+        "--node-hosts",
+        "1",
+        "--runtime",
+        "podman",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(err.contains("--node-hosts runs mock nodes only"), "{err}");
+    let err = run(&["partition", "node-2"]);
+    assert!(
+        err.contains("node-hosts.json") && err.contains("--node-hosts"),
+        "a cluster without node hosts: {err}"
+    );
+}
