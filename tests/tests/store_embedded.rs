@@ -156,6 +156,55 @@ async fn compaction_survives_reopen() {
     assert_eq!(kept.kvs[0].value, b"2");
 }
 
+/// A compaction of a long history (10,000 revisions) is recorded at once, and its log
+/// entries are then deleted in several write transactions between the other writes (as etcd
+/// compacts in batches): a write sent right after it is answered, a read below it is refused
+/// at once, and a watch from it replays the history kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_history_is_compacted_in_batches_between_other_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = std::sync::Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).expect("open"));
+    let writers = (0..50).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                store.create(&format!("/registry/x/{w}-{i}"), b"v".to_vec()).await.expect("create");
+            }
+        })
+    });
+    futures::future::join_all(writers).await;
+    let last = created(store.create("/registry/x/last", b"v".to_vec()).await.expect("create"));
+    let before = store.stats().commits;
+    store.compact(last.mod_revision).await.expect("compact");
+    let after = created(store.create("/registry/x/after", b"v".to_vec()).await.expect("a write right after"));
+    assert!(after.mod_revision > last.mod_revision);
+    match store.range("/registry/x/", Some(last.mod_revision - 1), None).await {
+        Err(StoreError::Compacted { compacted, .. }) => assert_eq!(compacted, last.mod_revision),
+        other => panic!("a read below the compaction must be refused at once, got {other:?}"),
+    }
+    let mut stream = store.watch("/registry/x/", Some(last.mod_revision)).await.expect("watch");
+    let mut revs = Vec::new();
+    for _ in 0..2 {
+        let e = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("replay must not hang")
+            .expect("stream ended early")
+            .expect("replay failed");
+        revs.push(e.revision());
+    }
+    assert_eq!(revs, vec![last.mod_revision, after.mod_revision]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.compacting() {
+        assert!(std::time::Instant::now() < deadline, "the compaction did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let transactions = store.stats().commits - before;
+    assert!(
+        transactions >= 10_000usize.div_ceil(4096) as u64 + 1,
+        "10,000 entries deleted 4,096 at a time, plus the write: {transactions} commits"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_open_of_the_same_file_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");

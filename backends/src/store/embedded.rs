@@ -23,7 +23,12 @@
 //! revision R takes the current state and *undoes* every newer log entry (each entry keeps
 //! the previous key-value, etcd's `prev_kv`). [`Store::compact`] deletes log entries older
 //! than R, after which such reads fail with [`StoreError::Compacted`] (the API server's
-//! `410 Gone`).
+//! `410 Gone`). As etcd does (`--experimental-compaction-batch-limit`), the compacted
+//! revision is recorded at once and the old entries are then deleted a few thousand per
+//! write transaction, between the other writes: deleting five minutes of a busy cluster's
+//! history in one transaction stalled every write for seconds and made the file grow
+//! fourfold (redb copies what a transaction changes, and frees the old pages only when it
+//! commits); `kulisse bench --soak` found it.
 //!
 //! ## Keys that expire (etcd's leases)
 //!
@@ -66,7 +71,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 
@@ -110,6 +115,8 @@ const CATCH_UP_CHUNK: usize = 1024;
 const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// At most this many expired keys are deleted in one batch.
 const EXPIRY_BATCH: usize = 1024;
+/// At most this many compacted log entries are deleted in one write transaction.
+const COMPACT_BATCH: usize = 4096;
 
 /// Counters that show group commit at work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -165,6 +172,9 @@ struct Shared {
     path: PathBuf,
     hub: Mutex<Hub>,
     counters: Counters,
+    /// Whether log entries below the compacted revision may be left to delete (true at
+    /// start: a process killed mid-compaction resumes it).
+    compacting: AtomicBool,
 }
 
 /// The live watchers, and the last revision handed to them.
@@ -204,6 +214,8 @@ enum WriteOp {
     Expire {
         now: i64,
     },
+    /// Delete the next log entries below the compacted revision.
+    CompactMore,
 }
 
 enum Answer {
@@ -419,7 +431,19 @@ impl Shared {
                 self.expire_due();
                 next_check = std::time::Instant::now() + EXPIRY_CHECK;
             }
-            let wait = next_check.saturating_duration_since(std::time::Instant::now());
+            // A compaction goes on between the other writes, one transaction at a time.
+            let compacting = self.compacting.load(Ordering::Relaxed);
+            if compacting {
+                let (reply, _) = oneshot::channel();
+                self.apply_batch(vec![Request {
+                    op: WriteOp::CompactMore,
+                    reply,
+                }]);
+            }
+            let wait = match compacting {
+                true => std::time::Duration::ZERO,
+                false => next_check.saturating_duration_since(std::time::Instant::now()),
+            };
             let first = match requests.recv_timeout(wait) {
                 Ok(first) => first,
                 Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
@@ -470,6 +494,9 @@ impl Shared {
                 if out.committed {
                     self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 }
+                if let Some(left) = out.compaction_left {
+                    self.compacting.store(left, Ordering::Relaxed);
+                }
                 if !out.events.is_empty() {
                     self.publish(out.revision, &out.events);
                 }
@@ -497,7 +524,7 @@ impl Shared {
     fn run_batch(&self, batch: &[Request]) -> Result<BatchOutput, Fail> {
         let txn = self.db.begin_write()?;
         let mut answers = Vec::with_capacity(batch.len());
-        let (events, revision, dirty) = {
+        let (events, revision, dirty, compaction_left) = {
             let meta = txn.open_table(META)?;
             let rev = self.meta_value(&meta, META_REVISION)?;
             let mut w = BatchWriter {
@@ -509,6 +536,7 @@ impl Shared {
                 rev,
                 events: Vec::new(),
                 dirty: false,
+                compaction_left: None,
             };
             for request in batch {
                 let answer = match &request.op {
@@ -525,13 +553,18 @@ impl Shared {
                         let compacted_now = self.meta_value(&w.meta, META_COMPACTED)?;
                         w.compact(*revision, compacted_now)?
                     }
+                    WriteOp::CompactMore => {
+                        let compacted = self.meta_value(&w.meta, META_COMPACTED)?;
+                        w.compaction_left = Some(w.drop_log_before(compacted)?);
+                        Ok(Answer::Compacted)
+                    }
                 };
                 answers.push(answer);
             }
             if w.dirty {
                 w.meta.insert(META_REVISION, w.rev)?;
             }
-            (w.events, w.rev, w.dirty)
+            (w.events, w.rev, w.dirty, w.compaction_left)
         };
         if dirty {
             txn.commit()?;
@@ -543,6 +576,7 @@ impl Shared {
             events,
             revision,
             committed: dirty,
+            compaction_left,
         })
     }
 
@@ -593,6 +627,8 @@ struct BatchWriter<'txn> {
     events: Vec<WatchEvent>,
     /// Whether anything was written (else the transaction is aborted, not committed).
     dirty: bool,
+    /// After a compaction step: whether log entries below the compacted revision remain.
+    compaction_left: Option<bool>,
 }
 
 impl BatchWriter<'_> {
@@ -743,10 +779,24 @@ impl BatchWriter<'_> {
                 compacted: compacted_now,
             }));
         }
-        self.log.retain_in(..target, |_, _| false)?;
         self.meta.insert(META_COMPACTED, target)?;
         self.dirty = true;
+        self.compaction_left = Some(self.drop_log_before(target)?);
         Ok(Ok(Answer::Compacted))
+    }
+
+    /// Delete up to [`COMPACT_BATCH`] log entries below `below`; whether more remain.
+    fn drop_log_before(&mut self, below: Revision) -> Result<bool, Fail> {
+        let mut revisions = Vec::with_capacity(COMPACT_BATCH + 1);
+        for entry in self.log.range(..below)?.take(COMPACT_BATCH + 1) {
+            revisions.push(entry?.0.value());
+        }
+        let more = revisions.len() > COMPACT_BATCH;
+        for rev in revisions.iter().take(COMPACT_BATCH) {
+            self.log.remove(rev)?;
+        }
+        self.dirty |= !revisions.is_empty();
+        Ok(more)
     }
 }
 
@@ -755,6 +805,7 @@ struct BatchOutput {
     events: Vec<WatchEvent>,
     revision: Revision,
     committed: bool,
+    compaction_left: Option<bool>,
 }
 
 #[derive(Default)]
@@ -867,6 +918,7 @@ impl EmbeddedStore {
                 watchers: HashMap::new(),
             }),
             counters: Counters::default(),
+            compacting: AtomicBool::new(true),
         });
         let (tx, rx) = std_mpsc::channel();
         let for_writer = shared.clone();
@@ -885,6 +937,12 @@ impl EmbeddedStore {
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// Whether compacted log entries are still being deleted (a few thousand per write
+    /// transaction, between the other writes).
+    pub fn compacting(&self) -> bool {
+        self.shared.compacting.load(Ordering::Relaxed)
     }
 
     /// Group-commit counters since the store was opened.
