@@ -168,7 +168,10 @@ async fn a_long_history_is_compacted_in_batches_between_other_writes() {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 0..200 {
-                store.create(&format!("/registry/x/{w}-{i}"), b"v".to_vec()).await.expect("create");
+                store
+                    .create(&format!("/registry/x/{w}-{i}"), b"v".to_vec())
+                    .await
+                    .expect("create");
             }
         })
     });
@@ -176,13 +179,21 @@ async fn a_long_history_is_compacted_in_batches_between_other_writes() {
     let last = created(store.create("/registry/x/last", b"v".to_vec()).await.expect("create"));
     let before = store.stats().commits;
     store.compact(last.mod_revision).await.expect("compact");
-    let after = created(store.create("/registry/x/after", b"v".to_vec()).await.expect("a write right after"));
+    let after = created(
+        store
+            .create("/registry/x/after", b"v".to_vec())
+            .await
+            .expect("a write right after"),
+    );
     assert!(after.mod_revision > last.mod_revision);
     match store.range("/registry/x/", Some(last.mod_revision - 1), None).await {
         Err(StoreError::Compacted { compacted, .. }) => assert_eq!(compacted, last.mod_revision),
         other => panic!("a read below the compaction must be refused at once, got {other:?}"),
     }
-    let mut stream = store.watch("/registry/x/", Some(last.mod_revision)).await.expect("watch");
+    let mut stream = store
+        .watch("/registry/x/", Some(last.mod_revision))
+        .await
+        .expect("watch");
     let mut revs = Vec::new();
     for _ in 0..2 {
         let e = tokio::time::timeout(Duration::from_secs(20), stream.next())

@@ -129,33 +129,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (cluster, scheduler, writes, watch, startup) = if args.quick {
-        (
-            "50x2000".to_string(),
-            "500x2000".to_string(),
-            500,
-            "100x100".to_string(),
-            "10x200".to_string(),
-        )
-    } else {
-        (
-            args.cluster.clone(),
-            args.scheduler.clone(),
-            args.writes,
-            args.watch.clone(),
-            args.startup.clone(),
-        )
-    };
-    let (paced, traced) = match args.quick {
-        true => ("200x5".to_string(), 1000),
-        false => (args.paced.clone(), args.tracing),
-    };
-    let paced = parse_sizes(&paced).context("--paced")?;
-    let soak = parse_sizes(&args.soak).context("--soak")?;
-    let clusters = parse_sizes(&cluster).context("--cluster")?;
-    let scheduler = parse_sizes(&scheduler).context("--scheduler")?;
-    let watch = parse_sizes(&watch).context("--watch")?;
-    let startup = parse_sizes(&startup).context("--startup")?;
+    let plan = Plan::of(&args)?;
     if args.clients.contains(&0) {
         bail!("--clients: every count must be at least 1");
     }
@@ -174,28 +148,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         exe().display()
     );
-    for (nodes, replicas) in clusters {
+    for (nodes, replicas) in plan.clusters {
         cluster_case(nodes, replicas, timeout, &mut report).await?;
     }
-    for (nodes, pods) in scheduler {
+    for (nodes, pods) in plan.scheduler {
         scheduler_case(nodes, pods, timeout, &mut report).await?;
     }
-    if writes > 0 {
-        writes_case(writes, &args.clients, &args.etcd, timeout, &mut report).await?;
+    if plan.writes > 0 {
+        writes_case(plan.writes, &args.clients, &args.etcd, timeout, &mut report).await?;
     }
-    for (watchers, events) in watch {
+    for (watchers, events) in plan.watch {
         latency::watch_case(watchers, events, timeout, &mut report).await?;
     }
-    for (nodes, pods) in startup {
+    for (nodes, pods) in plan.startup {
         latency::startup_case(nodes, pods, timeout, &mut report).await?;
     }
-    for (rate, seconds) in paced {
+    for (rate, seconds) in plan.paced {
         paced::paced_case(rate, seconds, &args.etcd, timeout, &mut report).await?;
     }
-    if traced > 0 {
-        paced::tracing_case(traced, timeout, &mut report).await?;
+    if plan.traced > 0 {
+        paced::tracing_case(plan.traced, timeout, &mut report).await?;
     }
-    for (nodes, minutes) in soak {
+    for (nodes, minutes) in plan.soak {
         soak::soak_case(nodes, minutes, &mut report).await?;
     }
     if let Some(out) = &args.out {
@@ -207,6 +181,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cases to run, with their sizes: the arguments', or `--quick`'s.
+struct Plan {
+    clusters: Vec<(u32, u32)>,
+    scheduler: Vec<(u32, u32)>,
+    writes: usize,
+    watch: Vec<(u32, u32)>,
+    startup: Vec<(u32, u32)>,
+    paced: Vec<(u32, u32)>,
+    traced: usize,
+    soak: Vec<(u32, u32)>,
+}
+
+impl Plan {
+    fn of(args: &BenchArgs) -> anyhow::Result<Plan> {
+        let pick = |quick: &str, given: &str| {
+            if args.quick {
+                quick.to_string()
+            } else {
+                given.to_string()
+            }
+        };
+        Ok(Plan {
+            clusters: parse_sizes(&pick("50x2000", &args.cluster)).context("--cluster")?,
+            scheduler: parse_sizes(&pick("500x2000", &args.scheduler)).context("--scheduler")?,
+            writes: if args.quick { 500 } else { args.writes },
+            watch: parse_sizes(&pick("100x100", &args.watch)).context("--watch")?,
+            startup: parse_sizes(&pick("10x200", &args.startup)).context("--startup")?,
+            paced: parse_sizes(&pick("200x5", &args.paced)).context("--paced")?,
+            traced: if args.quick { 1000 } else { args.tracing },
+            soak: parse_sizes(&args.soak).context("--soak")?,
+        })
+    }
 }
 
 /// The binary the children run (`--binary`, else this one).
