@@ -237,6 +237,22 @@ fn hold_slot(cluster: &Cluster, config: &Arc<rustls::ClientConfig>, method: &str
     tls
 }
 
+/// Whether a request sent with [`hold_slot`] still holds its slot: nothing has come back on
+/// its connection. It may have been refused instead (a 429): when another request reached
+/// the filter first, as happens when a loaded machine runs the two connections' tasks in
+/// the other order (this test failed so on a CI run), and then it must be sent again.
+fn still_holding(tls: &mut Tls) -> bool {
+    tls.sock
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .expect("read timeout");
+    let mut byte = [0u8; 1];
+    let answered = matches!(tls.read(&mut byte), Ok(n) if n > 0);
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    !answered
+}
+
 /// One whole request on a new connection; the raw response (headers and body).
 fn request(cluster: &Cluster, config: &Arc<rustls::ClientConfig>, method: &str, path: &str) -> String {
     let mut tls = connect_tls(cluster, config);
@@ -261,7 +277,7 @@ fn over_the_inflight_limit_the_api_server_answers_429_with_retry_after() {
         "1",
     ]);
     let config = tls_config(&cluster);
-    let reading = hold_slot(&cluster, &config, "GET", "/api/v1/namespaces");
+    let mut reading = hold_slot(&cluster, &config, "GET", "/api/v1/namespaces");
     // The held request reaches the filter on the server's time: wait for the first 429.
     let deadline = Instant::now() + Duration::from_secs(30);
     let refused = loop {
@@ -271,6 +287,9 @@ fn over_the_inflight_limit_the_api_server_answers_429_with_retry_after() {
         }
         assert!(resp.starts_with("HTTP/1.1 200"), "before the slot is taken: {resp}");
         assert!(Instant::now() < deadline, "the held request never took the read slot");
+        if !still_holding(&mut reading) {
+            reading = hold_slot(&cluster, &config, "GET", "/api/v1/namespaces");
+        }
         std::thread::sleep(Duration::from_millis(50));
     };
     let (head, body) = refused.split_once("\r\n\r\n").expect("headers and body");
@@ -298,7 +317,7 @@ fn over_the_inflight_limit_the_api_server_answers_429_with_retry_after() {
     assert_eq!(&first, b"HTTP/1.1 200", "a watch is not counted");
 
     // The mutating limit: a held write, then a refused one.
-    let writing = hold_slot(&cluster, &config, "POST", "/api/v1/namespaces");
+    let mut writing = hold_slot(&cluster, &config, "POST", "/api/v1/namespaces");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let resp = request(&cluster, &config, "DELETE", "/api/v1/namespaces/no-such-namespace");
@@ -310,6 +329,9 @@ fn over_the_inflight_limit_the_api_server_answers_429_with_retry_after() {
             "before the write slot is taken: {resp}"
         );
         assert!(Instant::now() < deadline, "the held write never took the write slot");
+        if !still_holding(&mut writing) {
+            writing = hold_slot(&cluster, &config, "POST", "/api/v1/namespaces");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 
