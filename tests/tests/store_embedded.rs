@@ -96,8 +96,17 @@ async fn reopen_keeps_data_and_revision() {
         .watch("/registry/pods/default/", Some(a.mod_revision))
         .await
         .expect("watch");
+    let revs = next_revisions(&mut stream, 4).await;
+    assert_eq!(
+        revs,
+        vec![a.mod_revision, a.mod_revision + 1, b.mod_revision, c.mod_revision]
+    );
+}
+
+/// The revisions of the next `n` events of a watch (each within 20 s).
+async fn next_revisions(stream: &mut kulisse_core::store::WatchStream, n: usize) -> Vec<i64> {
     let mut revs = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..n {
         let e = tokio::time::timeout(Duration::from_secs(20), stream.next())
             .await
             .expect("replay must not hang")
@@ -105,10 +114,7 @@ async fn reopen_keeps_data_and_revision() {
             .expect("replay failed");
         revs.push(e.revision());
     }
-    assert_eq!(
-        revs,
-        vec![a.mod_revision, a.mod_revision + 1, b.mod_revision, c.mod_revision]
-    );
+    revs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,15 +200,7 @@ async fn a_long_history_is_compacted_in_batches_between_other_writes() {
         .watch("/registry/x/", Some(last.mod_revision))
         .await
         .expect("watch");
-    let mut revs = Vec::new();
-    for _ in 0..2 {
-        let e = tokio::time::timeout(Duration::from_secs(20), stream.next())
-            .await
-            .expect("replay must not hang")
-            .expect("stream ended early")
-            .expect("replay failed");
-        revs.push(e.revision());
-    }
+    let revs = next_revisions(&mut stream, 2).await;
     assert_eq!(revs, vec![last.mod_revision, after.mod_revision]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while store.compacting() {

@@ -384,6 +384,21 @@ impl Server {
         }
     }
 
+    /// An API server alone (no nodes, no controllers) on the etcd at `url`.
+    async fn on_etcd(dir: &Path, url: &str) -> anyhow::Result<Server> {
+        let args = [
+            "--nodes",
+            "0",
+            "--components",
+            "apiserver",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            url,
+        ];
+        Server::start(dir, &args).await
+    }
+
     fn store_bytes(&self) -> u64 {
         std::fs::metadata(self.data_dir.join("store.redb"))
             .map(|m| m.len())
@@ -798,20 +813,7 @@ async fn writes_case(
     let dir = tempfile::tempdir()?;
     match start_etcd(etcd, dir.path()).await {
         Ok((etcd_proc, url)) => {
-            let server = Server::start(
-                dir.path(),
-                &[
-                    "--nodes",
-                    "0",
-                    "--components",
-                    "apiserver",
-                    "--store",
-                    "etcd",
-                    "--etcd-endpoints",
-                    &url,
-                ],
-            )
-            .await?;
+            let server = Server::on_etcd(dir.path(), &url).await?;
             for &c in clients {
                 etcd_results.push(create_load(&server.client, writes, c, "etcd", timeout).await?);
             }

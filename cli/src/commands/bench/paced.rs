@@ -53,17 +53,7 @@ pub(super) async fn paced_case(
     let dir = tempfile::tempdir()?;
     match start_etcd(etcd, dir.path()).await {
         Ok((etcd_proc, url)) => {
-            let args = [
-                "--nodes",
-                "0",
-                "--components",
-                "apiserver",
-                "--store",
-                "etcd",
-                "--etcd-endpoints",
-                &url,
-            ];
-            let server = Server::start(dir.path(), &args).await?;
+            let server = Server::on_etcd(dir.path(), &url).await?;
             paced_run(&server.client, count, rate, "etcd", &size, timeout, report).await?;
             server.proc.stop().await;
             etcd_proc.stop().await;
