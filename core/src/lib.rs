@@ -20,6 +20,7 @@
 //! | — | [`netns`] | sockets made inside another network namespace (node hosts, a pod's port) | what a CRI runtime does with `setns` |
 //! | — | [`portforward`] | port-forward's stream pairs over SPDY/3.1, tunnelled in a WebSocket | apimachinery's `httpstream/spdy`, client-go's `tools/portforward` |
 //! | — | [`remotecommand`] | exec's channels over WebSocket, its exit status | apimachinery's `remotecommand` and `wsstream` |
+//! | — | [`ports`] | a port for a process that is told its port, below the kernel's ephemeral range | the fixed well-known ports (6443, 2379, 10250) |
 //! | ⑥ | [`proxy`] | Services → forwarding rules | kube-proxy |
 //!
 //! Architecture invariant: core knows nothing of clap, redb, etcd or podman. Stores and
@@ -33,6 +34,7 @@ pub mod kubelet;
 pub mod netns;
 pub mod objects;
 pub mod portforward;
+pub mod ports;
 pub mod printers;
 pub mod proxy;
 pub mod remotecommand;

@@ -1141,11 +1141,11 @@ fn replace_port(text: &str, from: u16, to: u16) -> String {
     out
 }
 
+/// A port for a well-known one. A chapter may hold it for minutes before a command binds it,
+/// so it comes from the tests' band, where neither the cluster's connections nor the ports
+/// the cluster picks for itself can land (`kulisse_core::ports`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    kulisse_core::ports::free(kulisse_core::ports::TESTS).expect("a free port on 127.0.0.1")
 }
 
 fn signal_group(pid: u32, signal: &str) {

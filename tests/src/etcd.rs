@@ -11,7 +11,7 @@
 //! `SKIPPING` line and returns early. `scripts/install-deps.sh` installs etcd (Debian package `etcd-server`).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,8 +60,7 @@ fn missing<T>(binary: &str, package: &str) -> Option<T> {
 
 /// Ask the kernel for a free TCP port on 127.0.0.1.
 fn free_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    kulisse_core::ports::free(kulisse_core::ports::TESTS)
 }
 
 impl EtcdServer {

@@ -15,7 +15,7 @@
 //! CI fails ([`crate::require`]).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -226,10 +226,7 @@ impl Drop for Jaeger {
 }
 
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    kulisse_core::ports::free(kulisse_core::ports::TESTS).map_err(|e| format!("no free port: {e}"))
 }
 
 /// One HTTP/1.0 request (so the answer is never chunked) to `base` (`http://127.0.0.1:P`):

@@ -58,9 +58,8 @@ async fn fake_pod(name: &'static str, addr: SocketAddr) -> SocketAddr {
 
 /// A port on `ip` that nothing listens on right now.
 fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    let addr = ip.parse().expect("an IP address");
+    kulisse_core::ports::free_on(addr, kulisse_core::ports::TESTS)
         .unwrap_or_else(|e| panic!("no free port on {ip}: {e}"))
 }
 

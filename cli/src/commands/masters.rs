@@ -73,9 +73,10 @@ struct Running {
     hosts: Option<hosts::Owned>,
 }
 
+/// A port for a process of the cluster, below the kernel's ephemeral range: the layout keeps
+/// it across restarts, and a port from that range may be some connection's by then.
 fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
+    kulisse_core::ports::free(kulisse_core::ports::CLUSTER).context("finding a free port")
 }
 
 impl Layout {

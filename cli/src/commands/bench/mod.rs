@@ -407,8 +407,7 @@ impl Server {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
+    kulisse_core::ports::free(kulisse_core::ports::CLUSTER).context("finding a free port")
 }
 
 /// In-process nodes hold a few connections each; allow as many descriptors as the hard limit.
