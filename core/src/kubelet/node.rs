@@ -22,6 +22,10 @@
 //! `True` again when the runtime answers. The node's size comes from [`super::machine`]
 //! (podman) or from flags (mock).
 //!
+//! Both heartbeats wait their interval plus a random 0–4 % ([`HEARTBEAT_JITTER`]), counted
+//! from the end of the last write, as upstream's `wait.JitterUntil` does: nodes that start
+//! together drift apart instead of writing in one burst every 10 s.
+//!
 //! Heartbeats are not traced: they would drown every trace in noise.
 
 use std::time::Duration;
@@ -349,7 +353,22 @@ async fn post_status(shared: &Shared, state: &mut NodeState, port: u16, pod_cidr
     }
 }
 
+/// Upstream's jitter factor for both heartbeats: each wait is the interval plus up to 4 % more.
+pub const HEARTBEAT_JITTER: f64 = 0.04;
+
+/// `interval` plus a random share of up to [`HEARTBEAT_JITTER`] of it (`wait.Jitter`).
+fn jittered(interval: Duration) -> Duration {
+    interval
+        .max(Duration::from_millis(10))
+        .mul_f64(1.0 + rand::random::<f64>() * HEARTBEAT_JITTER)
+}
+
 /// Renew the Lease and post the Node status, each on its interval, until shutdown.
+///
+/// Each wait is jittered and counted from the end of the previous write, as upstream's
+/// `wait.JitterUntil(..., 0.04, sliding)` does for both loops: nodes started together (all
+/// of `kulisse up --nodes 100`) would otherwise renew at the same instant every 10 s, and
+/// the API server would get 200 writes at once, which every other request then waits behind.
 pub(crate) async fn heartbeat_loop(
     shared: std::sync::Arc<Shared>,
     mut state: NodeState,
@@ -357,25 +376,21 @@ pub(crate) async fn heartbeat_loop(
     pod_cidr: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let start = tokio::time::Instant::now();
-    let mut lease = tokio::time::interval_at(
-        start + shared.options.lease_renew_interval,
-        shared.options.lease_renew_interval.max(Duration::from_millis(10)),
-    );
-    let mut status = tokio::time::interval_at(
-        start + shared.options.node_status_update_interval,
-        shared
-            .options
-            .node_status_update_interval
-            .max(Duration::from_millis(10)),
-    );
-    lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lease_every = shared.options.lease_renew_interval;
+    let status_every = shared.options.node_status_update_interval;
+    let now = tokio::time::Instant::now();
+    let (mut lease_at, mut status_at) = (now + jittered(lease_every), now + jittered(status_every));
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = lease.tick() => renew_lease(&shared, &state).await,
-            _ = status.tick() => post_status(&shared, &mut state, port, &pod_cidr).await,
+            _ = tokio::time::sleep_until(lease_at) => {
+                renew_lease(&shared, &state).await;
+                lease_at = tokio::time::Instant::now() + jittered(lease_every);
+            }
+            _ = tokio::time::sleep_until(status_at) => {
+                post_status(&shared, &mut state, port, &pod_cidr).await;
+                status_at = tokio::time::Instant::now() + jittered(status_every);
+            }
         }
     }
 }
@@ -391,6 +406,16 @@ mod tests {
             .iter()
             .find(|c| c["type"] == "Ready")
             .unwrap()
+    }
+
+    #[test]
+    fn heartbeats_wait_the_interval_plus_up_to_four_percent() {
+        let ten = Duration::from_secs(10);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(ten)).collect();
+        assert!(waits.iter().all(|w| *w >= ten && *w <= ten.mul_f64(1.04)), "{waits:?}");
+        // Spread, not one value: nodes started together drift apart.
+        let spread = *waits.iter().max().unwrap() - *waits.iter().min().unwrap();
+        assert!(spread > Duration::from_millis(200), "{spread:?}");
     }
 
     #[test]
