@@ -294,9 +294,10 @@ pub fn decode_continue(token: &str) -> Result<Continue, ApiError> {
     })
 }
 
-/// Label and field selectors of a list or watch request.
+/// Label and field selectors of a list or watch request. The label selector is parsed once,
+/// when the request arrives, and then matched against every object the request sees.
 pub struct Filter {
-    label: Option<String>,
+    label: Option<objects::LabelSelector>,
     field: Option<String>,
 }
 
@@ -307,22 +308,26 @@ impl Filter {
     }
 
     pub fn from_ctx(ctx: &Ctx<'_>) -> Result<Self, ApiError> {
+        let label = match ctx.param("labelSelector") {
+            Some(text) => Some(
+                objects::LabelSelector::parse(text)
+                    .map_err(|e| ApiError::bad_request(&format!("unable to parse labelSelector {text:?}: {e}")))?,
+            ),
+            None => None,
+        };
         let filter = Filter {
-            label: ctx.param("labelSelector").map(str::to_string),
+            label,
             field: ctx.param("fieldSelector").map(str::to_string),
         };
-        // Reject a malformed selector up front, with the parser's words.
+        // Reject a malformed field selector up front, with the parser's words.
         filter.matches(&json!({"metadata": {}}))?;
         Ok(filter)
     }
 
     /// Does `obj` pass both selectors?
     pub fn matches(&self, obj: &Value) -> Result<bool, ApiError> {
-        if let Some(sel) = &self.label {
-            let labels = objects::labels(obj);
-            if !objects::labels_match(sel, &labels)
-                .map_err(|e| ApiError::bad_request(&format!("unable to parse labelSelector {sel:?}: {e}")))?
-            {
+        if let Some(selector) = &self.label {
+            if !selector.matches(obj) {
                 return Ok(false);
             }
         }

@@ -68,7 +68,7 @@ pub mod validation;
 pub use defaults::apply_defaults;
 pub use manifest::{MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrorKind, parse_body, parse_manifests};
 pub use registry::{RESOURCES, ResourceInfo, Subresource, by_gvk, by_resource, kind_names, lookup};
-pub use selectors::{field_selector_matches, labels_match, match_label_selector};
+pub use selectors::{LabelSelector, field_selector_matches, labels_match, match_label_selector};
 pub use status::{ApiError, NAMESPACE_TERMINATING_CAUSE, OPTIMISTIC_LOCK_MESSAGE, StatusCause, StatusDetails};
 pub use validation::{FieldError, validate, validate_update};
 
