@@ -75,8 +75,8 @@ pub struct BenchArgs {
     /// Concurrent writers, comma-separated.
     #[arg(long, default_value = "1,64", value_delimiter = ',', value_name = "N,...")]
     pub clients: Vec<usize>,
-    /// Watch delivery, WATCHERSxEVENTS: that many watches, that many creates at 100/s
-    /// (`none` skips it).
+    /// Watch delivery, WATCHERSxEVENTS: that many watches, that many creates at 100/s and
+    /// again at 10/s (`none` skips it).
     #[arg(long, default_value = "1000x200", value_name = "WxE")]
     pub watch: String,
     /// Pod startup, NODESxPODS: a cluster of that many mock nodes, pods created at 100/s
@@ -158,7 +158,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         writes_case(plan.writes, &args.clients, &args.etcd, timeout, &mut report).await?;
     }
     for (watchers, events) in plan.watch {
-        latency::watch_case(watchers, events, timeout, &mut report).await?;
+        for rate in latency::WATCH_RATES {
+            latency::watch_case(watchers, events, rate, timeout, &mut report).await?;
+        }
     }
     for (nodes, pods) in plan.startup {
         latency::startup_case(nodes, pods, timeout, &mut report).await?;
@@ -292,6 +294,11 @@ impl Proc {
         Ok(Proc { child, log })
     }
 
+    /// CPU time this process has used so far, user and system, in seconds.
+    fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds_of(&self.child.id()?.to_string())
+    }
+
     /// Peak resident memory so far (`VmHWM`), in bytes.
     fn peak_rss(&self) -> Option<u64> {
         self.status_kib("VmHWM:").map(|kib| kib * 1024)
@@ -404,6 +411,18 @@ impl Server {
             .map(|m| m.len())
             .unwrap_or(0)
     }
+}
+
+/// CPU time used by process `pid` (or `self`), user and system, in seconds: fields 14 and 15
+/// of `/proc/PID/stat`, in clock ticks.
+fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its `)` are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks / per_second as f64)
 }
 
 fn free_port() -> anyhow::Result<u16> {
