@@ -35,7 +35,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use rand::Rng;
 
@@ -72,12 +72,15 @@ pub fn free_on(ip: IpAddr, band: Range<u16>) -> io::Result<u16> {
     Ok(port)
 }
 
-/// `band` cut where the kernel's ephemeral range starts.
+/// `band` cut where the kernel's ephemeral range starts (read once per process).
 fn below_ephemeral(band: Range<u16>) -> Range<u16> {
-    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next().and_then(|s| s.parse::<u16>().ok()))
-        .unwrap_or(32768);
+    static START: OnceLock<u16> = OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| t.split_whitespace().next().and_then(|s| s.parse::<u16>().ok()))
+            .unwrap_or(32768)
+    });
     band.start..band.end.min(start)
 }
 

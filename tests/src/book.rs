@@ -485,7 +485,9 @@ impl Session {
         }
         env.insert("PATH".into(), format!("{}:{path}", bin.display()));
         env.insert("KULISSE_BIN".into(), kulisse_bin().display().to_string());
-        let ports = WELL_KNOWN_PORTS.iter().map(|p| (*p, free_port())).collect();
+        // A chapter may hold these for minutes before a command binds one: they come from the
+        // tests' band, where neither the cluster's connections nor its own ports can land.
+        let ports = WELL_KNOWN_PORTS.iter().map(|p| (*p, crate::free_port())).collect();
         Session {
             chapter: file.to_string(),
             tmp,
@@ -1139,13 +1141,6 @@ fn replace_port(text: &str, from: u16, to: u16) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// A port for a well-known one. A chapter may hold it for minutes before a command binds it,
-/// so it comes from the tests' band, where neither the cluster's connections nor the ports
-/// the cluster picks for itself can land (`kulisse_core::ports`).
-fn free_port() -> u16 {
-    kulisse_core::ports::free(kulisse_core::ports::TESTS).expect("a free port on 127.0.0.1")
 }
 
 fn signal_group(pid: u32, signal: &str) {

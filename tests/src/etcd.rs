@@ -58,11 +58,6 @@ fn missing<T>(binary: &str, package: &str) -> Option<T> {
     ))
 }
 
-/// Ask the kernel for a free TCP port on 127.0.0.1.
-fn free_port() -> std::io::Result<u16> {
-    kulisse_core::ports::free(kulisse_core::ports::TESTS)
-}
-
 impl EtcdServer {
     /// Start a fresh etcd, or return `None` (after a loud message) if etcd is not installed
     /// and we are not in CI. Panics, with etcd's log, if etcd is installed but will not start.
@@ -88,11 +83,8 @@ impl EtcdServer {
             .prefix("kulisse-etcd-")
             .tempdir()
             .map_err(|e| format!("cannot create a temp dir: {e}"))?;
-        let client_port = free_port().map_err(|e| format!("no free port: {e}"))?;
-        let mut peer_port = free_port().map_err(|e| format!("no free port: {e}"))?;
-        while peer_port == client_port {
-            peer_port = free_port().map_err(|e| format!("no free port: {e}"))?;
-        }
+        // Two different ports: the picker never hands out one twice.
+        let (client_port, peer_port) = (crate::free_port(), crate::free_port());
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log_path = data.path().join("etcd.log");

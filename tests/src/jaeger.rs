@@ -115,13 +115,8 @@ impl Jaeger {
             .prefix("kulisse-jaeger-")
             .tempdir()
             .map_err(|e| format!("no temp dir: {e}"))?;
-        let mut ports = Vec::new();
-        while ports.len() < PORTS.len() {
-            let p = free_port()?;
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
-        }
+        // Different ports: the picker never hands out one twice.
+        let ports: Vec<u16> = PORTS.iter().map(|_| crate::free_port()).collect();
         let mut config =
             std::fs::read_to_string(example_config()).map_err(|e| format!("{}: {e}", example_config().display()))?;
         for (well_known, real) in PORTS.iter().zip(&ports) {
@@ -223,10 +218,6 @@ impl Drop for Jaeger {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    kulisse_core::ports::free(kulisse_core::ports::TESTS).map_err(|e| format!("no free port: {e}"))
 }
 
 /// One HTTP/1.0 request (so the answer is never chunked) to `base` (`http://127.0.0.1:P`):

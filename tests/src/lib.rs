@@ -18,3 +18,10 @@ pub mod otlp;
 pub mod podman;
 pub mod process;
 pub mod require;
+
+/// A loopback port for a program a test starts and tells its port (etcd, Jaeger, a chapter's
+/// stand-in for 16686): from the tests' band of [`kulisse_core::ports`], below the kernel's
+/// ephemeral range, and never handed out before in this process.
+pub fn free_port() -> u16 {
+    kulisse_core::ports::free(kulisse_core::ports::TESTS).expect("a free port on 127.0.0.1")
+}

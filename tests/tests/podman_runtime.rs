@@ -146,7 +146,7 @@ async fn runtime_runs_pods_on_their_own_loopback_ips() {
     let mut ips = Vec::new();
     let mut sandboxes = Vec::new();
     // web-b also asks for a hostPort: published on the node's address, 127.0.0.1.
-    let host_port = kulisse_core::ports::free(kulisse_core::ports::TESTS).expect("a free port");
+    let host_port = kulisse_tests::free_port();
     for (name, uid) in [("web-a", "uid-a"), ("web-b", "uid-b")] {
         let mut cfg = sandbox_config(name, uid);
         if name == "web-b" {

@@ -73,12 +73,6 @@ struct Running {
     hosts: Option<hosts::Owned>,
 }
 
-/// A port for a process of the cluster, below the kernel's ephemeral range: the layout keeps
-/// it across restarts, and a port from that range may be some connection's by then.
-fn free_port() -> anyhow::Result<u16> {
-    kulisse_core::ports::free(kulisse_core::ports::CLUSTER).context("finding a free port")
-}
-
 impl Layout {
     fn load_or_create(data_dir: &Path, masters: u32) -> anyhow::Result<Layout> {
         let file = data_dir.join("masters.json");
@@ -95,15 +89,8 @@ impl Layout {
             }
             return Ok(layout);
         }
-        let mut ports = std::collections::BTreeSet::new();
-        let mut take = || -> anyhow::Result<u16> {
-            loop {
-                let p = free_port()?;
-                if ports.insert(p) {
-                    return Ok(p);
-                }
-            }
-        };
+        // Every port differs: the picker never hands out one twice.
+        let take = super::cluster_port;
         let mut layout = Layout {
             masters,
             etcd: Vec::new(),
@@ -505,7 +492,7 @@ fn prepare(args: &mut UpArgs, data_dir: &Path) -> anyhow::Result<Prepared> {
     check_args(args)?;
     if args.listen.port() == 0 {
         // HAProxy's address goes into every kubeconfig: pick the port now.
-        args.listen.set_port(free_port()?);
+        args.listen.set_port(super::cluster_port()?);
     }
     up::create_private_dir(data_dir)?;
     let layout = Layout::load_or_create(data_dir, args.masters)?;

@@ -341,7 +341,7 @@ pub fn labels_match(selector_text: &str, labels: &BTreeMap<String, String>) -> R
 /// Check a text label selector for syntax errors without matching anything (the API server
 /// answers `400 BadRequest` before listing).
 pub fn parse_label_selector_text(selector_text: &str) -> Result<(), String> {
-    labels_match(selector_text, &BTreeMap::new()).map(|_| ())
+    LabelSelector::parse(selector_text).map(|_| ())
 }
 
 /// Does a structured `LabelSelector` (`{"matchLabels": {...}, "matchExpressions": [...]}`,

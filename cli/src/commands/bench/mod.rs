@@ -356,7 +356,7 @@ impl Server {
     /// As [`Server::start`], with `env` added to the environment of `kulisse up`.
     async fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Server> {
         let data_dir = dir.join("data");
-        let port = free_port()?;
+        let port = super::cluster_port()?;
         let mut args: Vec<String> = vec![
             "up".into(),
             "--data-dir".into(),
@@ -423,10 +423,6 @@ fn cpu_seconds_of(pid: &str) -> Option<f64> {
     // SAFETY: sysconf only reads a configuration value.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (per_second > 0).then(|| ticks / per_second as f64)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    kulisse_core::ports::free(kulisse_core::ports::CLUSTER).context("finding a free port")
 }
 
 /// In-process nodes hold a few connections each; allow as many descriptors as the hard limit.
@@ -929,7 +925,7 @@ async fn create_load(
 
 /// Start etcd on free loopback ports in `dir`; its process and client URL.
 async fn start_etcd(program: &Path, dir: &Path) -> anyhow::Result<(Proc, String)> {
-    let (client_port, peer_port) = (free_port()?, free_port()?);
+    let (client_port, peer_port) = (super::cluster_port()?, super::cluster_port()?);
     let url = format!("http://127.0.0.1:{client_port}");
     let args: Vec<String> = [
         "--data-dir",
