@@ -8,9 +8,12 @@
 //! (the CLI, a kubelet started on its own) send it over OTLP/HTTP (`POST /v1/traces`). That is
 //! what `kulisse trace last` reads.
 //!
-//! Each span is kept as a [`StoredSpan`]: ids as lowercase hex (as in `traceparent`), times as
+//! Each span is read as a [`StoredSpan`]: ids as lowercase hex (as in `traceparent`), times as
 //! nanoseconds since the Unix epoch, attributes as text. The same shape is what the API server
-//! returns at `GET /apis/kulisse.dev/v1/traces/{id}`.
+//! returns at `GET /apis/kulisse.dev/v1/traces/{id}`. A span that ended in this process is kept
+//! as the OpenTelemetry SDK handed it over and converted only when read: every request ends
+//! spans, few requests read them, and converting each one as it ended took a sixth of the API
+//! server's CPU under a write load (`kulisse bench --tracing`).
 //!
 //! In Kubernetes terms there is no such component: clusters ship spans to an external backend.
 //! kulisse keeps this store so that a learner can see a trace with nothing else installed;
@@ -20,7 +23,7 @@
 //! stand-in), `kulisse_core::store`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
@@ -261,20 +264,139 @@ pub enum Inserted {
     Duplicate,
     /// The trace already holds as many spans as the whole store may; the span is dropped.
     TraceFull,
+    /// The span's trace id is not 32 hex digits; the span is dropped.
+    Malformed,
+}
+
+/// A span as the store keeps it. A span that ended in this process stays as the SDK handed it
+/// over, and becomes a [`StoredSpan`] only when somebody reads it: spans end on every request,
+/// reads are rare, and the conversion (ids to hex, every attribute to text) cost the API
+/// server a tenth of its CPU when it was done for every span. A span from another process
+/// arrives as a [`StoredSpan`] already.
+enum Kept {
+    Local { data: SpanData, router: Arc<ServiceRouter> },
+    Remote(StoredSpan),
+}
+
+impl Kept {
+    fn to_stored(&self) -> StoredSpan {
+        match self {
+            Kept::Local { data, router } => StoredSpan::from_span_data(data, router.service_for(local_stage(data))),
+            Kept::Remote(span) => span.clone(),
+        }
+    }
+
+    fn start_unix_nanos(&self) -> u64 {
+        match self {
+            Kept::Local { data, .. } => unix_nanos(data.start_time),
+            Kept::Remote(span) => span.start_unix_nanos,
+        }
+    }
+
+    fn end_unix_nanos(&self) -> u64 {
+        match self {
+            Kept::Local { data, .. } => unix_nanos(data.end_time),
+            Kept::Remote(span) => span.end_unix_nanos,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Kept::Local { data, .. } => &data.name,
+            Kept::Remote(span) => &span.name,
+        }
+    }
+
+    fn service(&self) -> &str {
+        match self {
+            Kept::Local { data, router } => router.service_for(local_stage(data)),
+            Kept::Remote(span) => &span.service_name,
+        }
+    }
+
+    fn span_id(&self) -> Option<u64> {
+        match self {
+            Kept::Local { data, .. } => Some(u64::from_be_bytes(data.span_context.span_id().to_bytes())),
+            Kept::Remote(span) => parse_span_id(&span.span_id),
+        }
+    }
+
+    /// The parent's id; `None` for a root.
+    fn parent_id(&self) -> Option<u64> {
+        match self {
+            Kept::Local { data, .. } => {
+                (data.parent_span_id != SpanId::INVALID).then(|| u64::from_be_bytes(data.parent_span_id.to_bytes()))
+            }
+            Kept::Remote(span) => span.parent_span_id.as_deref().map(|p| parse_span_id(p).unwrap_or(0)),
+        }
+    }
+
+    fn is_root(&self) -> bool {
+        match self {
+            Kept::Local { data, .. } => data.parent_span_id == SpanId::INVALID,
+            Kept::Remote(span) => span.is_root(),
+        }
+    }
+
+    fn is_error(&self) -> bool {
+        match self {
+            Kept::Local { data, .. } => matches!(data.status, Status::Error { .. }),
+            Kept::Remote(span) => span.is_error(),
+        }
+    }
+
+    /// The traces this span links to.
+    fn linked_traces(&self) -> Vec<u128> {
+        match self {
+            Kept::Local { data, .. } => data
+                .links
+                .iter()
+                .map(|link| u128::from_be_bytes(link.span_context.trace_id().to_bytes()))
+                .collect(),
+            Kept::Remote(span) => span.links.iter().filter_map(|l| parse_trace_id(&l.trace_id)).collect(),
+        }
+    }
+}
+
+/// The `kulisse.stage` of a span that ended here.
+fn local_stage(data: &SpanData) -> Option<&str> {
+    data.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == STAGE_KEY)
+        .and_then(|kv| match &kv.value {
+            opentelemetry::Value::String(text) => Some(text.as_str()),
+            _ => None,
+        })
+}
+
+/// A trace id as the store's key: 32 hex digits, any case, around spaces.
+fn parse_trace_id(id: &str) -> Option<u128> {
+    let id = id.trim();
+    (id.len() == 32).then(|| u128::from_str_radix(id, 16).ok()).flatten()
+}
+
+/// A span id: 16 hex digits, any case.
+fn parse_span_id(id: &str) -> Option<u64> {
+    (id.len() == 16).then(|| u64::from_str_radix(id, 16).ok()).flatten()
+}
+
+/// The key as the store's callers see it: 32 lowercase hex digits.
+fn trace_id_text(key: u128) -> String {
+    format!("{key:032x}")
 }
 
 struct TraceEntry {
-    spans: Vec<StoredSpan>,
-    span_ids: HashSet<String>,
+    spans: Vec<Kept>,
+    span_ids: HashSet<u64>,
     /// The store's sequence number of the last insert into this trace.
     touched: u64,
 }
 
 #[derive(Default)]
 struct Inner {
-    traces: HashMap<String, TraceEntry>,
+    traces: HashMap<u128, TraceEntry>,
     /// Traces by `touched`, least recently updated first.
-    by_recency: BTreeMap<u64, String>,
+    by_recency: BTreeMap<u64, u128>,
     span_count: usize,
     seq: u64,
     dropped: u64,
@@ -283,7 +405,7 @@ struct Inner {
 /// A bounded in-memory store of finished spans, grouped by trace. See the module docs.
 ///
 /// Thread-safe; every method takes `&self`. Inserting is a short critical section (the store is
-/// fed synchronously as spans end).
+/// fed synchronously as spans end): the traces it forgets are freed after the lock is let go.
 pub struct TraceStore {
     max_spans: usize,
     max_traces: usize,
@@ -332,76 +454,90 @@ impl TraceStore {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Keeps one span. Ids are normalised to lowercase. Forgets the least recently updated
-    /// traces when the store is over its limits.
+    /// Keeps one span (from another process). Ids may be in either case. Forgets the least
+    /// recently updated traces when the store is over its limits.
     pub fn insert(&self, span: StoredSpan) -> Inserted {
-        let result = {
-            let mut inner = self.lock();
-            self.insert_locked(&mut inner, span)
-        };
-        if result == Inserted::Added {
-            self.notify();
-        }
-        result
+        self.insert_all_kept(std::iter::once(Kept::Remote(span)))
+            .into_iter()
+            .next()
+            .unwrap_or(Inserted::Malformed)
     }
 
     /// Keeps many spans; returns how many were new.
     pub fn insert_all(&self, spans: impl IntoIterator<Item = StoredSpan>) -> usize {
-        let added = {
+        let results = self.insert_all_kept(spans.into_iter().map(Kept::Remote));
+        results.iter().filter(|r| **r == Inserted::Added).count()
+    }
+
+    /// Keeps a span that ended in this process, as the SDK handed it over.
+    fn insert_local(&self, data: SpanData, router: Arc<ServiceRouter>) -> Inserted {
+        self.insert_all_kept(std::iter::once(Kept::Local { data, router }))
+            .into_iter()
+            .next()
+            .unwrap_or(Inserted::Malformed)
+    }
+
+    fn insert_all_kept(&self, spans: impl Iterator<Item = Kept>) -> Vec<Inserted> {
+        let mut forgotten = Vec::new();
+        let results: Vec<Inserted> = {
             let mut inner = self.lock();
             spans
-                .into_iter()
-                .filter(|span| self.insert_locked(&mut inner, span.clone()) == Inserted::Added)
-                .count()
+                .map(|span| self.insert_locked(&mut inner, span, &mut forgotten))
+                .collect()
         };
-        if added > 0 {
+        // Free what was forgotten (thousands of small allocations) without holding the lock.
+        drop(forgotten);
+        if results.contains(&Inserted::Added) {
             self.notify();
         }
-        added
+        results
     }
 
     fn notify(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn insert_locked(&self, inner: &mut Inner, mut span: StoredSpan) -> Inserted {
-        span.trace_id.make_ascii_lowercase();
-        span.span_id.make_ascii_lowercase();
-        if let Some(parent) = span.parent_span_id.as_mut() {
-            parent.make_ascii_lowercase();
-        }
+    fn insert_locked(&self, inner: &mut Inner, span: Kept, forgotten: &mut Vec<TraceEntry>) -> Inserted {
+        let key = match &span {
+            Kept::Local { data, .. } => Some(u128::from_be_bytes(data.span_context.trace_id().to_bytes())),
+            Kept::Remote(stored) => parse_trace_id(&stored.trace_id),
+        };
+        let Some(key) = key else {
+            return Inserted::Malformed;
+        };
         inner.seq += 1;
         let seq = inner.seq;
-        let trace_id = span.trace_id.clone();
-        let entry = inner.traces.entry(trace_id.clone()).or_insert_with(|| TraceEntry {
+        let entry = inner.traces.entry(key).or_insert_with(|| TraceEntry {
             spans: Vec::new(),
             span_ids: HashSet::new(),
             touched: seq,
         });
-        if entry.span_ids.contains(&span.span_id) {
+        let span_id = span.span_id();
+        if span_id.is_some_and(|id| entry.span_ids.contains(&id)) {
             return Inserted::Duplicate;
         }
         if entry.spans.len() >= self.max_spans {
             inner.dropped += 1;
             return Inserted::TraceFull;
         }
-        entry.span_ids.insert(span.span_id.clone());
+        entry.span_ids.extend(span_id);
         entry.spans.push(span);
         let previous = std::mem::replace(&mut entry.touched, seq);
         inner.by_recency.remove(&previous);
-        inner.by_recency.insert(seq, trace_id.clone());
+        inner.by_recency.insert(seq, key);
         inner.span_count += 1;
         while inner.span_count > self.max_spans || inner.traces.len() > self.max_traces {
             let Some((_, oldest)) = inner.by_recency.pop_first() else {
                 break;
             };
-            if oldest == trace_id && inner.traces.len() == 1 {
+            if oldest == key && inner.traces.len() == 1 {
                 // Never forget the trace that is being added to; its size is capped above.
                 inner.by_recency.insert(seq, oldest);
                 break;
             }
             if let Some(gone) = inner.traces.remove(&oldest) {
                 inner.span_count -= gone.spans.len();
+                forgotten.push(gone);
             }
         }
         Inserted::Added
@@ -410,12 +546,14 @@ impl TraceStore {
     /// All kept spans of one trace, ordered by start time. Empty if the trace is unknown.
     /// `trace_id` may be in upper or lower case.
     pub fn spans_of(&self, trace_id: &str) -> Vec<StoredSpan> {
-        let id = trace_id.trim().to_ascii_lowercase();
-        let mut spans = self
+        let Some(key) = parse_trace_id(trace_id) else {
+            return Vec::new();
+        };
+        let mut spans: Vec<StoredSpan> = self
             .lock()
             .traces
-            .get(&id)
-            .map(|entry| entry.spans.clone())
+            .get(&key)
+            .map(|entry| entry.spans.iter().map(Kept::to_stored).collect())
             .unwrap_or_default();
         sort_by_start(&mut spans);
         spans
@@ -426,36 +564,36 @@ impl TraceStore {
     /// one `apply` becomes several traces (one per asynchronous stage) linked to each other;
     /// this collects them all again.
     pub fn spans_of_linked(&self, trace_id: &str) -> Vec<StoredSpan> {
-        let id = trace_id.trim().to_ascii_lowercase();
+        let Some(key) = parse_trace_id(trace_id) else {
+            return Vec::new();
+        };
         let inner = self.lock();
-        if !inner.traces.contains_key(&id) {
+        if !inner.traces.contains_key(&key) {
             return Vec::new();
         }
         // Which traces each trace links to, and which link to it.
-        let mut edges: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+        let mut edges: HashMap<u128, BTreeSet<u128>> = HashMap::new();
         for (tid, entry) in &inner.traces {
-            for span in &entry.spans {
-                for link in &span.links {
-                    if link.trace_id != *tid && inner.traces.contains_key(&link.trace_id) {
-                        edges.entry(tid.as_str()).or_default().insert(link.trace_id.as_str());
-                        edges.entry(link.trace_id.as_str()).or_default().insert(tid.as_str());
-                    }
+            for linked in entry.spans.iter().flat_map(Kept::linked_traces) {
+                if linked != *tid && inner.traces.contains_key(&linked) {
+                    edges.entry(*tid).or_default().insert(linked);
+                    edges.entry(linked).or_default().insert(*tid);
                 }
             }
         }
-        let mut seen: BTreeSet<&str> = BTreeSet::from([id.as_str()]);
-        let mut queue: VecDeque<&str> = VecDeque::from([id.as_str()]);
+        let mut seen: BTreeSet<u128> = BTreeSet::from([key]);
+        let mut queue: VecDeque<u128> = VecDeque::from([key]);
         while let Some(next) = queue.pop_front() {
-            for other in edges.get(next).into_iter().flatten() {
-                if seen.insert(other) {
-                    queue.push_back(other);
+            for other in edges.get(&next).into_iter().flatten() {
+                if seen.insert(*other) {
+                    queue.push_back(*other);
                 }
             }
         }
         let mut spans: Vec<StoredSpan> = seen
             .iter()
-            .filter_map(|tid| inner.traces.get(*tid))
-            .flat_map(|entry| entry.spans.iter().cloned())
+            .filter_map(|tid| inner.traces.get(tid))
+            .flat_map(|entry| entry.spans.iter().map(Kept::to_stored))
             .collect();
         drop(inner);
         sort_by_start(&mut spans);
@@ -473,14 +611,14 @@ impl TraceStore {
                 entry
                     .spans
                     .iter()
-                    .filter(|s| s.is_root() && s.name == APPLY_ROOT_SPAN)
-                    .map(|s| s.start_unix_nanos)
+                    .filter(|s| s.is_root() && s.name() == APPLY_ROOT_SPAN)
+                    .map(Kept::start_unix_nanos)
                     .max()
-                    .map(|start| (start, id))
+                    .map(|start| (start, *id))
             })
             .max();
         if let Some((_, id)) = newest_apply {
-            return Some(id.clone());
+            return Some(trace_id_text(id));
         }
         inner
             .traces
@@ -489,12 +627,12 @@ impl TraceStore {
                 entry
                     .spans
                     .iter()
-                    .map(|s| s.start_unix_nanos)
+                    .map(Kept::start_unix_nanos)
                     .min()
-                    .map(|start| (start, id))
+                    .map(|start| (start, *id))
             })
             .max()
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| trace_id_text(id))
     }
 
     /// `"last"` → [`TraceStore::last_trace_id`]; a trace id → itself in lowercase, if the
@@ -504,15 +642,18 @@ impl TraceStore {
         if wanted.eq_ignore_ascii_case("last") {
             return self.last_trace_id();
         }
-        let id = wanted.to_ascii_lowercase();
-        self.lock().traces.contains_key(&id).then_some(id)
+        let key = parse_trace_id(wanted)?;
+        self.lock().traces.contains_key(&key).then(|| trace_id_text(key))
     }
 
     /// The summary of one trace, if the store holds it.
     pub fn summary_of(&self, trace_id: &str) -> Option<TraceSummary> {
-        let id = trace_id.trim().to_ascii_lowercase();
+        let key = parse_trace_id(trace_id)?;
         let inner = self.lock();
-        inner.traces.get(&id).map(|entry| summarize(&id, &entry.spans))
+        inner
+            .traces
+            .get(&key)
+            .map(|entry| summarize_facts(&trace_id_text(key), &entry.spans))
     }
 
     /// Summaries of every kept trace, newest (latest start) first.
@@ -522,7 +663,7 @@ impl TraceStore {
             inner
                 .traces
                 .iter()
-                .map(|(id, entry)| summarize(id, &entry.spans))
+                .map(|(id, entry)| summarize_facts(&trace_id_text(*id), &entry.spans))
                 .collect()
         };
         out.sort_by(|a, b| {
@@ -588,33 +729,107 @@ fn sort_by_start(spans: &mut [StoredSpan]) {
 
 /// The summary of one trace's spans.
 pub fn summarize(trace_id: &str, spans: &[StoredSpan]) -> TraceSummary {
-    let mut sorted: Vec<&StoredSpan> = spans.iter().collect();
-    sorted.sort_by_key(|s| (s.start_unix_nanos, std::cmp::Reverse(s.end_unix_nanos)));
-    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
-    let root = sorted.iter().find(|s| s.is_root()).copied();
+    summarize_facts(trace_id, spans)
+}
+
+/// What a summary needs of a span, from a [`StoredSpan`] or from a span the store keeps as the
+/// SDK handed it over (without converting it).
+trait SpanFacts {
+    fn start(&self) -> u64;
+    fn end(&self) -> u64;
+    /// The span's id, and its parent's, as comparable keys.
+    fn ids(&self) -> (SpanKey<'_>, Option<SpanKey<'_>>);
+    fn name(&self) -> &str;
+    fn service(&self) -> &str;
+    fn failed(&self) -> bool;
+}
+
+/// A span id as text (a [`StoredSpan`] may come with any text) or as the SDK's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SpanKey<'a> {
+    Text(&'a str),
+    Number(u64),
+}
+
+impl SpanFacts for StoredSpan {
+    fn start(&self) -> u64 {
+        self.start_unix_nanos
+    }
+    fn end(&self) -> u64 {
+        self.end_unix_nanos
+    }
+    fn ids(&self) -> (SpanKey<'_>, Option<SpanKey<'_>>) {
+        (
+            SpanKey::Text(&self.span_id),
+            self.parent_span_id.as_deref().map(SpanKey::Text),
+        )
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn service(&self) -> &str {
+        &self.service_name
+    }
+    fn failed(&self) -> bool {
+        self.is_error()
+    }
+}
+
+impl SpanFacts for Kept {
+    fn start(&self) -> u64 {
+        self.start_unix_nanos()
+    }
+    fn end(&self) -> u64 {
+        self.end_unix_nanos()
+    }
+    fn ids(&self) -> (SpanKey<'_>, Option<SpanKey<'_>>) {
+        match self {
+            Kept::Local { .. } => (
+                SpanKey::Number(self.span_id().unwrap_or(0)),
+                self.parent_id().map(SpanKey::Number),
+            ),
+            Kept::Remote(span) => span.ids(),
+        }
+    }
+    fn name(&self) -> &str {
+        Kept::name(self)
+    }
+    fn service(&self) -> &str {
+        Kept::service(self)
+    }
+    fn failed(&self) -> bool {
+        self.is_error()
+    }
+}
+
+fn summarize_facts<S: SpanFacts>(trace_id: &str, spans: &[S]) -> TraceSummary {
+    let mut sorted: Vec<&S> = spans.iter().collect();
+    sorted.sort_by_key(|s| (s.start(), std::cmp::Reverse(s.end())));
+    let ids: HashSet<SpanKey<'_>> = spans.iter().map(|s| s.ids().0).collect();
+    let root = sorted.iter().find(|s| s.ids().1.is_none()).copied();
     let top = root.or_else(|| {
         sorted
             .iter()
-            .find(|s| s.parent_span_id.as_deref().is_none_or(|p| !ids.contains(p)))
+            .find(|s| s.ids().1.is_none_or(|p| !ids.contains(&p)))
             .copied()
     });
-    let start = sorted.first().map(|s| s.start_unix_nanos).unwrap_or(0);
-    let end = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(start);
+    let start = sorted.first().map(|s| s.start()).unwrap_or(0);
+    let end = spans.iter().map(|s| s.end()).max().unwrap_or(start);
     let mut services: Vec<String> = Vec::new();
     for span in &sorted {
-        if !services.contains(&span.service_name) {
-            services.push(span.service_name.clone());
+        if !services.iter().any(|known| known == span.service()) {
+            services.push(span.service().to_string());
         }
     }
     TraceSummary {
         trace_id: trace_id.to_string(),
-        root_name: top.map(|s| s.name.clone()).unwrap_or_default(),
-        root_service: top.map(|s| s.service_name.clone()).unwrap_or_default(),
+        root_name: top.map(|s| s.name().to_string()).unwrap_or_default(),
+        root_service: top.map(|s| s.service().to_string()).unwrap_or_default(),
         has_root: root.is_some(),
         start_unix_nanos: start,
         duration_nanos: end.saturating_sub(start),
         span_count: spans.len(),
-        error_count: spans.iter().filter(|s| s.is_error()).count(),
+        error_count: spans.iter().filter(|s| s.failed()).count(),
         services,
     }
 }
@@ -631,13 +846,16 @@ pub fn summarize(trace_id: &str, spans: &[StoredSpan]) -> TraceSummary {
 #[derive(Debug)]
 pub struct StoreProcessor {
     store: &'static TraceStore,
-    router: ServiceRouter,
+    router: Arc<ServiceRouter>,
 }
 
 impl StoreProcessor {
     /// A processor feeding `store`, naming services with `router`.
     pub fn new(store: &'static TraceStore, router: ServiceRouter) -> StoreProcessor {
-        StoreProcessor { store, router }
+        StoreProcessor {
+            store,
+            router: Arc::new(router),
+        }
     }
 }
 
@@ -645,13 +863,8 @@ impl SpanProcessor for StoreProcessor {
     fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        let stage = span
-            .attributes
-            .iter()
-            .find(|kv| kv.key.as_str() == STAGE_KEY)
-            .map(|kv| kv.value.as_str());
-        let service = self.router.service_for(stage.as_deref());
-        self.store.insert(StoredSpan::from_span_data(&span, service));
+        // Kept as it is: the service is chosen, and the span converted, when it is read.
+        self.store.insert_local(span, self.router.clone());
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -663,7 +876,7 @@ impl SpanProcessor for StoreProcessor {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.router.set_default_from_resource(resource);
+        Arc::make_mut(&mut self.router).set_default_from_resource(resource);
     }
 }
 
@@ -834,5 +1047,58 @@ pub(crate) mod tests {
         assert!(!is_trace_id("00000000000000000000000000000000"));
         assert!(!is_trace_id("4bf92f35"));
         assert!(!is_trace_id("last"));
+    }
+
+    #[test]
+    fn spans_that_end_here_are_converted_when_read_as_if_at_their_end() {
+        use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _};
+        let store: &'static TraceStore = Box::leak(Box::new(TraceStore::new(100, 10)));
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_resource(Resource::builder().with_service_name("kulisse-test").build())
+            .with_span_processor(StoreProcessor::new(store, ServiceRouter::new("unused", true)))
+            .build();
+        let tracer = provider.tracer("kulisse");
+        let root = tracer
+            .span_builder("cli.apply")
+            .with_attributes([opentelemetry::KeyValue::new(STAGE_KEY, "cli")])
+            .start(&tracer);
+        let cx = opentelemetry::Context::current_with_span(root);
+        let mut child = tracer
+            .span_builder("scheduler.bind")
+            .with_attributes([opentelemetry::KeyValue::new(STAGE_KEY, "scheduler")])
+            .start_with_context(&tracer, &cx);
+        child.set_status(Status::error("no node fits"));
+        child.end();
+        let mut plain = tracer.start_with_context("other", &cx);
+        plain.add_event("a thing happened", vec![opentelemetry::KeyValue::new("k", 7)]);
+        plain.end();
+        cx.span().end();
+        let trace_id = cx.span().span_context().trace_id().to_string();
+
+        let spans = store.spans_of(&trace_id.to_uppercase());
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["cli.apply", "scheduler.bind", "other"]);
+        let services: Vec<&str> = spans.iter().map(|s| s.service_name.as_str()).collect();
+        assert_eq!(services, ["kulisse-cli", "kulisse-scheduler", "kulisse-test"]);
+        assert_eq!(spans[0].parent_span_id, None);
+        assert_eq!(spans[1].parent_span_id.as_deref(), Some(spans[0].span_id.as_str()));
+        assert_eq!(spans[1].status, SpanStatusCode::Error);
+        assert_eq!(spans[1].stage.as_deref(), Some("scheduler"));
+        assert_eq!(spans[2].events[0].attributes["k"], "7");
+        // A summary read straight from the kept spans is the summary of the converted ones.
+        assert_eq!(store.summary_of(&trace_id), Some(summarize(&trace_id, &spans)));
+        assert_eq!(store.recent_traces(), vec![summarize(&trace_id, &spans)]);
+        assert_eq!(store.last_trace_id(), Some(trace_id.clone()));
+        assert_eq!(store.resolve(&trace_id), Some(trace_id));
+    }
+
+    #[test]
+    fn a_span_whose_trace_id_is_not_32_hex_digits_is_refused() {
+        let store = TraceStore::new(100, 10);
+        let mut bad = span(1, 1, None, "cli.apply", 0, 1);
+        bad.trace_id = "not-a-trace-id".into();
+        assert_eq!(store.insert(bad), Inserted::Malformed);
+        assert!(store.is_empty());
+        assert_eq!(store.trace_count(), 0);
     }
 }

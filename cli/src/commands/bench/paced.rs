@@ -120,7 +120,9 @@ pub(super) async fn tracing_case(writes: usize, timeout: Duration, report: &mut 
         let server = Server::start_env(dir.path(), &["--nodes", "0", "--components", "apiserver"], env).await?;
         // A user's client, not a component's: each create starts a trace at the API server.
         let client = Client::from_kubeconfig(&server.kubeconfig)?;
+        let cpu_before = server.proc.cpu_seconds();
         let load = create_load(&client, writes, CLIENTS, name, timeout).await?;
+        let cpu = cpu_before.zip(server.proc.cpu_seconds()).map(|(b, a)| a - b);
         server.proc.stop().await;
         report.figure(
             "tracing",
@@ -130,6 +132,19 @@ pub(super) async fn tracing_case(writes: usize, timeout: Duration, report: &mut 
             &format!("{:.0}/s", load.per_s),
             "",
         );
+        if let Some(cpu) = cpu {
+            // What one create costs the API server's CPUs: the throughput figure also
+            // carries the 64 clients, which share this machine.
+            let us = cpu / writes as f64 * 1e6;
+            report.figure(
+                "tracing",
+                &format!("{CLIENTS}clients"),
+                &format!("API server CPU us/create (spans {name})"),
+                us,
+                &format!("{us:.0} us"),
+                "",
+            );
+        }
         per_s.push(load.per_s);
     }
     let spans = receiver.spans.load(Ordering::Relaxed);
