@@ -321,16 +321,6 @@ impl Kept {
         }
     }
 
-    /// The parent's id; `None` for a root.
-    fn parent_id(&self) -> Option<u64> {
-        match self {
-            Kept::Local { data, .. } => {
-                (data.parent_span_id != SpanId::INVALID).then(|| u64::from_be_bytes(data.parent_span_id.to_bytes()))
-            }
-            Kept::Remote(span) => span.parent_span_id.as_deref().map(|p| parse_span_id(p).unwrap_or(0)),
-        }
-    }
-
     fn is_root(&self) -> bool {
         match self {
             Kept::Local { data, .. } => data.parent_span_id == SpanId::INVALID,
@@ -457,40 +447,42 @@ impl TraceStore {
     /// Keeps one span (from another process). Ids may be in either case. Forgets the least
     /// recently updated traces when the store is over its limits.
     pub fn insert(&self, span: StoredSpan) -> Inserted {
-        self.insert_all_kept(std::iter::once(Kept::Remote(span)))
-            .into_iter()
-            .next()
-            .unwrap_or(Inserted::Malformed)
+        let mut result = Inserted::Malformed;
+        self.insert_kept(std::iter::once(Kept::Remote(span)), |r| result = r);
+        result
     }
 
     /// Keeps many spans; returns how many were new.
     pub fn insert_all(&self, spans: impl IntoIterator<Item = StoredSpan>) -> usize {
-        let results = self.insert_all_kept(spans.into_iter().map(Kept::Remote));
-        results.iter().filter(|r| **r == Inserted::Added).count()
+        let mut added = 0;
+        self.insert_kept(spans.into_iter().map(Kept::Remote), |r| {
+            added += usize::from(r == Inserted::Added)
+        });
+        added
     }
 
     /// Keeps a span that ended in this process, as the SDK handed it over.
-    fn insert_local(&self, data: SpanData, router: Arc<ServiceRouter>) -> Inserted {
-        self.insert_all_kept(std::iter::once(Kept::Local { data, router }))
-            .into_iter()
-            .next()
-            .unwrap_or(Inserted::Malformed)
+    fn insert_local(&self, data: SpanData, router: Arc<ServiceRouter>) {
+        self.insert_kept(std::iter::once(Kept::Local { data, router }), |_| {});
     }
 
-    fn insert_all_kept(&self, spans: impl Iterator<Item = Kept>) -> Vec<Inserted> {
+    /// Inserts `spans` under one lock, telling `each` what became of every span.
+    fn insert_kept(&self, spans: impl Iterator<Item = Kept>, mut each: impl FnMut(Inserted)) {
         let mut forgotten = Vec::new();
-        let results: Vec<Inserted> = {
+        let mut added = false;
+        {
             let mut inner = self.lock();
-            spans
-                .map(|span| self.insert_locked(&mut inner, span, &mut forgotten))
-                .collect()
-        };
+            for span in spans {
+                let result = self.insert_locked(&mut inner, span, &mut forgotten);
+                added |= result == Inserted::Added;
+                each(result);
+            }
+        }
         // Free what was forgotten (thousands of small allocations) without holding the lock.
         drop(forgotten);
-        if results.contains(&Inserted::Added) {
+        if added {
             self.notify();
         }
-        results
     }
 
     fn notify(&self) {
@@ -784,9 +776,9 @@ impl SpanFacts for Kept {
     }
     fn ids(&self) -> (SpanKey<'_>, Option<SpanKey<'_>>) {
         match self {
-            Kept::Local { .. } => (
-                SpanKey::Number(self.span_id().unwrap_or(0)),
-                self.parent_id().map(SpanKey::Number),
+            Kept::Local { data, .. } => (
+                SpanKey::Number(u64::from_be_bytes(data.span_context.span_id().to_bytes())),
+                (!self.is_root()).then(|| SpanKey::Number(u64::from_be_bytes(data.parent_span_id.to_bytes()))),
             ),
             Kept::Remote(span) => span.ids(),
         }

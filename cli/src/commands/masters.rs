@@ -90,15 +90,14 @@ impl Layout {
             return Ok(layout);
         }
         // Every port differs: the picker never hands out one twice.
-        let take = super::cluster_port;
         let mut layout = Layout {
             masters,
             etcd: Vec::new(),
             apiservers: Vec::new(),
         };
         for _ in 0..masters {
-            layout.etcd.push((take()?, take()?));
-            layout.apiservers.push(take()?);
+            layout.etcd.push((super::cluster_port()?, super::cluster_port()?));
+            layout.apiservers.push(super::cluster_port()?);
         }
         write_private(&file, &serde_json::to_vec_pretty(&layout)?)
             .with_context(|| format!("writing {}", file.display()))?;

@@ -42,19 +42,18 @@ pub mod version;
 pub mod wait;
 pub mod why;
 
-/// A loopback port for a process kulisse starts and tells its port (etcd, an API server of
-/// `--masters 3`, the bench's servers): below the kernel's ephemeral range, so it is still
-/// free when the process binds it, even after a restart reuses it ([`kulisse_core::ports`]).
-pub(crate) fn cluster_port() -> anyhow::Result<u16> {
-    use anyhow::Context as _;
-    kulisse_core::ports::free(kulisse_core::ports::CLUSTER).context("finding a free port")
-}
-
 use anyhow::Context as _;
 use kulisse_core::client::{Client, kubeconfig};
 use kulisse_core::objects::ResourceInfo;
 
 use crate::GlobalArgs;
+
+/// A loopback port for a process kulisse starts and tells its port (etcd, an API server of
+/// `--masters 3`, the bench's servers): below the kernel's ephemeral range, so it is still
+/// free when the process binds it, even after a restart reuses it ([`kulisse_core::ports`]).
+pub(crate) fn cluster_port() -> anyhow::Result<u16> {
+    kulisse_core::ports::free(kulisse_core::ports::CLUSTER).context("finding a free port")
+}
 
 /// A client from `--kubeconfig`, `$KULISSE_KUBECONFIG` or `~/.kulisse/kubeconfig`.
 pub fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
