@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kulisse_backends::runtime::mock::{MockOptions, MockRuntime};
 use kulisse_core::client::{Client, ListParams};
@@ -26,9 +27,15 @@ struct Node {
 
 /// An API server, a mock runtime and a kubelet with fast intervals for node `name`.
 async fn start(name: &str) -> Node {
+    start_with(KubeletOptions::fast(name)).await
+}
+
+/// An API server, a mock runtime and a kubelet with `options`.
+async fn start_with(mut options: KubeletOptions) -> Node {
+    let name = options.node_name.clone();
+    let name = name.as_str();
     let fx = ApiServerFixture::start().await;
     let runtime = MockRuntime::new(MockOptions::default());
-    let mut options = KubeletOptions::fast(name);
     options.tls = Some(fx.kubelet_tls(name));
     let kubelet = Kubelet::new(fx.client.clone(), Arc::new(runtime.clone()), options);
     let shutdown = fx.shutdown_rx();
@@ -245,6 +252,71 @@ async fn node_registers_ready_and_renews_its_lease() {
     eventually(20, "a newer node heartbeat", || async {
         let n = node.client().get(kind("v1", "Node"), None, "node-3").await.ok()?;
         (hb(&n)? > first_hb).then_some(())
+    })
+    .await;
+}
+
+/// The Node's status is computed every update interval but written only when it changed or
+/// the report interval has passed (upstream's `nodeStatusReportFrequency`): the Lease is the
+/// heartbeat, and a Node write would reach every watcher of Nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_node_status_is_not_written_again_until_the_report_interval() {
+    let mut options = KubeletOptions::fast("node-4");
+    options.node_status_update_interval = Duration::from_millis(100);
+    options.node_status_report_interval = Duration::from_secs(3600);
+    let node = start_with(options).await;
+    let node_info = kind("v1", "Node");
+    let rv = |n: &Value| {
+        n.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    // Registering reported the status (`start_with` waited for the Node).
+    let written = node.client().get(node_info, None, "node-4").await.unwrap();
+    let lease_info = kind("coordination.k8s.io/v1", "Lease");
+    let lease_rv = |l: Value| rv(&l);
+    let first_lease = lease_rv(
+        node.client()
+            .get(lease_info, Some("kube-node-lease"), "node-4")
+            .await
+            .unwrap(),
+    );
+    // Twenty update intervals later the lease was renewed, and the Node not written.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = node.client().get(node_info, None, "node-4").await.unwrap();
+    assert_eq!(
+        rv(&later),
+        rv(&written),
+        "the Node was written again with nothing new: {later}"
+    );
+    let lease_now = lease_rv(
+        node.client()
+            .get(lease_info, Some("kube-node-lease"), "node-4")
+            .await
+            .unwrap(),
+    );
+    assert_ne!(lease_now, first_lease, "the Lease is the heartbeat: it was renewed");
+    // A change is written at once: the kubelet puts back its Ready condition when someone
+    // else (here the test, as the node lifecycle controller would) marks it Unknown.
+    let mut conditions = later.pointer("/status/conditions").cloned().unwrap();
+    for c in conditions.as_array_mut().unwrap() {
+        if c["type"] == "Ready" {
+            c["status"] = json!("Unknown");
+        }
+    }
+    node.client()
+        .merge_patch(
+            node_info,
+            None,
+            "node-4",
+            Some("status"),
+            &json!({"status": {"conditions": conditions}}),
+        )
+        .await
+        .unwrap();
+    eventually(20, "the kubelet to report Ready again", || async {
+        let n = node.client().get(node_info, None, "node-4").await.ok()?;
+        (condition(&n, "Ready") == Some("True")).then_some(())
     })
     .await;
 }

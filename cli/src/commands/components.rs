@@ -346,6 +346,7 @@ pub fn mock_kubelet(
     if fast {
         opts.lease_renew_interval = Duration::from_secs(1);
         opts.node_status_update_interval = Duration::from_secs(1);
+        opts.node_status_report_interval = Duration::from_secs(2);
     }
     size.apply(&mut opts, RuntimeKind::Mock)?;
     opts.root_dir = root_dir.map(std::path::Path::to_path_buf);
@@ -382,6 +383,7 @@ pub async fn podman_kubelet(
     if fast {
         opts.lease_renew_interval = Duration::from_secs(1);
         opts.node_status_update_interval = Duration::from_secs(1);
+        opts.node_status_report_interval = Duration::from_secs(2);
     }
     size.apply(&mut opts, RuntimeKind::Podman)?;
     opts.root_dir = root_dir.map(std::path::Path::to_path_buf);

@@ -205,7 +205,9 @@ pub fn server_config(certs: &ClusterCerts) -> std::io::Result<Arc<rustls::Server
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| err("the API server certificate", e))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 first, as kube-apiserver offers it; HTTP/1.1 for clients that speak only that
+    // (and for the upgrades of `exec` and `port-forward`).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -802,7 +802,17 @@ fn with_warnings(mut resp: Response<Body>, warnings: Vec<String>) -> Response<Bo
     resp
 }
 
-/// Serve HTTP/1.1 on one connection (plain or TLS) until it ends or the server shuts down.
+/// HTTP/2 streams one client may have open at once on a connection. Go's default is 250;
+/// upstream's aggregated API servers raise it to 1000 (`HTTP2MaxStreamsPerConnection`)
+/// because one client multiplexes many long-running watches into one connection, as every
+/// kulisse component does with its informers.
+const HTTP2_MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
+/// Serve one connection (plain or TLS) until it ends or the server shuts down: HTTP/2 when
+/// the client chose it (ALPN `h2` in the TLS handshake, or the HTTP/2 preface on a plain
+/// connection), HTTP/1.1 otherwise. Like kube-apiserver, which serves both: client-go's
+/// components speak HTTP/2 and send all their requests and watches over one connection;
+/// `exec`, `attach` and `port-forward` upgrade an HTTP/1.1 connection.
 async fn serve_connection<IO>(
     server: Arc<ApiServer>,
     io: IO,
@@ -826,8 +836,9 @@ async fn serve_connection<IO>(
         }
     });
     let io = limits::Clocked::new(io, clock.clone());
-    let conn = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .http1_only()
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http2().max_concurrent_streams(HTTP2_MAX_STREAMS_PER_CONNECTION);
+    let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     tokio::select! {

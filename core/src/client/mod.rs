@@ -8,6 +8,12 @@
 //! Every request carries the W3C `traceparent` header of the current span, so the API
 //! server's spans join the caller's trace: this is how one `kulisse apply` becomes one
 //! trace across processes.
+//!
+//! A client speaks **HTTP/2** to the API server (chosen in the TLS handshake, ALPN `h2`), as
+//! client-go does: every request and every watch of one client travels as a stream of one
+//! TCP connection, so a kubelet with five informers and a stream of status writes holds one
+//! connection, not six. Clones of a client ([`Client::for_component`]) share it. A server
+//! that offers only HTTP/1.1 gets one connection per request in flight, as before.
 
 pub mod informer;
 pub mod kubeconfig;
@@ -43,6 +49,27 @@ const USER_AGENT: &str = concat!("kulisse/", env!("CARGO_PKG_VERSION"));
 /// (leases, heartbeats) in the background.
 pub fn is_component_user_agent(ua: &str) -> bool {
     ua.strip_prefix("kulisse/").is_some_and(|rest| rest.contains(" ("))
+}
+
+/// A hyper client over TLS with `tls` (or plain HTTP, by the URL's scheme): HTTP/2 only
+/// when `h2` (ALPN `h2`), HTTP/1.1 only otherwise.
+fn http_client(tls: rustls::ClientConfig, h2: bool) -> Http {
+    let mut http_connector = HttpConnector::new();
+    http_connector.set_nodelay(true);
+    http_connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    http_connector.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let connector = if h2 {
+        builder.enable_http2().wrap_connector(http_connector)
+    } else {
+        builder.enable_http1().wrap_connector(http_connector)
+    };
+    HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .http2_only(h2)
+        .build(connector)
 }
 
 /// What can go wrong talking to the API server.
@@ -101,12 +128,18 @@ pub struct ListParams {
     pub resource_version_match: Option<String>,
 }
 
+type Http = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// A client for one API server. Cheap to clone: connections are pooled and shared.
 #[derive(Clone)]
 pub struct Client {
     server: String,
     token: String,
-    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Http,
+    /// HTTP/1.1 only, for the requests that upgrade their connection (`exec`, `attach`,
+    /// `port-forward`): HTTP/2 has no `Upgrade`, and client-go's SPDY and WebSocket dialers
+    /// ask for HTTP/1.1 too.
+    http1: Http,
     /// The namespace used when a command does not name one.
     pub default_namespace: String,
     /// The `User-Agent` sent: `kulisse/VERSION`, with the component for the control plane's
@@ -159,10 +192,6 @@ impl Client {
                 )));
             }
         };
-        let mut http_connector = HttpConnector::new();
-        http_connector.set_nodelay(true);
-        http_connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        http_connector.enforce_http(false);
         let tls = tls.unwrap_or_else(|| {
             // Plain HTTP: TLS is never used, but the connector type wants a configuration.
             rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
@@ -171,18 +200,17 @@ impl Client {
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth()
         });
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http_connector);
-        let http = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        // Over TLS the server is an API server (or a balancer passing its TLS through) or a
+        // kubelet, and both speak HTTP/2, as upstream's do: saying so up front lets the pool open one connection
+        // and have every request wait for it, instead of one connection per request sent
+        // before the first handshake told which protocol the server chose.
+        let http = http_client(tls.clone(), uri.scheme_str() == Some("https"));
+        let http1 = http_client(tls, false);
         Ok(Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http,
+            http1,
             default_namespace: "default".into(),
             user_agent: HeaderValue::from_static(USER_AGENT),
         })
@@ -250,6 +278,17 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        self.send_over(&self.http, method, path, headers, body).await
+    }
+
+    async fn send_over(
+        &self,
+        http: &Http,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let url = format!("{}{}", self.server, path);
         let mut req = Request::builder().method(method).uri(&url);
         let hm = req
@@ -270,7 +309,7 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Protocol(format!("could not build request: {e}")))?;
-        self.http.request(req).await.map_err(|e| ClientError::Connect {
+        http.request(req).await.map_err(|e| ClientError::Connect {
             server: self.server.clone(),
             reason: connect_reason(&e),
         })
@@ -286,7 +325,7 @@ impl Client {
     ) -> Result<(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, HeaderMap), ClientError> {
         let mut all = vec![("connection", "Upgrade")];
         all.extend_from_slice(headers);
-        let mut resp = self.send(Method::GET, path, &all, None).await?;
+        let mut resp = self.send_over(&self.http1, Method::GET, path, &all, None).await?;
         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             return Err(refusal(resp, |status| format!("the server answered {status}, not 101")).await);
         }

@@ -89,7 +89,7 @@ pub fn kubelet_serving_config(identity: &Identity, ca_pem: &[u8]) -> std::io::Re
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| err("the kubelet's serving certificate", e))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

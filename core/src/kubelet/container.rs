@@ -31,7 +31,7 @@ impl Backoff {
 }
 
 /// One container instance in the runtime.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Instance {
     pub id: String,
     pub status: Option<ContainerStatus>,

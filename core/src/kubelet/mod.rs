@@ -94,8 +94,12 @@ pub struct KubeletOptions {
     pub lease_renew_interval: Duration,
     /// `spec.leaseDurationSeconds` of the Lease (40).
     pub lease_duration_seconds: u32,
-    /// How often the Node's status (Ready condition, heartbeat) is posted (10 s).
+    /// How often the Node's status (Ready condition, heartbeat) is computed (10 s).
     pub node_status_update_interval: Duration,
+    /// How often the Node's status is written even when nothing in it but the heartbeat
+    /// times changed (upstream's `nodeStatusReportFrequency`, 5 min): the Lease is the
+    /// heartbeat; a change is written at once.
+    pub node_status_report_interval: Duration,
     /// How often each pod worker looks at its containers (the PLEG relist period, 1 s).
     pub relist_period: Duration,
     /// How often runtime leftovers of pods that are gone are cleaned up (2 s).
@@ -133,6 +137,7 @@ impl KubeletOptions {
             lease_renew_interval: Duration::from_secs(10),
             lease_duration_seconds: 40,
             node_status_update_interval: Duration::from_secs(10),
+            node_status_report_interval: Duration::from_secs(300),
             relist_period: Duration::from_secs(1),
             housekeeping_interval: Duration::from_secs(2),
             backoff_base: Duration::from_secs(10),
@@ -150,6 +155,7 @@ impl KubeletOptions {
         KubeletOptions {
             lease_renew_interval: Duration::from_millis(200),
             node_status_update_interval: Duration::from_millis(500),
+            node_status_report_interval: Duration::from_secs(1),
             relist_period: Duration::from_millis(50),
             housekeeping_interval: Duration::from_millis(200),
             backoff_base: Duration::from_millis(100),

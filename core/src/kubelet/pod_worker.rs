@@ -4,7 +4,11 @@
 //! knows about that pod (its sandbox, its containers, restart back-offs, probe results) and
 //! is the only one to act on it. Updates from the API server (the pod changed, it is being
 //! deleted, it is gone) arrive on the worker's channel; between updates the worker looks at
-//! its containers every relist period, as the PLEG would tell it about changes.
+//! its containers every relist period, as the PLEG would tell it about changes. A relist
+//! that finds the same pod and the same containers as the last quiet sync, with no probe
+//! or back-off due, ends there ([`Seen`]): like upstream's PLEG, which wakes a pod's worker
+//! only when its containers changed, a node with thousands of running pods does almost no
+//! work between events.
 //!
 //! One **sync** goes like upstream's `SyncPod`:
 //!
@@ -151,6 +155,62 @@ pub(super) struct Worker {
     pub terminal: Option<&'static str>,
     /// The last status this worker wrote, and the resourceVersion the write produced.
     last_written: Option<(u64, Value)>,
+    /// What the last sync saw, when it had nothing to do and nothing to report.
+    quiet: Option<Seen>,
+}
+
+/// What a sync with nothing to do and nothing to report saw: the pod it was handed and its
+/// containers' instances. A relist that sees the same again has nothing new: upstream's
+/// PLEG compares each relist with the one before and wakes a pod's worker only for a pod
+/// whose containers changed. Skipping such a relist spares rebuilding the pod's status,
+/// which with thousands of pods per process is most of what a node does between events.
+struct Seen {
+    pod: Arc<Value>,
+    instances: Vec<[Option<Instance>; 2]>,
+}
+
+impl Seen {
+    fn of(pod: &Arc<Value>, containers: &[ContainerRec]) -> Seen {
+        Seen {
+            pod: pod.clone(),
+            instances: containers
+                .iter()
+                .map(|rec| [rec.current.clone(), rec.previous.clone()])
+                .collect(),
+        }
+    }
+
+    /// The same pod (the same update, not only equal content) and the same instances.
+    fn again(&self, pod: &Arc<Value>, containers: &[ContainerRec]) -> bool {
+        Arc::ptr_eq(&self.pod, pod)
+            && self.instances.len() == containers.len()
+            && self
+                .instances
+                .iter()
+                .zip(containers)
+                .all(|([current, previous], rec)| *current == rec.current && *previous == rec.previous)
+    }
+}
+
+/// The volume sources whose contents never change while the pod runs. A pod with any other
+/// (a configMap, a secret, the downward API, ...) is synced on every relist, so that a changed
+/// source reaches its files.
+const STILL_VOLUME_SOURCES: [&str; 2] = ["emptyDir", "hostPath"];
+
+/// Whether a relist of this pod may be skipped when its containers did not change: nothing
+/// waits on a clock (a probe, a back-off, a kill) and its volumes never change.
+fn may_rest(pod: &Value, containers: &[ContainerRec], now: Instant) -> bool {
+    let timers_idle = containers.iter().all(|rec| {
+        rec.kill.is_none()
+            && rec.crash.until.is_none()
+            && rec.pull.until.is_none()
+            && rec.probes.iter().all(|p| p.next_due > now)
+    });
+    let still_volumes = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .is_none_or(|vols| vols.iter().all(|v| STILL_VOLUME_SOURCES.contains(&volumes::kind_of(v))));
+    timers_idle && still_volumes
 }
 
 /// `Instant` of a wall-clock time in the past (for times the runtime reports).
@@ -287,6 +347,7 @@ impl Worker {
             ),
             terminal: None,
             last_written: None,
+            quiet: None,
         }
     }
 
@@ -668,10 +729,18 @@ impl Worker {
 
     /// One sync. Returns when to look again.
     async fn sync(&mut self, pod: &Arc<Value>) -> Instant {
+        self.observe().await;
+        if self
+            .quiet
+            .as_ref()
+            .is_some_and(|seen| seen.again(pod, &self.containers))
+            && may_rest(pod, &self.containers, Instant::now())
+        {
+            return self.next_wake();
+        }
         let spec = all_containers(pod);
         self.init_count = spec_init_containers(pod).len();
         self.ensure_records(&spec);
-        self.observe().await;
         let probes_changed = self.run_probes(pod, &spec).await;
         let vplan = self.volume_plan(pod);
         let steps = self.plan(pod, &spec, vplan);
@@ -680,6 +749,10 @@ impl Worker {
             self.terminal = Some(if p == "Succeeded" { "Succeeded" } else { "Failed" });
         }
         let changed = self.base_status(pod) != Some(&status_now);
+        self.quiet = None;
+        if steps.is_empty() && !changed && !probes_changed {
+            self.quiet = Some(Seen::of(pod, &self.containers));
+        }
         if !steps.is_empty() || changed || probes_changed {
             // A child of the pod's last writer (or a linked root, in the links style);
             // untraced when the pod belongs to no trace.
@@ -1637,5 +1710,33 @@ mod tests {
         assert_eq!(memory_bytes(Some(&json!("oops"))), None);
         assert_eq!(memory_bytes(Some(&json!("-1Gi"))), None);
         assert_eq!(cpu_millis(None), None);
+    }
+
+    #[test]
+    fn a_relist_rests_only_when_nothing_changed_and_nothing_is_due() {
+        let pod = Arc::new(json!({"spec": {"volumes": [{"name": "scratch", "emptyDir": {}}]}}));
+        let mut rec = ContainerRec::new("app");
+        rec.current = Some(Instance {
+            id: "c1".into(),
+            status: None,
+        });
+        let mut containers = vec![rec];
+        let seen = Seen::of(&pod, &containers);
+        let now = Instant::now();
+        assert!(seen.again(&pod, &containers) && may_rest(&pod, &containers, now));
+        // The same content handed over again is a new update: the worker syncs.
+        assert!(!seen.again(&Arc::new((*pod).clone()), &containers));
+        // A container that changed in the runtime is news.
+        containers[0].current = Some(Instance {
+            id: "c2".into(),
+            status: None,
+        });
+        assert!(!seen.again(&pod, &containers));
+        // A back-off waits on a clock.
+        containers[0].crash.until = Some(now);
+        assert!(!may_rest(&pod, &containers, now));
+        // A configMap may change under a running pod: its files must follow.
+        let with_config = json!({"spec": {"volumes": [{"name": "conf", "configMap": {"name": "c"}}]}});
+        assert!(!may_rest(&with_config, &[ContainerRec::new("app")], now));
     }
 }

@@ -124,9 +124,9 @@ async fn serve_connection<IO>(
         let (shared, peer) = (shared.clone(), peer.clone());
         async move { Ok::<_, Infallible>(handle(&shared, req, &peer).await) }
     });
-    // HTTP/1 with upgrades: exec and attach switch the connection to WebSocket.
+    // HTTP/2 or HTTP/1.1, as the client chose (like upstream's kubelet); HTTP/1.1 with
+    // upgrades: exec and attach switch the connection to WebSocket.
     let conn = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .http1_only()
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     let _ = watcher.watch(conn).await;
