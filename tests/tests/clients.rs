@@ -419,3 +419,37 @@ async fn kube_rs_lists_watches_and_applies() {
         rs_pods.items.iter().map(|p| &p.metadata.name).collect::<Vec<_>>()
     );
 }
+
+/// kulisse's own client speaks HTTP/2 where the server offers it (ALPN `h2`), and HTTP/1.1
+/// to a TLS server that offers only that (as kulisse did before it spoke HTTP/2).
+#[tokio::test]
+async fn kulisse_client_speaks_http1_to_a_server_that_offers_only_http1() {
+    use http_body_util::Full;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = kulisse_core::apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().unwrap(), &[]).unwrap();
+    let mut config = (*kulisse_core::apiserver::certs::server_config(&certs).unwrap()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let answer = format!("{:?}", req.version());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(answer))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    let client = kulisse_core::client::Client::with_ca(&url, "", Some(certs.ca_pem.as_bytes())).unwrap();
+    for _ in 0..2 {
+        let resp = client.request(http::Method::GET, "/", &[], None).await.unwrap();
+        assert_eq!(resp.body, "HTTP/1.1");
+    }
+}

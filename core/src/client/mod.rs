@@ -51,8 +51,8 @@ pub fn is_component_user_agent(ua: &str) -> bool {
     ua.strip_prefix("kulisse/").is_some_and(|rest| rest.contains(" ("))
 }
 
-/// A hyper client over TLS with `tls` (or plain HTTP, by the URL's scheme): HTTP/2 only
-/// when `h2` (ALPN `h2`), HTTP/1.1 only otherwise.
+/// A hyper client over TLS with `tls` (or plain HTTP, by the URL's scheme): HTTP/2 or
+/// HTTP/1.1 as the server chooses in the TLS handshake when `h2`, HTTP/1.1 only otherwise.
 fn http_client(tls: rustls::ClientConfig, h2: bool) -> Http {
     let mut http_connector = HttpConnector::new();
     http_connector.set_nodelay(true);
@@ -60,15 +60,15 @@ fn http_client(tls: rustls::ClientConfig, h2: bool) -> Http {
     http_connector.enforce_http(false);
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http();
+        .https_or_http()
+        .enable_http1();
     let connector = if h2 {
         builder.enable_http2().wrap_connector(http_connector)
     } else {
-        builder.enable_http1().wrap_connector(http_connector)
+        builder.wrap_connector(http_connector)
     };
     HyperClient::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .http2_only(h2)
         .build(connector)
 }
 
@@ -80,12 +80,7 @@ pub enum ClientError {
     Api(ApiError),
     /// The server could not be reached.
     #[error("could not connect to the API server at {server}: {reason}. Is `kulisse up` running?")]
-    Connect {
-        server: String,
-        reason: String,
-        /// The server refused every protocol offered in the TLS handshake (ALPN).
-        alpn_refused: bool,
-    },
+    Connect { server: String, reason: String },
     /// The server answered something that is not what the API promises.
     #[error("unexpected answer from the API server: {0}")]
     Protocol(String),
@@ -145,8 +140,6 @@ pub struct Client {
     /// `port-forward`): HTTP/2 has no `Upgrade`, and client-go's SPDY and WebSocket dialers
     /// ask for HTTP/1.1 too.
     http1: Http,
-    /// The server refused HTTP/2: every request goes over `http1`.
-    http1_only: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The namespace used when a command does not name one.
     pub default_namespace: String,
     /// The `User-Agent` sent: `kulisse/VERSION`, with the component for the control plane's
@@ -207,18 +200,17 @@ impl Client {
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth()
         });
-        // Over TLS the server is an API server (or a balancer passing its TLS through) or a
-        // kubelet, and both speak HTTP/2, as upstream's do: saying so up front lets the pool open one connection
-        // and have every request wait for it, instead of one connection per request sent
-        // before the first handshake told which protocol the server chose.
-        let http = http_client(tls.clone(), uri.scheme_str() == Some("https"));
+        // HTTP/2 where the server offers it in the TLS handshake (ALPN), as API servers and
+        // kubelets do; HTTP/1.1 otherwise. Not HTTP/2 only: the pool would then wait for one
+        // connection attempt at a time, and one that hangs (a balancer with no server up
+        // yet holds the handshake) would hold every request of the client behind it.
+        let http = http_client(tls.clone(), true);
         let http1 = http_client(tls, false);
         Ok(Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http,
             http1,
-            http1_only: Default::default(),
             default_namespace: "default".into(),
             user_agent: HeaderValue::from_static(USER_AGENT),
         })
@@ -287,20 +279,7 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let body = Bytes::from(body.unwrap_or_default());
-        if !self.http1_only.load(std::sync::atomic::Ordering::Relaxed) {
-            match self
-                .send_over(&self.http, method.clone(), path, headers, body.clone())
-                .await
-            {
-                Err(ClientError::Connect { alpn_refused: true, .. }) => {
-                    // A server that offers only HTTP/1.1 (an older kulisse): this client and
-                    // its clones use HTTP/1.1 from now on.
-                    self.http1_only.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                sent => return sent,
-            }
-        }
-        self.send_over(&self.http1, method, path, headers, body).await
+        self.send_over(&self.http, method, path, headers, body).await
     }
 
     async fn send_over(
@@ -334,7 +313,6 @@ impl Client {
         http.request(req).await.map_err(|e| ClientError::Connect {
             server: self.server.clone(),
             reason: connect_reason(&e),
-            alpn_refused: alpn_refused(&e),
         })
     }
 
@@ -757,26 +735,6 @@ fn parse_answer(resp: &RawResponse) -> Result<Value, ClientError> {
     }))
 }
 
-/// Whether the TLS handshake failed because the server speaks none of the protocols
-/// offered (its `no_application_protocol` alert). The alert comes wrapped in `io::Error`s.
-fn alpn_refused(e: &hyper_util::client::legacy::Error) -> bool {
-    use std::error::Error;
-    let mut source: Option<&(dyn Error + 'static)> = e.source();
-    while let Some(s) = source {
-        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
-            return matches!(
-                tls,
-                rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
-            );
-        }
-        source = match s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-            Some(inner) => Some(inner),
-            None => s.source(),
-        };
-    }
-    false
-}
-
 fn connect_reason(e: &hyper_util::client::legacy::Error) -> String {
     use std::error::Error;
     let mut source: Option<&dyn Error> = e.source();
@@ -846,44 +804,4 @@ fn with_query(base: &str, params: &ListParams, extra: &[(&str, String)]) -> Stri
 
 fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A TLS server that offers only HTTP/1.1 in the handshake (as kulisse did before it spoke
-    /// HTTP/2): the client's HTTP/2 attempt is refused, and it falls back to HTTP/1.1 for this
-    /// request and the ones after it.
-    #[tokio::test]
-    async fn a_server_that_offers_only_http1_is_spoken_to_in_http1() {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = crate::apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().unwrap(), &[]).unwrap();
-        let mut config = (*crate::apiserver::certs::server_config(&certs).unwrap()).clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let answer = format!("{:?}", req.version());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(answer))))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
-        let client = Client::with_ca(&url, "", Some(certs.ca_pem.as_bytes())).unwrap();
-        for _ in 0..2 {
-            let resp = client.request(Method::GET, "/", &[], None).await.unwrap();
-            assert_eq!(resp.body, "HTTP/1.1");
-        }
-        assert!(client.http1_only.load(std::sync::atomic::Ordering::Relaxed));
-    }
 }
