@@ -275,11 +275,15 @@ async fn an_unchanged_node_status_is_not_written_again_until_the_report_interval
     let written = node.client().get(node_info, None, "node-4").await.unwrap();
     let lease_info = kind("coordination.k8s.io/v1", "Lease");
     let lease_rv = |l: Value| rv(&l);
+    // The Lease follows the Node's registration: wait for it.
     let first_lease = lease_rv(
-        node.client()
-            .get(lease_info, Some("kube-node-lease"), "node-4")
-            .await
-            .unwrap(),
+        eventually(20, "the node lease", || async {
+            node.client()
+                .get(lease_info, Some("kube-node-lease"), "node-4")
+                .await
+                .ok()
+        })
+        .await,
     );
     // Twenty update intervals later the lease was renewed, and the Node not written.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -749,11 +749,9 @@ impl Worker {
             self.terminal = Some(if p == "Succeeded" { "Succeeded" } else { "Failed" });
         }
         let changed = self.base_status(pod) != Some(&status_now);
-        self.quiet = None;
-        if steps.is_empty() && !changed && !probes_changed {
-            self.quiet = Some(Seen::of(pod, &self.containers));
-        }
-        if !steps.is_empty() || changed || probes_changed {
+        let quiet = steps.is_empty() && !changed && !probes_changed;
+        self.quiet = quiet.then(|| Seen::of(pod, &self.containers));
+        if !quiet {
             // A child of the pod's last writer (or a linked root, in the links style);
             // untraced when the pod belongs to no trace.
             let span = self.sync_span(pod);
