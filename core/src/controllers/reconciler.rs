@@ -217,22 +217,25 @@ pub fn enqueue_related(queue: &Queue, key: String, kind: &str, obj: &serde_json:
 }
 
 /// Run `workers` workers for `reconciler` on `queue` until `shutdown` turns true.
+///
+/// The workers live exactly as long as this future: dropping it (a lost leader election
+/// drops the whole component at once) aborts them, in the middle of a reconcile if need be.
+/// Detached workers would go on reconciling from caches that no longer change, beside the
+/// new leader's: two controllers, one of them blind.
 pub async fn run<R: Reconciler>(reconciler: Arc<R>, queue: Queue, workers: usize, mut shutdown: watch::Receiver<bool>) {
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers.max(1) {
         let reconciler = reconciler.clone();
         let queue = queue.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some((key, cause)) = queue.next().await {
                 process(&*reconciler, &queue, key, cause).await;
             }
-        }));
+        });
     }
     let _ = shutdown.wait_for(|stop| *stop).await;
     queue.shut_down();
-    for t in tasks {
-        let _ = t.await;
-    }
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn process<R: Reconciler>(reconciler: &R, queue: &Queue, key: String, cause: Cause) {
@@ -305,5 +308,61 @@ fn human(d: Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
     } else {
         format!("{}m{}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    struct Counting(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl Reconciler for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        async fn reconcile(&self, _key: &str, _reason: &ReconcileReason) -> Result<Action, ReconcileError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Action::await_change())
+        }
+    }
+
+    fn cause() -> Cause {
+        Cause {
+            reason: ReconcileReason::RequeueRequested,
+            traceparent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_controller_reconciles_nothing_more() {
+        let reconciled = Arc::new(AtomicUsize::new(0));
+        let queue = new_queue();
+        let (_never, shutdown) = watch::channel(false);
+        {
+            let running = run(Arc::new(Counting(reconciled.clone())), queue.clone(), 2, shutdown);
+            tokio::pin!(running);
+            queue.add("default/a".into(), cause());
+            let first = async {
+                while reconciled.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            tokio::select! {
+                _ = &mut running => panic!("run ended without shutdown"),
+                _ = first => {}
+            }
+            // The term is lost: the component's future is dropped here, without shutdown.
+        }
+        queue.add("default/b".into(), cause());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            reconciled.load(Ordering::SeqCst),
+            1,
+            "a worker outlived its controller and reconciled default/b"
+        );
     }
 }
