@@ -22,6 +22,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -420,20 +422,22 @@ async fn kube_rs_lists_watches_and_applies() {
     );
 }
 
-/// kulisse's own client speaks HTTP/2 where the server offers it (ALPN `h2`), and HTTP/1.1
-/// to a TLS server that offers only that (as kulisse did before it spoke HTTP/2).
-#[tokio::test]
-async fn kulisse_client_speaks_http1_to_a_server_that_offers_only_http1() {
+/// A TLS server on a free loopback port offering `alpn`, answering every request with its
+/// HTTP version (`HTTP/2.0`, `HTTP/1.1`): its URL, its CA and how many connections it took.
+async fn version_echo_server(alpn: &[&[u8]]) -> (String, String, Arc<AtomicUsize>, tempfile::TempDir) {
     use http_body_util::Full;
     let dir = tempfile::tempdir().unwrap();
     let certs = kulisse_core::apiserver::certs::ensure(dir.path(), "127.0.0.1".parse().unwrap(), &[]).unwrap();
     let mut config = (*kulisse_core::apiserver::certs::server_config(&certs).unwrap()).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
@@ -441,15 +445,41 @@ async fn kulisse_client_speaks_http1_to_a_server_that_offers_only_http1() {
                     let answer = format!("{:?}", req.version());
                     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(answer))))
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                     .await;
             });
         }
     });
-    let client = kulisse_core::client::Client::with_ca(&url, "", Some(certs.ca_pem.as_bytes())).unwrap();
+    (url, certs.ca_pem.clone(), accepted, dir)
+}
+
+/// kulisse's own client speaks HTTP/2 where the server offers it (ALPN `h2`), and HTTP/1.1
+/// to a TLS server that offers only that (as kulisse did before it spoke HTTP/2).
+#[tokio::test]
+async fn kulisse_client_speaks_http1_to_a_server_that_offers_only_http1() {
+    let (url, ca, _, _dir) = version_echo_server(&[b"http/1.1"]).await;
+    let client = kulisse_core::client::Client::with_ca(&url, "", Some(ca.as_bytes())).unwrap();
     for _ in 0..2 {
         let resp = client.request(http::Method::GET, "/", &[], None).await.unwrap();
         assert_eq!(resp.body, "HTTP/1.1");
     }
+}
+
+/// Fifty requests that a fresh client sends at once to a server offering HTTP/2 travel over
+/// one connection: the first opens it, the others wait for it instead of each making a TCP
+/// and TLS handshake that is thrown away once the first turns out to be HTTP/2.
+#[tokio::test]
+async fn requests_sent_at_once_by_a_fresh_client_share_one_http2_connection() {
+    let (url, ca, accepted, _dir) = version_echo_server(&[b"h2", b"http/1.1"]).await;
+    let client = kulisse_core::client::Client::with_ca(&url, "", Some(ca.as_bytes())).unwrap();
+    let answers = futures::future::join_all((0..50).map(|_| {
+        let client = client.for_component("kubelet", "n1");
+        async move { client.request(http::Method::GET, "/", &[], None).await }
+    }))
+    .await;
+    for answer in answers {
+        assert_eq!(answer.unwrap().body, "HTTP/2.0");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections the server accepted");
 }

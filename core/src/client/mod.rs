@@ -12,9 +12,11 @@
 //! A client speaks **HTTP/2** to the API server (chosen in the TLS handshake, ALPN `h2`), as
 //! client-go does: every request and every watch of one client travels as a stream of one
 //! TCP connection, so a kubelet with five informers and a stream of status writes holds one
-//! connection, not six. Clones of a client ([`Client::for_component`]) share it. A server
-//! that offers only HTTP/1.1 gets one connection per request in flight, as before.
+//! connection, not six. Clones of a client ([`Client::for_component`]) share it. The first
+//! request opens that connection while the others wait for it ([`first`]). A server that
+//! offers only HTTP/1.1 gets one connection per request in flight, as before.
 
+pub mod first;
 pub mod informer;
 pub mod kubeconfig;
 pub mod leaderelection;
@@ -136,6 +138,9 @@ pub struct Client {
     server: String,
     token: String,
     http: Http,
+    /// The gate in front of `http`: one request opens the connection, the others wait for
+    /// it ([`first`]).
+    first: std::sync::Arc<first::FirstConnection>,
     /// HTTP/1.1 only, for the requests that upgrade their connection (`exec`, `attach`,
     /// `port-forward`): HTTP/2 has no `Upgrade`, and client-go's SPDY and WebSocket dialers
     /// ask for HTTP/1.1 too.
@@ -210,6 +215,7 @@ impl Client {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http,
+            first: Default::default(),
             http1,
             default_namespace: "default".into(),
             user_agent: HeaderValue::from_static(USER_AGENT),
@@ -279,7 +285,15 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let body = Bytes::from(body.unwrap_or_default());
-        self.send_over(&self.http, method, path, headers, body).await
+        let turn = self.first.enter().await;
+        let sent = self.send_over(&self.http, method, path, headers, body).await;
+        let connected = !matches!(sent, Err(ClientError::Connect { .. }));
+        match turn {
+            first::Turn::Open(opener) => opener.done(connected),
+            first::Turn::Go if !connected => self.first.lost(),
+            first::Turn::Go => {}
+        }
+        sent
     }
 
     async fn send_over(
