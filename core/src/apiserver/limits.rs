@@ -46,7 +46,8 @@
 //!   same admin token, and exempting it would exempt everything.
 //! - Since 1.20 upstream's default is API Priority and Fairness, which queues requests per
 //!   priority level and shares the two limits above among them; the max-in-flight filter is
-//!   what runs with `--enable-priority-and-fairness=false`. kulisse has only the filter.
+//!   what runs with `--enable-priority-and-fairness=false`. kulisse has the filter, and
+//!   two of APF's levels in front of it for the heartbeats ([`super::priority`]).
 //! - A request that trickles its *body* holds its in-flight slot; upstream ends such a
 //!   request at `--request-timeout` (60 s), kulisse has no request timeout yet.
 
@@ -156,6 +157,18 @@ pub struct InFlight {
 #[must_use = "the request is counted only while the permit lives"]
 pub struct InFlightPermit {
     _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl InFlightPermit {
+    /// A request no limit counts.
+    pub fn unlimited() -> InFlightPermit {
+        InFlightPermit { _slot: None }
+    }
+
+    /// A request holding `seat` until it is answered.
+    pub fn holding(seat: OwnedSemaphorePermit) -> InFlightPermit {
+        InFlightPermit { _slot: Some(seat) }
+    }
 }
 
 impl InFlight {

@@ -55,6 +55,7 @@ pub mod logs;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod priority;
 pub mod protobuf;
 pub mod reviews;
 pub mod routes;
@@ -180,6 +181,8 @@ pub struct ApiServer {
     services: tokio::sync::Mutex<Option<allocator::ServiceAllocator>>,
     /// The max-in-flight filter ([`limits::InFlight`]).
     inflight: limits::InFlight,
+    /// The priority levels of heartbeats and leader elections, with seats of their own ([`priority`]).
+    priority: priority::PriorityLevels,
     /// Step mode's gate, which holds writes while paused or at a breakpoint ([`step`]).
     pub step: step::StepGate,
 }
@@ -244,6 +247,7 @@ impl ApiServer {
                 .with_audit(config.audit_log.clone())
                 .with_event_ttl(config.retention.event_ttl),
             inflight: limits::InFlight::new(&config.limits),
+            priority: priority::PriorityLevels::new(&config.limits),
             step: step::StepGate::new(false),
             config,
             authorizer: authz::Authorizer::new(),
@@ -501,12 +505,12 @@ impl ApiServer {
         let query = parse_query(uri.query());
         let public = matches!(route, Route::Version | Route::Health | Route::Ready);
         let user = self.identify(headers, peer, public).await?;
-        // The max-in-flight filter, after authentication as upstream's ([`limits`]).
-        let _inflight = match self.inflight.admit(method, uri) {
+        let attrs = authz::attributes(user, method, uri.path(), &route, &query);
+        // Priority levels and the max-in-flight filter, after authentication as upstream's.
+        let _inflight = match self.admit(&attrs, method, uri).await {
             Ok(permit) => permit,
             Err(too_many) => return Ok(*too_many),
         };
-        let attrs = authz::attributes(user, method, uri.path(), &route, &query);
         // The public endpoints answer everyone without consulting RBAC (what upstream's
         // system:public-info-viewer grants), so health checks work while the store is down.
         if !public {
@@ -596,6 +600,31 @@ impl ApiServer {
             admin_token: &self.config.token,
             service_accounts: self.config.service_accounts.as_deref(),
             storage: Some(&self.storage),
+        }
+    }
+
+    /// Count a request in: a heartbeat or a leader election takes a seat of its priority
+    /// level ([`priority`]), waiting for one if need be; any other request goes to the
+    /// max-in-flight filter ([`limits`]). Long-running requests are not counted.
+    async fn admit(
+        &self,
+        attrs: &authz::Attributes,
+        method: &Method,
+        uri: &http::Uri,
+    ) -> Result<limits::InFlightPermit, Box<Response<Body>>> {
+        if limits::classify(method, uri.path(), uri.query()) == limits::RequestClass::LongRunning {
+            return Ok(limits::InFlightPermit::unlimited());
+        }
+        match self.priority.admit(attrs).await {
+            priority::Admission::Unclassified => self.inflight.admit(method, uri),
+            priority::Admission::Seated(permit) => Ok(permit),
+            priority::Admission::Refused(level) => {
+                tracing::info!(
+                    priority_level = level,
+                    "the priority level's queue is full, or its wait ran out"
+                );
+                Err(Box::new(limits::too_many_requests()))
+            }
         }
     }
 
