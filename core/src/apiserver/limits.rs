@@ -47,7 +47,7 @@
 //! - Since 1.20 upstream's default is API Priority and Fairness, which queues requests per
 //!   priority level and shares the two limits above among them; the max-in-flight filter is
 //!   what runs with `--enable-priority-and-fairness=false`. kulisse has the filter, and
-//!   two of APF's levels in front of it for the heartbeats ([`super::priority`]).
+//!   four of APF's levels in front of it for its own components ([`super::priority`]).
 //! - A request that trickles its *body* holds its in-flight slot; upstream ends such a
 //!   request at `--request-timeout` (60 s), kulisse has no request timeout yet.
 

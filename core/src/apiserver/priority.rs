@@ -1,4 +1,4 @@
-//! # Priority levels: heartbeats and leader elections keep their seats (mirrors two of API Priority and Fairness' suggested levels)
+//! # Priority levels: the cluster's own components keep their seats (mirrors four of API Priority and Fairness' suggested levels)
 //!
 //! The max-in-flight filter ([`super::limits`]) counts every write against one limit. That
 //! is fair to requests and unfair to the cluster: when 5,000 kubelets and their kube-proxies
@@ -10,26 +10,30 @@
 //! kube-apiserver's answer is **API Priority and Fairness** (APF, on by default since 1.20).
 //! `FlowSchema`s sort each request into a **priority level**; each level has its own share
 //! of the server's seats (`nominalConcurrencyShares`) and its own queues, so one level's
-//! crowd cannot take another's seats. Of the suggested configuration, kulisse keeps the two
-//! levels that carry the cluster's heartbeats:
+//! crowd cannot take another's seats, and a burst waits in a queue instead of being refused.
+//! Of the suggested configuration, kulisse keeps the four levels of the cluster's own
+//! components, checked in this order (the FlowSchemas' `matchingPrecedence`):
 //!
 //! | level | who, what (the FlowSchema) | shares | queues × length |
 //! |---|---|---|---|
 //! | `leader-election` | `system:kube-controller-manager`, `system:kube-scheduler`, service accounts of `kube-system`: `get`, `create`, `update` of `leases` (and of `endpoints`, `configmaps` in `kube-system`) | 10 | 16 × 50 |
 //! | `node-high` | group `system:nodes`: anything on `nodes`, `nodes/status` and `leases` | 40 | 64 × 50 |
+//! | `system` | group `system:nodes`: everything else (pods' status, their own reads) | 30 | 64 × 50 |
+//! | `workload-high` | `system:kube-controller-manager`, `system:kube-scheduler`: everything else | 40 | 128 × 50 |
 //!
 //! Seats come as upstream computes them: the server's limit (`--max-requests-inflight` plus
 //! `--max-mutating-requests-inflight`, 600 by default) split by shares over the 245 shares of
-//! the whole suggested configuration, rounded up: 25 seats for `leader-election`, 98 for
-//! `node-high`. A request of these levels that finds every seat taken **waits** in the
-//! level's queue ([`QUEUE_WAIT`] at most), and is refused with `429` only when the queue is
-//! full or the wait runs out. Every other request goes to the max-in-flight filter as before.
+//! the whole suggested configuration, rounded up: 25, 98, 74 and 98 seats. A request of a
+//! level that finds every seat taken **waits** in the level's queue ([`QUEUE_WAIT`] at
+//! most), and is refused with `429` only when the queue is full or the wait runs out. Every
+//! other request (users, service accounts, kube-proxy) goes to the max-in-flight filter.
 //!
 //! Where kulisse differs: there are no `FlowSchema` or `PriorityLevelConfiguration` objects
-//! to read or change, only these two built-in levels; a level has one queue, not shuffle
+//! to read or change, only these built-in levels; a level has one queue, not shuffle
 //! sharding over many (the waits are served first come, first served, not fairly per flow);
-//! seats are not lent between levels; and requests outside the two levels keep the
-//! max-in-flight filter's two counters instead of APF's other levels.
+//! seats are not lent between levels; and the requests of no level keep the max-in-flight
+//! filter's two counters (400 reads, 200 writes) instead of sharing the 600 seats with the
+//! levels (upstream's `workload-low`, `global-default` and `catch-all`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -99,10 +103,12 @@ impl Level {
     }
 }
 
-/// The two levels kulisse keeps.
+/// The levels kulisse keeps.
 pub struct PriorityLevels {
     leader_election: Level,
     node_high: Level,
+    system: Level,
+    workload_high: Level,
 }
 
 /// What a request of a level got: a seat, or a refusal (queue full, or waited too long).
@@ -118,16 +124,23 @@ impl PriorityLevels {
         PriorityLevels {
             leader_election: Level::new("leader-election", 10, 16 * 50, limits),
             node_high: Level::new("node-high", 40, 64 * 50, limits),
+            system: Level::new("system", 30, 64 * 50, limits),
+            workload_high: Level::new("workload-high", 40, 128 * 50, limits),
         }
     }
 
-    /// The level of a request, by the suggested FlowSchemas `system-leader-election` and
-    /// `system-node-high`; `None` for every other request.
+    /// The level of a request, by the suggested FlowSchemas `system-leader-election`,
+    /// `system-node-high`, `system-nodes`, `kube-controller-manager` and `kube-scheduler`;
+    /// `None` for every other request.
     pub fn level_of(&self, attrs: &Attributes) -> Option<&Level> {
         if is_leader_election(attrs) {
             Some(&self.leader_election)
         } else if is_node_high(attrs) {
             Some(&self.node_high)
+        } else if is_node(attrs) {
+            Some(&self.system)
+        } else if is_control_plane(attrs) {
+            Some(&self.workload_high)
         } else {
             None
         }
@@ -147,11 +160,22 @@ impl PriorityLevels {
 
 const COORDINATION: &str = "coordination.k8s.io";
 
+const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
+const SCHEDULER: &str = "system:kube-scheduler";
+
+/// `kube-controller-manager` and `kube-scheduler`: the control plane's own work.
+fn is_control_plane(a: &Attributes) -> bool {
+    a.user.name == CONTROLLER_MANAGER || a.user.name == SCHEDULER
+}
+
+/// `system-nodes`: anything a kubelet asks.
+fn is_node(a: &Attributes) -> bool {
+    a.user.groups.iter().any(|g| g == "system:nodes")
+}
+
 /// `system-leader-election`: the control plane's components renewing their terms.
 fn is_leader_election(a: &Attributes) -> bool {
-    let who = a.user.name == "system:kube-controller-manager"
-        || a.user.name == "system:kube-scheduler"
-        || a.user.name.starts_with("system:serviceaccount:kube-system:");
+    let who = is_control_plane(a) || a.user.name.starts_with("system:serviceaccount:kube-system:");
     let verb = matches!(a.verb.as_str(), "get" | "create" | "update");
     let what = (a.api_group == COORDINATION && a.resource == "leases")
         || (a.api_group.is_empty()
@@ -162,7 +186,7 @@ fn is_leader_election(a: &Attributes) -> bool {
 
 /// `system-node-high`: kubelets keeping their Node and its Lease current.
 fn is_node_high(a: &Attributes) -> bool {
-    let node = a.user.groups.iter().any(|g| g == "system:nodes");
+    let node = is_node(a);
     let nodes = a.api_group.is_empty() && a.resource == "nodes" && matches!(a.subresource.as_str(), "" | "status");
     let lease = a.api_group == COORDINATION && a.resource == "leases" && !a.namespace.is_empty();
     a.resource_request && node && (nodes || lease)
@@ -199,48 +223,36 @@ mod tests {
         let level = |a: &Attributes| levels.level_of(a).map(|l| l.name);
         let kcm = "system:kube-controller-manager";
         let node = ("system:node:n1", &["system:nodes", "system:authenticated"][..]);
+        let sched = "system:kube-scheduler";
+        let admin = ("kubernetes-admin", &["system:masters"][..]);
+        let lease = |user: &str, groups: &[&str], verb: &str, ns: &str| {
+            attrs(user, groups, verb, COORDINATION, "leases", "", ns)
+        };
         let cases = [
+            (lease(kcm, &[], "update", "kube-system"), Some("leader-election")),
+            (lease(sched, &[], "get", "kube-system"), Some("leader-election")),
+            (lease(kcm, &[], "patch", "kube-system"), Some("workload-high")),
             (
-                attrs(kcm, &[], "update", COORDINATION, "leases", "", "kube-system"),
-                Some("leader-election"),
+                attrs(kcm, &[], "create", "", "pods", "", "default"),
+                Some("workload-high"),
             ),
             (
-                attrs(
-                    "system:kube-scheduler",
-                    &[],
-                    "get",
-                    COORDINATION,
-                    "leases",
-                    "",
-                    "kube-system",
-                ),
-                Some("leader-election"),
+                attrs(sched, &[], "create", "", "pods", "binding", "default"),
+                Some("workload-high"),
             ),
-            (
-                attrs(kcm, &[], "patch", COORDINATION, "leases", "", "kube-system"),
-                None,
-            ),
-            (attrs(kcm, &[], "create", "", "pods", "", "default"), None),
-            (
-                attrs(node.0, node.1, "patch", COORDINATION, "leases", "", "kube-node-lease"),
-                Some("node-high"),
-            ),
+            (lease(node.0, node.1, "patch", "kube-node-lease"), Some("node-high")),
             (
                 attrs(node.0, node.1, "patch", "", "nodes", "status", ""),
                 Some("node-high"),
             ),
             (attrs(node.0, node.1, "create", "", "nodes", "", ""), Some("node-high")),
-            (attrs(node.0, node.1, "patch", "", "pods", "status", "default"), None),
             (
-                attrs(
-                    "kubernetes-admin",
-                    &["system:masters"],
-                    "update",
-                    COORDINATION,
-                    "leases",
-                    "",
-                    "kube-node-lease",
-                ),
+                attrs(node.0, node.1, "patch", "", "pods", "status", "default"),
+                Some("system"),
+            ),
+            (lease(admin.0, admin.1, "update", "kube-node-lease"), None),
+            (
+                attrs("system:kube-proxy", &[], "create", "", "events", "", "default"),
                 None,
             ),
         ];
@@ -262,6 +274,8 @@ mod tests {
         let levels = PriorityLevels::new(&Limits::default());
         assert_eq!(levels.leader_election.seats(), Some(25));
         assert_eq!(levels.node_high.seats(), Some(98));
+        assert_eq!(levels.system.seats(), Some(74));
+        assert_eq!(levels.workload_high.seats(), Some(98));
         let unlimited = PriorityLevels::new(&Limits {
             max_mutating_requests_inflight: 0,
             ..Limits::default()
