@@ -1,6 +1,7 @@
 //! The API server under hostile and heavy clients (core/src/apiserver/limits.rs): a real
 //! `kulisse up`, raw TLS connections that never finish their headers (slowloris), the
-//! connection cap, the idle timeout, and the max-in-flight filter's `429`.
+//! connection cap, the idle timeout, the max-in-flight filter's `429`, and the priority level
+//! that keeps a kubelet's Lease renewals going while users are refused.
 //!
 //! The half-open connections here do what a slowloris client does: connect, finish the TLS
 //! handshake, send the request line and one header, then nothing. Each costs this test
@@ -342,4 +343,56 @@ fn over_the_inflight_limit_the_api_server_answers_429_with_retry_after() {
         assert!(Instant::now() < deadline, "the read slot never came back");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// API Priority and Fairness' `node-high` level (core/src/apiserver/priority.rs): while a
+/// user's request holds the one write seat, the user's next write is refused with `429`,
+/// and a kubelet still renews its Lease, on its level's own seat.
+#[test]
+fn a_kubelet_renews_its_lease_while_the_users_write_seat_is_taken() {
+    let (_tmp, cluster) = up(&[
+        "--nodes",
+        "1",
+        "--max-requests-inflight",
+        "1",
+        "--max-mutating-requests-inflight",
+        "1",
+    ]);
+    let config = tls_config(&cluster);
+    let kubelet = kulisse_core::client::Client::from_kubeconfig(&cluster.data_dir.join("kubelet-node-1.conf"))
+        .expect("the kubelet's kubeconfig");
+    let lease = kulisse_core::objects::by_gvk("coordination.k8s.io/v1", "Lease").expect("Lease");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let renew = || {
+        let patch = serde_json::json!({"spec": {"renewTime": "2026-01-01T00:00:00.000000Z"}});
+        runtime.block_on(kubelet.merge_patch(lease, Some("kube-node-lease"), "node-1", None, &patch))
+    };
+    // The Lease exists once the kubelet has registered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = renew() {
+        assert!(Instant::now() < deadline, "the kubelet's Lease never came: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut writing = hold_slot(&cluster, &config, "POST", "/api/v1/namespaces");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the held write never took the write seat");
+        let resp = request(&cluster, &config, "DELETE", "/api/v1/namespaces/no-such-namespace");
+        if !resp.starts_with("HTTP/1.1 429") {
+            assert!(resp.starts_with("HTTP/1.1 404"), "before the seat is taken: {resp}");
+        } else {
+            // The user is refused: the kubelet's write goes through, on node-high's seat.
+            let renewed = renew();
+            if still_holding(&mut writing) {
+                let lease = renewed.expect("the kubelet's Lease renewal while the write seat is taken");
+                assert_eq!(lease["spec"]["renewTime"], "2026-01-01T00:00:00.000000Z");
+                break;
+            }
+        }
+        if !still_holding(&mut writing) {
+            writing = hold_slot(&cluster, &config, "POST", "/api/v1/namespaces");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(writing);
 }
