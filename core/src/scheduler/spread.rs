@@ -362,17 +362,25 @@ impl ScoreState {
     }
 
     /// Add up the matching pods of every node (feasible or not) into its domain.
+    ///
+    /// Only the domains the feasible nodes are in are counted, so a constraint none of them
+    /// has a domain for (a zone constraint on nodes without a zone label: the system default
+    /// on kulisse's nodes) costs nothing, instead of a look at every node for every pod.
     fn count_domains(&mut self, pod: &PodInfo, cache: &SchedulerCache) {
+        let counted: Vec<bool> = (self.constraints.iter().zip(&self.counts))
+            .map(|(c, domains)| c.topology_key != LABEL_HOSTNAME && !domains.is_empty())
+            .collect();
+        if !counted.contains(&true) {
+            return;
+        }
         for (name, view) in views(cache) {
             if self.require_all_keys && !has_all_keys(view, &self.constraints) {
                 continue;
             }
-            for (c, domains) in self.constraints.iter().zip(self.counts.iter_mut()) {
-                if c.topology_key == LABEL_HOSTNAME || !c.includes(pod, view) {
-                    continue;
-                }
+            let constraints = self.constraints.iter().zip(self.counts.iter_mut());
+            for ((c, domains), counted) in constraints.zip(&counted) {
                 let slot = view.labels.get(&c.topology_key).and_then(|v| domains.get_mut(v));
-                if let Some(slot) = slot {
+                if let Some(slot) = slot.filter(|_| *counted && c.includes(pod, view)) {
                     *slot += c.count(&pod.namespace, cache.pods_on(name));
                 }
             }
