@@ -191,20 +191,22 @@ impl InFlight {
             None => Ok(InFlightPermit { _slot: None }),
             Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(permit) => Ok(InFlightPermit { _slot: Some(permit) }),
-                Err(_) => Err(Box::new(too_many_requests())),
+                Err(_) => Err(Box::new(too_many_requests(
+                    "the API server has too many requests in flight",
+                ))),
             },
         }
     }
 }
 
-/// The `429` the filter answers: a `Status` and a `Retry-After` header.
-pub fn too_many_requests() -> Response<Body> {
+/// The `429` the filter answers: a `Status` and a `Retry-After` header; `why` goes to the log.
+pub fn too_many_requests(why: &str) -> Response<Body> {
     let err = ApiError::new(429, "TooManyRequests", "Too many requests, please try again later.");
     let mut status = err.to_status_json();
     status["details"] = serde_json::json!({ "retryAfterSeconds": RETRY_AFTER_SECONDS });
     let span = tracing::Span::current();
     span.record("k8s.outcome", "TooManyRequests");
-    tracing::info!("request refused: the API server has too many requests in flight");
+    tracing::info!("request refused: {why}");
     let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, &status);
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));

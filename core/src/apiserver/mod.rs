@@ -181,7 +181,7 @@ pub struct ApiServer {
     services: tokio::sync::Mutex<Option<allocator::ServiceAllocator>>,
     /// The max-in-flight filter ([`limits::InFlight`]).
     inflight: limits::InFlight,
-    /// The priority levels of heartbeats and leader elections, with seats of their own ([`priority`]).
+    /// The priority levels of the cluster's own components, with seats of their own ([`priority`]).
     priority: priority::PriorityLevels,
     /// Step mode's gate, which holds writes while paused or at a breakpoint ([`step`]).
     pub step: step::StepGate,
@@ -603,9 +603,9 @@ impl ApiServer {
         }
     }
 
-    /// Count a request in: a heartbeat or a leader election takes a seat of its priority
-    /// level ([`priority`]), waiting for one if need be; any other request goes to the
-    /// max-in-flight filter ([`limits`]). Long-running requests are not counted.
+    /// Count a request in: a request of the cluster's own components takes a seat of its
+    /// priority level ([`priority`]), waiting for one if need be; any other request goes to
+    /// the max-in-flight filter ([`limits`]). Long-running requests are not counted.
     async fn admit(
         &self,
         attrs: &authz::Attributes,
@@ -618,13 +618,9 @@ impl ApiServer {
         match self.priority.admit(attrs).await {
             priority::Admission::Unclassified => self.inflight.admit(method, uri),
             priority::Admission::Seated(permit) => Ok(permit),
-            priority::Admission::Refused(level) => {
-                tracing::info!(
-                    priority_level = level,
-                    "the priority level's queue is full, or its wait ran out"
-                );
-                Err(Box::new(limits::too_many_requests()))
-            }
+            priority::Admission::Refused(level) => Err(Box::new(limits::too_many_requests(&format!(
+                "the queue of priority level {level} is full, or its wait ran out"
+            )))),
         }
     }
 

@@ -56,7 +56,6 @@ pub const QUEUE_WAIT: Duration = Duration::from_secs(15);
 pub struct Level {
     pub name: &'static str,
     seats: Option<Arc<Semaphore>>,
-    seat_count: Option<usize>,
     waiting: AtomicUsize,
     queue_limit: usize,
 }
@@ -66,19 +65,17 @@ impl Level {
         let server = limits.max_requests_inflight + limits.max_mutating_requests_inflight;
         // A limit of 0 is "no limit" for the filter; then the levels have none either.
         let unlimited = limits.max_requests_inflight == 0 || limits.max_mutating_requests_inflight == 0;
-        let seat_count = (!unlimited).then(|| (server * shares).div_ceil(TOTAL_SHARES));
         Level {
             name,
-            seats: seat_count.map(|n| Arc::new(Semaphore::new(n))),
-            seat_count,
+            seats: (!unlimited).then(|| Arc::new(Semaphore::new((server * shares).div_ceil(TOTAL_SHARES)))),
             waiting: AtomicUsize::new(0),
             queue_limit,
         }
     }
 
-    /// The seats of this level (`None`: no limit).
-    pub fn seats(&self) -> Option<usize> {
-        self.seat_count
+    /// The seats of this level free now (`None`: no limit).
+    pub fn free_seats(&self) -> Option<usize> {
+        self.seats.as_ref().map(|s| s.available_permits())
     }
 
     /// Take a seat, waiting in the queue when all are taken; `None` when the queue is full
@@ -272,15 +269,15 @@ mod tests {
     #[test]
     fn seats_are_the_levels_share_of_the_servers_limit() {
         let levels = PriorityLevels::new(&Limits::default());
-        assert_eq!(levels.leader_election.seats(), Some(25));
-        assert_eq!(levels.node_high.seats(), Some(98));
-        assert_eq!(levels.system.seats(), Some(74));
-        assert_eq!(levels.workload_high.seats(), Some(98));
+        assert_eq!(levels.leader_election.free_seats(), Some(25));
+        assert_eq!(levels.node_high.free_seats(), Some(98));
+        assert_eq!(levels.system.free_seats(), Some(74));
+        assert_eq!(levels.workload_high.free_seats(), Some(98));
         let unlimited = PriorityLevels::new(&Limits {
             max_mutating_requests_inflight: 0,
             ..Limits::default()
         });
-        assert_eq!(unlimited.node_high.seats(), None);
+        assert_eq!(unlimited.node_high.free_seats(), None);
     }
 
     #[tokio::test(start_paused = true)]
