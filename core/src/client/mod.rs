@@ -15,6 +15,12 @@
 //! connection, not six. Clones of a client ([`Client::for_component`]) share it. The first
 //! request opens that connection while the others wait for it ([`first`]). A server that
 //! offers only HTTP/1.1 gets one connection per request in flight, as before.
+//!
+//! Where kulisse differs: a connection carries at most as many streams as the server allows
+//! (1,000 at kulisse's API server, as at kube-apiserver). When they are all taken, Go's
+//! transport opens a second connection; hyper's, and so this client, waits for a stream to
+//! end. A program that holds a thousand watches gives them several clients
+//! ([`Client::from_kubeconfig`] once per few hundred), as `kulisse bench`'s watch case does.
 
 pub mod first;
 pub mod informer;
