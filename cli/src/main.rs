@@ -11,6 +11,12 @@
 //! Exit codes: `0` success; `1` an error (from the server, or a bad manifest); `2` a usage
 //! error (unknown flag, missing argument).
 
+/// The memory allocator of every kulisse process: mimalloc instead of glibc's malloc.
+/// A control plane allocates and frees small objects (decoded JSON, HTTP frames, spans)
+/// from many threads at once; see ARCHITECTURE.md ("The allocator") for what it changed.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod builder;
 mod commands;
 mod format;
