@@ -350,46 +350,50 @@ pub fn parse_label_selector_text(selector_text: &str) -> Result<(), String> {
 /// As in Kubernetes: an empty selector `{}` matches everything; a missing (`null`)
 /// selector matches nothing; an unknown operator or a malformed expression matches nothing.
 pub fn match_label_selector(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
-    let Some(sel) = selector.as_object() else {
-        return false;
-    };
-    if let Some(ml) = sel.get("matchLabels").filter(|v| !v.is_null()) {
-        let Some(ml) = ml.as_object() else {
-            return false;
-        };
-        for (k, v) in ml {
-            if labels.get(k).map(String::as_str) != v.as_str() || v.as_str().is_none() {
-                return false;
+    LabelSelector::from_structured(selector).is_some_and(|s| s.matches_labels(labels))
+}
+
+impl LabelSelector {
+    /// A structured `LabelSelector` as requirements, to be matched against many label sets
+    /// (upstream's `metav1.LabelSelectorAsSelector`); `None` for one that selects nothing: a
+    /// missing selector, a `matchLabels` value that is not a string, an expression without a
+    /// key, an unknown operator, or `In`/`NotIn` without values.
+    pub fn from_structured(selector: &Value) -> Option<LabelSelector> {
+        let sel = selector.as_object()?;
+        let mut requirements = Vec::new();
+        if let Some(ml) = sel.get("matchLabels").filter(|v| !v.is_null()) {
+            for (k, v) in ml.as_object()? {
+                requirements.push(Requirement {
+                    key: k.clone(),
+                    op: Op::Equals(v.as_str()?.to_string()),
+                });
             }
         }
-    }
-    if let Some(exprs) = sel.get("matchExpressions").filter(|v| !v.is_null()) {
-        let Some(exprs) = exprs.as_array() else {
-            return false;
-        };
-        for expr in exprs {
-            let Some(key) = expr.get("key").and_then(Value::as_str) else {
-                return false;
-            };
-            let values: Vec<&str> = expr
-                .get("values")
-                .and_then(Value::as_array)
-                .map(|vs| vs.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let value = labels.get(key).map(String::as_str);
-            let ok = match expr.get("operator").and_then(Value::as_str) {
-                Some("In") => !values.is_empty() && value.is_some_and(|v| values.contains(&v)),
-                Some("NotIn") => !values.is_empty() && value.is_none_or(|v| !values.contains(&v)),
-                Some("Exists") => value.is_some(),
-                Some("DoesNotExist") => value.is_none(),
-                _ => false,
-            };
-            if !ok {
-                return false;
+        if let Some(exprs) = sel.get("matchExpressions").filter(|v| !v.is_null()) {
+            for expr in exprs.as_array()? {
+                let key = expr.get("key").and_then(Value::as_str)?.to_string();
+                let values: Vec<String> = expr
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .map(|vs| vs.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
+                let op = match expr.get("operator").and_then(Value::as_str) {
+                    Some("In") if !values.is_empty() => Op::In(values),
+                    Some("NotIn") if !values.is_empty() => Op::NotIn(values),
+                    Some("Exists") => Op::Exists,
+                    Some("DoesNotExist") => Op::DoesNotExist,
+                    _ => return None,
+                };
+                requirements.push(Requirement { key, op });
             }
         }
+        Some(LabelSelector { requirements })
     }
-    true
+
+    /// Do these labels match? (For selectors matched against labels already parsed.)
+    pub fn matches_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| r.matches(labels))
+    }
 }
 
 /// The fields a field selector may name. Each is a dotted path into the object.
@@ -631,6 +635,18 @@ mod tests {
         assert!(!match_label_selector(&sel, &l), "non-string value matches nothing");
         let sel = json!({"matchLabels": "app=web"});
         assert!(!match_label_selector(&sel, &l));
+        for (expr, why) in [
+            (
+                json!({"key": "tier", "operator": "In", "values": []}),
+                "In without values",
+            ),
+            (json!({"key": "tier", "operator": "NotIn"}), "NotIn without values"),
+            (json!({"operator": "Exists"}), "an expression without a key"),
+        ] {
+            let sel = json!({"matchExpressions": [expr]});
+            assert!(!match_label_selector(&sel, &l), "{why} matches nothing");
+            assert_eq!(LabelSelector::from_structured(&sel), None, "{why}");
+        }
     }
 
     #[test]

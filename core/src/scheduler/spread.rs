@@ -50,6 +50,7 @@ use serde_json::{Map, Value, json};
 use super::cache::{NodeView, PodInfo, PodUsage, SchedulerCache};
 use super::plugins::{self, MAX_NODE_SCORE, Rejection};
 use crate::client::informer::Cache;
+use crate::objects::LabelSelector;
 
 /// The plugin's name, as upstream.
 pub const PLUGIN: &str = "PodTopologySpread";
@@ -73,6 +74,9 @@ pub struct Constraint {
     pub topology_key: String,
     /// A `LabelSelector`; `None` selects no pod (a constraint without `labelSelector`).
     pub selector: Option<Value>,
+    /// `selector` as requirements, made once per cycle and matched against every pod
+    /// counted (`None`: selects no pod).
+    matcher: Option<LabelSelector>,
     /// Below this many domains, the emptiest domain counts as 0 pods (1 when unset).
     pub min_domains: i64,
     /// `nodeAffinityPolicy: Honor` (the default): only nodes that match the pod's
@@ -85,9 +89,7 @@ pub struct Constraint {
 
 impl Constraint {
     fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.selector
-            .as_ref()
-            .is_some_and(|s| crate::objects::match_label_selector(s, labels))
+        self.matcher.as_ref().is_some_and(|m| m.matches_labels(labels))
     }
 
     /// The node inclusion policies: are this node's pods counted for `pod`?
@@ -136,6 +138,7 @@ pub fn pod_constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
             }
             let policy = |field: &str| c.get(field).and_then(Value::as_str).unwrap_or("");
             Constraint {
+                matcher: selector.as_ref().and_then(LabelSelector::from_structured),
                 max_skew: c.get("maxSkew").and_then(Value::as_i64).unwrap_or(1).max(1),
                 topology_key: c.get("topologyKey").and_then(Value::as_str).unwrap_or("").to_string(),
                 selector,
@@ -155,6 +158,7 @@ pub fn system_default_constraints(selector: &Value) -> Vec<Constraint> {
             max_skew,
             topology_key: key.to_string(),
             selector: Some(selector.clone()),
+            matcher: LabelSelector::from_structured(selector),
             min_domains: 1,
             honor_node_affinity: true,
             honor_node_taints: false,
