@@ -64,10 +64,11 @@ impl Requirement {
     }
 }
 
-/// A text label selector parsed once, to be matched against many objects: every event of a
-/// watch, every item of a list. (Parsing it again for each object cost a watch with a
-/// selector more CPU than encoding the event.) Like upstream's `labels.Selector`, which
-/// `labels.Parse` builds once per request.
+/// A label selector read once, to be matched against many objects: every event of a watch,
+/// every item of a list, every pod a topology spread constraint counts. (Parsing it again
+/// for each object cost a watch with a selector more CPU than encoding the event.) Like
+/// upstream's `labels.Selector`, which `labels.Parse` builds from the text spelling once per
+/// request, and `metav1.LabelSelectorAsSelector` from the structured one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelSelector {
     requirements: Vec<Requirement>,
@@ -79,6 +80,47 @@ impl LabelSelector {
         parse_label_selector(text)
             .map(|requirements| LabelSelector { requirements })
             .map_err(|e| format!("unable to parse label selector \"{text}\": {e}"))
+    }
+
+    /// A structured `LabelSelector` as requirements, to be matched against many label sets
+    /// (upstream's `metav1.LabelSelectorAsSelector`); `None` for one that selects nothing: a
+    /// missing selector, a `matchLabels` value that is not a string, an expression without a
+    /// key, an unknown operator, or `In`/`NotIn` without values.
+    pub fn from_structured(selector: &Value) -> Option<LabelSelector> {
+        let sel = selector.as_object()?;
+        let mut requirements = Vec::new();
+        if let Some(ml) = sel.get("matchLabels").filter(|v| !v.is_null()) {
+            for (k, v) in ml.as_object()? {
+                requirements.push(Requirement {
+                    key: k.clone(),
+                    op: Op::Equals(v.as_str()?.to_string()),
+                });
+            }
+        }
+        if let Some(exprs) = sel.get("matchExpressions").filter(|v| !v.is_null()) {
+            for expr in exprs.as_array()? {
+                let key = expr.get("key").and_then(Value::as_str)?.to_string();
+                let values: Vec<String> = expr
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .map(|vs| vs.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
+                let op = match expr.get("operator").and_then(Value::as_str) {
+                    Some("In") if !values.is_empty() => Op::In(values),
+                    Some("NotIn") if !values.is_empty() => Op::NotIn(values),
+                    Some("Exists") => Op::Exists,
+                    Some("DoesNotExist") => Op::DoesNotExist,
+                    _ => return None,
+                };
+                requirements.push(Requirement { key, op });
+            }
+        }
+        Some(LabelSelector { requirements })
+    }
+
+    /// Do these labels match? (For selectors matched against labels already parsed.)
+    pub fn matches_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| r.matches(labels))
     }
 
     /// Does the object's `metadata.labels` match? (Read in place: no copy of the labels.
@@ -334,8 +376,7 @@ fn parse_label_selector(text: &str) -> Result<Vec<Requirement>, String> {
 /// these labels? An empty selector matches everything. `Err` explains a syntax error,
 /// e.g. `unable to parse label selector "app in web": expected '(' after 'in'`.
 pub fn labels_match(selector_text: &str, labels: &BTreeMap<String, String>) -> Result<bool, String> {
-    let selector = LabelSelector::parse(selector_text)?;
-    Ok(selector.requirements.iter().all(|r| r.matches(labels)))
+    Ok(LabelSelector::parse(selector_text)?.matches_labels(labels))
 }
 
 /// Check a text label selector for syntax errors without matching anything (the API server
@@ -351,49 +392,6 @@ pub fn parse_label_selector_text(selector_text: &str) -> Result<(), String> {
 /// selector matches nothing; an unknown operator or a malformed expression matches nothing.
 pub fn match_label_selector(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
     LabelSelector::from_structured(selector).is_some_and(|s| s.matches_labels(labels))
-}
-
-impl LabelSelector {
-    /// A structured `LabelSelector` as requirements, to be matched against many label sets
-    /// (upstream's `metav1.LabelSelectorAsSelector`); `None` for one that selects nothing: a
-    /// missing selector, a `matchLabels` value that is not a string, an expression without a
-    /// key, an unknown operator, or `In`/`NotIn` without values.
-    pub fn from_structured(selector: &Value) -> Option<LabelSelector> {
-        let sel = selector.as_object()?;
-        let mut requirements = Vec::new();
-        if let Some(ml) = sel.get("matchLabels").filter(|v| !v.is_null()) {
-            for (k, v) in ml.as_object()? {
-                requirements.push(Requirement {
-                    key: k.clone(),
-                    op: Op::Equals(v.as_str()?.to_string()),
-                });
-            }
-        }
-        if let Some(exprs) = sel.get("matchExpressions").filter(|v| !v.is_null()) {
-            for expr in exprs.as_array()? {
-                let key = expr.get("key").and_then(Value::as_str)?.to_string();
-                let values: Vec<String> = expr
-                    .get("values")
-                    .and_then(Value::as_array)
-                    .map(|vs| vs.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                    .unwrap_or_default();
-                let op = match expr.get("operator").and_then(Value::as_str) {
-                    Some("In") if !values.is_empty() => Op::In(values),
-                    Some("NotIn") if !values.is_empty() => Op::NotIn(values),
-                    Some("Exists") => Op::Exists,
-                    Some("DoesNotExist") => Op::DoesNotExist,
-                    _ => return None,
-                };
-                requirements.push(Requirement { key, op });
-            }
-        }
-        Some(LabelSelector { requirements })
-    }
-
-    /// Do these labels match? (For selectors matched against labels already parsed.)
-    pub fn matches_labels(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| r.matches(labels))
-    }
 }
 
 /// The fields a field selector may name. Each is a dotted path into the object.

@@ -31,7 +31,8 @@
 //! the pods on a node, which topology spreading does for every scored node of every cycle, is
 //! one walk over the node's pods and not a lookup per pod. The maps hash their string keys
 //! with foldhash, not the standard library's SipHash: a scheduling cycle looks nodes up by
-//! name thousands of times, and SipHash was 4 % of the scheduler's CPU at 5,000 nodes.
+//! name thousands of times, and in a profile of the scheduler alone at 5,000 nodes SipHash
+//! took about 8 % of the scheduler's CPU.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,10 +40,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::objects::quantity;
+
 /// The cache's maps: keyed by node names and pod keys, hashed with foldhash.
 type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-use crate::objects::quantity;
 
 /// What a pod asks for when it does not say (kube-scheduler's `DefaultMilliCPURequest`):
 /// used for *scoring* only, so that pods without requests still spread out.
@@ -546,10 +547,10 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     fn add(&mut self, key: &str, usage: &Arc<PodUsage>) {
-        if self.pods.contains_key(key) {
+        let std::collections::hash_map::Entry::Vacant(slot) = self.pods.entry(key.to_string()) else {
             return;
-        }
-        self.pods.insert(key.to_string(), usage.clone());
+        };
+        slot.insert(usage.clone());
         self.requested.add(&usage.requests);
         self.non_zero_cpu = self.non_zero_cpu.saturating_add(usage.non_zero_cpu);
         self.non_zero_memory = self.non_zero_memory.saturating_add(usage.non_zero_memory);

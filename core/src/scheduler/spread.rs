@@ -72,11 +72,9 @@ pub const REASON_NODE_LABEL_NOT_MATCH: &str =
 pub struct Constraint {
     pub max_skew: i64,
     pub topology_key: String,
-    /// A `LabelSelector`; `None` selects no pod (a constraint without `labelSelector`).
-    pub selector: Option<Value>,
-    /// `selector` as requirements, made once per cycle and matched against every pod
-    /// counted (`None`: selects no pod).
-    matcher: Option<LabelSelector>,
+    /// The `labelSelector` as requirements, made once per cycle and matched against every
+    /// pod counted; `None` selects no pod (no `labelSelector`, or one that selects nothing).
+    pub selector: Option<LabelSelector>,
     /// Below this many domains, the emptiest domain counts as 0 pods (1 when unset).
     pub min_domains: i64,
     /// `nodeAffinityPolicy: Honor` (the default): only nodes that match the pod's
@@ -89,7 +87,7 @@ pub struct Constraint {
 
 impl Constraint {
     fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.matcher.as_ref().is_some_and(|m| m.matches_labels(labels))
+        self.selector.as_ref().is_some_and(|s| s.matches_labels(labels))
     }
 
     /// The node inclusion policies: are this node's pods counted for `pod`?
@@ -138,10 +136,9 @@ pub fn pod_constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
             }
             let policy = |field: &str| c.get(field).and_then(Value::as_str).unwrap_or("");
             Constraint {
-                matcher: selector.as_ref().and_then(LabelSelector::from_structured),
                 max_skew: c.get("maxSkew").and_then(Value::as_i64).unwrap_or(1).max(1),
                 topology_key: c.get("topologyKey").and_then(Value::as_str).unwrap_or("").to_string(),
-                selector,
+                selector: selector.as_ref().and_then(LabelSelector::from_structured),
                 min_domains: c.get("minDomains").and_then(Value::as_i64).unwrap_or(1).max(1),
                 honor_node_affinity: policy("nodeAffinityPolicy") != "Ignore",
                 honor_node_taints: policy("nodeTaintsPolicy") == "Honor",
@@ -157,8 +154,7 @@ pub fn system_default_constraints(selector: &Value) -> Vec<Constraint> {
         .map(|(key, max_skew)| Constraint {
             max_skew,
             topology_key: key.to_string(),
-            selector: Some(selector.clone()),
-            matcher: LabelSelector::from_structured(selector),
+            selector: LabelSelector::from_structured(selector),
             min_domains: 1,
             honor_node_affinity: true,
             honor_node_taints: false,
@@ -590,7 +586,7 @@ mod tests {
         assert_eq!(hard.len(), 1);
         assert_eq!(
             hard[0].selector,
-            Some(json!({"matchLabels": {"app": "web", "pod-template-hash": "abc"}}))
+            LabelSelector::from_structured(&json!({"matchLabels": {"app": "web", "pod-template-hash": "abc"}}))
         );
         assert!(!hard[0].honor_node_affinity && hard[0].honor_node_taints);
         let soft = pod_constraints(&p, SCHEDULE_ANYWAY);

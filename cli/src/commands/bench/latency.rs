@@ -170,7 +170,7 @@ pub(super) async fn watch_case(
     let mut client = server.client.clone();
     for w in 0..watchers {
         if w > 0 && w % WATCHES_PER_CONNECTION == 0 {
-            client = Client::from_kubeconfig(&server.kubeconfig)?.for_component("bench", "");
+            client = Server::load_generator(&server.kubeconfig)?;
         }
         let stream = client
             .watch(cms, Some("default"), &params, Some(&rv))

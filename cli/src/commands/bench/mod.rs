@@ -375,9 +375,7 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             // The kubeconfig is written (in this fresh data dir) once the API server listens.
-            // A load generator, like upstream's scheduler_perf: its thousands of creates
-            // are background writes (a component's User-Agent), not a trace each.
-            let Ok(client) = Client::from_kubeconfig(&kubeconfig).map(|c| c.for_component("bench", "")) else {
+            let Ok(client) = Server::load_generator(&kubeconfig) else {
                 continue;
             };
             if client.list(ns, None, &ListParams::default()).await.is_ok() {
@@ -389,6 +387,13 @@ impl Server {
                 });
             }
         }
+    }
+
+    /// A client of the bench, with a connection of its own. A load generator, like upstream's
+    /// scheduler_perf: its thousands of creates are background writes (a component's
+    /// User-Agent), not a trace each.
+    fn load_generator(kubeconfig: &Path) -> anyhow::Result<Client> {
+        Ok(Client::from_kubeconfig(kubeconfig)?.for_component("bench", ""))
     }
 
     /// An API server alone (no nodes, no controllers) on the etcd at `url`.
