@@ -94,6 +94,27 @@ pub fn traceparent_of_current() -> Option<String> {
     traceparent_of(&cx)
 }
 
+/// Will `span` reach a trace? False for work that belongs to no trace (created inside
+/// [`untraced_unless`]`(false)`) and when no OpenTelemetry layer is installed.
+pub fn is_sampled(span: &tracing::Span) -> bool {
+    span.context().span().span_context().is_sampled()
+}
+
+/// Has OpenTelemetry decided that `span` goes to no trace? True for work created inside
+/// [`untraced_unless`]`(false)`; false for a sampled span, and when no OpenTelemetry layer is
+/// installed (another subscriber, a test's say, may record everything).
+///
+/// OpenTelemetry's advice for costly attributes and events is to compute them only when the
+/// span is recording; this is the check. A span that is not sampled costs its layer the same
+/// work as one that is (it is built, then dropped when it ends), so a component that adds
+/// many details only a reader of the trace would see (the scheduler's verdict per node and
+/// plugin) asks first.
+pub fn is_known_unsampled(span: &tracing::Span) -> bool {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid() && !sc.is_sampled()
+}
+
 /// A context whose span is *not sampled*: spans started under it, and all their
 /// descendants, are recorded by no one.
 pub fn unsampled_context() -> Context {
@@ -463,6 +484,30 @@ mod tests {
                 style
             ));
         }
+    }
+
+    #[test]
+    fn only_an_opentelemetry_decision_makes_a_span_known_unsampled() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        // No subscriber: nothing is known, so a component records its details.
+        assert!(!is_known_unsampled(&tracing::info_span!("no.subscriber")));
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        let background = {
+            let _untraced = untraced_unless(false);
+            tracing::info_span!("background")
+        };
+        assert!(is_known_unsampled(&background));
+        assert!(!is_sampled(&background));
+        let caused = tracing::info_span!("caused");
+        assert!(continue_from(
+            &caused,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_known_unsampled(&caused));
+        assert!(is_sampled(&caused));
     }
 
     #[test]

@@ -675,12 +675,7 @@ fn node_status_span(name: &str, age: Duration) -> tracing::Span {
             )
         };
     }
-    let in_traced_change = {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        tracing::Span::current().context().span().span_context().is_sampled()
-    };
-    if in_traced_change {
+    if kulisse_traces::propagation::is_sampled(&tracing::Span::current()) {
         node_status_span!()
     } else {
         node_status_span!(parent: None,)

@@ -45,7 +45,10 @@
 //! continues the `kulisse.dev/traceparent` annotation), with children `scheduler.filter`
 //! (an event per node that was ruled out, and why), `scheduler.score` (an event per node with
 //! its points per plugin) and `scheduler.bind`. Below the first two, a `scheduler.plugin` span
-//! per plugin and node keeps each verdict and its reason ([`explain`]).
+//! per plugin and node keeps each verdict and its reason ([`explain`]). Those per-node
+//! details are written only when the cycle's span is sampled: a pod created by no traced
+//! request (a load generator's, or any pod while background tracing is off) is scheduled
+//! without them, because building spans that no one exports cost as much as exporting them.
 //!
 //! **Several schedulers.** A cluster with several masters runs a scheduler on each, but only
 //! one may act: they elect a leader through the Lease `kube-system/kube-scheduler`
@@ -352,17 +355,20 @@ impl Scheduler {
                 evaluated: 0,
             };
         }
+        // The verdict of each plugin on each node is for the reader of the pod's trace; a
+        // cycle no trace will show skips writing them (they were half the scheduler's CPU).
+        let explained = !kulisse_traces::propagation::is_known_unsampled(span);
         let Filtered {
             feasible,
             rejections,
             evaluated,
-        } = self.find_nodes_that_fit(&cache, pod, span);
+        } = self.find_nodes_that_fit(&cache, pod, span, explained);
         span.record("scheduler.nodes.evaluated", evaluated);
         span.record("scheduler.nodes.feasible", feasible.len());
         let chosen = if feasible.is_empty() {
             None
         } else {
-            self.prioritize_nodes(&cache, pod, span, &feasible)
+            self.prioritize_nodes(&cache, pod, span, &feasible, explained)
         };
         let Some(chosen) = chosen else {
             return Decision::Unschedulable {
@@ -380,7 +386,8 @@ impl Scheduler {
 
     /// The filter step (a `scheduler.filter` span, upstream `findNodesThatFitPod`): every
     /// node, starting where the last cycle stopped, until enough feasible ones are found.
-    fn find_nodes_that_fit(&self, cache: &SchedulerCache, pod: &PodInfo, span: &Span) -> Filtered {
+    /// `explained`: record each plugin's verdict for the first nodes ([`explain`]).
+    fn find_nodes_that_fit(&self, cache: &SchedulerCache, pod: &PodInfo, span: &Span, explained: bool) -> Filtered {
         let names = cache.node_names();
         let total = names.len();
         let to_find = num_feasible_nodes_to_find(self.options.percentage_of_nodes_to_score, total);
@@ -404,12 +411,12 @@ impl Scheduler {
             out.evaluated += 1;
             let Some(info) = cache.node(name) else { continue };
             let Some(view) = info.node.as_ref() else { continue };
-            let verdict = if out.evaluated <= explain::MAX_PLUGIN_SPAN_NODES {
+            let verdict = if explained && out.evaluated <= explain::MAX_PLUGIN_SPAN_NODES {
                 explain::filter_recorded(&fspan, pod, info, view, spread.as_ref())
             } else {
                 plugins::filter(pod, info, view, spread.as_ref())
             };
-            if out.evaluated <= MAX_NODE_EVENTS {
+            if explained && out.evaluated <= MAX_NODE_EVENTS {
                 match &verdict {
                     Ok(()) => {
                         tracing::info!(parent: &fspan, scheduler.node = %name, scheduler.result = "feasible", "{name}: fits")
@@ -457,6 +464,7 @@ impl Scheduler {
         pod: &PodInfo,
         span: &Span,
         feasible: &[String],
+        explained: bool,
     ) -> Option<String> {
         let sspan = info_span!(
             parent: span,
@@ -480,8 +488,11 @@ impl Scheduler {
             None
         };
         let scored = plugins::score_nodes(pod, cache, feasible, default_selector.as_ref());
-        explain::record_scores(&sspan, pod, cache, &scored);
-        for (name, s) in scored.iter().take(MAX_NODE_EVENTS) {
+        let shown = if explained { MAX_NODE_EVENTS } else { 0 };
+        if explained {
+            explain::record_scores(&sspan, pod, cache, &scored);
+        }
+        for (name, s) in scored.iter().take(shown) {
             tracing::info!(
                 parent: &sspan,
                 scheduler.node = %name,
