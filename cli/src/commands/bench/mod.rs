@@ -411,6 +411,16 @@ impl Server {
         Server::start(dir, &args).await
     }
 
+    /// How many spans the server's trace store keeps (`GET /apis/kulisse.dev/v1/traces`, the
+    /// sum of each trace's `span_count`); `None` if it cannot be read.
+    async fn kept_spans(&self) -> Option<u64> {
+        let path = kulisse_core::apiserver::traces::TRACES_API_PATH;
+        let resp = self.client.request(http::Method::GET, path, &[], None).await.ok()?;
+        let list: Value = serde_json::from_slice(&resp.body).ok()?;
+        let items = list.get("items")?.as_array()?;
+        Some(items.iter().filter_map(|t| t.get("spanCount")?.as_u64()).sum())
+    }
+
     fn store_bytes(&self) -> u64 {
         std::fs::metadata(self.data_dir.join("store.redb"))
             .map(|m| m.len())

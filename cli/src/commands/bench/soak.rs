@@ -6,7 +6,9 @@
 //! then stay flat. This case runs `kulisse up --nodes N --fast-failover` for M minutes under
 //! constant churn (a Deployment scaled between 100 and 300 replicas every 10 seconds: pods
 //! created, scheduled, started, deleted, each with its Events) and samples, every minute, the
-//! store file's size and the process' resident memory. Events live 10 minutes here
+//! store file's size, the process' resident memory and how many spans its trace store keeps
+//! (a bounded store that fills up would look like a leak; it holds a few dozen here, since a
+//! load generator's changes are not traced). Events live 10 minutes here
 //! (`--event-ttl 10m`) so that a half-hour run sees them expire; compaction keeps its 5-minute
 //! default.
 //!
@@ -72,8 +74,9 @@ pub(super) async fn soak_case(nodes: u32, minutes: u32, report: &mut Report) -> 
         let minute = (started.elapsed().as_secs() / 60) as u32;
         if samples.last().is_none_or(|(m, _, _)| *m < minute) {
             let sample = (minute, server.store_bytes(), server.proc.rss().unwrap_or(0));
+            let spans = server.kept_spans().await.map_or("?".into(), |n| n.to_string());
             println!(
-                "  minute {:>3}: store {:>8}  RSS {:>8}",
+                "  minute {:>3}: store {:>8}  RSS {:>8}  spans kept {spans:>6}",
                 sample.0,
                 mib(sample.1),
                 mib(sample.2)
