@@ -789,10 +789,9 @@ async fn a_deleted_pod_is_stopped_removed_and_gone_for_good() {
     // after the pod was gone: its housekeeping (which removes what has no pod, and would
     // notice a pod that came back) lists every sandbox, here every 200 ms; wait for 5 more
     // rounds of it.
-    let all = BTreeMap::new();
-    let rounds = node.runtime.sandbox_lists(&all);
+    let rounds = node.runtime.full_sandbox_lists();
     eventually(30, "5 more housekeeping rounds of the kubelet", || async {
-        (node.runtime.sandbox_lists(&all) >= rounds + 5).then_some(())
+        (node.runtime.full_sandbox_lists() >= rounds + 5).then_some(())
     })
     .await;
     let err = node
