@@ -46,9 +46,10 @@
 //! (an event per node that was ruled out, and why), `scheduler.score` (an event per node with
 //! its points per plugin) and `scheduler.bind`. Below the first two, a `scheduler.plugin` span
 //! per plugin and node keeps each verdict and its reason ([`explain`]). Those per-node
-//! details are written only when the cycle's span is sampled: a pod created by no traced
-//! request (a load generator's, or any pod while background tracing is off) is scheduled
-//! without them, because building spans that no one exports cost as much as exporting them.
+//! details are written unless OpenTelemetry has decided the cycle goes to no trace: a pod
+//! that only background work touched (a load generator's writes, which count as a
+//! component's, unless `KULISSE_TRACE_BACKGROUND=1`) is scheduled without them, because the
+//! layer builds a span that is not sampled as fully as one that is, and drops it at its end.
 //!
 //! **Several schedulers.** A cluster with several masters runs a scheduler on each, but only
 //! one may act: they elect a leader through the Lease `kube-system/kube-scheduler`
