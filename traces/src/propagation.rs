@@ -111,7 +111,8 @@ pub fn is_sampled(span: &tracing::Span) -> bool {
 /// plugin) asks first.
 pub fn is_known_unsampled(span: &tracing::Span) -> bool {
     let cx = span.context();
-    let sc = cx.span().span_context().clone();
+    let otel_span = cx.span();
+    let sc = otel_span.span_context();
     sc.is_valid() && !sc.is_sampled()
 }
 

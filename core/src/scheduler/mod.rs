@@ -489,23 +489,22 @@ impl Scheduler {
             None
         };
         let scored = plugins::score_nodes(pod, cache, feasible, default_selector.as_ref());
-        let shown = if explained { MAX_NODE_EVENTS } else { 0 };
         if explained {
             explain::record_scores(&sspan, pod, cache, &scored);
-        }
-        for (name, s) in scored.iter().take(shown) {
-            tracing::info!(
-                parent: &sspan,
-                scheduler.node = %name,
-                scheduler.score.NodeResourcesFit = s.least_allocated,
-                scheduler.score.NodeResourcesBalancedAllocation = s.balanced_allocation,
-                scheduler.score.TaintToleration = s.taint_toleration,
-                scheduler.score.NodeAffinity = s.node_affinity,
-                scheduler.score.PodTopologySpread = s.pod_topology_spread,
-                scheduler.score = s.total(),
-                "{name}: NodeResourcesFit={} NodeResourcesBalancedAllocation={} TaintToleration={} NodeAffinity={} PodTopologySpread={} total={}",
-                s.least_allocated, s.balanced_allocation, s.taint_toleration, s.node_affinity, s.pod_topology_spread, s.total()
-            );
+            for (name, s) in scored.iter().take(MAX_NODE_EVENTS) {
+                tracing::info!(
+                    parent: &sspan,
+                    scheduler.node = %name,
+                    scheduler.score.NodeResourcesFit = s.least_allocated,
+                    scheduler.score.NodeResourcesBalancedAllocation = s.balanced_allocation,
+                    scheduler.score.TaintToleration = s.taint_toleration,
+                    scheduler.score.NodeAffinity = s.node_affinity,
+                    scheduler.score.PodTopologySpread = s.pod_topology_spread,
+                    scheduler.score = s.total(),
+                    "{name}: NodeResourcesFit={} NodeResourcesBalancedAllocation={} TaintToleration={} NodeAffinity={} PodTopologySpread={} total={}",
+                    s.least_allocated, s.balanced_allocation, s.taint_toleration, s.node_affinity, s.pod_topology_spread, s.total()
+                );
+            }
         }
         let (pick, best_score, ties) = self.select_host(&scored)?;
         sspan.record("scheduler.node", pick.as_str());
